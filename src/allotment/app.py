@@ -1,0 +1,87 @@
+"""The ASGI application: `create_app()` wires settings, stores, caches, routes and errors.
+
+The lifespan opens the engine, the Redis client and the invalidation bus and keeps them on
+`app.state`; when no database or Redis URL is configured it starts the embedded servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+from starlette.responses import Response
+
+from allotment import embedded
+from allotment.audit.endpoints import router as audit_router
+from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
+from allotment.auth.endpoints import router as api_keys_router
+from allotment.config import Settings, get_settings
+from allotment.customers.endpoints import router as customers_router
+from allotment.db import create_engine, create_sessionmaker
+from allotment.errors import install_handlers
+from allotment.kit import logs
+from allotment.kit.bus import Bus
+from allotment.kit.idempotency import IdempotentReplay, replay_response
+from allotment.kit.middleware import BodyGuard, RequestContext
+from allotment.ops.endpoints import router as ops_router
+
+log = structlog.get_logger("allotment.app")
+
+
+def redis_client(url: str) -> Redis:
+    # Short timeouts: Redis is a cache and a bus; waiting on it must never stall a check.
+    return Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    servers = embedded.start(settings)
+    engine = create_engine(servers.database_url, settings)
+    redis = redis_client(servers.redis_url)
+    bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate")
+    principals = PrincipalCache(ttl=settings.auth_cache_ttl_s)
+    bus.subscribe(REVOKED_TOPIC, principals.drop_key)
+    bus.on_reconnect(principals.clear)
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.redis = redis
+    app.state.bus = bus
+    app.state.principals = principals
+    await bus.start()
+    log.info("started")
+    try:
+        yield
+    finally:
+        await bus.stop()
+        await redis.aclose()
+        await engine.dispose()
+        servers.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level, json=settings.log_json)
+    app = FastAPI(
+        title="Allotment",
+        version="0.1.0",
+        summary="Centralized entitlements: seats, instances, features, usage and billing.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_handlers(app)
+
+    @app.exception_handler(IdempotentReplay)
+    async def _replay(request: Request, exc: IdempotentReplay) -> Response:
+        return replay_response(exc)
+
+    for router in (ops_router, api_keys_router, customers_router, audit_router):
+        app.include_router(router)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: every mutation, hash-chained, written in its transaction."""

@@ -1,0 +1,221 @@
+"""The `allotment` console script.
+
+    serve [--host] [--port] [--workers] [--migrate] [--demo]   run the API
+    worker                                                      background jobs
+    migrate                                                     apply migrations
+    api-keys create --name NAME --scope SCOPE...                mint a key (last line: the key)
+    demo                                                        seed demo data once
+    audit verify                                                check the audit hash chain
+
+Every command reads the same settings (ALLOTMENT_*); with no database or Redis URL set, the
+first command that needs them starts the embedded servers and stops them when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from allotment import embedded
+from allotment.config import get_settings
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _servers() -> Any:
+    settings = get_settings()
+    servers = embedded.start(settings)
+    servers.export()
+    get_settings.cache_clear()  # later reads see the URLs just exported
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
+    from allotment.db import create_engine, create_sessionmaker, session_scope
+
+    async def main() -> T:
+        engine = create_engine(database_url, get_settings())
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await fn(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _print_demo(result: Any, host: str, port: int) -> None:
+    if result.created_customers:
+        click.echo(f"Demo customers created: {', '.join(result.created_customers)}")
+    if result.admin_key:
+        click.echo("\nAn admin API key was created. It is shown only this once:\n")
+        click.echo(f"    {result.admin_key}\n")
+        click.echo("Try it:\n")
+        click.echo(
+            f"    curl -s -H 'Authorization: Bearer {result.admin_key}' "
+            f"http://{host}:{port}/v1/customers\n"
+        )
+    else:
+        click.echo(
+            "Demo data already present. Lost the admin key? "
+            "`.venv/bin/allotment api-keys create --name me --scope admin` mints another."
+        )
+
+
+@click.group()
+def main() -> None:
+    """Allotment: centralized entitlements."""
+    from allotment.kit import logs
+
+    settings = get_settings()
+    logs.configure(settings.log_level, json=settings.log_json)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default ALLOTMENT_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default ALLOTMENT_PORT).")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--migrate", is_flag=True, help="Apply migrations before serving.")
+@click.option("--demo", is_flag=True, help="Seed demo data (once) before serving.")
+def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo: bool) -> None:
+    """Serve the API (starting the embedded servers when no URLs are set)."""
+    import uvicorn
+
+    from allotment import demo as demo_data
+    from allotment.migrate import upgrade
+
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    with _servers() as servers:
+        if migrate:
+            upgrade(servers.database_url)
+        if demo:
+            _print_demo(_run_in_session(demo_data.seed, servers.database_url), host, port)
+        click.echo(f"Serving on http://{host}:{port} (Ctrl-C stops it)", err=True)
+        uvicorn.run(
+            "allotment.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+
+
+@main.command()
+@click.option("--interval", type=float, default=60.0, show_default=True)
+def worker(interval: float) -> None:
+    """Background jobs: purge expired idempotency keys (later: lease reaper, partitions)."""
+    from allotment.db import create_engine, create_sessionmaker, session_scope
+    from allotment.kit.idempotency import purge_expired
+
+    async def loop(database_url: str) -> None:
+        engine = create_engine(database_url, get_settings())
+        maker = create_sessionmaker(engine)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        click.echo("worker started", err=True)
+        try:
+            while not stop.is_set():
+                try:
+                    async with session_scope(maker) as session:
+                        purged = await purge_expired(session)
+                    if purged:
+                        click.echo(f"purged {purged} expired idempotency keys", err=True)
+                except Exception as exc:  # keep running through outages
+                    click.echo(f"worker pass failed: {exc}", err=True)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                except TimeoutError:
+                    pass
+        finally:
+            await engine.dispose()
+
+    with _servers() as servers:
+        asyncio.run(loop(servers.database_url))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the database migrations."""
+    from allotment.migrate import upgrade
+
+    with _servers() as servers:
+        upgrade(servers.database_url)
+    click.echo("migrations applied")
+
+
+@main.command()
+def demo() -> None:
+    """Seed demo customers and an admin API key (once)."""
+    from allotment import demo as demo_data
+
+    settings = get_settings()
+    with _servers() as servers:
+        result = _run_in_session(demo_data.seed, servers.database_url)
+    _print_demo(result, settings.host, settings.port)
+
+
+@main.group("api-keys")
+def api_keys_group() -> None:
+    """Manage API keys."""
+
+
+@api_keys_group.command("create")
+@click.option("--name", required=True)
+@click.option("--scope", "scopes", multiple=True, required=True, help="Repeatable.")
+def api_keys_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API key; the key alone is printed on the last line."""
+    from allotment.auth import service as api_keys
+    from allotment.auth.principal import scope_error
+
+    problems = [p for p in (scope_error(s) for s in scopes) if p]
+    if problems:
+        raise click.UsageError("; ".join(problems))
+
+    async def create(session: Any) -> tuple[Any, str]:
+        return await api_keys.create(session, name=name, scopes=scopes, actor="cli")
+
+    with _servers() as servers:
+        key, secret = _run_in_session(create, servers.database_url)
+    click.echo(f"created {key.id} ({', '.join(key.scopes)}); the key is shown once:")
+    click.echo(secret)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The audit log."""
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    """Verify the audit hash chain; exit 1 and name each broken record if it does not hold."""
+    from allotment.audit import service as audit
+
+    with _servers() as servers:
+        result = _run_in_session(audit.verify, servers.database_url)
+    if result.ok:
+        click.echo(f"audit chain verifies: {result.records_checked} records, head {result.head_id}")
+        return
+    click.echo(f"audit chain BROKEN ({result.records_checked} records checked):", err=True)
+    for problem in result.problems:
+        click.echo(f"  record {problem.id}: {problem.problem}", err=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Settings: every knob of the service, read from `ALLOTMENT_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALLOTMENT_", env_file=None, extra="ignore")
+
+    # None means "start the embedded server under data_dir" (see embedded.py).
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".allotment")
+    database_name: str = "allotment"
+
+    # Prefix of every Redis key and channel, so several deployments (or test runs) can share
+    # one Redis without seeing each other.
+    redis_namespace: str = "allotment"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_attributes_bytes: int = Field(default=16_384, ge=256)
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_statement_timeout_ms: int = 10_000
+
+    # Principals (API keys) are cached in process; revocation is broadcast after commit,
+    # this TTL only bounds how long a worker that missed the broadcast keeps a key.
+    auth_cache_ttl_s: float = 5.0
+
+    idempotency_ttl_s: int = 24 * 3600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Customers: the buyers, addressed everywhere by their caller-chosen key."""

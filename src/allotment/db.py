@@ -1,0 +1,150 @@
+"""The database: engine, declarative Base and the one transaction boundary.
+
+Exactly two things open and commit a transaction: `request_session` (one per HTTP request,
+committed after the endpoint returns and *before* the response is sent, so nothing is
+acknowledged until it is durable) and `session_scope` (the worker and the CLI). Services
+and repositories only `flush()`.
+
+Side effects that must not happen on rollback (cache invalidation, broadcasts) are
+registered with `after_commit(session, fn)`. Work that must be the very last thing inside
+the transaction (the audit chain append, which holds the chain lock until commit) is
+registered with `before_commit(session, fn)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from starlette.requests import Request
+
+from allotment.config import Settings
+from allotment.errors import ServiceUnavailable
+
+log = structlog.get_logger("allotment.db")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+Hook = Callable[[], Awaitable[None] | None]
+SessionHook = Callable[[AsyncSession], Awaitable[None]]
+
+
+def async_url(url: str) -> str:
+    """Normalise a PostgreSQL URL to SQLAlchemy's psycopg 3 dialect."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def after_commit(session: AsyncSession, hook: Hook) -> None:
+    session.info.setdefault("after_commit", []).append(hook)
+
+
+def before_commit(session: AsyncSession, hook: SessionHook, *, key: str | None = None) -> None:
+    """Run `hook(session)` just before commit; a `key` registers it once per transaction."""
+    hooks: dict[Any, SessionHook] = session.info.setdefault("before_commit", {})
+    hooks.setdefault(key if key is not None else object(), hook)
+
+
+async def commit(session: AsyncSession) -> None:
+    for hook in list(session.info.pop("before_commit", {}).values()):
+        await hook(session)
+    await session.commit()
+    for after in session.info.pop("after_commit", []):
+        try:
+            result = after()
+            if result is not None:
+                await result
+        except Exception:  # an after-commit effect must never undo an acknowledged write
+            log.exception("after_commit_failed")
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable; nothing was written. Retry shortly.", retry_after=2
+    )
+
+
+@asynccontextmanager
+async def transaction(
+    maker: async_sessionmaker[AsyncSession], **info: Any
+) -> AsyncIterator[AsyncSession]:
+    async with maker() as session:
+        session.info.update(info)
+        try:
+            yield session
+            await commit(session)
+        except (OperationalError, InterfaceError) as exc:
+            await _safe_rollback(session)
+            raise _unavailable(exc) from exc
+        except DBAPIError as exc:
+            await _safe_rollback(session)
+            if exc.connection_invalidated:
+                raise _unavailable(exc) from exc
+            raise
+        except BaseException:
+            await _safe_rollback(session)
+            raise
+
+
+async def _safe_rollback(session: AsyncSession) -> None:
+    try:
+        await session.rollback()
+    except Exception:  # the connection may be gone; the server rolls back on its own
+        log.debug("rollback_failed")
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency (scope="function"): one transaction per request."""
+    async with transaction(
+        request.app.state.sessionmaker, request_id=getattr(request.state, "request_id", None)
+    ) as session:
+        yield session
+
+
+def session_scope(
+    maker: async_sessionmaker[AsyncSession], **info: Any
+) -> Any:
+    """One transaction for the worker and the CLI."""
+    return transaction(maker, **info)

@@ -1,0 +1,1 @@
+"""Small shared pieces used by every domain: ids, clock, JSON, pagination, idempotency, bus."""

@@ -1,0 +1,120 @@
+"""The invalidation bus: after-commit broadcasts over Redis pub/sub to every worker.
+
+A publisher calls `await bus.publish(topic, payload)` from an `after_commit` hook. Handlers
+registered for the topic run at once in this process (so the same worker reflects the write
+before the response leaves) and, through Redis, in every other worker. Redis is a bus here,
+never a store: a message lost while Redis is down is covered by each cache's own short TTL,
+and `on_reconnect` handlers run when the subscription comes back so caches can re-check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+
+log = structlog.get_logger("allotment.bus")
+
+Handler = Callable[[str], Awaitable[None] | None]
+ReconnectHandler = Callable[[], Awaitable[None] | None]
+
+
+async def _call(fn: Callable[..., Awaitable[None] | None], *args: str) -> None:
+    try:
+        result = fn(*args)
+        if result is not None:
+            await result
+    except Exception:
+        log.exception("bus_handler_failed")
+
+
+class Bus:
+    def __init__(self, redis: Redis, *, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.origin = f"{os.getpid()}-{id(self)}"
+        self.connected = False
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._on_reconnect: list[ReconnectHandler] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        self._handlers[topic].append(handler)
+
+    def on_reconnect(self, handler: ReconnectHandler) -> None:
+        self._on_reconnect.append(handler)
+
+    async def publish(self, topic: str, payload: str) -> None:
+        for handler in self._handlers.get(topic, ()):
+            await _call(handler, payload)
+        message = orjson.dumps({"t": topic, "p": payload, "o": self.origin})
+        try:
+            await self.redis.publish(self.channel, message)
+        except Exception as exc:  # other workers fall back to their caches' short TTL
+            log.warning("bus_publish_failed", topic=topic, error=str(exc))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="allotment-bus")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.connected = True
+                delay = 0.1
+                if not first:
+                    log.info("bus_reconnected")
+                    for handler in self._on_reconnect:
+                        await _call(handler)
+                first = False
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    await self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                self.connected = False
+                await _close(pubsub)
+                raise
+            except Exception as exc:
+                if self.connected:
+                    log.warning("bus_disconnected", error=str(exc))
+                self.connected = False
+                first = False
+                await _close(pubsub)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _dispatch(self, raw: bytes) -> None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if message.get("o") == self.origin:
+            return  # already handled locally when published
+        for handler in self._handlers.get(message.get("t", ""), ()):
+            await _call(handler, message.get("p", ""))
+
+
+async def _close(pubsub: object) -> None:
+    try:
+        await pubsub.aclose()  # type: ignore[attr-defined]
+    except Exception:
+        pass

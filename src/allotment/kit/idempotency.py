@@ -1,0 +1,152 @@
+"""`Idempotency-Key` for mutating POSTs (DESIGN §3), stored in PostgreSQL with the effect.
+
+    first request          lock the key (transaction advisory lock), run, store the response
+                           in the same transaction as the effect
+    retry, same body       the stored response, replayed byte for byte (`Idempotent-Replayed`)
+    retry, other body      422
+    retry while in flight  409 (the first still holds the lock)
+    after 24 h             the key is forgotten (`allotment worker` purges it)
+
+A request that fails stores nothing, so its retry runs again. Keys are scoped to the API
+key that sent them, so two callers can never collide.
+
+An endpoint takes `idempotency: IdempotencyDep` after its principal and session, and returns
+`await idempotency.respond(model, status=201)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel
+from sqlalchemy import DateTime, LargeBinary, SmallInteger, Text, delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+from starlette.responses import Response
+
+from allotment.db import Base, request_session
+from allotment.errors import AllotmentError, BadRequest, Conflict, ValidationFailed
+from allotment.kit.clock import utcnow
+from allotment.kit.jsonx import dumps
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    principal: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[Any] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[Any] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class IdempotentReplay(AllotmentError):
+    """Not an error: carries a stored response out of the dependency to be sent as is."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__("replay", status=status)
+        self.body = body
+
+
+@dataclass
+class Idempotency:
+    session: AsyncSession
+    principal: str | None
+    key: str | None
+    request_hash: str | None
+    ttl_s: int
+
+    async def respond(self, model: BaseModel | Any, *, status: int = 200) -> Response:
+        payload = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+        body = dumps(payload)
+        if self.key is not None:
+            now = utcnow()
+            values = {
+                "principal": self.principal,
+                "key": self.key,
+                "request_hash": self.request_hash,
+                "status": status,
+                "body": body,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=self.ttl_s),
+            }
+            stmt = insert(IdempotencyRecord).values(**values)
+            # An expired row with the same key may still be there; it is replaced.
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["principal", "key"], set_=values
+            )
+            await self.session.execute(stmt)
+        return Response(body, status_code=status, media_type="application/json")
+
+
+async def _idempotency(request: Request, session: Annotated[AsyncSession, Depends(request_session, scope="function")]) -> Idempotency:
+    ttl = request.app.state.settings.idempotency_ttl_s
+    key = request.headers.get(HEADER)
+    principal = getattr(request.state, "principal", None)
+    if key is None or principal is None:
+        return Idempotency(session, None, None, None, ttl)
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise BadRequest(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
+    owner = principal.key_id
+    body = await request.body()
+    request_hash = hashlib.sha256(
+        b"\n".join([request.method.encode(), request.url.path.encode(), body])
+    ).hexdigest()
+    # Held until this transaction ends: a concurrent retry of the same key cannot take it.
+    locked = (
+        await session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 7))"),
+            {"k": f"idem:{owner}:{key}"},
+        )
+    ).scalar_one()
+    if not locked:
+        raise Conflict(
+            f"A request with this {HEADER} is still in progress; retry when it completes.",
+            type="idempotency-in-flight",
+        )
+    stored = (
+        await session.execute(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.principal == owner,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.expires_at > func.now(),
+            )
+        )
+    ).scalar_one_or_none()
+    if stored is not None:
+        if stored.request_hash != request_hash:
+            raise ValidationFailed(
+                f"This {HEADER} was used with a different request; use a new key.",
+                type="idempotency-key-reused",
+            )
+        raise IdempotentReplay(stored.status, stored.body)
+    return Idempotency(session, owner, key, request_hash, ttl)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(_idempotency, scope="function")]
+
+
+def replay_response(exc: IdempotentReplay) -> Response:
+    return Response(
+        exc.body,
+        status_code=exc.status,
+        media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    result = await session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= func.now())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,146 @@
+"""Pure ASGI middleware: request ids and access logs, body size limits, content types.
+
+Pure ASGI (not BaseHTTPMiddleware) because these wrap the /v1/check hot path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from allotment.errors import PayloadTooLarge, problem_response
+from allotment.kit.ids import new_id
+from allotment.kit.metrics import REQUEST_LATENCY
+
+access_log = structlog.get_logger("allotment.access")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    """Gives each request an id (or keeps a sane incoming X-Request-Id), binds it to every
+    log line, returns it in `X-Request-Id`, and records latency by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or new_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=template,
+                status=status,
+                ms=round(elapsed * 1000, 3),
+            )
+
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+ACCEPTED_MEDIA_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+    "application/merge-patch+json",
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+)
+
+
+class BodyGuard:
+    """Refuses bodies over `max_bytes` (413, by Content-Length or while streaming) and bodies
+    whose Content-Type is not one the API reads (415), before any endpoint parses them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length_raw = headers.get(b"content-length")
+        has_body = b"transfer-encoding" in headers
+        if length_raw is not None:
+            try:
+                length = int(length_raw)
+            except ValueError:
+                await self._reject(scope, send, 400, "Content-Length is not a number.")
+                return
+            if length > self.max_bytes:
+                await self._reject(scope, send, 413, self._too_large())
+                return
+            has_body = has_body or length > 0
+        if has_body:
+            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+            if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
+                shown = media_type or "none"
+                await self._reject(
+                    scope,
+                    send,
+                    415,
+                    f"Content-Type {shown!r} is not accepted; send application/json.",
+                )
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(self._too_large())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> str:
+        return f"The request body exceeds the limit of {self.max_bytes} bytes."
+
+    async def _reject(self, scope: Scope, send: Send, status: int, detail: str) -> None:
+        request_id: Any = scope.get("state", {}).get("request_id")
+        response = problem_response(status, detail, instance=scope["path"], request_id=request_id)
+        await response(scope, _drain, send)
+
+
+async def _drain() -> Message:
+    return {"type": "http.disconnect"}

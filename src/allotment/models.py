@@ -1,0 +1,10 @@
+"""Imports every domain's models so `Base.metadata` is complete (Alembic, tests)."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    from allotment.audit import models as _audit  # noqa: F401
+    from allotment.auth import models as _auth  # noqa: F401
+    from allotment.customers import models as _customers  # noqa: F401
+    from allotment.kit import idempotency as _idempotency  # noqa: F401

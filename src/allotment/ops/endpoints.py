@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from allotment.deps import public
+from allotment.errors import problem_response
+
+router = APIRouter(tags=["operations"], dependencies=[public()])
+
+PROBE_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _probe_postgres(request: Request) -> str:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+
+
+async def _probe_redis(request: Request) -> str:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await request.app.state.redis.ping()
+        return "ok"
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+
+
+@router.get("/readyz", responses={503: {"description": "PostgreSQL or Redis is down"}})
+async def readyz(request: Request) -> Any:
+    postgres, redis = await asyncio.gather(_probe_postgres(request), _probe_redis(request))
+    checks = {"postgres": postgres, "redis": redis}
+    if all(v == "ok" for v in checks.values()):
+        return {"status": "ready", "checks": checks}
+    down = ", ".join(k for k, v in checks.items() if v != "ok")
+    return problem_response(
+        503,
+        f"Not ready: {down} unreachable.",
+        extra={"checks": checks},
+        headers={"Retry-After": "2"},
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

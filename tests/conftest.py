@@ -1,0 +1,122 @@
+"""Test fixtures: real PostgreSQL and Redis, one database per xdist worker.
+
+With ALLOTMENT_DATABASE_URL / ALLOTMENT_REDIS_URL set, tests use those servers: they create
+their own database (`allotment_test_<worker>`) next to whatever is there and namespace every
+Redis key and channel, so existing data is never touched. Without them, each test worker
+starts its own embedded PostgreSQL and Redis under the system temp directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from allotment import embedded
+from allotment.app import create_app
+from allotment.audit.models import GENESIS_HASH
+from allotment.config import Settings
+from allotment.db import Base, session_scope
+from allotment.migrate import upgrade
+from allotment.models import load_all
+
+load_all()
+
+
+@dataclass(frozen=True)
+class Stores:
+    database_url: str
+    redis_url: str
+    namespace: str
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "redis_namespace": self.namespace,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ALLOTMENT_DATABASE_URL": self.database_url,
+            "ALLOTMENT_REDIS_URL": self.redis_url,
+            "ALLOTMENT_REDIS_NAMESPACE": self.namespace,
+            "ALLOTMENT_LOG_LEVEL": "WARNING",
+        }
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def stores() -> Iterator[Stores]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    data_dir = Path(tempfile.gettempdir()) / f"allotment-tests-{os.getuid()}" / worker
+    data_dir.mkdir(parents=True, exist_ok=True)
+    servers = embedded.start(
+        Settings(
+            database_url=os.environ.get("ALLOTMENT_DATABASE_URL") or None,
+            redis_url=os.environ.get("ALLOTMENT_REDIS_URL") or None,
+            data_dir=data_dir,
+        )
+    )
+    base = make_url(_libpq(servers.database_url))
+    name = f"allotment_test_{worker}"
+    admin = base.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = base.set(database=name).render_as_string(hide_password=False)
+    upgrade(database_url)
+    yield Stores(
+        database_url=database_url,
+        redis_url=servers.redis_url,
+        namespace=f"allotment-test-{worker}-{os.getpid()}",
+    )
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+async def app(stores: Stores) -> AsyncIterator[object]:
+    application = create_app(stores.settings())
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def reset(app: object) -> None:
+    """Empty every table (fast enough per test) and every in-process cache."""
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name != "audit_head")
+    async with session_scope(app.state.sessionmaker) as session:  # type: ignore[attr-defined]
+        await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await session.execute(
+            text("UPDATE audit_head SET last_id = 0, last_hash = :h"), {"h": GENESIS_HASH}
+        )
+    app.state.principals.clear()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    await reset(app)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def admin(app: object, client: httpx.AsyncClient) -> dict[str, str]:
+    from tests.factories.auth import create_key
+
+    return await create_key(app, scopes=["admin"])
