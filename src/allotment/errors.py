@@ -258,9 +258,12 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_exception", path=request.url.path)
+        request_id = _request_id(request)
+        # This handler answers from outside the request middleware, so it adds the header.
         return problem_response(
             500,
             "An unexpected error occurred; quote the request id when reporting it.",
             instance=request.url.path,
-            request_id=_request_id(request),
+            request_id=request_id,
+            headers={"X-Request-Id": request_id} if request_id else None,
         )

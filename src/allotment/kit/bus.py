@@ -42,6 +42,7 @@ class Bus:
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._on_reconnect: list[ReconnectHandler] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)
@@ -62,18 +63,19 @@ class Bus:
         self._task = asyncio.create_task(self._listen(), name="allotment-bus")
 
     async def stop(self) -> None:
+        # redis-py can swallow a cancellation inside get_message(), so the loop also
+        # watches a flag, and stop() waits a bounded time rather than forever.
+        self._stopping = True
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
 
     async def _listen(self) -> None:
         delay = 0.1
         first = True
-        while True:
+        pubsub = None
+        while not self._stopping:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -84,8 +86,8 @@ class Bus:
                     for handler in self._on_reconnect:
                         await _call(handler)
                 first = False
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
                     await self._dispatch(message["data"])
@@ -94,6 +96,8 @@ class Bus:
                 await _close(pubsub)
                 raise
             except Exception as exc:
+                if self._stopping:
+                    break
                 if self.connected:
                     log.warning("bus_disconnected", error=str(exc))
                 self.connected = False
@@ -101,6 +105,8 @@ class Bus:
                 await _close(pubsub)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self.connected = False
+        await _close(pubsub)
 
     async def _dispatch(self, raw: bytes) -> None:
         try:

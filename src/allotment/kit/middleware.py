@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from allotment.errors import PayloadTooLarge, problem_response
+from allotment.errors import problem_response
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import REQUEST_LATENCY
 
@@ -120,18 +120,35 @@ class BodyGuard:
                 )
                 return
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+        if length_raw is None and has_body:
+            # No Content-Length (chunked): buffer up to the limit, then hand the body on.
+            chunks: list[bytes] = []
+            received = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_bytes:
-                    raise PayloadTooLarge(self._too_large())
-            return message
+                    await self._reject(scope, send, 413, self._too_large())
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            delivered = False
 
-        await self.app(scope, limited_receive, send)
+            async def replay() -> Message:
+                nonlocal delivered
+                if delivered:
+                    return await receive()
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
+        await self.app(scope, receive, send)
 
     def _too_large(self) -> str:
         return f"The request body exceeds the limit of {self.max_bytes} bytes."

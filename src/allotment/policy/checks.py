@@ -1,0 +1,315 @@
+"""Whole-document checks: references, cycles, inheritance, tiers and rules, each with a path.
+
+These run on the raw document next to the model validation, so one pass reports every
+error: a section that is malformed somewhere is still checked everywhere else. Values the
+models already reject (a name that breaks the syntax, a list that is not a list) are
+skipped here rather than reported twice.
+
+    check                                  path of the error
+    feature requires an unknown feature    features.sso.requires[0]
+    feature meters an unknown meter        features.api.meter
+    dependency cycle                       features.a.requires     (a -> b -> a)
+    meter property missing / superfluous   meters.api_calls.property
+    plan extends an unknown plan           plans.enterprise.extends
+    inheritance cycle                      plans.a.extends         (a -> b -> a)
+    plan names an unknown feature          plans.team.features[2]
+    +name / -name without extends          plans.team.features[2]
+    removes what the parent lacks          plans.enterprise.features[1]
+    limit / price for an unknown meter     plans.team.limits.foo, plans.team.price.meters.foo
+    tier order                             plans.team.price.meters.api_calls.tiers[1].up_to
+    required after inheritance             plans.team.seats.limit, ...seats.burst.window
+    add-on names an unknown feature        addons.audit_pack.features[0]
+    rule names an unknown feature          rules[0].feature
+    rule does not compile / unknown name   rules[0].when
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeGuard
+
+from pydantic import ValidationError
+
+from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
+from allotment.policy.graph import describe_cycle, find_cycles
+from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
+from allotment.policy.paths import Location
+from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_variables
+
+Finding = tuple[Location, str]
+
+PROPERTY_AGGREGATIONS = ("sum", "max", "unique_count")
+_NAME = re.compile(NAME_PATTERN)
+_ENTRY = re.compile(FEATURE_ENTRY_PATTERN)
+
+
+def check_document(raw: Mapping[str, Any]) -> list[Finding]:
+    """Every cross-reference and whole-document problem in `raw`, in document order."""
+    features = _section(raw, "features")
+    meters = _section(raw, "meters")
+    plans = _section(raw, "plans")
+    feature_names = set(features)
+    meter_names = set(meters)
+    return [
+        *_check_features(features, feature_names=feature_names, meter_names=meter_names),
+        *_check_meters(meters),
+        *_check_plans(plans, feature_names=feature_names, meter_names=meter_names),
+        *_check_addons(_section(raw, "addons"), feature_names=feature_names),
+        *_check_rules(raw.get("rules"), feature_names=feature_names),
+    ]
+
+
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    section = raw.get(key)
+    if not isinstance(section, Mapping):
+        return {}
+    return {name: value for name, value in section.items() if isinstance(name, str)}
+
+
+def _is_name(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
+def _unknown(kind: str, name: str, known: set[str]) -> str:
+    message = f"unknown {kind} '{name}'"
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    if not known:
+        return f"{message}: the document defines no {kind}s"
+    return message
+
+
+def _names(value: object) -> Iterator[tuple[int, str]]:
+    """The well-formed names in a list, with their indices."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if _is_name(item):
+                yield index, item
+
+
+def _check_features(
+    features: dict[str, Any], *, feature_names: set[str], meter_names: set[str]
+) -> Iterator[Finding]:
+    graph: dict[str, list[str]] = {}
+    for name, spec in features.items():
+        if not isinstance(spec, Mapping):
+            continue
+        graph[name] = []
+        for index, dependency in _names(spec.get("requires")):
+            graph[name].append(dependency)
+            if dependency not in feature_names:
+                yield (
+                    ("features", name, "requires", index),
+                    _unknown("feature", dependency, feature_names),
+                )
+        meter = spec.get("meter")
+        if _is_name(meter) and meter not in meter_names:
+            yield ("features", name, "meter"), _unknown("meter", meter, meter_names)
+    for cycle in find_cycles(graph):
+        yield ("features", cycle[0], "requires"), f"dependency cycle: {describe_cycle(cycle)}"
+
+
+def _check_meters(meters: dict[str, Any]) -> Iterator[Finding]:
+    for name, spec in meters.items():
+        if not isinstance(spec, Mapping):
+            continue
+        aggregation = spec.get("aggregation")
+        has_property = spec.get("property") is not None
+        if aggregation in PROPERTY_AGGREGATIONS and not has_property:
+            yield (
+                ("meters", name, "property"),
+                f"required: aggregation '{aggregation}' reads a property of each event's data",
+            )
+        elif aggregation == "count" and has_property:
+            yield (
+                ("meters", name, "property"),
+                "not allowed: aggregation 'count' counts events and reads no property",
+            )
+
+
+def _check_plans(
+    plans: dict[str, Any], *, feature_names: set[str], meter_names: set[str]
+) -> Iterator[Finding]:
+    parents: dict[str, list[str]] = {}
+    for name, spec in plans.items():
+        if not isinstance(spec, Mapping):
+            continue
+        parent = spec.get("extends")
+        if _is_name(parent):
+            parents[name] = [parent]
+            if parent not in plans:
+                yield ("plans", name, "extends"), _unknown("plan", parent, set(plans) - {name})
+        yield from _check_feature_entries(
+            name, spec.get("features"), extends=parent is not None, feature_names=feature_names
+        )
+        limits = spec.get("limits")
+        if isinstance(limits, Mapping):
+            for meter in limits:
+                if _is_name(meter) and meter not in meter_names:
+                    yield ("plans", name, "limits", meter), _unknown("meter", meter, meter_names)
+        price = spec.get("price")
+        meter_prices = price.get("meters") if isinstance(price, Mapping) else None
+        if isinstance(meter_prices, Mapping):
+            for meter, meter_price in meter_prices.items():
+                location: Location = ("plans", name, "price", "meters", meter)
+                if _is_name(meter) and meter not in meter_names:
+                    yield location, _unknown("meter", meter, meter_names)
+                if isinstance(meter_price, Mapping):
+                    yield from _check_tiers(meter_price.get("tiers"), location=(*location, "tiers"))
+    for cycle in find_cycles(parents):
+        yield ("plans", cycle[0], "extends"), f"inheritance cycle: {describe_cycle(cycle)}"
+    yield from _check_resolved(plans)
+
+
+def _check_feature_entries(
+    plan: str, entries: object, *, extends: bool, feature_names: set[str]
+) -> Iterator[Finding]:
+    if not isinstance(entries, list):
+        return
+    added: set[str] = set()
+    removed: set[str] = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
+            continue
+        location: Location = ("plans", plan, "features", index)
+        sign, name = split_entry(entry)
+        if name not in feature_names:
+            yield location, _unknown("feature", name, feature_names)
+        if sign and not extends:
+            yield (
+                location,
+                f"'{entry}' changes an inherited list, but plan '{plan}' does not extend "
+                f"another plan: write '{name}'",
+            )
+        if (sign == "-" and name in added) or (sign != "-" and name in removed):
+            yield location, f"'{name}' is both added and removed"
+        (removed if sign == "-" else added).add(name)
+
+
+def _check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
+    if not isinstance(tiers, list):
+        return
+    previous: int | None = None
+    last = len(tiers) - 1
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, Mapping):
+            continue
+        up_to = tier.get("up_to")
+        if up_to is None:
+            if index < last:
+                yield (*location, index, "up_to"), "required: only the last tier may omit up_to"
+            continue
+        if not isinstance(up_to, int) or isinstance(up_to, bool):
+            continue
+        if previous is not None and up_to <= previous:
+            yield (
+                (*location, index, "up_to"),
+                f"must be greater than the previous tier's up_to ({previous})",
+            )
+        previous = up_to
+
+
+def _check_resolved(plans: dict[str, Any]) -> Iterator[Finding]:
+    """Checks that need inheritance resolved, for the plans whose whole chain is well-formed."""
+    specs: dict[str, PlanSpec] = {}
+    for name, raw_plan in plans.items():
+        try:
+            specs[name] = PlanSpec.model_validate(raw_plan)
+        except ValidationError:
+            continue  # already reported by the model validation
+    resolved = resolve_plans(specs, skip_broken=True)
+    for name in sorted(resolved):
+        plan = resolved[name]
+        spec = specs[name]
+        parent = resolved.get(spec.extends) if spec.extends else None
+        if parent is not None:
+            for index, entry in enumerate(spec.features or ()):
+                sign, feature = split_entry(entry)
+                if sign == "-" and feature not in parent.features:
+                    yield (
+                        ("plans", name, "features", index),
+                        f"removes '{feature}', which plan '{parent.name}' does not include",
+                    )
+        inherited = set(_gaps(parent)) if parent is not None else set()
+        hint = " (set it here or in a plan it extends)" if parent is not None else ""
+        for relative, message in _gaps(plan):
+            # A gap the parent has too is reported once, on the parent that owns it.
+            if (relative, message) not in inherited:
+                yield ("plans", name, *relative), message + hint
+
+
+def _gaps(plan: ResolvedPlan) -> Iterator[Finding]:
+    """Fields a resolved plan must have once the blocks that need them are present."""
+    settings = plan.settings
+    seats = settings.get("seats")
+    if isinstance(seats, Mapping):
+        if seats.get("limit") is None:
+            yield ("seats", "limit"), "required: the number of seats in the pool"
+        burst = seats.get("burst")
+        if isinstance(burst, Mapping):
+            extra = burst.get("extra") or 0
+            if extra > 0 and burst.get("window") is None:
+                yield (
+                    ("seats", "burst", "window"),
+                    f"required when burst.extra is above 0 (it is {extra})",
+                )
+    instances = settings.get("instances")
+    if isinstance(instances, Mapping) and instances.get("limit") is None:
+        yield ("instances", "limit"), "required: the total instance weight allowed"
+    limits = settings.get("limits")
+    if isinstance(limits, Mapping):
+        for meter, limit in limits.items():
+            if isinstance(limit, Mapping) and limit.get("limit") is None:
+                yield ("limits", meter, "limit"), "required: the units allowed per period"
+    price = settings.get("price")
+    if isinstance(price, Mapping):
+        seat = price.get("seat")
+        if isinstance(seat, Mapping) and seat.get("unit") is None:
+            yield ("price", "seat", "unit"), "required: the price of a seat"
+        meter_prices = price.get("meters")
+        if isinstance(meter_prices, Mapping):
+            for meter, meter_price in meter_prices.items():
+                if isinstance(meter_price, Mapping) and not meter_price.get("tiers"):
+                    yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+
+
+def _check_addons(addons: dict[str, Any], *, feature_names: set[str]) -> Iterator[Finding]:
+    for name, spec in addons.items():
+        if not isinstance(spec, Mapping):
+            continue
+        for index, feature in _names(spec.get("features")):
+            if feature not in feature_names:
+                yield (
+                    ("addons", name, "features", index),
+                    _unknown("feature", feature, feature_names),
+                )
+
+
+def _check_rules(rules: object, *, feature_names: set[str]) -> Iterator[Finding]:
+    if not isinstance(rules, list):
+        return
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, Mapping):
+            continue
+        feature = rule.get("feature")
+        if _is_name(feature) and feature not in feature_names:
+            yield ("rules", index, "feature"), _unknown("feature", feature, feature_names)
+        source = rule.get("when")
+        if not isinstance(source, str) or not source:
+            continue
+        try:
+            program = compile_condition(source)
+        except ValueError as exc:
+            yield ("rules", index, "when"), f"CEL does not compile: {exc}"
+            continue
+        strangers = unknown_variables(program)
+        if strangers:
+            yield (
+                ("rules", index, "when"),
+                f"unknown variable{'s' if len(strangers) > 1 else ''} "
+                f"{', '.join(repr(name) for name in strangers)}; "
+                f"rules may read {', '.join(RULE_VARIABLES)}",
+            )

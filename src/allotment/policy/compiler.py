@@ -1,0 +1,240 @@
+"""The policy compiler: a validated document in, an immutable `Catalog` out, with no I/O.
+
+    compile_policy(document) → Catalog   inheritance resolved, defaults applied, closures
+                                         computed, every rule's CEL compiled once
+    digest(document)         → str       SHA-256 of the canonical form: same meaning, same digest
+
+Compile a document that `validation.validate` accepted; the compiler guards only what would
+otherwise go wrong silently (a broken `extends` chain, a missing required value) and
+raises PolicyCompileError for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from allotment.kit.jsonx import canonical
+from allotment.policy.catalog import (
+    Addon,
+    Burst,
+    Catalog,
+    Feature,
+    InstancePool,
+    Meter,
+    MeterPrice,
+    Plan,
+    Price,
+    SeatModel,
+    SeatPool,
+    SeatPrice,
+    Tier,
+    UsageLimit,
+)
+from allotment.policy.document import PolicyDocument, canonical_form
+from allotment.policy.graph import closures
+from allotment.policy.inheritance import InheritanceError, ResolvedPlan, resolve_plans
+from allotment.policy.money import minor_digits
+from allotment.policy.rules import Rule
+
+DEFAULT_LEASE_TTL = timedelta(minutes=10)
+DEFAULT_SESSION_TTL = timedelta(minutes=15)
+ZERO = Decimal("0")
+
+V = TypeVar("V")
+
+
+class PolicyCompileError(ValueError):
+    """The document was not validated, and is not compilable as it stands."""
+
+
+def digest(document: PolicyDocument) -> str:
+    """Hex SHA-256 of the document's canonical JSON (sorted keys, defaults filled)."""
+    return hashlib.sha256(canonical(canonical_form(document)).encode()).hexdigest()
+
+
+def compile_policy(document: PolicyDocument) -> Catalog:
+    try:
+        resolved = resolve_plans(document.plans)
+    except InheritanceError as exc:
+        raise PolicyCompileError(str(exc)) from exc
+    rules: dict[str, list[Rule]] = {}
+    for spec in document.rules:
+        try:
+            rule = Rule.compile(feature=spec.feature, reason=spec.reason, source=spec.when)
+        except ValueError as exc:
+            raise PolicyCompileError(f"rule on '{spec.feature}': {exc}") from exc
+        rules.setdefault(spec.feature, []).append(rule)
+    return Catalog(
+        currency=document.currency,
+        minor_digits=minor_digits(document.currency),
+        digest=digest(document),
+        features=_features(document),
+        meters=_frozen(
+            {
+                name: Meter(
+                    name=name,
+                    event_type=spec.event_type,
+                    aggregation=spec.aggregation,
+                    property=spec.property,
+                    description=spec.description,
+                )
+                for name, spec in document.meters.items()
+            }
+        ),
+        plans=_frozen(
+            {
+                name: _plan(plan, description=document.plans[name].description)
+                for name, plan in resolved.items()
+            }
+        ),
+        addons=_frozen(
+            {
+                name: Addon(
+                    name=name,
+                    features=frozenset(spec.features),
+                    price=spec.price if spec.price is not None else ZERO,
+                    description=spec.description,
+                )
+                for name, spec in document.addons.items()
+            }
+        ),
+        rules=_frozen({feature: tuple(found) for feature, found in rules.items()}),
+    )
+
+
+def _frozen(mapping: Mapping[str, V]) -> Mapping[str, V]:
+    # Sorted so iteration order does not depend on how the document was written.
+    return MappingProxyType({key: mapping[key] for key in sorted(mapping)})
+
+
+def _features(document: PolicyDocument) -> Mapping[str, Feature]:
+    dependencies = closures({name: spec.requires for name, spec in document.features.items()})
+    return _frozen(
+        {
+            name: Feature(
+                name=name,
+                seat_required=spec.seat == "required",
+                instance_required=spec.instance == "required",
+                guests=spec.guests,
+                requires=frozenset(spec.requires),
+                closure=dependencies[name],
+                meter=spec.meter,
+                on_outage=spec.on_outage,
+                description=spec.description,
+            )
+            for name, spec in document.features.items()
+        }
+    )
+
+
+def _plan(resolved: ResolvedPlan, *, description: str | None) -> Plan:
+    settings = resolved.settings
+    where = f"plans.{resolved.name}"
+    limits = _block(settings, "limits")
+    return Plan(
+        name=resolved.name,
+        ancestors=resolved.ancestors,
+        attributes=_frozen(_block(settings, "attributes")),
+        features=resolved.features,
+        seats=_seats(settings.get("seats"), where=f"{where}.seats"),
+        instances=_instances(settings.get("instances"), where=f"{where}.instances"),
+        limits=_frozen(
+            {
+                meter: UsageLimit(
+                    meter=meter,
+                    limit=_required(limit, "limit", where=f"{where}.limits.{meter}"),
+                    period=limit.get("period") or "month",
+                    enforcement=limit.get("enforcement") or "hard",
+                )
+                for meter, limit in limits.items()
+                if limit is not None
+            }
+        ),
+        price=_price(_block(settings, "price"), where=f"{where}.price"),
+        description=description,
+    )
+
+
+def _block(settings: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = settings.get(key)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _required(block: Mapping[str, Any], key: str, *, where: str) -> Any:
+    value = block.get(key)
+    if value is None:
+        raise PolicyCompileError(f"{where}.{key} is required; validate the policy first")
+    return value
+
+
+def _seats(block: Mapping[str, Any] | None, *, where: str) -> SeatPool | None:
+    if block is None:
+        return None
+    model: SeatModel = block.get("model") or "named"
+    burst = block.get("burst") or {}
+    extra = burst.get("extra") or 0
+    return SeatPool(
+        limit=_required(block, "limit", where=where),
+        model=model,
+        guests=block.get("guests") or 0,
+        burst=(
+            Burst(extra=extra, window=_required(burst, "window", where=f"{where}.burst"))
+            if extra > 0
+            else None
+        ),
+        session_ttl=(
+            (block.get("session_ttl") or DEFAULT_SESSION_TTL) if model == "concurrent" else None
+        ),
+    )
+
+
+def _instances(block: Mapping[str, Any] | None, *, where: str) -> InstancePool | None:
+    if block is None:
+        return None
+    return InstancePool(
+        limit=_required(block, "limit", where=where),
+        kinds=_frozen(block.get("kinds") or {}),
+        lease_ttl=block.get("lease_ttl") or DEFAULT_LEASE_TTL,
+    )
+
+
+def _price(block: Mapping[str, Any], *, where: str) -> Price:
+    seat = block.get("seat")
+    meters = block.get("meters") or {}
+    return Price(
+        base=_amount(block.get("base")),
+        seat=(
+            SeatPrice(
+                unit=_required(seat, "unit", where=f"{where}.seat"),
+                basis=seat.get("basis") or "peak",
+                included=seat.get("included") or 0,
+            )
+            if seat is not None
+            else None
+        ),
+        burst_seat_day=_amount(block.get("burst_seat_day")),
+        instance_hour=_amount(block.get("instance_hour")),
+        meters=_frozen(
+            {
+                meter: MeterPrice(
+                    meter=meter,
+                    included=price.get("included") or 0,
+                    tiers=tuple(
+                        Tier(up_to=tier.get("up_to"), unit=tier["unit"])
+                        for tier in _required(price, "tiers", where=f"{where}.meters.{meter}")
+                    ),
+                )
+                for meter, price in meters.items()
+                if price is not None
+            }
+        ),
+    )
+
+
+def _amount(value: Decimal | None) -> Decimal:
+    return value if value is not None else ZERO

@@ -1,0 +1,249 @@
+"""The policy document as written: pydantic models for the catalog of DESIGN §4.
+
+    PolicyDocument
+     ├── currency                 ISO 4217 code
+     ├── features: {name: FeatureSpec}
+     ├── meters:   {name: MeterSpec}
+     ├── plans:    {name: PlanSpec}    seats, instances, limits, price (partial when `extends`)
+     ├── addons:   {name: AddonSpec}
+     └── rules:    [RuleSpec]          CEL conditions on a feature
+
+These models check what one value can say about itself: unknown keys, types, name syntax,
+durations, amounts. What needs the whole document — references, cycles, inheritance, CEL —
+is checked by `validation.validate`, the one entry point for untrusted input, which also
+passes the currency to the amount validators. Every field of a plan's blocks is optional
+here because a plan that `extends` another writes only what it changes; the required ones
+are checked after inheritance is resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from allotment.policy.durations import Duration
+from allotment.policy.money import CURRENCY_PATTERN, Money, Rate
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+FEATURE_ENTRY_PATTERN = r"^[+-]?[a-z][a-z0-9_]{0,62}$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""A feature, meter, plan, add-on, kind or attribute name: a lowercase identifier."""
+
+FeatureEntry = Annotated[str, StringConstraints(pattern=FEATURE_ENTRY_PATTERN)]
+"""A plan's feature entry: `name`, or `+name` / `-name` in a plan that extends another."""
+
+Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+def _attribute_value(value: Any) -> str | int | bool:
+    # One validator rather than a union, so an error points at the attribute itself and
+    # not at a union member.
+    if isinstance(value, str | int | bool):
+        return value
+    raise PydanticCustomError(
+        "attribute",
+        "an attribute is a string, an integer or a boolean (got {kind})",
+        {"kind": type(value).__name__},
+    )
+
+
+AttributeValue = Annotated[
+    str | int | bool,
+    PlainValidator(_attribute_value),
+    WithJsonSchema({"type": ["string", "integer", "boolean"]}),
+]
+
+
+class Spec(BaseModel):
+    """Base of every document model: unknown keys are errors, types are taken as written."""
+
+    # strict: YAML and JSON already carry types, so "10" where a count belongs is a mistake
+    # to report, not a string to convert.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_written(cls, value: Any) -> Any:
+        # `features:` left empty in YAML is a null; everywhere, a null means "not written"
+        # (the default applies, a required key is missing), as the canonical form drops it.
+        if isinstance(value, dict):
+            return {key: item for key, item in value.items() if item is not None}
+        return value
+
+
+class FeatureSpec(Spec):
+    seat: Literal["required", "optional"] = Field(
+        default="optional", description="required: the subject must hold a seat."
+    )
+    instance: Literal["required", "optional"] = Field(
+        default="optional", description="required: the instance must hold a live lease."
+    )
+    guests: bool = Field(default=False, description="Whether a guest seat unlocks it.")
+    requires: list[Name] = Field(
+        default_factory=list, description="Features that must be entitled too."
+    )
+    meter: Name | None = Field(default=None, description="The meter that counts its use.")
+    on_outage: Literal["deny", "allow"] = Field(
+        default="deny", description="The answer when the store is down and nothing is cached."
+    )
+    description: str | None = None
+
+
+class MeterSpec(Spec):
+    event_type: str = Field(min_length=1, description="The CloudEvents `type` it counts.")
+    aggregation: Literal["count", "sum", "max", "unique_count"]
+    property: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The key in the event's `data` (sum, max, unique_count; not count).",
+    )
+    description: str | None = None
+
+
+class BurstSpec(Spec):
+    extra: NonNegative | None = Field(default=None, description="Seats allowed over the limit.")
+    window: Duration | None = Field(
+        default=None, description="How long, from the first assignment over the limit."
+    )
+
+
+class SeatsSpec(Spec):
+    limit: NonNegative | None = None
+    model: Literal["named", "concurrent"] | None = Field(
+        default=None, description="named (default): assigned seats; concurrent: live sessions."
+    )
+    guests: NonNegative | None = Field(default=None, description="Guest seats (default 0).")
+    burst: BurstSpec | None = None
+    session_ttl: Duration | None = Field(
+        default=None, description="Concurrent seats: a session's lease (default 15m)."
+    )
+
+
+class InstancesSpec(Spec):
+    limit: NonNegative | None = Field(default=None, description="Total kind weight allowed.")
+    kinds: dict[Name, Positive] | None = Field(
+        default=None, description="Kind → weight; when given, only these kinds may register."
+    )
+    lease_ttl: Duration | None = Field(default=None, description="Lease length (default 10m).")
+
+
+class LimitSpec(Spec):
+    limit: NonNegative | None = None
+    period: Literal["month", "day", "hour"] | None = Field(
+        default=None, description="Default month."
+    )
+    enforcement: Literal["hard", "soft"] | None = Field(default=None, description="Default hard.")
+
+
+class SeatPriceSpec(Spec):
+    unit: Money | None = Field(default=None, description="Price per seat above `included`.")
+    basis: Literal["peak", "average", "end"] | None = Field(
+        default=None, description="Default peak."
+    )
+    included: NonNegative | None = Field(default=None, description="Seats in the base fee.")
+
+
+class TierSpec(Spec):
+    up_to: Positive | None = Field(
+        default=None, description="The total count this tier prices up to; omitted: no bound."
+    )
+    unit: Rate
+
+
+class MeterPriceSpec(Spec):
+    included: NonNegative | None = Field(default=None, description="Free units (default 0).")
+    tiers: list[TierSpec] | None = Field(default=None, min_length=1)
+
+
+class PriceSpec(Spec):
+    base: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
+    seat: SeatPriceSpec | None = None
+    burst_seat_day: Money | None = Field(default=None, description="Per seat-day over the limit.")
+    instance_hour: Rate | None = Field(
+        default=None, description="Per lease-hour and unit of kind weight."
+    )
+    meters: dict[Name, MeterPriceSpec] | None = None
+
+
+class PlanSpec(Spec):
+    extends: Name | None = Field(default=None, description="The plan this one starts from.")
+    attributes: dict[Name, AttributeValue] | None = None
+    features: list[FeatureEntry] | None = None
+    seats: SeatsSpec | None = None
+    instances: InstancesSpec | None = None
+    limits: dict[Name, LimitSpec] | None = None
+    price: PriceSpec | None = None
+    description: str | None = None
+
+
+class AddonSpec(Spec):
+    features: list[Name] = Field(default_factory=list)
+    price: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
+    description: str | None = None
+
+
+class RuleSpec(Spec):
+    feature: Name
+    when: str = Field(min_length=1, description="CEL: the feature is allowed only while true.")
+    reason: Name = Field(description="The reason code a denial carries.")
+    description: str | None = None
+
+
+NAMED_SECTIONS = ("features", "meters", "plans", "addons")
+
+
+def fill_empty_entries(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`reports:` with nothing after it (a null in YAML) is the entry `reports: {}`."""
+    filled = dict(raw)
+    for section in NAMED_SECTIONS:
+        entries = filled.get(section)
+        if isinstance(entries, Mapping):
+            filled[section] = {name: {} if spec is None else spec for name, spec in entries.items()}
+    return filled
+
+
+class PolicyDocument(Spec):
+    """A whole policy: the catalog one policy version publishes."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="Allotment policy",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    currency: Currency = Field(description="ISO 4217 code, such as USD.")
+    features: dict[Name, FeatureSpec] = Field(default_factory=dict)
+    meters: dict[Name, MeterSpec] = Field(default_factory=dict)
+    plans: dict[Name, PlanSpec] = Field(default_factory=dict)
+    addons: dict[Name, AddonSpec] = Field(default_factory=dict)
+    rules: list[RuleSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_entries(cls, value: Any) -> Any:
+        return fill_empty_entries(value) if isinstance(value, Mapping) else value
+
+
+def canonical_form(document: PolicyDocument) -> dict[str, Any]:
+    """The document as plain JSON values, defaults filled and nulls dropped.
+
+    Durations come out in their canonical unit and amounts as written; two documents that
+    mean the same (key order, YAML or JSON, defaults spelled out or not) give the same form.
+    """
+    return document.model_dump(mode="json", exclude_none=True)
