@@ -138,7 +138,9 @@ async def _safe_rollback(session: AsyncSession) -> None:
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """FastAPI dependency (scope="function"): one transaction per request."""
     async with transaction(
-        request.app.state.sessionmaker, request_id=getattr(request.state, "request_id", None)
+        request.app.state.sessionmaker,
+        request_id=getattr(request.state, "request_id", None),
+        bus=getattr(request.app.state, "bus", None),
     ) as session:
         yield session
 

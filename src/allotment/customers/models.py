@@ -18,5 +18,8 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     revision: Mapped[int] = mapped_column(Integer, default=1)
+    # Bumped (allotment.invalidation) by every change to what this customer is entitled to;
+    # part of the cache key of the customer's compiled snapshot.
+    state_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,45 @@
+"""The one module through which committed changes invalidate cached entitlement state.
+
+    bump_customer(session, customer_id=…, customer_key=…)   a contract, override, tenant,
+                                                            allocation or usage change
+    bump_policy(session, version=…)                          publish or rollback
+
+Each bumps a version in PostgreSQL inside the caller's transaction (so the cache key of a
+snapshot built afterwards differs) and, after commit, broadcasts on the bus so every worker
+drops what it holds. Same worker: at once. Other workers: as soon as Redis delivers.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.db import after_commit
+
+CUSTOMER_TOPIC = "customer_state"
+POLICY_TOPIC = "policy_version"
+
+
+def _broadcast(session: AsyncSession, topic: str, payload: str) -> None:
+    bus = session.info.get("bus")
+    if bus is not None:  # the CLI has no bus; workers then rely on their short cache TTL
+        after_commit(session, lambda: bus.publish(topic, payload))
+
+
+async def bump_customer(session: AsyncSession, *, customer_id: int, customer_key: str) -> int:
+    version = (
+        await session.execute(
+            text(
+                "UPDATE customers SET state_version = state_version + 1 "
+                "WHERE id = :id RETURNING state_version"
+            ),
+            {"id": customer_id},
+        )
+    ).scalar_one()
+    _broadcast(session, CUSTOMER_TOPIC, customer_key)
+    return int(version)
+
+
+def announce_policy(session: AsyncSession, *, version: int) -> None:
+    """After commit, tell every worker the global policy version is now `version`."""
+    _broadcast(session, POLICY_TOPIC, str(version))
