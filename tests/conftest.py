@@ -8,6 +8,7 @@ starts its own embedded PostgreSQL and Redis under the system temp directory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +65,9 @@ def _libpq(url: str) -> str:
 @pytest.fixture(scope="session")
 def stores() -> Iterator[Stores]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    data_dir = Path(tempfile.gettempdir()) / f"allotment-tests-{os.getuid()}" / worker
+    # One embedded data dir per checkout and worker: two clones never share a server.
+    checkout = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
+    data_dir = Path(tempfile.gettempdir()) / f"allotment-tests-{os.getuid()}-{checkout}" / worker
     data_dir.mkdir(parents=True, exist_ok=True)
     servers = embedded.start(
         Settings(
