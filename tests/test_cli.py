@@ -41,7 +41,9 @@ async def test_api_keys_create_prints_the_key_alone_on_the_last_line(
     assert (await client.get("/v1/api-keys", headers=bearer(key))).status_code == 403
 
 
-async def test_api_keys_create_refuses_unknown_scope(stores: Any, client: httpx.AsyncClient) -> None:
+async def test_api_keys_create_refuses_unknown_scope(
+    stores: Any, client: httpx.AsyncClient
+) -> None:
     result = await run_cli(stores, "api-keys", "create", "--name", "x", "--scope", "root")
     assert result.returncode != 0
     assert "not a scope" in result.stderr
@@ -64,7 +66,9 @@ async def test_audit_verify_exit_codes(
 async def test_demo_seeds_once(stores: Any, client: httpx.AsyncClient) -> None:
     first = await run_cli(stores, "demo")
     assert first.returncode == 0, first.stderr
-    key = next(line.strip() for line in first.stdout.splitlines() if line.strip().startswith("alm_"))
+    key = next(
+        line.strip() for line in first.stdout.splitlines() if line.strip().startswith("alm_")
+    )
     listed = (await client.get("/v1/customers", headers=bearer(key))).json()["items"]
     second = await run_cli(stores, "demo")
     assert second.returncode == 0, second.stderr

@@ -101,7 +101,10 @@ def test_serve_zero_config_then_restart_reuses_data(tmp_path: Path) -> None:
             first.base + "/v1/customers", json={"key": "newco", "name": "NewCo"}, headers=headers
         )
         assert created.status_code == 201
-        keys = [c["key"] for c in httpx.get(first.base + "/v1/customers", headers=headers).json()["items"]]
+        keys = [
+            c["key"]
+            for c in httpx.get(first.base + "/v1/customers", headers=headers).json()["items"]
+        ]
         assert "acme" in keys and "newco" in keys
         running = _embedded_alive(data_dir)
         assert any("redis" in c for c in running) and any("postgres" in c for c in running)

@@ -145,8 +145,6 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def session_scope(
-    maker: async_sessionmaker[AsyncSession], **info: Any
-) -> Any:
+def session_scope(maker: async_sessionmaker[AsyncSession], **info: Any) -> Any:
     """One transaction for the worker and the CLI."""
     return transaction(maker, **info)

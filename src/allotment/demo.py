@@ -24,7 +24,9 @@ DEMO_CUSTOMERS = [
     CustomerCreate(
         key="acme", name="Acme Corporation", attributes={"segment": "enterprise", "region": "us"}
     ),
-    CustomerCreate(key="globex", name="Globex", attributes={"segment": "mid-market", "region": "eu"}),
+    CustomerCreate(
+        key="globex", name="Globex", attributes={"segment": "mid-market", "region": "eu"}
+    ),
     CustomerCreate(key="initech", name="Initech", attributes={"segment": "smb", "region": "us"}),
 ]
 

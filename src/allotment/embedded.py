@@ -8,6 +8,7 @@ this process started is stopped by `stop()` (and, as a safety net, at interprete
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -54,7 +55,9 @@ def _start_postgres(data_dir: Path, database: str) -> tuple[str, Any]:
     server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
     admin_uri = server.get_uri("postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
     return server.get_uri(database), server.cleanup
@@ -71,10 +74,8 @@ def _start_redis(data_dir: Path) -> tuple[str, Any]:
         # started the server owns it, so it shuts it down outright and waits for it.
         # SIGTERM: redis-server saves and exits (a SHUTDOWN command would make the client
         # retry its dropped connection for seconds).
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         _wait_gone(pid, timeout=10)
         server._cleanup()
 

@@ -242,7 +242,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        detail = (
+            exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        )
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route matches {request.url.path}."
         if exc.status_code == 405 and detail == "Method Not Allowed":

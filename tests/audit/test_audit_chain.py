@@ -59,9 +59,10 @@ async def test_chain_verifies_and_detects_an_edited_row(
     )
     result = await _verify(client, admin)
     assert result["ok"] is False
-    assert {"id": 3, "problem": "content does not match its hash (the record was edited)"} in result[
-        "problems"
-    ]
+    assert {
+        "id": 3,
+        "problem": "content does not match its hash (the record was edited)",
+    } in result["problems"]
 
 
 async def test_chain_detects_a_deleted_middle_row(
@@ -97,9 +98,16 @@ async def test_chain_detects_a_rehashed_row(
     async with session_scope(app.state.sessionmaker) as session:
         row = (await session.execute(text("SELECT * FROM audit_log WHERE id = 2"))).mappings().one()
         forged = content_hash(
-            row["prev_hash"], id=2, at=row["at"], actor="api_key:forger", action=row["action"],
-            target_type=row["target_type"], target_key=row["target_key"], before=row["before"],
-            after=row["after"], request_id=row["request_id"],
+            row["prev_hash"],
+            id=2,
+            at=row["at"],
+            actor="api_key:forger",
+            action=row["action"],
+            target_type=row["target_type"],
+            target_key=row["target_key"],
+            before=row["before"],
+            after=row["after"],
+            request_id=row["request_id"],
         )
         await session.execute(
             text("UPDATE audit_log SET actor = 'api_key:forger', hash = :h WHERE id = 2"),

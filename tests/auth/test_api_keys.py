@@ -91,7 +91,9 @@ async def test_revocation_reaches_another_worker_through_redis(
             assert status == 401
 
 
-async def test_revoking_unknown_key_is_404(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+async def test_revoking_unknown_key_is_404(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
     response = await client.delete("/v1/api-keys/key_missing", headers=admin)
     assert response.status_code == 404
     assert response.json()["status"] == 404

@@ -27,9 +27,7 @@ async def test_duplicate_key_is_409(client: httpx.AsyncClient, admin: dict[str, 
     assert again.json()["type"].endswith("/customer-exists")
 
 
-@pytest.mark.parametrize(
-    "key", ["Acme", "has space", "", "-lead", "x" * 65, "ünï", "a/b"]
-)
+@pytest.mark.parametrize("key", ["Acme", "has space", "", "-lead", "x" * 65, "ünï", "a/b"])
 async def test_invalid_keys_are_422_with_path(
     client: httpx.AsyncClient, admin: dict[str, str], key: str
 ) -> None:
@@ -99,7 +97,9 @@ async def test_patch_bumps_revision_and_honours_if_match(
     assert (await client.get("/v1/customers/acme", headers=admin)).json()["name"] == "Acme Inc"
 
 
-async def test_patch_rejects_unknown_fields(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+async def test_patch_rejects_unknown_fields(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
     await create_customer(client, admin, key="acme")
     response = await client.patch("/v1/customers/acme", json={"key": "other"}, headers=admin)
     assert response.status_code == 422

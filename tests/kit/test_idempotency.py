@@ -104,12 +104,16 @@ async def test_failed_request_stores_nothing_so_a_retry_runs_again(
     assert retry.status_code == 201
 
 
-async def test_expired_keys_are_purged(app: Any, client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+async def test_expired_keys_are_purged(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
     from allotment.kit.idempotency import purge_expired
 
     await client.post(
         "/v1/customers", json={"key": "a", "name": "A"}, headers={**admin, "Idempotency-Key": "old"}
     )
     async with session_scope(app.state.sessionmaker) as session:
-        await session.execute(text("UPDATE idempotency_keys SET expires_at = now() - interval '1 s'"))
+        await session.execute(
+            text("UPDATE idempotency_keys SET expires_at = now() - interval '1 s'")
+        )
         assert await purge_expired(session) == 1

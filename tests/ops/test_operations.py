@@ -58,9 +58,7 @@ async def test_writes_answer_503_with_retry_after_when_postgres_is_down(stores: 
     assert response.headers["retry-after"]
 
 
-async def test_request_id_header_and_log_line(
-    client: httpx.AsyncClient, caplog: Any
-) -> None:
+async def test_request_id_header_and_log_line(client: httpx.AsyncClient, caplog: Any) -> None:
     with caplog.at_level(logging.INFO, logger="allotment.access"):
         fresh = await client.get("/healthz")
         given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
@@ -75,4 +73,7 @@ async def test_metrics_expose_latency_by_route(
 ) -> None:
     await client.get("/v1/customers/acme", headers=admin)
     text = (await client.get("/metrics")).text
-    assert 'allotment_request_seconds_count{method="GET",route="/v1/customers/{key}",status="404"}' in text
+    assert (
+        'allotment_request_seconds_count{method="GET",route="/v1/customers/{key}",status="404"}'
+        in text
+    )

@@ -102,10 +102,17 @@ async def _iter_records(session: AsyncSession, batch: int = 5000) -> AsyncIterat
     last = 0
     while True:
         rows = (
-            await session.execute(
-                select(AuditRecord).where(AuditRecord.id > last).order_by(AuditRecord.id).limit(batch)
+            (
+                await session.execute(
+                    select(AuditRecord)
+                    .where(AuditRecord.id > last)
+                    .order_by(AuditRecord.id)
+                    .limit(batch)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if not rows:
             return
         for row in rows:

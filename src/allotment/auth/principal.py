@@ -1,10 +1,10 @@
 """Who is calling, and what their scopes let them do.
 
-    scope            may
-    admin            everything
-    check            checks, seats, sessions, instances, events (a product backend)
-    finance          read usage, invoice previews, audit, decisions
-    customer:<key>   read-only, that one customer (a self-service dashboard)
+scope            may
+admin            everything
+check            checks, seats, sessions, instances, events (a product backend)
+finance          read usage, invoice previews, audit, decisions
+customer:<key>   read-only, that one customer (a self-service dashboard)
 """
 
 from __future__ import annotations

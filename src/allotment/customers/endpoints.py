@@ -72,5 +72,7 @@ async def delete_customer(
     session: SessionDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    await customers.delete(session, key=key, if_match=parse_if_match(if_match), actor=principal.actor)
+    await customers.delete(
+        session, key=key, if_match=parse_if_match(if_match), actor=principal.actor
+    )
     return Response(status_code=204)

@@ -10,6 +10,7 @@ and `on_reconnect` handlers run when the subscription comes back so caches can r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -120,7 +121,5 @@ class Bus:
 
 
 async def _close(pubsub: object) -> None:
-    try:
+    with contextlib.suppress(Exception):
         await pubsub.aclose()  # type: ignore[attr-defined]
-    except Exception:
-        pass

@@ -15,7 +15,7 @@ def parse_if_match(header: str | None) -> int | None:
         value = value[2:]
     value = value.strip('"')
     if not value.isdigit():
-        raise BadRequest("If-Match must be the resource's revision, e.g. `If-Match: \"3\"`.")
+        raise BadRequest('If-Match must be the resource\'s revision, e.g. `If-Match: "3"`.')
     return int(value)
 
 

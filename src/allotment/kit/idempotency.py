@@ -82,14 +82,14 @@ class Idempotency:
             }
             stmt = insert(IdempotencyRecord).values(**values)
             # An expired row with the same key may still be there; it is replaced.
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["principal", "key"], set_=values
-            )
+            stmt = stmt.on_conflict_do_update(index_elements=["principal", "key"], set_=values)
             await self.session.execute(stmt)
         return Response(body, status_code=status, media_type="application/json")
 
 
-async def _idempotency(request: Request, session: Annotated[AsyncSession, Depends(request_session, scope="function")]) -> Idempotency:
+async def _idempotency(
+    request: Request, session: Annotated[AsyncSession, Depends(request_session, scope="function")]
+) -> Idempotency:
     ttl = request.app.state.settings.idempotency_ttl_s
     key = request.headers.get(HEADER)
     principal = getattr(request.state, "principal", None)
