@@ -19,6 +19,7 @@ from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.config import Settings, get_settings
+from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_sessionmaker
 from allotment.errors import install_handlers
@@ -27,6 +28,8 @@ from allotment.kit.bus import Bus
 from allotment.kit.idempotency import IdempotentReplay, replay_response
 from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.ops.endpoints import router as ops_router
+from allotment.policy.endpoints import router as policies_router
+from allotment.tenants.endpoints import router as tenants_router
 
 log = structlog.get_logger("allotment.app")
 
@@ -80,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _replay(request: Request, exc: IdempotentReplay) -> Response:
         return replay_response(exc)
 
-    for router in (ops_router, api_keys_router, customers_router, audit_router):
+    for router in (ops_router, api_keys_router, customers_router, policies_router, audit_router):
+        app.include_router(router)
+    for router in (contracts_router, tenants_router):
         app.include_router(router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

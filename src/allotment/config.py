@@ -41,6 +41,13 @@ class Settings(BaseSettings):
 
     idempotency_ttl_s: int = 24 * 3600
 
+    # The decision path (DESIGN §2): snapshot cache lifetimes and degraded modes.
+    snapshot_cache_entries: int = 100_000
+    snapshot_ttl_s: float = 300.0  # while the invalidation bus is connected
+    snapshot_ttl_bus_down_s: float = 5.0  # while Redis is unreachable
+    snapshot_stale_max_s: float = 300.0  # PostgreSQL down: serve cached, flagged stale
+    decision_sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # allows logged
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -2,14 +2,17 @@
 
     bump_customer(session, customer_id=…, customer_key=…)   a contract, override, tenant,
                                                             allocation or usage change
-    bump_policy(session, version=…)                          publish or rollback
+    announce_policy(session, version=…)                      publish or rollback (the caller
+                                                            bumped policy_state.global_version)
 
-Each bumps a version in PostgreSQL inside the caller's transaction (so the cache key of a
-snapshot built afterwards differs) and, after commit, broadcasts on the bus so every worker
-drops what it holds. Same worker: at once. Other workers: as soon as Redis delivers.
+Each change moves a version in PostgreSQL inside the caller's transaction (so the cache key
+of a snapshot built afterwards differs) and, after commit, broadcasts on the bus so every
+worker drops what it holds. Same worker: at once. Other workers: as soon as Redis delivers.
 """
 
 from __future__ import annotations
+
+import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +26,13 @@ POLICY_TOPIC = "policy_version"
 def _broadcast(session: AsyncSession, topic: str, payload: str) -> None:
     bus = session.info.get("bus")
     if bus is not None:  # the CLI has no bus; workers then rely on their short cache TTL
-        after_commit(session, lambda: bus.publish(topic, payload))
+        # The commit time rides along so receivers can measure the invalidation lag.
+        after_commit(session, lambda: bus.publish(topic, f"{payload} {time.time():.6f}"))
+
+
+def customer_changed(session: AsyncSession, *, customer_key: str) -> None:
+    """A customer appeared or went away: drop any cached "unknown customer" answer."""
+    _broadcast(session, CUSTOMER_TOPIC, customer_key)
 
 
 async def bump_customer(session: AsyncSession, *, customer_id: int, customer_key: str) -> int:

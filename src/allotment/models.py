@@ -6,5 +6,8 @@ from __future__ import annotations
 def load_all() -> None:
     from allotment.audit import models as _audit  # noqa: F401
     from allotment.auth import models as _auth  # noqa: F401
+    from allotment.contracts import models as _contracts  # noqa: F401
     from allotment.customers import models as _customers  # noqa: F401
     from allotment.kit import idempotency as _idempotency  # noqa: F401
+    from allotment.policy import models as _policy  # noqa: F401
+    from allotment.tenants import models as _tenants  # noqa: F401

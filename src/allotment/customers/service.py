@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.customers.models import Customer
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
@@ -46,6 +47,7 @@ async def create(session: AsyncSession, *, data: CustomerCreate, actor: str) -> 
     if inserted is None:
         raise Conflict(f"A customer with key {data.key!r} already exists.", type="customer-exists")
     customer = await session.get_one(Customer, inserted)
+    invalidation.customer_changed(session, customer_key=customer.key)
     audit.record(
         session,
         actor=actor,
@@ -95,6 +97,8 @@ async def update(
     customer.revision += 1
     customer.updated_at = utcnow()
     await session.flush()
+    # Customer attributes are visible to policy rules, so a change invalidates snapshots.
+    await invalidation.bump_customer(session, customer_id=customer.id, customer_key=customer.key)
     audit.record(
         session,
         actor=actor,
@@ -117,6 +121,7 @@ async def delete(session: AsyncSession, *, key: str, if_match: int | None, actor
     before = _snapshot(customer)
     await session.delete(customer)
     await session.flush()
+    invalidation.customer_changed(session, customer_key=key)
     audit.record(
         session,
         actor=actor,

@@ -1,0 +1,110 @@
+"""The decision log: every denial and a sample of allows, written off the request path.
+
+`DecisionLog.record()` never blocks and never fails a check: it appends to a bounded
+in-memory queue; a background task writes batches. When the queue is full (overload) or
+the database is down, records are dropped and counted (`allotment_decisions_dropped_total`),
+never the checks themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Boolean, DateTime, Index, Integer, Text, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from allotment.check.metrics import DECISIONS_DROPPED
+from allotment.db import Base, session_scope
+
+log = structlog.get_logger("allotment.decisions")
+
+
+class DecisionRecord(Base):
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_customer", "customer", "allowed", "id"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # dec_<ULID>: sortable by time
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    customer: Mapped[str] = mapped_column(Text)
+    feature: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    instance: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tenant: Mapped[str | None] = mapped_column(Text, nullable=True)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    contract_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stale: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        *,
+        sample_rate: float,
+        capacity: int = 20_000,
+        batch_size: int = 1_000,
+        interval_s: float = 0.2,
+    ) -> None:
+        self.maker = maker
+        self.sample_rate = sample_rate
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.dropped = 0
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._random = random.random
+
+    def wants(self, allowed: bool) -> bool:
+        return not allowed or self._random() < self.sample_rate
+
+    def record(self, row: dict[str, Any]) -> None:
+        if len(self._queue) >= self.capacity:
+            self.dropped += 1
+            DECISIONS_DROPPED.inc()
+            return
+        self._queue.append(row)
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="allotment-decision-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), timeout=2.0)
+
+    async def flush(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            try:
+                async with session_scope(self.maker) as session:
+                    await session.execute(insert(DecisionRecord), batch)
+            except Exception as exc:  # an outage costs log records, never checks
+                self.dropped += len(batch)
+                DECISIONS_DROPPED.inc(len(batch))
+                log.warning("decision_log_write_failed", dropped=len(batch), error=str(exc))
+                return
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            self._wake.clear()
+            await self.flush()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+
+from allotment.auth.principal import Principal
+from allotment.check.decisions import DecisionRecord
+from allotment.check.model import CheckRequest
+from allotment.check.schemas import BatchBody, BatchRead, CheckBody, DecisionRead
+from allotment.check.snapshot import StoreUnavailable
+from allotment.deps import SessionDep, require
+from allotment.errors import ServiceUnavailable
+from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
+
+router = APIRouter(tags=["check"])
+
+CheckScope = Annotated[Principal, require("check")]
+JSON = "application/json"
+
+
+def _request(body: CheckBody) -> CheckRequest:
+    return CheckRequest(
+        customer=body.customer,
+        feature=body.feature,
+        subject=body.subject,
+        instance=body.instance,
+        tenant=body.tenant,
+        consume=body.consume,
+        context=body.context,
+    )
+
+
+@router.post("/v1/check", response_model=DecisionRead)
+async def check(body: CheckBody, principal: CheckScope, request: Request) -> Response:
+    """May this customer (subject, instance) use this feature now?"""
+    return Response(await request.app.state.checker.check(_request(body)), media_type=JSON)
+
+
+@router.post("/v1/check/batch", response_model=BatchRead)
+async def check_batch(body: BatchBody, principal: CheckScope, request: Request) -> Response:
+    """Up to 100 features for one customer, decided from one snapshot read."""
+    base = CheckRequest(
+        customer=body.customer,
+        feature="",
+        subject=body.subject,
+        instance=body.instance,
+        tenant=body.tenant,
+        context=body.context,
+    )
+    payload = await request.app.state.checker.batch(base, body.features)
+    return Response(payload, media_type=JSON)
+
+
+@router.get("/v1/customers/{key}/entitlements")
+async def entitlements(
+    key: str,
+    principal: Annotated[Principal, require("check", "finance", customer_param="key")],
+    request: Request,
+) -> dict[str, Any]:
+    """The customer's whole current state: every feature with access and reason, limits,
+    contract and renewal date — what a dashboard or an SDK caches."""
+    try:
+        return await request.app.state.checker.entitlements(key)  # type: ignore[no-any-return]
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable("The store is unavailable and nothing is cached.") from exc
+
+
+@router.get("/v1/decisions")
+async def list_decisions(
+    principal: Annotated[Principal, require("finance")],
+    session: SessionDep,
+    customer: str | None = None,
+    allowed: bool | None = None,
+    feature: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Logged decisions, newest first: every denial and a sample of allows."""
+    query = select(DecisionRecord)
+    if customer is not None:
+        query = query.where(DecisionRecord.customer == customer)
+    if allowed is not None:
+        query = query.where(DecisionRecord.allowed == allowed)
+    if feature is not None:
+        query = query.where(DecisionRecord.feature == feature)
+    page = await paginate(
+        session, query, DecisionRecord.id, limit=limit, cursor=cursor, descending=True
+    )
+    return {
+        "items": [
+            {
+                "decision_id": r.id,
+                "at": r.at,
+                "customer": r.customer,
+                "feature": r.feature,
+                "subject": r.subject,
+                "instance": r.instance,
+                "tenant": r.tenant,
+                "allowed": r.allowed,
+                "reason": r.reason,
+                "detail": r.detail,
+                "policy_version": r.policy_version,
+                "contract_revision": r.contract_revision,
+                "stale": r.stale,
+            }
+            for r in page.items
+        ],
+        "next_cursor": page.next_cursor,
+    }

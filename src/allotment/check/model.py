@@ -1,0 +1,89 @@
+"""The snapshot a check reads, and the request and decision it turns into.
+
+A `Snapshot` is everything needed to decide any feature for one customer, compiled once and
+shared read-only by every request of a worker: the catalog of the policy version the
+customer's contract follows, the resolved plan, the contract in force (or the nearest one,
+so "not started" and "expired" can be told apart), its overrides and add-ons.
+Built only by `check/snapshot.py`; read only by `check/evaluator.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from allotment.policy.catalog import Catalog, Plan
+
+ContractKind = Literal["standard", "trial", "educational", "pilot"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureOverride:
+    feature: str
+    action: Literal["grant", "revoke"]
+    expires_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    meter: str
+    limit: int
+    expires_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContractView:
+    id: str
+    revision: int
+    plan: str
+    kind: ContractKind
+    starts_at: datetime
+    ends_at: datetime | None  # the earlier of the term's end and a termination; None: open
+    attributes: Mapping[str, Any]  # immutable: the plan's, overlaid by the contract's
+    addons: frozenset[str]
+    feature_overrides: tuple[FeatureOverride, ...]
+    limit_overrides: tuple[LimitOverride, ...]
+    seat_limit: int | None
+    instance_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    customer: str
+    known: bool  # False: no such customer (cached too, so probing keys stays cheap)
+    state_version: int
+    policy_version: int | None  # the version the contract follows (or the active one)
+    catalog: Catalog | None  # None only when no policy was ever published
+    contract: ContractView | None  # in force, else the next to start, else the last ended
+    plan: Plan | None
+    customer_attributes: Mapping[str, Any] = field(default_factory=dict)
+    # Plan features plus add-on features, before overrides (which depend on `now`).
+    base_features: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    customer: str
+    feature: str
+    subject: str | None = None
+    instance: str | None = None
+    tenant: str | None = None
+    consume: int | None = None
+    context: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the evaluator decides; the endpoint adds ids, versions and cache hints."""
+
+    allowed: bool
+    reason: str
+    detail: str | None = None
+    missing: tuple[str, ...] = ()  # dependency_missing: the features not entitled
+    rule_reason: str | None = None  # rule_denied: the rule's own reason
+    warnings: tuple[str, ...] = ()
+    limit: Mapping[str, Any] | None = None

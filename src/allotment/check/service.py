@@ -1,0 +1,222 @@
+"""Deciding checks: snapshot → evaluator → decision document, with logging and metrics.
+
+`Checker` lives on `app.state.checker` (one per worker). Its warm path does no I/O: an L1
+snapshot, the pure evaluator, one orjson encode. Misses go through the SnapshotCache; an
+outage with nothing cached falls back to each feature's `on_outage` (deny by default).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from allotment.check import evaluator
+from allotment.check.decisions import DecisionLog
+from allotment.check.metrics import CHECK_LATENCY, DECISIONS
+from allotment.check.model import CheckRequest, Snapshot, Verdict
+from allotment.check.snapshot import SnapshotCache, StoreUnavailable
+from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.ids import new_id
+from allotment.policy.catalog import Catalog
+
+
+class Checker:
+    def __init__(self, *, snapshots: SnapshotCache, decisions: DecisionLog) -> None:
+        self.snapshots = snapshots
+        self.decisions = decisions
+        self._last_catalog: tuple[int | None, Catalog] | None = None
+        self._latency = {name: CHECK_LATENCY.labels(name) for name in ("check", "batch")}
+        self._counters: dict[tuple[bool, str], Any] = {}
+
+    def cache_ttl_s(self) -> int:
+        bus = self.snapshots.bus
+        return int(self.snapshots.ttl_s if bus.connected else self.snapshots.ttl_bus_down_s)
+
+    async def snapshot(self, customer: str, now: datetime) -> tuple[Snapshot | None, bool]:
+        snapshot = self.snapshots.peek(customer, now)
+        if snapshot is not None:
+            return snapshot, False
+        try:
+            snapshot, stale = await self.snapshots.get(customer, now)
+        except StoreUnavailable:
+            return None, True
+        if snapshot.catalog is not None:
+            self._last_catalog = (snapshot.policy_version, snapshot.catalog)
+        return snapshot, stale
+
+    def _outage(self, request: CheckRequest) -> tuple[Verdict, int | None]:
+        """Nothing cached and the store is down: the feature's `on_outage` decides, from
+        the last catalog this worker saw; unknown features and no catalog at all deny."""
+        if self._last_catalog is not None:
+            version, catalog = self._last_catalog
+            feature = catalog.features.get(request.feature)
+            if feature is not None and feature.on_outage == "allow":
+                return Verdict(True, "outage_default", detail="served by on_outage: allow"), version
+            return Verdict(False, "outage_default", detail="the store is unavailable"), version
+        return Verdict(False, "outage_default", detail="the store is unavailable"), None
+
+    def _document(
+        self,
+        request: CheckRequest,
+        verdict: Verdict,
+        snapshot: Snapshot | None,
+        stale: bool,
+        now: datetime,
+        policy_version: int | None = None,
+    ) -> dict[str, Any]:
+        decision_id = new_id("dec")
+        contract = snapshot.contract if snapshot is not None else None
+        if snapshot is not None:
+            policy_version = snapshot.policy_version
+        document: dict[str, Any] = {
+            "allowed": verdict.allowed,
+            "reason": verdict.reason,
+            "feature": request.feature,
+            "customer": request.customer,
+            "warnings": list(verdict.warnings),
+            "policy_version": policy_version,
+            "contract_revision": contract.revision if contract else None,
+            "decision_id": decision_id,
+            "stale": stale,
+            "cache_ttl_s": self.cache_ttl_s(),
+        }
+        if verdict.detail is not None:
+            document["detail"] = verdict.detail
+        if verdict.missing:
+            document["missing"] = list(verdict.missing)
+        if verdict.rule_reason is not None:
+            document["rule_reason"] = verdict.rule_reason
+        if verdict.limit is not None:
+            document["limit"] = dict(verdict.limit)
+        key = (verdict.allowed, verdict.reason)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = DECISIONS.labels(
+                str(verdict.allowed).lower(), verdict.reason
+            )
+        counter.inc()
+        if self.decisions.wants(verdict.allowed):
+            self.decisions.record(
+                {
+                    "id": decision_id,
+                    "at": now,
+                    "customer": request.customer,
+                    "feature": request.feature,
+                    "subject": request.subject,
+                    "instance": request.instance,
+                    "tenant": request.tenant,
+                    "allowed": verdict.allowed,
+                    "reason": verdict.reason,
+                    "detail": verdict.rule_reason or verdict.detail,
+                    "policy_version": policy_version,
+                    "contract_revision": contract.revision if contract else None,
+                    "stale": stale,
+                }
+            )
+        return document
+
+    async def check(self, request: CheckRequest) -> bytes:
+        started = time.perf_counter()
+        now = utcnow()
+        snapshot, stale = await self.snapshot(request.customer, now)
+        if snapshot is None:
+            verdict, version = self._outage(request)
+            document = self._document(request, verdict, None, True, now, version)
+        else:
+            verdict = evaluator.evaluate(snapshot, request, now)
+            document = self._document(request, verdict, snapshot, stale, now)
+        body = orjson.dumps(document)
+        self._latency["check"].observe(time.perf_counter() - started)
+        return body
+
+    async def batch(self, base: CheckRequest, features: Sequence[str]) -> bytes:
+        started = time.perf_counter()
+        now = utcnow()
+        snapshot, stale = await self.snapshot(base.customer, now)
+        requests = [
+            CheckRequest(
+                customer=base.customer,
+                feature=feature,
+                subject=base.subject,
+                instance=base.instance,
+                tenant=base.tenant,
+                context=base.context,
+            )
+            for feature in features
+        ]
+        if snapshot is None:
+            decisions = []
+            for request in requests:
+                verdict, version = self._outage(request)
+                decisions.append(self._document(request, verdict, None, True, now, version))
+        else:
+            verdicts = evaluator.evaluate_many(snapshot, features, base, now)
+            decisions = [
+                self._document(request, verdict, snapshot, stale, now)
+                for request, verdict in zip(requests, verdicts, strict=True)
+            ]
+        body = orjson.dumps({"decisions": decisions})
+        self._latency["batch"].observe(time.perf_counter() - started)
+        return body
+
+    async def entitlements(self, customer: str) -> dict[str, Any]:
+        now = utcnow()
+        snapshot, stale = await self.snapshot(customer, now)
+        if snapshot is None:
+            raise StoreUnavailable("the store is unavailable and nothing is cached")
+        catalog = snapshot.catalog
+        names = sorted(catalog.features) if catalog else []
+        base = CheckRequest(customer=customer, feature="")
+        verdicts = evaluator.evaluate_many(snapshot, names, base, now) if names else []
+        contract = snapshot.contract
+        plan = snapshot.plan
+        return {
+            "customer": customer,
+            "known": snapshot.known,
+            "policy_version": snapshot.policy_version,
+            "stale": stale,
+            "computed_at": isoformat(now),
+            "contract": None
+            if contract is None
+            else {
+                "id": contract.id,
+                "revision": contract.revision,
+                "plan": contract.plan,
+                "kind": contract.kind,
+                "starts_at": isoformat(contract.starts_at),
+                "ends_at": None if contract.ends_at is None else isoformat(contract.ends_at),
+                "renews_at": None if contract.ends_at is None else isoformat(contract.ends_at),
+                "attributes": dict(contract.attributes),
+                "addons": sorted(contract.addons),
+            },
+            "features": [
+                {
+                    "feature": name,
+                    "allowed": verdict.allowed,
+                    "reason": verdict.reason,
+                    **({"missing": list(verdict.missing)} if verdict.missing else {}),
+                    **({"rule_reason": verdict.rule_reason} if verdict.rule_reason else {}),
+                }
+                for name, verdict in zip(names, verdicts, strict=True)
+            ],
+            "limits": {
+                "seats": None
+                if contract is None or contract.seat_limit is None
+                else {"limit": contract.seat_limit},
+                "instances": None
+                if contract is None or contract.instance_limit is None
+                else {"limit": contract.instance_limit},
+                "meters": {
+                    name: {
+                        "limit": limit.limit,
+                        "period": limit.period,
+                        "enforcement": limit.enforcement,
+                    }
+                    for name, limit in (plan.limits.items() if plan else ())
+                },
+            },
+        }

@@ -1,0 +1,198 @@
+"""Amending and terminating a contract: each writes a new revision, never edits an old one.
+
+    amend(session, contract_id=, data=, if_match=, actor=)      PATCH  (If-Match required)
+    terminate(session, contract_id=, at=, if_match=, actor=)    POST …/terminate
+
+A revision's `effective_at` is never before the previous revision's, so revisions in number
+order are also in time order, and billing can price a period interval by interval:
+revision n is in force over [effective_at(n), effective_at(n+1)).
+
+Termination is a revision too: effective where the term now ends, with `ends_at` moved
+there and `terminated_at` recording the time asked for. Terminating a contract before it
+starts cancels it: its term becomes empty (ends_at = starts_at).
+
+Other domains may refuse an amendment (tenants: quotas that would no longer fit) by
+appending to `amendment_guards` an async `guard(session, contract, terms, catalog, at)`
+returning problems (`[{path, message}]`), the way `customers.delete_guards` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment import invalidation
+from allotment.contracts.models import Contract
+from allotment.contracts.schemas import ContractAmend
+from allotment.contracts.service import (
+    ContractView,
+    add_revision,
+    catalog_for,
+    get,
+    lock_customer,
+    record,
+    refuse_overlap,
+    refuse_problems,
+)
+from allotment.contracts.terms import Terms, check_terms
+from allotment.errors import (
+    Conflict,
+    PreconditionFailed,
+    PreconditionRequired,
+    ValidationFailed,
+)
+from allotment.kit.clock import isoformat, utcnow
+from allotment.policy.catalog import Catalog
+
+AmendmentGuard = Callable[
+    [AsyncSession, Contract, Terms, Catalog, datetime], Awaitable[list[dict[str, str]]]
+]
+amendment_guards: list[AmendmentGuard] = []
+
+
+class ContractTerminated(Conflict):
+    type = "contract-terminated"
+    title = "Contract terminated"
+
+
+async def _locked(session: AsyncSession, contract_id: str, if_match: int | None) -> ContractView:
+    """The contract, read again under its customer's lock, checked against If-Match."""
+    found = await get(session, contract_id)
+    await lock_customer(session, customer_id=found.contract.customer_id)
+    view = await get(session, contract_id, for_update=True)
+    if if_match is not None and if_match != view.contract.revision:
+        raise PreconditionFailed(
+            f"Contract {contract_id} is at revision {view.contract.revision}, not {if_match}.",
+            extra={"current_revision": view.contract.revision},
+        )
+    if view.contract.terminated_at is not None:
+        raise ContractTerminated(
+            f"Contract {contract_id} was terminated at "
+            f"{isoformat(view.contract.terminated_at)}; a terminated contract is not amended. "
+            "Record a new contract instead."
+        )
+    return view
+
+
+async def amend(
+    session: AsyncSession,
+    *,
+    contract_id: str,
+    data: ContractAmend,
+    if_match: int | None,
+    actor: str,
+) -> ContractView:
+    if if_match is None:
+        raise PreconditionRequired(
+            "Amending a contract needs `If-Match: <revision>` (its ETag), so an amendment "
+            "never silently overwrites another."
+        )
+    refuse_problems(data.immutable_problems(), "amendment")
+    view = await _locked(session, contract_id, if_match)
+    contract = view.contract
+    now = utcnow()
+    current = Terms.from_json(contract.terms)
+    changes = data.changes()
+    # A contract whose latest revision takes effect later (a scheduled contract, or one
+    # with a scheduled amendment) is amended from then by default, not refused.
+    effective_at = data.effective_at or max(now, contract.effective_at)
+    if effective_at < contract.effective_at:
+        raise ValidationFailed(
+            "An amendment cannot take effect before the previous revision does.",
+            errors=[
+                {
+                    "path": "effective_at",
+                    "message": f"must be at or after {isoformat(contract.effective_at)}, "
+                    f"when revision {contract.revision} takes effect",
+                }
+            ],
+        )
+    terms = current.replace(**changes)
+    if terms == current:
+        return view  # nothing changes: no revision, no audit record
+    version, catalog = await catalog_for(session, policy_version=terms.policy_version)
+    problems = check_terms(terms, catalog, version=version)
+    ends_too_soon = terms.ends_at is not None and terms.ends_at < effective_at
+    if "ends_at" in changes and ends_too_soon and not any(p["path"] == "ends_at" for p in problems):
+        problems.append(
+            {
+                "path": "ends_at",
+                "message": f"must not be before the amendment takes effect "
+                f"({isoformat(effective_at)}); to end a contract earlier, terminate it",
+            }
+        )
+    for guard in amendment_guards:
+        problems += await guard(session, contract, terms, catalog, max(now, effective_at))
+    refuse_problems(problems, "amendment")
+    if terms.ends_at != current.ends_at:
+        await refuse_overlap(
+            session,
+            customer_id=contract.customer_id,
+            starts_at=terms.starts_at,
+            ends_at=terms.ends_at,
+            exclude=contract.id,
+        )
+    before = view.snapshot()
+    add_revision(session, contract, terms=terms, effective_at=effective_at, actor=actor, now=now)
+    await session.flush()
+    record(
+        session,
+        action="contract.amended",
+        actor=actor,
+        before=before,
+        after=view,
+        effective_at=effective_at,
+    )
+    await invalidation.bump_customer(
+        session, customer_id=contract.customer_id, customer_key=view.customer_key
+    )
+    return view
+
+
+async def terminate(
+    session: AsyncSession,
+    *,
+    contract_id: str,
+    at: datetime | None,
+    if_match: int | None,
+    actor: str,
+) -> ContractView:
+    view = await _locked(session, contract_id, if_match)
+    contract = view.contract
+    now = utcnow()
+    at = at or now
+    end = max(at, contract.starts_at)  # before the start: cancelled, an empty term
+    if contract.ends_at is not None and end >= contract.ends_at:
+        raise ValidationFailed(
+            f"Contract {contract_id} already ends at {isoformat(contract.ends_at)}.",
+            errors=[{"path": "at", "message": "must be before the term's end"}],
+        )
+    if end < contract.effective_at:
+        raise ValidationFailed(
+            "A termination cannot take effect before the latest revision does.",
+            errors=[
+                {
+                    "path": "at",
+                    "message": f"must be at or after {isoformat(contract.effective_at)}, "
+                    f"when revision {contract.revision} takes effect",
+                }
+            ],
+        )
+    before = view.snapshot()
+    terms = Terms.from_json(contract.terms).replace(ends_at=end, terminated_at=at)
+    add_revision(session, contract, terms=terms, effective_at=end, actor=actor, now=now)
+    await session.flush()
+    record(
+        session,
+        action="contract.terminated",
+        actor=actor,
+        before=before,
+        after=view,
+        effective_at=end,
+    )
+    await invalidation.bump_customer(
+        session, customer_id=contract.customer_id, customer_key=view.customer_key
+    )
+    return view

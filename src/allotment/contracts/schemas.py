@@ -1,0 +1,344 @@
+"""Contract request and response bodies (DESIGN §3).
+
+These check what one value says about itself (types, ranges, the shape of an override).
+What needs the catalog — plans, add-ons, features, meters, kind rules — is checked by
+`terms.check_terms`, so a 422 reports every problem with its path either way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from allotment.contracts.terms import (
+    BurstTerms,
+    InstanceTerms,
+    Kind,
+    Override,
+    SeatTerms,
+    Status,
+    Terms,
+)
+from allotment.customers.schemas import check_attributes
+from allotment.policy.document import AttributeValue, Name
+from allotment.policy.durations import Duration
+from allotment.policy.paths import format_path
+
+Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+# Stored and shown with two decimals ("12.50"), however it was written.
+Percent = Annotated[
+    Decimal,
+    Field(gt=0, le=100, max_digits=5, decimal_places=2),
+    AfterValidator(lambda value: value.quantize(Decimal("0.01"))),
+]
+
+MAX_ADDONS = 100
+MAX_OVERRIDES = 200
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+class BurstIn(Body):
+    extra: Count = Field(description="Seats allowed over the limit while the window is open.")
+    window: Duration | None = Field(
+        default=None,
+        description="How long, from the first seat over the limit; default: the plan's.",
+    )
+
+    def to_terms(self) -> BurstTerms:
+        return BurstTerms(extra=self.extra, window=self.window)
+
+
+class SeatsIn(Body):
+    limit: Count
+    burst: BurstIn | None = Field(default=None, description="Default: the plan's burst.")
+
+    def to_terms(self) -> SeatTerms:
+        return SeatTerms(
+            limit=self.limit, burst=self.burst.to_terms() if self.burst is not None else None
+        )
+
+
+class InstancesIn(Body):
+    limit: Count = Field(description="Total kind weight of live instances.")
+
+    def to_terms(self) -> InstanceTerms:
+        return InstanceTerms(limit=self.limit)
+
+
+class OverrideIn(Body):
+    """`{feature, action: grant|revoke, expires_at?, reason}` or
+    `{meter, limit, expires_at?, reason}`."""
+
+    feature: Name | None = None
+    action: Literal["grant", "revoke"] | None = None
+    meter: Name | None = None
+    limit: Count | None = None
+    expires_at: AwareDatetime | None = None
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _one_form(self) -> OverrideIn:
+        feature_form = self.feature is not None or self.action is not None
+        meter_form = self.meter is not None or self.limit is not None
+        if feature_form == meter_form:
+            raise PydanticCustomError(
+                "override_form",
+                "an override is either {feature, action} or {meter, limit}",
+            )
+        if feature_form and (self.feature is None or self.action is None):
+            raise PydanticCustomError(
+                "override_form", "a feature override needs both `feature` and `action`"
+            )
+        if meter_form and (self.meter is None or self.limit is None):
+            raise PydanticCustomError(
+                "override_form", "a limit override needs both `meter` and `limit`"
+            )
+        return self
+
+    def to_terms(self) -> Override:
+        return Override(
+            reason=self.reason,
+            expires_at=self.expires_at,
+            feature=self.feature,
+            action=self.action,
+            meter=self.meter,
+            limit=self.limit,
+        )
+
+
+Attributes = dict[Name, AttributeValue]
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+class ContractCreate(Body):
+    plan: Name
+    kind: Kind = "standard"
+    starts_at: AwareDatetime = Field(
+        description="May lie in the past: deals are often recorded late."
+    )
+    ends_at: AwareDatetime | None = Field(
+        default=None, description="Required for trial, educational and pilot contracts."
+    )
+    attributes: Attributes = Field(
+        default_factory=dict,
+        description="Immutable: merged over the plan's attributes (edition, region, "
+        "support_level, ...) and fixed for the contract's life.",
+    )
+    seats: SeatsIn | None = Field(default=None, description="Default: the plan's seat pool.")
+    instances: InstancesIn | None = Field(
+        default=None, description="Default: the plan's instance pool."
+    )
+    addons: list[Name] = Field(default_factory=list, max_length=MAX_ADDONS)
+    overrides: list[OverrideIn] = Field(default_factory=list, max_length=MAX_OVERRIDES)
+    discount_percent: Percent | None = Field(
+        default=None, description="Educational and pilot contracts only (0 < p ≤ 100)."
+    )
+    policy_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pin a published policy version; default: follow the active one.",
+    )
+
+    _attributes = field_validator("attributes")(check_attributes)
+
+
+# Fields an amendment may change; anything else in the contract is fixed at creation.
+AMENDABLE = (
+    "plan",
+    "seats",
+    "instances",
+    "addons",
+    "overrides",
+    "discount_percent",
+    "ends_at",
+    "policy_version",
+)
+IMMUTABLE = ("attributes", "kind", "starts_at")
+NOT_NULL = ("plan", "addons", "overrides", "effective_at")
+
+
+class ContractAmend(Body):
+    """An amendment: the terms it changes, from `effective_at` (default now)."""
+
+    plan: Name | None = None
+    seats: SeatsIn | None = Field(default=None, description="null: back to the plan's pool.")
+    instances: InstancesIn | None = Field(default=None, description="null: the plan's pool.")
+    addons: list[Name] | None = Field(default=None, max_length=MAX_ADDONS)
+    overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
+    discount_percent: Percent | None = None
+    ends_at: AwareDatetime | None = Field(default=None, description="null: open-ended.")
+    policy_version: int | None = Field(default=None, ge=1, description="null: unpin.")
+    effective_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the new terms take effect; default now (or, for a contract whose "
+        "latest revision takes effect later, that moment). Never before the latest revision's.",
+    )
+
+    # Immutable: accepted only so that a 422 can name exactly which field was sent.
+    attributes: SkipJsonSchema[dict[str, Any] | None] = None
+    kind: SkipJsonSchema[Any] = None
+    starts_at: SkipJsonSchema[Any] = None
+
+    @field_validator(*NOT_NULL)
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for a value that was sent: an explicit null is refused, absence is fine.
+        if value is None:
+            raise PydanticCustomError("not_null", "may be left out, but not null")
+        return value
+
+    def immutable_problems(self) -> list[dict[str, str]]:
+        problems: list[dict[str, str]] = []
+        if "attributes" in self.model_fields_set:
+            keys = sorted(self.attributes) if isinstance(self.attributes, dict) else []
+            paths = [format_path(("attributes", key)) for key in keys] or ["attributes"]
+            problems += [
+                {
+                    "path": path,
+                    "message": "immutable: a contract's attributes are fixed at creation; "
+                    "record a new contract to change them",
+                }
+                for path in paths
+            ]
+        for name in ("kind", "starts_at"):
+            if name in self.model_fields_set:
+                problems.append(
+                    {
+                        "path": name,
+                        "message": f"immutable: a contract's {name} is fixed at creation",
+                    }
+                )
+        return problems
+
+    def changes(self) -> dict[str, Any]:
+        """The amended terms as `Terms` field values (None where a field is cleared)."""
+        out: dict[str, Any] = {}
+        for name in AMENDABLE:
+            if name not in self.model_fields_set:
+                continue
+            value = getattr(self, name)
+            if name in ("seats", "instances"):
+                value = value.to_terms() if value is not None else None
+            elif name == "addons":
+                value = tuple(value)
+            elif name == "overrides":
+                value = tuple(o.to_terms() for o in value)
+            out[name] = value
+        return out
+
+
+class ContractTerminate(Body):
+    at: AwareDatetime | None = Field(
+        default=None,
+        description="When the term ends; default now. May lie in the past, not before the "
+        "latest revision took effect.",
+    )
+
+
+def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
+    return Terms(
+        plan=data.plan,
+        kind=data.kind,
+        starts_at=data.starts_at,
+        ends_at=data.ends_at,
+        attributes=attributes,
+        seats=data.seats.to_terms() if data.seats is not None else None,
+        instances=data.instances.to_terms() if data.instances is not None else None,
+        addons=tuple(data.addons),
+        overrides=tuple(o.to_terms() for o in data.overrides),
+        discount_percent=data.discount_percent,
+        policy_version=data.policy_version,
+    )
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+class BurstRead(BaseModel):
+    extra: int
+    window: str | None
+
+
+class SeatsRead(BaseModel):
+    limit: int
+    burst: BurstRead | None
+
+
+class InstancesRead(BaseModel):
+    limit: int
+
+
+class FeatureOverrideRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    action: Literal["grant", "revoke"]
+    expires_at: datetime | None
+    reason: str
+
+
+class LimitOverrideRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    meter: str
+    limit: int
+    expires_at: datetime | None
+    reason: str
+
+
+class TermsRead(BaseModel):
+    plan: str
+    kind: Kind
+    starts_at: datetime
+    ends_at: datetime | None
+    terminated_at: datetime | None
+    attributes: dict[str, Any]
+    seats: SeatsRead | None = Field(description="null: the plan's seat pool.")
+    instances: InstancesRead | None = Field(description="null: the plan's instance pool.")
+    addons: list[str]
+    overrides: list[FeatureOverrideRead | LimitOverrideRead]
+    discount_percent: Decimal | None
+    policy_version: int | None = Field(
+        description="The pinned version; null follows the active one."
+    )
+
+
+class ContractRead(TermsRead):
+    id: str
+    customer: str
+    status: Status
+    revision: int
+    effective_at: datetime = Field(description="When the latest revision takes effect.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class RevisionRead(BaseModel):
+    revision: int
+    effective_at: datetime
+    terms: TermsRead
+    actor: str
+    request_id: str | None
+    created_at: datetime

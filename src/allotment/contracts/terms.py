@@ -1,0 +1,473 @@
+"""Contract terms, pure: what a revision stores, how it is checked against a catalog, and the
+limits it grants at a given moment. No I/O, no clock reads.
+
+    Terms                      one revision's terms, as stored in `contract_revisions.terms`
+     ├── seats: SeatTerms | None         None: the plan's seat pool as is
+     ├── instances: InstanceTerms | None None: the plan's instance pool as is
+     └── overrides: (Override, ...)      grant/revoke a feature, or set a meter's limit
+    check_terms(terms, catalog)  → [{path, message}]   every problem, by request path
+    initial_attributes(plan, requested)                 the immutable attributes at creation
+    effective_limits(terms, catalog, at=)  → EffectiveLimits
+    status(...), overlaps(...)                          where a term stands in time
+
+Seats, instances and meter limits a contract does not set follow its plan in the catalog of
+the contract's policy version (pinned, or the active one), so publishing a policy changes
+them for every unpinned contract; attributes, by contrast, are copied at creation and never
+change (DESIGN §1: the immutable layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import (
+    Catalog,
+    Enforcement,
+    Period,
+    Plan,
+    SeatModel,
+    UsageLimit,
+)
+from allotment.policy.durations import format_duration, parse_duration
+
+Kind = Literal["standard", "trial", "educational", "pilot"]
+KINDS: tuple[Kind, ...] = ("standard", "trial", "educational", "pilot")
+# Kinds that carry a discount percent and an expiry (DESIGN §4); a trial is credited in
+# full instead, and a standard contract is priced as the policy says.
+DISCOUNTED_KINDS = frozenset({"educational", "pilot"})
+EXPIRING_KINDS = frozenset({"trial", "educational", "pilot"})
+
+Status = Literal["scheduled", "active", "expired", "terminated"]
+Problem = dict[str, str]
+
+# An override's meter limit, when the plan does not limit that meter at all.
+DEFAULT_PERIOD: Period = "month"
+DEFAULT_ENFORCEMENT: Enforcement = "hard"
+
+
+class TermsOutOfCatalog(LookupError):
+    """The contract's plan is not in the catalog it follows (removed by a later policy)."""
+
+
+# -- the terms -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BurstTerms:
+    extra: int
+    window: timedelta | None  # None: the plan's burst window
+
+
+@dataclass(frozen=True)
+class SeatTerms:
+    limit: int
+    burst: BurstTerms | None  # None: the plan's burst
+
+
+@dataclass(frozen=True)
+class InstanceTerms:
+    limit: int
+
+
+@dataclass(frozen=True)
+class Override:
+    """A feature grant or revocation (`feature`, `action`) or a meter limit (`meter`, `limit`)."""
+
+    reason: str
+    expires_at: datetime | None = None
+    feature: str | None = None
+    action: Literal["grant", "revoke"] | None = None
+    meter: str | None = None
+    limit: int | None = None
+
+    def in_force(self, at: datetime) -> bool:
+        return self.expires_at is None or at < self.expires_at
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = (
+            {"feature": self.feature, "action": self.action}
+            if self.feature is not None
+            else {"meter": self.meter, "limit": self.limit}
+        )
+        out["expires_at"] = _iso(self.expires_at)
+        out["reason"] = self.reason
+        return out
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Override:
+        return cls(
+            reason=value["reason"],
+            expires_at=_dt(value.get("expires_at")),
+            feature=value.get("feature"),
+            action=value.get("action"),
+            meter=value.get("meter"),
+            limit=value.get("limit"),
+        )
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Everything a contract says, as in force from one revision's `effective_at`."""
+
+    plan: str
+    kind: Kind
+    starts_at: datetime
+    ends_at: datetime | None  # the end of the term (after a termination: where it ended)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    seats: SeatTerms | None = None
+    instances: InstanceTerms | None = None
+    addons: tuple[str, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    discount_percent: Decimal | None = None
+    policy_version: int | None = None  # pinned; None follows the active version
+    terminated_at: datetime | None = None  # when a termination was recorded to take effect
+
+    def replace(self, **changes: Any) -> Terms:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan,
+            "kind": self.kind,
+            "starts_at": _iso(self.starts_at),
+            "ends_at": _iso(self.ends_at),
+            "terminated_at": _iso(self.terminated_at),
+            "attributes": dict(self.attributes),
+            "seats": None
+            if self.seats is None
+            else {
+                "limit": self.seats.limit,
+                "burst": None
+                if self.seats.burst is None
+                else {
+                    "extra": self.seats.burst.extra,
+                    "window": None
+                    if self.seats.burst.window is None
+                    else format_duration(self.seats.burst.window),
+                },
+            },
+            "instances": None if self.instances is None else {"limit": self.instances.limit},
+            "addons": list(self.addons),
+            "overrides": [o.to_json() for o in self.overrides],
+            "discount_percent": None
+            if self.discount_percent is None
+            else str(self.discount_percent),
+            "policy_version": self.policy_version,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Terms:
+        seats = value.get("seats")
+        burst = seats.get("burst") if seats else None
+        instances = value.get("instances")
+        discount = value.get("discount_percent")
+        return cls(
+            plan=value["plan"],
+            kind=value["kind"],
+            starts_at=_required_dt(value["starts_at"]),
+            ends_at=_dt(value.get("ends_at")),
+            terminated_at=_dt(value.get("terminated_at")),
+            attributes=MappingProxyType(dict(value.get("attributes") or {})),
+            seats=None
+            if seats is None
+            else SeatTerms(
+                limit=seats["limit"],
+                burst=None
+                if burst is None
+                else BurstTerms(
+                    extra=burst["extra"],
+                    window=None if burst.get("window") is None else parse_duration(burst["window"]),
+                ),
+            ),
+            instances=None if instances is None else InstanceTerms(limit=instances["limit"]),
+            addons=tuple(value.get("addons") or ()),
+            overrides=tuple(Override.from_json(o) for o in value.get("overrides") or ()),
+            discount_percent=None if discount is None else Decimal(discount),
+            policy_version=value.get("policy_version"),
+        )
+
+
+@dataclass(frozen=True)
+class ContractTerms:
+    """A contract and the revision of it in force at some moment (`current_terms`)."""
+
+    contract_id: str
+    customer_id: int
+    revision: int  # the revision in force, not necessarily the latest
+    effective_at: datetime  # when that revision took effect
+    terms: Terms  # term bounds (starts_at, ends_at, terminated_at) are the contract's own
+
+    def limits(self, catalog: Catalog, *, at: datetime) -> EffectiveLimits:
+        return effective_limits(self.terms, catalog, at=at)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else isoformat(value)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+# -- creation --------------------------------------------------------------------------------
+
+
+def initial_attributes(plan: Plan | None, requested: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's attributes, then the request's on top: fixed from here on."""
+    merged: dict[str, Any] = dict(plan.attributes) if plan is not None else {}
+    merged.update(requested)
+    return merged
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem]:
+    """Every problem with `terms` under `catalog` (policy `version`), each with its path.
+
+    Paths are those of the request body (`seats.burst.window`, `addons[1]`,
+    `overrides[0].feature`), so a 422 points at what to fix.
+    """
+    problems: list[Problem] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append({"path": path, "message": message})
+
+    plan = catalog.plans.get(terms.plan)
+    if plan is None:
+        known = ", ".join(sorted(catalog.plans)) or "none"
+        problem("plan", f"no plan '{terms.plan}' in policy version {version} (plans: {known})")
+
+    if terms.ends_at is not None and terms.ends_at <= terms.starts_at:
+        problem("ends_at", "ends_at must be after starts_at")
+    if terms.kind in EXPIRING_KINDS and terms.ends_at is None:
+        problem("ends_at", f"a {terms.kind} contract needs an end (ends_at)")
+    if terms.kind in DISCOUNTED_KINDS and terms.discount_percent is None:
+        problem("discount_percent", f"a {terms.kind} contract carries a discount_percent")
+    if terms.kind not in DISCOUNTED_KINDS and terms.discount_percent is not None:
+        problem(
+            "discount_percent",
+            f"a {terms.kind} contract carries no discount; only educational and pilot contracts do",
+        )
+
+    if plan is not None:
+        _check_seats(terms, plan, problem)
+        if terms.instances is not None and plan.instances is None:
+            problem("instances", f"plan '{plan.name}' has no instance pool to size")
+
+    seen: set[str] = set()
+    for index, addon in enumerate(terms.addons):
+        if addon in seen:
+            problem(f"addons[{index}]", f"add-on '{addon}' is listed twice")
+        elif addon not in catalog.addons:
+            known = ", ".join(sorted(catalog.addons)) or "none"
+            problem(
+                f"addons[{index}]",
+                f"no add-on '{addon}' in policy version {version} (add-ons: {known})",
+            )
+        seen.add(addon)
+
+    targets: set[tuple[str, str]] = set()
+    for index, override in enumerate(terms.overrides):
+        path = f"overrides[{index}]"
+        if override.feature is not None:
+            target = ("feature", override.feature)
+            if override.feature not in catalog.features:
+                problem(
+                    f"{path}.feature",
+                    f"no feature '{override.feature}' in policy version {version}",
+                )
+        else:
+            target = ("meter", override.meter or "")
+            if override.meter not in catalog.meters:
+                problem(f"{path}.meter", f"no meter '{override.meter}' in policy version {version}")
+        if target in targets:
+            problem(path, f"{target[0]} '{target[1]}' is overridden twice; keep one override")
+        targets.add(target)
+        if override.expires_at is not None and override.expires_at <= terms.starts_at:
+            problem(f"{path}.expires_at", "an override must expire after the contract starts")
+    return problems
+
+
+def _check_seats(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) -> None:
+    if terms.seats is None:
+        return
+    if plan.seats is None:
+        problem("seats", f"plan '{plan.name}' has no seat pool to size")
+        return
+    burst = terms.seats.burst
+    if burst is not None and burst.extra > 0 and burst.window is None and plan.seats.burst is None:
+        problem(
+            "seats.burst.window",
+            f"plan '{plan.name}' has no burst window to inherit; give one (e.g. 72h)",
+        )
+
+
+# -- the limits in force ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeatLimits:
+    limit: int
+    model: SeatModel
+    guests: int
+    burst_extra: int  # 0: no seat over the limit
+    burst_window: timedelta | None
+    session_ttl: timedelta | None
+
+    @property
+    def ceiling(self) -> int:
+        """Seats assignable while a burst window is open."""
+        return self.limit + self.burst_extra
+
+
+@dataclass(frozen=True)
+class InstanceLimits:
+    limit: int  # total kind weight
+    kinds: Mapping[str, int]  # empty: any kind, weight 1
+    lease_ttl: timedelta
+
+    def weight(self, kind: str) -> int | None:
+        """The weight of an instance of `kind`, or None when the plan does not allow it."""
+        if not self.kinds:
+            return 1
+        return self.kinds.get(kind)
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """What a contract grants at one moment: its pools, its meter limits and its features.
+
+    `features` is the plan's, plus its add-ons', plus the grants, minus the revocations in
+    force; dependencies (`requires`) and rules are the evaluator's to apply on top.
+    """
+
+    plan: str
+    features: frozenset[str]
+    seats: SeatLimits | None
+    instances: InstanceLimits | None
+    meters: Mapping[str, UsageLimit]  # unlimited meters are absent
+    overrides: tuple[Override, ...]  # those in force at the moment asked about
+
+
+def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> EffectiveLimits:
+    """The pools, meter limits and features `terms` grant at `at` under `catalog`.
+
+    Overrides whose `expires_at` has passed at `at` are ignored. An add-on or override that
+    names something the catalog no longer has (a later policy removed it) grants nothing.
+    Raises TermsOutOfCatalog when the plan itself is missing.
+    """
+    plan = catalog.plans.get(terms.plan)
+    if plan is None:
+        raise TermsOutOfCatalog(f"plan '{terms.plan}' is not in the catalog")
+    in_force = tuple(o for o in terms.overrides if o.in_force(at))
+
+    features = set(plan.features)
+    for addon in terms.addons:
+        if addon in catalog.addons:
+            features |= catalog.addons[addon].features
+    for override in in_force:
+        if override.feature is None or override.feature not in catalog.features:
+            continue
+        if override.action == "grant":
+            features.add(override.feature)
+        else:
+            features.discard(override.feature)
+
+    meters = dict(plan.limits)
+    for override in in_force:
+        if override.meter is None or override.limit is None or override.meter not in catalog.meters:
+            continue
+        base = plan.limits.get(override.meter)
+        meters[override.meter] = UsageLimit(
+            meter=override.meter,
+            limit=override.limit,
+            period=base.period if base else DEFAULT_PERIOD,
+            enforcement=base.enforcement if base else DEFAULT_ENFORCEMENT,
+        )
+
+    return EffectiveLimits(
+        plan=plan.name,
+        features=frozenset(features),
+        seats=_seat_limits(terms, plan),
+        instances=_instance_limits(terms, plan),
+        meters=MappingProxyType(dict(sorted(meters.items()))),
+        overrides=in_force,
+    )
+
+
+def _seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
+    pool = plan.seats
+    if pool is None:
+        return None
+    extra = pool.burst.extra if pool.burst else 0
+    window = pool.burst.window if pool.burst else None
+    limit = pool.limit
+    if terms.seats is not None:
+        limit = terms.seats.limit
+        if terms.seats.burst is not None:
+            extra = terms.seats.burst.extra
+            window = terms.seats.burst.window or window
+    if extra == 0:
+        window = None
+    return SeatLimits(
+        limit=limit,
+        model=pool.model,
+        guests=pool.guests,
+        burst_extra=extra,
+        burst_window=window,
+        session_ttl=pool.session_ttl,
+    )
+
+
+def _instance_limits(terms: Terms, plan: Plan) -> InstanceLimits | None:
+    pool = plan.instances
+    if pool is None:
+        return None
+    return InstanceLimits(
+        limit=terms.instances.limit if terms.instances is not None else pool.limit,
+        kinds=pool.kinds,
+        lease_ttl=pool.lease_ttl,
+    )
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+def status(
+    *,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    terminated_at: datetime | None,
+    now: datetime,
+) -> Status:
+    """Where a contract stands at `now`; a termination scheduled for later is not yet one."""
+    if terminated_at is not None and now >= terminated_at:
+        return "terminated"
+    if now < starts_at:
+        return "scheduled"
+    if ends_at is not None and now >= ends_at:
+        return "expired"
+    return "active"
+
+
+def overlaps(a: tuple[datetime, datetime | None], b: tuple[datetime, datetime | None]) -> bool:
+    """Whether two half-open terms [start, end) share an instant; None is an open end.
+
+    An empty term (a contract cancelled before it started) shares none.
+    """
+    (a_start, a_end), (b_start, b_end) = a, b
+    if (a_end is not None and a_end <= a_start) or (b_end is not None and b_end <= b_start):
+        return False
+    return (b_end is None or a_start < b_end) and (a_end is None or b_start < a_end)

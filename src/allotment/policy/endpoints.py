@@ -1,0 +1,177 @@
+"""Policies: versioned catalog documents; drafts are posted, published, rolled back, compared."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from allotment.auth.principal import Principal
+from allotment.deps import SessionDep, require
+from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.jsonx import dumps
+from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from allotment.policy import service as policies
+from allotment.policy.document import PolicyDocument
+from allotment.policy.schemas import (
+    PolicyDiffRead,
+    PolicyRollback,
+    PolicyVersionDetail,
+    PolicyVersionRead,
+)
+from allotment.policy.validation import JSON_MEDIA_TYPES, YAML_MEDIA_TYPES
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+Admin = Annotated[Principal, require()]
+Reader = Annotated[Principal, require("finance", "check")]
+Version = Annotated[int, Path(ge=1, description="A policy version number.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+_EXAMPLE_YAML = """currency: USD
+features:
+  reports: {}
+  editor: {seat: required}
+plans:
+  team:
+    features: [reports, editor]
+    seats: {limit: 10}
+    price: {base: "500.00", seat: {unit: "20.00", included: 5}}
+"""
+_EXAMPLE_JSON = {
+    "currency": "USD",
+    "features": {"reports": {}, "editor": {"seat": "required"}},
+    "plans": {
+        "team": {
+            "features": ["reports", "editor"],
+            "seats": {"limit": 10},
+            "price": {"base": "500.00", "seat": {"unit": "20.00", "included": 5}},
+        }
+    },
+}
+_DOCUMENT_SCHEMA = {
+    "type": "object",
+    "description": "A policy document; its full JSON Schema is served at GET /v1/policies/schema.",
+}
+# The body is read raw (it may be YAML), so FastAPI cannot describe it; this does.
+_POLICY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The policy document, as JSON or as YAML (docs/policy.md).",
+        "content": {
+            **{
+                media_type: {"schema": _DOCUMENT_SCHEMA, "example": _EXAMPLE_JSON}
+                for media_type in sorted(JSON_MEDIA_TYPES)
+            },
+            **{
+                media_type: {"schema": {"type": "string"}, "example": _EXAMPLE_YAML}
+                for media_type in sorted(YAML_MEDIA_TYPES)
+            },
+        },
+    }
+}
+
+
+@cache
+def _schema_body() -> bytes:
+    return dumps(PolicyDocument.model_json_schema())
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PolicyVersionRead,
+    openapi_extra=_POLICY_BODY,
+    responses={
+        200: {"model": PolicyVersionRead, "description": "The same content exists already."},
+        415: {"description": "Neither JSON nor YAML."},
+        422: {"description": "Invalid: every error, each with its path."},
+    },
+)
+async def create_policy(
+    request: Request, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    """Store a draft version; posting a document that exists already returns that version."""
+    # Without a Content-Type the body is taken as JSON, the API's default.
+    media_type = request.headers.get("content-type") or "application/json"
+    row, created = await policies.create_draft(
+        session, text=await request.body(), media_type=media_type, actor=principal.actor
+    )
+    active = (await policies.pointer(session)).active_version
+    return await idempotency.respond(
+        PolicyVersionRead.of(row, active_version=active), status=201 if created else 200
+    )
+
+
+@router.get("", response_model=PageRead[PolicyVersionRead])
+async def list_policies(
+    principal: Reader, session: SessionDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
+) -> PageRead[PolicyVersionRead]:
+    """Every version, newest first."""
+    page = await policies.list_versions(session, limit=limit, cursor=cursor)
+    active = (await policies.pointer(session)).active_version
+    return PageRead(
+        items=[PolicyVersionRead.of(row, active_version=active) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/schema",
+    responses={200: {"content": {"application/schema+json": {}}, "description": "JSON Schema"}},
+)
+async def policy_schema(principal: Reader) -> Response:
+    """The JSON Schema (2020-12) of a policy document."""
+    return Response(_schema_body(), media_type="application/schema+json")
+
+
+@router.get("/active", response_model=PolicyVersionDetail)
+async def get_active_policy(principal: Reader, session: SessionDep) -> PolicyVersionDetail:
+    """The version checks use now, with its document; 404 until one is published."""
+    row = await policies.get_active(session)
+    return PolicyVersionDetail.of(row, active_version=row.version)
+
+
+@router.get("/{version}", response_model=PolicyVersionDetail)
+async def get_policy(
+    version: Version, principal: Reader, session: SessionDep
+) -> PolicyVersionDetail:
+    row = await policies.get(session, version)
+    active = (await policies.pointer(session)).active_version
+    return PolicyVersionDetail.of(row, active_version=active)
+
+
+@router.get("/{version}/diff", response_model=PolicyDiffRead)
+async def diff_policy(
+    version: Version,
+    principal: Reader,
+    session: SessionDep,
+    against: Annotated[
+        int | None,
+        Query(ge=1, description="The version to compare with; the active one when omitted."),
+    ] = None,
+) -> PolicyDiffRead:
+    """What `version` adds, removes and changes relative to `against`, by path."""
+    if against is None:
+        against = (await policies.get_active(session)).version
+    changes = await policies.diff(session, version=version, against=against)
+    return PolicyDiffRead.model_validate({"version": version, "against": against, **changes})
+
+
+@router.post("/rollback", response_model=PolicyVersionRead)
+async def rollback_policy(
+    body: PolicyRollback, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    """Make an earlier published version active again."""
+    row = await policies.rollback(session, to_version=body.to_version, actor=principal.actor)
+    return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))
+
+
+@router.post("/{version}/publish", response_model=PolicyVersionRead)
+async def publish_policy(
+    version: Version, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    """Publish a version (it can never change again) and make it the active one."""
+    row = await policies.publish(session, version=version, actor=principal.actor)
+    return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))

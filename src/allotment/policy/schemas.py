@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from allotment.policy.models import PolicyVersion
+
+
+class PolicyVersionRead(BaseModel):
+    version: int
+    status: Literal["draft", "published"]
+    digest: str = Field(description="SHA-256 of the canonical form: same meaning, same digest.")
+    media_type: str = Field(description="How the document was posted (JSON or YAML).")
+    created_at: datetime
+    created_by: str
+    published_at: datetime | None
+    published_by: str | None
+    active: bool = Field(description="Whether this is the version checks use now.")
+
+    @classmethod
+    def of(cls, row: PolicyVersion, *, active_version: int | None) -> PolicyVersionRead:
+        return cls(
+            version=row.version,
+            status=row.status,  # type: ignore[arg-type]  # the table's check constraint
+            digest=row.digest,
+            media_type=row.media_type,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            published_at=row.published_at,
+            published_by=row.published_by,
+            active=row.version == active_version,
+        )
+
+
+class PolicyVersionDetail(PolicyVersionRead):
+    document: dict[str, Any] = Field(
+        description="The canonical form: defaults filled, durations and amounts normalised."
+    )
+
+    @classmethod
+    def of(cls, row: PolicyVersion, *, active_version: int | None) -> PolicyVersionDetail:
+        summary = PolicyVersionRead.of(row, active_version=active_version)
+        return cls(**summary.model_dump(), document=row.document)
+
+
+class PolicyRollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int = Field(ge=1, description="A published version other than the active one.")
+
+
+class PathAdded(BaseModel):
+    path: str
+    value: Any
+
+
+class PathRemoved(BaseModel):
+    path: str
+    value: Any
+
+
+class PathChanged(BaseModel):
+    path: str
+    old: Any
+    new: Any
+
+
+class PolicyDiffRead(BaseModel):
+    version: int = Field(description="The version compared (the new side).")
+    against: int = Field(description="The version it is compared with (the old side).")
+    added: list[PathAdded]
+    removed: list[PathRemoved]
+    changed: list[PathChanged]

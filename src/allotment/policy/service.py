@@ -1,0 +1,307 @@
+"""Policy versions: store drafts, publish, roll back, compare; the active pointer moves only here.
+
+    create_draft(session, text=, media_type=, actor=)  → (version, created), deduplicated
+    get(session, version), get_active(session)         → a version (404 when there is none)
+    list_versions(session, limit=, cursor=)            → a page, newest first
+    pointer(session)                                   → (active_version, global_version)
+    publish(session, version=, actor=)                 → the version, now active
+    rollback(session, to_version=, actor=)             → the version, active again
+    diff(session, version=, against=)                  → added / removed / changed, by path
+    load_catalog(session, version=None)                → (version, Catalog); see catalogs.py
+
+Publish and rollback lock the single `policy_state` row (SELECT … FOR UPDATE), so they run
+one at a time and the pointer always names the version of whichever committed last; each
+bumps the global policy version, audited in the same transaction, and announces it after
+commit (allotment.invalidation). Draft creation takes the same lock, so versions are
+numbered 1, 2, 3… without gaps and two posts of one document make one draft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment import invalidation
+from allotment.audit import service as audit
+from allotment.errors import Conflict, NotFound, UnsupportedMediaType, ValidationFailed
+from allotment.kit.clock import utcnow
+from allotment.kit.jsonx import canonical
+from allotment.kit.pagination import Page, paginate
+from allotment.policy.catalogs import (
+    NoPublishedPolicy,
+    PolicyNotFound,
+    PolicyNotPublished,
+    load_catalog,
+)
+from allotment.policy.compiler import digest as policy_digest
+from allotment.policy.diff import PolicyDiff
+from allotment.policy.diff import diff as diff_documents
+from allotment.policy.document import canonical_form
+from allotment.policy.models import DRAFT, PUBLISHED, PolicyState, PolicyVersion
+from allotment.policy.validation import UnsupportedPolicyMediaType, load
+
+__all__ = [
+    "NoActivePolicy",
+    "NoPublishedPolicy",
+    "PolicyAlreadyActive",
+    "PolicyNotFound",
+    "PolicyNotPublished",
+    "PolicyPointer",
+    "create_draft",
+    "diff",
+    "get",
+    "get_active",
+    "list_versions",
+    "load_catalog",
+    "pointer",
+    "publish",
+    "rollback",
+]
+
+STATE_ID = 1
+
+
+class NoActivePolicy(NotFound):
+    type = "no-active-policy"
+
+
+class PolicyAlreadyActive(Conflict):
+    type = "policy-already-active"
+    title = "Policy version already active"
+
+
+@dataclass(frozen=True)
+class PolicyPointer:
+    active_version: int | None
+    global_version: int
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+async def pointer(session: AsyncSession) -> PolicyPointer:
+    row = (
+        await session.execute(
+            select(PolicyState.active_version, PolicyState.global_version).where(
+                PolicyState.id == STATE_ID
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return PolicyPointer(active_version=None, global_version=0)
+    return PolicyPointer(active_version=row.active_version, global_version=row.global_version)
+
+
+async def get(session: AsyncSession, version: int, *, for_update: bool = False) -> PolicyVersion:
+    query = select(PolicyVersion).where(PolicyVersion.version == version)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    row = (await session.execute(query)).scalar_one_or_none()
+    if row is None:
+        raise PolicyNotFound(f"Policy version {version} does not exist.")
+    return row
+
+
+async def get_active(session: AsyncSession) -> PolicyVersion:
+    active = (await pointer(session)).active_version
+    if active is None:
+        raise NoActivePolicy(
+            "No policy version is active: none has been published yet. "
+            "Publish one with `POST /v1/policies/{version}/publish` or "
+            "`allotment policy publish FILE`."
+        )
+    return await get(session, active)
+
+
+async def list_versions(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> Page[PolicyVersion]:
+    """Newest first."""
+    return await paginate(
+        session,
+        select(PolicyVersion),
+        PolicyVersion.version,
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+
+
+async def diff(session: AsyncSession, *, version: int, against: int) -> PolicyDiff:
+    """What `version` adds, removes and changes relative to `against` (the old side)."""
+    new = await get(session, version)
+    old = await get(session, against)
+    return diff_documents(old.document, new.document)
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+async def create_draft(
+    session: AsyncSession, *, text: str | bytes, media_type: str, actor: str
+) -> tuple[PolicyVersion, bool]:
+    """Validate and store a draft; `created` is False when the same content already exists.
+
+    "The same content" is the same digest of the canonical form, so the JSON and the YAML
+    spelling of one document, or one with its defaults written out, are one version.
+    """
+    try:
+        result = load(text, media_type)
+    except UnsupportedPolicyMediaType as exc:
+        raise UnsupportedMediaType(str(exc)) from None
+    if result.document is None:
+        raise ValidationFailed(
+            f"The policy is not valid: {len(result.errors)} "
+            f"error{'s' if len(result.errors) != 1 else ''}; see `errors` for each, by path.",
+            errors=[dict(error) for error in result.errors],
+        )
+    form = canonical_form(result.document)
+    if "\\u0000" in canonical(form):
+        # PostgreSQL's jsonb cannot hold a NUL character; say so rather than fail with a 500.
+        raise ValidationFailed(
+            "The policy is not valid: it contains a NUL character (\\u0000).",
+            errors=[{"path": "$", "message": "a string contains a NUL character (\\u0000)"}],
+        )
+    digest = policy_digest(result.document)
+    existing = await _by_digest(session, digest)
+    if existing is not None:
+        return existing, False
+    await _lock_state(session)
+    # Again under the lock: a concurrent post of the same document may have just committed.
+    existing = await _by_digest(session, digest)
+    if existing is not None:
+        return existing, False
+    number = (
+        await session.execute(select(func.coalesce(func.max(PolicyVersion.version), 0) + 1))
+    ).scalar_one()
+    row = PolicyVersion(
+        version=number,
+        status=DRAFT,
+        digest=digest,
+        document=form,
+        source=text.decode("utf-8-sig") if isinstance(text, bytes) else text,
+        media_type=media_type.split(";", 1)[0].strip().lower(),
+        created_at=utcnow(),
+        created_by=actor,
+    )
+    session.add(row)
+    await session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="policy.created",
+        target_type="policy",
+        target_key=str(number),
+        after={"version": number, "status": DRAFT, "digest": digest},
+    )
+    return row, True
+
+
+async def publish(session: AsyncSession, *, version: int, actor: str) -> PolicyVersion:
+    """Publish `version` (freezing it) and make it active.
+
+    Publishing a version that is already published makes it active again; the global
+    version is bumped either way, so every worker rebuilds from the pointer it now names.
+    """
+    state = await _lock_state(session)
+    row = await get(session, version, for_update=True)
+    if row.status == DRAFT:
+        row.status = PUBLISHED
+        row.published_at = utcnow()
+        row.published_by = actor
+        # Flushed before the pointer moves: the policy_state trigger refuses a draft.
+        await session.flush()
+    global_version = await _move_pointer(session, to=version)
+    audit.record(
+        session,
+        actor=actor,
+        action="policy.published",
+        target_type="policy",
+        target_key=str(version),
+        before={"active_version": state.active_version, "global_version": state.global_version},
+        after={"active_version": version, "global_version": global_version, "digest": row.digest},
+    )
+    invalidation.announce_policy(session, version=global_version)
+    return row
+
+
+async def rollback(session: AsyncSession, *, to_version: int, actor: str) -> PolicyVersion:
+    """Point the active pointer back at `to_version`, a published version that is not active."""
+    state = await _lock_state(session)
+    row = await get(session, to_version)
+    if row.status != PUBLISHED:
+        raise PolicyNotPublished(
+            f"Policy version {to_version} is a draft: roll back only to a published version "
+            f"(publish a draft with `POST /v1/policies/{to_version}/publish`)."
+        )
+    if state.active_version == to_version:
+        raise PolicyAlreadyActive(f"Policy version {to_version} is already the active version.")
+    global_version = await _move_pointer(session, to=to_version)
+    audit.record(
+        session,
+        actor=actor,
+        action="policy.rolled_back",
+        target_type="policy",
+        target_key=str(to_version),
+        before={"active_version": state.active_version, "global_version": state.global_version},
+        after={
+            "active_version": to_version,
+            "global_version": global_version,
+            "digest": row.digest,
+        },
+    )
+    invalidation.announce_policy(session, version=global_version)
+    return row
+
+
+# -- the pointer -----------------------------------------------------------------------------
+
+
+async def _by_digest(session: AsyncSession, digest: str) -> PolicyVersion | None:
+    return (
+        await session.execute(select(PolicyVersion).where(PolicyVersion.digest == digest))
+    ).scalar_one_or_none()
+
+
+async def _lock_state(session: AsyncSession) -> PolicyPointer:
+    """Lock the policy_state row until commit; every publish, rollback and draft waits here.
+
+    Without the lock two publishes could each read the pointer, each bump the global version
+    from the same value, and leave a pointer that matches neither audit record's `after`.
+    """
+    # The migration inserts the row; recreating it keeps an emptied table (a test that
+    # truncates, a partial restore) working instead of failing every publish.
+    await session.execute(
+        insert(PolicyState)
+        .values(id=STATE_ID, active_version=None, global_version=0)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    row = (
+        await session.execute(
+            select(PolicyState.active_version, PolicyState.global_version)
+            .where(PolicyState.id == STATE_ID)
+            .with_for_update()
+        )
+    ).one()
+    return PolicyPointer(active_version=row.active_version, global_version=row.global_version)
+
+
+async def _move_pointer(session: AsyncSession, *, to: int) -> int:
+    """Set the active version (the row is locked by the caller); returns the new global version."""
+    bumped: Any = (
+        await session.execute(
+            update(PolicyState)
+            .where(PolicyState.id == STATE_ID)
+            .values(
+                active_version=to,
+                global_version=PolicyState.global_version + 1,
+                updated_at=utcnow(),
+            )
+            .returning(PolicyState.global_version)
+        )
+    ).scalar_one()
+    return int(bumped)
