@@ -100,7 +100,8 @@ async def app(stores: Stores) -> AsyncIterator[object]:
 
 
 async def reset(app: object) -> None:
-    """Empty every table (fast enough per test) and every in-process cache."""
+    """Empty every table (fast enough per test), every cache, and the decision buffer."""
+    await app.state.checker.decisions.flush()  # type: ignore[attr-defined]
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name != "audit_head")
     async with session_scope(app.state.sessionmaker) as session:  # type: ignore[attr-defined]
         await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -108,6 +109,13 @@ async def reset(app: object) -> None:
             text("UPDATE audit_head SET last_id = 0, last_hash = :h"), {"h": GENESIS_HASH}
         )
     app.state.principals.clear()  # type: ignore[attr-defined]
+    checker = app.state.checker  # type: ignore[attr-defined]
+    checker.snapshots.clear()
+    checker._last_catalog = None
+    redis = app.state.redis  # type: ignore[attr-defined]
+    stale = [k async for k in redis.scan_iter(match=f"{checker.snapshots.namespace}:snap:*")]
+    if stale:
+        await redis.delete(*stale)
 
 
 @pytest.fixture

@@ -18,6 +18,10 @@ from allotment import embedded
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
+from allotment.check.decisions import DecisionLog
+from allotment.check.endpoints import router as check_router
+from allotment.check.service import Checker
+from allotment.check.snapshot import SnapshotCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
@@ -51,16 +55,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     principals = PrincipalCache(ttl=settings.auth_cache_ttl_s)
     bus.subscribe(REVOKED_TOPIC, principals.drop_key)
     bus.on_reconnect(principals.clear)
+    maker = create_sessionmaker(engine)
+    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
+    snapshots = SnapshotCache(
+        maker=maker,
+        redis=redis,
+        bus=bus,
+        namespace=settings.redis_namespace,
+        max_entries=settings.snapshot_cache_entries,
+        ttl_s=settings.snapshot_ttl_s,
+        ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
+        stale_max_s=settings.snapshot_stale_max_s,
+    )
     app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.sessionmaker = maker
     app.state.redis = redis
     app.state.bus = bus
     app.state.principals = principals
+    app.state.checker = Checker(snapshots=snapshots, decisions=decisions)
     await bus.start()
+    await decisions.start()
     log.info("started")
     try:
         yield
     finally:
+        await decisions.stop()
         await bus.stop()
         await redis.aclose()
         await engine.dispose()
@@ -85,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (ops_router, api_keys_router, customers_router, policies_router, audit_router):
         app.include_router(router)
-    for router in (contracts_router, tenants_router):
+    for router in (contracts_router, tenants_router, check_router):
         app.include_router(router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

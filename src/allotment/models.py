@@ -6,6 +6,7 @@ from __future__ import annotations
 def load_all() -> None:
     from allotment.audit import models as _audit  # noqa: F401
     from allotment.auth import models as _auth  # noqa: F401
+    from allotment.check import decisions as _decisions  # noqa: F401
     from allotment.contracts import models as _contracts  # noqa: F401
     from allotment.customers import models as _customers  # noqa: F401
     from allotment.kit import idempotency as _idempotency  # noqa: F401
