@@ -76,3 +76,27 @@ async def test_demo_seeds_once(stores: Any, client: httpx.AsyncClient) -> None:
     assert "alm_" not in second.stdout
     again = (await client.get("/v1/customers", headers=bearer(key))).json()["items"]
     assert len(listed) >= 3 and again == listed
+
+
+async def test_demo_publishes_the_catalog_and_a_contract_of_each_kind(
+    stores: Any, client: httpx.AsyncClient
+) -> None:
+    result = await run_cli(stores, "demo")
+    assert result.returncode == 0, result.stderr
+    assert "Demo policy published as version 1" in result.stdout
+    key = bearer(next(w for w in result.stdout.split() if w.startswith("alm_")))
+    kinds = {}
+    for customer in ("acme", "globex", "initech", "umbrella"):
+        listed = (await client.get(f"/v1/customers/{customer}/contracts", headers=key)).json()
+        kinds[customer] = listed["items"][0]["kind"]
+    assert sorted(kinds.values()) == ["educational", "pilot", "standard", "trial"]
+
+    async def check(customer: str, feature: str) -> dict[str, Any]:
+        response = await client.post(
+            "/v1/check", json={"customer": customer, "feature": feature}, headers=key
+        )
+        return response.json()  # type: ignore[no-any-return]
+
+    assert (await check("acme", "sso"))["allowed"] is True
+    assert (await check("initech", "exports"))["rule_reason"] == "not_in_trial"
+    assert (await check("globex", "audit_log"))["allowed"] is True  # the audit_pack add-on

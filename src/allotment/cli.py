@@ -59,6 +59,8 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
 
 
 def _print_demo(result: Any, host: str, port: int) -> None:
+    if result.published_version is not None:
+        click.echo(f"Demo policy published as version {result.published_version}")
     if result.created_customers:
         click.echo(f"Demo customers created: {', '.join(result.created_customers)}")
     if result.admin_key:
@@ -68,6 +70,11 @@ def _print_demo(result: Any, host: str, port: int) -> None:
         click.echo(
             f"    curl -s -H 'Authorization: Bearer {result.admin_key}' "
             f"http://{host}:{port}/v1/customers\n"
+        )
+        click.echo(
+            f"    curl -s -H 'Authorization: Bearer {result.admin_key}' "
+            f'-H \'Content-Type: application/json\' -d \'{{"customer": "acme", '
+            f'"feature": "sso"}}\' http://{host}:{port}/v1/check\n'
         )
     else:
         click.echo(
