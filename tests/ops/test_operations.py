@@ -4,6 +4,8 @@ import logging
 from typing import Any
 
 import httpx
+import structlog
+import structlog.testing
 
 from allotment.app import create_app
 
@@ -58,14 +60,42 @@ async def test_writes_answer_503_with_retry_after_when_postgres_is_down(stores: 
     assert response.headers["retry-after"]
 
 
-async def test_request_id_header_and_log_line(client: httpx.AsyncClient, caplog: Any) -> None:
-    with caplog.at_level(logging.INFO, logger="allotment.access"):
-        fresh = await client.get("/healthz")
-        given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
+async def test_request_id_header_and_log_line(client: httpx.AsyncClient) -> None:
+    from allotment.kit import logs
+
+    logs.configure("INFO")  # the suite runs at WARNING, which filters access lines out
+    try:
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as captured:
+            fresh = await client.get("/healthz")
+            given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
+    finally:
+        logs.configure("WARNING")
     assert fresh.headers["x-request-id"].startswith("req_")
     assert given.headers["x-request-id"] == "trace-123"
-    events = [r.msg for r in caplog.records if r.name == "allotment.access"]
-    assert any(isinstance(e, dict) and e.get("request_id") == "trace-123" for e in events)
+    access = [e for e in captured if e.get("event") == "request"]
+    assert [e["request_id"] for e in access] == [fresh.headers["x-request-id"], "trace-123"]
+    assert access[1]["status"] == 200 and access[1]["route"] == "/healthz"
+
+
+def test_log_lines_are_json_with_request_id(tmp_path: Any) -> None:
+    import json
+
+    from allotment.kit import logs
+
+    path = tmp_path / "log.jsonl"
+    with path.open("w") as stream:
+        logs.configure("INFO", json=True, stream=stream)
+        structlog.contextvars.bind_contextvars(request_id="req_abc")
+        structlog.get_logger("allotment.test").info("hello", answer=42)
+        logging.getLogger("uvicorn.error").info("from %s", "stdlib")
+        structlog.contextvars.clear_contextvars()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    logs.configure("WARNING")
+    assert lines[0]["event"] == "hello" and lines[0]["request_id"] == "req_abc"
+    assert lines[0]["logger"] == "allotment.test" and lines[0]["answer"] == 42
+    assert lines[1]["event"] == "from stdlib" and lines[1]["request_id"] == "req_abc"
 
 
 async def test_metrics_expose_latency_by_route(

@@ -27,6 +27,7 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._histograms: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,7 +61,12 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            labels = (scope["method"], template, status)
+            histogram = self._histograms.get(labels)
+            if histogram is None:
+                histogram = REQUEST_LATENCY.labels(scope["method"], template, str(status))
+                self._histograms[labels] = histogram
+            histogram.observe(elapsed)
             access_log.info(
                 "request",
                 method=scope["method"],
