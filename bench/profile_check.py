@@ -18,13 +18,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.factories.auth import create_key  # noqa: E402
+
 from allotment import embedded  # noqa: E402
 from allotment.app import create_app  # noqa: E402
 from allotment.check.model import CheckRequest  # noqa: E402
 from allotment.config import Settings  # noqa: E402
 from allotment.migrate import upgrade  # noqa: E402
 from bench.run import bench_policy, fresh_database  # noqa: E402
-from tests.factories.auth import create_key  # noqa: E402
 
 
 async def main(n: int) -> None:
