@@ -19,6 +19,7 @@ from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.check.decisions import DecisionLog
+from allotment.check.dry_run import router as dry_run_router
 from allotment.check.endpoints import router as check_router
 from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (ops_router, api_keys_router, customers_router, policies_router, audit_router):
         app.include_router(router)
-    for router in (contracts_router, tenants_router, check_router):
+    for router in (contracts_router, tenants_router, check_router, dry_run_router):
         app.include_router(router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.auth import service as api_keys
@@ -55,8 +55,17 @@ async def authenticate(request: Request) -> Principal:
         try:
             async with request.app.state.sessionmaker() as session:
                 principal = await api_keys.authenticate(session, token)
-        except OperationalError as exc:
-            raise ServiceUnavailable("Cannot verify the API key: the database is down.") from exc
+        except (OperationalError, InterfaceError, OSError) as exc:
+            # PostgreSQL is down: a key this worker verified recently still works, so cached
+            # checks keep being served (DESIGN §2 degraded modes).
+            settings = request.app.state.settings
+            principal = cache.last_known(digest, max_age=settings.snapshot_stale_max_s)
+            if principal is None:
+                raise ServiceUnavailable(
+                    "Cannot verify the API key: the database is down."
+                ) from exc
+            request.state.principal = principal
+            return principal
         if principal is None:
             raise Unauthorized("The API key is unknown or revoked.")
         cache.put(digest, principal)

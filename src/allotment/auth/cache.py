@@ -21,10 +21,16 @@ class PrincipalCache:
 
     def get(self, secret_hash: str) -> Principal | None:
         entry = self._entries.get(secret_hash)
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            self._entries.pop(secret_hash, None)
+        if entry is None or entry[0] < time.monotonic():
+            return None  # an expired entry stays for `last_known` until replaced or revoked
+        return entry[1]
+
+    def last_known(self, secret_hash: str, *, max_age: float) -> Principal | None:
+        """The principal of an expired entry no older than `max_age` past its expiry: what
+        the service trusts while PostgreSQL cannot confirm the key (revocations still drop
+        entries at once through the bus)."""
+        entry = self._entries.get(secret_hash)
+        if entry is None or time.monotonic() - entry[0] > max_age:
             return None
         return entry[1]
 

@@ -39,7 +39,8 @@ class Checker:
     async def snapshot(self, customer: str, now: datetime) -> tuple[Snapshot | None, bool]:
         snapshot = self.snapshots.peek(customer, now)
         if snapshot is not None:
-            return snapshot, False
+            # While PostgreSQL is known to be down, even a fresh entry is flagged stale.
+            return snapshot, self.snapshots.store_down_at is not None
         try:
             snapshot, stale = await self.snapshots.get(customer, now)
         except StoreUnavailable:

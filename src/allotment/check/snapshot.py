@@ -11,8 +11,9 @@ An L1 miss reads the customer's versions (one indexed select), then L2 under the
 versions make, then the contract rows. Writes bump versions in the same transaction and
 broadcast after commit (`allotment.invalidation`): this worker drops the entry at once,
 others when Redis delivers. A load that raced an invalidation is not cached (generation
-check), so an entry never outlives a change it missed. While Redis is down, entries live
-`cache_ttl_bus_down_s`; when the bus reconnects, L1 is cleared (missed messages).
+check), so an entry never outlives a change it missed. While Redis is down, every entry
+(also one stored before the bus went down) lives at most `ttl_bus_down_s` from its load;
+when the bus reconnects, L1 is cleared (missed messages).
 
 When PostgreSQL is down, an entry up to `stale_max_s` old is served and marked stale.
 """
@@ -46,6 +47,7 @@ from allotment.policy.catalogs import load_catalog
 log = structlog.get_logger("allotment.snapshot")
 
 L2_TTL_S = 3600
+STORE_RETRY_S = 0.5  # while PostgreSQL is down, a miss retries it at most this often
 
 _VERSIONS = text(
     "SELECT c.id, c.attributes, c.state_version, s.active_version, s.global_version "
@@ -142,6 +144,37 @@ def build(
     )
 
 
+def contract_payload(contract: Any, revision: Any) -> dict[str, Any]:
+    """The `contract` part of a snapshot payload (as cached in L2), from a contracts row
+    (`id`, `starts_at`, `ends_at`) and the revision in force (`revision`, `terms`)."""
+    return {
+        "id": contract.id,
+        "revision": revision.revision,
+        "starts_at": isoformat(contract.starts_at),
+        "ends_at": None if contract.ends_at is None else isoformat(contract.ends_at),
+        "terms": revision.terms,
+    }
+
+
+def customer_payload(
+    *,
+    customer: str,
+    attributes: dict[str, Any] | None,
+    state_version: int,
+    contract: dict[str, Any] | None,
+    valid_until: datetime | None,
+) -> dict[str, Any]:
+    """A known customer's snapshot payload, the form `build()` reads and L2 stores."""
+    return {
+        "customer": customer,
+        "known": True,
+        "attributes": attributes,
+        "state_version": state_version,
+        "contract": contract,
+        "valid_until": None if valid_until is None else isoformat(valid_until),
+    }
+
+
 async def _load_rows(
     session: AsyncSession, *, customer_id: int, now: datetime
 ) -> tuple[dict[str, Any] | None, datetime | None]:
@@ -174,14 +207,7 @@ async def _load_rows(
             in_force = revision
         else:
             boundaries.append(revision.effective_at)
-    contract = {
-        "id": chosen.id,
-        "revision": in_force.revision,
-        "starts_at": isoformat(chosen.starts_at),
-        "ends_at": None if chosen.ends_at is None else isoformat(chosen.ends_at),
-        "terms": in_force.terms,
-    }
-    return contract, min(boundaries, default=None)
+    return contract_payload(chosen, in_force), min(boundaries, default=None)
 
 
 class SnapshotCache:
@@ -207,6 +233,10 @@ class SnapshotCache:
         self.stale_max_s = stale_max_s
         self._l1: OrderedDict[str, _Entry] = OrderedDict()
         self._generation = 0
+        self._l1_hits = SNAPSHOT_CACHE.labels("l1", "hit")  # resolved once: the warm path
+        # When the last load failed (monotonic): answers are then flagged stale, and loads
+        # are retried at most every STORE_RETRY_S instead of on every miss.
+        self.store_down_at: float | None = None
         bus.subscribe(CUSTOMER_TOPIC, self._on_customer)
         bus.subscribe(POLICY_TOPIC, self._on_policy)
         bus.on_reconnect(self.clear)
@@ -237,12 +267,18 @@ class SnapshotCache:
     def peek(self, customer: str, now: datetime) -> Snapshot | None:
         """The L1 snapshot when it is fresh: the synchronous fast path of a warm check."""
         entry = self._l1.get(customer)
+        if entry is None:
+            return None
+        clock = time.monotonic()
         if (
-            entry is not None
-            and time.monotonic() < entry.fresh_until
+            clock < entry.fresh_until
+            # An entry stored while the bus was up counted on hearing invalidations; once
+            # the bus is down it may miss them, so it too lives only the short TTL.
+            and (self.bus.connected or clock < entry.loaded_at + self.ttl_bus_down_s)
             and (entry.valid_until is None or now < entry.valid_until)
+            and (self.store_down_at is None or clock - entry.loaded_at <= self.stale_max_s)
         ):
-            SNAPSHOT_CACHE.labels("l1", "hit").inc()
+            self._l1_hits.inc()
             return entry.snapshot
         return None
 
@@ -254,14 +290,20 @@ class SnapshotCache:
             return snapshot, False
         SNAPSHOT_CACHE.labels("l1", "miss").inc()
         generation = self._generation
+        clock = time.monotonic()
         try:
+            if self.store_down_at is not None and clock - self.store_down_at < STORE_RETRY_S:
+                raise StoreUnavailable("PostgreSQL was unreachable moments ago")
             snapshot, valid_until = await self._load(customer, now)
-        except (DBAPIError, OSError, TimeoutError) as exc:
+        except (DBAPIError, OSError, TimeoutError, StoreUnavailable) as exc:
+            if not isinstance(exc, StoreUnavailable):
+                self.store_down_at = clock
             entry = self._l1.get(customer)
-            if entry is not None and time.monotonic() - entry.loaded_at <= self.stale_max_s:
+            if entry is not None and clock - entry.loaded_at <= self.stale_max_s:
                 SNAPSHOT_CACHE.labels("l1", "stale").inc()
                 return entry.snapshot, True
             raise StoreUnavailable(str(exc)) from exc
+        self.store_down_at = None
         if generation == self._generation:  # nothing changed while this load ran
             self._store(customer, snapshot, valid_until)
         return snapshot, False
@@ -287,14 +329,13 @@ class SnapshotCache:
             if payload is None:
                 SNAPSHOT_CACHE.labels("l2", "miss").inc()
                 contract, valid_until = await _load_rows(session, customer_id=row.id, now=now)
-                payload = {
-                    "customer": customer,
-                    "known": True,
-                    "attributes": row.attributes,
-                    "state_version": row.state_version,
-                    "contract": contract,
-                    "valid_until": None if valid_until is None else isoformat(valid_until),
-                }
+                payload = customer_payload(
+                    customer=customer,
+                    attributes=row.attributes,
+                    state_version=row.state_version,
+                    contract=contract,
+                    valid_until=valid_until,
+                )
                 await self._l2_set(l2_key, payload)
             else:
                 SNAPSHOT_CACHE.labels("l2", "hit").inc()

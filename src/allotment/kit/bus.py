@@ -18,11 +18,14 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = structlog.get_logger("allotment.bus")
 
 Handler = Callable[[str], Awaitable[None] | None]
 ReconnectHandler = Callable[[], Awaitable[None] | None]
+
+PUBLISH_ATTEMPTS = 3  # connection errors only: a refused connect fails in well under 1 ms
 
 
 async def _call(fn: Callable[..., Awaitable[None] | None], *args: str) -> None:
@@ -55,10 +58,20 @@ class Bus:
         for handler in self._handlers.get(topic, ()):
             await _call(handler, payload)
         message = orjson.dumps({"t": topic, "p": payload, "o": self.origin})
-        try:
-            await self.redis.publish(self.channel, message)
-        except Exception as exc:  # other workers fall back to their caches' short TTL
-            log.warning("bus_publish_failed", topic=topic, error=str(exc))
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self.redis.publish(self.channel, message)
+                return
+            except RedisConnectionError as exc:
+                # After a Redis restart each pooled connection from before it fails once
+                # ("Connection closed by server") and is reset; redis-py does not retry, and
+                # the other workers' buses may be back already (long TTL), so losing this
+                # message would leave them stale. Retry on a fresh connection.
+                if attempt == PUBLISH_ATTEMPTS:
+                    log.warning("bus_publish_failed", topic=topic, error=str(exc))
+            except Exception as exc:  # other workers fall back to their caches' short TTL
+                log.warning("bus_publish_failed", topic=topic, error=str(exc))
+                return
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="allotment-bus")
