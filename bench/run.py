@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the service during the check run"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -258,12 +261,21 @@ def main() -> None:
         single = lua(workdir / "check.lua", customers=customers, key=key, batch=0)
         batch = lua(workdir / "batch.lua", customers=customers, key=key, batch=20)
         run = {"duration": args.duration, "connections": args.connections}
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [str(BIN / "py-spy"), "record", "-r", "200", "-d", str(args.duration), "-f", "raw",
+                 "-o", str(ROOT / "bench" / "results" / "check.folded"), "-p", str(procs[0].pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         results = {
-            "bare_check": wrk(bare + "/v1/check", single, **run),
             "check": wrk(base + "/v1/check", single, **run),
+            "bare_check": wrk(bare + "/v1/check", single, **run),
             "bare_batch20": wrk(bare + "/v1/check/batch", batch, **run),
             "batch20": wrk(base + "/v1/check/batch", batch, **run),
         }
+        if spy is not None:
+            spy.wait(timeout=60)
         metrics = httpx.get(base + "/metrics").text
         report = {
             "at": datetime.now(UTC).isoformat(),
@@ -301,7 +313,14 @@ def main() -> None:
             "\n".join(
                 line
                 for line in metrics.splitlines()
-                if "allotment_check_seconds_sum" in line or "allotment_check_seconds_count" in line
+                if line.startswith(
+                    (
+                        "allotment_check_seconds_sum",
+                        "allotment_check_seconds_count",
+                        "allotment_snapshot_cache_total",
+                        "allotment_decisions_dropped",
+                    )
+                )
             )
         )
         out_dir = ROOT / "bench" / "results"

@@ -6,6 +6,7 @@ The lifespan opens the engine, the Redis client and the invalidation bus and kee
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -53,7 +54,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(servers.database_url, settings)
     redis = redis_client(servers.redis_url)
     bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate")
-    principals = PrincipalCache(ttl=settings.auth_cache_ttl_s)
+    principals = PrincipalCache(
+        ttl=settings.auth_cache_ttl_s,
+        ttl_bus_up=settings.auth_cache_ttl_bus_up_s,
+        bus_connected=lambda: bus.connected,
+    )
     bus.subscribe(REVOKED_TOPIC, principals.drop_key)
     bus.on_reconnect(principals.clear)
     maker = create_sessionmaker(engine)
@@ -76,6 +81,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.checker = Checker(snapshots=snapshots, decisions=decisions)
     await bus.start()
     await decisions.start()
+    # Everything built so far lives as long as the process: keep it out of the cyclic GC's
+    # scans, and collect the young generation less often (fewer pauses on the hot path).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     log.info("started")
     try:
         yield
@@ -103,9 +113,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _replay(request: Request, exc: IdempotentReplay) -> Response:
         return replay_response(exc)
 
-    for router in (ops_router, api_keys_router, customers_router, policies_router, audit_router):
-        app.include_router(router)
-    for router in (contracts_router, tenants_router, check_router, dry_run_router):
+    # Routes are matched in order: the hot path (/v1/check) first.
+    routers = (
+        check_router,
+        ops_router,
+        api_keys_router,
+        customers_router,
+        policies_router,
+        dry_run_router,
+        contracts_router,
+        tenants_router,
+        audit_router,
+    )
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -35,9 +35,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     db_statement_timeout_ms: int = 10_000
 
-    # Principals (API keys) are cached in process; revocation is broadcast after commit,
-    # this TTL only bounds how long a worker that missed the broadcast keeps a key.
+    # Principals (API keys) are cached in process; revocation is broadcast after commit.
+    # While Redis (the bus) is down, auth_cache_ttl_s bounds how long a worker that missed
+    # a revocation keeps honouring the key.
     auth_cache_ttl_s: float = 5.0
+    auth_cache_ttl_bus_up_s: float = 300.0  # revocations arrive through the bus meanwhile
 
     idempotency_ttl_s: int = 24 * 3600
 

@@ -208,3 +208,29 @@ async def test_denials_are_logged_and_listed(
     assert listed.status_code == 200
     items = listed.json()["items"]
     assert [(i["feature"], i["reason"]) for i in items] == [("sso", "feature_not_in_plan")]
+
+
+async def test_bad_check_bodies_are_problems(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    malformed = await client.post(
+        "/v1/check",
+        content=b'{"customer": "acme",',
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 400
+    assert malformed.headers["content-type"] == "application/problem+json"
+    invalid = await client.post(
+        "/v1/check", json={"customer": "Not A Key", "colour": "red"}, headers=admin
+    )
+    assert invalid.status_code == 422
+    paths = sorted(e["path"] for e in invalid.json()["errors"])
+    assert paths == ["colour", "customer", "feature"]
+    batch = await client.post("/v1/check/batch", json={"customer": "acme"}, headers=admin)
+    assert batch.status_code == 422 and batch.json()["errors"][0]["path"] == "features"
+
+
+async def test_openapi_documents_the_check_bodies(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    body = spec["paths"]["/v1/check"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["properties"]) >= {"customer", "feature", "subject", "consume"}

@@ -232,6 +232,7 @@ async def test_postgres_down_serves_stale_then_outage_defaults_and_recovers(
         # Shorter than the outage below: keys verified before it keep working from the
         # last-known principal while PostgreSQL cannot confirm them.
         auth_cache_ttl_s=0.3,
+        auth_cache_ttl_bus_up_s=0.3,
     )
     async with running(settings) as [(app, http)]:
         admin = await create_key(app, scopes=["admin"])

@@ -60,16 +60,19 @@ async def test_writes_answer_503_with_retry_after_when_postgres_is_down(stores: 
     assert response.headers["retry-after"]
 
 
-async def test_request_id_header_and_log_line(client: httpx.AsyncClient) -> None:
+async def test_request_id_header_and_log_line(stores: Any) -> None:
     from allotment.kit import logs
 
-    logs.configure("INFO")  # the suite runs at WARNING, which filters access lines out
+    app = create_app(stores.settings(log_level="INFO"))  # the suite runs at WARNING
     try:
         with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]
         ) as captured:
-            fresh = await client.get("/healthz")
-            given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    fresh = await client.get("/healthz")
+                    given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
     finally:
         logs.configure("WARNING")
     assert fresh.headers["x-request-id"].startswith("req_")

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Boolean, DateTime, Index, Integer, Text, insert
+from sqlalchemy import Boolean, DateTime, Index, Integer, Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -45,6 +45,24 @@ class DecisionRecord(Base):
     stale: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+COLUMNS = (
+    "id",
+    "at",
+    "customer",
+    "feature",
+    "subject",
+    "instance",
+    "tenant",
+    "allowed",
+    "reason",
+    "detail",
+    "policy_version",
+    "contract_revision",
+    "stale",
+)
+_COPY = f"COPY decisions ({', '.join(COLUMNS)}) FROM STDIN"
+
+
 class DecisionLog:
     def __init__(
         self,
@@ -52,8 +70,8 @@ class DecisionLog:
         *,
         sample_rate: float,
         capacity: int = 20_000,
-        batch_size: int = 1_000,
-        interval_s: float = 0.2,
+        batch_size: int = 250,
+        interval_s: float = 0.1,
     ) -> None:
         self.maker = maker
         self.sample_rate = sample_rate
@@ -94,13 +112,23 @@ class DecisionLog:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
             try:
-                async with session_scope(self.maker) as session:
-                    await session.execute(insert(DecisionRecord), batch)
+                await self._copy(batch)
             except Exception as exc:  # an outage costs log records, never checks
                 self.dropped += len(batch)
                 DECISIONS_DROPPED.inc(len(batch))
                 log.warning("decision_log_write_failed", dropped=len(batch), error=str(exc))
                 return
+
+    async def _copy(self, batch: list[dict[str, Any]]) -> None:
+        # COPY through the driver: an ORM bulk insert of the same rows costs ~10x the CPU,
+        # all of it on the event loop that serves checks.
+        async with session_scope(self.maker) as session:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            async with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+                for row in batch:
+                    await copy.write_row([row[column] for column in COLUMNS])
 
     async def _run(self) -> None:
         while True:

@@ -16,8 +16,6 @@ from allotment.errors import problem_response
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import REQUEST_LATENCY
 
-access_log = structlog.get_logger("allotment.access")
-
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -28,6 +26,9 @@ class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._histograms: dict[tuple[str, str, int], Any] = {}
+        # A concrete logger, bound once (the configuration in force when the app's
+        # middleware stack is built): a lazy proxy re-binds on every call.
+        self._log = structlog.get_logger("allotment.access").bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +68,7 @@ class RequestContext:
                 histogram = REQUEST_LATENCY.labels(scope["method"], template, str(status))
                 self._histograms[labels] = histogram
             histogram.observe(elapsed)
-            access_log.info(
+            self._log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
