@@ -22,6 +22,7 @@ from allotment.auth.endpoints import router as api_keys_router
 from allotment.check.decisions import DecisionLog
 from allotment.check.dry_run import router as dry_run_router
 from allotment.check.endpoints import router as check_router
+from allotment.check.fastpath import CheckFastPath
 from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
 from allotment.config import Settings, get_settings
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    app.add_middleware(CheckFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

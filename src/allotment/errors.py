@@ -203,46 +203,56 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     return result
 
 
+def render_domain_error(request: Request, exc: AllotmentError) -> Response:
+    return problem_response(
+        exc.status,
+        exc.message,
+        type=exc.type,
+        title=exc.title,
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=exc.headers,
+        extra=exc.extra,
+        request_id=_request_id(request),
+    )
+
+
+def render_validation_error(
+    request: Request, exc: RequestValidationError | PydanticValidationError
+) -> Response:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        ctx = detail.get("ctx") or {}
+        return problem_response(
+            400,
+            f"The request body is not valid JSON: {ctx.get('error', 'parse error')}",
+            type="malformed-json",
+            title="Malformed JSON",
+            instance=request.url.path,
+            request_id=_request_id(request),
+        )
+    return problem_response(
+        422,
+        "The request is not valid; see `errors` for each problem.",
+        type="validation-error",
+        instance=request.url.path,
+        errors=validation_errors(errors),
+        request_id=_request_id(request),
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(AllotmentError)
     async def _domain(request: Request, exc: AllotmentError) -> Response:
-        return problem_response(
-            exc.status,
-            exc.message,
-            type=exc.type,
-            title=exc.title,
-            instance=request.url.path,
-            errors=exc.errors,
-            headers=exc.headers,
-            extra=exc.extra,
-            request_id=_request_id(request),
-        )
+        return render_domain_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(PydanticValidationError)
     async def _validation(
         request: Request, exc: RequestValidationError | PydanticValidationError
     ) -> Response:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            detail = next(e for e in errors if e.get("type") == "json_invalid")
-            ctx = detail.get("ctx") or {}
-            return problem_response(
-                400,
-                f"The request body is not valid JSON: {ctx.get('error', 'parse error')}",
-                type="malformed-json",
-                title="Malformed JSON",
-                instance=request.url.path,
-                request_id=_request_id(request),
-            )
-        return problem_response(
-            422,
-            "The request is not valid; see `errors` for each problem.",
-            type="validation-error",
-            instance=request.url.path,
-            errors=validation_errors(errors),
-            request_id=_request_id(request),
-        )
+        return render_validation_error(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

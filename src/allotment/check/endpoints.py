@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -11,13 +11,15 @@ from allotment.check.decisions import DecisionRecord
 from allotment.check.model import CheckRequest
 from allotment.check.schemas import BatchBody, BatchRead, CheckBody, DecisionRead
 from allotment.check.snapshot import StoreUnavailable
-from allotment.deps import SessionDep, require
+from allotment.deps import Require, SessionDep, require
 from allotment.errors import ServiceUnavailable
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
 
 router = APIRouter(tags=["check"])
 
-CheckScope = Annotated[Principal, require("check")]
+# One guard object, shared by the routes and by check/fastpath.py, so both enforce the same.
+CHECK_GUARD = Require("check")
+CheckScope = Annotated[Principal, Depends(CHECK_GUARD)]
 JSON = "application/json"
 
 
