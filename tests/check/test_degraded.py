@@ -350,3 +350,38 @@ async def test_postgres_down_stale_entries_expire_after_the_staleness_bound(
         assert expired["stale"] is True
         allowed = await _decide(http, "dashboards")
         assert allowed["reason"] == "outage_default" and allowed["allowed"] is True
+
+
+async def test_postgres_down_another_worker_answers_from_redis_l2(
+    stores: Any, postgres: PostgresServer
+) -> None:
+    """A worker that never loaded a customer (a restart, a new replica) still answers during
+    an outage from the rows another worker left in Redis — flagged stale, and current as of
+    the last change (an invalidation deletes the L2 entry; the next load rewrites it)."""
+    url = postgres.create_database("allotment")
+    upgrade(url)
+    namespace = f"{stores.namespace}-pg-l2-{uuid.uuid4().hex[:8]}"
+    first = stores.settings(database_url=url, redis_namespace=namespace, snapshot_ttl_s=0.3)
+    second = stores.settings(database_url=url, redis_namespace=namespace, snapshot_ttl_s=0.3)
+    async with running(first, second) as [(app1, http1), (app2, http2)]:
+        await _buses([app1, app2], connected=True)
+        admin = await create_key(app1, scopes=["admin"])
+        http1.headers.update(admin)
+        http2.headers.update(admin)
+        await publish_policy(http1, admin, demo_document())
+        for key in ("acme", "globex"):
+            await create_customer(http1, admin, key=key)
+            await create_contract(http1, admin, customer=key, plan="team")
+        assert (await http2.get("/v1/api-keys")).status_code == 200  # app2 knows the key
+        assert (await _decide(http1, "reports"))["reason"] == "ok"
+        await _amend(http1, REVOKE_REPORTS)  # deletes acme's L2 entry everywhere
+        assert (await _decide(http1, "reports"))["reason"] == "feature_not_in_plan"
+        await asyncio.sleep(0.1)  # the L2 write runs off the request path
+
+        postgres.stop()
+        shared = await _decide(http2, "reports")
+        assert shared["stale"] is True
+        assert shared["reason"] == "feature_not_in_plan" and shared["contract_revision"] == 2
+        assert (await _decide(http2, "dashboards"))["allowed"] is True
+        never_loaded = await _decide(http2, "reports", customer="globex")
+        assert never_loaded["reason"] == "outage_default" and never_loaded["allowed"] is False

@@ -1,46 +1,54 @@
 """Per-customer snapshots: built, cached and invalidated here and nowhere else.
 
-    level  what                                       valid while
-    L1     this process: bounded LRU of Snapshots     no invalidation heard, and (bus down)
-                                                      a short TTL, and `now` < valid_until
-    L2     Redis: the loaded rows, serialized         keyed by the customer's state version
-                                                      and the global policy version
-    L3     PostgreSQL: Core selects, then compiled    the source of truth
+    level  what                                       used
+    L1     this process: bounded LRU of Snapshots     every check; valid while no
+                                                      invalidation is heard, (bus down) a
+                                                      short TTL, and `now` < valid_until
+    L2     Redis: each customer's last loaded rows,   shared by every worker: when
+           serialized, with the policy version and    PostgreSQL is down and L1 holds
+           digest they were built with                nothing, served flagged stale
+    L3     PostgreSQL: one select, then compiled      every L1 miss: the source of truth
 
-An L1 miss reads the customer's versions (one indexed select), then L2 under the key those
-versions make, then the contract rows. Writes bump versions in the same transaction and
+An L1 miss reads the customer's versions, the active policy's digest and the contract rows
+in one select (`_LOAD`, autocommit: no BEGIN/ROLLBACK round trips), takes an already
+compiled catalog from process memory when it can, and writes the rows to L2 off the request
+path. PostgreSQL is read rather than L2 because the one select already answers everything
+an L2 read could, and it is the only place the current versions live; L2 earns its place in
+outages, where it lets a worker that never saw a customer (a restart, a new replica) still
+answer from what any worker loaded. Writes bump versions in the same transaction and
 broadcast after commit (`allotment.invalidation`): this worker drops the entry at once,
-others when Redis delivers. A load that raced an invalidation is not cached (generation
-check), so an entry never outlives a change it missed. While Redis is down, every entry
-(also one stored before the bus went down) lives at most `ttl_bus_down_s` from its load;
-when the bus reconnects, L1 is cleared (missed messages).
+others when Redis delivers, and each deletes the customer's L2 entry. A load that raced an
+invalidation is not cached (generation check), so an entry never outlives a change it
+missed. While Redis is down, every entry (also one stored before the bus went down) lives
+at most `ttl_bus_down_s` from its load; when the bus reconnects, L1 is cleared.
 
-When PostgreSQL is down, an entry up to `stale_max_s` old is served and marked stale.
+When PostgreSQL is down, an L1 or L2 entry up to `stale_max_s` old is served, marked stale.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.check.metrics import INVALIDATION_LAG, SNAPSHOT_CACHE
 from allotment.check.model import ContractView, FeatureOverride, LimitOverride, Snapshot
-from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.terms import Terms
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.bus import Bus
 from allotment.kit.clock import isoformat
+from allotment.policy import catalogs as _catalogs
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalogs import load_catalog
 
@@ -53,6 +61,39 @@ _VERSIONS = text(
     "SELECT c.id, c.attributes, c.state_version, s.active_version, s.global_version "
     "FROM customers c LEFT JOIN policy_state s ON s.id = 1 WHERE c.key = :key"
 )
+
+# One round trip for an L1 miss: the customer's versions, the active policy's digest, and
+# every contract with every revision (one row per revision; the customer's columns repeat,
+# and a customer without contracts is one row of NULLs on the right). `pinned_digest` is the
+# digest of the version a revision pins, so a catalog already compiled in this process
+# needs no further select.
+_LOAD = text(
+    "SELECT c.id, c.attributes, c.state_version, s.active_version, s.global_version, "
+    "av.digest AS active_digest, "
+    "k.id AS contract_id, k.starts_at, k.ends_at, "
+    "r.revision, r.effective_at, r.terms, pv.digest AS pinned_digest "
+    "FROM customers c "
+    "LEFT JOIN policy_state s ON s.id = 1 "
+    "LEFT JOIN policy_versions av ON av.version = s.active_version "
+    "LEFT JOIN contracts k ON k.customer_id = c.id "
+    "LEFT JOIN contract_revisions r ON r.contract_id = k.id "
+    "LEFT JOIN policy_versions pv ON pv.version = (r.terms ->> 'policy_version')::int "
+    "WHERE c.key = :key "
+    "ORDER BY k.id, r.revision"
+)
+
+
+class _ContractRow(NamedTuple):
+    id: str
+    starts_at: datetime
+    ends_at: datetime | None
+
+
+class _RevisionRow(NamedTuple):
+    revision: int
+    effective_at: datetime
+    terms: dict[str, Any]
+    pinned_digest: str | None
 
 
 class StoreUnavailable(Exception):
@@ -175,39 +216,45 @@ def customer_payload(
     }
 
 
-async def _load_rows(
-    session: AsyncSession, *, customer_id: int, now: datetime
-) -> tuple[dict[str, Any] | None, datetime | None]:
-    contracts = (
-        await session.execute(
-            select(
-                Contract.id, Contract.starts_at, Contract.ends_at, Contract.policy_version
-            ).where(Contract.customer_id == customer_id)
-        )
-    ).all()
-    chosen = pick_contract(list(contracts), now)
+def _pick_rows(
+    rows: Sequence[Any], now: datetime
+) -> tuple[dict[str, Any] | None, datetime | None, str | None]:
+    """The contract choice over the rows of `_LOAD`: (contract payload, valid_until, the digest of
+    the version the revision in force pins, if any)."""
+    contracts: dict[str, _ContractRow] = {}
+    revisions: dict[str, list[_RevisionRow]] = {}
+    for row in rows:
+        if row.contract_id is None:
+            continue
+        if row.contract_id not in contracts:
+            contracts[row.contract_id] = _ContractRow(row.contract_id, row.starts_at, row.ends_at)
+            revisions[row.contract_id] = []
+        if row.revision is not None:
+            revisions[row.contract_id].append(
+                _RevisionRow(row.revision, row.effective_at, row.terms, row.pinned_digest)
+            )
+    listed = list(contracts.values())
+    chosen = pick_contract(listed, now)
     boundaries = [
         moment
-        for row in contracts
+        for row in listed
         for moment in (row.starts_at, row.ends_at)
         if moment is not None and moment > now
     ]
     if chosen is None:
-        return None, min(boundaries, default=None)
-    revisions = (
-        await session.execute(
-            select(ContractRevision.revision, ContractRevision.effective_at, ContractRevision.terms)
-            .where(ContractRevision.contract_id == chosen.id)
-            .order_by(ContractRevision.revision)
-        )
-    ).all()
-    in_force = revisions[0]
-    for revision in revisions:
+        return None, min(boundaries, default=None), None
+    found = revisions[chosen.id]  # ordered by revision
+    in_force = found[0]
+    for revision in found:
         if revision.effective_at <= now:
             in_force = revision
         else:
             boundaries.append(revision.effective_at)
-    return contract_payload(chosen, in_force), min(boundaries, default=None)
+    return (
+        contract_payload(chosen, in_force),
+        min(boundaries, default=None),
+        in_force.pinned_digest,
+    )
 
 
 class SnapshotCache:
@@ -234,6 +281,7 @@ class SnapshotCache:
         self._l1: OrderedDict[str, _Entry] = OrderedDict()
         self._generation = 0
         self._l1_hits = SNAPSHOT_CACHE.labels("l1", "hit")  # resolved once: the warm path
+        self._l2_writes: set[asyncio.Task[None]] = set()  # strong references until done
         # When the last load failed (monotonic): answers are then flagged stale, and loads
         # are retried at most every STORE_RETRY_S instead of on every miss.
         self.store_down_at: float | None = None
@@ -253,6 +301,7 @@ class SnapshotCache:
         key = self._lag(payload)
         self._generation += 1
         self._l1.pop(key, None)
+        self._soon(self._l2_delete(key))
 
     def _on_policy(self, payload: str) -> None:
         self._lag(payload)
@@ -302,6 +351,9 @@ class SnapshotCache:
             if entry is not None and clock - entry.loaded_at <= self.stale_max_s:
                 SNAPSHOT_CACHE.labels("l1", "stale").inc()
                 return entry.snapshot, True
+            shared = await self._l2_stale(customer, now)
+            if shared is not None:
+                return shared, True
             raise StoreUnavailable(str(exc)) from exc
         self.store_down_at = None
         if generation == self._generation:  # nothing changed while this load ran
@@ -318,54 +370,94 @@ class SnapshotCache:
 
     async def _load(self, customer: str, now: datetime) -> tuple[Snapshot, datetime | None]:
         async with self.maker() as session:
-            row = (await session.execute(_VERSIONS, {"key": customer})).one_or_none()
-            if row is None:
-                catalog = await _active_catalog(session)
-                version = catalog[0] if catalog else None
-                payload = {"customer": customer, "known": False}
-                return build(payload, catalog[1] if catalog else None, version), None
-            l2_key = f"{self.namespace}:snap:{customer}:{row.state_version}:{row.global_version}"
-            payload = await self._l2_get(l2_key, now)
-            if payload is None:
-                SNAPSHOT_CACHE.labels("l2", "miss").inc()
-                contract, valid_until = await _load_rows(session, customer_id=row.id, now=now)
-                payload = customer_payload(
-                    customer=customer,
-                    attributes=row.attributes,
-                    state_version=row.state_version,
-                    contract=contract,
-                    valid_until=valid_until,
-                )
-                await self._l2_set(l2_key, payload)
-            else:
-                SNAPSHOT_CACHE.labels("l2", "hit").inc()
+            # Autocommit: one statement (plus, rarely, catalog selects of immutable rows)
+            # needs no transaction, which saves the BEGIN and ROLLBACK round trips.
+            connection = await session.connection(
+                execution_options={"isolation_level": "AUTOCOMMIT"}
+            )
+            rows = (await connection.execute(_LOAD, {"key": customer})).all()
+            if not rows:
+                active = await _active_catalog(session)
+                unknown: dict[str, Any] = {"customer": customer, "known": False}
+                return build(unknown, active[1] if active else None, active and active[0]), None
+            row = rows[0]
+            # The rows are in hand from the one select above, so an L2 read could save
+            # nothing; L2 is still written (off the request path) under its usual key.
+            SNAPSHOT_CACHE.labels("l2", "miss").inc()
+            contract, valid_until, pinned_digest = _pick_rows(rows, now)
+            payload = customer_payload(
+                customer=customer,
+                attributes=row.attributes,
+                state_version=row.state_version,
+                contract=contract,
+                valid_until=valid_until,
+            )
             valid_until = _dt(payload.get("valid_until"))
-            contract = payload.get("contract")
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version
-            catalog = None
+            digest = pinned_digest if pinned else row.active_digest
+            self._l2_set_soon(
+                customer,
+                {**payload, "policy_version": version, "policy_digest": digest, "at": time.time()},
+            )
+            catalog: Catalog | None = None
             if version is not None:
-                version, catalog = await load_catalog(session, version=version)
+                catalog = _catalogs._compiled.get((version, digest)) if digest is not None else None
+                if catalog is None:  # not compiled here yet (or the version is missing)
+                    version, catalog = await load_catalog(session, version=version)
             return build(payload, catalog, version), valid_until
 
-    async def _l2_get(self, key: str, now: datetime) -> dict[str, Any] | None:
+    def _l2_key(self, customer: str) -> str:
+        return f"{self.namespace}:snap:{customer}"
+
+    def _l2_set_soon(self, customer: str, payload: dict[str, Any]) -> None:
+        self._soon(self._l2_set(customer, payload))
+
+    def _soon(self, work: Any) -> None:
+        """Run Redis work off the request path, keeping a reference until it is done."""
         try:
-            raw = await self.redis.get(key)
-        except Exception:  # Redis is a cache: down means "miss"
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:
+            work.close()
+            return
+        self._l2_writes.add(task)
+        task.add_done_callback(self._l2_writes.discard)
+
+    async def _l2_set(self, customer: str, payload: dict[str, Any]) -> None:
+        try:
+            await self.redis.set(self._l2_key(customer), orjson.dumps(payload), ex=L2_TTL_S)
+        except Exception:  # Redis is a cache: a failed write is a later miss
+            log.debug("l2_set_failed")
+
+    async def _l2_delete(self, customer: str) -> None:
+        try:
+            await self.redis.delete(self._l2_key(customer))
+        except Exception:
+            log.debug("l2_delete_failed")
+
+    async def _l2_stale(self, customer: str, now: datetime) -> Snapshot | None:
+        """During a PostgreSQL outage: the customer's last loaded rows from Redis, when they
+        are young enough and this process has compiled the catalog they were built with."""
+        try:
+            raw = await asyncio.wait_for(self.redis.get(self._l2_key(customer)), timeout=0.5)
+        except Exception:
             return None
         if raw is None:
+            SNAPSHOT_CACHE.labels("l2", "miss").inc()
             return None
         payload: dict[str, Any] = orjson.loads(raw)
         valid_until = _dt(payload.get("valid_until"))
-        if valid_until is not None and now >= valid_until:
-            return None  # the contract or revision in force has changed since it was stored
-        return payload
-
-    async def _l2_set(self, key: str, payload: dict[str, Any]) -> None:
-        try:
-            await self.redis.set(key, orjson.dumps(payload), ex=L2_TTL_S)
-        except Exception:
-            log.debug("l2_set_failed")
+        if time.time() - payload["at"] > self.stale_max_s or (
+            valid_until is not None and now >= valid_until
+        ):
+            return None
+        version: int | None = payload.get("policy_version")
+        digest: str = payload.get("policy_digest") or ""
+        catalog = _catalogs._compiled.get((version, digest)) if version is not None else None
+        if version is not None and catalog is None:
+            return None  # built with a catalog this process cannot compile without PostgreSQL
+        SNAPSHOT_CACHE.labels("l2", "stale").inc()
+        return build(payload, catalog, version)
 
 
 async def _active_catalog(session: AsyncSession) -> tuple[int, Catalog] | None:
