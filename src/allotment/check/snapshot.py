@@ -381,9 +381,7 @@ class SnapshotCache:
                 unknown: dict[str, Any] = {"customer": customer, "known": False}
                 return build(unknown, active[1] if active else None, active and active[0]), None
             row = rows[0]
-            # The rows are in hand from the one select above, so an L2 read could save
-            # nothing; L2 is still written (off the request path) under its usual key.
-            SNAPSHOT_CACHE.labels("l2", "miss").inc()
+            SNAPSHOT_CACHE.labels("l3", "load").inc()
             contract, valid_until, pinned_digest = _pick_rows(rows, now)
             payload = customer_payload(
                 customer=customer,
