@@ -30,6 +30,7 @@ from allotment.kit.clock import isoformat
 from allotment.policy.catalog import (
     Catalog,
     Enforcement,
+    InstancePool,
     Period,
     Plan,
     SeatModel,
@@ -333,19 +334,6 @@ class SeatLimits:
 
 
 @dataclass(frozen=True)
-class InstanceLimits:
-    limit: int  # total kind weight
-    kinds: Mapping[str, int]  # empty: any kind, weight 1
-    lease_ttl: timedelta
-
-    def weight(self, kind: str) -> int | None:
-        """The weight of an instance of `kind`, or None when the plan does not allow it."""
-        if not self.kinds:
-            return 1
-        return self.kinds.get(kind)
-
-
-@dataclass(frozen=True)
 class EffectiveLimits:
     """What a contract grants at one moment: its pools, its meter limits and its features.
 
@@ -356,7 +344,7 @@ class EffectiveLimits:
     plan: str
     features: frozenset[str]
     seats: SeatLimits | None
-    instances: InstanceLimits | None
+    instances: InstancePool | None  # the plan's pool, with the contract's limit
     meters: Mapping[str, UsageLimit]  # unlimited meters are absent
     overrides: tuple[Override, ...]  # those in force at the moment asked about
 
@@ -431,11 +419,11 @@ def _seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     )
 
 
-def _instance_limits(terms: Terms, plan: Plan) -> InstanceLimits | None:
+def _instance_limits(terms: Terms, plan: Plan) -> InstancePool | None:
     pool = plan.instances
     if pool is None:
         return None
-    return InstanceLimits(
+    return InstancePool(
         limit=terms.instances.limit if terms.instances is not None else pool.limit,
         kinds=pool.kinds,
         lease_ttl=pool.lease_ttl,
