@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.typing import EventDict
 
 
 class NamedBytesLogger(structlog.BytesLogger):
@@ -25,14 +26,14 @@ class NamedBytesLogger(structlog.BytesLogger):
         self.name = name
 
 
-def _add_logger_name(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
     name = getattr(logger, "name", None)
     if name and "logger" not in event:
         event["logger"] = name
     return event
 
 
-def _timestamp(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _timestamp(logger: Any, method: str, event: EventDict) -> EventDict:
     now = time.time()
     event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + (
         f".{int(now % 1 * 1_000_000):06d}Z"
