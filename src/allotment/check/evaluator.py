@@ -182,7 +182,7 @@ def _decide(
         if activation is None:
             activation = Activation(snapshot, request, now)
         for rule in rules:
-            if not rule.evaluate(activation.for_rule(rule)):
+            if not activation.check(rule):
                 return Verdict(
                     allowed=False,
                     reason="rule_denied",

@@ -75,3 +75,11 @@ class Rule:
             # Any evaluation failure denies: the rule could not prove access.
             return False
         return outcome is True
+
+    def evaluate_in(self, context: cel.Context) -> bool:
+        """`evaluate` against a prepared `cel.Context` (variables converted once, reused)."""
+        try:
+            outcome = self.program.execute(context)
+        except Exception:
+            return False
+        return outcome is True
