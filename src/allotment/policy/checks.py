@@ -78,11 +78,8 @@ def _unknown(kind: str, name: str, known: set[str]) -> str:
     if close:
         return f"{message} (did you mean '{close[0]}'?)"
     if not known:
-        return (
-            f"{message}: the document defines no other {kind}s"
-            if kind == "plan"
-            else (f"{message}: the document defines no {kind}s")
-        )
+        other = " other" if kind == "plan" else ""  # a plan cannot extend itself
+        return f"{message}: the document defines no{other} {kind}s"
     return message
 
 

@@ -215,17 +215,7 @@ async def publish(session: AsyncSession, *, version: int, actor: str) -> PolicyV
         row.published_by = actor
         # Flushed before the pointer moves: the policy_state trigger refuses a draft.
         await session.flush()
-    global_version = await _move_pointer(session, to=version)
-    audit.record(
-        session,
-        actor=actor,
-        action="policy.published",
-        target_type="policy",
-        target_key=str(version),
-        before={"active_version": state.active_version, "global_version": state.global_version},
-        after={"active_version": version, "global_version": global_version, "digest": row.digest},
-    )
-    invalidation.announce_policy(session, version=global_version)
+    await _move_pointer(session, state=state, to=row, action="policy.published", actor=actor)
     return row
 
 
@@ -240,21 +230,7 @@ async def rollback(session: AsyncSession, *, to_version: int, actor: str) -> Pol
         )
     if state.active_version == to_version:
         raise PolicyAlreadyActive(f"Policy version {to_version} is already the active version.")
-    global_version = await _move_pointer(session, to=to_version)
-    audit.record(
-        session,
-        actor=actor,
-        action="policy.rolled_back",
-        target_type="policy",
-        target_key=str(to_version),
-        before={"active_version": state.active_version, "global_version": state.global_version},
-        after={
-            "active_version": to_version,
-            "global_version": global_version,
-            "digest": row.digest,
-        },
-    )
-    invalidation.announce_policy(session, version=global_version)
+    await _move_pointer(session, state=state, to=row, action="policy.rolled_back", actor=actor)
     return row
 
 
@@ -290,18 +266,32 @@ async def _lock_state(session: AsyncSession) -> PolicyPointer:
     return PolicyPointer(active_version=row.active_version, global_version=row.global_version)
 
 
-async def _move_pointer(session: AsyncSession, *, to: int) -> int:
-    """Set the active version (the row is locked by the caller); returns the new global version."""
+async def _move_pointer(
+    session: AsyncSession, *, state: PolicyPointer, to: PolicyVersion, action: str, actor: str
+) -> int:
+    """Point the active version at `to` (the caller locked the row), bump the global version,
+    audit the move and announce it after commit; returns the new global version."""
     bumped: Any = (
         await session.execute(
             update(PolicyState)
             .where(PolicyState.id == STATE_ID)
             .values(
-                active_version=to,
+                active_version=to.version,
                 global_version=PolicyState.global_version + 1,
                 updated_at=utcnow(),
             )
             .returning(PolicyState.global_version)
         )
     ).scalar_one()
-    return int(bumped)
+    global_version = int(bumped)
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        target_type="policy",
+        target_key=str(to.version),
+        before={"active_version": state.active_version, "global_version": state.global_version},
+        after={"active_version": to.version, "global_version": global_version, "digest": to.digest},
+    )
+    invalidation.announce_policy(session, version=global_version)
+    return global_version
