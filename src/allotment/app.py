@@ -30,12 +30,14 @@ from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_sessionmaker
 from allotment.errors import install_handlers
+from allotment.instances.endpoints import router as instances_router
 from allotment.kit import logs
 from allotment.kit.bus import Bus
 from allotment.kit.idempotency import IdempotentReplay, replay_response
 from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.seats.endpoints import router as seats_router
 from allotment.tenants.endpoints import router as tenants_router
 
 log = structlog.get_logger("allotment.app")
@@ -124,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dry_run_router,
         contracts_router,
         tenants_router,
+        seats_router,
+        instances_router,
         audit_router,
     )
     for router in routers:

@@ -127,11 +127,16 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
 
 
 @main.command()
-@click.option("--interval", type=float, default=60.0, show_default=True)
-def worker(interval: float) -> None:
-    """Background jobs: purge expired idempotency keys (later: lease reaper, partitions)."""
-    from allotment.db import create_engine, create_sessionmaker, session_scope
-    from allotment.kit.idempotency import purge_expired
+@click.option(
+    "--interval", type=float, default=5.0, show_default=True, help="Seconds between passes."
+)
+@click.option("--once", is_flag=True, help="Run one pass and exit.")
+def worker(interval: float, once: bool) -> None:
+    """Background jobs: the lease reaper (sessions, instances) and idempotency-key purge.
+
+    Safe to run as several replicas at once."""
+    from allotment import worker as jobs
+    from allotment.db import create_engine, create_sessionmaker
 
     async def loop(database_url: str) -> None:
         engine = create_engine(database_url, get_settings())
@@ -143,12 +148,13 @@ def worker(interval: float) -> None:
         try:
             while not stop.is_set():
                 try:
-                    async with session_scope(maker) as session:
-                        purged = await purge_expired(session)
-                    if purged:
-                        click.echo(f"purged {purged} expired idempotency keys", err=True)
+                    done = await jobs.run_once(maker)
+                    if any(done.values()):
+                        click.echo(" ".join(f"{k}={v}" for k, v in done.items()), err=True)
                 except Exception as exc:  # keep running through outages
                     click.echo(f"worker pass failed: {exc}", err=True)
+                if once:
+                    break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
         finally:

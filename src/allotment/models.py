@@ -9,6 +9,8 @@ def load_all() -> None:
     from allotment.check import decisions as _decisions  # noqa: F401
     from allotment.contracts import models as _contracts  # noqa: F401
     from allotment.customers import models as _customers  # noqa: F401
+    from allotment.instances import models as _instances  # noqa: F401
     from allotment.kit import idempotency as _idempotency  # noqa: F401
     from allotment.policy import models as _policy  # noqa: F401
+    from allotment.seats import models as _seats  # noqa: F401
     from allotment.tenants import models as _tenants  # noqa: F401

@@ -129,8 +129,8 @@ def contract(
         addons=frozenset(addons),
         feature_overrides=tuple(overrides),
         limit_overrides=(),
-        seat_limit=None,
-        instance_limit=None,
+        seats=None,
+        instances=None,
     )
 
 

@@ -141,8 +141,8 @@ def cases(draw: st.DrawFn) -> Case:
         addons=frozenset(chosen),
         feature_overrides=tuple(draw(st.lists(overrides([*names, GHOST]), max_size=4))),
         limit_overrides=(),
-        seat_limit=None,
-        instance_limit=None,
+        seats=None,
+        instances=None,
     )
     base = set(catalog.plans[plan].features)
     for addon in chosen:

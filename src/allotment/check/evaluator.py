@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from allotment.check import gates
 from allotment.check.activation import Activation
 from allotment.check.model import CheckRequest, ContractView, Snapshot, Verdict
 from allotment.kit.clock import isoformat
@@ -45,11 +46,12 @@ __all__ = ["GATES", "OK", "Gate", "entitled_features", "evaluate", "evaluate_man
 
 Gate = Callable[[Snapshot, CheckRequest, Feature, datetime], Verdict | None]
 """A check after the rules: None passes; a Verdict with `allowed=False` decides; one with
-`allowed=True` passes and carries its reason, warnings and limit onto the final verdict."""
+`allowed=True` passes and carries its reason, warnings and limit onto the final verdict.
+A gate reads the feature from its `Feature` argument, never from `request.feature` (a batch
+hands every feature the same request)."""
 
-GATES: tuple[Gate, ...] = ()
-"""The gates every check runs, in order (step 8). Empty until the seat, instance and meter
-checks land (`seat_required`, `guest_not_allowed`, `instance_required`, `usage_limit_reached`…)."""
+GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant)
+"""The gates every check runs, in order (step 8): see `check/gates.py`."""
 
 OK = Verdict(allowed=True, reason="ok")  # frozen: one instance serves every allowed check
 _NO_ACTIVE_CONTRACT = Verdict(
@@ -148,10 +150,9 @@ def evaluate_many(
             continue
         if activation is None and catalog is not None and catalog.rules_for(name):
             activation = Activation(snapshot, base, now)
-        # Only gates read the request's feature (rule variables do not depend on it), so
-        # the per-feature copy is made only when there are gates to see it.
-        request = base if base.feature == name or not chosen else _with_feature(base, name)
-        verdicts.append(_decide(snapshot, request, feature, now, entitled, activation, chosen))
+        # Gates are handed the Feature; none reads `request.feature`, so the batch's base
+        # request serves every feature without a per-feature copy.
+        verdicts.append(_decide(snapshot, base, feature, now, entitled, activation, chosen))
     return verdicts
 
 
@@ -262,16 +263,4 @@ def _carry(earlier: Verdict, later: Verdict) -> Verdict:
         detail=later.detail if later.detail is not None else earlier.detail,
         warnings=earlier.warnings + later.warnings,
         limit=later.limit if later.limit is not None else earlier.limit,
-    )
-
-
-def _with_feature(base: CheckRequest, name: str) -> CheckRequest:
-    return CheckRequest(
-        customer=base.customer,
-        feature=name,
-        subject=base.subject,
-        instance=base.instance,
-        tenant=base.tenant,
-        consume=base.consume,
-        context=base.context,
     )

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from allotment.policy.catalog import Catalog, Plan
+from allotment.contracts.terms import SeatLimits
+from allotment.policy.catalog import Catalog, InstancePool, Plan
+from allotment.tenants.quotas import Quotas
 
 ContractKind = Literal["standard", "trial", "educational", "pilot"]
 
@@ -47,8 +49,59 @@ class ContractView:
     addons: frozenset[str]
     feature_overrides: tuple[FeatureOverride, ...]
     limit_overrides: tuple[LimitOverride, ...]
-    seat_limit: int | None
-    instance_limit: int | None
+    seats: SeatLimits | None  # the seat pool in force (contract over plan); None: no seats
+    instances: InstancePool | None  # the instance pool in force; None: no instances
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHold:
+    subject: str
+    tenant: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHold:
+    weight: int
+    tenant: str | None
+    lease_expires_at: datetime
+    ended: bool  # reaped (or ended by a re-registration) after its lease lapsed
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What the customer held when the snapshot was loaded: live seats (subject → tenant),
+    sessions live at load, and each fingerprint's latest registration (live, or lapsed in
+    the last day, so a late check hears `lease_expired` rather than `instance_unknown`).
+    Leases are compared with `now` by the evaluator; the snapshot is reloaded at the earliest
+    live expiry, so a renewal (which invalidates nothing) is seen by then."""
+
+    members: Mapping[str, str | None] = field(default_factory=dict)
+    guests: Mapping[str, str | None] = field(default_factory=dict)
+    sessions: tuple[SessionHold, ...] = ()
+    session_expiry: Mapping[str, datetime] = field(default_factory=dict)  # latest, per subject
+    instances: Mapping[str, InstanceHold] = field(default_factory=dict)
+    tenants: Mapping[str, Quotas] = field(default_factory=dict)
+
+    def live_sessions(self, now: datetime, tenant: str | None = None) -> int:
+        return sum(
+            1
+            for s in self.sessions
+            if now < s.expires_at and (tenant is None or s.tenant == tenant)
+        )
+
+    def instance_weight(self, now: datetime, tenant: str | None = None) -> tuple[int, int]:
+        """(count, weight) of the instances whose lease is live at `now`."""
+        count = weight = 0
+        for hold in self.instances.values():
+            live = not hold.ended and now < hold.lease_expires_at
+            if live and (tenant is None or hold.tenant == tenant):
+                count += 1
+                weight += hold.weight
+        return count, weight
+
+
+NO_HOLDINGS = Holdings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +116,7 @@ class Snapshot:
     customer_attributes: Mapping[str, Any] = field(default_factory=dict)
     # Plan features plus add-on features, before overrides (which depend on `now`).
     base_features: frozenset[str] = frozenset()
+    holdings: Holdings = NO_HOLDINGS
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from allotment.check.model import CheckRequest, Snapshot, Verdict
 from allotment.check.snapshot import SnapshotCache, StoreUnavailable
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
-from allotment.policy.catalog import Catalog
+from allotment.policy.catalog import Catalog, Feature
 
 
 class Checker:
@@ -172,7 +172,9 @@ class Checker:
         catalog = snapshot.catalog
         names = sorted(catalog.features) if catalog else []
         base = CheckRequest(customer=customer, feature="")
-        verdicts = evaluator.evaluate_many(snapshot, names, base, now) if names else []
+        # The customer-level view: seat and instance gates need a subject or an instance,
+        # so features are decided catalog-only and say what they need instead.
+        verdicts = evaluator.evaluate_many(snapshot, names, base, now, gates=()) if names else []
         contract = snapshot.contract
         plan = snapshot.plan
         return {
@@ -201,16 +203,13 @@ class Checker:
                     "reason": verdict.reason,
                     **({"missing": list(verdict.missing)} if verdict.missing else {}),
                     **({"rule_reason": verdict.rule_reason} if verdict.rule_reason else {}),
+                    **(_needs(catalog.features[name]) if catalog else {}),
                 }
                 for name, verdict in zip(names, verdicts, strict=True)
             ],
             "limits": {
-                "seats": None
-                if contract is None or contract.seat_limit is None
-                else {"limit": contract.seat_limit},
-                "instances": None
-                if contract is None or contract.instance_limit is None
-                else {"limit": contract.instance_limit},
+                "seats": _seats_held(snapshot, now),
+                "instances": _instances_held(snapshot, now),
                 "meters": {
                     name: {
                         "limit": limit.limit,
@@ -221,3 +220,71 @@ class Checker:
                 },
             },
         }
+
+
+def _needs(feature: Feature) -> dict[str, Any]:
+    needs = {}
+    if feature.seat_required:
+        needs["seat_required"] = True
+        needs["guests"] = feature.guests
+    if feature.instance_required:
+        needs["instance_required"] = True
+    return needs
+
+
+def _seats_held(snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
+    """The seat pool in force, with what is held of it at `now`."""
+    contract = snapshot.contract
+    pool = contract.seats if contract is not None else None
+    if pool is None:
+        return None
+    holdings = snapshot.holdings
+    concurrent = pool.model == "concurrent"
+    held = holdings.live_sessions(now) if concurrent else len(holdings.members)
+    tenants = {}
+    for key, quotas in sorted(holdings.tenants.items()):
+        if quotas.seats is None:
+            continue
+        in_tenant = (
+            holdings.live_sessions(now, key)
+            if concurrent
+            else sum(1 for t in holdings.members.values() if t == key)
+        )
+        tenants[key] = {"quota": quotas.seats, "held": in_tenant}
+    return {
+        "model": pool.model,
+        "limit": pool.limit,
+        "held": held,
+        "available": max(0, pool.limit - held),
+        "over_limit": max(0, held - pool.limit),
+        "burst": None
+        if pool.burst_window is None
+        else {"extra": pool.burst_extra, "window_s": int(pool.burst_window.total_seconds())},
+        "guests": {"limit": pool.guests, "held": len(holdings.guests)},
+        "tenants": tenants,
+    }
+
+
+def _instances_held(snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
+    contract = snapshot.contract
+    pool = contract.instances if contract is not None else None
+    if pool is None:
+        return None
+    holdings = snapshot.holdings
+    count, weight = holdings.instance_weight(now)
+    tenants = {}
+    for key, quotas in sorted(holdings.tenants.items()):
+        if quotas.instances is not None:
+            tenants[key] = {
+                "quota": quotas.instances,
+                "held": holdings.instance_weight(now, key)[1],
+            }
+    return {
+        "limit": pool.limit,
+        "held": weight,
+        "count": count,
+        "available": max(0, pool.limit - weight),
+        "kinds": dict(pool.kinds),
+        "lease_ttl_s": int(pool.lease_ttl.total_seconds()),
+        "tenants": tenants,
+    }

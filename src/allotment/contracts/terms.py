@@ -388,14 +388,14 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
     return EffectiveLimits(
         plan=plan.name,
         features=frozenset(features),
-        seats=_seat_limits(terms, plan),
-        instances=_instance_limits(terms, plan),
+        seats=seat_limits(terms, plan),
+        instances=instance_limits(terms, plan),
         meters=MappingProxyType(dict(sorted(meters.items()))),
         overrides=in_force,
     )
 
 
-def _seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
+def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     pool = plan.seats
     if pool is None:
         return None
@@ -419,7 +419,7 @@ def _seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     )
 
 
-def _instance_limits(terms: Terms, plan: Plan) -> InstancePool | None:
+def instance_limits(terms: Terms, plan: Plan) -> InstancePool | None:
     pool = plan.instances
     if pool is None:
         return None

@@ -1,0 +1,1 @@
+"""Instances: running copies registered under leases, counted by kind weight."""

@@ -1,0 +1,71 @@
+"""Instances: register, renew, deregister and list running copies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from allotment.auth.principal import Principal
+from allotment.deps import SessionDep, require
+from allotment.instances import service as instances
+from allotment.instances.schemas import InstanceRead, InstanceRegister
+from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+
+router = APIRouter(tags=["instances"])
+
+Backend = Annotated[Principal, require("check")]
+Reader = Annotated[Principal, require("finance", "check", customer_param="key")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@router.post(
+    "/v1/customers/{key}/instances",
+    status_code=201,
+    response_model=InstanceRead,
+    responses={200: {"model": InstanceRead, "description": "A live fingerprint: lease renewed."}},
+)
+async def register_instance(
+    key: str,
+    body: InstanceRegister,
+    principal: Backend,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    registration = await instances.register(
+        session, customer_key=key, data=body, actor=principal.actor
+    )
+    return await idempotency.respond(
+        registration.read(), status=201 if registration.created else 200
+    )
+
+
+@router.post("/v1/instances/{instance_id}/heartbeat", response_model=InstanceRead)
+async def renew_instance(
+    instance_id: str, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    row, customer = await instances.heartbeat(session, instance_id=instance_id)
+    return await idempotency.respond(instances.read(row, customer))
+
+
+@router.delete("/v1/instances/{instance_id}", status_code=204)
+async def deregister_instance(
+    instance_id: str, principal: Backend, session: SessionDep
+) -> Response:
+    await instances.deregister(session, instance_id=instance_id, actor=principal.actor)
+    return Response(status_code=204)
+
+
+@router.get("/v1/customers/{key}/instances", response_model=PageRead[InstanceRead])
+async def list_instances(
+    key: str,
+    principal: Reader,
+    session: SessionDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> PageRead[InstanceRead]:
+    page = await instances.list_instances(session, customer_key=key, limit=limit, cursor=cursor)
+    return PageRead(
+        items=[instances.read(row, key) for row in page.items], next_cursor=page.next_cursor
+    )

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from allotment.auth.principal import CUSTOMER_KEY_PATTERN
+from allotment.policy.document import Name
+
+Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Environment = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+TenantKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
+
+
+class InstanceRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fingerprint: Fingerprint = Field(
+        description="Stable id of the running copy; unique per customer."
+    )
+    kind: Name = Field(description="One of the plan's instance kinds (vm, container, cluster…).")
+    environment: Environment = "production"
+    tenant: TenantKey | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+
+class InstanceRead(BaseModel):
+    id: str
+    customer: str
+    fingerprint: str
+    kind: str
+    weight: int
+    environment: str
+    tenant: str | None
+    metadata: dict[str, Any]
+    registered_at: datetime
+    lease_expires_at: datetime
+    ended_at: datetime | None = None
+    end_reason: Literal["deregistered", "expired"] | None = None

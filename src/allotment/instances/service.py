@@ -1,0 +1,261 @@
+"""Instances: register under a lease, renew by heartbeat, deregister, list.
+
+The pool counts the sum of the kind weights of live instances (not ended, lease ahead);
+a kind the plan does not list is a 422. Registering a fingerprint that is live renews its
+lease (same row, 200); one whose lease lapsed is ended at its expiry and registered afresh
+(a new row, a new interval). Registration takes the pool lock (`contracts.pools.lock`), so
+weights are summed and the new row inserted as one step for every racing request; renewals
+and deregistrations are single conditional UPDATEs (`kit/leases.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment import invalidation
+from allotment.audit import service as audit
+from allotment.contracts import pools
+from allotment.errors import Conflict, ValidationFailed
+from allotment.instances.models import Instance
+from allotment.instances.schemas import InstanceRead, InstanceRegister
+from allotment.kit import leases
+from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.ids import new_id
+from allotment.kit.pagination import Page, paginate
+
+COLUMNS = (
+    "id, customer_id, fingerprint, kind, weight, environment, tenant, metadata, ttl_s, "
+    "registered_at, lease_expires_at, ended_at, end_reason"
+)
+TABLE = leases.LeaseTable(
+    table="instances", expiry="lease_expires_at", ended_by_caller="deregistered", columns=COLUMNS
+)
+_CURRENT = text(
+    f"SELECT {COLUMNS} FROM instances WHERE customer_id = :c AND fingerprint = :f "
+    "AND ended_at IS NULL"
+)
+_RENEW = text(
+    "UPDATE instances SET lease_expires_at = :expires, environment = :env, metadata = :meta "
+    f"WHERE id = :id RETURNING {COLUMNS}"
+).bindparams(bindparam("meta", type_=JSONB))
+_LAPSE = text(
+    "UPDATE instances SET ended_at = lease_expires_at, end_reason = 'expired' WHERE id = :id"
+)
+_USED = text(
+    "SELECT coalesce(sum(weight), 0) AS used, min(lease_expires_at) AS frees_at, "
+    "coalesce(sum(weight) FILTER (WHERE tenant = :tenant), 0) AS in_tenant, "
+    "min(lease_expires_at) FILTER (WHERE tenant = :tenant) AS tenant_frees_at "
+    "FROM instances WHERE customer_id = :c AND ended_at IS NULL AND lease_expires_at > :now"
+)
+_INSERT = text(
+    "INSERT INTO instances (id, customer_id, fingerprint, kind, weight, environment, tenant, "
+    "metadata, ttl_s, registered_at, lease_expires_at) VALUES (:id, :c, :f, :kind, :weight, "
+    f":env, :tenant, :meta, :ttl, :now, :expires) RETURNING {COLUMNS}"
+).bindparams(bindparam("meta", type_=JSONB))
+_CUSTOMER_KEY = text("SELECT key FROM customers WHERE id = :c")
+
+
+class InstanceChanged(Conflict):
+    type = "instance-changed"
+    title = "Instance registered differently"
+
+
+@dataclass(frozen=True)
+class Registration:
+    instance: Any
+    customer: str
+    created: bool
+
+    def read(self) -> InstanceRead:
+        return read(self.instance, self.customer)
+
+
+def read(row: Any, customer: str) -> InstanceRead:
+    return InstanceRead(
+        id=row.id,
+        customer=customer,
+        fingerprint=row.fingerprint,
+        kind=row.kind,
+        weight=row.weight,
+        environment=row.environment,
+        tenant=row.tenant,
+        metadata=row.metadata,
+        registered_at=row.registered_at,
+        lease_expires_at=row.lease_expires_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+    )
+
+
+def audit_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "fingerprint": row.fingerprint,
+        "kind": row.kind,
+        "weight": row.weight,
+        "environment": row.environment,
+        "tenant": row.tenant,
+        "registered_at": isoformat(row.registered_at),
+        "lease_expires_at": isoformat(row.lease_expires_at),
+        "ended_at": None if row.ended_at is None else isoformat(row.ended_at),
+        "end_reason": row.end_reason,
+    }
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    data: InstanceRegister,
+    actor: str,
+    now: datetime | None = None,
+) -> Registration:
+    now = now or utcnow()
+    found = await pools.lock(session, customer_key=customer_key, at=now)
+    pool = found.instances()
+    weight = pool.weight(data.kind)
+    if weight is None:
+        kinds = ", ".join(sorted(pool.kinds))
+        message = f"kind '{data.kind}' is not one the plan allows ({kinds})"
+        raise ValidationFailed(
+            f"The instance's {message}.", errors=[{"path": "kind", "message": message}]
+        )
+    c = found.customer_id
+    ttl = pool.lease_ttl
+    params = {"meta": data.metadata, "env": data.environment}
+    current = (await session.execute(_CURRENT, {"c": c, "f": data.fingerprint})).one_or_none()
+    if current is not None and current.lease_expires_at > now:
+        if current.kind != data.kind or current.tenant != data.tenant:
+            raise InstanceChanged(
+                f"Fingerprint {data.fingerprint!r} is live as kind '{current.kind}'"
+                + (f" in tenant '{current.tenant}'" if current.tenant else "")
+                + "; deregister it before registering it differently."
+            )
+        row = (
+            await session.execute(
+                _RENEW,
+                {**params, "id": current.id, "expires": now + timedelta(seconds=current.ttl_s)},
+            )
+        ).one()
+        return Registration(row, customer_key, created=False)
+    if current is not None:  # lapsed, not reaped yet: its interval ends at its expiry
+        await session.execute(_LAPSE, {"id": current.id})
+        audit.record(
+            session,
+            actor=actor,
+            action="instance.expired",
+            target_type="instance",
+            target_key=f"{customer_key}/{current.id}",
+            after=audit_view(current),
+        )
+    used = (await session.execute(_USED, {"c": c, "tenant": data.tenant, "now": now})).one()
+    if data.tenant is not None:
+        quotas = await pools.tenant_quotas(session, customer_id=c, tenant=data.tenant)
+        if quotas.instances is not None:
+            pools.refuse_tenant(
+                tenant=data.tenant,
+                pool="instances",
+                quota=quotas.instances,
+                held=used.in_tenant,
+                wanted=weight,
+                frees_at=used.tenant_frees_at,
+            )
+    if used.used + weight > pool.limit:
+        raise pools.PoolFull(
+            f"Live instances weigh {used.used} of the limit of {pool.limit}; a '{data.kind}' "
+            f"weighs {weight}.",
+            reason="instance_limit_reached",
+            pool="instances",
+            limit=pool.limit,
+            held=used.used,
+            frees_at=used.frees_at,
+            weight=weight,
+        )
+    row = (
+        await session.execute(
+            _INSERT,
+            {
+                **params,
+                "id": new_id("ins"),
+                "c": c,
+                "f": data.fingerprint,
+                "kind": data.kind,
+                "weight": weight,
+                "tenant": data.tenant,
+                "ttl": int(ttl.total_seconds()),
+                "now": now,
+                "expires": now + ttl,
+            },
+        )
+    ).one()
+    audit.record(
+        session,
+        actor=actor,
+        action="instance.registered",
+        target_type="instance",
+        target_key=f"{customer_key}/{row.id}",
+        after=audit_view(row),
+    )
+    await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    return Registration(row, customer_key, created=True)
+
+
+async def _customer_key(session: AsyncSession, customer_id: int) -> str:
+    return str((await session.execute(_CUSTOMER_KEY, {"c": customer_id})).scalar_one())
+
+
+async def heartbeat(
+    session: AsyncSession, *, instance_id: str, now: datetime | None = None
+) -> tuple[Any, str]:
+    """Renew a live instance's lease. Like a session renewal, it changes no entitlement: not
+    audited, no invalidation (snapshots reload by themselves at the lease's old expiry)."""
+    row = await leases.renew(session, TABLE, instance_id, now or utcnow())
+    if row is None:
+        raise await pools.lease_gone(session, TABLE, instance_id, "instance")
+    return row, await _customer_key(session, row.customer_id)
+
+
+async def deregister(
+    session: AsyncSession, *, instance_id: str, actor: str, now: datetime | None = None
+) -> tuple[Any, str]:
+    row = await leases.end(session, TABLE, instance_id, now or utcnow())
+    if row is None:
+        raise await pools.lease_gone(session, TABLE, instance_id, "instance")
+    customer_key = await _customer_key(session, row.customer_id)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"instance.{row.end_reason}",
+        target_type="instance",
+        target_key=f"{customer_key}/{row.id}",
+        after=audit_view(row),
+    )
+    await invalidation.bump_customer(
+        session, customer_id=row.customer_id, customer_key=customer_key
+    )
+    return row, customer_key
+
+
+async def list_instances(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    limit: int,
+    cursor: str | None,
+    now: datetime | None = None,
+) -> Page[Any]:
+    """The live instances (lease ahead), by id."""
+    c = await pools.customer_id(session, customer_key=customer_key)
+    table = Instance.__table__
+    query = select(*table.c).where(
+        table.c.customer_id == c,
+        table.c.ended_at.is_(None),
+        table.c.lease_expires_at > (now or utcnow()),
+    )
+    return await paginate(session, query, Instance.id, limit=limit, cursor=cursor, scalars=False)

@@ -1,0 +1,1 @@
+"""Seats: named member and guest seats, burst windows, and concurrent (floating) sessions."""

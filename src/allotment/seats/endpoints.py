@@ -1,0 +1,93 @@
+"""Seats and sessions: assign, release and list named seats; open, renew, close sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from allotment.auth.principal import Principal
+from allotment.deps import SessionDep, require
+from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from allotment.seats import service as seats
+from allotment.seats import sessions
+from allotment.seats.schemas import SeatAssign, SeatRead, SessionOpen, SessionRead
+
+router = APIRouter(tags=["seats"])
+
+Backend = Annotated[Principal, require("check")]
+Reader = Annotated[Principal, require("finance", "check", customer_param="key")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@router.post(
+    "/v1/customers/{key}/seats",
+    status_code=201,
+    response_model=SeatRead,
+    responses={200: {"model": SeatRead, "description": "The subject already held this seat."}},
+)
+async def assign_seat(
+    key: str,
+    body: SeatAssign,
+    principal: Backend,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    assignment = await seats.assign(
+        session,
+        customer_key=key,
+        subject=body.subject,
+        type=body.type,
+        tenant=body.tenant,
+        actor=principal.actor,
+    )
+    return await idempotency.respond(assignment.read(), status=201 if assignment.created else 200)
+
+
+@router.delete("/v1/customers/{key}/seats/{subject}", status_code=204)
+async def release_seat(key: str, subject: str, principal: Backend, session: SessionDep) -> Response:
+    await seats.release(session, customer_key=key, subject=subject, actor=principal.actor)
+    return Response(status_code=204)
+
+
+@router.get("/v1/customers/{key}/seats", response_model=PageRead[SeatRead])
+async def list_seats(
+    key: str,
+    principal: Reader,
+    session: SessionDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> PageRead[SeatRead]:
+    page = await seats.list_seats(session, customer_key=key, limit=limit, cursor=cursor)
+    return PageRead(
+        items=[seats.read(row, key) for row in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post("/v1/customers/{key}/sessions", status_code=201, response_model=SessionRead)
+async def open_session(
+    key: str,
+    body: SessionOpen,
+    principal: Backend,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    row = await sessions.open_session(
+        session, customer_key=key, subject=body.subject, tenant=body.tenant, actor=principal.actor
+    )
+    return await idempotency.respond(sessions.read(row, key), status=201)
+
+
+@router.post("/v1/sessions/{session_id}/heartbeat", response_model=SessionRead)
+async def renew_session(
+    session_id: str, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    row, customer = await sessions.heartbeat(session, session_id=session_id)
+    return await idempotency.respond(sessions.read(row, customer))
+
+
+@router.delete("/v1/sessions/{session_id}", status_code=204)
+async def close_session(session_id: str, principal: Backend, session: SessionDep) -> Response:
+    await sessions.close(session, session_id=session_id, actor=principal.actor)
+    return Response(status_code=204)

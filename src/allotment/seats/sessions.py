@@ -1,0 +1,174 @@
+"""Concurrent (floating) seats: sessions are leases on the seat pool.
+
+For a plan with `seats.model: concurrent`, the cap counts live sessions: open, not closed,
+and `expires_at` still ahead. A session that is not renewed stops counting at its expiry,
+before the reaper ends its row (`kit/leases.py`), so capacity never waits on the worker.
+Opening takes the pool lock (`contracts.pools.lock`); renewing and closing never add
+capacity and are single conditional UPDATEs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment import invalidation
+from allotment.audit import service as audit
+from allotment.contracts import pools
+from allotment.errors import NotFound
+from allotment.kit import leases
+from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.ids import new_id
+from allotment.seats.schemas import SessionRead
+from allotment.seats.service import WrongSeatModel
+
+COLUMNS = "id, customer_id, subject, tenant, ttl_s, opened_at, expires_at, ended_at, end_reason"
+TABLE = leases.LeaseTable(
+    table="seat_sessions", expiry="expires_at", ended_by_caller="closed", columns=COLUMNS
+)
+_LIVE = text(
+    "SELECT count(*) AS live, min(expires_at) AS frees_at, "
+    "count(*) FILTER (WHERE tenant = :tenant) AS in_tenant, "
+    "min(expires_at) FILTER (WHERE tenant = :tenant) AS tenant_frees_at "
+    "FROM seat_sessions WHERE customer_id = :c AND ended_at IS NULL AND expires_at > :now"
+)
+_INSERT = text(
+    "INSERT INTO seat_sessions (id, customer_id, subject, tenant, ttl_s, opened_at, expires_at) "
+    f"VALUES (:id, :c, :s, :tenant, :ttl, :now, :expires) RETURNING {COLUMNS}"
+)
+_CUSTOMER_KEY = text("SELECT key FROM customers WHERE id = :c")
+
+
+class SessionNotFound(NotFound):
+    type = "session-not-found"
+
+
+def read(row: Any, customer: str) -> SessionRead:
+    return SessionRead(
+        id=row.id,
+        customer=customer,
+        subject=row.subject,
+        tenant=row.tenant,
+        opened_at=row.opened_at,
+        expires_at=row.expires_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+    )
+
+
+def audit_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "subject": row.subject,
+        "tenant": row.tenant,
+        "opened_at": isoformat(row.opened_at),
+        "expires_at": isoformat(row.expires_at),
+        "ended_at": None if row.ended_at is None else isoformat(row.ended_at),
+        "end_reason": row.end_reason,
+    }
+
+
+async def open_session(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Any:
+    now = now or utcnow()
+    found = await pools.lock(session, customer_key=customer_key, at=now)
+    seats = found.seats()
+    if seats.model != "concurrent" or seats.session_ttl is None:
+        raise WrongSeatModel(
+            "This plan assigns named seats: assign one with "
+            f"POST /v1/customers/{customer_key}/seats instead of opening a session."
+        )
+    c = found.customer_id
+    live = (await session.execute(_LIVE, {"c": c, "tenant": tenant, "now": now})).one()
+    if tenant is not None:
+        quotas = await pools.tenant_quotas(session, customer_id=c, tenant=tenant)
+        if quotas.seats is not None:
+            pools.refuse_tenant(
+                tenant=tenant,
+                pool="seats",
+                quota=quotas.seats,
+                held=live.in_tenant,
+                wanted=1,
+                frees_at=live.tenant_frees_at,
+            )
+    if live.live >= seats.limit:
+        raise pools.PoolFull(
+            f"All {seats.limit} concurrent seats are in use; one frees when a session closes "
+            "or lapses.",
+            reason="seat_limit_reached",
+            pool="seats",
+            limit=seats.limit,
+            held=live.live,
+            frees_at=live.frees_at,
+        )
+    ttl = seats.session_ttl
+    row = (
+        await session.execute(
+            _INSERT,
+            {
+                "id": new_id("ses"),
+                "c": c,
+                "s": subject,
+                "tenant": tenant,
+                "ttl": int(ttl.total_seconds()),
+                "now": now,
+                "expires": now + ttl,
+            },
+        )
+    ).one()
+    audit.record(
+        session,
+        actor=actor,
+        action="session.opened",
+        target_type="session",
+        target_key=f"{customer_key}/{row.id}",
+        after=audit_view(row),
+    )
+    await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    return row
+
+
+async def _customer_key(session: AsyncSession, customer_id: int) -> str:
+    return str((await session.execute(_CUSTOMER_KEY, {"c": customer_id})).scalar_one())
+
+
+async def heartbeat(
+    session: AsyncSession, *, session_id: str, now: datetime | None = None
+) -> tuple[Any, str]:
+    """Renew a live session's lease by its TTL. A renewal changes no one's entitlement (the
+    session was live and stays live), so it is neither audited nor invalidates snapshots."""
+    row = await leases.renew(session, TABLE, session_id, now or utcnow())
+    if row is None:
+        raise await pools.lease_gone(session, TABLE, session_id, "session")
+    return row, await _customer_key(session, row.customer_id)
+
+
+async def close(
+    session: AsyncSession, *, session_id: str, actor: str, now: datetime | None = None
+) -> tuple[Any, str]:
+    row = await leases.end(session, TABLE, session_id, now or utcnow())
+    if row is None:
+        raise await pools.lease_gone(session, TABLE, session_id, "session")
+    customer_key = await _customer_key(session, row.customer_id)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"session.{row.end_reason}",
+        target_type="session",
+        target_key=f"{customer_key}/{row.id}",
+        after=audit_view(row),
+    )
+    await invalidation.bump_customer(
+        session, customer_id=row.customer_id, customer_key=customer_key
+    )
+    return row, customer_key

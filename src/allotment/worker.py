@@ -1,0 +1,39 @@
+"""One pass of the background jobs `allotment worker` runs in a loop.
+
+    reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
+    purge_expired                    drop idempotency keys past their TTL
+
+Each job is a short transaction of its own, safe to run in any number of replicas at once
+(the reapers skip rows another replica holds, and a row already ended no longer matches).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from allotment.db import session_scope
+from allotment.instances.tasks import reap_instances
+from allotment.kit.clock import utcnow
+from allotment.kit.idempotency import purge_expired
+from allotment.seats.tasks import reap_sessions
+
+BATCH = 500
+
+
+async def run_once(
+    maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Run every job once (each reaper until it finds fewer than a batch); what each did."""
+    done = {"sessions_expired": 0, "instances_expired": 0, "idempotency_keys_purged": 0}
+    for name, reap in (("sessions_expired", reap_sessions), ("instances_expired", reap_instances)):
+        while True:
+            async with session_scope(maker, actor="system:reaper") as session:
+                ended = await reap(session, now=now or utcnow(), batch=BATCH)
+            done[name] += ended
+            if ended < BATCH:
+                break
+    async with session_scope(maker) as session:
+        done["idempotency_keys_purged"] = await purge_expired(session)
+    return done
