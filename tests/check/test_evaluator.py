@@ -269,7 +269,7 @@ rules: [{{feature: probe, when: "{escaped}", reason: probe_failed}}]
         contract_=contract(catalog_=policy, addons=["audit_pack"]),
         customer_attributes={"tier": "gold"},
     )
-    assert evaluate(snap, req, NOW) is OK
+    assert evaluate(snap, req, NOW, gates=()) is OK  # the rule alone: tenant 't' is not real
 
 
 # -- order of precedence --------------------------------------------------------------------
@@ -319,10 +319,10 @@ def test_rules_beat_gates() -> None:
 # -- gates: the seam for seats, instances and meters ----------------------------------------
 
 
-def test_shipped_without_gates() -> None:
-    from allotment.check import evaluator
+def test_shipped_gates_are_seat_instance_tenant_in_order() -> None:
+    from allotment.check import evaluator, gates
 
-    assert evaluator.GATES == ()
+    assert evaluator.GATES == (gates.seat, gates.instance, gates.tenant)
 
 
 def test_gate_sees_the_check_and_can_deny() -> None:
@@ -393,10 +393,11 @@ def test_batch_gates_see_each_feature() -> None:
     seen: list[str] = []
 
     def gate(snap: Snapshot, req: CheckRequest, feature: Feature, now: datetime) -> None:
-        seen.append(f"{req.feature}/{feature.name}")
+        seen.append(f"{req.subject}/{feature.name}")
 
-    evaluate_many(snapshot(), ["reports", "editor"], request("ignored"), NOW, gates=[gate])
-    assert seen == ["reports/reports", "editor/editor"]
+    base = request("ignored", subject="u-1")
+    evaluate_many(snapshot(), ["reports", "editor"], base, NOW, gates=[gate])
+    assert seen == ["u-1/reports", "u-1/editor"]
 
 
 # -- entitled_features and the batch --------------------------------------------------------
