@@ -45,7 +45,8 @@ class Seats:
         async with session_scope(self.maker) as session:
             found = await session.execute(
                 text(
-                    "SELECT started_at, window_ends_at, ended_at FROM seat_bursts ORDER BY started_at"
+                    "SELECT started_at, window_ends_at, ended_at FROM seat_bursts "
+                    "ORDER BY started_at"
                 )
             )
             return list(found.all())

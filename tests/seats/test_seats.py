@@ -151,3 +151,14 @@ async def test_no_contract_and_bad_bodies_are_clear_problems(
     assert {e["path"] for e in bad.json()["errors"]} == {"subject", "type"}
     reader = await client.get("/v1/customers/acme/seats", headers=backend)
     assert reader.status_code == 200
+
+
+async def test_a_tenant_holding_seats_cannot_be_deleted(
+    client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str], team: str
+) -> None:
+    await client.post("/v1/customers/acme/tenants", json={"key": "eu"}, headers=admin)
+    assert (await assign(client, backend, "a", tenant="eu")).status_code == 201
+    refused = await client.delete("/v1/customers/acme/tenants/eu", headers=admin)
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/tenant-in-use")
+    await client.delete("/v1/customers/acme/seats/a", headers=backend)
+    assert (await client.delete("/v1/customers/acme/tenants/eu", headers=admin)).status_code == 204

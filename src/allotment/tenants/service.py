@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,15 @@ from allotment.policy.catalog import Catalog
 from allotment.tenants.models import Tenant
 from allotment.tenants.quotas import Excess, Quotas, excesses, total
 from allotment.tenants.schemas import TenantCreate, TenantQuotas, TenantRead, TenantUpdate
+
+_LIVE_IN_TENANT = text(
+    "SELECT (SELECT count(*) FROM seats WHERE customer_id = :c AND tenant = :t "
+    "AND released_at IS NULL) AS seats, "
+    "(SELECT count(*) FROM seat_sessions WHERE customer_id = :c AND tenant = :t "
+    "AND ended_at IS NULL AND expires_at > :now) AS sessions, "
+    "(SELECT count(*) FROM instances WHERE customer_id = :c AND tenant = :t "
+    "AND ended_at IS NULL AND lease_expires_at > :now) AS instances"
+)
 
 
 class TenantNotFound(NotFound):
@@ -316,6 +325,17 @@ async def delete(
     customer = await customers.get(session, customer_key, for_update=True)
     tenant = await _find(session, customer=customer, tenant_key=tenant_key, for_update=True)
     _check_revision(tenant, customer.key, if_match)
+    # Allocations name their tenant by key; deleting it under live ones would hand them to
+    # any later tenant of the same key. (The customer's row lock keeps new ones out.)
+    held = (
+        await session.execute(_LIVE_IN_TENANT, {"c": customer.id, "t": tenant_key, "now": utcnow()})
+    ).one()
+    if any(held):
+        raise Conflict(
+            f"Tenant {tenant_key!r} still holds {held.seats} seats, {held.sessions} sessions "
+            f"and {held.instances} instances; release them first.",
+            type="tenant-in-use",
+        )
     before = TenantView(tenant, customer.key).snapshot()
     await session.delete(tenant)
     await session.flush()
