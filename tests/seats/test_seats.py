@@ -162,3 +162,18 @@ async def test_a_tenant_holding_seats_cannot_be_deleted(
     assert refused.status_code == 409 and refused.json()["type"].endswith("/tenant-in-use")
     await client.delete("/v1/customers/acme/seats/a", headers=backend)
     assert (await client.delete("/v1/customers/acme/tenants/eu", headers=admin)).status_code == 204
+
+
+async def test_allocations_are_counted_in_metrics(
+    client: httpx.AsyncClient, backend: dict[str, str], team: str
+) -> None:
+    def granted(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('allotment_allocations_total{outcome="granted",pool="seats"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = granted((await client.get("/metrics")).text)
+    await assign(client, backend, "ann")
+    await assign(client, backend, "ann")  # already held: not a second grant
+    assert granted((await client.get("/metrics")).text) == before + 1

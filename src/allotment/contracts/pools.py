@@ -26,6 +26,7 @@ from allotment.contracts.terms import EffectiveLimits, SeatLimits, TermsOutOfCat
 from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFailed
 from allotment.kit import leases
 from allotment.kit.clock import isoformat
+from allotment.kit.metrics import ALLOCATIONS
 from allotment.policy.catalog import InstancePool
 from allotment.tenants.quotas import Quotas
 
@@ -146,6 +147,7 @@ class PoolFull(Conflict):
             extra["tenant"] = tenant
         extra.update(more)
         super().__init__(message, type=reason.replace("_", "-"), extra=extra)
+        ALLOCATIONS.labels(pool, "refused").inc()
 
 
 def refuse_tenant(

@@ -21,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.contracts import pools
+from allotment.db import after_commit
 from allotment.errors import Conflict, ValidationFailed
 from allotment.instances.models import Instance
 from allotment.instances.schemas import InstanceRead, InstanceRegister
 from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
+from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 
 COLUMNS = (
@@ -203,6 +205,7 @@ async def register(
         after=audit_view(row),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    after_commit(session, ALLOCATIONS.labels("instances", "granted").inc)
     return Registration(row, customer_key, created=True)
 
 

@@ -12,3 +12,10 @@ REQUEST_LATENCY = Histogram(
 )
 
 AUDIT_RECORDS = Counter("allotment_audit_records_total", "Audit records appended")
+
+ALLOCATIONS = Counter(
+    "allotment_allocations_total",
+    "Allocation attempts by pool (seats, guests, sessions, instances) and outcome "
+    "(granted, renewed, refused, released, expired)",
+    ["pool", "outcome"],
+)

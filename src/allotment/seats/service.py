@@ -28,9 +28,11 @@ from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.contracts import pools
 from allotment.contracts.terms import SeatLimits
+from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
+from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstRead, SeatRead
@@ -198,6 +200,9 @@ async def assign(
         after=_audit_view(row),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    after_commit(
+        session, ALLOCATIONS.labels("seats" if type == "member" else "guests", "granted").inc
+    )
     return Assignment(row, customer_key, created=True, burst=burst)
 
 
@@ -279,6 +284,9 @@ async def release(
         after=_audit_view(row),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    after_commit(
+        session, ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "released").inc
+    )
     return row
 
 

@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.contracts import pools
+from allotment.db import after_commit
 from allotment.errors import NotFound
 from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
+from allotment.kit.metrics import ALLOCATIONS
 from allotment.seats.schemas import SessionRead
 from allotment.seats.service import WrongSeatModel
 
@@ -135,6 +137,7 @@ async def open_session(
         after=audit_view(row),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
+    after_commit(session, ALLOCATIONS.labels("sessions", "granted").inc)
     return row
 
 
