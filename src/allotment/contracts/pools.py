@@ -25,7 +25,7 @@ from allotment.contracts import service as contracts
 from allotment.contracts.terms import EffectiveLimits, SeatLimits, TermsOutOfCatalog
 from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFailed
 from allotment.kit import leases
-from allotment.kit.clock import isoformat
+from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.policy.catalog import InstancePool
 from allotment.tenants.quotas import Quotas
@@ -49,6 +49,7 @@ class NoPool(Conflict):
 class Pools:
     customer_id: int
     customer_key: str
+    at: datetime  # the moment the limits were read at, once the lock was held
     limits: EffectiveLimits | None  # None: no contract in force at `at`
     why_none: str | None = None
 
@@ -77,14 +78,19 @@ async def customer_id(session: AsyncSession, *, customer_key: str, lock: bool = 
     return int(found)
 
 
-async def lock(session: AsyncSession, *, customer_key: str, at: datetime) -> Pools:
-    """Lock the customer's row (the pool lock, until commit) and read its limits at `at`."""
+async def lock(session: AsyncSession, *, customer_key: str, at: datetime | None = None) -> Pools:
+    """Lock the customer's row (the pool lock, until commit) and read its limits at `at`.
+
+    Without `at`, the clock is read once the lock is held, not before: a request that waited
+    behind others must not judge leases and burst windows by the time it started waiting."""
     found = await customer_id(session, customer_key=customer_key, lock=True)
+    at = at or utcnow()
     current = await contracts.current_terms(session, customer_id=found, at=at)
     if current is None:
         return Pools(
             found,
             customer_key,
+            at,
             None,
             f"Customer {customer_key!r} has no contract in force; allocations draw on one.",
         )
@@ -97,11 +103,12 @@ async def lock(session: AsyncSession, *, customer_key: str, at: datetime) -> Poo
         return Pools(
             found,
             customer_key,
+            at,
             None,
             f"Contract {current.contract_id}'s plan '{current.terms.plan}' is not in policy "
             f"version {version}; amend the contract first.",
         )
-    return Pools(found, customer_key, limits)
+    return Pools(found, customer_key, at, limits)
 
 
 async def tenant_quotas(session: AsyncSession, *, customer_id: int, tenant: str) -> Quotas:

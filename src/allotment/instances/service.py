@@ -118,8 +118,8 @@ async def register(
     actor: str,
     now: datetime | None = None,
 ) -> Registration:
-    now = now or utcnow()
     found = await pools.lock(session, customer_key=customer_key, at=now)
+    now = found.at
     pool = found.instances()
     weight = pool.weight(data.kind)
     if weight is None:

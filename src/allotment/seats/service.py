@@ -30,7 +30,7 @@ from allotment.contracts import pools
 from allotment.contracts.terms import SeatLimits
 from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
-from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.clock import isoformat
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
@@ -134,8 +134,8 @@ async def assign(
     now: datetime | None = None,
 ) -> Assignment:
     """Give `subject` a seat, or return the one it holds (`created=False`)."""
-    now = now or utcnow()
     found = await pools.lock(session, customer_key=customer_key, at=now)
+    now = found.at
     seats = found.seats()
     c = found.customer_id
     held = (await session.execute(_HELD, {"c": c, "s": subject})).one_or_none()
@@ -264,8 +264,8 @@ async def release(
     actor: str,
     now: datetime | None = None,
 ) -> Any:
-    now = now or utcnow()
     found = await pools.lock(session, customer_key=customer_key, at=now)
+    now = found.at
     c = found.customer_id
     row = (await session.execute(_RELEASE, {"c": c, "s": subject, "now": now})).one_or_none()
     if row is None:

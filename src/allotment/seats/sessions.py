@@ -82,8 +82,8 @@ async def open_session(
     actor: str,
     now: datetime | None = None,
 ) -> Any:
-    now = now or utcnow()
     found = await pools.lock(session, customer_key=customer_key, at=now)
+    now = found.at
     seats = found.seats()
     if seats.model != "concurrent" or seats.session_ttl is None:
         raise WrongSeatModel(
