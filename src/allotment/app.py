@@ -39,6 +39,7 @@ from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.tenants.endpoints import router as tenants_router
+from allotment.usage.endpoints import router as usage_router
 
 log = structlog.get_logger("allotment.app")
 
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tenants_router,
         seats_router,
         instances_router,
+        usage_router,
         audit_router,
     )
     for router in routers:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     snapshot_stale_max_s: float = 300.0  # PostgreSQL down: serve cached, flagged stale
     decision_sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # allows logged
 
+    # Usage events: how late (and how far ahead, for clock skew) an event's `time` may be.
+    events_late_window_s: int = Field(default=7 * 24 * 3600, ge=60)
+    events_future_s: int = Field(default=300, ge=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

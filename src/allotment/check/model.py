@@ -117,6 +117,7 @@ class Snapshot:
     # Plan features plus add-on features, before overrides (which depend on `now`).
     base_features: frozenset[str] = frozenset()
     holdings: Holdings = NO_HOLDINGS
+    customer_id: int | None = None  # the customers row's id (None: unknown customer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,6 +220,8 @@ def build(
             contract=None,
             plan=None,
             customer_attributes=payload.get("attributes") or {},
+            holdings=_holdings(payload.get("holdings")),
+            customer_id=payload.get("customer_id"),
         )
     terms = Terms.from_json(contract_row["terms"])
     plan = catalog.plans.get(terms.plan) if catalog else None
@@ -261,6 +263,7 @@ def build(
         customer_attributes=payload.get("attributes") or {},
         base_features=frozenset(base),
         holdings=_holdings(payload.get("holdings")),
+        customer_id=payload.get("customer_id"),
     )
 
 
@@ -478,6 +481,7 @@ class SnapshotCache:
                 valid_until=valid_until,
             )
             payload["holdings"] = holdings
+            payload["customer_id"] = row.id
             valid_until = _dt(payload.get("valid_until"))
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version

@@ -1,0 +1,1 @@
+"""Usage: CloudEvents ingestion, exactly once, into monthly partitions and hourly counters."""

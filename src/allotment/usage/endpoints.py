@@ -1,0 +1,152 @@
+"""Usage: POST /v1/events (CloudEvents, one or a batch) and GET …/usage (finance)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
+
+from allotment.auth.principal import Principal
+from allotment.deps import SessionDep, require
+from allotment.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from allotment.kit.clock import utcnow
+from allotment.kit.idempotency import IdempotencyDep
+from allotment.usage import reads
+from allotment.usage import service as usage
+from allotment.usage.events import Window
+from allotment.usage.schemas import IngestRead, UsageRead
+
+router = APIRouter(tags=["usage"])
+
+Backend = Annotated[Principal, require("check")]
+Finance = Annotated[Principal, require("finance", customer_param="key")]
+MAX_BATCH = 1000
+BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type", "subject"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "subject": {"type": "string", "minLength": 1, "description": "The customer's key."},
+        "time": {"type": "string", "format": "date-time"},
+        "tenant": {"type": "string"},
+        "data": {},
+    },
+}
+
+
+@router.post(
+    "/v1/events",
+    response_model=IngestRead,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/cloudevents+json": {"schema": _EVENT_SCHEMA},
+                "application/json": {"schema": _EVENT_SCHEMA},
+                BATCH_MEDIA_TYPE: {
+                    "schema": {"type": "array", "items": _EVENT_SCHEMA, "maxItems": MAX_BATCH}
+                },
+            },
+        }
+    },
+)
+async def ingest_events(
+    request: Request, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
+) -> Response:
+    """One CloudEvent, or a batch of up to 1,000. A batch answers 200 with each bad event
+    rejected by index; a single bad event is a 422. Acknowledged only after commit."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.", type="malformed-json") from None
+    batch = media == BATCH_MEDIA_TYPE or isinstance(body, list)
+    if batch and not isinstance(body, list):
+        raise ValidationFailed(
+            "A batch is a JSON array of events.", errors=[{"path": "", "message": "not an array"}]
+        )
+    raw_events = body if batch else [body]
+    if len(raw_events) > MAX_BATCH:
+        raise PayloadTooLarge(f"A batch holds at most {MAX_BATCH} events; split it.")
+    settings = request.app.state.settings
+    now = utcnow()
+    checker = request.app.state.checker
+
+    async def snapshot_of(key: str) -> Any:
+        snapshot, _ = await checker.snapshot(key, now)
+        if snapshot is None:
+            raise ServiceUnavailable("The store is unavailable; nothing was accepted.")
+        return snapshot
+
+    outcome = await usage.ingest(
+        session,
+        raw_events=raw_events,
+        snapshot_of=snapshot_of,
+        window=Window(
+            now=now,
+            late=timedelta(seconds=settings.events_late_window_s),
+            future=timedelta(seconds=settings.events_future_s),
+        ),
+        engine=request.app.state.engine,
+    )
+    if not batch and outcome.rejected:
+        errors = outcome.rejected[0]["errors"]
+        raise ValidationFailed(
+            "The event was rejected: " + "; ".join(f"{e['path']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+    read = IngestRead.model_validate(
+        {
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+        }
+    )
+    return await idempotency.respond(read)
+
+
+@router.get("/v1/customers/{key}/usage", response_model=UsageRead, response_model_by_alias=True)
+async def read_usage(
+    key: str,
+    request: Request,
+    principal: Finance,
+    session: SessionDep,
+    meter: Annotated[str, Query(description="A meter of the customer's policy version.")],
+    from_: Annotated[AwareDatetime, Query(alias="from")],
+    to: Annotated[AwareDatetime, Query()],
+    granularity: Annotated[reads.Granularity, Query()] = "day",
+    tenant: Annotated[str | None, Query()] = None,
+) -> UsageRead:
+    snapshot, _ = await request.app.state.checker.snapshot(key, utcnow())
+    if snapshot is not None and not snapshot.known:
+        raise NotFound(f"Customer {key!r} does not exist.", type="customer-not-found")
+    catalog = snapshot.catalog if snapshot is not None else None
+    found = catalog.meters.get(meter) if catalog is not None else None
+    if found is None:
+        message = f"no meter '{meter}' in the customer's policy version"
+        raise ValidationFailed(
+            f"The request names {message}.", errors=[{"path": "meter", "message": message}]
+        )
+    return await reads.usage(
+        session,
+        customer_key=key,
+        meter=found,
+        start=from_,
+        end=to,
+        granularity=granularity,
+        tenant=tenant,
+    )

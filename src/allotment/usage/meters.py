@@ -1,0 +1,143 @@
+"""Meters, pure: which events a meter reads, and the counter deltas a set of new events makes.
+
+    aggregation    per (customer, tenant, meter, hour) counter        reading a property?
+    count          +1 per event                                       no
+    sum            + data[property] (a number)                        yes
+    max            greatest data[property] seen                       yes
+    unique_count   +1 the first time a value of data[property] is     yes (any JSON scalar)
+                   seen in the calendar month (UTC)
+
+Counters are hourly; a period's total is the sum of its hours (the greatest, for `max`).
+Unique counts are deduplicated per month, so the sum of a month's hours is the month's exact
+unique count (an hour's or a day's figure counts the values first seen in it that month).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from allotment.policy.catalog import Meter
+from allotment.usage.events import Event, Problem
+
+_NUMERIC = (int, float)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def month_of(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def by_type(meters: Iterable[Meter]) -> dict[str, tuple[Meter, ...]]:
+    found: dict[str, list[Meter]] = {}
+    for meter in meters:
+        found.setdefault(meter.event_type, []).append(meter)
+    return {kind: tuple(sorted(group, key=lambda m: m.name)) for kind, group in found.items()}
+
+
+def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
+    """What the meters reading `event` cannot read from its `data`."""
+    problems: list[Problem] = []
+    for meter in meters:
+        if meter.aggregation == "count" or meter.property is None:
+            continue
+        path = f"data.{meter.property}"
+        value = event.data.get(meter.property) if isinstance(event.data, dict) else None
+        if value is None:
+            problems.append({"path": path, "message": f"meter '{meter.name}' needs this property"})
+        elif meter.aggregation in ("sum", "max"):
+            if isinstance(value, bool) or not isinstance(value, _NUMERIC):
+                problems.append(
+                    {"path": path, "message": f"meter '{meter.name}' needs a number here"}
+                )
+            elif isinstance(value, float) and value != value:  # NaN
+                problems.append({"path": path, "message": "not a number"})
+        elif isinstance(value, (dict, list)):
+            problems.append(
+                {"path": path, "message": f"meter '{meter.name}' counts unique scalar values"}
+            )
+    return problems
+
+
+def quantity(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        return Decimal(0)
+
+
+CounterKey = tuple[int, str, str, datetime]  # (customer_id, tenant or "", meter, hour)
+
+
+UniqueKey = tuple[int, str, str, datetime, str]  # (customer_id, tenant, meter, month, value)
+
+
+@dataclass
+class Delta:
+    value: Decimal = Decimal(0)
+    events: int = 0
+    is_max: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One event as its customer and meters see it (after validation)."""
+
+    customer_id: int
+    tenant: str | None
+    event: Event
+
+
+def deltas(
+    readings: Iterable[Reading], meters: Mapping[str, Sequence[Meter]]
+) -> tuple[dict[CounterKey, Delta], dict[UniqueKey, datetime]]:
+    """The counter changes `readings` make, by counter; and for unique_count meters, each
+    (customer, tenant, meter, month, value) with the earliest hour it occurs in `readings`,
+    for the caller to add to the month's set and count (+1 at that hour) only when new.
+    `events` counts, per counter, the events that reached it (unique ones included)."""
+    out: dict[CounterKey, Delta] = {}
+    uniques: dict[UniqueKey, datetime] = {}
+    for reading in readings:
+        event = reading.event
+        group = meters.get(event.type)
+        if not group:
+            continue
+        hour = hour_of(event.time)
+        tenant = reading.tenant or ""
+        for meter in group:
+            key = (reading.customer_id, tenant, meter.name, hour)
+            delta = out.get(key)
+            if delta is None:
+                delta = out[key] = Delta(is_max=meter.aggregation == "max")
+            delta.events += 1
+            if meter.aggregation == "count":
+                delta.value += 1
+                continue
+            raw = event.data[meter.property]  # validated by data_problems
+            if meter.aggregation == "sum":
+                delta.value += quantity(raw)
+            elif meter.aggregation == "max":
+                amount = quantity(raw)
+                if delta.events == 1 or amount > delta.value:
+                    delta.value = amount
+            else:
+                unique = (reading.customer_id, tenant, meter.name, month_of(hour), _token(raw))
+                seen = uniques.get(unique)
+                if seen is None or hour < seen:
+                    uniques[unique] = hour
+    return out, uniques
+
+
+def _token(value: Any) -> str:
+    """A unique value's identity: type-tagged, so 1, "1" and true stay apart."""
+    if isinstance(value, bool):
+        return f"b:{value}"
+    if isinstance(value, (int, float)):
+        return f"n:{quantity(value).normalize()}"
+    return f"s:{value}"

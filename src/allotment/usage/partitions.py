@@ -1,0 +1,69 @@
+"""Monthly partitions of `usage_events`: created ahead by the worker, and on demand.
+
+A partition is `usage_events_yYYYYmMM` for [first of the month, first of the next), UTC.
+Creation runs in its own short transaction under an advisory lock (`CREATE TABLE IF NOT
+EXISTS … PARTITION OF` is not safe to race on its own), never inside an ingest transaction,
+so a batch never holds DDL locks. Each process remembers the months it knows exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_LOCK = 0x616C6C6F  # "allo": one advisory lock key for partition DDL
+_known: set[tuple[int, int]] = set()
+
+
+def _month(moment: datetime) -> tuple[int, int]:
+    moment = moment.astimezone(UTC)
+    return moment.year, moment.month
+
+
+def _next(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def name(year: int, month: int) -> str:
+    return f"usage_events_y{year:04d}m{month:02d}"
+
+
+def months_ahead(now: datetime, ahead: int) -> list[tuple[int, int]]:
+    """This month and the `ahead` after it."""
+    found = [_month(now)]
+    for _ in range(ahead):
+        found.append(_next(*found[-1]))
+    return found
+
+
+async def ensure(engine: AsyncEngine, moments: Iterable[datetime]) -> int:
+    """Create the partitions holding `moments` that this process has not seen; how many
+    statements ran (0 when all were known)."""
+    return await ensure_months(engine, {_month(m) for m in moments})
+
+
+async def ensure_months(engine: AsyncEngine, months: Iterable[tuple[int, int]]) -> int:
+    missing = sorted(set(months) - _known)
+    if not missing:
+        return 0
+    async with engine.begin() as connection:
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+        for year, month in missing:
+            end_year, end_month = _next(year, month)
+            await connection.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {name(year, month)} PARTITION OF usage_events "
+                    f"FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
+                    f"TO ('{end_year:04d}-{end_month:02d}-01 00:00:00+00')"
+                )
+            )
+    _known.update(missing)
+    return len(missing)
+
+
+def forget() -> None:
+    """Forget what this process knows (tests that drop and recreate the schema)."""
+    _known.clear()

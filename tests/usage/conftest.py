@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories.auth import create_key
+from tests.factories.contracts import create_contract
+from tests.factories.customers import create_customer
+from tests.factories.policies_for_contracts import publish_policy
+from tests.factories.usage import metered_document
+
+
+@pytest.fixture
+async def backend(app: Any) -> dict[str, str]:
+    return await create_key(app, scopes=["check"])
+
+
+@pytest.fixture
+async def finance(app: Any) -> dict[str, str]:
+    return await create_key(app, scopes=["finance"])
+
+
+@pytest.fixture
+async def metered(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """acme on `team` under the demo catalog plus meters of every aggregation."""
+    await publish_policy(client, admin, metered_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    return "acme"
