@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import structlog
 from fastapi import FastAPI, Request
@@ -19,12 +20,14 @@ from allotment import embedded
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
+from allotment.check import gates
 from allotment.check.decisions import DecisionLog
 from allotment.check.dry_run import router as dry_run_router
 from allotment.check.endpoints import router as check_router
 from allotment.check.fastpath import CheckFastPath
 from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
+from allotment.check.usage import UsageCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
@@ -82,7 +85,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis
     app.state.bus = bus
     app.state.principals = principals
-    app.state.checker = Checker(snapshots=snapshots, decisions=decisions)
+    gates.WARN_AT = tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds)
+    usage = UsageCache(maker=maker, refresh_s=settings.usage_refresh_s)
+    app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
     await bus.start()
     await decisions.start()
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # Usage events: how late (and how far ahead, for clock skew) an event's `time` may be.
     events_late_window_s: int = Field(default=7 * 24 * 3600, ge=60)
     events_future_s: int = Field(default=300, ge=0)
+    # Meter use for plain checks is reread at most this often per customer and worker (the
+    # worker that took the events or the consume sees them at once).
+    usage_refresh_s: float = Field(default=0.25, ge=0.0)
+    # Fractions of a limit at which decisions carry an `approaching_limit` warning.
+    usage_warning_thresholds: tuple[float, ...] = (0.8, 1.0)
 
 
 @lru_cache

@@ -322,7 +322,7 @@ def test_rules_beat_gates() -> None:
 def test_shipped_gates_are_seat_instance_tenant_in_order() -> None:
     from allotment.check import evaluator, gates
 
-    assert (gates.seat, gates.instance, gates.tenant) == evaluator.GATES
+    assert (gates.seat, gates.instance, gates.tenant, gates.meter) == evaluator.GATES
 
 
 def test_gate_sees_the_check_and_can_deny() -> None:

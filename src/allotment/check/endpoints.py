@@ -2,17 +2,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from allotment.auth.principal import Principal
+from allotment.check import consume
 from allotment.check.decisions import DecisionRecord
 from allotment.check.model import CheckRequest
 from allotment.check.schemas import BatchBody, BatchRead, CheckBody, DecisionRead
 from allotment.check.snapshot import StoreUnavailable
+from allotment.db import transaction
 from allotment.deps import Require, SessionDep, require
 from allotment.errors import ServiceUnavailable
+from allotment.kit.idempotency import IdempotentReplay, idempotency_for, replay_response
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
 
 router = APIRouter(tags=["check"])
@@ -47,7 +51,34 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 async def check(request: Request, principal: CheckScope) -> Response:
     """May this customer (subject, instance) use this feature now?"""
     body = CheckBody.model_validate_json(await request.body())
+    if body.consume is not None:
+        return await _consume(request, principal, body)
     return Response(await request.app.state.checker.check(_request(body)), media_type=JSON)
+
+
+async def _consume(request: Request, principal: Principal, body: CheckBody) -> Response:
+    """The consuming check: one transaction (check/consume.py), with idempotency. The fast
+    path reaches this without FastAPI's dependencies, so the transaction and the
+    idempotency record are opened here, as the dependencies would."""
+    state = request.app.state
+    request.state.principal = principal
+    try:
+        async with transaction(
+            state.sessionmaker,
+            request_id=getattr(request.state, "request_id", None),
+            bus=getattr(state, "bus", None),
+        ) as session:
+            idempotency = await idempotency_for(request, session)
+            payload = await consume.consume(
+                session,
+                checker=state.checker,
+                request=_request(body),
+                decision=consume.decision_id(principal.key_id, idempotency.key),
+                engine=state.engine,
+            )
+            return await idempotency.respond(orjson.loads(payload))
+    except IdempotentReplay as exc:
+        return replay_response(exc)
 
 
 @router.post("/v1/check/batch", response_model=BatchRead, openapi_extra=_body_doc(BatchBody))

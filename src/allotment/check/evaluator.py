@@ -50,7 +50,7 @@ Gate = Callable[[Snapshot, CheckRequest, Feature, datetime], Verdict | None]
 A gate reads the feature from its `Feature` argument, never from `request.feature` (a batch
 hands every feature the same request)."""
 
-GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant)
+GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant, gates.meter)
 """The gates every check runs, in order (step 8): see `check/gates.py`."""
 
 OK = Verdict(allowed=True, reason="ok")  # frozen: one instance serves every allowed check

@@ -1,4 +1,7 @@
-"""The evaluator's gates (step 8): seats, instances and tenants, from the snapshot's holdings.
+"""The evaluator's gates (step 8): seats, instances, tenants and meters.
+
+Seats, instances and tenants are read from the snapshot's holdings; meter use from
+`request.usage`, which the checker fills for metered features (check/usage.py).
 
     gate       runs when                           denies with
     seat       the feature has `seat: required`    seat_required (no subject, or the subject
@@ -13,17 +16,24 @@
                                                    tenant holds more of the pool the feature
                                                    needs than its quota: after a quota was
                                                    lowered; at the quota is fine)
+    meter      the feature has a `meter` with a    usage_limit_reached (hard: used up, or
+               limit, or the request's tenant      `consume` would pass it); allowed with
+               has a quota on it                   soft_limit_exceeded (soft, passed) and
+                                                   approaching_limit (at WARN_AT of a limit);
+                                                   tenant_quota_reached (the tenant's quota)
 
 Pure like the evaluator: `now` is the caller's. A feature that needs neither a seat nor an
-instance, checked without a tenant, costs three attribute reads here.
+instance nor a meter, checked without a tenant, costs four attribute reads here.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
-from allotment.check.model import CheckRequest, Snapshot, Verdict
-from allotment.policy.catalog import Feature
+from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Feature, UsageLimit
 
 _NO_SUBJECT = "needs a subject holding a seat: pass `subject`"
 _NO_INSTANCE = "needs a registered instance: pass `instance` (its fingerprint)"
@@ -114,3 +124,137 @@ def _over(tenant: str, pool: str, held: int, quota: int) -> Verdict:
         detail=f"tenant '{tenant}' holds {held} {pool}, over its quota of {quota}",
         limit={"pool": pool, "tenant": tenant, "limit": quota, "held": held},
     )
+
+
+# -- meters ----------------------------------------------------------------------------------
+
+WARN_AT: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("1"))
+"""Fractions of a limit at which a decision carries `approaching_limit` (set from settings
+by the app: ALLOTMENT_USAGE_WARNING_THRESHOLDS)."""
+
+
+def meter_limit(snapshot: Snapshot, meter: str, now: datetime) -> UsageLimit | None:
+    """The limit on `meter` in force at `now`: the latest unexpired override, else the plan's."""
+    contract = snapshot.contract
+    base = snapshot.plan.limits.get(meter) if snapshot.plan is not None else None
+    if contract is not None:
+        for override in reversed(contract.limit_overrides):
+            if override.meter == meter and (
+                override.expires_at is None or now < override.expires_at
+            ):
+                return UsageLimit(
+                    meter=meter,
+                    limit=override.limit,
+                    period=base.period if base else "month",
+                    enforcement=base.enforcement if base else "hard",
+                )
+    return base
+
+
+def period_end(period: str, now: datetime) -> datetime:
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    if period == "hour":
+        return hour + timedelta(hours=1)
+    day = hour.replace(hour=0)
+    if period == "day":
+        return day + timedelta(days=1)
+    first = day.replace(day=1)
+    return (
+        first.replace(year=first.year + 1, month=1)
+        if first.month == 12
+        else first.replace(month=first.month + 1)
+    )
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def meter(
+    snapshot: Snapshot, request: CheckRequest, feature: Feature, now: datetime
+) -> Verdict | None:
+    if feature.meter is None:
+        return None
+    return meter_state(
+        snapshot,
+        feature.meter,
+        now,
+        tenant=request.tenant,
+        usage=request.usage,
+        consume=request.consume,
+    )
+
+
+def meter_state(
+    snapshot: Snapshot,
+    name: str,
+    now: datetime,
+    *,
+    tenant: str | None = None,
+    usage: Usage | None = None,
+    consume: int | None = None,
+) -> Verdict | None:
+    """Where meter `name` stands for the snapshot's customer (and `tenant`) at `now`, with
+    `consume` more: None when nothing limits it."""
+    limit = meter_limit(snapshot, name, now)
+    quota = None
+    if tenant is not None:
+        quotas = snapshot.holdings.tenants.get(tenant)
+        quota = quotas.meters.get(name) if quotas is not None else None
+    if limit is None and quota is None:
+        return None
+    wanted = Decimal(consume or 0)
+    period = limit.period if limit is not None else "month"
+    if quota is not None and usage is not None and tenant is not None:
+        used_by_tenant = usage.of(name, tenant).in_period(period)
+        if used_by_tenant + wanted > quota or (not wanted and used_by_tenant >= quota):
+            return Verdict(
+                False,
+                "tenant_quota_reached",
+                detail=f"tenant '{tenant}' used {_number(used_by_tenant)} of its '{name}' quota "
+                f"of {quota} this {period}",
+                limit={
+                    "meter": name,
+                    "tenant": tenant,
+                    "limit": quota,
+                    "used": _number(used_by_tenant),
+                    "remaining": _number(max(Decimal(0), quota - used_by_tenant)),
+                    "period_end": isoformat(period_end(period, now)),
+                    "enforcement": "hard",
+                },
+            )
+    if limit is None:
+        return None
+    used = usage.of(name).in_period(period) if usage is not None else Decimal(0)
+    cap = Decimal(limit.limit)
+    document = {
+        "meter": name,
+        "limit": limit.limit,
+        "used": _number(used),
+        "remaining": _number(max(Decimal(0), cap - used)),
+        "period_end": isoformat(period_end(period, now)),
+        "enforcement": limit.enforcement,
+    }
+    after = used + wanted
+    if limit.enforcement == "hard" and (after > cap or (not wanted and used >= cap)):
+        return Verdict(
+            False,
+            "usage_limit_reached",
+            detail=f"'{name}' used {_number(used)} of {limit.limit} this {period}"
+            + (f"; {_number(wanted)} more does not fit" if wanted else ""),
+            limit=document,
+        )
+    warnings: tuple[str, ...] = ()
+    reached = [t for t in WARN_AT if cap and after >= cap * t]
+    if reached:
+        document["threshold"] = _number(max(reached))
+        warnings = ("approaching_limit",)
+    if limit.enforcement == "soft" and after > cap:
+        return Verdict(
+            True,
+            "soft_limit_exceeded",
+            detail=f"'{name}' is past its soft limit of {limit.limit} this {period}",
+            warnings=("soft_limit_exceeded", *warnings),
+            limit=document,
+        )
+    return Verdict(True, "ok", warnings=warnings, limit=document)

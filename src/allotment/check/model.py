@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from allotment.contracts.terms import SeatLimits
@@ -82,6 +83,7 @@ class Holdings:
     session_expiry: Mapping[str, datetime] = field(default_factory=dict)  # latest, per subject
     instances: Mapping[str, InstanceHold] = field(default_factory=dict)
     tenants: Mapping[str, Quotas] = field(default_factory=dict)
+    as_of: datetime | None = None  # when they were loaded
 
     def live_sessions(self, now: datetime, tenant: str | None = None) -> int:
         return sum(
@@ -102,6 +104,36 @@ class Holdings:
 
 
 NO_HOLDINGS = Holdings()
+
+
+@dataclass(frozen=True, slots=True)
+class MeterTotals:
+    """A meter's use in the current hour, day and month (UTC): sums of its hourly counters,
+    or for a `max` meter the greatest."""
+
+    hour: Decimal = Decimal(0)
+    day: Decimal = Decimal(0)
+    month: Decimal = Decimal(0)
+
+    def in_period(self, period: str) -> Decimal:
+        return self.month if period == "month" else self.day if period == "day" else self.hour
+
+
+NO_TOTALS = MeterTotals()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A customer's meter use as of `as_of` (read from the counters by the checker)."""
+
+    as_of: datetime
+    meters: Mapping[str, MeterTotals]  # every tenant together
+    tenants: Mapping[tuple[str, str], MeterTotals]  # (meter, tenant)
+
+    def of(self, meter: str, tenant: str | None = None) -> MeterTotals:
+        if tenant is None:
+            return self.meters.get(meter, NO_TOTALS)
+        return self.tenants.get((meter, tenant), NO_TOTALS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +161,7 @@ class CheckRequest:
     tenant: str | None = None
     consume: int | None = None
     context: Mapping[str, Any] | None = None
+    usage: Usage | None = None  # set by the checker for metered features
 
 
 @dataclass(frozen=True, slots=True)

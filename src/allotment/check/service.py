@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
-from allotment.check import evaluator
+from allotment.check import evaluator, gates
 from allotment.check.decisions import DecisionLog
 from allotment.check.metrics import CHECK_LATENCY, DECISIONS
-from allotment.check.model import CheckRequest, Snapshot, Verdict
+from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
 from allotment.check.snapshot import SnapshotCache, StoreUnavailable
+from allotment.check.usage import UsageCache
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.policy.catalog import Catalog, Feature
 
 
 class Checker:
-    def __init__(self, *, snapshots: SnapshotCache, decisions: DecisionLog) -> None:
+    def __init__(
+        self, *, snapshots: SnapshotCache, decisions: DecisionLog, usage: UsageCache | None = None
+    ) -> None:
         self.snapshots = snapshots
         self.decisions = decisions
+        self.usage = usage
         self._last_catalog: tuple[int | None, Catalog] | None = None
         self._latency = {name: CHECK_LATENCY.labels(name) for name in ("check", "batch")}
         self._counters: dict[tuple[bool, str], Any] = {}
@@ -68,8 +74,9 @@ class Checker:
         stale: bool,
         now: datetime,
         policy_version: int | None = None,
+        decision_id: str | None = None,
     ) -> dict[str, Any]:
-        decision_id = new_id("dec")
+        decision_id = decision_id or new_id("dec")
         contract = snapshot.contract if snapshot is not None else None
         if snapshot is not None:
             policy_version = snapshot.policy_version
@@ -128,6 +135,8 @@ class Checker:
             verdict, version = self._outage(request)
             document = self._document(request, verdict, None, True, now, version)
         else:
+            if self.usage is not None and _metered(snapshot, (request.feature,)):
+                request = replace(request, usage=await self._usage(snapshot, now))
             verdict = evaluator.evaluate(snapshot, request, now)
             document = self._document(request, verdict, snapshot, stale, now)
         body = orjson.dumps(document)
@@ -138,6 +147,8 @@ class Checker:
         started = time.perf_counter()
         now = utcnow()
         snapshot, stale = await self.snapshot(base.customer, now)
+        if snapshot is not None and self.usage is not None and _metered(snapshot, features):
+            base = replace(base, usage=await self._usage(snapshot, now))
         requests = [
             CheckRequest(
                 customer=base.customer,
@@ -164,6 +175,36 @@ class Checker:
         self._latency["batch"].observe(time.perf_counter() - started)
         return body
 
+    async def _usage(self, snapshot: Snapshot, now: datetime) -> Usage | None:
+        assert self.usage is not None
+        try:
+            return await self.usage.get(snapshot, now)
+        except (DBAPIError, OSError, TimeoutError):
+            # PostgreSQL is down: the meter gates then see no use (a hard limit is not
+            # enforced past what was last read). Checks still answer, flagged stale.
+            return None
+
+    async def _meters_held(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+        """Each meter with a limit in force: the limit, its use this period, warnings."""
+        catalog = snapshot.catalog
+        if catalog is None or snapshot.contract is None:
+            return {}
+        limited = {
+            name: limit
+            for name in sorted(catalog.meters)
+            if (limit := gates.meter_limit(snapshot, name, now)) is not None
+        }
+        usage = await self._usage(snapshot, now) if limited and self.usage is not None else None
+        found: dict[str, Any] = {}
+        for name, limit in limited.items():
+            verdict = gates.meter_state(snapshot, name, now, usage=usage)
+            document = dict(verdict.limit) if verdict is not None and verdict.limit else {}
+            document["period"] = limit.period
+            document["warnings"] = list(verdict.warnings) if verdict is not None else []
+            document["exhausted"] = verdict is not None and not verdict.allowed
+            found[name] = document
+        return found
+
     async def entitlements(self, customer: str) -> dict[str, Any]:
         now = utcnow()
         snapshot, stale = await self.snapshot(customer, now)
@@ -176,7 +217,6 @@ class Checker:
         # so features are decided catalog-only and say what they need instead.
         verdicts = evaluator.evaluate_many(snapshot, names, base, now, gates=()) if names else []
         contract = snapshot.contract
-        plan = snapshot.plan
         return {
             "customer": customer,
             "known": snapshot.known,
@@ -210,14 +250,7 @@ class Checker:
             "limits": {
                 "seats": _seats_held(snapshot, now),
                 "instances": _instances_held(snapshot, now),
-                "meters": {
-                    name: {
-                        "limit": limit.limit,
-                        "period": limit.period,
-                        "enforcement": limit.enforcement,
-                    }
-                    for name, limit in (plan.limits.items() if plan else ())
-                },
+                "meters": await self._meters_held(snapshot, now),
             },
         }
 
@@ -288,3 +321,14 @@ def _instances_held(snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
         "lease_ttl_s": int(pool.lease_ttl.total_seconds()),
         "tenants": tenants,
     }
+
+
+def _metered(snapshot: Snapshot, features: Sequence[str]) -> bool:
+    catalog = snapshot.catalog
+    if catalog is None or snapshot.customer_id is None:
+        return False
+    for name in features:
+        feature = catalog.features.get(name)
+        if feature is not None and feature.meter is not None:
+            return True
+    return False

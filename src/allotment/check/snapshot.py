@@ -133,11 +133,21 @@ def holdings_payload(rows: Sequence[Any], now: datetime) -> tuple[dict[str, Any]
             continue
         if row.until is not None and row.until > now and row.detail != "expired":
             earliest = row.until if earliest is None else min(earliest, row.until)
-    payload = {"seats": seats, "sessions": sessions, "instances": instances, "tenants": tenants}
+    payload = {
+        "seats": seats,
+        "sessions": sessions,
+        "instances": instances,
+        "tenants": tenants,
+        "as_of": isoformat(now),
+    }
     return payload, earliest
 
 
 def _holdings(payload: Mapping[str, Any] | None) -> Holdings:
+    if payload and "as_of" in payload:
+        as_of: datetime | None = datetime.fromisoformat(payload["as_of"])
+    else:
+        as_of = None
     if not payload:
         return NO_HOLDINGS
     members: dict[str, str | None] = {}
@@ -162,6 +172,7 @@ def _holdings(payload: Mapping[str, Any] | None) -> Holdings:
             for fingerprint, weight, tenant, until, ended in payload["instances"]
         },
         tenants={key: Quotas.from_json(q) for key, q in payload["tenants"].items()},
+        as_of=as_of,
     )
 
 

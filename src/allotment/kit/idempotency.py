@@ -134,6 +134,7 @@ async def _idempotency(
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(_idempotency, scope="function")]
+idempotency_for = _idempotency  # for the fast path, which runs without FastAPI's dependencies
 
 
 def replay_response(exc: IdempotentReplay) -> Response:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
 from allotment.auth.principal import Principal
+from allotment.db import after_commit
 from allotment.deps import SessionDep, require
 from allotment.errors import (
     BadRequest,
@@ -103,6 +104,13 @@ async def ingest_events(
         ),
         engine=request.app.state.engine,
     )
+    if outcome.customers and checker.usage is not None:
+        # This worker's checks see the new use at once; other workers within usage_refresh_s.
+        def forget() -> None:
+            for key in outcome.customers:
+                checker.usage.forget(key)
+
+        after_commit(session, forget)
     if not batch and outcome.rejected:
         errors = outcome.rejected[0]["errors"]
         raise ValidationFailed(

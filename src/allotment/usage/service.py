@@ -77,6 +77,7 @@ class Outcome:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    customers: set[str] = field(default_factory=set)  # keys whose counters moved
 
     def reject(self, index: int, errors: list[Problem]) -> None:
         self.rejected.append({"index": index, "errors": errors})
@@ -85,7 +86,7 @@ class Outcome:
 _meters_by_digest: dict[str, dict[str, tuple[Meter, ...]]] = {}
 
 
-def _meters(catalog: Catalog | None) -> dict[str, tuple[Meter, ...]]:
+def meters_of(catalog: Catalog | None) -> dict[str, tuple[Meter, ...]]:
     """The catalog's meters by event type, worked out once per policy content (digest)."""
     if catalog is None:
         return {}
@@ -126,7 +127,7 @@ async def ingest(
                 [{"path": "tenant", "message": f"no tenant '{parsed.tenant}' for this customer"}],
             )
             continue
-        meters = _meters(snapshot.catalog)
+        meters = meters_of(snapshot.catalog)
         problems = data_problems(parsed, meters.get(parsed.type, ()))
         if problems:
             outcome.reject(index, problems)
@@ -144,10 +145,28 @@ async def ingest(
     fresh = [(r, m) for r, m in valid if (r.event.source, r.event.id) in new]
     outcome.accepted = len(fresh)
     outcome.duplicates += len(valid) - len(fresh)
-    if fresh:
-        await _insert_events(session, [r for r, _ in fresh], window.now)
-        await _count(session, fresh)
+    outcome.customers = {r.event.subject for r, _ in fresh}
+    await store(session, fresh, window.now)
     return outcome
+
+
+async def store(
+    session: AsyncSession,
+    fresh: list[tuple[Reading, dict[str, tuple[Meter, ...]]]],
+    received: datetime,
+) -> None:
+    """Write events whose ids this transaction claimed, and count them."""
+    if fresh:
+        await _insert_events(session, [r for r, _ in fresh], received)
+        await _count(session, fresh)
+
+
+async def claim(
+    session: AsyncSession, readings: list[Reading], received: datetime, engine: AsyncEngine
+) -> set[tuple[str, str]]:
+    """Claim the readings' (source, id) in this transaction: the ids that were new."""
+    await partitions.ensure(engine, {reading.event.time for reading in readings})
+    return await _claim_ids(session, readings, received)
 
 
 async def _claim_ids(
