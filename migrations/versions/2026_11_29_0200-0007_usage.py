@@ -27,13 +27,13 @@ def upgrade() -> None:
         CREATE TABLE usage_event_ids (
             source text NOT NULL,
             id text NOT NULL,
-            customer_id bigint NOT NULL,
+            customer_id bigint,
             time timestamptz NOT NULL,
             received_at timestamptz NOT NULL,
             CONSTRAINT pk_usage_event_ids PRIMARY KEY (source, id)
         );
         CREATE TABLE usage_events (
-            customer_id bigint NOT NULL,
+            customer_id bigint,  -- NULL: a lifecycle event of no customer (a policy publish)
             tenant text,
             type text NOT NULL,
             source text NOT NULL,

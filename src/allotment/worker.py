@@ -2,6 +2,7 @@
 
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
+    partitions                       this month's and the next two months' usage partitions
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
 (the reapers skip rows another replica holds, and a row already ended no longer matches).
@@ -18,15 +19,26 @@ from allotment.instances.tasks import reap_instances
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
 from allotment.seats.tasks import reap_sessions
+from allotment.usage import partitions
 
 BATCH = 500
+PARTITIONS_AHEAD = 2
 
 
 async def run_once(
     maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
 ) -> dict[str, int]:
     """Run every job once (each reaper until it finds fewer than a batch); what each did."""
-    done = {"sessions_expired": 0, "instances_expired": 0, "idempotency_keys_purged": 0}
+    done = {
+        "sessions_expired": 0,
+        "instances_expired": 0,
+        "idempotency_keys_purged": 0,
+        "partitions_created": 0,
+    }
+    engine = maker.kw["bind"]
+    done["partitions_created"] = await partitions.ensure_months(
+        engine, partitions.months_ahead(now or utcnow(), PARTITIONS_AHEAD)
+    )
     for name, reap in (("sessions_expired", reap_sessions), ("instances_expired", reap_instances)):
         while True:
             async with session_scope(maker, actor="system:reaper") as session:

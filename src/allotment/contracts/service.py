@@ -46,6 +46,7 @@ from allotment.kit.ids import new_id
 from allotment.kit.pagination import Page, paginate
 from allotment.policy import service as policies
 from allotment.policy.catalog import Catalog
+from allotment.usage import lifecycle
 
 
 class ContractNotFound(NotFound):
@@ -232,6 +233,9 @@ def record(
         target_key=after.contract.id,
         before=before,
         after={**after.snapshot(), "revision_effective_at": isoformat(effective_at)},
+    )
+    lifecycle.emit(
+        session, type=action, customer_id=after.contract.customer_id, data=after.snapshot()
     )
 
 

@@ -19,7 +19,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
-from allotment.audit import service as audit
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import Conflict, ValidationFailed
@@ -30,6 +29,7 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
+from allotment.usage import lifecycle
 
 COLUMNS = (
     "id, customer_id, fingerprint, kind, weight, environment, tenant, metadata, ttl_s, "
@@ -148,8 +148,9 @@ async def register(
         return Registration(row, customer_key, created=False)
     if current is not None:  # lapsed, not reaped yet: its interval ends at its expiry
         await session.execute(_LAPSE, {"id": current.id})
-        audit.record(
+        lifecycle.record(
             session,
+            customer_id=c,
             actor=actor,
             action="instance.expired",
             target_type="instance",
@@ -196,8 +197,9 @@ async def register(
             },
         )
     ).one()
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=c,
         actor=actor,
         action="instance.registered",
         target_type="instance",
@@ -231,8 +233,9 @@ async def deregister(
     if row is None:
         raise await pools.lease_gone(session, TABLE, instance_id, "instance")
     customer_key = await _customer_key(session, row.customer_id)
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=row.customer_id,
         actor=actor,
         action=f"instance.{row.end_reason}",
         target_type="instance",

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.audit import service as audit
 from allotment.instances.service import TABLE, audit_view
 from allotment.kit import leases
+from allotment.usage import lifecycle
 
 
 async def reap_instances(session: AsyncSession, *, now: datetime, batch: int = 500) -> int:
@@ -17,8 +17,9 @@ async def reap_instances(session: AsyncSession, *, now: datetime, batch: int = 5
     No invalidation: see `seats.tasks.reap_sessions`."""
     rows = await leases.reap(session, TABLE, now, batch=batch)
     for row in rows:
-        audit.record(
+        lifecycle.record(
             session,
+            customer_id=row.customer_id,
             actor="system:reaper",
             action="instance.expired",
             target_type="instance",

@@ -43,6 +43,7 @@ from allotment.policy.diff import diff as diff_documents
 from allotment.policy.document import canonical_form
 from allotment.policy.models import DRAFT, PUBLISHED, PolicyState, PolicyVersion
 from allotment.policy.validation import UnsupportedPolicyMediaType, load
+from allotment.usage import lifecycle
 
 __all__ = [
     "NoActivePolicy",
@@ -292,6 +293,12 @@ async def _move_pointer(
         target_key=str(to.version),
         before={"active_version": state.active_version, "global_version": state.global_version},
         after={"active_version": to.version, "global_version": global_version, "digest": to.digest},
+    )
+    lifecycle.emit(
+        session,
+        type=action,
+        customer_id=None,
+        data={"version": to.version, "digest": to.digest, "previous": state.active_version},
     )
     invalidation.announce_policy(session, version=global_version)
     return global_version

@@ -25,7 +25,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
-from allotment.audit import service as audit
 from allotment.contracts import pools
 from allotment.contracts.terms import SeatLimits
 from allotment.db import after_commit
@@ -36,6 +35,7 @@ from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstRead, SeatRead
+from allotment.usage import lifecycle
 
 SeatType = Literal["member", "guest"]
 
@@ -115,6 +115,7 @@ def read(row: Any, customer: str, *, burst: BurstRead | None = None) -> SeatRead
 def _audit_view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
+        "subject": row.subject,
         "type": row.type,
         "tenant": row.tenant,
         "over_limit": row.over_limit,
@@ -191,8 +192,9 @@ async def assign(
             },
         )
     ).one()
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=c,
         actor=actor,
         action="seat.assigned",
         target_type="seat",
@@ -275,8 +277,9 @@ async def release(
         members = (await session.execute(_MEMBERS, {"c": c})).scalar_one()
         if limits is None or members < limits.limit:
             await session.execute(_END_BURST, {"c": c, "now": now})  # back under: over
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=c,
         actor=actor,
         action="seat.released",
         target_type="seat",

@@ -16,7 +16,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
-from allotment.audit import service as audit
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import NotFound
@@ -26,6 +25,7 @@ from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.seats.schemas import SessionRead
 from allotment.seats.service import WrongSeatModel
+from allotment.usage import lifecycle
 
 COLUMNS = "id, customer_id, subject, tenant, ttl_s, opened_at, expires_at, ended_at, end_reason"
 TABLE = leases.LeaseTable(
@@ -128,8 +128,9 @@ async def open_session(
             },
         )
     ).one()
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=c,
         actor=actor,
         action="session.opened",
         target_type="session",
@@ -163,8 +164,9 @@ async def close(
     if row is None:
         raise await pools.lease_gone(session, TABLE, session_id, "session")
     customer_key = await _customer_key(session, row.customer_id)
-    audit.record(
+    lifecycle.record(
         session,
+        customer_id=row.customer_id,
         actor=actor,
         action=f"session.{row.end_reason}",
         target_type="session",

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.audit import service as audit
 from allotment.kit import leases
 from allotment.seats.sessions import TABLE, audit_view
+from allotment.usage import lifecycle
 
 
 async def reap_sessions(session: AsyncSession, *, now: datetime, batch: int = 500) -> int:
@@ -18,8 +18,9 @@ async def reap_sessions(session: AsyncSession, *, now: datetime, batch: int = 50
     that held it live was valid only until then."""
     rows = await leases.reap(session, TABLE, now, batch=batch)
     for row in rows:
-        audit.record(
+        lifecycle.record(
             session,
+            customer_id=row.customer_id,
             actor="system:reaper",
             action="session.expired",
             target_type="session",

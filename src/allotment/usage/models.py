@@ -25,7 +25,7 @@ usage_event_ids = Table(
     metadata,
     Column("source", Text, primary_key=True),
     Column("id", Text, primary_key=True),
-    Column("customer_id", BigInteger, nullable=False),
+    Column("customer_id", BigInteger),
     Column("time", TZ, nullable=False),
     Column("received_at", TZ, nullable=False),
 )
@@ -33,7 +33,7 @@ usage_event_ids = Table(
 usage_events = Table(
     "usage_events",
     metadata,
-    Column("customer_id", BigInteger, nullable=False),
+    Column("customer_id", BigInteger),
     Column("tenant", Text),
     Column("type", Text, nullable=False),
     Column("source", Text, nullable=False),
