@@ -6,6 +6,7 @@ The lifespan opens the engine, the Redis client and the invalidation bus and kee
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from decimal import Decimal
 import structlog
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from allotment import embedded
@@ -36,12 +38,14 @@ from allotment.errors import install_handlers
 from allotment.instances.endpoints import router as instances_router
 from allotment.kit import logs
 from allotment.kit.bus import Bus
+from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import IdempotentReplay, replay_response
 from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.tenants.endpoints import router as tenants_router
+from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
 
 log = structlog.get_logger("allotment.app")
@@ -90,6 +94,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
     await bus.start()
     await decisions.start()
+    with contextlib.suppress(DBAPIError, OSError):  # PostgreSQL down: made on demand later
+        await partitions.startup(engine, now=utcnow(), late_window_s=settings.events_late_window_s)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # scans, and collect the young generation less often (fewer pauses on the hot path).
     gc.collect()

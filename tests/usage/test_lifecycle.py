@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -62,9 +63,11 @@ async def test_changes_emit_lifecycle_events(
 
 
 async def test_the_worker_creates_partitions_ahead(app: Any, client: httpx.AsyncClient) -> None:
+    later = utcnow() + timedelta(days=400)  # months no request has written to yet
     partitions.forget()
-    done = await run_once(app.state.sessionmaker, now=utcnow())
+    done = await run_once(app.state.sessionmaker, now=later)
     assert done["partitions_created"] == 3
+    assert (await run_once(app.state.sessionmaker, now=later))["partitions_created"] == 0
     async with session_scope(app.state.sessionmaker) as session:
         names = (
             (
@@ -78,5 +81,5 @@ async def test_the_worker_creates_partitions_ahead(app: Any, client: httpx.Async
             .scalars()
             .all()
         )
-    expected = {partitions.name(y, m) for y, m in partitions.months_ahead(utcnow(), 2)}
+    expected = {partitions.name(y, m) for y, m in partitions.months_ahead(later, 2)}
     assert expected <= set(names)

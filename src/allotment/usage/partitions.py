@@ -1,9 +1,13 @@
 """Monthly partitions of `usage_events`: created ahead by the worker, and on demand.
 
 A partition is `usage_events_yYYYYmMM` for [first of the month, first of the next), UTC.
+Every API process makes those of the late-arrival window and the next two months when it
+starts (`startup`), and the worker keeps two months ahead, so creating one on demand — DDL
+that must wait for every transaction writing to the table — is the rare exception.
 Creation runs in its own short transaction under an advisory lock (`CREATE TABLE IF NOT
 EXISTS … PARTITION OF` is not safe to race on its own), never inside an ingest transaction,
-so a batch never holds DDL locks. Each process remembers the months it knows exist.
+so a batch never holds DDL locks. Each process remembers, per database, the months it knows
+exist.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _LOCK = 0x616C6C6F  # "allo": one advisory lock key for partition DDL
-_known: set[tuple[int, int]] = set()
+_EXISTING = text("SELECT relname FROM pg_class WHERE relname = ANY(CAST(:names AS text[]))")
+_known: dict[str, set[tuple[int, int]]] = {}  # by database URL
 
 
 def _month(moment: datetime) -> tuple[int, int]:
@@ -46,10 +51,21 @@ async def ensure(engine: AsyncEngine, moments: Iterable[datetime]) -> int:
 
 
 async def ensure_months(engine: AsyncEngine, months: Iterable[tuple[int, int]]) -> int:
-    missing = sorted(set(months) - _known)
+    known = _known.setdefault(engine.url.render_as_string(hide_password=True), set())
+    missing = sorted(set(months) - known)
     if not missing:
         return 0
     async with engine.begin() as connection:
+        # Most often another process made them: look before taking any lock.
+        names = [name(y, m) for y, m in missing]
+        found = set((await connection.execute(_EXISTING, {"names": names})).scalars().all())
+        known.update(ym for ym in missing if name(*ym) in found)
+        missing = [ym for ym in missing if name(*ym) not in found]
+        if not missing:
+            return 0
+        # DDL on the parent waits for every open transaction that wrote to it; bounded, so a
+        # request that must create a partition fails fast (503) rather than hang.
+        await connection.execute(text("SET LOCAL lock_timeout = '3s'"))
         await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
         for year, month in missing:
             end_year, end_month = _next(year, month)
@@ -60,10 +76,28 @@ async def ensure_months(engine: AsyncEngine, months: Iterable[tuple[int, int]]) 
                     f"TO ('{end_year:04d}-{end_month:02d}-01 00:00:00+00')"
                 )
             )
-    _known.update(missing)
+    known.update(missing)
     return len(missing)
 
 
 def forget() -> None:
     """Forget what this process knows (tests that drop and recreate the schema)."""
     _known.clear()
+
+
+def months_between(start: datetime, end: datetime) -> list[tuple[int, int]]:
+    found = [_month(start)]
+    last = _month(end)
+    while found[-1] < last:
+        found.append(_next(*found[-1]))
+    return found
+
+
+async def startup(engine: AsyncEngine, *, now: datetime, late_window_s: int, ahead: int = 2) -> int:
+    """The partitions an API process may write to: back to the late-arrival window's start,
+    and `ahead` months on."""
+    from datetime import timedelta
+
+    months = months_between(now - timedelta(seconds=late_window_s), now)
+    months += months_ahead(now, ahead)
+    return await ensure_months(engine, months)
