@@ -2,6 +2,7 @@
 
     policy_versions   one row per distinct document: a draft, then published (frozen)
     policy_state      one row (id 1): the active pointer and the global policy version
+    policy_activations  when each version became active (billing's history of the pointer)
 
 A published row never changes and is never deleted: triggers in migration 0003 refuse it in
 the database itself (DESIGN §6, invariant 4), and refuse an active pointer at a draft.
@@ -56,3 +57,15 @@ class PolicyState(Base):
     # (allotment.invalidation announces it after commit).
     global_version: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PolicyActivation(Base):
+    """When a version became the active one (publish or rollback); appended, never changed.
+    Billing reads it to price unpinned contracts with the version in force at each instant."""
+
+    __tablename__ = "policy_activations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, ForeignKey("policy_versions.version"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(Text)

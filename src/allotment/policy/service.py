@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -293,6 +293,10 @@ async def _move_pointer(
         target_key=str(to.version),
         before={"active_version": state.active_version, "global_version": state.global_version},
         after={"active_version": to.version, "global_version": global_version, "digest": to.digest},
+    )
+    await session.execute(
+        text("INSERT INTO policy_activations (version, at, action) VALUES (:v, :at, :a)"),
+        {"v": to.version, "at": utcnow(), "a": action},
     )
     lifecycle.emit(
         session,
