@@ -22,6 +22,7 @@ from allotment import embedded
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
+from allotment.billing.endpoints import router as billing_router
 from allotment.check import gates
 from allotment.check.decisions import DecisionLog
 from allotment.check.dry_run import router as dry_run_router
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         seats_router,
         instances_router,
         usage_router,
+        billing_router,
         audit_router,
     )
     for router in routers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -68,7 +69,7 @@ async def test_feature_added_to_team_is_gained_by_team_customers_only(
     assert acme["contract"].startswith("ctr_") and acme["contract_revision"] == 1
     assert acme["features_gained"] == ["audit_log"] and acme["features_lost"] == []
     assert acme["limits_changed"] == [] and acme["plan_missing"] is False
-    assert acme["estimated_invoice_change"] is None
+    assert acme["estimated_invoice_change"] == "0.00"  # a feature, no price, changed
     assert report["pinned"] == [] and report["next_cursor"] is None
 
 
@@ -342,3 +343,19 @@ async def test_non_admin_key_is_403(
     headers = await create_key(app, scopes=[scope])
     response = await client.post(f"/v1/policies/{active}/dry-run", headers=headers)
     assert response.status_code == 403
+
+
+async def test_a_price_change_affects_customers_and_estimates_their_invoice(
+    client: httpx.AsyncClient, admin: dict[str, str], active: int
+) -> None:
+    await _customers(client, admin, {"acme": "team", "globex": "starter"})
+    document = demo_document()
+    document["plans"]["team"]["price"]["base"] = "800.00"  # from 500.00
+    version = await _draft(client, admin, document)
+    report = await _dry_run(client, admin, version)
+    (acme,) = report["customers"]
+    assert acme["customer"] == "acme" and acme["prices_changed"] is True
+    assert acme["features_gained"] == [] and acme["limits_changed"] == []
+    # 300.00 more a month, prorated over the day or so acme's contract has run this month.
+    change = Decimal(acme["estimated_invoice_change"])
+    assert Decimal("0") < change < Decimal("300.00")

@@ -26,15 +26,17 @@ loop every `YIELD_EVERY` customers, so checks on the same worker keep flowing. `
 always covers all of them, while `customers` and `pinned` hold at most `limit` entries
 each, and `next_cursor` pages on.
 
-Billing impact is out of scope here: `estimated_invoice_change` is null until the invoice
-preview can price a contract under a draft catalog (see `estimated_invoice_change()`).
+Billing impact: a customer whose plan or add-on prices differ counts as affected
+(`prices_changed`), and each listed customer carries `estimated_invoice_change`: this
+month's invoice preview to date priced under the proposed version minus the preview as it
+stands (billing/service.py; null when the plan is missing from the proposed version).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -92,6 +94,8 @@ class CustomerImpact:
     limits_changed: tuple[LimitChange, ...]
     plan_missing: bool  # the plan is not in the proposed version
     plan_missing_now: bool  # ...nor in the active one (then it is no change)
+    prices_changed: bool = False  # the plan's or an add-on's prices differ
+    invoice_change: str | None = None  # this period's preview, proposed minus active
 
     @property
     def changed(self) -> bool:
@@ -100,6 +104,7 @@ class CustomerImpact:
             or self.features_lost
             or self.limits_changed
             or (self.plan_missing and not self.plan_missing_now)
+            or self.prices_changed
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -114,15 +119,40 @@ class CustomerImpact:
                 {"path": c.path, "old": c.old, "new": c.new} for c in self.limits_changed
             ],
             "plan_missing": self.plan_missing,
-            "estimated_invoice_change": estimated_invoice_change(self),
+            "prices_changed": self.prices_changed,
+            "estimated_invoice_change": self.invoice_change,
         }
 
 
-def estimated_invoice_change(impact: CustomerImpact) -> str | None:
-    """The seam for billing: the change of the current period's invoice preview under the
-    proposed version, as a decimal string. None (JSON null) until billing lands and can
-    price a contract under a draft catalog."""
-    return None
+async def estimated_invoice_change(
+    session: AsyncSession, impact: CustomerImpact, *, proposed: Version, now: datetime
+) -> str | None:
+    """This month's invoice preview to date priced under `proposed` (for the unpinned
+    part of the month) minus the preview as it stands, as a decimal string; None when the
+    contract cannot be priced (its plan is missing from the proposed version)."""
+    from allotment.billing import service as billing
+
+    if impact.plan_missing:
+        return None
+    period = now.strftime("%Y-%m")
+    before = await billing.preview(session, contract_id=impact.contract, period=period, now=now)
+    after = await billing.preview(
+        session, contract_id=impact.contract, period=period, now=now, override=proposed
+    )
+    return str(after.subtotal - before.subtotal)
+
+
+def _prices_changed(terms: Terms, current: Catalog, proposed: Catalog) -> bool:
+    before, after = current.plans.get(terms.plan), proposed.plans.get(terms.plan)
+    if before is None or after is None:
+        return False  # reported as plan_missing
+    if before.price != after.price:
+        return True
+    return any(
+        (current.addons[a].price if a in current.addons else None)
+        != (proposed.addons[a].price if a in proposed.addons else None)
+        for a in terms.addons
+    )
 
 
 def allowed_features(snapshot: Snapshot, now: datetime) -> frozenset[str]:
@@ -189,6 +219,7 @@ def impact(
         ),
         plan_missing=after.plan is None,
         plan_missing_now=before.plan is None,
+        prices_changed=_prices_changed(terms, current[1], proposed[1]),
     )
 
 
@@ -311,6 +342,15 @@ async def dry_run(
                 customers.append(found)
             page_end = customer_id
 
+    customers = [
+        replace(
+            found,
+            invoice_change=await estimated_invoice_change(
+                session, found, proposed=proposed, now=now
+            ),
+        )
+        for found in customers
+    ]
     return {
         "version": proposed[0],
         "active_version": current[0],
@@ -353,10 +393,13 @@ class CustomerImpactRead(BaseModel):
     features_lost: list[str]
     limits_changed: list[LimitChangeRead]
     plan_missing: bool = Field(description="The contract's plan is not in the proposed version.")
+    prices_changed: bool = Field(
+        default=False, description="The plan's or an add-on's prices differ."
+    )
     estimated_invoice_change: str | None = Field(
         default=None,
-        description="The change of the current period's invoice; null until it arrives "
-        "with billing.",
+        description="This month's invoice preview to date under the proposed version minus "
+        "as it stands; null when the plan is missing from the proposed version.",
     )
 
 

@@ -1,0 +1,14 @@
+"""Billing: invoice previews of a contract's calendar month, and their reconciliation.
+
+The modules:
+
+    module        job
+    pricing.py    the pure core: segments, seats, instances and meter totals → rounded lines
+    data.py       gathers a contract's segments, intervals and meter totals for a period
+    service.py    previews, finance's list of them, CSV, reconciliation
+    reconcile.py  what was enforced against what the contract allows
+    schemas.py    response bodies
+    endpoints.py  the routes
+
+docs/billing.md states every pricing rule with a worked example.
+"""

@@ -1,0 +1,61 @@
+"""Finance: invoice previews (JSON or CSV), the list of every contract's, reconciliation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from allotment.auth.principal import Principal
+from allotment.billing import service as billing
+from allotment.billing.schemas import InvoiceList, InvoiceRead, ReconciliationRead
+from allotment.deps import SessionDep, require
+from allotment.kit.clock import utcnow
+from allotment.kit.jsonx import dumps
+from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(tags=["billing"])
+
+Finance = Annotated[Principal, require("finance")]
+Period = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="A calendar month, YYYY-MM.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@router.get(
+    "/v1/contracts/{contract_id}/invoice-preview",
+    response_model=InvoiceRead,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def invoice_preview(
+    contract_id: str, period: Period, request: Request, principal: Finance, session: SessionDep
+) -> Response:
+    """The contract's invoice for one calendar month (UTC), to date for the current month.
+    With `Accept: text/csv`, the lines as CSV."""
+    invoice = await billing.preview(session, contract_id=contract_id, period=period, now=utcnow())
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(billing.csv_lines(invoice), media_type="text/csv")
+    return Response(dumps(invoice.model_dump(mode="json")), media_type="application/json")
+
+
+@router.get("/v1/invoice-preview", response_model=InvoiceList)
+async def invoice_previews(
+    period: Period,
+    principal: Finance,
+    session: SessionDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> InvoiceList:
+    """Every contract active in the period, with its subtotal."""
+    return await billing.list_previews(
+        session, period=period, now=utcnow(), limit=limit, cursor=cursor
+    )
+
+
+@router.get("/v1/contracts/{contract_id}/reconciliation", response_model=ReconciliationRead)
+async def reconciliation(
+    contract_id: str, period: Period, principal: Finance, session: SessionDep
+) -> ReconciliationRead:
+    """What was enforced against what the contract allows, with each discrepancy."""
+    return await billing.reconcile_contract(
+        session, contract_id=contract_id, period=period, now=utcnow()
+    )

@@ -1,0 +1,549 @@
+"""Invoice pricing, pure: one contract's calendar month, from what its revisions sold and what
+it held and used, to rounded lines (DESIGN §5). No I/O, no clock reads.
+
+    PricingInput
+     ├── period_start, period_end        the month, [start, end), UTC
+     ├── segments: (Segment, ...)        revision intervals, each with its plan and prices
+     ├── seats, instances: (Interval, ...)
+     └── meters(start, end, name)        → MeterTotal
+    price(data) → Priced                 lines, subtotal, the policy versions priced
+
+Adjacent segments whose priced terms are equal are merged into one group first (`_groups`),
+so an amendment that changes nothing priced changes nothing on the invoice. Each group then
+gives these lines, in this order (fract. = the group's fraction of the month, by seconds):
+
+    code             quantity                   unit           unit_price      amount
+    base             fraction of the month      month          price.base      price × fract.
+    seats            max(0, basis − included)   seat           seat.unit       qty × price × fract.
+    burst            seat-days over seat_limit  seat-day       burst_seat_day  qty × price
+    instances        Σ lease-hours × weight     weighted       instance_hour   qty × price
+                                                instance-hour
+    meter:<name>     total − included (≥ 0)     <name>         see `_meter`    graduated tiers
+    addon:<name>     fraction of the month      month          addon.price     price × fract.
+    credit:trial     Σ the group's lines above  <currency>     −1              −qty
+    discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
+
+A line whose quantity and unit price are both zero is left out; any other line is kept, so a
+price of zero shows what it did not charge for as a 0.00 line.
+
+Arithmetic is exact: `Decimal` in and out, `fractions.Fraction` in between (a 31-day month
+makes 1/31, which no Decimal holds), never a float. Each line's amount is rounded once,
+half-even, to the currency's minor unit, from the exact value; the subtotal is the sum of the
+rounded amounts. Quantities are shown to QUANTITY_PLACES decimals (exact when they fit),
+an averaged rate to RATE_MAX_PLACES. `source` holds only JSON types (Decimals as strings), so
+an invoice serializes the same bytes every time. docs/billing.md works every rule by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from allotment.contracts.terms import DISCOUNTED_KINDS
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Addon, MeterPrice, Plan, Price, Tier
+from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
+
+QUANTITY_PLACES = 6
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_HOUR = 3_600
+ZERO = Fraction(0)
+
+
+# -- inputs and outputs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One contract revision's share of the period: [start, end), already clipped to the
+    period, to the contract's term and (for the current month) to `now`."""
+
+    start: datetime
+    end: datetime
+    revision: int
+    policy_version: int
+    plan: Plan  # from the catalog of policy_version (prices inside)
+    addons: tuple[Addon, ...]  # the revision's add-ons that exist in that catalog
+    kind: str  # standard | trial | educational | pilot
+    discount_percent: Decimal | None
+    seat_limit: int | None  # the seat limit in force (for burst seat-days); None: no seat pool
+    seat_model: str | None  # "named" | "concurrent" | None
+    # Period fees (base, add-ons) run to here instead of `end`: for the current month, the
+    # segment ends now (usage, seats, instances to date) but its fees are the month's
+    # (DESIGN §5). None: `end`.
+    fee_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A seat (members only; guests are never billed), a session (concurrent plans) or an
+    instance lease, as stored: [start, end); end None = still open (for a lease: its
+    expiry is given in `end` by the caller already, so None means open-ended seat)."""
+
+    start: datetime
+    end: datetime | None
+    weight: int = 1  # instances: the kind weight; seats/sessions: 1
+    kind: str | None = None  # instances: the kind (for the line's source)
+
+
+@dataclass(frozen=True)
+class MeterTotal:
+    meter: str
+    quantity: Decimal  # the meter's total over the segment group
+    events: int  # events counted
+
+
+@dataclass(frozen=True)
+class PricingInput:
+    period_start: datetime  # first instant of the calendar month (UTC)
+    period_end: datetime  # first instant of the next month
+    currency: str
+    minor_digits: int
+    segments: tuple[Segment, ...]  # ordered, non-overlapping
+    seats: tuple[Interval, ...]  # member seats (named model) or sessions (concurrent model)
+    instances: tuple[Interval, ...]
+    meters: Callable[[datetime, datetime, str], MeterTotal]  # total of meter over [start, end)
+
+
+@dataclass(frozen=True)
+class Line:
+    code: str  # base seats burst instances meter:<name> addon:<name> credit:trial discount:<kind>
+    description: str
+    quantity: Decimal
+    unit: str  # "month", "seat", "seat-day", "weighted instance-hour", a meter's name, the currency
+    unit_price: Decimal
+    amount: Decimal  # rounded half-even to the minor unit
+    source: dict[str, Any]  # JSON types only: revisions, policy_versions, and what was counted
+
+
+@dataclass(frozen=True)
+class Priced:
+    lines: tuple[Line, ...]
+    subtotal: Decimal  # sum of the rounded lines
+    policy_versions: tuple[int, ...]
+
+
+# -- pricing ---------------------------------------------------------------------------------
+
+
+def price(data: PricingInput) -> Priced:
+    """The month's lines for `data`, group by group in time order. Raises ValueError when the
+    period is empty or the segments overlap or are out of order."""
+    if data.period_end <= data.period_start:
+        raise ValueError("the period must end after it starts")
+    if data.minor_digits < 0:
+        raise ValueError("minor_digits must not be negative")
+    lines: list[Line] = []
+    versions: set[int] = set()
+    for group in _groups(data):
+        lines.extend(_Pricer(data, group).lines())
+        versions.update(segment.policy_version for segment in group.segments)
+    subtotal = sum((Fraction(line.amount) for line in lines), ZERO)
+    return Priced(
+        lines=tuple(lines),
+        subtotal=money(subtotal, data.minor_digits),
+        policy_versions=tuple(sorted(versions)),
+    )
+
+
+@dataclass(frozen=True)
+class _Group:
+    start: datetime
+    end: datetime
+    segments: tuple[Segment, ...]  # merged: equal priced terms, end to start
+
+    @property
+    def terms(self) -> Segment:
+        return self.segments[0]
+
+
+def _priced_terms(segment: Segment) -> tuple[Any, ...]:
+    """What a segment's lines depend on besides time: equal terms price alike."""
+    prices: Price = segment.plan.price
+    addons = tuple(sorted((addon.name, addon.price) for addon in segment.addons))
+    return (
+        segment.plan.name,
+        prices,
+        addons,
+        segment.kind,
+        segment.discount_percent,
+        segment.seat_limit,
+        segment.seat_model,
+    )
+
+
+def _groups(data: PricingInput) -> list[_Group]:
+    """The segments clipped to the period (empty ones dropped), adjacent ones with equal
+    priced terms merged."""
+    groups: list[_Group] = []
+    previous_end: datetime | None = None
+    for segment in data.segments:
+        if segment.end < segment.start:
+            raise ValueError(f"revision {segment.revision}'s segment ends before it starts")
+        if previous_end is not None and segment.start < previous_end:
+            raise ValueError(
+                f"revision {segment.revision}'s segment overlaps the one before it; "
+                "segments are ordered and non-overlapping"
+            )
+        previous_end = segment.end
+        start = max(segment.start, data.period_start)
+        end = min(segment.end, data.period_end)
+        if end <= start:
+            continue
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and last.end == start
+            and _priced_terms(last.terms) == _priced_terms(segment)
+        ):
+            groups[-1] = _Group(last.start, end, (*last.segments, segment))
+        else:
+            groups.append(_Group(start, end, (segment,)))
+    return groups
+
+
+class _Pricer:
+    """The lines of one group."""
+
+    def __init__(self, data: PricingInput, group: _Group) -> None:
+        self.data = data
+        self.group = group
+        self.terms = group.terms
+        self.plan = group.terms.plan
+        self.seconds = _seconds(group.end - group.start)
+        self.fraction = self.seconds / _seconds(data.period_end - data.period_start)
+        self.days = self.seconds / SECONDS_PER_DAY
+        fee_end = min(group.segments[-1].fee_end or group.end, data.period_end)
+        self.fee_seconds = _seconds(max(fee_end, group.end) - group.start)
+        self.fee_fraction = self.fee_seconds / _seconds(data.period_end - data.period_start)
+        self.fee_days = self.fee_seconds / SECONDS_PER_DAY
+        self.revisions = tuple(dict.fromkeys(s.revision for s in group.segments))
+        self.versions = tuple(sorted({s.policy_version for s in group.segments}))
+
+    def lines(self) -> list[Line]:
+        lines: list[Line | None] = [self._base()]
+        lines.extend(self._seats())
+        lines.append(self._instances())
+        lines.extend(
+            self._meter(name, self.plan.price.meters[name])
+            for name in sorted(self.plan.price.meters)
+        )
+        lines.extend(
+            self._addon(addon) for addon in sorted(self.terms.addons, key=lambda a: a.name)
+        )
+        priced = [line for line in lines if line is not None]
+        adjustment = self._adjustment(priced)
+        if adjustment is not None:
+            priced.append(adjustment)
+        return priced
+
+    # -- one builder per line kind
+
+    def _base(self) -> Line | None:
+        unit_price = self.plan.price.base
+        return self._line(
+            "base",
+            f"{self.plan.name}: base fee, {_days(self.fee_days)} of "
+            f"{_days(self.fee_days / self.fee_fraction)} days",
+            quantity=self.fee_fraction,
+            unit="month",
+            unit_price=unit_price,
+            amount=Fraction(unit_price) * self.fee_fraction,
+            source={"active_days": _text(self.fee_days)},
+        )
+
+    def _seats(self) -> list[Line | None]:
+        seat_price = self.plan.price.seat
+        limit = self.terms.seat_limit
+        burst = limit is not None and self.terms.seat_model == "named"
+        if seat_price is None and not burst:
+            return []
+        steps, count = _steps(self.data.seats, self.group.start, self.group.end)
+        out: list[Line | None] = []
+        if seat_price is not None:
+            if seat_price.basis == "peak":
+                basis = Fraction(max(held for _, held in steps))
+            elif seat_price.basis == "end":
+                basis = Fraction(steps[-1][1])
+            else:
+                basis = sum((length * held for length, held in steps), ZERO) / self.seconds
+            quantity = max(ZERO, basis - seat_price.included)
+            out.append(
+                self._line(
+                    "seats",
+                    f"seats over {seat_price.included} included "
+                    f"({seat_price.basis} {_text(basis)}), for {_days(self.days)} days",
+                    quantity=quantity,
+                    unit="seat",
+                    unit_price=seat_price.unit,
+                    amount=quantity * Fraction(seat_price.unit) * self.fraction,
+                    source={
+                        "model": self.terms.seat_model,
+                        "basis": seat_price.basis,
+                        "held": _text(basis),
+                        "included": seat_price.included,
+                        "intervals": count,
+                        "fraction": _text(self.fraction),
+                        "active_days": _text(self.days),
+                    },
+                )
+            )
+        if burst and limit is not None:
+            over = sum((length * max(0, held - limit) for length, held in steps), ZERO)
+            seat_days = over / SECONDS_PER_DAY
+            unit_price = self.plan.price.burst_seat_day
+            out.append(
+                self._line(
+                    "burst",
+                    f"seat-days over the limit of {limit}",
+                    quantity=seat_days,
+                    unit="seat-day",
+                    unit_price=unit_price,
+                    amount=seat_days * Fraction(unit_price),
+                    source={"seat_limit": limit, "intervals": count},
+                )
+            )
+        return out
+
+    def _instances(self) -> Line | None:
+        kinds: dict[tuple[str, int], list[Any]] = {}  # (kind, weight) → [intervals, hours]
+        total = ZERO
+        for interval in self.data.instances:
+            clipped = _clip(interval, self.group.start, self.group.end)
+            if clipped is None:
+                continue
+            hours = _seconds(clipped[1] - clipped[0]) / SECONDS_PER_HOUR
+            total += hours * interval.weight
+            entry = kinds.setdefault((interval.kind or "", interval.weight), [0, ZERO])
+            entry[0] += 1
+            entry[1] += hours
+        unit_price = self.plan.price.instance_hour
+        return self._line(
+            "instances",
+            "instance lease-hours × kind weight",
+            quantity=total,
+            unit="weighted instance-hour",
+            unit_price=unit_price,
+            amount=total * Fraction(unit_price),
+            source={
+                "intervals": sum(entry[0] for entry in kinds.values()),
+                "kinds": [
+                    {
+                        "kind": kind or None,
+                        "weight": weight,
+                        "intervals": entry[0],
+                        "hours": _text(entry[1]),
+                    }
+                    for (kind, weight), entry in sorted(kinds.items())
+                ],
+            },
+        )
+
+    def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
+        """Graduated tiers over the group's total: the first `included` units free, then each
+        tier the units from the previous bound (or `included`) to its `up_to`, the last tier
+        everything above. unit_price: the one tier's unit when one tier priced every billable
+        unit (or, when none was billable, the tier the next unit falls in); else the exact
+        average, amount / quantity, to RATE_MAX_PLACES."""
+        measured = self.data.meters(self.group.start, self.group.end, name)
+        total = max(ZERO, Fraction(measured.quantity))
+        included = Fraction(meter_price.included)
+        quantity = max(ZERO, total - included)
+        split = _tiered(total, meter_price)
+        amount = sum((units * Fraction(tier.unit) for tier, units in split), ZERO)
+        used = [tier for tier, units in split if units > 0]
+        if len(used) > 1:
+            unit_price = _decimal(amount / quantity, RATE_MAX_PLACES)
+        elif used:
+            unit_price = used[0].unit
+        else:
+            unit_price = _next_tier(meter_price).unit
+        places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+        return self._line(
+            f"meter:{name}",
+            f"{name}: {_text(total, places)} used, {meter_price.included} included",
+            quantity=quantity,
+            unit=name,
+            unit_price=unit_price,
+            amount=amount,
+            places=places,
+            source={
+                "meter": name,
+                "events": measured.events,
+                "total": _text(total, places),
+                "included": meter_price.included,
+                "tiers": [
+                    {
+                        "up_to": tier.up_to,
+                        "unit": format_amount(tier.unit),
+                        "quantity": _text(units, places),
+                    }
+                    for tier, units in split
+                ],
+            },
+        )
+
+    def _addon(self, addon: Addon) -> Line | None:
+        return self._line(
+            f"addon:{addon.name}",
+            f"add-on {addon.name}, {_days(self.fee_days)} of "
+            f"{_days(self.fee_days / self.fee_fraction)} days",
+            quantity=self.fee_fraction,
+            unit="month",
+            unit_price=addon.price,
+            amount=Fraction(addon.price) * self.fee_fraction,
+            source={"addon": addon.name, "active_days": _text(self.fee_days)},
+        )
+
+    def _adjustment(self, priced: Sequence[Line]) -> Line | None:
+        """A trial's credit of every line, or an educational or pilot contract's discount."""
+        kind = self.terms.kind
+        percent = self.terms.discount_percent
+        if kind == "trial":
+            rate, code, description = Fraction(-1), "credit:trial", "trial credit"
+        elif kind in DISCOUNTED_KINDS and percent is not None:
+            rate = -Fraction(percent) / 100
+            code = f"discount:{kind}"
+            description = f"{kind} discount, {format_amount(percent)}%"
+        else:
+            return None
+        positive = [line for line in priced if line.amount > 0]
+        base = sum((Fraction(line.amount) for line in positive), ZERO)
+        return self._line(
+            code,
+            description,
+            quantity=base,
+            unit=self.data.currency,
+            unit_price=_decimal(rate, RATE_MAX_PLACES),
+            amount=base * rate,
+            places=self.data.minor_digits,
+            source={
+                "kind": kind,
+                "discount_percent": None if percent is None else format_amount(percent),
+                "lines": [line.code for line in positive],
+            },
+        )
+
+    def _line(
+        self,
+        code: str,
+        description: str,
+        *,
+        quantity: Fraction,
+        unit: str,
+        unit_price: Decimal,
+        amount: Fraction,
+        source: dict[str, Any],
+        places: int = QUANTITY_PLACES,
+    ) -> Line | None:
+        if quantity == 0 and unit_price == 0:
+            return None
+        return Line(
+            code=code,
+            description=description,
+            quantity=_decimal(quantity, places),
+            unit=unit,
+            unit_price=unit_price,
+            amount=money(amount, self.data.minor_digits),
+            source={  # fresh lists per line: a caller may edit one line's source
+                "revisions": list(self.revisions),
+                "policy_versions": list(self.versions),
+                "plan": self.plan.name,
+                "start": isoformat(self.group.start),
+                "end": isoformat(self.group.end),
+                **source,
+            },
+        )
+
+
+# -- time, counts and tiers ------------------------------------------------------------------
+
+
+def _seconds(span: timedelta) -> Fraction:
+    return Fraction(span.days * SECONDS_PER_DAY + span.seconds) + Fraction(
+        span.microseconds, 1_000_000
+    )
+
+
+def _clip(interval: Interval, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The part of [interval.start, interval.end) inside [start, end); None when empty. An
+    open interval (end None) runs to `end`."""
+    lo = max(interval.start, start)
+    hi = end if interval.end is None else min(interval.end, end)
+    return (lo, hi) if lo < hi else None
+
+
+def _steps(
+    intervals: Iterable[Interval], start: datetime, end: datetime
+) -> tuple[list[tuple[Fraction, int]], int]:
+    """How many intervals are held over [start, end), as consecutive (seconds, count) pieces
+    covering it, and how many intervals overlap it. An interval [s, e) is held at t when
+    s ≤ t < e, so one ending where another starts never counts twice."""
+    deltas: dict[datetime, int] = {}
+    overlapping = 0
+    for interval in intervals:
+        clipped = _clip(interval, start, end)
+        if clipped is None:
+            continue
+        overlapping += 1
+        deltas[clipped[0]] = deltas.get(clipped[0], 0) + 1
+        deltas[clipped[1]] = deltas.get(clipped[1], 0) - 1
+    points = sorted({start, end, *deltas})
+    pieces: list[tuple[Fraction, int]] = []
+    held = 0
+    for lo, hi in zip(points, points[1:], strict=False):
+        held += deltas.get(lo, 0)
+        pieces.append((_seconds(hi - lo), held))
+    return pieces, overlapping
+
+
+def _tiered(total: Fraction, meter_price: MeterPrice) -> list[tuple[Tier, Fraction]]:
+    """Each tier with the units it prices out of `total`."""
+    lower = Fraction(meter_price.included)
+    out: list[tuple[Tier, Fraction]] = []
+    last = len(meter_price.tiers) - 1
+    for index, tier in enumerate(meter_price.tiers):
+        upper = total if tier.up_to is None or index == last else min(total, Fraction(tier.up_to))
+        out.append((tier, max(ZERO, upper - lower)))
+        if tier.up_to is not None:
+            lower = max(lower, Fraction(tier.up_to))
+    return out
+
+
+def _next_tier(meter_price: MeterPrice) -> Tier:
+    """The tier the first billable unit (just above `included`) falls in."""
+    for tier in meter_price.tiers[:-1]:
+        if tier.up_to is not None and tier.up_to > meter_price.included:
+            return tier
+    return meter_price.tiers[-1] if meter_price.tiers else Tier(up_to=None, unit=Decimal(0))
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def money(amount: Fraction, minor_digits: int) -> Decimal:
+    """`amount` rounded half-even to `minor_digits` places, with exactly that exponent
+    (0.125 → 0.12, 0.135 → 0.14, −0.125 → −0.12; JPY 12.5 → 12)."""
+    units = round(amount * 10**minor_digits)
+    return Decimal(f"{units}E-{minor_digits}")
+
+
+def _decimal(value: Fraction, places: int) -> Decimal:
+    """`value` rounded half-even to `places`, trailing zeros dropped (never an exponent)."""
+    units = round(value * 10**places)
+    while places > 0 and units % 10 == 0:
+        units //= 10
+        places -= 1
+    return Decimal(f"{units}E-{places}")
+
+
+def _text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
+    return format_amount(_decimal(value, places))
+
+
+def _days(days: Fraction) -> str:
+    return _text(days, 2)
