@@ -96,11 +96,15 @@ async def test_raising_the_limit_ends_an_open_episode(
     for n in range(11):
         await pool.assign(f"u{n}", t0)
     assert (await pool.episodes())[0].ended_at is None
+    before = utcnow()
     await amend_seats(client, admin, limit=20)
+    # The amendment takes effect now and puts the 11 members under 20: the episode ends then.
+    [episode] = await pool.episodes()
+    assert episode.ended_at is not None and before <= episode.ended_at <= utcnow()
     later = utcnow() + timedelta(minutes=1)
     plain = await pool.assign("v", later)
     assert plain.burst is None and not plain.seat.over_limit
-    assert (await pool.episodes())[0].ended_at == later
+    assert (await pool.episodes())[0].ended_at == episode.ended_at
 
 
 async def test_downgrade_below_held_keeps_seats_and_refuses_new_ones(

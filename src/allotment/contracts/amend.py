@@ -50,6 +50,12 @@ AmendmentGuard = Callable[
     [AsyncSession, Contract, Terms, Catalog, datetime], Awaitable[list[dict[str, str]]]
 ]
 amendment_guards: list[AmendmentGuard] = []
+# Run after an amendment is written, in its transaction: (session, contract, terms, catalog,
+# effective_at, now). Seats use it to end a burst episode the new limit ends.
+AmendmentEffect = Callable[
+    [AsyncSession, Contract, Terms, Catalog, datetime, datetime], Awaitable[None]
+]
+amendment_effects: list[AmendmentEffect] = []
 
 
 class ContractTerminated(Conflict):
@@ -137,6 +143,8 @@ async def amend(
     before = view.snapshot()
     add_revision(session, contract, terms=terms, effective_at=effective_at, actor=actor, now=now)
     await session.flush()
+    for effect in amendment_effects:
+        await effect(session, contract, terms, catalog, effective_at, now)
     record(
         session,
         action="contract.amended",

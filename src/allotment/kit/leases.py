@@ -7,7 +7,7 @@ reaper, or a concurrent end cannot both win: whichever commits first changes the
 the other's WHERE no longer matches it.
 
     renew(session, table, id, now)   push the expiry to now + ttl_s, only if still live
-    end(session, table, id, now)     end a live row now (or at its expiry, if it lapsed)
+    end(session, table, id, now)     end a live row now (a lapsed one is the reaper's)
     reap(session, table, now)        end every lapsed row at its expiry (SKIP LOCKED batches)
     find(session, table, id)         the row as it stands (to say why it could not be)
 """
@@ -47,12 +47,12 @@ async def renew(session: AsyncSession, table: LeaseTable, lease_id: str, now: da
 
 
 async def end(session: AsyncSession, table: LeaseTable, lease_id: str, now: datetime) -> Any:
-    """End a lease that has not ended yet: now when it is live (`ended_by_caller`), at its
-    expiry when it had lapsed (`expired`). None when unknown or already ended."""
+    """End a live lease now (`ended_by_caller`). None when it is unknown, ended, or lapsed:
+    a lapsed lease ended at its expiry whether or not the reaper has written that yet, so the
+    caller answers 410 lease_expired either way (never a different answer by reaper timing)."""
     stmt = table._sql(
-        "UPDATE {t} SET ended_at = CASE WHEN {x} > :now THEN :now ELSE {x} END, "
-        "end_reason = CASE WHEN {x} > :now THEN :reason ELSE 'expired' END "
-        "WHERE id = :id AND ended_at IS NULL RETURNING {cols}"
+        "UPDATE {t} SET ended_at = :now, end_reason = :reason "
+        "WHERE id = :id AND ended_at IS NULL AND {x} > :now RETURNING {cols}"
     )
     params = {"id": lease_id, "now": now, "reason": table.ended_by_caller}
     return (await session.execute(stmt, params)).one_or_none()

@@ -4,7 +4,8 @@ A member seat counts against the contract's seat limit, a guest seat against the
 `guests`. When members fill the limit, up to `burst.extra` more may be assigned during
 `burst.window`, counted from the first assignment over the limit (DESIGN §4): that episode
 is a `seat_bursts` row. It ends when members fall back under the limit (a release, or an
-assignment after an amendment raised the limit); until then, once its window has passed,
+amendment raising the limit: at once when it takes effect now, else at the first assignment
+or release after it); until then, once its window has passed,
 every member assignment is refused. Seats over the limit are billed per seat-day from the
 seat rows and episodes.
 
@@ -25,14 +26,17 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
+from allotment.contracts import amend as amendments
 from allotment.contracts import pools
-from allotment.contracts.terms import SeatLimits
+from allotment.contracts.models import Contract
+from allotment.contracts.terms import SeatLimits, Terms, seat_limits
 from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
 from allotment.kit.clock import isoformat
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
+from allotment.policy.catalog import Catalog
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstRead, SeatRead
 from allotment.usage import lifecycle
@@ -291,6 +295,30 @@ async def release(
         session, ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "released").inc
     )
     return row
+
+
+async def _end_burst_under_new_limit(
+    session: AsyncSession,
+    contract: Contract,
+    terms: Terms,
+    catalog: Catalog,
+    effective_at: datetime,
+    now: datetime,
+) -> None:
+    """An amendment taking effect now that puts the members under the seat limit ends the
+    open burst episode then. (One taking effect later leaves it to the first assignment or
+    release after it: members may change until then.)"""
+    plan = catalog.plans.get(terms.plan)
+    pool = seat_limits(terms, plan) if plan is not None else None
+    if pool is None or effective_at > now:
+        return
+    members = (await session.execute(_MEMBERS, {"c": contract.customer_id})).scalar_one()
+    if members < pool.limit:
+        await session.execute(_END_BURST, {"c": contract.customer_id, "now": effective_at})
+
+
+if _end_burst_under_new_limit not in amendments.amendment_effects:
+    amendments.amendment_effects.append(_end_burst_under_new_limit)
 
 
 async def list_seats(
