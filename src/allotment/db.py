@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import MetaData
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase
 from starlette.requests import Request
 
 from allotment.config import Settings
-from allotment.errors import ServiceUnavailable
+from allotment.errors import ServiceUnavailable, ValidationFailed
 
 log = structlog.get_logger("allotment.db")
 
@@ -106,6 +106,22 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
     )
 
 
+def _holds_nul(exc: DataError) -> bool:
+    """PostgreSQL stores no NUL (U+0000) in text or jsonb: psycopg refuses to send one in a
+    text parameter (no SQLSTATE: it never reaches the server), and the server refuses a
+    `\\u0000` in a JSON value (22P05, untranslatable_character)."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate == "22P05" or (sqlstate is None and "NUL (0x00)" in str(orig))
+
+
+def _unstorable() -> ValidationFailed:
+    return ValidationFailed(
+        "The request holds a NUL character (U+0000), which cannot be stored.",
+        errors=[{"path": "$", "message": "U+0000 (NUL) cannot be stored in any value"}],
+    )
+
+
 @asynccontextmanager
 async def transaction(
     maker: async_sessionmaker[AsyncSession], **info: Any
@@ -118,6 +134,11 @@ async def transaction(
         except (OperationalError, InterfaceError) as exc:
             await _safe_rollback(session)
             raise _unavailable(exc) from exc
+        except DataError as exc:
+            await _safe_rollback(session)
+            if _holds_nul(exc):  # the caller's text, not the service, is at fault: a 422
+                raise _unstorable() from exc
+            raise
         except DBAPIError as exc:
             await _safe_rollback(session)
             if exc.connection_invalidated:
@@ -148,3 +169,11 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
 def session_scope(maker: async_sessionmaker[AsyncSession], **info: Any) -> Any:
     """One transaction for the worker and the CLI."""
     return transaction(maker, **info)
+
+
+async def driver(session: AsyncSession) -> Any:
+    """The psycopg connection under the session, inside its transaction: for the few hot
+    statements where SQLAlchemy's per-statement cost (~150 µs) is most of the work."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

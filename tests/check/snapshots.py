@@ -129,6 +129,7 @@ def contract(
         addons=frozenset(addons),
         feature_overrides=tuple(overrides),
         limit_overrides=(),
+        pinned=False,
         seats=None,
         instances=None,
     )

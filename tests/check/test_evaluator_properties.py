@@ -141,6 +141,7 @@ def cases(draw: st.DrawFn) -> Case:
         addons=frozenset(chosen),
         feature_overrides=tuple(draw(st.lists(overrides([*names, GHOST]), max_size=4))),
         limit_overrides=(),
+        pinned=False,
         seats=None,
         instances=None,
     )

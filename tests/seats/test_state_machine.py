@@ -351,8 +351,8 @@ class AllocationMachine(RuleBasedStateMachine):
 
     def _assign(self, subject: str, type: str, tenant: str | None) -> None:
         m, now = self.m, self.m.clock
-        got = self._step(
-            lambda s: seats.assign(
+        got = self._step(  # as the API assigns: one round trip once the limits are known
+            lambda s: seats.assign_any(
                 s,
                 customer_key=self.named,
                 subject=subject,

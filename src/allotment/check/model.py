@@ -50,6 +50,7 @@ class ContractView:
     addons: frozenset[str]
     feature_overrides: tuple[FeatureOverride, ...]
     limit_overrides: tuple[LimitOverride, ...]
+    pinned: bool  # the revision pins its policy version (else it follows the active one)
     seats: SeatLimits | None  # the seat pool in force (contract over plan); None: no seats
     instances: InstancePool | None  # the instance pool in force; None: no instances
 

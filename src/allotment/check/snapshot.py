@@ -260,6 +260,7 @@ def build(
             for o in terms.overrides
             if o.meter is not None
         ),
+        pinned=terms.policy_version is not None,
         seats=seat_limits(terms, plan) if plan else None,
         instances=instance_limits(terms, plan) if plan else None,
     )

@@ -52,6 +52,11 @@ class Pools:
     at: datetime  # the moment the limits were read at, once the lock was held
     limits: EffectiveLimits | None  # None: no contract in force at `at`
     why_none: str | None = None
+    # Where the limits came from: the contract and revision in force, and the policy version
+    # (None when the revision pins it, so only the revision matters).
+    contract_id: str | None = None
+    revision: int | None = None
+    active_version: int | None = None
 
     def _in_force(self) -> EffectiveLimits:
         if self.limits is None:
@@ -108,7 +113,15 @@ async def lock(session: AsyncSession, *, customer_key: str, at: datetime | None 
             f"Contract {current.contract_id}'s plan '{current.terms.plan}' is not in policy "
             f"version {version}; amend the contract first.",
         )
-    return Pools(found, customer_key, at, limits)
+    return Pools(
+        found,
+        customer_key,
+        at,
+        limits,
+        contract_id=current.contract_id,
+        revision=current.revision,
+        active_version=None if current.terms.policy_version is not None else version,
+    )
 
 
 async def tenant_quotas(session: AsyncSession, *, customer_id: int, tenant: str) -> Quotas:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -34,7 +34,7 @@ async def assign_seat(
     session: SessionDep,
     idempotency: IdempotencyDep,
 ) -> Response:
-    assignment = await seats.assign(
+    assignment = await seats.assign_any(
         session,
         customer_key=key,
         subject=body.subject,
@@ -79,7 +79,12 @@ async def open_session(
     return await idempotency.respond(sessions.read(row, key), status=201)
 
 
-@router.post("/v1/sessions/{session_id}/heartbeat", response_model=SessionRead)
+LEASE_GONE: dict[int | str, dict[str, Any]] = {410: {"description": "The session lapsed or was closed (`reason` says which)."}}
+
+
+@router.post(
+    "/v1/sessions/{session_id}/heartbeat", response_model=SessionRead, responses=LEASE_GONE
+)
 async def renew_session(
     session_id: str, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
@@ -87,7 +92,7 @@ async def renew_session(
     return await idempotency.respond(sessions.read(row, customer))
 
 
-@router.delete("/v1/sessions/{session_id}", status_code=204)
+@router.delete("/v1/sessions/{session_id}", status_code=204, responses=LEASE_GONE)
 async def close_session(session_id: str, principal: Backend, session: SessionDep) -> Response:
     await sessions.close(session, session_id=session_id, actor=principal.actor)
     return Response(status_code=204)

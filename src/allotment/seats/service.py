@@ -18,6 +18,7 @@ episodes is the second line of defence.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -30,9 +31,9 @@ from allotment.contracts import amend as amendments
 from allotment.contracts import pools
 from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
-from allotment.db import after_commit
-from allotment.errors import Conflict, NotFound
-from allotment.kit.clock import isoformat
+from allotment.db import after_commit, driver
+from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
@@ -128,6 +129,194 @@ def _audit_view(row: Any) -> dict[str, Any]:
     }
 
 
+_FAST = (
+    "SELECT * FROM allotment_assign_seat(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+@dataclass(frozen=True)
+class _FastRow:
+    """A seat row as `allotment_assign_seat` returns it, shaped like a row of _COLUMNS."""
+
+    id: str
+    subject: str
+    type: str
+    tenant: str | None
+    over_limit: bool
+    assigned_at: datetime
+    released_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KnownLimits:
+    """A customer's named-seat limits, and the contract revision and policy version they
+    were read under (the fast path has the database confirm those are still in force)."""
+
+    contract_id: str
+    revision: int
+    active_version: int | None  # None: the revision pins its version
+    seats: SeatLimits
+
+
+_known: OrderedDict[str, KnownLimits] = OrderedDict()
+_KNOWN_MAX = 100_000
+
+
+def _remember(customer: str, found: pools.Pools) -> None:
+    seats = found.limits.seats if found.limits is not None else None
+    if seats is None or seats.model != "named" or found.contract_id is None:
+        _known.pop(customer, None)
+        return
+    assert found.revision is not None
+    _known[customer] = KnownLimits(found.contract_id, found.revision, found.active_version, seats)
+    _known.move_to_end(customer)
+    while len(_known) > _KNOWN_MAX:
+        _known.popitem(last=False)
+
+
+async def assign_known(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Assignment | None:
+    """`assign` in one round trip (`allotment_assign_seat`, migration 0009) with the limits
+    this process last read for the customer; None when it has none, or the database says
+    they are no longer those in force: then `assign` decides (and remembers the new ones).
+    Same rules, same answers, same audit record as `assign`."""
+    known = _known.get(customer_key)
+    if known is None:
+        return None
+    seats = known.seats
+    now = now or utcnow()
+    pg = await driver(session)
+    window = seats.burst_window if seats.burst_extra else None
+    cursor = await pg.execute(
+        _FAST,
+        (
+            customer_key,
+            subject,
+            type,
+            tenant,
+            now,
+            known.contract_id,
+            known.revision,
+            known.active_version,
+            seats.limit,
+            seats.burst_extra,
+            window,
+            seats.guests,
+            new_id("seat"),
+            new_id("burst"),
+        ),
+    )
+    found = await cursor.fetchone()
+    status = found[0]
+    customer = customer_key
+    if status == "stale":
+        _known.pop(customer_key, None)
+    if status in ("stale", "no_customer"):
+        return None
+    _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
+    held, quota, window_end, extra_left = found[7:]
+    if status == "held":
+        if seat_type != type or seat_tenant != tenant:
+            raise SeatHeldDifferently(
+                f"Subject {subject!r} already holds a {seat_type} seat"
+                + (f" in tenant '{seat_tenant}'" if seat_tenant else "")
+                + "; release it before assigning another kind."
+            )
+        row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
+        return Assignment(row, customer, created=False)
+    if status == "unknown_tenant":
+        message = f"no tenant '{tenant}' for this customer"
+        raise ValidationFailed(
+            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
+        )
+    if status == "tenant_full":
+        pools.refuse_tenant(
+            tenant=tenant or "", pool="seats", quota=quota, held=held, wanted=1, frees_at=None
+        )
+    if status == "guests_full":
+        raise pools.PoolFull(
+            f"All {quota} guest seats are held; release one first.",
+            reason="seat_limit_reached",
+            pool="guests",
+            limit=quota,
+            held=held,
+            frees_at=None,
+        )
+    if status in ("full", "burst_closed"):
+        _refuse_members(seats, held, window_end, closed=status == "burst_closed")
+    row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
+    burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
+    _record_assignment(session, customer, customer_id, row, actor)
+    invalidation.customer_changed(session, customer_key=customer)
+    return Assignment(row, customer, created=True, burst=burst)
+
+
+def _refuse_members(
+    seats: SeatLimits, held: int, window_end: datetime | None, *, closed: bool
+) -> None:
+    refusal: dict[str, Any] = dict(
+        reason="seat_limit_reached", pool="seats", limit=seats.limit, held=held, frees_at=None
+    )
+    if closed and window_end is not None:
+        raise pools.PoolFull(
+            f"The burst window closed at {isoformat(window_end)}; no seat is assigned until "
+            f"fewer than {seats.limit} are held.",
+            **refusal,
+            burst={"ends_at": isoformat(window_end)},
+        )
+    if seats.burst_extra == 0 or seats.burst_window is None:
+        raise pools.PoolFull(f"All {seats.limit} seats are held; release one first.", **refusal)
+    raise pools.PoolFull(
+        f"All {seats.limit} seats and the {seats.burst_extra} burst seats are held; "
+        "release one first.",
+        **refusal,
+        burst=None if window_end is None else {"ends_at": isoformat(window_end)},
+    )
+
+
+def _record_assignment(
+    session: AsyncSession, customer: str, customer_id: int, row: Any, actor: str
+) -> None:
+    lifecycle.record(
+        session,
+        customer_id=customer_id,
+        actor=actor,
+        action="seat.assigned",
+        target_type="seat",
+        target_key=f"{customer}/{row.subject}",
+        after=_audit_view(row),
+    )
+    after_commit(
+        session, ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "granted").inc
+    )
+
+
+async def assign_any(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Assignment:
+    """Assign as the API does: the one-round-trip path when this process knows the
+    customer's limits and they still hold, else the general one."""
+    fields: dict[str, Any] = dict(
+        customer_key=customer_key, subject=subject, type=type, tenant=tenant, actor=actor, now=now
+    )
+    return await assign_known(session, **fields) or await assign(session, **fields)
+
+
 async def assign(
     session: AsyncSession,
     *,
@@ -141,6 +330,7 @@ async def assign(
     """Give `subject` a seat, or return the one it holds (`created=False`)."""
     found = await pools.lock(session, customer_key=customer_key, at=now)
     now = found.at
+    _remember(customer_key, found)
     seats = found.seats()
     c = found.customer_id
     held = (await session.execute(_HELD, {"c": c, "s": subject})).one_or_none()
@@ -196,19 +386,8 @@ async def assign(
             },
         )
     ).one()
-    lifecycle.record(
-        session,
-        customer_id=c,
-        actor=actor,
-        action="seat.assigned",
-        target_type="seat",
-        target_key=f"{customer_key}/{subject}",
-        after=_audit_view(row),
-    )
+    _record_assignment(session, customer_key, c, row, actor)
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
-    after_commit(
-        session, ALLOCATIONS.labels("seats" if type == "member" else "guests", "granted").inc
-    )
     return Assignment(row, customer_key, created=True, burst=burst)
 
 

@@ -22,11 +22,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.audit import service as audit
-from allotment.db import before_commit
+from allotment.db import before_commit, driver
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.usage import partitions
@@ -34,17 +33,13 @@ from allotment.usage import partitions
 SOURCE = "allotment"
 _QUEUE = "lifecycle_events"
 
-_IDS = text(
-    "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
-    "SELECT * FROM unnest(CAST(:source AS text[]), CAST(:id AS text[]), "
-    "CAST(:customer AS bigint[]), CAST(:time AS timestamptz[]), CAST(:time AS timestamptz[]))"
-)
-_EVENTS = text(
+_WRITE = (
+    "WITH claimed AS (INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
+    "SELECT %s, i, c, tm, tm FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) "
+    "AS u(i, c, tm)) "
     "INSERT INTO usage_events (customer_id, tenant, type, source, id, time, data, received_at) "
-    "SELECT c, t, ty, s, i, tm, d::jsonb, tm FROM unnest(CAST(:customer AS bigint[]), "
-    "CAST(:tenant AS text[]), CAST(:type AS text[]), CAST(:source AS text[]), "
-    "CAST(:id AS text[]), CAST(:time AS timestamptz[]), CAST(:data AS text[])) "
-    "AS u(c, t, ty, s, i, tm, d)"
+    "SELECT c, t, ty, %s, i, tm, d::jsonb, tm FROM unnest(%s::bigint[], %s::text[], "
+    "%s::text[], %s::text[], %s::timestamptz[], %s::text[]) AS u(c, t, ty, i, tm, d)"
 )
 
 
@@ -78,21 +73,25 @@ async def _write(session: AsyncSession) -> None:
         return
     engine = session.bind
     await partitions.ensure(engine, {event["time"] for event in queue})  # type: ignore[arg-type]
-    columns = {
-        "source": [SOURCE] * len(queue),
-        "id": [e["id"] for e in queue],
-        "customer": [e["customer"] for e in queue],
-        "time": [e["time"] for e in queue],
-    }
-    await session.execute(_IDS, columns)
-    await session.execute(
-        _EVENTS,
-        {
-            **columns,
-            "tenant": [e["tenant"] for e in queue],
-            "type": [e["type"] for e in queue],
-            "data": [e["data"] for e in queue],
-        },
+    ids = [e["id"] for e in queue]
+    customers = [e["customer"] for e in queue]
+    times = [e["time"] for e in queue]
+    pg = await driver(session)  # one statement for both tables: this runs in every change
+    await pg.execute(
+        _WRITE,
+        (
+            SOURCE,
+            ids,
+            customers,
+            times,
+            SOURCE,
+            customers,
+            [e["tenant"] for e in queue],
+            [e["type"] for e in queue],
+            ids,
+            times,
+            [e["data"] for e in queue],
+        ),
     )
 
 
