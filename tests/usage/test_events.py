@@ -124,27 +124,53 @@ async def test_every_aggregation_counts_exactly(
     }
 
 
-async def test_replaying_concurrently_leaves_totals_exact(
+def _mixed(i: int, now: Any) -> dict[str, Any]:
+    """Event i of a mix feeding every aggregation (see tests/factories/usage.py), within the
+    last three hours but never before this month (unique counts are per month)."""
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    at = max(now - timedelta(minutes=i % 170), month)
+    kind = i % 5
+    if kind == 0:
+        return event(f"r{i}", time=at, data={"count": i % 7 + 1})
+    if kind == 1:
+        return event(f"r{i}", type="export.created", time=at)
+    if kind == 2:
+        return event(f"r{i}", type="app.login", time=at, data={"user": f"u{i % 97}"})
+    if kind == 3:
+        return event(f"r{i}", type="jobs.running", time=at, data={"n": i % 1000})
+    return event(f"r{i}", type="storage.used", time=at, data={"gb": (i % 13) / 4})
+
+
+async def test_10000_events_sent_three_times_concurrently_give_exact_totals(
     client: httpx.AsyncClient, backend: dict[str, str], finance: dict[str, str], metered: str
 ) -> None:
-    base = utcnow() - timedelta(hours=3)
-    events = [
-        event(f"r{i}", time=base + timedelta(minutes=i % 170), data={"count": i % 7 + 1})
-        for i in range(2000)
+    now = utcnow()
+    events = [_mixed(i, now) for i in range(10_000)]
+    # Worked out from the mix, not by the code under test:
+    expected = {
+        "api_calls": sum(Decimal(i % 7 + 1) for i in range(0, 10_000, 5)),
+        "exports": Decimal(len(range(1, 10_000, 5))),
+        "logins": Decimal(len({i % 97 for i in range(2, 10_000, 5)})),
+        "peak_jobs": Decimal(max(i % 1000 for i in range(3, 10_000, 5))),
+        "storage": sum(Decimal(i % 13) / 4 for i in range(4, 10_000, 5)),
+    }
+    batches = [events[i : i + 1000] for i in range(0, 10_000, 1000)]
+    # Three copies of every batch, from concurrent requests, in an interleaved order.
+    sent = [
+        send(client, backend, batch)
+        for copy in range(3)
+        for batch in batches[copy:] + batches[:copy]
     ]
-    expected = sum(i % 7 + 1 for i in range(2000))
-    batches = [events[i : i + 500] for i in range(0, 2000, 500)]
-    sent = [send(client, backend, batch) for _ in range(3) for batch in batches]
     responses = await asyncio.gather(*sent)
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses][:2]
-    accepted = sum(r.json()["accepted"] for r in responses)
-    duplicates = sum(r.json()["duplicates"] for r in responses)
-    assert accepted == 2000 and duplicates == 4000
-    usage = await _usage(client, finance, "api_calls", granularity="hour")
-    assert Decimal(usage["total"]) == expected
-    assert sum(b["events"] for b in usage["buckets"]) == 2000
-    daily = await _usage(client, finance, "api_calls", granularity="day")
-    assert Decimal(daily["total"]) == expected
+    assert sum(r.json()["accepted"] for r in responses) == 10_000
+    assert sum(r.json()["duplicates"] for r in responses) == 20_000
+    for meter, total in expected.items():
+        for granularity in ("hour", "day", "month"):
+            usage = await _usage(client, finance, meter, granularity=granularity)
+            assert Decimal(usage["total"]) == total, (meter, granularity)
+    hourly = await _usage(client, finance, "api_calls", granularity="hour")
+    assert sum(b["events"] for b in hourly["buckets"]) == 2000
 
 
 async def test_usage_read_rules(
