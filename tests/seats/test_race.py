@@ -521,3 +521,39 @@ async def test_64_clients_open_exactly_the_concurrent_seat_limit(
         assert (problem["limit"], problem["held"]) == (5, 5), problem
     rows = await _rows(live, "SELECT subject FROM seat_sessions WHERE ended_at IS NULL")
     assert sorted(s for (s,) in rows) == sorted(b["subject"] for b, _ in granted)
+
+
+CONSUMED = (
+    "SELECT coalesce(sum(value), 0) FROM usage_counters u JOIN customers c "
+    "ON c.id = u.customer_id WHERE c.key = %(customer)s AND u.meter = 'api_calls'"
+)
+
+
+async def test_64_clients_consume_exactly_up_to_a_hard_limit(
+    live: Servers,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    backend: dict[str, str],
+    policy: None,
+) -> None:
+    # api_calls limited to 50 (hard); 128 consumes of 1 or 2 units race for it.
+    limit = [{"meter": "api_calls", "limit": 50, "reason": "race"}]
+    await _customer(client, admin, "acme", "team", overrides=limit)
+    bodies = [{"customer": "acme", "feature": "api", "consume": 1 + n % 2} for n in range(ATTEMPTS)]
+    outcome = await race(live, backend, "/v1/check", bodies, sample=CONSUMED, customer="acme")
+
+    outcome.only(200)
+    allowed = [(b, r) for b, r in outcome.results if r.json()["allowed"]]
+    denied = [r.json() for _, r in outcome.results if not r.json()["allowed"]]
+    consumed = sum(b["consume"] for b, _ in allowed)
+    assert consumed <= 50 and outcome.peak() <= 50
+    assert {d["reason"] for d in denied} <= {"usage_limit_reached"}
+    # Nobody was refused while its units still fitted: every denial saw used + n > 50.
+    for d, body in ((r.json(), b) for b, r in outcome.results if not r.json()["allowed"]):
+        assert d["limit"]["used"] + body["consume"] > 50, d
+    # Every allowed consume is counted exactly once: the counters hold exactly their sum, and
+    # there is one usage event per allowed decision, keyed by its decision id.
+    [(total,)] = await _rows(live, CONSUMED, customer="acme")
+    assert total == consumed
+    ids = await _rows(live, "SELECT id FROM usage_event_ids WHERE source = 'allotment:consume'")
+    assert sorted(i for (i,) in ids) == sorted(r.json()["decision_id"] for _, r in allowed)
