@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 import structlog
 from sqlalchemy import MetaData
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
@@ -106,11 +107,12 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
     )
 
 
-def _holds_nul(exc: DataError) -> bool:
+def _holds_nul(exc: DataError | psycopg.DataError) -> bool:
     """PostgreSQL stores no NUL (U+0000) in text or jsonb: psycopg refuses to send one in a
     text parameter (no SQLSTATE: it never reaches the server), and the server refuses a
-    `\\u0000` in a JSON value (22P05, untranslatable_character)."""
-    orig = exc.orig
+    `\\u0000` in a JSON value (22P05, untranslatable_character). Through SQLAlchemy, or
+    straight from the driver (`driver()`)."""
+    orig = exc.orig if isinstance(exc, DataError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
     return sqlstate == "22P05" or (sqlstate is None and "NUL (0x00)" in str(orig))
 
@@ -131,10 +133,16 @@ async def transaction(
         try:
             yield session
             await commit(session)
-        except (OperationalError, InterfaceError) as exc:
+        except (
+            OperationalError,
+            InterfaceError,
+            # Straight from the driver (`driver()`): a lost connection is the same outage.
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+        ) as exc:
             await _safe_rollback(session)
             raise _unavailable(exc) from exc
-        except DataError as exc:
+        except (DataError, psycopg.DataError) as exc:
             await _safe_rollback(session)
             if _holds_nul(exc):  # the caller's text, not the service, is at fault: a 422
                 raise _unstorable() from exc

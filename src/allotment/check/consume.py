@@ -32,7 +32,7 @@ from allotment.check.service import Checker
 from allotment.check.usage import load
 from allotment.contracts import pools
 from allotment.db import after_commit
-from allotment.errors import ValidationFailed
+from allotment.errors import ServiceUnavailable, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.usage import service as usage
@@ -63,12 +63,19 @@ async def consume(
 ) -> bytes:
     now = utcnow()
     snapshot, stale = await checker.snapshot(request.customer, now)
+    if snapshot is None or stale:
+        # Consuming needs the counters, hence PostgreSQL: never answer (and never store under
+        # an Idempotency-Key) a decision that was not made by consuming.
+        raise ServiceUnavailable("The store is unavailable; nothing was consumed. Retry shortly.")
     feature = None
-    if snapshot is not None and snapshot.catalog is not None:
+    if snapshot.catalog is not None:
         feature = snapshot.catalog.features.get(request.feature)
-    if snapshot is None or feature is None or not snapshot.known or snapshot.customer_id is None:
-        # Unknown customer or feature, or the store is down: an ordinary (denying) check.
-        return await checker.check(request)
+    if feature is None or not snapshot.known or snapshot.customer_id is None:
+        # An unknown customer or feature: the evaluator denies it, nothing to consume.
+        verdict = evaluator.evaluate(snapshot, request, now)
+        assert not verdict.allowed
+        document = checker._document(request, verdict, snapshot, stale, now, decision_id=decision)
+        return orjson.dumps(document)
     if feature.meter is None:
         raise _refuse(f"feature '{feature.name}' has no meter to consume from")
     meter = snapshot.catalog.meters[feature.meter]  # type: ignore[union-attr]
