@@ -1,7 +1,10 @@
 """Meter use for checks: each customer's hour, day and month totals, read from the counters.
 
     UsageCache.get(snapshot, now)   per worker, per customer; reread when older than
-                                    `refresh_s` (default 0.25 s) or when the hour turned
+                                    `refresh_s` (default 0.25 s) or when the hour turned:
+                                    one read per customer at a time, in the background while
+                                    the entry is younger than `serve_stale_s` (warm checks
+                                    never wait on PostgreSQL), awaited when older
     UsageCache.forget(customer)     after this worker ingested or consumed for the customer
     load(connection, …)             one select over the month's hourly counters
 
@@ -13,6 +16,7 @@ it reads the counters under the customer's lock (check/consume.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from datetime import datetime
@@ -91,15 +95,19 @@ class UsageCache:
         *,
         maker: async_sessionmaker[AsyncSession],
         refresh_s: float = 0.25,
+        serve_stale_s: float = 0.5,
         max_entries: int = 100_000,
     ) -> None:
         self.maker = maker
         self.refresh_s = refresh_s
+        self.serve_stale_s = max(serve_stale_s, refresh_s)
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, datetime, Usage]] = OrderedDict()
+        self._reads: dict[str, asyncio.Task[Usage]] = {}  # one read per customer at a time
 
     def forget(self, customer: str) -> None:
         self._entries.pop(customer, None)
+        self._reads.pop(customer, None)  # a read already running may predate the change
 
     async def get(self, snapshot: Snapshot, now: datetime) -> Usage | None:
         """The customer's totals, at most `refresh_s` old and of the current hour."""
@@ -108,15 +116,40 @@ class UsageCache:
         key = snapshot.customer
         found = self._entries.get(key)
         clock = time.monotonic()
-        if found is not None and clock - found[0] < self.refresh_s and found[1] == hour_of(now):
-            return found[2]
-        async with self.maker() as session:
-            connection = await session.connection(
-                execution_options={"isolation_level": "AUTOCOMMIT"}
-            )
-            usage = await load(connection, customer_id=snapshot.customer_id, now=now)
-        self._entries[key] = (clock, hour_of(now), usage)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        hour = hour_of(now)
+        if found is not None and found[1] == hour:
+            age = clock - found[0]
+            if age < self.refresh_s:
+                return found[2]
+            if age < self.serve_stale_s:
+                self._read(key, snapshot.customer_id, now)  # refresh in the background
+                return found[2]
+        return await asyncio.shield(self._read(key, snapshot.customer_id, now))
+
+    def _read(self, key: str, customer_id: int, now: datetime) -> asyncio.Task[Usage]:
+        task = self._reads.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(key, customer_id, now))
+            self._reads[key] = task
+        return task
+
+    async def _load(self, key: str, customer_id: int, now: datetime) -> Usage:
+        started = time.monotonic()
+        current = asyncio.current_task()
+        try:
+            async with self.maker() as session:
+                connection = await session.connection(
+                    execution_options={"isolation_level": "AUTOCOMMIT"}
+                )
+                usage = await load(connection, customer_id=customer_id, now=now)
+        except BaseException:
+            if self._reads.get(key) is current:
+                del self._reads[key]
+            raise
+        if self._reads.get(key) is current:  # else forgotten meanwhile: do not keep it
+            del self._reads[key]
+            self._entries[key] = (started, hour_of(now), usage)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
         return usage
