@@ -11,9 +11,11 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
@@ -35,7 +37,8 @@ from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_sessionmaker
-from allotment.errors import install_handlers
+from allotment.deps import Public
+from allotment.errors import document_problems, install_handlers
 from allotment.instances.endpoints import router as instances_router
 from allotment.kit import logs
 from allotment.kit.bus import Bus
@@ -91,7 +94,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.bus = bus
     app.state.principals = principals
     gates.WARN_AT = tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds)
-    usage = UsageCache(maker=maker, refresh_s=settings.usage_refresh_s)
+    usage = UsageCache(
+        maker=maker,
+        refresh_s=settings.usage_refresh_s,
+        serve_stale_s=2 * settings.usage_refresh_s,
+    )
     app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
     await bus.start()
     await decisions.start()
@@ -111,6 +118,44 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await redis.aclose()
         await engine.dispose()
         servers.stop()
+
+
+def _api_routes(app: FastAPI) -> list[APIRoute]:
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        routes = [ctx.original_route for ctx in iter_route_contexts(app.routes)]
+    except ImportError:  # older FastAPI: the routes are flat already
+        routes = list(app.routes)
+    return [route for route in routes if isinstance(route, APIRoute)]
+
+
+def _is_public(route: APIRoute) -> bool:
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        if isinstance(dependant.call, Public):
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+def _declare_problems(app: FastAPI) -> None:
+    """The OpenAPI document declares the problem+json error responses (errors.py) once."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            public = {
+                (route.path, method.lower())
+                for route in _api_routes(app)
+                if _is_public(route)
+                for method in route.methods or ()
+            }
+            document_problems(build(), public=public)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -147,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    _declare_problems(app)
     app.add_middleware(CheckFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -145,6 +145,78 @@ _SLUGS = {
 }
 
 
+# The problem document as JSON Schema: `document_problems` declares it, once, for the error
+# statuses every operation of the OpenAPI document can answer.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem document; extension members vary by `type`.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": PROBLEM_TYPE_BASE + "<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The request path."},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "Each problem of a 422, with the path of the value at fault.",
+            "items": {
+                "type": "object",
+                "required": ["path", "message"],
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_BODY_METHODS = frozenset({"post", "put", "patch"})
+_WRITE_METHODS = _BODY_METHODS | {"delete"}
+
+
+def document_problems(document: dict[str, Any], *, public: set[tuple[str, str]]) -> None:
+    """Declare problem+json responses in an OpenAPI document, in place.
+
+    Every operation gets the statuses any route of its shape can answer (`public` holds the
+    (path, method) of routes without a key): 401/403/503 behind a key, and 409 on its
+    writes (a state conflict, or an `Idempotency-Key` in flight); 400/422 with parameters
+    or a body; 404 with path parameters; 413/415 on POST/PUT/PATCH (the body guard);
+    412/428 with `If-Match`. Other statuses a route answers it declares itself
+    (`responses=`): they get the problem schema here too, and keep their description.
+    FastAPI's own 422 schema (`HTTPValidationError`) is never what the API sends, so it is
+    replaced.
+    """
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            params = operation.get("parameters", [])
+            statuses: set[int] = set()
+            if (path, method) not in public:
+                statuses |= {401, 403, 503}
+                if method in _WRITE_METHODS:
+                    statuses.add(409)
+            if params or "requestBody" in operation:
+                statuses |= {400, 422}
+            if any(p.get("in") == "path" for p in params):
+                statuses.add(404)
+            if method in _BODY_METHODS:
+                statuses |= {413, 415}
+            if any(p.get("in") == "header" and p["name"].lower() == "if-match" for p in params):
+                statuses |= {412, 428}
+            responses = operation.setdefault("responses", {})
+            declared = {int(s) for s in responses if s.isdigit() and int(s) >= 400}
+            for status in sorted(statuses | declared):
+                entry = responses.setdefault(str(status), {})
+                if entry.get("description") in (None, "", "Validation Error"):
+                    entry["description"] = _TITLES.get(status, "Error")
+                entry["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
+
+
 def problem_response(
     status: int,
     detail: str,

@@ -29,7 +29,7 @@ from allotment.errors import NotFound, ValidationFailed
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalogs import load_catalog
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII: \d takes any script's digits
 
 _CONTRACT = text(
     "SELECT k.id, k.customer_id, k.starts_at, k.ends_at, c.key AS customer "
@@ -63,24 +63,23 @@ _COUNTERS = text(
 
 def period(value: str, now: datetime) -> tuple[datetime, datetime]:
     found = _PERIOD.match(value)
-    month = int(found.group(2)) if found else 0
-    if found is None or not 1 <= month <= 12:
+    year, month = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+    if found is None or not 1 <= month <= 12 or year < 1:  # there is no year 0000
         raise ValidationFailed(
             f"period {value!r} is not a month: write YYYY-MM",
             errors=[{"path": "period", "message": "a month, as YYYY-MM"}],
         )
-    year = int(found.group(1))
     start = datetime(year, month, 1, tzinfo=UTC)
+    if start > now:  # before `end`, which 9999-12 has not (year 10000)
+        raise ValidationFailed(
+            f"period {value} has not started: a preview is of this month or an earlier one",
+            errors=[{"path": "period", "message": "a future month"}],
+        )
     end = (
         datetime(year + 1, 1, 1, tzinfo=UTC)
         if month == 12
         else datetime(year, month + 1, 1, tzinfo=UTC)
     )
-    if start > now:
-        raise ValidationFailed(
-            f"period {value} has not started: a preview is of this month or an earlier one",
-            errors=[{"path": "period", "message": "a future month"}],
-        )
     return start, end
 
 

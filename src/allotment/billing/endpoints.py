@@ -17,7 +17,9 @@ from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["billing"])
 
 Finance = Annotated[Principal, require("finance")]
-Period = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="A calendar month, YYYY-MM.")]
+Period = Annotated[
+    str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="A calendar month, YYYY-MM.")
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 

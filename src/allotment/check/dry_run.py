@@ -60,6 +60,7 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.pagination import decode_cursor, encode_cursor
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalogs import load_catalog
+from allotment.policy.schemas import MAX_VERSION
 
 __all__ = ["BATCH_SIZE", "CustomerImpact", "LimitChange", "dry_run", "impact", "router"]
 
@@ -424,7 +425,9 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 @router.post("/{version}/dry-run", response_model=DryRunRead)
 async def dry_run_policy(
-    version: Annotated[int, Path(ge=1, description="The version to try: a draft or published.")],
+    version: Annotated[
+        int, Path(ge=1, le=MAX_VERSION, description="The version to try: a draft or published.")
+    ],
     principal: Annotated[Principal, require()],
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,

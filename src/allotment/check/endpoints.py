@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from allotment.auth.principal import Principal
+from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.check import consume
 from allotment.check.decisions import DecisionRecord
 from allotment.check.model import CheckRequest
@@ -99,7 +99,9 @@ async def check_batch(request: Request, principal: CheckScope) -> Response:
 
 @router.get("/v1/customers/{key}/entitlements")
 async def entitlements(
-    key: str,
+    # A key no customer can have is refused, as /v1/check refuses it, rather than looked up
+    # (and cached, and echoed) as an unknown customer.
+    key: Annotated[str, Path(pattern=CUSTOMER_KEY_PATTERN)],
     principal: Annotated[Principal, require("check", "finance", customer_param="key")],
     request: Request,
 ) -> dict[str, Any]:

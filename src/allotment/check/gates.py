@@ -167,7 +167,11 @@ def period_end(period: str, now: datetime) -> datetime:
 
 
 def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
+    # An integer past 64 bits goes out as a float: the response encoder (orjson) writes no
+    # larger integer, and events may report any reading, so sums can get there.
+    if value == value.to_integral_value() and -(2**63) <= value <= 2**64 - 1:
+        return int(value)
+    return float(value)
 
 
 def meter(

@@ -7,7 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 
 CustomerKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# No NUL: no feature, seat, instance or tenant can hold one, and a decision record holding
+# one could not be stored (it would cost the whole batch of the decision log).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
 
 
 class CheckBody(BaseModel):

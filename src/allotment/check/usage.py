@@ -89,6 +89,13 @@ def _fold(parts: list[MeterTotals], *, greatest: bool) -> MeterTotals:
     )
 
 
+def _retrieved(task: asyncio.Task[Usage]) -> None:
+    """A background read that failed (PostgreSQL down) is retried by the next check that
+    needs it; its error is not a crash to report."""
+    if not task.cancelled():
+        task.exception()
+
+
 class UsageCache:
     def __init__(
         self,
@@ -130,6 +137,7 @@ class UsageCache:
         task = self._reads.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load(key, customer_id, now))
+            task.add_done_callback(_retrieved)
             self._reads[key] = task
         return task
 

@@ -36,6 +36,7 @@ from allotment.customers.schemas import check_attributes
 from allotment.policy.document import AttributeValue, Name
 from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
+from allotment.policy.schemas import MAX_VERSION
 
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
@@ -158,6 +159,7 @@ class ContractCreate(Body):
     policy_version: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_VERSION,
         description="Pin a published policy version; default: follow the active one.",
     )
 
@@ -189,7 +191,9 @@ class ContractAmend(Body):
     overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = None
     ends_at: AwareDatetime | None = Field(default=None, description="null: open-ended.")
-    policy_version: int | None = Field(default=None, ge=1, description="null: unpin.")
+    policy_version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="null: unpin."
+    )
     effective_at: AwareDatetime | None = Field(
         default=None,
         description="When the new terms take effect; default now (or, for a contract whose "

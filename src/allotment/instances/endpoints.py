@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -41,7 +41,14 @@ async def register_instance(
     )
 
 
-@router.post("/v1/instances/{instance_id}/heartbeat", response_model=InstanceRead)
+LEASE_GONE: dict[int | str, dict[str, Any]] = {
+    410: {"description": "The lease lapsed or the instance was deregistered."}
+}
+
+
+@router.post(
+    "/v1/instances/{instance_id}/heartbeat", response_model=InstanceRead, responses=LEASE_GONE
+)
 async def renew_instance(
     instance_id: str, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
@@ -49,7 +56,7 @@ async def renew_instance(
     return await idempotency.respond(instances.read(row, customer))
 
 
-@router.delete("/v1/instances/{instance_id}", status_code=204)
+@router.delete("/v1/instances/{instance_id}", status_code=204, responses=LEASE_GONE)
 async def deregister_instance(
     instance_id: str, principal: Backend, session: SessionDep
 ) -> Response:

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
+from allotment.customers.schemas import check_attributes
 from allotment.policy.document import Name
 
 Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -23,6 +24,9 @@ class InstanceRegister(BaseModel):
     environment: Environment = "production"
     tenant: TenantKey | None = None
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+    # Free-form JSON kept in jsonb and written back in every read: the rules of attributes.
+    _metadata = field_validator("metadata")(check_attributes)
 
 
 class InstanceRead(BaseModel):

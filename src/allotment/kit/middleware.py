@@ -87,19 +87,30 @@ ACCEPTED_MEDIA_TYPES = (
     "application/yaml",
     "application/x-yaml",
     "text/yaml",
+    # POST /v1/policies documents and parses these too (policy/validation.py).
+    "text/json",
+    "text/x-yaml",
 )
 
 
 class BodyGuard:
     """Refuses bodies over `max_bytes` (413, by Content-Length or while streaming) and bodies
-    whose Content-Type is not one the API reads (415), before any endpoint parses them."""
+    whose Content-Type is not one the API reads (415), before any endpoint parses them; and
+    paths or query strings holding a NUL (400), which no key, id or filter can contain and
+    PostgreSQL cannot even be asked about."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or _has_nul(scope.get("query_string", b"")):
+            await self._reject(scope, send, 400, "The path or query string holds a NUL (%00).")
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -108,6 +119,8 @@ class BodyGuard:
         if length_raw is not None:
             try:
                 length = int(length_raw)
+                if length < 0:
+                    raise ValueError(length)
             except ValueError:
                 await self._reject(scope, send, 400, "Content-Length is not a number.")
                 return
@@ -115,20 +128,13 @@ class BodyGuard:
                 await self._reject(scope, send, 413, self._too_large())
                 return
             has_body = has_body or length > 0
-        if has_body:
-            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
-            if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
-                shown = media_type or "none"
-                await self._reject(
-                    scope,
-                    send,
-                    415,
-                    f"Content-Type {shown!r} is not accepted; send application/json.",
-                )
-                return
+        if has_body and not self._readable(headers):
+            await self._reject_media_type(scope, send, headers)
+            return
 
-        if length_raw is None and has_body:
-            # No Content-Length (chunked): buffer up to the limit, then hand the body on.
+        if length_raw is None:
+            # No Content-Length: chunked, or a server that frames bodies without either header
+            # (HTTP/2). Buffer up to the limit, then hand the body on.
             chunks: list[bytes] = []
             received = 0
             more = True
@@ -144,6 +150,9 @@ class BodyGuard:
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
+            if body and not has_body and not self._readable(headers):
+                await self._reject_media_type(scope, send, headers)
+                return
             delivered = False
 
             async def replay() -> Message:
@@ -157,6 +166,19 @@ class BodyGuard:
             return
         await self.app(scope, receive, send)
 
+    @staticmethod
+    def _readable(headers: dict[bytes, bytes]) -> bool:
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        return media_type.lower() in ACCEPTED_MEDIA_TYPES
+
+    async def _reject_media_type(
+        self, scope: Scope, send: Send, headers: dict[bytes, bytes]
+    ) -> None:
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        shown = media_type or "none"
+        detail = f"Content-Type {shown!r} is not accepted; send application/json."
+        await self._reject(scope, send, 415, detail)
+
     def _too_large(self) -> str:
         return f"The request body exceeds the limit of {self.max_bytes} bytes."
 
@@ -164,6 +186,10 @@ class BodyGuard:
         request_id: Any = scope.get("state", {}).get("request_id")
         response = problem_response(status, detail, instance=scope["path"], request_id=request_id)
         await response(scope, _drain, send)
+
+
+def _has_nul(query: bytes) -> bool:
+    return b"\x00" in query or b"%00" in query
 
 
 async def _drain() -> Message:

@@ -45,8 +45,15 @@ FeatureEntry = Annotated[str, StringConstraints(pattern=FEATURE_ENTRY_PATTERN)]
 """A plan's feature entry: `name`, or `+name` / `-name` in a plan that extends another."""
 
 Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
-NonNegative = Annotated[int, Field(ge=0)]
-Positive = Annotated[int, Field(gt=0)]
+# Bounds. Counts the service stores and enforces (seats, kind weights, meter limits) go as
+# far as a contract's own terms may (contracts/schemas.py `Count`); pricing volumes as far
+# as any invoice line can. Unbounded, a 10^20 published and then failed every assignment,
+# check or invoice on the plan: database integers, the JSON encoder's 64 bits.
+MAX_COUNT = 1_000_000_000
+MAX_VOLUME = 10**15
+NonNegative = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Positive = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Volume = Annotated[int, Field(ge=0, le=MAX_VOLUME)]
 
 
 def _attribute_value(value: Any) -> str | int | bool:
@@ -158,14 +165,14 @@ class SeatPriceSpec(Spec):
 
 
 class TierSpec(Spec):
-    up_to: Positive | None = Field(
+    up_to: Annotated[int, Field(gt=0, le=MAX_VOLUME)] | None = Field(
         default=None, description="The total count this tier prices up to; omitted: no bound."
     )
     unit: Rate
 
 
 class MeterPriceSpec(Spec):
-    included: NonNegative | None = Field(default=None, description="Free units (default 0).")
+    included: Volume | None = Field(default=None, description="Free units (default 0).")
     tiers: list[TierSpec] | None = Field(default=None, min_length=1)
 
 

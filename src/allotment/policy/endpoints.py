@@ -15,6 +15,7 @@ from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from allotment.policy import service as policies
 from allotment.policy.document import PolicyDocument
 from allotment.policy.schemas import (
+    MAX_VERSION,
     PolicyDiffRead,
     PolicyRollback,
     PolicyVersionDetail,
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 Admin = Annotated[Principal, require()]
 Reader = Annotated[Principal, require("finance", "check")]
-Version = Annotated[int, Path(ge=1, description="A policy version number.")]
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A policy version number.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 _EXAMPLE_YAML = """currency: USD
@@ -126,7 +127,11 @@ async def policy_schema(principal: Reader) -> Response:
     return Response(_schema_body(), media_type="application/schema+json")
 
 
-@router.get("/active", response_model=PolicyVersionDetail)
+@router.get(
+    "/active",
+    response_model=PolicyVersionDetail,
+    responses={404: {"description": "No version is published yet."}},
+)
 async def get_active_policy(principal: Reader, session: SessionDep) -> PolicyVersionDetail:
     """The version checks use now, with its document; 404 until one is published."""
     row = await policies.get_active(session)
@@ -149,7 +154,11 @@ async def diff_policy(
     session: SessionDep,
     against: Annotated[
         int | None,
-        Query(ge=1, description="The version to compare with; the active one when omitted."),
+        Query(
+            ge=1,
+            le=MAX_VERSION,
+            description="The version to compare with; the active one when omitted.",
+        ),
     ] = None,
 ) -> PolicyDiffRead:
     """What `version` adds, removes and changes relative to `against`, by path."""
@@ -159,7 +168,11 @@ async def diff_policy(
     return PolicyDiffRead.model_validate({"version": version, "against": against, **changes})
 
 
-@router.post("/rollback", response_model=PolicyVersionRead)
+@router.post(
+    "/rollback",
+    response_model=PolicyVersionRead,
+    responses={404: {"description": "There is no such version."}},
+)
 async def rollback_policy(
     body: PolicyRollback, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:

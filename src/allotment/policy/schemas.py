@@ -7,6 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.policy.models import PolicyVersion
 
+# Versions are PostgreSQL `integer`s: a larger number names no version and cannot even be
+# sent as the query's parameter, so it is refused as invalid (422) like a version of 0.
+MAX_VERSION = 2**31 - 1
+
 
 class PolicyVersionRead(BaseModel):
     version: int
@@ -48,7 +52,9 @@ class PolicyVersionDetail(PolicyVersionRead):
 class PolicyRollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to_version: int = Field(ge=1, description="A published version other than the active one.")
+    to_version: int = Field(
+        ge=1, le=MAX_VERSION, description="A published version other than the active one."
+    )
 
 
 class PathAdded(BaseModel):

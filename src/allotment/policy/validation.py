@@ -38,6 +38,14 @@ from allotment.policy.paths import ROOT, Location, format_path
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
 
+# A policy is a few kilobytes. Bounds on what its text expands to: YAML aliases can repeat
+# a value (a long string, a nested list) any number of times at the cost of a few bytes
+# each, so a body under the size limit could otherwise become gigabytes once validated,
+# stored and hashed ("billion laughs"); and no walk of the document may overflow the stack.
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_EXPANDED_CHARS = 4 * 1024 * 1024
+
 
 class PolicyError(TypedDict):
     path: str
@@ -78,15 +86,49 @@ def parse(text: str | bytes, media_type: str) -> object:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise PolicySyntaxError(f"the document is not UTF-8: {exc}") from None
-    if kind == "json":
-        try:
-            return json.loads(text, object_pairs_hook=_unique_json_object)
-        except json.JSONDecodeError as exc:
-            raise PolicySyntaxError(f"invalid JSON: {exc}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        if kind == "json":
+            raw = json.loads(text, object_pairs_hook=_unique_json_object)
+        else:
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except PolicySyntaxError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise PolicySyntaxError(f"invalid JSON: {exc}") from None
     except yaml.YAMLError as exc:
         raise PolicySyntaxError(_yaml_message(exc)) from None
+    except RecursionError:
+        raise PolicySyntaxError(f"the document nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # int() of a number with thousands of digits
+        raise PolicySyntaxError(f"invalid {kind.upper()}: {exc}") from None
+    _check_size(raw)
+    return raw
+
+
+def _check_size(raw: object) -> None:
+    """Raise PolicySyntaxError when `raw`, counted with every alias expanded, nests deeper
+    than MAX_DEPTH, or holds more than MAX_NODES values or MAX_EXPANDED_CHARS of text.
+    Iterative, and stops at the first bound crossed: a bomb costs only the budget."""
+    pending: list[tuple[object, int]] = [(raw, 1)]
+    nodes = chars = 0
+    while pending:
+        value, depth = pending.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise PolicySyntaxError(f"the document nests deeper than {MAX_DEPTH} levels")
+        if nodes > MAX_NODES or chars > MAX_EXPANDED_CHARS:
+            raise PolicySyntaxError(
+                f"the document expands to more than {MAX_NODES} values or "
+                f"{MAX_EXPANDED_CHARS} characters (YAML aliases count once per use)"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                chars += len(key) if isinstance(key, str) else 8
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            chars += len(value)
 
 
 def load(text: str | bytes, media_type: str) -> ValidationResult:

@@ -79,7 +79,9 @@ async def open_session(
     return await idempotency.respond(sessions.read(row, key), status=201)
 
 
-LEASE_GONE: dict[int | str, dict[str, Any]] = {410: {"description": "The session lapsed or was closed (`reason` says which)."}}
+LEASE_GONE: dict[int | str, dict[str, Any]] = {
+    410: {"description": "The session lapsed or was closed (`reason` says which)."}
+}
 
 
 @router.post(

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
-from allotment.auth.principal import Principal
+from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.db import after_commit
 from allotment.deps import SessionDep, require
 from allotment.errors import (
@@ -41,12 +41,18 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "minLength": 1},
         "source": {"type": "string", "minLength": 1},
         "type": {"type": "string", "minLength": 1},
-        "subject": {"type": "string", "minLength": 1, "description": "The customer's key."},
+        "subject": {
+            "type": "string",
+            "pattern": CUSTOMER_KEY_PATTERN,
+            "description": "The customer's key.",
+        },
         "time": {"type": "string", "format": "date-time"},
         "tenant": {"type": "string"},
         "data": {},
     },
 }
+
+_BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxItems": MAX_BATCH}
 
 
 @router.post(
@@ -57,10 +63,9 @@ _EVENT_SCHEMA: dict[str, Any] = {
             "required": True,
             "content": {
                 "application/cloudevents+json": {"schema": _EVENT_SCHEMA},
-                "application/json": {"schema": _EVENT_SCHEMA},
-                BATCH_MEDIA_TYPE: {
-                    "schema": {"type": "array", "items": _EVENT_SCHEMA, "maxItems": MAX_BATCH}
-                },
+                # Plain JSON takes either: an array is a batch, whatever the media type.
+                "application/json": {"schema": {"anyOf": [_EVENT_SCHEMA, _BATCH_SCHEMA]}},
+                BATCH_MEDIA_TYPE: {"schema": _BATCH_SCHEMA},
             },
         }
     },

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 from allotment.kit.clock import isoformat
 
 Problem = dict[str, str]
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,20}$")
+_CUSTOMER_KEY = re.compile(CUSTOMER_KEY_PATTERN)
 _KNOWN = frozenset(
     {
         "specversion",
@@ -99,6 +101,9 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
     if raw.get("specversion") != "1.0":
         problems.append({"path": "specversion", "message": 'must be "1.0" (CloudEvents 1.0)'})
     event_id, source, kind, subject = text("id"), text("source"), text("type"), text("subject")
+    if subject and not _CUSTOMER_KEY.match(subject):
+        # Not a key any customer can have (nor one PostgreSQL could be asked about: NUL).
+        problems.append({"path": "subject", "message": "a customer key: a-z, 0-9, -_. (≤ 64)"})
     moment = window.now
     if "time" in raw and raw["time"] is not None:
         moment_or_problem = _time(raw["time"])
