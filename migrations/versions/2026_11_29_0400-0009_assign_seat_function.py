@@ -59,6 +59,11 @@ BEGIN
             NULL::timestamptz, NULL::integer;
         RETURN;
     END IF;
+    -- The time is read once the lock is held (unless the caller fixed it): an assignment
+    -- that queued behind a downgrade or a release is judged, and stamped, when it runs.
+    IF p_now IS NULL THEN
+        p_now := clock_timestamp();
+    END IF;
     -- Are the caller's limits still those in force?
     SELECT k.starts_at, k.ends_at INTO v_starts, v_ends FROM contracts k
         WHERE k.id = p_contract AND k.customer_id = v_customer;

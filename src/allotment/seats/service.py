@@ -33,7 +33,7 @@ from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
 from allotment.db import after_commit, driver
 from allotment.errors import Conflict, NotFound, ValidationFailed
-from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.clock import isoformat
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
@@ -192,7 +192,6 @@ async def assign_known(
     if known is None:
         return None
     seats = known.seats
-    now = now or utcnow()
     pg = await driver(session)
     window = seats.burst_window if seats.burst_extra else None
     cursor = await pg.execute(
