@@ -194,3 +194,16 @@ async def test_usage_read_rules(
         headers=backend,
     )
     assert forbidden.status_code == 403
+
+
+async def test_every_required_attribute_is_named_when_missing(
+    client: httpx.AsyncClient, backend: dict[str, str], metered: str
+) -> None:
+    full = event("req-1")
+    for attribute in ("specversion", "id", "source", "type", "subject"):
+        broken = {k: v for k, v in full.items() if k != attribute}
+        response = await send(client, backend, broken)
+        assert response.status_code == 422, (attribute, response.text)
+        assert attribute in [e["path"] for e in response.json()["errors"]]
+    naive = await send(client, backend, {**full, "time": "2026-11-01T00:00:00"})
+    assert naive.status_code == 422 and naive.json()["errors"][0]["path"] == "time"
