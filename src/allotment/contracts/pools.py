@@ -15,12 +15,15 @@ once; allocations already held above a lowered limit stay held.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import invalidation
 from allotment.contracts import service as contracts
 from allotment.contracts.terms import EffectiveLimits, SeatLimits, TermsOutOfCatalog
 from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFailed
@@ -29,10 +32,12 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.policy.catalog import InstancePool
 from allotment.tenants.quotas import Quotas
+from allotment.usage import lifecycle
 
 _LOCK = text("SELECT id FROM customers WHERE key = :key FOR UPDATE")
 _FIND = text("SELECT id FROM customers WHERE key = :key")
 _TENANT = text("SELECT quotas FROM tenants WHERE customer_id = :customer AND key = :key")
+_KEY = text("SELECT key FROM customers WHERE id = :c")
 
 
 class NoContractInForce(Conflict):
@@ -220,3 +225,81 @@ async def lease_gone(
         reason=str(row.end_reason),
         ended_at=row.ended_at,
     )
+
+
+# -- leases: what sessions and instances share -------------------------------------------------
+
+LeaseView = Callable[[Any], dict[str, Any]]  # a row as its audit record and event show it
+
+
+async def _customer_key(session: AsyncSession, customer_id: int) -> str:
+    return str((await session.execute(_KEY, {"c": customer_id})).scalar_one())
+
+
+async def renew_lease(
+    session: AsyncSession, table: leases.LeaseTable, lease_id: str, noun: str, now: datetime
+) -> tuple[Any, str]:
+    """Renew a live lease by its TTL: (row, customer key), or 404/410. A renewal changes no
+    one's entitlement (the lease was live and stays live), so it is neither audited nor
+    invalidates snapshots (they reload by themselves at the lease's old expiry)."""
+    row = await leases.renew(session, table, lease_id, now)
+    if row is None:
+        raise await lease_gone(session, table, lease_id, noun)
+    return row, await _customer_key(session, row.customer_id)
+
+
+async def end_lease(
+    session: AsyncSession,
+    table: leases.LeaseTable,
+    lease_id: str,
+    noun: str,
+    *,
+    actor: str,
+    view: LeaseView,
+    now: datetime,
+) -> tuple[Any, str]:
+    """End a live lease now (`<noun>.closed` / `.deregistered`), audited, with its lifecycle
+    event and an invalidation: (row, customer key), or 404/410."""
+    row = await leases.end(session, table, lease_id, now)
+    if row is None:
+        raise await lease_gone(session, table, lease_id, noun)
+    customer_key = await _customer_key(session, row.customer_id)
+    lifecycle.record(
+        session,
+        customer_id=row.customer_id,
+        actor=actor,
+        action=f"{noun}.{row.end_reason}",
+        target_type=noun,
+        target_key=f"{customer_key}/{row.id}",
+        after=view(row),
+    )
+    await invalidation.bump_customer(
+        session, customer_id=row.customer_id, customer_key=customer_key
+    )
+    return row, customer_key
+
+
+async def reap_leases(
+    session: AsyncSession,
+    table: leases.LeaseTable,
+    noun: str,
+    *,
+    view: LeaseView,
+    now: datetime,
+    batch: int,
+) -> int:
+    """End up to `batch` lapsed leases at their expiry (`<noun>.expired`), audited; safe with
+    any number of reapers at once. No invalidation: a lapsed lease stopped counting at its
+    expiry, and every snapshot that held it live was valid only until then."""
+    rows = await leases.reap(session, table, now, batch=batch)
+    for row in rows:
+        lifecycle.record(
+            session,
+            customer_id=row.customer_id,
+            actor="system:reaper",
+            action=f"{noun}.expired",
+            target_type=noun,
+            target_key=f"{row.customer_key}/{row.id}",
+            after=view(row),
+        )
+    return len(rows)

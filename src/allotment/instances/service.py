@@ -60,7 +60,6 @@ _INSERT = text(
     "metadata, ttl_s, registered_at, lease_expires_at) VALUES (:id, :c, :f, :kind, :weight, "
     f":env, :tenant, :meta, :ttl, :now, :expires) RETURNING {COLUMNS}"
 ).bindparams(bindparam("meta", type_=JSONB))
-_CUSTOMER_KEY = text("SELECT key FROM customers WHERE id = :c")
 
 
 class InstanceChanged(Conflict):
@@ -211,41 +210,19 @@ async def register(
     return Registration(row, customer_key, created=True)
 
 
-async def _customer_key(session: AsyncSession, customer_id: int) -> str:
-    return str((await session.execute(_CUSTOMER_KEY, {"c": customer_id})).scalar_one())
-
-
 async def heartbeat(
     session: AsyncSession, *, instance_id: str, now: datetime | None = None
 ) -> tuple[Any, str]:
-    """Renew a live instance's lease. Like a session renewal, it changes no entitlement: not
-    audited, no invalidation (snapshots reload by themselves at the lease's old expiry)."""
-    row = await leases.renew(session, TABLE, instance_id, now or utcnow())
-    if row is None:
-        raise await pools.lease_gone(session, TABLE, instance_id, "instance")
-    return row, await _customer_key(session, row.customer_id)
+    """Renew a live instance's lease (`contracts.pools.renew_lease`)."""
+    return await pools.renew_lease(session, TABLE, instance_id, "instance", now or utcnow())
 
 
 async def deregister(
     session: AsyncSession, *, instance_id: str, actor: str, now: datetime | None = None
 ) -> tuple[Any, str]:
-    row = await leases.end(session, TABLE, instance_id, now or utcnow())
-    if row is None:
-        raise await pools.lease_gone(session, TABLE, instance_id, "instance")
-    customer_key = await _customer_key(session, row.customer_id)
-    lifecycle.record(
-        session,
-        customer_id=row.customer_id,
-        actor=actor,
-        action=f"instance.{row.end_reason}",
-        target_type="instance",
-        target_key=f"{customer_key}/{row.id}",
-        after=audit_view(row),
+    return await pools.end_lease(
+        session, TABLE, instance_id, "instance", actor=actor, view=audit_view, now=now or utcnow()
     )
-    await invalidation.bump_customer(
-        session, customer_id=row.customer_id, customer_key=customer_key
-    )
-    return row, customer_key
 
 
 async def list_instances(

@@ -41,7 +41,6 @@ _INSERT = text(
     "INSERT INTO seat_sessions (id, customer_id, subject, tenant, ttl_s, opened_at, expires_at) "
     f"VALUES (:id, :c, :s, :tenant, :ttl, :now, :expires) RETURNING {COLUMNS}"
 )
-_CUSTOMER_KEY = text("SELECT key FROM customers WHERE id = :c")
 
 
 class SessionNotFound(NotFound):
@@ -142,38 +141,16 @@ async def open_session(
     return row
 
 
-async def _customer_key(session: AsyncSession, customer_id: int) -> str:
-    return str((await session.execute(_CUSTOMER_KEY, {"c": customer_id})).scalar_one())
-
-
 async def heartbeat(
     session: AsyncSession, *, session_id: str, now: datetime | None = None
 ) -> tuple[Any, str]:
-    """Renew a live session's lease by its TTL. A renewal changes no one's entitlement (the
-    session was live and stays live), so it is neither audited nor invalidates snapshots."""
-    row = await leases.renew(session, TABLE, session_id, now or utcnow())
-    if row is None:
-        raise await pools.lease_gone(session, TABLE, session_id, "session")
-    return row, await _customer_key(session, row.customer_id)
+    """Renew a live session's lease (`contracts.pools.renew_lease`)."""
+    return await pools.renew_lease(session, TABLE, session_id, "session", now or utcnow())
 
 
 async def close(
     session: AsyncSession, *, session_id: str, actor: str, now: datetime | None = None
 ) -> tuple[Any, str]:
-    row = await leases.end(session, TABLE, session_id, now or utcnow())
-    if row is None:
-        raise await pools.lease_gone(session, TABLE, session_id, "session")
-    customer_key = await _customer_key(session, row.customer_id)
-    lifecycle.record(
-        session,
-        customer_id=row.customer_id,
-        actor=actor,
-        action=f"session.{row.end_reason}",
-        target_type="session",
-        target_key=f"{customer_key}/{row.id}",
-        after=audit_view(row),
+    return await pools.end_lease(
+        session, TABLE, session_id, "session", actor=actor, view=audit_view, now=now or utcnow()
     )
-    await invalidation.bump_customer(
-        session, customer_id=row.customer_id, customer_key=customer_key
-    )
-    return row, customer_key
