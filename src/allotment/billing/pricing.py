@@ -36,23 +36,30 @@ an invoice serializes the same bytes every time. docs/billing.md works every rul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from allotment.billing.measure import (
+    QUANTITY_PLACES,
+    SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
+    ZERO,
+    clip,
+    days,
+    decimal,
+    money,
+    seconds,
+    steps,
+    text,
+)
 from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Addon, MeterPrice, Plan, Price, Tier
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
-
-QUANTITY_PLACES = 6
-SECONDS_PER_DAY = 86_400
-SECONDS_PER_HOUR = 3_600
-ZERO = Fraction(0)
-
 
 # -- inputs and outputs ----------------------------------------------------------------------
 
@@ -214,12 +221,12 @@ class _Pricer:
         self.group = group
         self.terms = group.terms
         self.plan = group.terms.plan
-        self.seconds = _seconds(group.end - group.start)
-        self.fraction = self.seconds / _seconds(data.period_end - data.period_start)
+        self.seconds = seconds(group.end - group.start)
+        self.fraction = self.seconds / seconds(data.period_end - data.period_start)
         self.days = self.seconds / SECONDS_PER_DAY
         fee_end = min(group.segments[-1].fee_end or group.end, data.period_end)
-        self.fee_seconds = _seconds(max(fee_end, group.end) - group.start)
-        self.fee_fraction = self.fee_seconds / _seconds(data.period_end - data.period_start)
+        self.fee_seconds = seconds(max(fee_end, group.end) - group.start)
+        self.fee_fraction = self.fee_seconds / seconds(data.period_end - data.period_start)
         self.fee_days = self.fee_seconds / SECONDS_PER_DAY
         self.revisions = tuple(dict.fromkeys(s.revision for s in group.segments))
         self.versions = tuple(sorted({s.policy_version for s in group.segments}))
@@ -247,13 +254,13 @@ class _Pricer:
         unit_price = self.plan.price.base
         return self._line(
             "base",
-            f"{self.plan.name}: base fee, {_days(self.fee_days)} of "
-            f"{_days(self.fee_days / self.fee_fraction)} days",
+            f"{self.plan.name}: base fee, {days(self.fee_days)} of "
+            f"{days(self.fee_days / self.fee_fraction)} days",
             quantity=self.fee_fraction,
             unit="month",
             unit_price=unit_price,
             amount=Fraction(unit_price) * self.fee_fraction,
-            source={"active_days": _text(self.fee_days)},
+            source={"active_days": text(self.fee_days)},
         )
 
     def _seats(self) -> list[Line | None]:
@@ -262,21 +269,21 @@ class _Pricer:
         burst = limit is not None and self.terms.seat_model == "named"
         if seat_price is None and not burst:
             return []
-        steps, count = _steps(self.data.seats, self.group.start, self.group.end)
+        pieces, count = steps(self.data.seats, self.group.start, self.group.end)
         out: list[Line | None] = []
         if seat_price is not None:
             if seat_price.basis == "peak":
-                basis = Fraction(max(held for _, held in steps))
+                basis = Fraction(max(held for _, held in pieces))
             elif seat_price.basis == "end":
-                basis = Fraction(steps[-1][1])
+                basis = Fraction(pieces[-1][1])
             else:
-                basis = sum((length * held for length, held in steps), ZERO) / self.seconds
+                basis = sum((length * held for length, held in pieces), ZERO) / self.seconds
             quantity = max(ZERO, basis - seat_price.included)
             out.append(
                 self._line(
                     "seats",
                     f"seats over {seat_price.included} included "
-                    f"({seat_price.basis} {_text(basis)}), for {_days(self.days)} days",
+                    f"({seat_price.basis} {text(basis)}), for {days(self.days)} days",
                     quantity=quantity,
                     unit="seat",
                     unit_price=seat_price.unit,
@@ -284,16 +291,16 @@ class _Pricer:
                     source={
                         "model": self.terms.seat_model,
                         "basis": seat_price.basis,
-                        "held": _text(basis),
+                        "held": text(basis),
                         "included": seat_price.included,
                         "intervals": count,
-                        "fraction": _text(self.fraction),
-                        "active_days": _text(self.days),
+                        "fraction": text(self.fraction),
+                        "active_days": text(self.days),
                     },
                 )
             )
         if burst and limit is not None:
-            over = sum((length * max(0, held - limit) for length, held in steps), ZERO)
+            over = sum((length * max(0, held - limit) for length, held in pieces), ZERO)
             seat_days = over / SECONDS_PER_DAY
             unit_price = self.plan.price.burst_seat_day
             out.append(
@@ -313,10 +320,10 @@ class _Pricer:
         kinds: dict[tuple[str, int], list[Any]] = {}  # (kind, weight) → [intervals, hours]
         total = ZERO
         for interval in self.data.instances:
-            clipped = _clip(interval, self.group.start, self.group.end)
+            clipped = clip(interval, self.group.start, self.group.end)
             if clipped is None:
                 continue
-            hours = _seconds(clipped[1] - clipped[0]) / SECONDS_PER_HOUR
+            hours = seconds(clipped[1] - clipped[0]) / SECONDS_PER_HOUR
             total += hours * interval.weight
             entry = kinds.setdefault((interval.kind or "", interval.weight), [0, ZERO])
             entry[0] += 1
@@ -336,7 +343,7 @@ class _Pricer:
                         "kind": kind or None,
                         "weight": weight,
                         "intervals": entry[0],
-                        "hours": _text(entry[1]),
+                        "hours": text(entry[1]),
                     }
                     for (kind, weight), entry in sorted(kinds.items())
                 ],
@@ -357,7 +364,7 @@ class _Pricer:
         amount = sum((units * Fraction(tier.unit) for tier, units in split), ZERO)
         used = [tier for tier, units in split if units > 0]
         if len(used) > 1:
-            unit_price = _decimal(amount / quantity, RATE_MAX_PLACES)
+            unit_price = decimal(amount / quantity, RATE_MAX_PLACES)
         elif used:
             unit_price = used[0].unit
         else:
@@ -365,7 +372,7 @@ class _Pricer:
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
         return self._line(
             f"meter:{name}",
-            f"{name}: {_text(total, places)} used, {meter_price.included} included",
+            f"{name}: {text(total, places)} used, {meter_price.included} included",
             quantity=quantity,
             unit=name,
             unit_price=unit_price,
@@ -374,13 +381,13 @@ class _Pricer:
             source={
                 "meter": name,
                 "events": measured.events,
-                "total": _text(total, places),
+                "total": text(total, places),
                 "included": meter_price.included,
                 "tiers": [
                     {
                         "up_to": tier.up_to,
                         "unit": format_amount(tier.unit),
-                        "quantity": _text(units, places),
+                        "quantity": text(units, places),
                     }
                     for tier, units in split
                 ],
@@ -390,13 +397,13 @@ class _Pricer:
     def _addon(self, addon: Addon) -> Line | None:
         return self._line(
             f"addon:{addon.name}",
-            f"add-on {addon.name}, {_days(self.fee_days)} of "
-            f"{_days(self.fee_days / self.fee_fraction)} days",
+            f"add-on {addon.name}, {days(self.fee_days)} of "
+            f"{days(self.fee_days / self.fee_fraction)} days",
             quantity=self.fee_fraction,
             unit="month",
             unit_price=addon.price,
             amount=Fraction(addon.price) * self.fee_fraction,
-            source={"addon": addon.name, "active_days": _text(self.fee_days)},
+            source={"addon": addon.name, "active_days": text(self.fee_days)},
         )
 
     def _adjustment(self, priced: Sequence[Line]) -> Line | None:
@@ -418,7 +425,7 @@ class _Pricer:
             description,
             quantity=base,
             unit=self.data.currency,
-            unit_price=_decimal(rate, RATE_MAX_PLACES),
+            unit_price=decimal(rate, RATE_MAX_PLACES),
             amount=base * rate,
             places=self.data.minor_digits,
             source={
@@ -445,7 +452,7 @@ class _Pricer:
         return Line(
             code=code,
             description=description,
-            quantity=_decimal(quantity, places),
+            quantity=decimal(quantity, places),
             unit=unit,
             unit_price=unit_price,
             amount=money(amount, self.data.minor_digits),
@@ -460,45 +467,7 @@ class _Pricer:
         )
 
 
-# -- time, counts and tiers ------------------------------------------------------------------
-
-
-def _seconds(span: timedelta) -> Fraction:
-    return Fraction(span.days * SECONDS_PER_DAY + span.seconds) + Fraction(
-        span.microseconds, 1_000_000
-    )
-
-
-def _clip(interval: Interval, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
-    """The part of [interval.start, interval.end) inside [start, end); None when empty. An
-    open interval (end None) runs to `end`."""
-    lo = max(interval.start, start)
-    hi = end if interval.end is None else min(interval.end, end)
-    return (lo, hi) if lo < hi else None
-
-
-def _steps(
-    intervals: Iterable[Interval], start: datetime, end: datetime
-) -> tuple[list[tuple[Fraction, int]], int]:
-    """How many intervals are held over [start, end), as consecutive (seconds, count) pieces
-    covering it, and how many intervals overlap it. An interval [s, e) is held at t when
-    s ≤ t < e, so one ending where another starts never counts twice."""
-    deltas: dict[datetime, int] = {}
-    overlapping = 0
-    for interval in intervals:
-        clipped = _clip(interval, start, end)
-        if clipped is None:
-            continue
-        overlapping += 1
-        deltas[clipped[0]] = deltas.get(clipped[0], 0) + 1
-        deltas[clipped[1]] = deltas.get(clipped[1], 0) - 1
-    points = sorted({start, end, *deltas})
-    pieces: list[tuple[Fraction, int]] = []
-    held = 0
-    for lo, hi in zip(points, points[1:], strict=False):
-        held += deltas.get(lo, 0)
-        pieces.append((_seconds(hi - lo), held))
-    return pieces, overlapping
+# -- tiers ----------------------------------------------------------------------------------
 
 
 def _tiered(total: Fraction, meter_price: MeterPrice) -> list[tuple[Tier, Fraction]]:
@@ -520,30 +489,3 @@ def _next_tier(meter_price: MeterPrice) -> Tier:
         if tier.up_to is not None and tier.up_to > meter_price.included:
             return tier
     return meter_price.tiers[-1] if meter_price.tiers else Tier(up_to=None, unit=Decimal(0))
-
-
-# -- numbers ---------------------------------------------------------------------------------
-
-
-def money(amount: Fraction, minor_digits: int) -> Decimal:
-    """`amount` rounded half-even to `minor_digits` places, with exactly that exponent
-    (0.125 → 0.12, 0.135 → 0.14, −0.125 → −0.12; JPY 12.5 → 12)."""
-    units = round(amount * 10**minor_digits)
-    return Decimal(f"{units}E-{minor_digits}")
-
-
-def _decimal(value: Fraction, places: int) -> Decimal:
-    """`value` rounded half-even to `places`, trailing zeros dropped (never an exponent)."""
-    units = round(value * 10**places)
-    while places > 0 and units % 10 == 0:
-        units //= 10
-        places -= 1
-    return Decimal(f"{units}E-{places}")
-
-
-def _text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
-    return format_amount(_decimal(value, places))
-
-
-def _days(days: Fraction) -> str:
-    return _text(days, 2)

@@ -10,42 +10,33 @@ soft limit passed, an override that granted more — so finance sees it before c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from allotment.billing.data import Gathered
-from allotment.billing.pricing import Interval, Segment
+from allotment.billing.measure import ZERO, steps
+from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts.terms import instance_limits
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import UsageLimit
 
 DAY = Decimal(86400)
+MeterTotals = Callable[[datetime, datetime, str], MeterTotal]
 
 
 def sweep(
     intervals: Sequence[Interval], start: datetime, end: datetime, limit: int | None
 ) -> tuple[int, Decimal]:
-    """(peak weight held in [start, end), weight-days held over `limit`)."""
-    changes: list[tuple[datetime, int]] = []
-    for interval in intervals:
-        s = max(interval.start, start)
-        e = min(interval.end or end, end)
-        if e > s:
-            changes.append((s, interval.weight))
-            changes.append((e, -interval.weight))
-    changes.sort(key=lambda c: (c[0], c[1]))  # ends before starts at the same instant
-    held = peak = 0
-    over = Decimal(0)
-    last = start
-    for moment, delta in changes:
-        if limit is not None and held > limit:
-            over += Decimal(held - limit) * Decimal((moment - last).total_seconds()) / DAY
-        held += delta
-        peak = max(peak, held)
-        last = moment
-    return peak, over
+    """(peak weight held in [start, end), weight-days held over `limit`): the same held-weight
+    steps pricing bills seats from (billing/measure.py)."""
+    pieces, _ = steps(intervals, start, end)
+    peak = max((held for _, held in pieces), default=0)
+    over = ZERO
+    if limit is not None:
+        over = sum((length * max(0, held - limit) for length, held in pieces), ZERO)
+    return peak, Decimal(over.numerator) / Decimal(over.denominator) / DAY
 
 
 def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
@@ -65,9 +56,8 @@ def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
     return limits
 
 
-def _busiest(gathered: Gathered, segment: Segment, meter: str, period: str) -> Decimal:
+def _busiest(total: MeterTotals, segment: Segment, meter: str, period: str) -> Decimal:
     """The meter's use in the segment, or for day and hour limits its busiest day or hour."""
-    total = gathered.meters()
     if period == "month":
         return total(segment.start, segment.end, meter).quantity
     step = timedelta(days=1) if period == "day" else timedelta(hours=1)
@@ -87,6 +77,7 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
     meters: list[dict[str, Any]] = []
     overrides: list[dict[str, Any]] = []
     found: list[str] = []
+    totals = gathered.meters()
     for segment in gathered.segments:
         where = (
             f"revision {segment.revision} ({isoformat(segment.start)} to {isoformat(segment.end)})"
@@ -128,7 +119,7 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
                     f"in {where}"
                 )
         for name, limit in sorted(_limits(segment, gathered).items()):
-            used = _busiest(gathered, segment, name, limit.period)
+            used = _busiest(totals, segment, name, limit.period)
             status = "within"
             if used > limit.limit:
                 status = f"over_{limit.enforcement}"

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -42,15 +42,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allotment.check import holdings
 from allotment.check.metrics import INVALIDATION_LAG, SNAPSHOT_CACHE
 from allotment.check.model import (
-    NO_HOLDINGS,
     ContractView,
     FeatureOverride,
-    Holdings,
-    InstanceHold,
     LimitOverride,
-    SessionHold,
     Snapshot,
 )
 from allotment.contracts.terms import Terms, instance_limits, seat_limits
@@ -60,7 +57,6 @@ from allotment.kit.clock import isoformat
 from allotment.policy import catalogs as _catalogs
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalogs import load_catalog
-from allotment.tenants.quotas import Quotas
 
 log = structlog.get_logger("allotment.snapshot")
 
@@ -91,89 +87,6 @@ _LOAD = text(
     "WHERE c.key = :key "
     "ORDER BY k.id, r.revision"
 )
-
-
-# What the customer holds (check/model.Holdings), in a second round trip of the same load.
-# Instances: each fingerprint's latest registration among the live ones and those ended in
-# the last day (a deregistered one then reads as unknown, a lapsed one as lease_expired).
-_HOLDINGS = text(
-    "SELECT 's' AS k, subject AS name, type AS detail, tenant, NULL::timestamptz AS until, "
-    "0 AS weight FROM seats WHERE customer_id = :c AND released_at IS NULL "
-    "UNION ALL SELECT 'x', subject, NULL, tenant, expires_at, 0 FROM seat_sessions "
-    "WHERE customer_id = :c AND ended_at IS NULL AND expires_at > :now "
-    "UNION ALL (SELECT DISTINCT ON (fingerprint) 'i', fingerprint, "
-    "coalesce(end_reason, 'live'), tenant, lease_expires_at, weight FROM instances "
-    "WHERE customer_id = :c AND (ended_at IS NULL OR ended_at > :recent) "
-    "ORDER BY fingerprint, registered_at DESC) "
-    "UNION ALL SELECT 't', key, quotas::text, NULL, NULL, 0 FROM tenants WHERE customer_id = :c"
-)
-RECENT_INSTANCES = timedelta(days=1)
-
-
-def holdings_payload(rows: Sequence[Any], now: datetime) -> tuple[dict[str, Any], datetime | None]:
-    """The `holdings` part of a snapshot payload from the rows of `_HOLDINGS`, and the
-    earliest live lease expiry after `now` (when the snapshot must be reloaded)."""
-    seats: list[list[Any]] = []
-    sessions: list[list[Any]] = []
-    instances: list[list[Any]] = []
-    tenants: dict[str, Any] = {}
-    earliest: datetime | None = None
-    for row in rows:
-        if row.k == "s":
-            seats.append([row.name, row.detail, row.tenant])
-        elif row.k == "x":
-            sessions.append([row.name, row.tenant, isoformat(row.until)])
-        elif row.k == "i":
-            if row.detail == "deregistered":
-                continue
-            ended = row.detail == "expired"
-            instances.append([row.name, row.weight, row.tenant, isoformat(row.until), ended])
-        else:
-            tenants[row.name] = orjson.loads(row.detail)
-            continue
-        if row.until is not None and row.until > now and row.detail != "expired":
-            earliest = row.until if earliest is None else min(earliest, row.until)
-    payload = {
-        "seats": seats,
-        "sessions": sessions,
-        "instances": instances,
-        "tenants": tenants,
-        "as_of": isoformat(now),
-    }
-    return payload, earliest
-
-
-def _holdings(payload: Mapping[str, Any] | None) -> Holdings:
-    if payload and "as_of" in payload:
-        as_of: datetime | None = datetime.fromisoformat(payload["as_of"])
-    else:
-        as_of = None
-    if not payload:
-        return NO_HOLDINGS
-    members: dict[str, str | None] = {}
-    guests: dict[str, str | None] = {}
-    for subject, kind, tenant in payload["seats"]:
-        (members if kind == "member" else guests)[subject] = tenant
-    sessions = tuple(
-        SessionHold(subject, tenant, datetime.fromisoformat(until))
-        for subject, tenant, until in payload["sessions"]
-    )
-    expiry: dict[str, datetime] = {}
-    for hold in sessions:
-        if hold.subject not in expiry or expiry[hold.subject] < hold.expires_at:
-            expiry[hold.subject] = hold.expires_at
-    return Holdings(
-        members=members,
-        guests=guests,
-        sessions=sessions,
-        session_expiry=expiry,
-        instances={
-            fingerprint: InstanceHold(weight, tenant, datetime.fromisoformat(until), ended)
-            for fingerprint, weight, tenant, until, ended in payload["instances"]
-        },
-        tenants={key: Quotas.from_json(q) for key, q in payload["tenants"].items()},
-        as_of=as_of,
-    )
 
 
 class _ContractRow(NamedTuple):
@@ -231,7 +144,7 @@ def build(
             contract=None,
             plan=None,
             customer_attributes=payload.get("attributes") or {},
-            holdings=_holdings(payload.get("holdings")),
+            holdings=holdings.from_payload(payload.get("holdings")),
             customer_id=payload.get("customer_id"),
         )
     terms = Terms.from_json(contract_row["terms"])
@@ -274,7 +187,7 @@ def build(
         plan=plan,
         customer_attributes=payload.get("attributes") or {},
         base_features=frozenset(base),
-        holdings=_holdings(payload.get("holdings")),
+        holdings=holdings.from_payload(payload.get("holdings")),
         customer_id=payload.get("customer_id"),
     )
 
@@ -479,10 +392,11 @@ class SnapshotCache:
             contract, valid_until, pinned_digest = _pick_rows(rows, now)
             held = (
                 await connection.execute(
-                    _HOLDINGS, {"c": row.id, "now": now, "recent": now - RECENT_INSTANCES}
+                    holdings.LOAD,
+                    {"c": row.id, "now": now, "recent": now - holdings.RECENT_INSTANCES},
                 )
             ).all()
-            holdings, lapse = holdings_payload(held, now)
+            held_payload, lapse = holdings.payload(held, now)
             if lapse is not None and (valid_until is None or lapse < valid_until):
                 valid_until = lapse
             payload = customer_payload(
@@ -492,7 +406,7 @@ class SnapshotCache:
                 contract=contract,
                 valid_until=valid_until,
             )
-            payload["holdings"] = holdings
+            payload["holdings"] = held_payload
             payload["customer_id"] = row.id
             valid_until = _dt(payload.get("valid_until"))
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -260,7 +260,9 @@ async def assign_known(
 
 def _refuse_members(
     seats: SeatLimits, held: int, window_end: datetime | None, *, closed: bool
-) -> None:
+) -> NoReturn:
+    """seat_limit_reached for a member seat: the burst window closed (`closed`), no burst at
+    all, or the pool and its burst seats full. Both assignment paths refuse through here."""
     refusal: dict[str, Any] = dict(
         reason="seat_limit_reached", pool="seats", limit=seats.limit, held=held, frees_at=None
     )
@@ -400,21 +402,10 @@ async def _member_room(
         if episode is not None:  # the limit was raised under an open episode: it is over
             await session.execute(_END_BURST, {"c": c, "now": now})
         return None
-    refusal = dict(
-        reason="seat_limit_reached", pool="seats", limit=seats.limit, held=members, frees_at=None
-    )
-    if seats.burst_extra == 0 or seats.burst_window is None:
-        raise pools.PoolFull(
-            f"All {seats.limit} seats are held; release one first.",
-            **refusal,  # type: ignore[arg-type]
-        )
-    if members >= seats.ceiling:
-        raise pools.PoolFull(
-            f"All {seats.limit} seats and the {seats.burst_extra} burst seats are held; "
-            "release one first.",
-            **refusal,  # type: ignore[arg-type]
-            burst=None if episode is None else {"ends_at": isoformat(episode.window_ends_at)},
-        )
+    window_end = None if episode is None else episode.window_ends_at
+    if seats.burst_extra == 0 or seats.burst_window is None or members >= seats.ceiling:
+        _refuse_members(seats, members, window_end, closed=False)
+    assert seats.burst_window is not None
     if episode is None:
         ends_at = now + seats.burst_window
         await session.execute(
@@ -429,12 +420,7 @@ async def _member_room(
             },
         )
     elif now >= episode.window_ends_at:
-        raise pools.PoolFull(
-            f"The burst window closed at {isoformat(episode.window_ends_at)}; no seat is "
-            f"assigned until fewer than {seats.limit} are held.",
-            **refusal,  # type: ignore[arg-type]
-            burst={"ends_at": isoformat(episode.window_ends_at)},
-        )
+        _refuse_members(seats, members, episode.window_ends_at, closed=True)
     else:
         ends_at = episode.window_ends_at
     return BurstRead(ends_at=ends_at, extra_left=seats.ceiling - members - 1)

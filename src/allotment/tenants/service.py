@@ -23,6 +23,7 @@ from allotment.audit import service as audit
 from allotment.contracts import amend as amendments
 from allotment.contracts import service as contracts
 from allotment.contracts.models import Contract
+from allotment.contracts.pools import NoContractInForce
 from allotment.contracts.terms import Terms, TermsOutOfCatalog, effective_limits
 from allotment.customers import service as customers
 from allotment.customers.models import Customer
@@ -46,11 +47,6 @@ _LIVE_IN_TENANT = text(
 
 class TenantNotFound(NotFound):
     type = "tenant-not-found"
-
-
-class NoContractInForce(Conflict):
-    type = "no-contract-in-force"
-    title = "No contract in force"
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,7 @@ async def ingest(
         valid.append((Reading(snapshot.customer_id, parsed.tenant, parsed), meters))
     if not valid:
         return outcome
-    await partitions.ensure(engine, {reading.event.time for reading, _ in valid})
-    new = await _claim_ids(session, [reading for reading, _ in valid], window.now)
+    new = await claim(session, [reading for reading, _ in valid], window.now, engine)
     fresh = [(r, m) for r, m in valid if (r.event.source, r.event.id) in new]
     outcome.accepted = len(fresh)
     outcome.duplicates += len(valid) - len(fresh)

@@ -1,0 +1,98 @@
+"""Time, counts and numbers for pricing and reconciliation, pure and exact (`Fraction`).
+
+seconds(span)                  a timedelta as exact seconds
+clip(interval, start, end)     the part of an interval inside [start, end)
+steps(intervals, start, end)   held weight over [start, end) as (seconds, held) pieces
+money / decimal / text / days  rounding half-even, for amounts and shown quantities
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Protocol
+
+from allotment.policy.money import format_amount
+
+QUANTITY_PLACES = 6
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_HOUR = 3_600
+ZERO = Fraction(0)
+
+
+class Span(Protocol):
+    """An interval [start, end) (end None: open) holding `weight` (billing/pricing.Interval)."""
+
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime | None: ...
+    @property
+    def weight(self) -> int: ...
+
+
+def seconds(span: timedelta) -> Fraction:
+    return Fraction(span.days * SECONDS_PER_DAY + span.seconds) + Fraction(
+        span.microseconds, 1_000_000
+    )
+
+
+def clip(interval: Span, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The part of [interval.start, interval.end) inside [start, end); None when empty. An
+    open interval (end None) runs to `end`."""
+    lo = max(interval.start, start)
+    hi = end if interval.end is None else min(interval.end, end)
+    return (lo, hi) if lo < hi else None
+
+
+def steps(
+    intervals: Iterable[Span], start: datetime, end: datetime
+) -> tuple[list[tuple[Fraction, int]], int]:
+    """The weight held over [start, end) (a count, for intervals of weight 1), as consecutive
+    (seconds, held) pieces covering it, and how many intervals overlap it. An interval [s, e)
+    is held at t when s ≤ t < e, so one ending where another starts never counts twice."""
+    deltas: dict[datetime, int] = {}
+    overlapping = 0
+    for interval in intervals:
+        clipped = clip(interval, start, end)
+        if clipped is None:
+            continue
+        overlapping += 1
+        deltas[clipped[0]] = deltas.get(clipped[0], 0) + interval.weight
+        deltas[clipped[1]] = deltas.get(clipped[1], 0) - interval.weight
+    points = sorted({start, end, *deltas})
+    pieces: list[tuple[Fraction, int]] = []
+    held = 0
+    for lo, hi in zip(points, points[1:], strict=False):
+        held += deltas.get(lo, 0)
+        pieces.append((seconds(hi - lo), held))
+    return pieces, overlapping
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def money(amount: Fraction, minor_digits: int) -> Decimal:
+    """`amount` rounded half-even to `minor_digits` places, with exactly that exponent
+    (0.125 → 0.12, 0.135 → 0.14, −0.125 → −0.12; JPY 12.5 → 12)."""
+    units = round(amount * 10**minor_digits)
+    return Decimal(f"{units}E-{minor_digits}")
+
+
+def decimal(value: Fraction, places: int) -> Decimal:
+    """`value` rounded half-even to `places`, trailing zeros dropped (never an exponent)."""
+    units = round(value * 10**places)
+    while places > 0 and units % 10 == 0:
+        units //= 10
+        places -= 1
+    return Decimal(f"{units}E-{places}")
+
+
+def text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
+    return format_amount(decimal(value, places))
+
+
+def days(days: Fraction) -> str:
+    return text(days, 2)

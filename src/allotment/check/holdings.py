@@ -1,0 +1,104 @@
+"""A customer's holdings for its snapshot: read in the snapshot's load, cached with it.
+
+LOAD                       the second select of `SnapshotCache._load` (after the contract
+                           rows): live seats, live sessions, each fingerprint's latest
+                           registration, and the tenants' quotas
+payload(rows, now)         → the `holdings` part of a snapshot payload (as L2 stores it),
+                             and the earliest live lease expiry (the snapshot's end)
+from_payload(payload)      → check/model.Holdings
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from allotment.check.model import NO_HOLDINGS, Holdings, InstanceHold, SessionHold
+from allotment.kit.clock import isoformat
+from allotment.tenants.quotas import Quotas
+
+# What the customer holds (check/model.Holdings), in a second round trip of the same load.
+# Instances: each fingerprint's latest registration among the live ones and those ended in
+# the last day (a deregistered one then reads as unknown, a lapsed one as lease_expired).
+LOAD = text(
+    "SELECT 's' AS k, subject AS name, type AS detail, tenant, NULL::timestamptz AS until, "
+    "0 AS weight FROM seats WHERE customer_id = :c AND released_at IS NULL "
+    "UNION ALL SELECT 'x', subject, NULL, tenant, expires_at, 0 FROM seat_sessions "
+    "WHERE customer_id = :c AND ended_at IS NULL AND expires_at > :now "
+    "UNION ALL (SELECT DISTINCT ON (fingerprint) 'i', fingerprint, "
+    "coalesce(end_reason, 'live'), tenant, lease_expires_at, weight FROM instances "
+    "WHERE customer_id = :c AND (ended_at IS NULL OR ended_at > :recent) "
+    "ORDER BY fingerprint, registered_at DESC) "
+    "UNION ALL SELECT 't', key, quotas::text, NULL, NULL, 0 FROM tenants WHERE customer_id = :c"
+)
+RECENT_INSTANCES = timedelta(days=1)
+
+
+def payload(rows: Sequence[Any], now: datetime) -> tuple[dict[str, Any], datetime | None]:
+    """The `holdings` part of a snapshot payload from the rows of `LOAD`, and the
+    earliest live lease expiry after `now` (when the snapshot must be reloaded)."""
+    seats: list[list[Any]] = []
+    sessions: list[list[Any]] = []
+    instances: list[list[Any]] = []
+    tenants: dict[str, Any] = {}
+    earliest: datetime | None = None
+    for row in rows:
+        if row.k == "s":
+            seats.append([row.name, row.detail, row.tenant])
+        elif row.k == "x":
+            sessions.append([row.name, row.tenant, isoformat(row.until)])
+        elif row.k == "i":
+            if row.detail == "deregistered":
+                continue
+            ended = row.detail == "expired"
+            instances.append([row.name, row.weight, row.tenant, isoformat(row.until), ended])
+        else:
+            tenants[row.name] = orjson.loads(row.detail)
+            continue
+        if row.until is not None and row.until > now and row.detail != "expired":
+            earliest = row.until if earliest is None else min(earliest, row.until)
+    found = {
+        "seats": seats,
+        "sessions": sessions,
+        "instances": instances,
+        "tenants": tenants,
+        "as_of": isoformat(now),
+    }
+    return found, earliest
+
+
+def from_payload(payload: Mapping[str, Any] | None) -> Holdings:
+    if payload and "as_of" in payload:
+        as_of: datetime | None = datetime.fromisoformat(payload["as_of"])
+    else:
+        as_of = None
+    if not payload:
+        return NO_HOLDINGS
+    members: dict[str, str | None] = {}
+    guests: dict[str, str | None] = {}
+    for subject, kind, tenant in payload["seats"]:
+        (members if kind == "member" else guests)[subject] = tenant
+    sessions = tuple(
+        SessionHold(subject, tenant, datetime.fromisoformat(until))
+        for subject, tenant, until in payload["sessions"]
+    )
+    expiry: dict[str, datetime] = {}
+    for hold in sessions:
+        if hold.subject not in expiry or expiry[hold.subject] < hold.expires_at:
+            expiry[hold.subject] = hold.expires_at
+    return Holdings(
+        members=members,
+        guests=guests,
+        sessions=sessions,
+        session_expiry=expiry,
+        instances={
+            fingerprint: InstanceHold(weight, tenant, datetime.fromisoformat(until), ended)
+            for fingerprint, weight, tenant, until, ended in payload["instances"]
+        },
+        tenants={key: Quotas.from_json(q) for key, q in payload["tenants"].items()},
+        as_of=as_of,
+    )
