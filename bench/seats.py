@@ -209,14 +209,25 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
+    return sum(cpu_by_pid(processes).values())
+
+
+def cpu_by_pid(processes: list[psutil.Process]) -> dict[int, float]:
+    found = {}
     for proc in processes:
         try:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        found[proc.pid] = times.user + times.system
+    return found
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds PostgreSQL's processes used since `before` (cpu_by_pid), counting the
+    backends that started meanwhile (the pool opens connections under load) in full."""
+    after = cpu_by_pid(postgres_processes(DATA_DIR))
+    return sum(total - before.get(pid, 0.0) for pid, total in after.items())
 
 
 def verify(database_url: str, run: str, customers: list[str]) -> dict[str, int]:
@@ -417,8 +428,8 @@ def main() -> None:
                 )  # fmt: skip
                 sampler = WaitSampler(database_url)
                 sampler.start()
-            postgres = postgres_processes(DATA_DIR) if servers.started_any else []
-            cpu_before = (cpu_seconds([worker]), cpu_seconds(postgres), time.perf_counter())
+            postgres = cpu_by_pid(postgres_processes(DATA_DIR)) if servers.started_any else {}
+            cpu_before = (cpu_seconds([worker]), 0.0, time.perf_counter())
             sys_before = worker.cpu_times().system
             psutil.cpu_percent()
             result = wrk(base, script, duration=args.duration, connections=args.connections)
@@ -429,7 +440,9 @@ def main() -> None:
             result["worker_system_share"] = (worker.cpu_times().system - sys_before) / max(
                 worker_cpu, 1e-9
             )
-            result["postgres_cpu"] = (cpu_seconds(postgres) - cpu_before[1]) / wall
+            result["postgres_cpu"] = (
+                postgres_cpu_since(postgres) / wall if servers.started_any else 0.0
+            )
             result["machine_busy_before"] = busy_before
             if sampler is not None:
                 sampler.stop.set()

@@ -48,6 +48,7 @@ from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
+from allotment.seats.fastpath import SeatFastPath
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
@@ -193,7 +194,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     _declare_problems(app)
-    app.add_middleware(CheckFastPath)  # innermost of ours: after ids, logs and body limits
+    app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
+    app.add_middleware(CheckFastPath)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

@@ -21,6 +21,7 @@ import psycopg
 import structlog
 from sqlalchemy import MetaData
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -139,6 +140,8 @@ async def transaction(
             # Straight from the driver (`driver()`): a lost connection is the same outage.
             psycopg.OperationalError,
             psycopg.InterfaceError,
+            # Every pooled connection busy for pool_timeout: overloaded, try again shortly.
+            PoolTimeout,
         ) as exc:
             await _safe_rollback(session)
             raise _unavailable(exc) from exc

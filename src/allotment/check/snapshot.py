@@ -289,6 +289,8 @@ class SnapshotCache:
         self._generation = 0
         self._l1_hits = SNAPSHOT_CACHE.labels("l1", "hit")  # resolved once: the warm path
         self._l2_writes: set[asyncio.Task[None]] = set()  # strong references until done
+        self._l2_dropping: set[str] = set()  # customers whose L2 entry a task will delete
+        self._l2_dropper: asyncio.Task[None] | None = None
         # When the last load failed (monotonic): answers are then flagged stale, and loads
         # are retried at most every STORE_RETRY_S instead of on every miss.
         self.store_down_at: float | None = None
@@ -308,7 +310,9 @@ class SnapshotCache:
         key = self._lag(payload)
         self._generation += 1
         self._l1.pop(key, None)
-        self._soon(self._l2_delete(key))
+        self._l2_dropping.add(key)
+        if self._l2_dropper is None or self._l2_dropper.done():
+            self._l2_dropper = self._soon(self._l2_delete())
 
     def _on_policy(self, payload: str) -> None:
         self._lag(payload)
@@ -429,15 +433,16 @@ class SnapshotCache:
     def _l2_set_soon(self, customer: str, payload: dict[str, Any]) -> None:
         self._soon(self._l2_set(customer, payload))
 
-    def _soon(self, work: Any) -> None:
+    def _soon(self, work: Any) -> asyncio.Task[None] | None:
         """Run Redis work off the request path, keeping a reference until it is done."""
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:
             work.close()
-            return
+            return None
         self._l2_writes.add(task)
         task.add_done_callback(self._l2_writes.discard)
+        return task
 
     async def _l2_set(self, customer: str, payload: dict[str, Any]) -> None:
         try:
@@ -445,9 +450,13 @@ class SnapshotCache:
         except Exception:  # Redis is a cache: a failed write is a later miss
             log.debug("l2_set_failed")
 
-    async def _l2_delete(self, customer: str) -> None:
+    async def _l2_delete(self) -> None:
+        """Delete the L2 entries of every customer changed since this was scheduled: one
+        command for all the writes of a busy moment."""
+        await asyncio.sleep(0)  # let the other changes of this moment join
+        customers, self._l2_dropping = self._l2_dropping, set()
         try:
-            await self.redis.delete(self._l2_key(customer))
+            await self.redis.delete(*(self._l2_key(customer) for customer in customers))
         except Exception:
             log.debug("l2_delete_failed")
 

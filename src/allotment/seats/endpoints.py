@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from allotment.auth.principal import Principal
-from allotment.deps import SessionDep, require
+from allotment.deps import Require, SessionDep, require
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from allotment.seats import service as seats
@@ -16,7 +16,9 @@ from allotment.seats.schemas import SeatAssign, SeatRead, SessionOpen, SessionRe
 
 router = APIRouter(tags=["seats"])
 
-Backend = Annotated[Principal, require("check")]
+# One guard object, shared by the routes and by seats/fastpath.py, so both enforce the same.
+ASSIGN_GUARD = Require("check")
+Backend = Annotated[Principal, Depends(ASSIGN_GUARD)]
 Reader = Annotated[Principal, require("finance", "check", customer_param="key")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, NoReturn
 
 from sqlalchemy import select, text
@@ -33,14 +34,14 @@ from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
 from allotment.db import after_commit, driver
 from allotment.errors import Conflict, NotFound, ValidationFailed
-from allotment.kit.clock import isoformat
+from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
-from allotment.kit.metrics import ALLOCATIONS
+from allotment.kit.metrics import ALLOCATIONS, AUDIT_RECORDS
 from allotment.kit.pagination import Page, paginate
 from allotment.policy.catalog import Catalog
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstRead, SeatRead
-from allotment.usage import lifecycle
+from allotment.usage import lifecycle, partitions
 
 SeatType = Literal["member", "guest"]
 
@@ -129,9 +130,7 @@ def _audit_view(row: Any) -> dict[str, Any]:
     }
 
 
-_FAST = (
-    "SELECT * FROM allotment_assign_seat(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
+_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
 
 
 @dataclass(frozen=True)
@@ -162,6 +161,11 @@ _known: OrderedDict[str, KnownLimits] = OrderedDict()
 _KNOWN_MAX = 100_000
 
 
+def knows(customer: str) -> bool:
+    """Whether this process holds the customer's named-seat limits (the fast path's test)."""
+    return customer in _known
+
+
 def _remember(customer: str, found: pools.Pools) -> None:
     seats = found.limits.seats if found.limits is not None else None
     if seats is None or seats.model != "named" or found.contract_id is None:
@@ -184,14 +188,18 @@ async def assign_known(
     actor: str,
     now: datetime | None = None,
 ) -> Assignment | None:
-    """`assign` in one round trip (`allotment_assign_seat`, migration 0009) with the limits
-    this process last read for the customer; None when it has none, or the database says
-    they are no longer those in force: then `assign` decides (and remembers the new ones).
-    Same rules, same answers, same audit record as `assign`."""
+    """`assign` in one statement (`allotment_assign_seat`, migrations 0009 and 0010) with the
+    limits this process last read for the customer; None when it has none, or the database
+    says they are no longer those in force: then `assign` decides (and remembers the new
+    ones). Same rules, same answers, same audit record and lifecycle event as `assign`,
+    written by the function itself: on an autocommit connection (seats/fastpath.py) the
+    whole assignment is one round trip."""
     known = _known.get(customer_key)
     if known is None:
         return None
     seats = known.seats
+    # The function writes the lifecycle event: its month's partition must exist.
+    await partitions.ensure(session.bind, (now or utcnow(),))  # type: ignore[arg-type]
     pg = await driver(session)
     window = seats.burst_window if seats.burst_extra else None
     cursor = await pg.execute(
@@ -211,6 +219,9 @@ async def assign_known(
             seats.guests,
             new_id("seat"),
             new_id("burst"),
+            actor,
+            session.info.get("request_id"),
+            new_id("evt"),
         ),
     )
     found = await cursor.fetchone()
@@ -253,7 +264,8 @@ async def assign_known(
         _refuse_members(seats, held, window_end, closed=status == "burst_closed")
     row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
     burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
-    _record_assignment(session, customer, customer_id, row, actor)
+    after_commit(session, partial(AUDIT_RECORDS.inc, 1))  # the function appended it
+    _count_granted(session, row)
     invalidation.customer_changed(session, customer_key=customer)
     return Assignment(row, customer, created=True, burst=burst)
 
@@ -295,9 +307,12 @@ def _record_assignment(
         target_key=f"{customer}/{row.subject}",
         after=_audit_view(row),
     )
-    after_commit(
-        session, ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "granted").inc
-    )
+    _count_granted(session, row)
+
+
+def _count_granted(session: AsyncSession, row: Any) -> None:
+    pool = "seats" if row.type == "member" else "guests"
+    after_commit(session, ALLOCATIONS.labels(pool, "granted").inc)
 
 
 async def assign_any(
