@@ -28,7 +28,7 @@ from allotment.config import Settings
 from allotment.db import Base, session_scope
 from allotment.migrate import upgrade
 from allotment.models import load_all
-from allotment.seats import service as seats
+from allotment.seats import known as known_seat_limits
 
 load_all()
 
@@ -115,7 +115,7 @@ async def reset(app: object) -> None:
     checker._last_catalog = None
     if checker.usage is not None:
         checker.usage._entries.clear()
-    seats._known.clear()  # limits remembered for the one-round-trip seat assignment
+    known_seat_limits.clear()  # remembered for the one-round-trip seat assignment
     redis = app.state.redis  # type: ignore[attr-defined]
     stale = [k async for k in redis.scan_iter(match=f"{checker.snapshots.namespace}:snap:*")]
     if stale:

@@ -36,7 +36,7 @@ from allotment.check.usage import UsageCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
-from allotment.db import create_engine, create_sessionmaker
+from allotment.db import create_engine, create_hot_pool, create_sessionmaker
 from allotment.deps import Public
 from allotment.errors import document_problems, install_handlers
 from allotment.instances.endpoints import router as instances_router
@@ -68,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     servers = embedded.start(settings)
     engine = create_engine(servers.database_url, settings)
+    hot_pool = create_hot_pool(servers.database_url, settings)
     redis = redis_client(servers.redis_url)
     bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate")
     principals = PrincipalCache(
@@ -90,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stale_max_s=settings.snapshot_stale_max_s,
     )
     app.state.engine = engine
+    app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
     app.state.redis = redis
     app.state.bus = bus
@@ -101,6 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serve_stale_s=2 * settings.usage_refresh_s,
     )
     app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
+    await hot_pool.open()
     await bus.start()
     await decisions.start()
     with contextlib.suppress(DBAPIError, OSError):  # PostgreSQL down: made on demand later
@@ -117,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await decisions.stop()
         await bus.stop()
         await redis.aclose()
+        await hot_pool.close()
         await engine.dispose()
         servers.stop()
 

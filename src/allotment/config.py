@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # seat benchmark lost a third of its throughput to that churn).
     db_pool_size: int = 16
     db_max_overflow: int = 0
+    # Autocommit connections for one-statement hot paths (db.create_hot_pool), made on demand.
+    db_hot_pool_size: int = 8
     db_statement_timeout_ms: int = 10_000
 
     # Principals (API keys) are cached in process; revocation is broadcast after commit.

@@ -3,7 +3,9 @@
 Exactly two things open and commit a transaction: `request_session` (one per HTTP request,
 committed after the endpoint returns and *before* the response is sent, so nothing is
 acknowledged until it is durable) and `session_scope` (the worker and the CLI). Services
-and repositories only `flush()`.
+and repositories only `flush()`. The one exception is `hot_connection`, an autocommit
+connection for a hot path whose whole write is one statement (its own transaction): the
+named-seat fast path, seats/fastpath.py.
 
 Side effects that must not happen on rollback (cache invalidation, broadcasts) are
 registered with `after_commit(session, fn)`. Work that must be the very last thing inside
@@ -13,12 +15,15 @@ registered with `before_commit(session, fn)`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import structlog
+from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import PoolTimeout as HotPoolTimeout
 from sqlalchemy import MetaData
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -73,6 +78,60 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
+
+
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL as libpq (psycopg) takes it."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def create_hot_pool(url: str, settings: Settings) -> AsyncConnectionPool:
+    """Autocommit psycopg connections for the hot paths whose whole work is one statement
+    (the named-seat fast path): no SQLAlchemy connection, session or transaction around it,
+    and no ping per checkout. A connection an outage broke is dropped when it comes back
+    to the pool, and the idle ones are then checked (`hot_connection`). Opened by the app's
+    lifespan; connections are made on demand, up to `db_hot_pool_size`."""
+    return AsyncConnectionPool(
+        libpq_url(url),
+        min_size=0,
+        max_size=settings.db_hot_pool_size,
+        open=False,
+        timeout=5,
+        name="allotment-hot",
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+    )
+
+
+_checks: set[asyncio.Task[None]] = set()
+
+
+@asynccontextmanager
+async def hot_connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection of the hot pool, with database failures answered as `transaction`
+    answers them (503 for an outage or an exhausted pool, 422 for a NUL)."""
+    try:
+        async with pool.connection() as connection:
+            yield connection
+    except HotPoolTimeout as exc:  # every hot connection busy for 5 s: overloaded
+        raise _unavailable(exc) from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        # Its siblings were likely broken by the same outage: check them now, in the
+        # background, so one request (not one per pooled connection) pays for it.
+        task = asyncio.get_running_loop().create_task(pool.check())
+        _checks.add(task)
+        task.add_done_callback(_checks.discard)
+        raise _unavailable(exc) from exc
+    except psycopg.DataError as exc:
+        if _holds_nul(exc):
+            raise _unstorable() from exc
+        raise
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

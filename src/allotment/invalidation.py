@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.db import after_commit
+from allotment.kit.bus import Bus
 
 CUSTOMER_TOPIC = "customer_state"
 POLICY_TOPIC = "policy_version"
@@ -26,8 +27,18 @@ POLICY_TOPIC = "policy_version"
 def _broadcast(session: AsyncSession, topic: str, payload: str) -> None:
     bus = session.info.get("bus")
     if bus is not None:  # the CLI has no bus; workers then rely on their short cache TTL
-        # The commit time rides along so receivers can measure the invalidation lag.
-        after_commit(session, lambda: bus.publish(topic, f"{payload} {time.time():.6f}"))
+        after_commit(session, lambda: _publish(bus, topic, payload))
+
+
+async def _publish(bus: Bus, topic: str, payload: str) -> None:
+    # The commit time rides along so receivers can measure the invalidation lag.
+    await bus.publish(topic, f"{payload} {time.time():.6f}")
+
+
+async def customer_committed(bus: Bus, customer_key: str) -> None:
+    """What `bump_customer` broadcasts after commit, for a write committed outside a session
+    (the seat fast path's one autocommit statement bumped the version itself)."""
+    await _publish(bus, CUSTOMER_TOPIC, customer_key)
 
 
 def customer_changed(session: AsyncSession, *, customer_key: str) -> None:

@@ -54,8 +54,8 @@ from allotment.errors import AllotmentError, NotFound, ValidationFailed
 from allotment.instances import service as instances
 from allotment.instances.schemas import InstanceRegister
 from allotment.kit.clock import isoformat
+from allotment.seats import direct, sessions
 from allotment.seats import service as seats
-from allotment.seats import sessions
 from allotment.tenants import service as tenants
 from allotment.tenants.schemas import TenantCreate
 from allotment.worker import run_once
@@ -352,7 +352,7 @@ class AllocationMachine(RuleBasedStateMachine):
     def _assign(self, subject: str, type: str, tenant: str | None) -> None:
         m, now = self.m, self.m.clock
         got = self._step(  # as the API assigns: one round trip once the limits are known
-            lambda s: seats.assign_any(
+            lambda s: direct.assign_any(
                 s,
                 customer_key=self.named,
                 subject=subject,

@@ -10,8 +10,8 @@ from allotment.auth.principal import Principal
 from allotment.deps import Require, SessionDep, require
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from allotment.seats import direct, sessions
 from allotment.seats import service as seats
-from allotment.seats import sessions
 from allotment.seats.schemas import SeatAssign, SeatRead, SessionOpen, SessionRead
 
 router = APIRouter(tags=["seats"])
@@ -36,7 +36,7 @@ async def assign_seat(
     session: SessionDep,
     idempotency: IdempotencyDep,
 ) -> Response:
-    assignment = await seats.assign_any(
+    assignment = await direct.assign_any(
         session,
         customer_key=key,
         subject=body.subject,

@@ -1,10 +1,11 @@
 """The named-seat assignment fast path: `POST /v1/customers/{key}/seats` in one round trip.
 
-When this process knows the customer's seat limits (`service._known`, learnt by the general
-path), the assignment is a single autocommit statement (`allotment_assign_seat`, migration
-0010: pool lock, checks, seat, burst episode, audit record and lifecycle event, then commit)
-reached without FastAPI's routing and dependency solving, like /v1/check's
-(`check/fastpath.py`): both together were most of an assignment's worker CPU.
+When this process knows the customer's seat limits (`known.py`, learnt by the general path),
+the assignment is a single autocommit statement (`direct.assign_direct`: pool lock, checks,
+seat, burst episode, audit record and lifecycle event, then commit) on a connection of the
+hot pool (`db.hot_connection`: no SQLAlchemy session, transaction or ping), reached without
+FastAPI's routing and dependency solving, like /v1/check's (`check/fastpath.py`). Those
+layers, not the database, were most of an assignment's cost.
 
 It serves only what it can answer exactly as the route would, through the very guard, schema
 and service function the route uses, and otherwise hands the request, body intact, to the
@@ -22,11 +23,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from allotment.db import transaction
+from allotment import invalidation
+from allotment.db import hot_connection
 from allotment.errors import AllotmentError, render_domain_error
 from allotment.kit.idempotency import HEADER
 from allotment.kit.jsonx import dumps
-from allotment.seats import service
+from allotment.seats import direct, known
 from allotment.seats.endpoints import ASSIGN_GUARD
 from allotment.seats.schemas import SeatAssign
 
@@ -45,7 +47,7 @@ class SeatFastPath:
         if (
             match is None
             or scope["method"] != "POST"
-            or not service.knows(match.group(1))
+            or not known.knows(match.group(1))
             or any(name == _IDEMPOTENCY for name, _ in scope["headers"])
         ):
             await self.app(scope, receive, send)
@@ -64,18 +66,20 @@ class SeatFastPath:
             assignment = None
             if wanted is not None:
                 state = request.app.state
-                async with transaction(
-                    state.sessionmaker, request_id=scope["state"].get("request_id"), bus=state.bus
-                ) as session:
-                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                    assignment = await service.assign_known(
-                        session,
+                async with hot_connection(state.hot_pool) as pg:
+                    assignment = await direct.assign_direct(
+                        pg,
+                        state.engine,
                         customer_key=key,
                         subject=wanted.subject,
                         type=wanted.type,
                         tenant=wanted.tenant,
                         actor=principal.actor,
+                        request_id=scope["state"].get("request_id"),
                     )
+                if assignment is not None and assignment.created:  # committed: tell the caches
+                    direct.count_direct(assignment)
+                    await invalidation.customer_committed(state.bus, key)
         except AllotmentError as exc:
             await render_domain_error(request, exc)(scope, receive, send)
             return

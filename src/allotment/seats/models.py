@@ -35,6 +35,19 @@ class Seat(Base):
     released_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
 
 
+class SeatCount(Base):
+    """The live seats of a customer, by type: kept by the `seats_counted` trigger (migration
+    0010) on every insert, release and delete of a seat, read under the pool lock."""
+
+    __tablename__ = "seat_counts"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    members: Mapped[int] = mapped_column(Integer, default=0)
+    guests: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class SeatBurst(Base):
     __tablename__ = "seat_bursts"
 

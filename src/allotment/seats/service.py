@@ -18,7 +18,6 @@ episodes is the second line of defence.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -32,16 +31,17 @@ from allotment.contracts import amend as amendments
 from allotment.contracts import pools
 from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
-from allotment.db import after_commit, driver
-from allotment.errors import Conflict, NotFound, ValidationFailed
-from allotment.kit.clock import isoformat, utcnow
+from allotment.db import after_commit
+from allotment.errors import Conflict, NotFound
+from allotment.kit.clock import isoformat
 from allotment.kit.ids import new_id
-from allotment.kit.metrics import ALLOCATIONS, AUDIT_RECORDS
+from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.policy.catalog import Catalog
+from allotment.seats import known
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstRead, SeatRead
-from allotment.usage import lifecycle, partitions
+from allotment.usage import lifecycle
 
 SeatType = Literal["member", "guest"]
 
@@ -49,11 +49,13 @@ _COLUMNS = "id, subject, type, tenant, over_limit, assigned_at, released_at"
 _HELD = text(
     f"SELECT {_COLUMNS} FROM seats WHERE customer_id = :c AND subject = :s AND released_at IS NULL"
 )
+# Live seats are counted per customer in seat_counts (a trigger on seats keeps it, migration
+# 0010); a tenant's, through the partial index of live tenant seats.
 _COUNTS = text(
-    "SELECT count(*) FILTER (WHERE type = 'member') AS members, "
-    "count(*) FILTER (WHERE type = 'guest') AS guests, "
-    "count(*) FILTER (WHERE type = :type AND tenant = :tenant) AS in_tenant "
-    "FROM seats WHERE customer_id = :c AND released_at IS NULL"
+    "SELECT coalesce(n.members, 0) AS members, coalesce(n.guests, 0) AS guests, "
+    "(SELECT count(*) FROM seats s WHERE s.customer_id = :c AND s.tenant = :tenant "
+    "AND s.type = :type AND s.released_at IS NULL) AS in_tenant "
+    "FROM (SELECT 1) AS one LEFT JOIN seat_counts n ON n.customer_id = :c"
 )
 _INSERT = text(
     "INSERT INTO seats (id, customer_id, subject, type, tenant, over_limit, assigned_at) "
@@ -63,9 +65,7 @@ _RELEASE = text(
     "UPDATE seats SET released_at = :now WHERE customer_id = :c AND subject = :s "
     f"AND released_at IS NULL RETURNING {_COLUMNS}"
 )
-_MEMBERS = text(
-    "SELECT count(*) FROM seats WHERE customer_id = :c AND type = 'member' AND released_at IS NULL"
-)
+_MEMBERS = text("SELECT coalesce((SELECT members FROM seat_counts WHERE customer_id = :c), 0)")
 _OPEN_BURST = text(
     'SELECT id, started_at, window_ends_at, "limit", extra FROM seat_bursts '
     "WHERE customer_id = :c AND ended_at IS NULL"
@@ -130,147 +130,7 @@ def _audit_view(row: Any) -> dict[str, Any]:
     }
 
 
-_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
-
-
-@dataclass(frozen=True)
-class _FastRow:
-    """A seat row as `allotment_assign_seat` returns it, shaped like a row of _COLUMNS."""
-
-    id: str
-    subject: str
-    type: str
-    tenant: str | None
-    over_limit: bool
-    assigned_at: datetime
-    released_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class KnownLimits:
-    """A customer's named-seat limits, and the contract revision and policy version they
-    were read under (the fast path has the database confirm those are still in force)."""
-
-    contract_id: str
-    revision: int
-    active_version: int | None  # None: the revision pins its version
-    seats: SeatLimits
-
-
-_known: OrderedDict[str, KnownLimits] = OrderedDict()
-_KNOWN_MAX = 100_000
-
-
-def knows(customer: str) -> bool:
-    """Whether this process holds the customer's named-seat limits (the fast path's test)."""
-    return customer in _known
-
-
-def _remember(customer: str, found: pools.Pools) -> None:
-    seats = found.limits.seats if found.limits is not None else None
-    if seats is None or seats.model != "named" or found.contract_id is None:
-        _known.pop(customer, None)
-        return
-    assert found.revision is not None
-    _known[customer] = KnownLimits(found.contract_id, found.revision, found.active_version, seats)
-    _known.move_to_end(customer)
-    while len(_known) > _KNOWN_MAX:
-        _known.popitem(last=False)
-
-
-async def assign_known(
-    session: AsyncSession,
-    *,
-    customer_key: str,
-    subject: str,
-    type: SeatType,
-    tenant: str | None,
-    actor: str,
-    now: datetime | None = None,
-) -> Assignment | None:
-    """`assign` in one statement (`allotment_assign_seat`, migrations 0009 and 0010) with the
-    limits this process last read for the customer; None when it has none, or the database
-    says they are no longer those in force: then `assign` decides (and remembers the new
-    ones). Same rules, same answers, same audit record and lifecycle event as `assign`,
-    written by the function itself: on an autocommit connection (seats/fastpath.py) the
-    whole assignment is one round trip."""
-    known = _known.get(customer_key)
-    if known is None:
-        return None
-    seats = known.seats
-    # The function writes the lifecycle event: its month's partition must exist.
-    await partitions.ensure(session.bind, (now or utcnow(),))  # type: ignore[arg-type]
-    pg = await driver(session)
-    window = seats.burst_window if seats.burst_extra else None
-    cursor = await pg.execute(
-        _FAST,
-        (
-            customer_key,
-            subject,
-            type,
-            tenant,
-            now,
-            known.contract_id,
-            known.revision,
-            known.active_version,
-            seats.limit,
-            seats.burst_extra,
-            window,
-            seats.guests,
-            new_id("seat"),
-            new_id("burst"),
-            actor,
-            session.info.get("request_id"),
-            new_id("evt"),
-        ),
-    )
-    found = await cursor.fetchone()
-    status = found[0]
-    customer = customer_key
-    if status == "stale":
-        _known.pop(customer_key, None)
-    if status in ("stale", "no_customer"):
-        return None
-    _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
-    held, quota, window_end, extra_left = found[7:]
-    if status == "held":
-        if seat_type != type or seat_tenant != tenant:
-            raise SeatHeldDifferently(
-                f"Subject {subject!r} already holds a {seat_type} seat"
-                + (f" in tenant '{seat_tenant}'" if seat_tenant else "")
-                + "; release it before assigning another kind."
-            )
-        row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
-        return Assignment(row, customer, created=False)
-    if status == "unknown_tenant":
-        message = f"no tenant '{tenant}' for this customer"
-        raise ValidationFailed(
-            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
-        )
-    if status == "tenant_full":
-        pools.refuse_tenant(
-            tenant=tenant or "", pool="seats", quota=quota, held=held, wanted=1, frees_at=None
-        )
-    if status == "guests_full":
-        raise pools.PoolFull(
-            f"All {quota} guest seats are held; release one first.",
-            reason="seat_limit_reached",
-            pool="guests",
-            limit=quota,
-            held=held,
-            frees_at=None,
-        )
-    if status in ("full", "burst_closed"):
-        _refuse_members(seats, held, window_end, closed=status == "burst_closed")
-    row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
-    burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
-    after_commit(session, partial(AUDIT_RECORDS.inc, 1))  # the function appended it
-    _count_granted(session, row)
-    invalidation.customer_changed(session, customer_key=customer)
-    return Assignment(row, customer, created=True, burst=burst)
-
-
-def _refuse_members(
+def refuse_members(
     seats: SeatLimits, held: int, window_end: datetime | None, *, closed: bool
 ) -> NoReturn:
     """seat_limit_reached for a member seat: the burst window closed (`closed`), no burst at
@@ -307,30 +167,11 @@ def _record_assignment(
         target_key=f"{customer}/{row.subject}",
         after=_audit_view(row),
     )
-    _count_granted(session, row)
+    after_commit(session, partial(count_granted, row))
 
 
-def _count_granted(session: AsyncSession, row: Any) -> None:
-    pool = "seats" if row.type == "member" else "guests"
-    after_commit(session, ALLOCATIONS.labels(pool, "granted").inc)
-
-
-async def assign_any(
-    session: AsyncSession,
-    *,
-    customer_key: str,
-    subject: str,
-    type: SeatType,
-    tenant: str | None,
-    actor: str,
-    now: datetime | None = None,
-) -> Assignment:
-    """Assign as the API does: the one-round-trip path when this process knows the
-    customer's limits and they still hold, else the general one."""
-    fields: dict[str, Any] = dict(
-        customer_key=customer_key, subject=subject, type=type, tenant=tenant, actor=actor, now=now
-    )
-    return await assign_known(session, **fields) or await assign(session, **fields)
+def count_granted(row: Any) -> None:
+    ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "granted").inc()
 
 
 async def assign(
@@ -346,7 +187,7 @@ async def assign(
     """Give `subject` a seat, or return the one it holds (`created=False`)."""
     found = await pools.lock(session, customer_key=customer_key, at=now)
     now = found.at
-    _remember(customer_key, found)
+    known.remember(customer_key, found)
     seats = found.seats()
     c = found.customer_id
     held = (await session.execute(_HELD, {"c": c, "s": subject})).one_or_none()
@@ -419,7 +260,7 @@ async def _member_room(
         return None
     window_end = None if episode is None else episode.window_ends_at
     if seats.burst_extra == 0 or seats.burst_window is None or members >= seats.ceiling:
-        _refuse_members(seats, members, window_end, closed=False)
+        refuse_members(seats, members, window_end, closed=False)
     assert seats.burst_window is not None
     if episode is None:
         ends_at = now + seats.burst_window
@@ -435,7 +276,7 @@ async def _member_room(
             },
         )
     elif now >= episode.window_ends_at:
-        _refuse_members(seats, members, episode.window_ends_at, closed=True)
+        refuse_members(seats, members, episode.window_ends_at, closed=True)
     else:
         ends_at = episode.window_ends_at
     return BurstRead(ends_at=ends_at, extra_left=seats.ceiling - members - 1)

@@ -15,12 +15,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _LOCK = 0x616C6C6F  # "allo": one advisory lock key for partition DDL
 _EXISTING = text("SELECT relname FROM pg_class WHERE relname = ANY(CAST(:names AS text[]))")
 _known: dict[str, set[tuple[int, int]]] = {}  # by database URL
+
+
+_rendered: dict[int, tuple[URL, str]] = {}
+
+
+def _database(url: URL) -> str:
+    """The key of `_known`, remembered by the URL object's identity: rendering a URL (also
+    what hashing one does) costs more than the rest of a known-month `ensure`, which runs
+    in every seat assignment."""
+    found = _rendered.get(id(url))
+    if found is None or found[0] is not url:
+        found = _rendered[id(url)] = (url, url.render_as_string(hide_password=True))
+    return found[1]
 
 
 def _month(moment: datetime) -> tuple[int, int]:
@@ -51,7 +64,7 @@ async def ensure(engine: AsyncEngine, moments: Iterable[datetime]) -> int:
 
 
 async def ensure_months(engine: AsyncEngine, months: Iterable[tuple[int, int]]) -> int:
-    known = _known.setdefault(engine.url.render_as_string(hide_password=True), set())
+    known = _known.setdefault(_database(engine.url), set())
     missing = sorted(set(months) - known)
     if not missing:
         return 0

@@ -1,4 +1,4 @@
-"""allotment_assign_seat() writes its audit record and lifecycle event too.
+"""allotment_assign_seat() writes its audit record and lifecycle event; live seats counted.
 
 Revision ID: 0010
 Revises: 0009
@@ -21,6 +21,12 @@ already in sorted order; strings go through `to_json(text)`, whose escaping (`\\
 `\\b \\f \\n \\r \\t`, other controls as lowercase `\\u00xx`, everything else verbatim) is
 Python's. Times are `kit.clock.isoformat`: UTC, microseconds, `Z`.
 tests/seats/test_audit_sql.py holds both sides to the same bytes for arbitrary text.
+
+And the live seats of each customer are counted in `seat_counts`, kept by a trigger on
+`seats` (so no writer can forget it): an assignment read `count(*)` over every live seat
+of the customer, under the pool lock, which made it O(seats held) — 1 ms at 6,000 seats,
+all of it serialised per customer. A tenant's seats are still counted, through a partial
+index of the live tenant seats.
 """
 
 from __future__ import annotations
@@ -39,6 +45,52 @@ OLD_SIGNATURE = (
     "allotment_assign_seat(text, text, text, text, timestamptz, text, integer, integer, "
     "integer, integer, interval, integer, text, text)"
 )
+
+COUNTS = r"""
+CREATE TABLE seat_counts (
+    customer_id bigint PRIMARY KEY REFERENCES customers (id) ON DELETE CASCADE,
+    members integer NOT NULL DEFAULT 0 CHECK (members >= 0),
+    guests integer NOT NULL DEFAULT 0 CHECK (guests >= 0)
+);
+INSERT INTO seat_counts (customer_id, members, guests)
+    SELECT s.customer_id, count(*) FILTER (WHERE s.type = 'member'),
+           count(*) FILTER (WHERE s.type = 'guest')
+    FROM seats s WHERE s.released_at IS NULL GROUP BY s.customer_id;
+CREATE INDEX ix_seats_live_tenant ON seats (customer_id, tenant)
+    WHERE released_at IS NULL AND tenant IS NOT NULL;
+
+-- A live seat counts once, in its customer's row: added when a live seat appears, taken
+-- away when it is released (or deleted). Every writer of `seats` goes through here.
+CREATE FUNCTION allotment_count_seats() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        IF OLD.released_at IS NULL THEN
+            UPDATE seat_counts SET members = members - (OLD.type = 'member')::integer,
+                                   guests = guests - (OLD.type = 'guest')::integer
+                WHERE customer_id = OLD.customer_id;
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.released_at IS NULL THEN
+            UPDATE seat_counts SET members = members + (NEW.type = 'member')::integer,
+                                   guests = guests + (NEW.type = 'guest')::integer
+                WHERE customer_id = NEW.customer_id;
+            IF NOT FOUND THEN
+                INSERT INTO seat_counts AS n (customer_id, members, guests)
+                    VALUES (NEW.customer_id, (NEW.type = 'member')::integer,
+                            (NEW.type = 'guest')::integer)
+                    ON CONFLICT (customer_id) DO UPDATE
+                    SET members = n.members + excluded.members,
+                        guests = n.guests + excluded.guests;
+            END IF;
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER seats_counted AFTER INSERT OR DELETE OR UPDATE OF released_at, type, customer_id
+    ON seats FOR EACH ROW EXECUTE FUNCTION allotment_count_seats();
+"""
 
 HELPERS = r"""
 CREATE OR REPLACE FUNCTION allotment_json(v text) RETURNS text
@@ -155,12 +207,14 @@ BEGIN
             NULL::timestamptz, NULL::integer;
         RETURN;
     END IF;
-    SELECT count(*) FILTER (WHERE s.type = 'member'),
-           count(*) FILTER (WHERE s.type = 'guest'),
-           count(*) FILTER (WHERE s.type = p_type AND s.tenant = p_tenant)
-        INTO v_members, v_guests, v_in_tenant
-        FROM seats s WHERE s.customer_id = v_customer AND s.released_at IS NULL;
+    SELECT n.members, n.guests INTO v_members, v_guests FROM seat_counts n
+        WHERE n.customer_id = v_customer;
+    v_members := coalesce(v_members, 0);
+    v_guests := coalesce(v_guests, 0);
     IF p_tenant IS NOT NULL THEN
+        SELECT count(*) INTO v_in_tenant FROM seats s
+            WHERE s.customer_id = v_customer AND s.tenant = p_tenant AND s.type = p_type
+            AND s.released_at IS NULL;
         SELECT t.quotas INTO v_quotas FROM tenants t
             WHERE t.customer_id = v_customer AND t.key = p_tenant;
         IF NOT FOUND THEN
@@ -244,6 +298,7 @@ $$;
 
 def upgrade() -> None:
     op.execute(f"DROP FUNCTION {OLD_SIGNATURE}")
+    op.execute(COUNTS)
     op.execute(_as_text(HELPERS))
     op.execute(_as_text(FUNCTION))
 
@@ -267,4 +322,8 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION allotment_audit_append(text, text, text, text, text, text)")
     op.execute("DROP FUNCTION allotment_isoformat(timestamptz)")
     op.execute("DROP FUNCTION allotment_json(text)")
+    op.execute("DROP TRIGGER seats_counted ON seats")
+    op.execute("DROP FUNCTION allotment_count_seats()")
+    op.execute("DROP INDEX ix_seats_live_tenant")
+    op.execute("DROP TABLE seat_counts")
     op.execute(previous.FUNCTION)

@@ -1,0 +1,198 @@
+"""Named-seat assignment in one statement: `allotment_assign_seat` (migrations 0009, 0010).
+
+The database function does what `service.assign` does — the pool lock, the held/limit/burst/
+tenant rules, the seat, the burst episode, the state-version bump — and also appends the
+audit record and writes the lifecycle event, with the limits this process remembered for the
+customer (`known.py`). `assign_any` is how the API assigns: this path when it can, else the
+general one, which reads the limits and remembers them. seats/fastpath.py runs
+`assign_direct` on an autocommit connection: the whole assignment is then one round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from allotment import invalidation
+from allotment.contracts import pools
+from allotment.db import after_commit, driver
+from allotment.errors import ValidationFailed
+from allotment.kit.clock import utcnow
+from allotment.kit.ids import new_id
+from allotment.kit.metrics import AUDIT_RECORDS
+from allotment.seats import known
+from allotment.seats.schemas import BurstRead
+from allotment.seats.service import (
+    Assignment,
+    SeatHeldDifferently,
+    SeatType,
+    assign,
+    count_granted,
+    refuse_members,
+)
+from allotment.usage import partitions
+
+_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
+
+
+@dataclass(frozen=True)
+class _FastRow:
+    """A seat row as `allotment_assign_seat` returns it, shaped like a row of _COLUMNS."""
+
+    id: str
+    subject: str
+    type: str
+    tenant: str | None
+    over_limit: bool
+    assigned_at: datetime
+    released_at: datetime | None = None
+
+
+async def assign_known(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Assignment | None:
+    """`assign_direct` inside the session's transaction: the caching and metrics after its
+    commit."""
+    if not known.knows(customer_key):
+        return None
+    assignment = await assign_direct(
+        await driver(session),
+        session.bind,  # type: ignore[arg-type]
+        customer_key=customer_key,
+        subject=subject,
+        type=type,
+        tenant=tenant,
+        actor=actor,
+        request_id=session.info.get("request_id"),
+        now=now,
+    )
+    if assignment is not None and assignment.created:
+        after_commit(session, partial(count_direct, assignment))
+        invalidation.customer_changed(session, customer_key=customer_key)
+    return assignment
+
+
+def count_direct(assignment: Assignment) -> None:
+    """The metrics of a committed `assign_direct` assignment (its audit record included)."""
+    AUDIT_RECORDS.inc()
+    count_granted(assignment.seat)
+
+
+async def assign_direct(
+    pg: Any,
+    engine: AsyncEngine,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    request_id: str | None,
+    now: datetime | None = None,
+) -> Assignment | None:
+    """`assign` in one statement (`allotment_assign_seat`, migrations 0009 and 0010) on the
+    psycopg connection `pg`, with the limits this process last read for the customer; None
+    when it has none, or the database says they are no longer those in force: then
+    `assign` decides (and remembers the new ones). Same rules, same answers, same audit
+    record and lifecycle event as `assign`, written by the function itself: on an
+    autocommit connection (seats/fastpath.py) the whole assignment is one round trip. The
+    caller publishes the change and counts it (`count_direct`) once it is committed."""
+    limits = known.get(customer_key)
+    if limits is None:
+        return None
+    seats = limits.seats
+    # The function writes the lifecycle event: its month's partition must exist.
+    await partitions.ensure(engine, (now or utcnow(),))
+    window = seats.burst_window if seats.burst_extra else None
+    cursor = await pg.execute(
+        _FAST,
+        (
+            customer_key,
+            subject,
+            type,
+            tenant,
+            now,
+            limits.contract_id,
+            limits.revision,
+            limits.active_version,
+            seats.limit,
+            seats.burst_extra,
+            window,
+            seats.guests,
+            new_id("seat"),
+            new_id("burst"),
+            actor,
+            request_id,
+            new_id("evt"),
+        ),
+    )
+    found = await cursor.fetchone()
+    status = found[0]
+    customer = customer_key
+    if status == "stale":
+        known.forget(customer_key)
+    if status in ("stale", "no_customer"):
+        return None
+    _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
+    held, quota, window_end, extra_left = found[7:]
+    if status == "held":
+        if seat_type != type or seat_tenant != tenant:
+            raise SeatHeldDifferently(
+                f"Subject {subject!r} already holds a {seat_type} seat"
+                + (f" in tenant '{seat_tenant}'" if seat_tenant else "")
+                + "; release it before assigning another kind."
+            )
+        row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
+        return Assignment(row, customer, created=False)
+    if status == "unknown_tenant":
+        message = f"no tenant '{tenant}' for this customer"
+        raise ValidationFailed(
+            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
+        )
+    if status == "tenant_full":
+        pools.refuse_tenant(
+            tenant=tenant or "", pool="seats", quota=quota, held=held, wanted=1, frees_at=None
+        )
+    if status == "guests_full":
+        raise pools.PoolFull(
+            f"All {quota} guest seats are held; release one first.",
+            reason="seat_limit_reached",
+            pool="guests",
+            limit=quota,
+            held=held,
+            frees_at=None,
+        )
+    if status in ("full", "burst_closed"):
+        refuse_members(seats, held, window_end, closed=status == "burst_closed")
+    row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
+    burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
+    return Assignment(row, customer, created=True, burst=burst)
+
+
+async def assign_any(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Assignment:
+    """Assign as the API does: the one-round-trip path when this process knows the
+    customer's limits and they still hold, else the general one."""
+    fields: dict[str, Any] = dict(
+        customer_key=customer_key, subject=subject, type=type, tenant=tenant, actor=actor, now=now
+    )
+    return await assign_known(session, **fields) or await assign(session, **fields)
