@@ -90,6 +90,15 @@ END;
 $$;
 CREATE TRIGGER seats_counted AFTER INSERT OR DELETE OR UPDATE OF released_at, type, customer_id
     ON seats FOR EACH ROW EXECUTE FUNCTION allotment_count_seats();
+-- TRUNCATE fires no row trigger: emptied seats, emptied counts.
+CREATE FUNCTION allotment_uncount_seats() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM seat_counts;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER seats_truncated AFTER TRUNCATE ON seats
+    FOR EACH STATEMENT EXECUTE FUNCTION allotment_uncount_seats();
 """
 
 HELPERS = r"""
@@ -322,6 +331,8 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION allotment_audit_append(text, text, text, text, text, text)")
     op.execute("DROP FUNCTION allotment_isoformat(timestamptz)")
     op.execute("DROP FUNCTION allotment_json(text)")
+    op.execute("DROP TRIGGER seats_truncated ON seats")
+    op.execute("DROP FUNCTION allotment_uncount_seats()")
     op.execute("DROP TRIGGER seats_counted ON seats")
     op.execute("DROP FUNCTION allotment_count_seats()")
     op.execute("DROP INDEX ix_seats_live_tenant")

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = 0
     # Autocommit connections for one-statement hot paths (db.create_hot_pool), made on demand.
     db_hot_pool_size: int = 8
+    db_hot_wait_s: float = 0.25  # then the request takes the general path (its own pool)
     db_statement_timeout_ms: int = 10_000
 
     # Principals (API keys) are cached in process; revocation is broadcast after commit.

@@ -99,8 +99,10 @@ def create_hot_pool(url: str, settings: Settings) -> AsyncConnectionPool:
         min_size=0,
         max_size=settings.db_hot_pool_size,
         open=False,
-        timeout=5,
         name="allotment-hot",
+        # A failed connect is retried with a backoff from 1 s (doubling) until this; then
+        # the next request that waits for a connection starts a fresh attempt.
+        reconnect_timeout=2,
         kwargs={
             "autocommit": True,
             "connect_timeout": 5,
@@ -112,15 +114,24 @@ def create_hot_pool(url: str, settings: Settings) -> AsyncConnectionPool:
 _checks: set[asyncio.Task[None]] = set()
 
 
+class HotPoolUnavailable(Exception):
+    """No hot connection within the wait: every one busy, or none can be made (PostgreSQL
+    down, or back and the pool not yet reconnected). The caller takes its general path,
+    whose own pool answers the outage at once or serves the request."""
+
+
 @asynccontextmanager
-async def hot_connection(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+async def hot_connection(
+    pool: AsyncConnectionPool, *, wait_s: float
+) -> AsyncIterator[psycopg.AsyncConnection]:
     """A connection of the hot pool, with database failures answered as `transaction`
-    answers them (503 for an outage or an exhausted pool, 422 for a NUL)."""
+    answers them (503 for a lost connection, 422 for a NUL); `HotPoolUnavailable` when
+    none is free within `wait_s`."""
     try:
-        async with pool.connection() as connection:
+        async with pool.connection(timeout=wait_s) as connection:
             yield connection
-    except HotPoolTimeout as exc:  # every hot connection busy for 5 s: overloaded
-        raise _unavailable(exc) from exc
+    except HotPoolTimeout as exc:
+        raise HotPoolUnavailable() from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         # Its siblings were likely broken by the same outage: check them now, in the
         # background, so one request (not one per pooled connection) pays for it.

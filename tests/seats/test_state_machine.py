@@ -135,7 +135,12 @@ LIVE = text(
     "(SELECT count(*) FROM seat_sessions WHERE customer_id = :f AND ended_at IS NULL "
     "AND expires_at > :now) AS sessions, "
     "(SELECT coalesce(sum(weight), 0) FROM instances WHERE customer_id = :n "
-    "AND ended_at IS NULL AND lease_expires_at > :now) AS instances"
+    "AND ended_at IS NULL AND lease_expires_at > :now) AS instances, "
+    # What the assignment reads under the pool lock (seat_counts, kept by a trigger).
+    "(SELECT coalesce(max(members), 0) FROM seat_counts WHERE customer_id = :n) "
+    "AS counted_members, "
+    "(SELECT coalesce(max(guests), 0) FROM seat_counts WHERE customer_id = :n) "
+    "AS counted_guests"
 )
 
 
@@ -762,7 +767,10 @@ class AllocationMachine(RuleBasedStateMachine):
             ("instances", m.instances),
         ):
             assert tables[name] == sorted(map(astuple, rows), key=repr), name
-        assert live == {**counts, "guests": len(m.live_seats("guest"))}
+        guests = len(m.live_seats("guest"))
+        counted = (live.pop("counted_members"), live.pop("counted_guests"))
+        assert live == {**counts, "guests": guests}
+        assert counted == (counts["members"], guests), "seat_counts drifted from the seats"
 
         for pool, held in counts.items():
             over = held - limits[pool]

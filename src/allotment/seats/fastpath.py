@@ -11,7 +11,8 @@ It serves only what it can answer exactly as the route would, through the very g
 and service function the route uses, and otherwise hands the request, body intact, to the
 route: a customer whose limits this process has not read, limits the database calls stale,
 an unknown customer, an `Idempotency-Key` (the route stores the response with the effect),
-or a body that does not validate (the route words the 422).
+a body that does not validate (the route words the 422), or no hot connection free within
+`db_hot_wait_s` (overload, or PostgreSQL down or just back: the route's pool answers that).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allotment import invalidation
-from allotment.db import hot_connection
+from allotment.db import HotPoolUnavailable, hot_connection
 from allotment.errors import AllotmentError, render_domain_error
 from allotment.kit.idempotency import HEADER
 from allotment.kit.jsonx import dumps
@@ -66,7 +67,9 @@ class SeatFastPath:
             assignment = None
             if wanted is not None:
                 state = request.app.state
-                async with hot_connection(state.hot_pool) as pg:
+                async with hot_connection(
+                    state.hot_pool, wait_s=state.settings.db_hot_wait_s
+                ) as pg:
                     assignment = await direct.assign_direct(
                         pg,
                         state.engine,
@@ -83,6 +86,8 @@ class SeatFastPath:
         except AllotmentError as exc:
             await render_domain_error(request, exc)(scope, receive, send)
             return
+        except HotPoolUnavailable:
+            assignment = None
         if assignment is None:  # the route decides, from the same body
             await self.app(scope, _replay(body, receive), send)
             return

@@ -1,0 +1,172 @@
+"""The named-seat fast path (seats/fastpath.py): what it serves, that it answers as the route
+does, and every case it must hand to the route instead.
+
+The route's own assignment is replaced by a spy: a request the spy sees went through the
+route; one it does not see was served by the middleware in one autocommit statement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from allotment.db import session_scope
+from allotment.seats import direct, known
+from tests.factories.auth import create_key
+from tests.factories.seats import amend_seats, assign, check
+
+
+class RouteSpy:
+    """The subjects whose assignment reached the route's endpoint, in order."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+
+@pytest.fixture
+def route(monkeypatch: pytest.MonkeyPatch) -> RouteSpy:
+    spy = RouteSpy()
+    original = direct.assign_any
+
+    async def spied(session: Any, **fields: Any) -> direct.Assignment:
+        spy.subjects.append(fields["subject"])
+        return await original(session, **fields)
+
+    monkeypatch.setattr("allotment.seats.endpoints.direct.assign_any", spied)
+    return spy
+
+
+async def rows(app: Any, sql: str, **params: Any) -> list[Any]:
+    async with session_scope(app.state.sessionmaker) as session:
+        return list((await session.execute(text(sql), params)).all())
+
+
+async def test_a_known_customer_is_served_without_the_route_and_fully_recorded(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    assert (await assign(client, backend, "ann")).status_code == 201  # learns the limits
+    assert route.subjects == ["ann"] and known.knows("acme")
+    bob = await assign(client, backend, "bob")
+    assert bob.status_code == 201, bob.text
+    assert route.subjects == ["ann"]  # bob never reached the route
+    # The same three records the general path writes, in the same transaction.
+    audit = await rows(
+        app, "SELECT actor, action, target_key, after FROM audit_log WHERE target_key = :k",
+        k="acme/bob",
+    )  # fmt: skip
+    assert [(a.action, a.target_key) for a in audit] == [("seat.assigned", "acme/bob")]
+    assert audit[0].after["id"] == bob.json()["id"] and audit[0].after["since"].endswith("Z")
+    events = await rows(
+        app, "SELECT type, data FROM usage_events WHERE data->>'subject' = 'bob'"
+    )  # fmt: skip
+    assert [e.type for e in events] == ["allotment.seat.assigned"]
+    assert events[0].data == audit[0].after
+    counts = await rows(app, "SELECT members, guests FROM seat_counts")
+    assert [(c.members, c.guests) for c in counts] == [(2, 0)]
+    verified = await client.get("/v1/audit/verify", headers=await _key(app, "finance"))
+    assert verified.json()["ok"] is True, verified.text
+    # The check on this worker sees the new seat at once (the cache was told after commit).
+    assert (await check(client, backend, "editor", subject="bob"))["allowed"] is True
+
+
+async def _key(app: Any, scope: str) -> dict[str, str]:
+    return await create_key(app, scopes=[scope])
+
+
+async def test_it_answers_as_the_route_does(
+    client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    by_route = (await assign(client, backend, "ann")).json()
+    by_fast_path = (await assign(client, backend, "bob")).json()
+    assert route.subjects == ["ann"]
+    assert by_route.keys() == by_fast_path.keys()
+    assert {k: v for k, v in by_fast_path.items() if k not in ("id", "subject", "since")} == {
+        k: v for k, v in by_route.items() if k not in ("id", "subject", "since")
+    }
+    again = await assign(client, backend, "ann")  # held: 200 with the same seat
+    assert again.status_code == 200 and again.json() == by_route
+    assert route.subjects == ["ann"]
+    differently = await assign(client, backend, "ann", type="guest")
+    assert differently.status_code == 409
+    assert differently.json()["type"].endswith("/seat-held-differently")
+    assert route.subjects == ["ann"]
+
+
+async def test_refusals_from_the_fast_path_carry_the_pool_state(
+    client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    for n in range(12):  # 10 seats and 2 burst seats
+        assert (await assign(client, backend, f"u{n}")).status_code == 201
+    refused = await assign(client, backend, "u12")
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["reason"] == "seat_limit_reached" and body["limit"] == 10 and body["held"] == 12
+    assert route.subjects == ["u0"]
+    unknown_tenant = await assign(client, backend, "t1", tenant="nowhere")
+    assert unknown_tenant.status_code == 422
+    assert unknown_tenant.json()["errors"][0]["path"] == "tenant"
+
+
+async def test_what_the_fast_path_hands_to_the_route(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    await assign(client, backend, "ann")
+    # An Idempotency-Key: the route stores the response with the effect, and replays it.
+    keyed = {**backend, "Idempotency-Key": "k1"}
+    first = await client.post("/v1/customers/acme/seats", json={"subject": "kay"}, headers=keyed)
+    replay = await client.post("/v1/customers/acme/seats", json={"subject": "kay"}, headers=keyed)
+    assert first.status_code == replay.status_code == 201 and replay.json() == first.json()
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert route.subjects == ["ann", "kay"]  # the replay was answered before the endpoint
+    # A body that does not validate: the route words the 422 (the same as for a customer
+    # the process does not know yet).
+    bad = await client.post("/v1/customers/acme/seats", json={"subjekt": "x"}, headers=backend)
+    known.clear()
+    bad_unknown = await client.post(
+        "/v1/customers/acme/seats", json={"subjekt": "x"}, headers=backend
+    )
+    assert bad.status_code == bad_unknown.status_code == 422
+    assert bad.json()["errors"] == bad_unknown.json()["errors"]
+    await assign(client, backend, "relearn")
+    # Limits the database calls stale (the contract was amended): the route decides, with
+    # the new limits, and remembers them.
+    await amend_seats(client, await _key(app, "admin"), limit=20)
+    amended = await assign(client, backend, "after-amendment")
+    assert amended.status_code == 201
+    assert route.subjects[-1] == "after-amendment"
+    limits = known.get("acme")
+    assert limits is not None and limits.seats.limit == 20
+    assert (await assign(client, backend, "fast-again")).status_code == 201
+    assert route.subjects[-1] == "after-amendment"
+    # Wrong or missing key: refused by the same guard, before anything is read.
+    unauthorised = await client.post("/v1/customers/acme/seats", json={"subject": "z"})
+    assert unauthorised.status_code == 401
+    finance = await _key(app, "finance")
+    forbidden = await client.post(
+        "/v1/customers/acme/seats", json={"subject": "z"}, headers=finance
+    )
+    assert forbidden.status_code == 403
+    assert route.subjects[-1] == "after-amendment"
+
+
+async def test_a_customer_gone_since_its_limits_were_read_gets_the_routes_404(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    await assign(client, backend, "ann")
+    await rows(app, "UPDATE customers SET key = 'acme-renamed' WHERE key = 'acme' RETURNING id")
+    gone = await assign(client, backend, "bob")
+    assert gone.status_code == 404, gone.text
+    assert route.subjects == ["ann", "bob"]
+
+
+async def test_a_nul_in_the_subject_is_a_422_and_writes_nothing(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    await assign(client, backend, "ann")
+    nul = await assign(client, backend, "a\u0000b")
+    assert nul.status_code == 422, nul.text
+    assert [r.n for r in await rows(app, "SELECT count(*) AS n FROM seats")] == [1]
+    assert route.subjects == ["ann"]
