@@ -1,7 +1,7 @@
 """Seat assignments per second on one worker: spread over many customers, and all on one.
 
     .venv/bin/python bench/seats.py [--duration 10] [--connections 32] [--customers 50]
-                                    [--big-pool 0] [--profile]
+                                    [--big-pool 0] [--keyed] [--profile]
 
 Starts a fresh database (embedded by default, or ALLOTMENT_DATABASE_URL's server; its own
 data dir and database, so it collides with neither the tests nor bench/run.py), publishes
@@ -13,6 +13,8 @@ subject:
     spread   each request for a random one of --customers customers
     single   every request for one customer: all of them queue on its row (the pool lock)
     big      (--big-pool N) one customer already holding N live seats
+    keyed    (--keyed) spread, every request with its own Idempotency-Key: the route stores
+             the response with the effect, so these take the general path, not the fast one
 
 Prints assignments/s (201s as wrk saw them, per second), p50/p99 and the non-2xx count of
 each, the CPU the worker and PostgreSQL used, and then checks in the database that the live
@@ -79,10 +81,13 @@ function init(args)
   n, created, existed, failed = 0, 0, 0, 0
   math.randomseed(os.time() * 100 + tid)
 end
+local keyed = %(keyed)s
 function request()
   n = n + 1
   local c = customers[math.random(#customers)]
-  local body = '{"subject":"' .. run .. '-' .. tid .. '-' .. n .. '","type":"member"}'
+  local subject = run .. '-' .. tid .. '-' .. n
+  local body = '{"subject":"' .. subject .. '","type":"member"}'
+  if keyed then hdrs["Idempotency-Key"] = subject end
   return wrk.format("POST", "/v1/customers/" .. c .. "/seats", hdrs, body)
 end
 function response(status, headers, body)
@@ -152,9 +157,15 @@ def prefill(database_url: str, customer: str, n: int) -> None:
         conn.execute("ANALYZE seats")
 
 
-def lua(path: Path, *, customers: list[str], key: str, run: str) -> Path:
+def lua(path: Path, *, customers: list[str], key: str, run: str, keyed: bool = False) -> Path:
     path.write_text(
-        LUA % {"customers": ",".join(f'"{c}"' for c in customers), "key": key, "run": run}
+        LUA
+        % {
+            "customers": ",".join(f'"{c}"' for c in customers),
+            "key": key,
+            "run": run,
+            "keyed": "true" if keyed else "false",
+        }
     )
     return path
 
@@ -358,6 +369,11 @@ def main() -> None:
         "--big-pool", type=int, default=0, help="also run one customer holding N live seats"
     )
     parser.add_argument(
+        "--keyed",
+        action="store_true",
+        help="also run spread with an Idempotency-Key on every request (served by the route)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the worker and sample PostgreSQL's wait events during each run",
@@ -405,6 +421,8 @@ def main() -> None:
         runs: list[tuple[str, list[str]]] = [("spread", spread), ("single", ["one"])]
         if args.big_pool:
             runs.append(("big", ["big"]))
+        if args.keyed:
+            runs.append(("keyed", spread))
         # Warm the worker (keys, catalog, connection pool) on customers no run measures.
         warm = lua(workdir / "warm.lua", customers=spread, key=check, run=f"warm{tag}")
         wrk(base, warm, duration=2, connections=args.connections)
@@ -414,7 +432,10 @@ def main() -> None:
         profiles: dict[str, list[str]] = {}
         for name, customers in runs:
             run = f"{name}{tag}"
-            script = lua(workdir / f"{name}.lua", customers=customers, key=check, run=run)
+            script = lua(
+                workdir / f"{name}.lua", customers=customers, key=check, run=run,
+                keyed=name == "keyed",
+            )  # fmt: skip
             before = settle(base)
             busy_before = machine_busy()  # anything else competing for the cores?
             spy, sampler = None, None
@@ -480,6 +501,7 @@ def main() -> None:
             "spread": f"spread over {args.customers} customers",
             "single": "one customer",
             "big": f"one customer holding {args.big_pool:,} seats",
+            "keyed": "spread, each with an Idempotency-Key (the route, not the fast path)",
         }
         pad = " " * 4
         for name, r in results.items():
