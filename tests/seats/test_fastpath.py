@@ -7,6 +7,7 @@ route; one it does not see was served by the middleware in one autocommit statem
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -114,13 +115,12 @@ async def test_what_the_fast_path_hands_to_the_route(
     app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
 ) -> None:
     await assign(client, backend, "ann")
-    # An Idempotency-Key: the route stores the response with the effect, and replays it.
-    keyed = {**backend, "Idempotency-Key": "k1"}
-    first = await client.post("/v1/customers/acme/seats", json={"subject": "kay"}, headers=keyed)
-    replay = await client.post("/v1/customers/acme/seats", json={"subject": "kay"}, headers=keyed)
-    assert first.status_code == replay.status_code == 201 and replay.json() == first.json()
-    assert replay.headers.get("Idempotent-Replayed") == "true"
-    assert route.subjects == ["ann", "kay"]  # the replay was answered before the endpoint
+    # A malformed Idempotency-Key: the route's 400.
+    too_long = {**backend, "Idempotency-Key": "k" * 256}
+    malformed = await client.post(
+        "/v1/customers/acme/seats", json={"subject": "x"}, headers=too_long
+    )
+    assert malformed.status_code == 400 and "1 to 255 characters" in malformed.json()["detail"]
     # A body that does not validate: the route words the 422 (the same as for a customer
     # the process does not know yet).
     bad = await client.post("/v1/customers/acme/seats", json={"subjekt": "x"}, headers=backend)
@@ -150,6 +150,68 @@ async def test_what_the_fast_path_hands_to_the_route(
     )
     assert forbidden.status_code == 403
     assert route.subjects[-1] == "after-amendment"
+
+
+def _secret_hash(headers: dict[str, str]) -> str:
+    return hashlib.sha256(headers["Authorization"].removeprefix("Bearer ").encode()).hexdigest()
+
+
+async def test_idempotency_keys_on_the_fast_path(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+) -> None:
+    seats = "/v1/customers/acme/seats"
+    # Stored by the route (the customer not yet known), replayed by the fast path.
+    by_route = await client.post(seats, json={"subject": "ann"}, headers=_keyed("k-ann", backend))
+    assert by_route.status_code == 201 and route.subjects == ["ann"] and known.knows("acme")
+    replayed = await client.post(seats, json={"subject": "ann"}, headers=_keyed("k-ann", backend))
+    assert replayed.status_code == 201 and replayed.content == by_route.content
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    # Served by the fast path, then replayed byte for byte; never a second effect.
+    first = await client.post(seats, json={"subject": "kay"}, headers=_keyed("k1", backend))
+    again = await client.post(seats, json={"subject": "kay"}, headers=_keyed("k1", backend))
+    assert first.status_code == again.status_code == 201 and again.content == first.content
+    assert (
+        again.headers["Idempotent-Replayed"] == "true"
+        and "Idempotent-Replayed" not in first.headers
+    )
+    assert route.subjects == ["ann"]
+    stored = await rows(app, "SELECT status, body FROM idempotency_keys WHERE key = 'k1'")
+    assert [(r.status, bytes(r.body)) for r in stored] == [(201, first.content)]
+    audited = await rows(app, "SELECT id FROM audit_log WHERE target_key = 'acme/kay'")
+    assert len(audited) == 1
+    # The same key for another request: 422, nothing assigned.
+    other = await client.post(seats, json={"subject": "ivy"}, headers=_keyed("k1", backend))
+    assert other.status_code == 422 and other.json()["type"].endswith("/idempotency-key-reused")
+    # A key whose first request still runs (its lock held): 409, nothing assigned.
+    key_id = (
+        await rows(app, "SELECT id FROM api_keys WHERE secret_hash = :h", h=_secret_hash(backend))
+    )[0].id
+    async with app.state.hot_pool.connection() as holder:
+        await holder.execute(
+            "SELECT pg_advisory_lock(hashtextextended(%s, 7))", (f"idem:{key_id}:k-busy",)
+        )
+        busy = await client.post(seats, json={"subject": "bo"}, headers=_keyed("k-busy", backend))
+        await holder.execute(
+            "SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (f"idem:{key_id}:k-busy",)
+        )
+    assert busy.status_code == 409 and busy.json()["type"].endswith("/idempotency-in-flight")
+    assert [r.subject for r in await rows(app, "SELECT subject FROM seats ORDER BY subject")] == [
+        "ann",
+        "kay",
+    ]
+    # A refusal stores nothing: the same key runs again once there is room.
+    for n in range(10):  # 10 seats and 2 burst seats: fill them
+        await assign(client, backend, f"u{n}")
+    full = await client.post(seats, json={"subject": "late"}, headers=_keyed("k-late", backend))
+    assert full.status_code == 409 and full.json()["reason"] == "seat_limit_reached"
+    await client.delete("/v1/customers/acme/seats/u0", headers=backend)
+    retried = await client.post(seats, json={"subject": "late"}, headers=_keyed("k-late", backend))
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    assert route.subjects == ["ann"]
+
+
+def _keyed(key: str, headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": key}
 
 
 async def test_a_customer_gone_since_its_limits_were_read_gets_the_routes_404(

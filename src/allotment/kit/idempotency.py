@@ -95,13 +95,10 @@ async def _idempotency(
     principal = getattr(request.state, "principal", None)
     if key is None or principal is None:
         return Idempotency(session, None, None, None, ttl)
-    if not key or len(key) > MAX_KEY_LENGTH:
+    if not usable_key(key):
         raise BadRequest(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
     owner = principal.key_id
-    body = await request.body()
-    request_hash = hashlib.sha256(
-        b"\n".join([request.method.encode(), request.url.path.encode(), body])
-    ).hexdigest()
+    request_hash = fingerprint(request.method, request.url.path, await request.body())
     # Held until this transaction ends: a concurrent retry of the same key cannot take it.
     locked = (
         await session.execute(
@@ -110,10 +107,7 @@ async def _idempotency(
         )
     ).scalar_one()
     if not locked:
-        raise Conflict(
-            f"A request with this {HEADER} is still in progress; retry when it completes.",
-            type="idempotency-in-flight",
-        )
+        raise in_flight()
     stored = (
         await session.execute(
             select(IdempotencyRecord).where(
@@ -125,12 +119,49 @@ async def _idempotency(
     ).scalar_one_or_none()
     if stored is not None:
         if stored.request_hash != request_hash:
-            raise ValidationFailed(
-                f"This {HEADER} was used with a different request; use a new key.",
-                type="idempotency-key-reused",
-            )
+            raise reused()
         raise IdempotentReplay(stored.status, stored.body)
     return Idempotency(session, owner, key, request_hash, ttl)
+
+
+def usable_key(key: str | None) -> bool:
+    return key is not None and 0 < len(key) <= MAX_KEY_LENGTH
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """What a retry must repeat to be replayed: the method, the path and the body."""
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
+
+
+def in_flight() -> Conflict:
+    return Conflict(
+        f"A request with this {HEADER} is still in progress; retry when it completes.",
+        type="idempotency-in-flight",
+    )
+
+
+def reused() -> ValidationFailed:
+    return ValidationFailed(
+        f"This {HEADER} was used with a different request; use a new key.",
+        type="idempotency-key-reused",
+    )
+
+
+_STORE = (
+    "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, created_at, "
+    "expires_at) VALUES (%s, %s, %s, %s, %s, now(), now() + make_interval(secs => %s)) "
+    "ON CONFLICT (principal, key) DO UPDATE SET request_hash = excluded.request_hash, "
+    "status = excluded.status, body = excluded.body, created_at = excluded.created_at, "
+    "expires_at = excluded.expires_at"
+)
+
+
+async def store_on(
+    pg: Any, *, principal: str, key: str, request_hash: str, status: int, body: bytes, ttl_s: int
+) -> None:
+    """`Idempotency.respond`'s record, on a psycopg connection inside the effect's
+    transaction (the seat fast path, which has no session)."""
+    await pg.execute(_STORE, (principal, key, request_hash, status, body, ttl_s))
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(_idempotency, scope="function")]

@@ -21,6 +21,7 @@ from allotment import invalidation
 from allotment.contracts import pools
 from allotment.db import after_commit, driver
 from allotment.errors import ValidationFailed
+from allotment.kit import idempotency
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
@@ -37,6 +38,18 @@ from allotment.seats.service import (
 from allotment.usage import partitions
 
 _FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
+_FAST_KEYED = "SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 20) + ")"
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """The request's Idempotency-Key, claimed by `allotment_assign_seat_keyed` (migration
+    0011) in the statement that assigns: the caller runs it inside a transaction and stores
+    its response there (`idempotency.store_on`) before committing."""
+
+    principal: str
+    key: str
+    request_hash: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,7 @@ async def assign_direct(
     actor: str,
     request_id: str | None,
     now: datetime | None = None,
+    keyed: Keyed | None = None,
 ) -> Assignment | None:
     """`assign` in one statement (`allotment_assign_seat`, migrations 0009 and 0010) on the
     psycopg connection `pg`, with the limits this process last read for the customer; None
@@ -107,7 +121,9 @@ async def assign_direct(
     `assign` decides (and remembers the new ones). Same rules, same answers, same audit
     record and lifecycle event as `assign`, written by the function itself: on an
     autocommit connection (seats/fastpath.py) the whole assignment is one round trip. The
-    caller publishes the change and counts it (`count_direct`) once it is committed."""
+    caller publishes the change and counts it (`count_direct`) once it is committed.
+    With `keyed`, the key is claimed first: raises IdempotentReplay (the stored answer),
+    or the in-flight / reused-key problems, as kit/idempotency.py does."""
     limits = known.get(customer_key)
     if limits is None:
         return None
@@ -115,9 +131,11 @@ async def assign_direct(
     # The function writes the lifecycle event: its month's partition must exist.
     await partitions.ensure(engine, (now or utcnow(),))
     window = seats.burst_window if seats.burst_extra else None
+    claim = () if keyed is None else (keyed.principal, keyed.key, keyed.request_hash)
     cursor = await pg.execute(
-        _FAST,
+        _FAST if keyed is None else _FAST_KEYED,
         (
+            *claim,
             customer_key,
             subject,
             type,
@@ -140,12 +158,18 @@ async def assign_direct(
     found = await cursor.fetchone()
     status = found[0]
     customer = customer_key
+    if status == "in_flight":
+        raise idempotency.in_flight()
+    if status == "reused":
+        raise idempotency.reused()
+    if status == "replay":
+        raise idempotency.IdempotentReplay(found[11], bytes(found[12]))
     if status == "stale":
         known.forget(customer_key)
     if status in ("stale", "no_customer"):
         return None
     _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
-    held, quota, window_end, extra_left = found[7:]
+    held, quota, window_end, extra_left = found[7:11]
     if status == "held":
         if seat_type != type or seat_tenant != tenant:
             raise SeatHeldDifferently(

@@ -5,20 +5,23 @@ the assignment is a single autocommit statement (`direct.assign_direct`: pool lo
 seat, burst episode, audit record and lifecycle event, then commit) on a connection of the
 hot pool (`db.hot_connection`: no SQLAlchemy session, transaction or ping), reached without
 FastAPI's routing and dependency solving, like /v1/check's (`check/fastpath.py`). Those
-layers, not the database, were most of an assignment's cost.
+layers, not the database, were most of an assignment's cost. With an `Idempotency-Key` the
+same statement claims the key first (migration 0011), and the response is stored with the
+effect in one transaction, as kit/idempotency.py does for the routes.
 
 It serves only what it can answer exactly as the route would, through the very guard, schema
 and service function the route uses, and otherwise hands the request, body intact, to the
 route: a customer whose limits this process has not read, limits the database calls stale,
-an unknown customer, an `Idempotency-Key` (the route stores the response with the effect),
-a body that does not validate (the route words the 422), or no hot connection free within
-`db_hot_wait_s` (overload, or PostgreSQL down or just back: the route's pool answers that).
+an unknown customer, a malformed `Idempotency-Key`, a body that does not validate (the route
+words the 422), or no hot connection free within `db_hot_wait_s` (overload, or PostgreSQL
+down or just back: the route's pool answers that).
 """
 
 from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -27,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from allotment import invalidation
 from allotment.db import HotPoolUnavailable, hot_connection
 from allotment.errors import AllotmentError, render_domain_error
+from allotment.kit import idempotency
 from allotment.kit.idempotency import HEADER
 from allotment.kit.jsonx import dumps
 from allotment.seats import direct, known
@@ -45,12 +49,12 @@ class SeatFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
-        if (
-            match is None
-            or scope["method"] != "POST"
-            or not known.knows(match.group(1))
-            or any(name == _IDEMPOTENCY for name, _ in scope["headers"])
-        ):
+        if match is None or scope["method"] != "POST" or not known.knows(match.group(1)):
+            await self.app(scope, receive, send)
+            return
+        given = [value for name, value in scope["headers"] if name == _IDEMPOTENCY]
+        idempotency_key = given[0].decode("latin-1") if len(given) == 1 else None
+        if given and not idempotency.usable_key(idempotency_key):  # the route words the 400
             await self.app(scope, receive, send)
             return
         key = match.group(1)
@@ -64,38 +68,72 @@ class SeatFastPath:
                 wanted = SeatAssign.model_validate_json(body)
             except ValidationError:
                 wanted = None
-            assignment = None
+            answer = None
             if wanted is not None:
-                state = request.app.state
-                async with hot_connection(
-                    state.hot_pool, wait_s=state.settings.db_hot_wait_s
-                ) as pg:
-                    assignment = await direct.assign_direct(
-                        pg,
-                        state.engine,
-                        customer_key=key,
-                        subject=wanted.subject,
-                        type=wanted.type,
-                        tenant=wanted.tenant,
-                        actor=principal.actor,
-                        request_id=scope["state"].get("request_id"),
-                    )
-                if assignment is not None and assignment.created:  # committed: tell the caches
-                    direct.count_direct(assignment)
-                    await invalidation.customer_committed(state.bus, key)
+                keyed = None
+                if idempotency_key is not None:
+                    fingerprint = idempotency.fingerprint("POST", request.url.path, body)
+                    keyed = direct.Keyed(principal.key_id, idempotency_key, fingerprint)
+                answer = await _assign(request, key, wanted, principal.actor, keyed)
+        except idempotency.IdempotentReplay as exc:
+            await idempotency.replay_response(exc)(scope, receive, send)
+            return
         except AllotmentError as exc:
             await render_domain_error(request, exc)(scope, receive, send)
             return
         except HotPoolUnavailable:
-            assignment = None
-        if assignment is None:  # the route decides, from the same body
+            answer = None
+        if answer is None:  # the route decides, from the same body
             await self.app(scope, _replay(body, receive), send)
             return
-        status = 201 if assignment.created else 200
-        payload = dumps(assignment.read().model_dump(mode="json"))
+        status, payload = answer
         headers = [*_JSON, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _assign(
+    request: Request, key: str, wanted: SeatAssign, actor: str, keyed: direct.Keyed | None
+) -> tuple[int, bytes] | None:
+    """The status and body of the assignment, committed; None for the route to decide.
+    Without a key: one autocommit statement. With one: that statement claims the key too,
+    and the response is stored with the effect before the commit."""
+    state = request.app.state
+    fields: dict[str, Any] = dict(
+        customer_key=key,
+        subject=wanted.subject,
+        type=wanted.type,
+        tenant=wanted.tenant,
+        actor=actor,
+        request_id=request.scope["state"].get("request_id"),
+        keyed=keyed,
+    )
+    async with hot_connection(state.hot_pool, wait_s=state.settings.db_hot_wait_s) as pg:
+        if keyed is None:
+            assignment = await direct.assign_direct(pg, state.engine, **fields)
+            answer = None if assignment is None else _response(assignment)
+        else:  # pipelined: BEGIN goes with the statement, the stored answer with COMMIT
+            async with pg.pipeline(), pg.transaction():
+                assignment = await direct.assign_direct(pg, state.engine, **fields)
+                answer = None if assignment is None else _response(assignment)
+                if answer is not None:
+                    await idempotency.store_on(
+                        pg,
+                        principal=keyed.principal,
+                        key=keyed.key,
+                        request_hash=keyed.request_hash,
+                        status=answer[0],
+                        body=answer[1],
+                        ttl_s=state.settings.idempotency_ttl_s,
+                    )
+    if assignment is not None and assignment.created:  # committed: tell the caches
+        direct.count_direct(assignment)
+        await invalidation.customer_committed(state.bus, key)
+    return answer
+
+
+def _response(assignment: direct.Assignment) -> tuple[int, bytes]:
+    return 201 if assignment.created else 200, dumps(assignment.read().model_dump(mode="json"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
