@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, Request
 from pydantic import BaseModel
 from sqlalchemy import DateTime, LargeBinary, SmallInteger, Text, delete, func, select, text
@@ -156,12 +157,14 @@ _STORE = (
 )
 
 
-async def store_on(
+async def store_and_commit(
     pg: Any, *, principal: str, key: str, request_hash: str, status: int, body: bytes, ttl_s: int
 ) -> None:
-    """`Idempotency.respond`'s record, on a psycopg connection inside the effect's
-    transaction (the seat fast path, which has no session)."""
-    await pg.execute(_STORE, (principal, key, request_hash, status, body, ttl_s))
+    """`Idempotency.respond`'s record, on a psycopg connection inside the effect's open
+    transaction (the seat fast path, which has no session), and the COMMIT, in one round
+    trip (bound client-side, so one query may hold both)."""
+    cursor = psycopg.AsyncClientCursor(pg)
+    await cursor.execute(_STORE + "; COMMIT", (principal, key, request_hash, status, body, ttl_s))
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(_idempotency, scope="function")]

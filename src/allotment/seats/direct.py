@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from allotment import invalidation
@@ -38,14 +39,15 @@ from allotment.seats.service import (
 from allotment.usage import partitions
 
 _FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
-_FAST_KEYED = "SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 20) + ")"
+_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 20) + ")"
 
 
 @dataclass(frozen=True)
 class Keyed:
     """The request's Idempotency-Key, claimed by `allotment_assign_seat_keyed` (migration
-    0011) in the statement that assigns: the caller runs it inside a transaction and stores
-    its response there (`idempotency.store_on`) before committing."""
+    0011) in the statement that assigns, which `assign_direct` then sends after a BEGIN:
+    the caller stores its response in that transaction and commits
+    (`idempotency.store_and_commit`), or rolls it back."""
 
     principal: str
     key: str
@@ -131,30 +133,34 @@ async def assign_direct(
     # The function writes the lifecycle event: its month's partition must exist.
     await partitions.ensure(engine, (now or utcnow(),))
     window = seats.burst_window if seats.burst_extra else None
-    claim = () if keyed is None else (keyed.principal, keyed.key, keyed.request_hash)
-    cursor = await pg.execute(
-        _FAST if keyed is None else _FAST_KEYED,
-        (
-            *claim,
-            customer_key,
-            subject,
-            type,
-            tenant,
-            now,
-            limits.contract_id,
-            limits.revision,
-            limits.active_version,
-            seats.limit,
-            seats.burst_extra,
-            window,
-            seats.guests,
-            new_id("seat"),
-            new_id("burst"),
-            actor,
-            request_id,
-            new_id("evt"),
-        ),
+    params = (
+        customer_key,
+        subject,
+        type,
+        tenant,
+        now,
+        limits.contract_id,
+        limits.revision,
+        limits.active_version,
+        seats.limit,
+        seats.burst_extra,
+        window,
+        seats.guests,
+        new_id("seat"),
+        new_id("burst"),
+        actor,
+        request_id,
+        new_id("evt"),
     )
+    if keyed is None:
+        cursor = await pg.execute(_FAST, params)
+    else:
+        # BEGIN and the statement in one round trip (bound client-side, so one query may
+        # hold both); the caller stores its answer and commits, or rolls back.
+        cursor = psycopg.AsyncClientCursor(pg)
+        claim = (keyed.principal, keyed.key, keyed.request_hash)
+        await cursor.execute(_BEGIN_KEYED, (*claim, *params))
+        cursor.nextset()
     found = await cursor.fetchone()
     status = found[0]
     customer = customer_key

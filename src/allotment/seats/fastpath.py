@@ -19,10 +19,13 @@ down or just back: the route's pool answers that).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -112,12 +115,15 @@ async def _assign(
         if keyed is None:
             assignment = await direct.assign_direct(pg, state.engine, **fields)
             answer = None if assignment is None else _response(assignment)
-        else:  # pipelined: BEGIN goes with the statement, the stored answer with COMMIT
-            async with pg.pipeline(), pg.transaction():
+        else:  # BEGIN goes with the statement, the stored answer with the COMMIT
+            try:
                 assignment = await direct.assign_direct(pg, state.engine, **fields)
                 answer = None if assignment is None else _response(assignment)
-                if answer is not None:
-                    await idempotency.store_on(
+                if answer is None:  # nothing written (stale limits...): the route decides
+                    if pg.info.transaction_status != TransactionStatus.IDLE:
+                        await pg.execute("COMMIT")
+                else:
+                    await idempotency.store_and_commit(
                         pg,
                         principal=keyed.principal,
                         key=keyed.key,
@@ -126,6 +132,11 @@ async def _assign(
                         body=answer[1],
                         ttl_s=state.settings.idempotency_ttl_s,
                     )
+            except BaseException:
+                if pg.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # a broken connection: gone anyway
+                        await pg.execute("ROLLBACK")
+                raise
     if assignment is not None and assignment.created:  # committed: tell the caches
         direct.count_direct(assignment)
         await invalidation.customer_committed(state.bus, key)
