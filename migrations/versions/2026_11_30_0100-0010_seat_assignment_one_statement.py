@@ -41,6 +41,10 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
+NEW_SIGNATURE = (
+    "allotment_assign_seat(text, text, text, text, timestamptz, text, integer, integer, "
+    "integer, integer, interval, integer, text, text, text, text, text)"
+)
 OLD_SIGNATURE = (
     "allotment_assign_seat(text, text, text, text, timestamptz, text, integer, integer, "
     "integer, integer, interval, integer, text, text)"
@@ -324,10 +328,7 @@ def downgrade() -> None:
     assert spec is not None and spec.loader is not None
     previous = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(previous)
-    op.execute(
-        "DROP FUNCTION allotment_assign_seat(text, text, text, text, timestamptz, text, "
-        "integer, integer, integer, integer, interval, integer, text, text, text, text, text)"
-    )
+    op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
     op.execute("DROP FUNCTION allotment_audit_append(text, text, text, text, text, text)")
     op.execute("DROP FUNCTION allotment_isoformat(timestamptz)")
     op.execute("DROP FUNCTION allotment_json(text)")

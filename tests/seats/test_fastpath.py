@@ -208,6 +208,13 @@ async def test_idempotency_keys_on_the_fast_path(
     retried = await client.post(seats, json={"subject": "late"}, headers=_keyed("k-late", backend))
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
     assert route.subjects == ["ann"]
+    # The keyed path appends the audit record in the committing query: the chain holds.
+    audited = await rows(app, "SELECT target_key FROM audit_log WHERE action = 'seat.assigned'")
+    assert sorted(a.target_key for a in audited) == sorted(
+        f"acme/{s}" for s in ["ann", "kay", "late", *(f"u{n}" for n in range(10))]
+    )
+    verified = await client.get("/v1/audit/verify", headers=await _key(app, "finance"))
+    assert verified.json()["ok"] is True, verified.text
 
 
 def _keyed(key: str, headers: dict[str, str]) -> dict[str, str]:

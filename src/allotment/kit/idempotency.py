@@ -158,13 +158,24 @@ _STORE = (
 
 
 async def store_and_commit(
-    pg: Any, *, principal: str, key: str, request_hash: str, status: int, body: bytes, ttl_s: int
+    pg: Any,
+    *,
+    principal: str,
+    key: str,
+    request_hash: str,
+    status: int,
+    body: bytes,
+    ttl_s: int,
+    last: tuple[str, tuple[Any, ...]] | None = None,
 ) -> None:
     """`Idempotency.respond`'s record, on a psycopg connection inside the effect's open
-    transaction (the seat fast path, which has no session), and the COMMIT, in one round
-    trip (bound client-side, so one query may hold both)."""
-    cursor = psycopg.AsyncClientCursor(pg)
-    await cursor.execute(_STORE + "; COMMIT", (principal, key, request_hash, status, body, ttl_s))
+    transaction (the seat fast path, which has no session), then the statement `last` (with
+    its parameters) if any, then COMMIT: one round trip (bound client-side, so one query
+    may hold them all)."""
+    sql, params = _STORE, (principal, key, request_hash, status, body, ttl_s)
+    if last is not None:
+        sql, params = f"{sql}; {last[0]}", (*params, *last[1])
+    await psycopg.AsyncClientCursor(pg).execute(f"{sql}; COMMIT", params)
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(_idempotency, scope="function")]

@@ -39,7 +39,7 @@ from allotment.seats.service import (
 from allotment.usage import partitions
 
 _FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
-_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 20) + ")"
+_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 18) + ")"
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,11 @@ async def assign_direct(
         cursor = await pg.execute(_FAST, params)
     else:
         # BEGIN and the statement in one round trip (bound client-side, so one query may
-        # hold both); the caller stores its answer and commits, or rolls back.
+        # hold both); the caller appends the audit record, stores its answer and commits,
+        # or rolls back. (Without actor and request id: the caller's append has them.)
         cursor = psycopg.AsyncClientCursor(pg)
         claim = (keyed.principal, keyed.key, keyed.request_hash)
-        await cursor.execute(_BEGIN_KEYED, (*claim, *params))
+        await cursor.execute(_BEGIN_KEYED, (*claim, *params[:14], params[16]))
         cursor.nextset()
     found = await cursor.fetchone()
     status = found[0]
@@ -169,7 +170,7 @@ async def assign_direct(
     if status == "reused":
         raise idempotency.reused()
     if status == "replay":
-        raise idempotency.IdempotentReplay(found[11], bytes(found[12]))
+        raise idempotency.IdempotentReplay(found[12], bytes(found[13]))
     if status == "stale":
         known.forget(customer_key)
     if status in ("stale", "no_customer"):
@@ -207,7 +208,8 @@ async def assign_direct(
         refuse_members(seats, held, window_end, closed=status == "burst_closed")
     row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
     burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
-    return Assignment(row, customer, created=True, burst=burst)
+    audit_after = found[11] if keyed is not None else None
+    return Assignment(row, customer, created=True, burst=burst, audit_after=audit_after)
 
 
 async def assign_any(

@@ -100,6 +100,9 @@ class Assignment:
     customer: str
     created: bool
     burst: BurstRead | None = None
+    # The canonical `after` of the seat.assigned audit record its caller must still append
+    # in the same transaction (the keyed fast path: seats/fastpath.py).
+    audit_after: str | None = None
 
     def read(self) -> SeatRead:
         return read(self.seat, self.customer, burst=self.burst)
