@@ -237,5 +237,9 @@ async def test_a_nul_in_the_subject_is_a_422_and_writes_nothing(
     await assign(client, backend, "ann")
     nul = await assign(client, backend, "a\u0000b")
     assert nul.status_code == 422, nul.text
+    keyed = await client.post(
+        "/v1/customers/acme/seats", json={"subject": "a\u0000b"}, headers=_keyed("k", backend)
+    )
+    assert keyed.status_code == 422, keyed.text
     assert [r.n for r in await rows(app, "SELECT count(*) AS n FROM seats")] == [1]
     assert route.subjects == ["ann"]
