@@ -10,6 +10,11 @@ transaction two more (BEGIN, COMMIT). Here the function does all of it, so an as
 run as one autocommit statement: the seat, the burst episode, the state-version bump, the
 audit record and the `allotment.seat.assigned` event commit together or not at all.
 
+It is two functions: `allotment_assign_seat_unaudited` does the assignment and the event and
+returns the audit record's canonical `after`; `allotment_assign_seat` is that plus the audit
+append, last, so the chain lock is held only for the append and the commit. (0011's keyed
+variant calls the first and leaves the append to the query that commits.)
+
 The audit hash must be exactly the one `audit/service.py` computes and `verify` recomputes:
 
     sha256(prev_hash || "\\n" || canonical({id, at, actor, action, target_type, target_key,
@@ -150,16 +155,16 @@ END;
 $$;
 """
 
-FUNCTION = r"""
-CREATE FUNCTION allotment_assign_seat(
+UNAUDITED = r"""
+CREATE FUNCTION allotment_assign_seat_unaudited(
     p_customer text, p_subject text, p_type text, p_tenant text, p_now timestamptz,
     p_contract text, p_revision integer, p_active_version integer,
     p_limit integer, p_extra integer, p_window interval, p_guests integer,
-    p_seat_id text, p_burst_id text, p_actor text, p_request_id text, p_event_id text
+    p_seat_id text, p_burst_id text, p_event_id text
 ) RETURNS TABLE (
     status text, customer_id bigint, seat_id text, seat_type text, seat_tenant text,
     over_limit boolean, assigned_at timestamptz, held integer, quota integer,
-    window_ends_at timestamptz, extra_left integer
+    window_ends_at timestamptz, extra_left integer, after text
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_customer bigint;
@@ -184,7 +189,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'no_customer'::text, NULL::bigint, NULL::text, NULL::text,
             NULL::text, NULL::boolean, NULL::timestamptz, NULL::integer, NULL::integer,
-            NULL::timestamptz, NULL::integer;
+            NULL::timestamptz, NULL::integer, NULL::text;
         RETURN;
     END IF;
     -- The time is read once the lock is held (unless the caller fixed it): an assignment
@@ -209,7 +214,7 @@ BEGIN
     THEN
         RETURN QUERY SELECT 'stale'::text, v_customer, NULL::text, NULL::text, NULL::text,
             NULL::boolean, NULL::timestamptz, NULL::integer, NULL::integer,
-            NULL::timestamptz, NULL::integer;
+            NULL::timestamptz, NULL::integer, NULL::text;
         RETURN;
     END IF;
     SELECT * INTO v_seat FROM seats s
@@ -217,7 +222,7 @@ BEGIN
     IF FOUND THEN
         RETURN QUERY SELECT 'held'::text, v_customer, v_seat.id, v_seat.type, v_seat.tenant,
             v_seat.over_limit, v_seat.assigned_at, NULL::integer, NULL::integer,
-            NULL::timestamptz, NULL::integer;
+            NULL::timestamptz, NULL::integer, NULL::text;
         RETURN;
     END IF;
     SELECT n.members, n.guests INTO v_members, v_guests FROM seat_counts n
@@ -233,14 +238,14 @@ BEGIN
         IF NOT FOUND THEN
             RETURN QUERY SELECT 'unknown_tenant'::text, v_customer, NULL::text, NULL::text,
                 NULL::text, NULL::boolean, NULL::timestamptz, NULL::integer, NULL::integer,
-                NULL::timestamptz, NULL::integer;
+                NULL::timestamptz, NULL::integer, NULL::text;
             RETURN;
         END IF;
         v_quota := (v_quotas ->> 'seats')::integer;
         IF p_type = 'member' AND v_quota IS NOT NULL AND v_in_tenant + 1 > v_quota THEN
             RETURN QUERY SELECT 'tenant_full'::text, v_customer, NULL::text, NULL::text,
                 NULL::text, NULL::boolean, NULL::timestamptz, v_in_tenant, v_quota,
-                NULL::timestamptz, NULL::integer;
+                NULL::timestamptz, NULL::integer, NULL::text;
             RETURN;
         END IF;
     END IF;
@@ -248,7 +253,7 @@ BEGIN
         IF v_guests >= p_guests THEN
             RETURN QUERY SELECT 'guests_full'::text, v_customer, NULL::text, NULL::text,
                 NULL::text, NULL::boolean, NULL::timestamptz, v_guests, p_guests,
-                NULL::timestamptz, NULL::integer;
+                NULL::timestamptz, NULL::integer, NULL::text;
             RETURN;
         END IF;
     ELSE
@@ -262,7 +267,7 @@ BEGIN
         ELSIF p_extra = 0 OR p_window IS NULL OR v_members >= p_limit + p_extra THEN
             RETURN QUERY SELECT 'full'::text, v_customer, NULL::text, NULL::text,
                 NULL::text, NULL::boolean, NULL::timestamptz, v_members, p_limit,
-                v_window_end, NULL::integer;
+                v_window_end, NULL::integer, NULL::text;
             RETURN;
         ELSIF v_burst_id IS NULL THEN
             v_window_end := p_now + p_window;
@@ -272,7 +277,7 @@ BEGIN
         ELSIF p_now >= v_window_end THEN
             RETURN QUERY SELECT 'burst_closed'::text, v_customer, NULL::text, NULL::text,
                 NULL::text, NULL::boolean, NULL::timestamptz, v_members, p_limit,
-                v_window_end, NULL::integer;
+                v_window_end, NULL::integer, NULL::text;
             RETURN;
         ELSE
             v_over := true;
@@ -298,12 +303,38 @@ BEGIN
     INSERT INTO usage_events (customer_id, tenant, type, source, id, time, data, received_at)
         VALUES (v_customer, NULL, 'allotment.seat.assigned', 'allotment', p_event_id, p_now,
                 v_after::jsonb, p_now);
-    -- Last: the chain lock is then held only for the append and the commit.
-    PERFORM allotment_audit_append(p_actor, 'seat.assigned', 'seat',
-                                   p_customer || '/' || p_subject, v_after, p_request_id);
     RETURN QUERY SELECT 'created'::text, v_customer, p_seat_id, p_type, p_tenant, v_over,
         p_now, NULL::integer, NULL::integer,
-        CASE WHEN v_over THEN v_window_end END, v_extra_left;
+        CASE WHEN v_over THEN v_window_end END, v_extra_left, v_after;
+END;
+$$;
+"""
+
+AUDITED = r"""
+CREATE FUNCTION allotment_assign_seat(
+    p_customer text, p_subject text, p_type text, p_tenant text, p_now timestamptz,
+    p_contract text, p_revision integer, p_active_version integer,
+    p_limit integer, p_extra integer, p_window interval, p_guests integer,
+    p_seat_id text, p_burst_id text, p_actor text, p_request_id text, p_event_id text
+) RETURNS TABLE (
+    status text, customer_id bigint, seat_id text, seat_type text, seat_tenant text,
+    over_limit boolean, assigned_at timestamptz, held integer, quota integer,
+    window_ends_at timestamptz, extra_left integer
+) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM allotment_assign_seat_unaudited(
+        p_customer, p_subject, p_type, p_tenant, p_now, p_contract, p_revision,
+        p_active_version, p_limit, p_extra, p_window, p_guests, p_seat_id, p_burst_id,
+        p_event_id);
+    IF r.status = 'created' THEN
+        -- Last: the chain lock is then held only for the append and the commit.
+        PERFORM allotment_audit_append(p_actor, 'seat.assigned', 'seat',
+                                       p_customer || '/' || p_subject, r.after, p_request_id);
+    END IF;
+    RETURN QUERY SELECT r.status, r.customer_id, r.seat_id, r.seat_type, r.seat_tenant,
+        r.over_limit, r.assigned_at, r.held, r.quota, r.window_ends_at, r.extra_left;
 END;
 $$;
 """
@@ -313,7 +344,8 @@ def upgrade() -> None:
     op.execute(f"DROP FUNCTION {OLD_SIGNATURE}")
     op.execute(COUNTS)
     op.execute(_as_text(HELPERS))
-    op.execute(_as_text(FUNCTION))
+    op.execute(_as_text(UNAUDITED))
+    op.execute(AUDITED)
 
 
 def _as_text(sql: str) -> str:
@@ -329,6 +361,10 @@ def downgrade() -> None:
     previous = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(previous)
     op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
+    op.execute(
+        "DROP FUNCTION allotment_assign_seat_unaudited(text, text, text, text, timestamptz, "
+        "text, integer, integer, integer, integer, interval, integer, text, text, text)"
+    )
     op.execute("DROP FUNCTION allotment_audit_append(text, text, text, text, text, text)")
     op.execute("DROP FUNCTION allotment_isoformat(timestamptz)")
     op.execute("DROP FUNCTION allotment_json(text)")
