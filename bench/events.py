@@ -67,7 +67,6 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -77,6 +76,13 @@ from allotment.migrate import upgrade  # noqa: E402
 from allotment.policy import demo_policy  # noqa: E402
 from bench.run import BIN, ROOT, SERVER_FLAGS, free_port, fresh_database, pct, serve  # noqa: E402
 from bench.run import LUA as CHECK_LUA  # noqa: E402
+from bench.seats import (  # noqa: E402
+    cpu_seconds,
+    mint_key,
+    postgres_processes,
+    settle,
+    summarise_profile,
+)
 
 PLAN = "team"
 METER, EVENT_TYPE, METERED_FEATURE, PLAIN_FEATURE = "api_calls", "api.call", "api", "reports"
@@ -224,15 +230,6 @@ def usage_reads(log: Path, start: float, end: float) -> dict[str, float]:
 # -- processes, wrk and the service's own counts ----------------------------------------------
 
 
-def mint_key(env: dict[str, str], scope: str) -> str:
-    out = subprocess.run(
-        [str(BIN / "allotment"), "api-keys", "create", "--name", f"bench-events-{scope}",
-         "--scope", scope],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return out.strip().splitlines()[-1]
-
-
 def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str, Any]:
     """wrk's RESULT line, and the CPU wrk itself used (its share of one core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -250,54 +247,6 @@ def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str,
     used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["wrk_cpu"] = used / wall
     return result
-
-
-def served(base: str, route: str, status: str = "200", method: str = "POST") -> int:
-    """The service's own count of `status` answers on `route` (its request histogram)."""
-    text = httpx.get(base + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        if family.name != "allotment_request_seconds":
-            continue
-        for sample in family.samples:
-            labels = sample.labels
-            if (
-                sample.name.endswith("_count")
-                and labels.get("method") == method
-                and labels.get("route") == route
-                and labels.get("status") == status
-            ):
-                return int(sample.value)
-    return 0
-
-
-def settle(base: str, route: str) -> int:
-    """Wait for the requests in flight when wrk stopped; the final count of 200s."""
-    last = served(base, route)
-    while True:
-        time.sleep(0.5)
-        now = served(base, route)
-        if now == last:
-            return now
-        last = now
-
-
-def postgres_processes(data_dir: Path) -> list[psutil.Process]:
-    pid_file = data_dir / "pg" / "postmaster.pid"
-    if not pid_file.exists():  # an external server: not ours to measure
-        return []
-    postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-    return [postmaster, *postmaster.children(recursive=True)]
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in processes:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 class Probe:
@@ -397,50 +346,6 @@ class WaitSampler(threading.Thread):
     def summary(self) -> dict[str, float]:
         n = max(self.samples, 1)
         return {state: round(count / n, 2) for state, count in self.states.most_common()}
-
-
-def summarise_profile(folded: Path, top: int = 14) -> list[str]:
-    """Self time by library and by function, and the project's functions inclusive, from
-    py-spy's raw output. SQLAlchemy's async layer runs its synchronous part of a statement in
-    a greenlet py-spy shows detached from the awaiting coroutine: inclusive figures leave
-    that part out."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    libraries: Counter[str] = Counter()
-    total = 0
-    frame_re = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
-
-    def library(path: str) -> str:
-        parts = path.split("/")
-        if parts[0] == "allotment" and len(parts) > 2:
-            return "allotment." + parts[1]
-        return parts[0].removesuffix(".py") or "?"
-
-    for line in folded.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = []
-        for frame in stack.split(";"):
-            match = frame_re.match(frame)
-            name, path = (match.group(1), match.group(2)) if match else (frame, "")
-            frames.append((f"{name} ({path})" if path else name, path))
-        own[frames[-1][0]] += count
-        libraries[library(frames[-1][1])] += count
-        for name in {name for name, path in frames if path.startswith("allotment/")}:
-            inclusive[name] += count
-    if not total:
-        return ["(no samples)"]
-    out = [f"{total} samples of the worker's CPU (idle waits are not sampled)"]
-    out.append("self time by library:")
-    out += [f"  {n / total:6.1%}  {name}" for name, n in libraries.most_common(top)]
-    out.append("self time by function:")
-    out += [f"  {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
-    out.append("the project's functions, inclusive (less SQLAlchemy's greenlet part):")
-    out += [f"  {n / total:6.1%}  {name}" for name, n in inclusive.most_common(top)]
-    return out
 
 
 # -- seeding ----------------------------------------------------------------------------------
@@ -747,7 +652,7 @@ def main() -> None:
                     shutil.copy(folded, keep)
                     profiles[name] = [
                         f"(raw: {keep.relative_to(ROOT)})",
-                        *summarise_profile(folded),
+                        *summarise_profile(folded, top=14),
                     ]
             results[name] = result
             return result
@@ -767,9 +672,9 @@ def main() -> None:
         # 1. batches of --batch with 10 % duplicates
         script = events_lua("batch", run=f"b{tag}", src=source, batch=args.batch,
                             media=BATCH_MEDIA)  # fmt: skip
-        before = settle(base, "/v1/events")
+        before = settle(base, "/v1/events", "200")
         result = measure("batch", base, script, worker, args.connections)
-        result["served_200"] = settle(base, "/v1/events") - before
+        result["served_200"] = settle(base, "/v1/events", "200") - before
         result["events_per_s"] = result["accepted"] / result["seconds"]
         result["offered_per_s"] = result["requests"] * args.batch / result["seconds"]
         result["server_cpu_us_per_event"] = (
@@ -779,9 +684,9 @@ def main() -> None:
         # 2. single events
         script = events_lua("single", run=f"s{tag}", src=single_source, batch=0,
                             media=SINGLE_MEDIA)  # fmt: skip
-        before = settle(base, "/v1/events")
+        before = settle(base, "/v1/events", "200")
         result = measure("single", base, script, worker, args.connections)
-        result["served_200"] = settle(base, "/v1/events") - before
+        result["served_200"] = settle(base, "/v1/events", "200") - before
         result["events_per_s"] = result["accepted"] / result["seconds"]
 
         # 3. warm checks: bare, metered, plain (same wrk settings, one after the other)

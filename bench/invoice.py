@@ -39,7 +39,7 @@ from allotment import embedded  # noqa: E402
 from allotment.app import create_app  # noqa: E402
 from allotment.auth import service as keys  # noqa: E402
 from allotment.config import Settings  # noqa: E402
-from allotment.db import session_scope  # noqa: E402
+from allotment.db import libpq_url, session_scope  # noqa: E402
 from allotment.migrate import upgrade  # noqa: E402
 from allotment.policy import demo_policy  # noqa: E402
 
@@ -146,7 +146,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         },
                     )
                 ).json()
-                libpq = database_url.replace("postgresql+psycopg://", "postgresql://")
+                libpq = libpq_url(database_url)
                 with psycopg.connect(libpq) as conn:
                     customer_id = conn.execute(
                         "SELECT id FROM customers WHERE key = 'acme'"

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from allotment import embedded  # noqa: E402
 from allotment.config import Settings  # noqa: E402
+from allotment.db import libpq_url  # noqa: E402
 from allotment.migrate import upgrade  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -99,7 +100,7 @@ def free_port() -> int:
 
 
 def fresh_database(servers: embedded.Servers, name: str) -> str:
-    base = make_url(servers.database_url.replace("postgresql+psycopg://", "postgresql://"))
+    base = make_url(libpq_url(servers.database_url))
     admin = base.set(database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -187,8 +187,8 @@ def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str,
     return result
 
 
-def served_201(base: str) -> int:
-    """The service's own count of 201s on the seat route (its request histogram)."""
+def served(base: str, route: str, status: str, method: str = "POST") -> int:
+    """The service's own count of `status` answers on `route` (its request histogram)."""
     text = httpx.get(base + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         if family.name != "allotment_request_seconds":
@@ -197,20 +197,20 @@ def served_201(base: str) -> int:
             labels = sample.labels
             if (
                 sample.name.endswith("_count")
-                and labels.get("method") == "POST"
-                and labels.get("route") == ROUTE
-                and labels.get("status") == "201"
+                and labels.get("method") == method
+                and labels.get("route") == route
+                and labels.get("status") == status
             ):
                 return int(sample.value)
     return 0
 
 
-def settle(base: str) -> int:
-    """Wait for requests still in flight when wrk stopped to finish; the final 201 count."""
-    last = served_201(base)
+def settle(base: str, route: str, status: str) -> int:
+    """Wait for the requests still in flight when wrk stopped; the final count of `status`."""
+    last = served(base, route, status)
     while True:
         time.sleep(0.5)
-        now = served_201(base)
+        now = served(base, route, status)
         if now == last:
             return now
         last = now
@@ -431,7 +431,7 @@ def main() -> None:
         # Warm the worker (keys, catalog, connection pool) on customers no run measures.
         warm = lua(workdir / "warm.lua", customers=spread, key=check, run=f"warm{tag}")
         wrk(base, warm, duration=2, connections=args.connections)
-        settle(base)
+        settle(base, ROUTE, "201")
 
         results: dict[str, Any] = {}
         profiles: dict[str, list[str]] = {}
@@ -441,7 +441,7 @@ def main() -> None:
                 workdir / f"{name}.lua", customers=customers, key=check, run=run,
                 keyed=name.startswith("keyed"),
             )  # fmt: skip
-            before = settle(base)
+            before = settle(base, ROUTE, "201")
             busy_before = machine_busy()  # anything else competing for the cores?
             spy, sampler = None, None
             folded = workdir / f"{name}.folded"
@@ -484,14 +484,14 @@ def main() -> None:
                         f"(raw: {keep.relative_to(ROOT)})",
                         *summarise_profile(folded),
                     ]
-            served = settle(base) - before
+            served_201s = settle(base, ROUTE, "201") - before
             check_db = verify(database_url, run, customers)
             in_flight = check_db["live"] - result["created"]
-            result.update(served_201=served, **check_db, in_flight_at_stop=in_flight)
+            result.update(served_201=served_201s, **check_db, in_flight_at_stop=in_flight)
             # Worker CPU per committed assignment (what the run served, not what wrk read).
-            result["worker_cpu_ms_per_assignment"] = worker_cpu / max(served, 1) * 1000
+            result["worker_cpu_ms_per_assignment"] = worker_cpu / max(served_201s, 1) * 1000
             result["ok"] = (
-                check_db["live"] == served == check_db["audited"]
+                check_db["live"] == served_201s == check_db["audited"]
                 and check_db["duplicates"] == 0
                 and result["existed"] == 0
                 and 0 <= in_flight <= args.connections

@@ -25,7 +25,7 @@ from allotment import embedded
 from allotment.app import create_app
 from allotment.audit.models import GENESIS_HASH
 from allotment.config import Settings
-from allotment.db import Base, session_scope
+from allotment.db import Base, libpq_url, session_scope
 from allotment.migrate import upgrade
 from allotment.models import load_all
 from allotment.seats import known as known_seat_limits
@@ -59,10 +59,6 @@ class Stores:
         }
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 @pytest.fixture(scope="session")
 def stores() -> Iterator[Stores]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -77,7 +73,7 @@ def stores() -> Iterator[Stores]:
             data_dir=data_dir,
         )
     )
-    base = make_url(_libpq(servers.database_url))
+    base = make_url(libpq_url(servers.database_url))
     name = f"allotment_test_{worker}"
     admin = base.set(database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -29,7 +29,7 @@ import httpx
 
 from allotment.auth import service as api_keys
 from allotment.config import Settings
-from allotment.db import create_engine, create_sessionmaker, session_scope
+from allotment.db import create_engine, create_sessionmaker, libpq_url, session_scope
 from allotment.migrate import upgrade
 from tests.check.servers import PostgresServer, RedisServer, Worker, free_port
 from tests.factories.auth import bearer
@@ -38,10 +38,6 @@ from tests.factories.policies_for_contracts import demo_document
 WORKERS = 2
 # What a worker must never log, whatever the fault: an unhandled exception is a 500.
 TROUBLE = re.compile(r"Traceback|unhandled_exception|CRITICAL", re.IGNORECASE)
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 async def mint_key(database_url: str, scopes: list[str], name: str) -> dict[str, str]:
@@ -131,7 +127,7 @@ class Cluster:
 
     @property
     def libpq_url(self) -> str:
-        return libpq(self.database_url)
+        return libpq_url(self.database_url)
 
     # -- faults --------------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ import pytest
 
 from allotment.app import create_app
 from allotment.config import Settings
+from allotment.db import libpq_url
 from tests.factories.policies_for_contracts import demo_document
-from tests.faults.cluster import libpq, mint_key, start_stores
+from tests.faults.cluster import mint_key, start_stores
 
 NAMESPACE = "faults-known-bugs"
 
@@ -63,7 +64,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[Any, httpx.AsyncClient,
                     json={"plan": "team", "starts_at": "2020-01-01T00:00:00Z"},
                 )
                 assert contract.status_code == 201, contract.text
-                yield app, http, libpq(database_url)
+                yield app, http, libpq_url(database_url)
     finally:
         redis.kill()
         postgres.close()

@@ -36,6 +36,7 @@ import httpx
 import psycopg
 import pytest
 
+from allotment.db import libpq_url
 from tests.check.servers import Worker, free_port
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract
@@ -73,10 +74,6 @@ _TLS = ssl.create_default_context()
 _TROUBLE = re.compile(r"Traceback|ERROR|CRITICAL|deadlock|exception", re.IGNORECASE)
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 # -- the servers, shared by the module (setup writes go through the in-process app) ------------
 
 
@@ -109,7 +106,7 @@ async def servers(stores: Any, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     workers = [Worker(stores.env(), free_port(), logs / f"worker-{n}.log") for n in range(WORKERS)]
     try:
         await asyncio.gather(*(worker.wait_ready() for worker in workers))
-        running = Servers(workers, _libpq(stores.database_url))
+        running = Servers(workers, libpq_url(stores.database_url))
         running.new_log_lines()  # start-up chatter is not the race's
         yield running
     finally:
