@@ -131,3 +131,31 @@ async def admin(app: object, client: httpx.AsyncClient) -> dict[str, str]:
     from tests.factories.auth import create_key
 
     return await create_key(app, scopes=["admin"])
+
+
+@pytest.fixture
+async def backend(app: object, client: httpx.AsyncClient) -> dict[str, str]:
+    """A product backend's key (`check` scope)."""
+    from tests.factories.auth import create_key
+
+    return await create_key(app, scopes=["check"])
+
+
+@pytest.fixture
+async def finance(app: object, client: httpx.AsyncClient) -> dict[str, str]:
+    from tests.factories.auth import create_key
+
+    return await create_key(app, scopes=["finance"])
+
+
+@pytest.fixture
+async def team(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """acme on the demo `team` plan: 10 seats, burst 2 for 72h, 5 guests, 3 instance weight."""
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    return "acme"

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 
 from allotment.db import session_scope
@@ -24,11 +23,6 @@ from tests.factories.usage import event, metered_document, send
 # A closed month, so the invoice is final and the figures exact.
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 PERIOD = "2026-10"
-
-
-@pytest.fixture
-async def finance(app: Any) -> dict[str, str]:
-    return await create_key(app, scopes=["finance"])
 
 
 async def _shift(app: Any, sql: str, **params: Any) -> None:

@@ -21,7 +21,6 @@ from allotment.audit.service import content_hash
 from allotment.db import libpq_url, session_scope
 from allotment.kit.clock import isoformat
 from allotment.kit.jsonx import canonical
-from tests.factories.auth import create_key
 from tests.factories.seats import assign
 
 # Any text PostgreSQL can store: no NUL, no lone surrogates (not UTF-8).
@@ -120,14 +119,13 @@ NASTY_SUBJECTS = [
 
 
 async def test_fast_path_seats_with_any_subject_keep_the_chain_verifiable(
-    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, finance: dict[str, str]
 ) -> None:
     assert (await assign(client, backend, "first")).status_code == 201  # learns the limits
     for subject in NASTY_SUBJECTS:
         response = await assign(client, backend, subject)
         assert response.status_code == 201, response.text
         assert response.json()["subject"] == subject
-    finance = await create_key(app, scopes=["finance"])
     verified = (await client.get("/v1/audit/verify", headers=finance)).json()
     assert verified["ok"] is True, verified["problems"]
     assert verified["records_checked"] >= len(NASTY_SUBJECTS) + 1

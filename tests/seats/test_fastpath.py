@@ -16,7 +16,6 @@ from sqlalchemy import text
 
 from allotment.db import session_scope
 from allotment.seats import direct, known
-from tests.factories.auth import create_key
 from tests.factories.seats import amend_seats, assign, check
 
 
@@ -46,7 +45,12 @@ async def rows(app: Any, sql: str, **params: Any) -> list[Any]:
 
 
 async def test_a_known_customer_is_served_without_the_route_and_fully_recorded(
-    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+    app: Any,
+    client: httpx.AsyncClient,
+    backend: dict[str, str],
+    team: str,
+    route: RouteSpy,
+    finance: dict[str, str],
 ) -> None:
     assert (await assign(client, backend, "ann")).status_code == 201  # learns the limits
     assert route.subjects == ["ann"] and known.knows("acme")
@@ -67,14 +71,10 @@ async def test_a_known_customer_is_served_without_the_route_and_fully_recorded(
     assert events[0].data == audit[0].after
     counts = await rows(app, "SELECT members, guests FROM seat_counts")
     assert [(c.members, c.guests) for c in counts] == [(2, 0)]
-    verified = await client.get("/v1/audit/verify", headers=await _key(app, "finance"))
+    verified = await client.get("/v1/audit/verify", headers=finance)
     assert verified.json()["ok"] is True, verified.text
     # The check on this worker sees the new seat at once (the cache was told after commit).
     assert (await check(client, backend, "editor", subject="bob"))["allowed"] is True
-
-
-async def _key(app: Any, scope: str) -> dict[str, str]:
-    return await create_key(app, scopes=[scope])
 
 
 async def test_it_answers_as_the_route_does(
@@ -112,7 +112,13 @@ async def test_refusals_from_the_fast_path_carry_the_pool_state(
 
 
 async def test_what_the_fast_path_hands_to_the_route(
-    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+    app: Any,
+    client: httpx.AsyncClient,
+    backend: dict[str, str],
+    team: str,
+    route: RouteSpy,
+    admin: dict[str, str],
+    finance: dict[str, str],
 ) -> None:
     await assign(client, backend, "ann")
     # A malformed Idempotency-Key: the route's 400.
@@ -133,7 +139,7 @@ async def test_what_the_fast_path_hands_to_the_route(
     await assign(client, backend, "relearn")
     # Limits the database calls stale (the contract was amended): the route decides, with
     # the new limits, and remembers them.
-    await amend_seats(client, await _key(app, "admin"), limit=20)
+    await amend_seats(client, admin, limit=20)
     amended = await assign(client, backend, "after-amendment")
     assert amended.status_code == 201
     assert route.subjects[-1] == "after-amendment"
@@ -144,7 +150,6 @@ async def test_what_the_fast_path_hands_to_the_route(
     # Wrong or missing key: refused by the same guard, before anything is read.
     unauthorised = await client.post("/v1/customers/acme/seats", json={"subject": "z"})
     assert unauthorised.status_code == 401
-    finance = await _key(app, "finance")
     forbidden = await client.post(
         "/v1/customers/acme/seats", json={"subject": "z"}, headers=finance
     )
@@ -157,7 +162,12 @@ def _secret_hash(headers: dict[str, str]) -> str:
 
 
 async def test_idempotency_keys_on_the_fast_path(
-    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str, route: RouteSpy
+    app: Any,
+    client: httpx.AsyncClient,
+    backend: dict[str, str],
+    team: str,
+    route: RouteSpy,
+    finance: dict[str, str],
 ) -> None:
     seats = "/v1/customers/acme/seats"
     # Stored by the route (the customer not yet known), replayed by the fast path.
@@ -213,7 +223,7 @@ async def test_idempotency_keys_on_the_fast_path(
     assert sorted(a.target_key for a in audited) == sorted(
         f"acme/{s}" for s in ["ann", "kay", "late", *(f"u{n}" for n in range(10))]
     )
-    verified = await client.get("/v1/audit/verify", headers=await _key(app, "finance"))
+    verified = await client.get("/v1/audit/verify", headers=finance)
     assert verified.json()["ok"] is True, verified.text
 
 

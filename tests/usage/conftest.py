@@ -1,25 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 
-from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.usage import metered_document
-
-
-@pytest.fixture
-async def backend(app: Any) -> dict[str, str]:
-    return await create_key(app, scopes=["check"])
-
-
-@pytest.fixture
-async def finance(app: Any) -> dict[str, str]:
-    return await create_key(app, scopes=["finance"])
 
 
 @pytest.fixture

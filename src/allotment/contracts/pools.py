@@ -133,11 +133,15 @@ async def tenant_quotas(session: AsyncSession, *, customer_id: int, tenant: str)
     """The quotas of the customer's tenant `tenant`; an unknown tenant is a 422 on `tenant`."""
     quotas = (await session.execute(_TENANT, {"customer": customer_id, "key": tenant})).scalar()
     if quotas is None:
-        message = f"no tenant '{tenant}' for this customer"
-        raise ValidationFailed(
-            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
-        )
+        raise unknown_tenant(tenant)
     return Quotas.from_json(quotas)
+
+
+def unknown_tenant(tenant: str) -> ValidationFailed:
+    message = f"no tenant '{tenant}' for this customer"
+    return ValidationFailed(
+        f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
+    )
 
 
 # -- refusals shared by every pool -----------------------------------------------------------

@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
 from pydantic import BaseModel
 from sqlalchemy import DateTime, LargeBinary, SmallInteger, Text, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.responses import Response
 
-from allotment.db import Base, request_session
+from allotment.db import Base, driver, request_session
 from allotment.errors import AllotmentError, BadRequest, Conflict, ValidationFailed
-from allotment.kit.clock import utcnow
 from allotment.kit.jsonx import dumps
 
 HEADER = "Idempotency-Key"
@@ -71,20 +68,11 @@ class Idempotency:
         payload = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
         body = dumps(payload)
         if self.key is not None:
-            now = utcnow()
-            values = {
-                "principal": self.principal,
-                "key": self.key,
-                "request_hash": self.request_hash,
-                "status": status,
-                "body": body,
-                "created_at": now,
-                "expires_at": now + timedelta(seconds=self.ttl_s),
-            }
-            stmt = insert(IdempotencyRecord).values(**values)
             # An expired row with the same key may still be there; it is replaced.
-            stmt = stmt.on_conflict_do_update(index_elements=["principal", "key"], set_=values)
-            await self.session.execute(stmt)
+            pg = await driver(self.session)
+            await pg.execute(
+                _STORE, (self.principal, self.key, self.request_hash, status, body, self.ttl_s)
+            )
         return Response(body, status_code=status, media_type="application/json")
 
 

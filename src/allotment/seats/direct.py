@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from allotment import invalidation
 from allotment.contracts import pools
 from allotment.db import after_commit, driver
-from allotment.errors import ValidationFailed
 from allotment.kit import idempotency
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
@@ -30,16 +29,20 @@ from allotment.seats import known
 from allotment.seats.schemas import BurstRead
 from allotment.seats.service import (
     Assignment,
-    SeatHeldDifferently,
     SeatType,
+    already_held,
     assign,
     count_granted,
+    refuse_guests,
     refuse_members,
 )
 from allotment.usage import partitions
 
 _FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
 _BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 18) + ")"
+
+
+_APPEND = "SELECT allotment_audit_append(%s, 'seat.assigned', 'seat', %s, %s, %s)"
 
 
 @dataclass(frozen=True)
@@ -177,39 +180,34 @@ async def assign_direct(
         return None
     _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
     held, quota, window_end, extra_left = found[7:11]
+    row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
     if status == "held":
-        if seat_type != type or seat_tenant != tenant:
-            raise SeatHeldDifferently(
-                f"Subject {subject!r} already holds a {seat_type} seat"
-                + (f" in tenant '{seat_tenant}'" if seat_tenant else "")
-                + "; release it before assigning another kind."
-            )
-        row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
-        return Assignment(row, customer, created=False)
+        return already_held(row, customer, type=type, tenant=tenant)
     if status == "unknown_tenant":
-        message = f"no tenant '{tenant}' for this customer"
-        raise ValidationFailed(
-            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
-        )
+        raise pools.unknown_tenant(tenant or "")
     if status == "tenant_full":
         pools.refuse_tenant(
             tenant=tenant or "", pool="seats", quota=quota, held=held, wanted=1, frees_at=None
         )
     if status == "guests_full":
-        raise pools.PoolFull(
-            f"All {quota} guest seats are held; release one first.",
-            reason="seat_limit_reached",
-            pool="guests",
-            limit=quota,
-            held=held,
-            frees_at=None,
-        )
+        refuse_guests(quota, held)
     if status in ("full", "burst_closed"):
         refuse_members(seats, held, window_end, closed=status == "burst_closed")
-    row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
     burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
     audit_after = found[11] if keyed is not None else None
     return Assignment(row, customer, created=True, burst=burst, audit_after=audit_after)
+
+
+def audit_append(
+    assignment: Assignment, actor: str, request_id: str | None
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement (and its parameters) that appends the audit record a keyed assignment
+    left to its caller: sent with the COMMIT, so the chain lock it takes is held for no round
+    trip to this worker. None when there is nothing to append."""
+    if assignment.audit_after is None:
+        return None
+    target = f"{assignment.customer}/{assignment.seat.subject}"
+    return _APPEND, (actor, target, assignment.audit_after, request_id)
 
 
 async def assign_any(

@@ -132,7 +132,7 @@ async def _assign(
                         status=answer[0],
                         body=answer[1],
                         ttl_s=state.settings.idempotency_ttl_s,
-                        last=_audit_append(assignment, actor, fields["request_id"]),
+                        last=direct.audit_append(assignment, actor, fields["request_id"]),
                     )
             except BaseException:
                 if pg.info.transaction_status != TransactionStatus.IDLE:
@@ -143,20 +143,6 @@ async def _assign(
         direct.count_direct(assignment)
         await invalidation.customer_committed(state.bus, key)
     return answer
-
-
-_APPEND = "SELECT allotment_audit_append(%s, 'seat.assigned', 'seat', %s, %s, %s)"
-
-
-def _audit_append(
-    assignment: direct.Assignment, actor: str, request_id: str | None
-) -> tuple[str, tuple[Any, ...]] | None:
-    """The keyed statement leaves the audit record to the query that commits: the chain
-    lock it takes is then held for no round trip to this worker."""
-    if assignment.audit_after is None:
-        return None
-    target = f"{assignment.customer}/{assignment.seat.subject}"
-    return _APPEND, (actor, target, assignment.audit_after, request_id)
 
 
 def _response(assignment: direct.Assignment) -> tuple[int, bytes]:

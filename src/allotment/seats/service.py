@@ -133,6 +133,29 @@ def _audit_view(row: Any) -> dict[str, Any]:
     }
 
 
+def already_held(row: Any, customer: str, *, type: str, tenant: str | None) -> Assignment:
+    """The seat `row` the subject already holds, when it is the kind asked for (200); a
+    conflict when it is another type or tenant. Both assignment paths answer through here."""
+    if row.type != type or row.tenant != tenant:
+        raise SeatHeldDifferently(
+            f"Subject {row.subject!r} already holds a {row.type} seat"
+            + (f" in tenant '{row.tenant}'" if row.tenant else "")
+            + "; release it before assigning another kind."
+        )
+    return Assignment(row, customer, created=False)
+
+
+def refuse_guests(limit: int, held: int) -> NoReturn:
+    raise pools.PoolFull(
+        f"All {limit} guest seats are held; release one first.",
+        reason="seat_limit_reached",
+        pool="guests",
+        limit=limit,
+        held=held,
+        frees_at=None,
+    )
+
+
 def refuse_members(
     seats: SeatLimits, held: int, window_end: datetime | None, *, closed: bool
 ) -> NoReturn:
@@ -195,13 +218,7 @@ async def assign(
     c = found.customer_id
     held = (await session.execute(_HELD, {"c": c, "s": subject})).one_or_none()
     if held is not None:
-        if held.type != type or held.tenant != tenant:
-            raise SeatHeldDifferently(
-                f"Subject {subject!r} already holds a {held.type} seat"
-                + (f" in tenant '{held.tenant}'" if held.tenant else "")
-                + "; release it before assigning another kind."
-            )
-        return Assignment(held, customer_key, created=False)
+        return already_held(held, customer_key, type=type, tenant=tenant)
     if type == "member" and seats.model == "concurrent":
         raise WrongSeatModel(
             f"Plan '{found.limits.plan if found.limits else ''}' has concurrent (floating) seats: "
@@ -222,14 +239,7 @@ async def assign(
     burst: BurstRead | None = None
     if type == "guest":
         if counts.guests >= seats.guests:
-            raise pools.PoolFull(
-                f"All {seats.guests} guest seats are held; release one first.",
-                reason="seat_limit_reached",
-                pool="guests",
-                limit=seats.guests,
-                held=counts.guests,
-                frees_at=None,
-            )
+            refuse_guests(seats.guests, counts.guests)
     else:
         burst = await _member_room(session, c, seats, counts.members, now)
     row = (
