@@ -1,20 +1,26 @@
-"""What an invoice is computed from, read for one contract and one calendar month.
+"""What an invoice is computed from, read for one contract and one calendar month, as known at
+one instant (`as_of`): the same `as_of` always reads the same inputs.
 
     period(text, now)              "2026-11" → [start, end) in UTC; a future month is a 422
+    as_of(value, start, now)       the instant a preview is taken at (default: now, to the second)
     gather(session, contract, …)   → Gathered: segments (revision × policy version in force),
-                                     member seats or sessions, instance leases, counters
+                                     member seats or sessions, instance leases, meter ledgers
 
-Segments split the contract's active part of the month at every revision's `effective_at`
-and, for revisions that pin no version, at every policy activation (`policy_activations`):
-each segment names the version whose prices apply. Intervals still open end at `now` (a lease
-at its expiry if sooner). Meter totals come from the hourly counters, attributed by the hour
-they were counted in — never from a scan of the events.
+The contract's active part of the month is [max(month start, starts_at), min(month end,
+ends_at, as_of)); empty when the contract starts later (nothing before a scheduled start is
+billed). It is cut at every revision's `effective_at` and, only where the revision in force
+pins no version, at every policy activation: each segment names the version whose prices
+apply (the pinned one; else the one active at its start; before the first activation, the
+first version activated). Only revisions and activations recorded by `as_of` count. Intervals
+still open end at `as_of` (a lease at its expiry if sooner). Meter totals come from
+`usage/totals.py`: hourly counters for whole hours, the events themselves for every hour a
+segment boundary cuts and for events received after `as_of` (docs/billing.md, "Boundaries").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts.terms import Terms, seat_limits
 from allotment.errors import NotFound, ValidationFailed
-from allotment.policy.catalog import Catalog
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Catalog, Meter
 from allotment.policy.catalogs import load_catalog
+from allotment.usage import totals
 
 _PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII: \d takes any script's digits
 
@@ -37,9 +45,11 @@ _CONTRACT = text(
 )
 _REVISIONS = text(
     "SELECT revision, effective_at, terms FROM contract_revisions WHERE contract_id = :id "
-    "ORDER BY revision"
+    "AND created_at <= :as_of ORDER BY revision"
 )
-_ACTIVATIONS = text("SELECT version, at FROM policy_activations ORDER BY at, id")
+_ACTIVATIONS = text(
+    "SELECT version, at FROM policy_activations WHERE at <= :as_of ORDER BY at, id"
+)
 _SEATS = text(
     "SELECT assigned_at AS start, released_at AS end FROM seats WHERE customer_id = :c "
     "AND type = 'member' AND assigned_at < :to AND (released_at IS NULL OR released_at > :from) "
@@ -54,10 +64,6 @@ _INSTANCES = text(
     "SELECT registered_at AS start, coalesce(ended_at, least(lease_expires_at, :now)) AS end, "
     "weight, kind FROM instances WHERE customer_id = :c AND registered_at < :to "
     "AND coalesce(ended_at, least(lease_expires_at, :now)) > :from ORDER BY registered_at, id"
-)
-_COUNTERS = text(
-    "SELECT meter, hour, kind, value, events FROM usage_counters "
-    "WHERE customer_id = :c AND hour >= :from AND hour < :to"
 )
 
 
@@ -97,27 +103,24 @@ class Gathered:
     contract: ContractRow
     period_start: datetime
     period_end: datetime
-    now: datetime
+    as_of: datetime
     currency: str
     minor_digits: int
     segments: tuple[Segment, ...]
     seats: tuple[Interval, ...]
     instances: tuple[Interval, ...]
-    counters: tuple[Any, ...]  # rows: meter, hour, kind, value, events
+    usage: totals.Ledgers
     terms: dict[int, Terms]  # by revision, for reconciliation
+    # Parts of the contract's active time no policy version could price: (start, end, why).
+    unpriced: tuple[tuple[datetime, datetime, str], ...] = ()
 
     def meters(self) -> Callable[[datetime, datetime, str], MeterTotal]:
-        by_meter: dict[str, list[Any]] = {}
-        for row in self.counters:
-            by_meter.setdefault(row.meter, []).append(row)
-
         def total(start: datetime, end: datetime, meter: str) -> MeterTotal:
-            rows = [r for r in by_meter.get(meter, ()) if start <= r.hour < end]
-            if not rows:
+            ledger = self.usage.ledger(meter)
+            if ledger is None:
                 return MeterTotal(meter, Decimal(0), 0)
-            values = [Decimal(r.value) for r in rows]
-            quantity = max(values) if rows[0].kind == "max" else sum(values, Decimal(0))
-            return MeterTotal(meter, quantity, sum(int(r.events) for r in rows))
+            found = ledger.total(start, end)
+            return MeterTotal(meter, found.quantity, found.events)
 
         return total
 
@@ -129,8 +132,31 @@ async def contract_row(session: AsyncSession, contract_id: str) -> ContractRow:
     return ContractRow(row.id, row.customer_id, row.customer, row.starts_at, row.ends_at)
 
 
-def _version_at(activations: list[Any], moment: datetime, fallback: int | None) -> int | None:
-    version = activations[0].version if activations else fallback
+def as_of(value: datetime | None, start: datetime, now: datetime) -> datetime:
+    """The instant a preview is taken at: `value`, or now truncated to the second. It may lie
+    after the period (a closed month, as finance saw it then) but not before it, nor ahead of
+    now (what has not been received yet cannot be reproduced)."""
+    if value is None:
+        return now.replace(microsecond=0)
+    if value.tzinfo is None:
+        raise ValidationFailed(
+            "`as_of` needs a UTC offset.", errors=[{"path": "as_of", "message": "needs an offset"}]
+        )
+    if value < start or value > now:
+        where = "before the period starts" if value < start else "in the future"
+        raise ValidationFailed(
+            f"`as_of` {isoformat(value)} is {where}: a preview is taken within or after its "
+            "period, and not later than now.",
+            errors=[{"path": "as_of", "message": where}],
+        )
+    return value
+
+
+def _version_at(activations: list[Any], moment: datetime) -> int | None:
+    """The version active at `moment`; before the first activation, the first version
+    activated (a backdated contract is priced from its start with the catalog it first
+    followed); None when nothing was ever published."""
+    version = activations[0].version if activations else None
     for row in activations:
         if row.at <= moment:
             version = row.version
@@ -139,22 +165,29 @@ def _version_at(activations: list[Any], moment: datetime, fallback: int | None) 
     return version
 
 
+def _in_force(revisions: Sequence[Any], moment: datetime) -> Any:
+    found = revisions[0]
+    for candidate in revisions:
+        if candidate.effective_at <= moment:
+            found = candidate
+    return found
+
+
 async def gather(
     session: AsyncSession,
     *,
     contract: ContractRow,
     start: datetime,
     end: datetime,
-    now: datetime,
+    as_of: datetime,
     override: tuple[int, Catalog] | None = None,
 ) -> Gathered:
-    """Everything the month's invoice is computed from. `override` prices every unpinned
-    segment with that (version, catalog) instead (the policy dry-run's estimate)."""
-    window_start = max(start, contract.starts_at)
-    window_end = min(end, now, contract.ends_at or end)
-    revisions = (await session.execute(_REVISIONS, {"id": contract.id})).all()
+    """Everything the month's invoice is computed from, as known at `as_of`. `override`
+    prices every unpinned segment with that (version, catalog) instead (the policy dry-run's
+    estimate)."""
+    revisions = (await session.execute(_REVISIONS, {"id": contract.id, "as_of": as_of})).all()
     terms = {r.revision: Terms.from_json(r.terms) for r in revisions}
-    activations = list((await session.execute(_ACTIVATIONS)).all())
+    activations = list((await session.execute(_ACTIVATIONS, {"as_of": as_of})).all())
     catalogs: dict[int, Catalog] = {}
 
     async def catalog(version: int) -> Catalog:
@@ -164,76 +197,107 @@ async def gather(
             catalogs[version] = (await load_catalog(session, version=version))[1]
         return catalogs[version]
 
-    # For the current month the fees run to the month's (or the term's) end, or to the next
-    # scheduled revision; usage, seats and instances are counted to now.
-    fee_end = min(end, contract.ends_at or end)
-    for candidate in revisions:
-        if candidate.effective_at > window_end:
-            fee_end = min(fee_end, candidate.effective_at)
-            break
-    cuts = {window_start, window_end}
-    cuts.update(r.effective_at for r in revisions if window_start < r.effective_at < window_end)
-    cuts.update(a.at for a in activations if window_start < a.at < window_end)
-    bounds = sorted(cuts)
     segments: list[Segment] = []
+    unpriced: list[tuple[datetime, datetime, str]] = []
     currency, digits = "USD", 2
-    for seg_start, seg_end in zip(bounds, bounds[1:], strict=False):
-        if seg_end <= seg_start:
-            continue
-        revision = revisions[0]
+    window_start, window_end = start, start  # empty until the contract's terms are known
+    if revisions:
+        latest = terms[revisions[-1].revision]  # its term bounds are the contract's own
+        window_start = max(start, latest.starts_at)
+        window_end = min(end, as_of, latest.ends_at or end)
+    if window_end > window_start:
+        # For the current month the fees run to the month's (or the term's) end, or to the
+        # next scheduled revision; usage, seats and instances are counted to `as_of`.
+        fee_end = min(end, terms[revisions[-1].revision].ends_at or end)
         for candidate in revisions:
-            if candidate.effective_at <= seg_start:
-                revision = candidate
-        revision_terms = terms[revision.revision]
-        pinned = revision_terms.policy_version
-        if pinned is None and override is not None:
-            version: int | None = override[0]
-        else:
-            version = pinned or _version_at(activations, seg_start, None)
-        if version is None:
-            continue  # nothing was ever published
-        compiled = await catalog(version)
-        currency, digits = compiled.currency, compiled.minor_digits
-        plan = compiled.plans.get(revision_terms.plan)
-        if plan is None:
-            continue  # the plan is not in that version: nothing can price it
-        pool = seat_limits(revision_terms, plan)
-        segments.append(
-            Segment(
-                start=seg_start,
-                end=seg_end,
-                revision=revision.revision,
-                policy_version=version,
-                plan=plan,
-                addons=tuple(
-                    compiled.addons[a] for a in revision_terms.addons if a in compiled.addons
-                ),
-                kind=revision_terms.kind,
-                discount_percent=revision_terms.discount_percent,
-                seat_limit=pool.limit if pool is not None else None,
-                seat_model=pool.model if pool is not None else None,
-                fee_end=fee_end if seg_end == window_end else None,
+            if candidate.effective_at > window_end:
+                fee_end = min(fee_end, candidate.effective_at)
+                break
+        cuts = {window_start, window_end}
+        cuts.update(r.effective_at for r in revisions if window_start < r.effective_at < window_end)
+        for activation in activations:  # a pinned revision is not cut by unrelated publishes
+            if window_start < activation.at < window_end:
+                pinned = terms[_in_force(revisions, activation.at).revision].policy_version
+                if pinned is None or override is not None:
+                    cuts.add(activation.at)
+        bounds = sorted(cuts)
+        for seg_start, seg_end in zip(bounds, bounds[1:], strict=False):
+            revision = _in_force(revisions, seg_start)
+            revision_terms = terms[revision.revision]
+            pinned = revision_terms.policy_version
+            if pinned is None and override is not None:
+                version: int | None = override[0]
+            else:
+                version = pinned or _version_at(activations, seg_start)
+            if version is None:
+                unpriced.append((seg_start, seg_end, "no policy version was ever published"))
+                continue
+            compiled = await catalog(version)
+            currency, digits = compiled.currency, compiled.minor_digits
+            plan = compiled.plans.get(revision_terms.plan)
+            if plan is None:
+                unpriced.append(
+                    (
+                        seg_start,
+                        seg_end,
+                        f"plan '{revision_terms.plan}' is not in policy version {version}",
+                    )
+                )
+                continue
+            pool = seat_limits(revision_terms, plan)
+            segments.append(
+                Segment(
+                    start=seg_start,
+                    end=seg_end,
+                    revision=revision.revision,
+                    policy_version=version,
+                    plan=plan,
+                    addons=tuple(
+                        compiled.addons[a] for a in revision_terms.addons if a in compiled.addons
+                    ),
+                    kind=revision_terms.kind,
+                    discount_percent=revision_terms.discount_percent,
+                    seat_limit=pool.limit if pool is not None else None,
+                    seat_model=pool.model if pool is not None else None,
+                    fee_end=fee_end if seg_end == window_end else None,
+                )
             )
-        )
-    params = {"c": contract.customer_id, "from": start, "to": end, "now": now}
+    params = {"c": contract.customer_id, "from": start, "to": end, "now": as_of}
     concurrent = any(s.seat_model == "concurrent" for s in segments)
-    seat_rows = (await session.execute(_SESSIONS if concurrent else _SEATS, params)).all()
+    seat_rows = (await session.execute(_SEATS if not concurrent else _SESSIONS, params)).all()
     instance_rows = (await session.execute(_INSTANCES, params)).all()
-    counters = tuple((await session.execute(_COUNTERS, params)).all())
+    meters: dict[str, Meter] = {}
+    for version in sorted({s.policy_version for s in segments}):
+        for name, meter in (await catalog(version)).meters.items():
+            meters.setdefault(name, meter)
+    usage = await totals.read(
+        session,
+        customer_id=contract.customer_id,
+        meters=[meters[name] for name in sorted(meters)],
+        start=window_start,
+        end=max(window_start, window_end),
+        cuts=[s.start for s in segments] + [s.end for s in segments],
+        as_of=as_of,
+    )
     return Gathered(
         contract=contract,
         period_start=start,
         period_end=end,
-        now=now,
+        as_of=as_of,
         currency=currency,
         minor_digits=digits,
         segments=tuple(segments),
         seats=tuple(
-            Interval(r.start, r.end if r.end is not None else min(now, end)) for r in seat_rows
+            Interval(r.start, r.end if r.end is not None else min(as_of, end))
+            for r in seat_rows
+            if r.start <= as_of
         ),
         instances=tuple(
-            Interval(r.start, r.end, weight=r.weight, kind=r.kind) for r in instance_rows
+            Interval(r.start, r.end, weight=r.weight, kind=r.kind)
+            for r in instance_rows
+            if r.start <= as_of
         ),
-        counters=counters,
+        usage=usage,
         terms=terms,
+        unpriced=tuple(unpriced),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
 
 from allotment.auth.principal import Principal
 from allotment.billing import service as billing
@@ -21,6 +22,17 @@ Period = Annotated[
     str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="A calendar month, YYYY-MM.")
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+AsOf = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="The instant the preview is taken at (RFC 3339, with an offset): within or "
+        "after the period, not in the future. Default: now, to the second."
+    ),
+]
+
+
+def _wants_csv(request: Request) -> bool:
+    return "text/csv" in request.headers.get("accept", "")
 
 
 @router.get(
@@ -29,28 +41,48 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def invoice_preview(
-    contract_id: str, period: Period, request: Request, principal: Finance, session: SessionDep
+    contract_id: str,
+    period: Period,
+    request: Request,
+    principal: Finance,
+    session: SessionDep,
+    as_of: AsOf = None,
 ) -> Response:
-    """The contract's invoice for one calendar month (UTC), to date for the current month.
-    With `Accept: text/csv`, the lines as CSV."""
-    invoice = await billing.preview(session, contract_id=contract_id, period=period, now=utcnow())
-    if "text/csv" in request.headers.get("accept", ""):
+    """The contract's invoice for one calendar month (UTC), to date for the current month,
+    as of an instant. With `Accept: text/csv`, the lines as CSV."""
+    invoice = await billing.preview(
+        session, contract_id=contract_id, period=period, now=utcnow(), as_of=as_of
+    )
+    if _wants_csv(request):
         return Response(billing.csv_lines(invoice), media_type="text/csv")
     return Response(dumps(invoice.model_dump(mode="json")), media_type="application/json")
 
 
-@router.get("/v1/invoice-preview", response_model=InvoiceList)
+@router.get(
+    "/v1/invoice-preview",
+    response_model=InvoiceList,
+    responses={200: {"content": {"text/csv": {}}}},
+)
 async def invoice_previews(
     period: Period,
+    request: Request,
     principal: Finance,
     session: SessionDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> InvoiceList:
-    """Every contract active in the period, with its subtotal."""
-    return await billing.list_previews(
-        session, period=period, now=utcnow(), limit=limit, cursor=cursor
+    as_of: AsOf = None,
+) -> Response:
+    """Every contract active in the period, with its subtotal. With `Accept: text/csv`, the
+    page as CSV (the next cursor in the `Link` header)."""
+    invoices = await billing.list_previews(
+        session, period=period, now=utcnow(), limit=limit, cursor=cursor, as_of=as_of
     )
+    if _wants_csv(request):
+        headers = {}
+        if invoices.next_cursor is not None:
+            headers["Link"] = f'<?period={period}&cursor={invoices.next_cursor}>; rel="next"'
+        return Response(billing.csv_summaries(invoices), media_type="text/csv", headers=headers)
+    return Response(dumps(invoices.model_dump(mode="json")), media_type="application/json")
 
 
 @router.get("/v1/contracts/{contract_id}/reconciliation", response_model=ReconciliationRead)

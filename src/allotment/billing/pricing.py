@@ -10,16 +10,17 @@ it held and used, to rounded lines (DESIGN §5). No I/O, no clock reads.
 
 Adjacent segments whose priced terms are equal are merged into one group first (`_groups`),
 so an amendment that changes nothing priced changes nothing on the invoice. Each group then
-gives these lines, in this order (fract. = the group's fraction of the month, by seconds):
+gives these lines, in this order (fee fr. = the group's fraction of the month, by seconds, to
+its fee end: the month's end for the current month, where use is counted to date):
 
     code             quantity                   unit           unit_price      amount
-    base             fraction of the month      month          price.base      price × fract.
-    seats            max(0, basis − included)   seat           seat.unit       qty × price × fract.
+    base             fee fraction               month          price.base      price × fee fr.
+    seats            max(0, basis − included)   seat           seat.unit       qty × price × fee fr.
     burst            seat-days over seat_limit  seat-day       burst_seat_day  qty × price
     instances        Σ lease-hours × weight     weighted       instance_hour   qty × price
                                                 instance-hour
     meter:<name>     total − included (≥ 0)     <name>         see `_meter`    graduated tiers
-    addon:<name>     fraction of the month      month          addon.price     price × fract.
+    addon:<name>     fee fraction               month          addon.price     price × fee fr.
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
 
@@ -279,23 +280,25 @@ class _Pricer:
             else:
                 basis = sum((length * held for length, held in pieces), ZERO) / self.seconds
             quantity = max(ZERO, basis - seat_price.included)
+            # A licensed quantity, priced like a fee: prorated to the fee end (the month's,
+            # for the current month), never by the share of the month elapsed.
             out.append(
                 self._line(
                     "seats",
                     f"seats over {seat_price.included} included "
-                    f"({seat_price.basis} {text(basis)}), for {days(self.days)} days",
+                    f"({seat_price.basis} {text(basis)}), for {days(self.fee_days)} days",
                     quantity=quantity,
                     unit="seat",
                     unit_price=seat_price.unit,
-                    amount=quantity * Fraction(seat_price.unit) * self.fraction,
+                    amount=quantity * Fraction(seat_price.unit) * self.fee_fraction,
                     source={
                         "model": self.terms.seat_model,
                         "basis": seat_price.basis,
                         "held": text(basis),
                         "included": seat_price.included,
                         "intervals": count,
-                        "fraction": text(self.fraction),
-                        "active_days": text(self.days),
+                        "fraction": text(self.fee_fraction),
+                        "active_days": text(self.fee_days),
                     },
                 )
             )

@@ -142,6 +142,10 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
             if override.expires_at is None or override.expires_at > segment.start:
                 overrides.append({"revision": segment.revision, **override.to_json()})
                 found.append(f"override in force in {where}: {override.reason}")
+    for start, end, why in gathered.unpriced:
+        found.append(
+            f"nothing priced {isoformat(start)} to {isoformat(end)}: {why}; no line covers it"
+        )
     return {
         "seats": seats,
         "instances": instances,

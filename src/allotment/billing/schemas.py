@@ -20,6 +20,17 @@ class LineRead(BaseModel):
     )
 
 
+class LateMeterRead(BaseModel):
+    meter: str
+    events: int
+    units: Decimal = Field(description="Their sum (count, sum), or greatest value (max).")
+
+
+class LateRead(BaseModel):
+    events: int = Field(description="Every late event for the customer, metered or not.")
+    meters: list[LateMeterRead]
+
+
 class InvoiceRead(BaseModel):
     contract: str
     customer: str
@@ -28,8 +39,16 @@ class InvoiceRead(BaseModel):
     lines: list[LineRead]
     subtotal: Decimal
     policy_versions: list[int]
-    to_date: bool = Field(description="The current month, counted up to computed_at.")
-    computed_at: datetime
+    as_of: datetime = Field(
+        description="The instant the preview is taken at: only what was recorded (events "
+        "received, allocations, revisions, publishes) at or before it counts. The same as_of "
+        "gives the same lines and subtotal, byte for byte."
+    )
+    to_date: bool = Field(description="The current month, counted up to as_of.")
+    late: LateRead = Field(
+        description="Events received after as_of whose time is in the period: what a later "
+        "preview would add. The one part of a preview that later arrivals change."
+    )
 
 
 class InvoiceSummary(BaseModel):
@@ -41,6 +60,7 @@ class InvoiceSummary(BaseModel):
 
 class InvoiceList(BaseModel):
     period: str
+    as_of: datetime
     items: list[InvoiceSummary]
     next_cursor: str | None
 

@@ -1,13 +1,14 @@
 """Invoice previews, finance's list of them, and reconciliation.
 
-    preview(session, contract_id=, period=, now=)   → InvoiceRead (billing/pricing.py prices
-                                                     what billing/data.py gathered)
-    csv_lines(invoice)                              → text/csv of the lines
-    list_previews(session, period=, …)              → every contract's subtotal, paginated
-    reconcile(session, contract_id=, period=, now=) → what was enforced vs what is allowed
+    preview(session, contract_id=, period=, now=, as_of=)  → InvoiceRead (billing/pricing.py
+                                                           prices what billing/data.py gathered)
+    csv_lines(invoice)                                     → text/csv of the lines
+    list_previews(session, period=, …)                     → every contract's subtotal, paginated
+    csv_summaries(invoices)                                → text/csv of that list
+    reconcile(session, contract_id=, period=, now=)        → what was enforced vs allowed
 
-Deterministic: the same stored data and policy versions give the same lines, byte for byte;
-only `computed_at` (and, for the current month, the data up to it) moves.
+Deterministic: a preview is a function of stored data and its `as_of` instant; the same
+`as_of` gives the same lines, byte for byte, whatever arrived since (that shows in `late`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from allotment.billing.schemas import (
     InvoiceList,
     InvoiceRead,
     InvoiceSummary,
+    LateMeterRead,
+    LateRead,
     LineRead,
     ReconciliationRead,
 )
@@ -58,14 +61,17 @@ async def preview(
     contract_id: str,
     period: str,
     now: datetime,
+    as_of: datetime | None = None,
     override: tuple[int, Catalog] | None = None,
 ) -> InvoiceRead:
     start, end = data.period(period, now)
+    taken = data.as_of(as_of, start, now)
     contract = await data.contract_row(session, contract_id)
     gathered = await data.gather(
-        session, contract=contract, start=start, end=end, now=now, override=override
+        session, contract=contract, start=start, end=end, as_of=taken, override=override
     )
     result = priced(gathered)
+    late = gathered.usage.late
     return InvoiceRead(
         contract=contract.id,
         customer=contract.customer,
@@ -85,8 +91,15 @@ async def preview(
         ],
         subtotal=result.subtotal,
         policy_versions=list(result.policy_versions),
-        to_date=now < end,
-        computed_at=now,
+        as_of=taken,
+        to_date=taken < end,
+        late=LateRead(
+            events=late.events,
+            meters=[
+                LateMeterRead(meter=name, events=found.events, units=found.quantity)
+                for name, found in sorted(late.by_meter.items())
+            ],
+        ),
     )
 
 
@@ -109,18 +122,36 @@ def csv_lines(invoice: InvoiceRead) -> str:
     return out.getvalue()
 
 
+def csv_summaries(invoices: InvoiceList) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("contract", "customer", "currency", "subtotal"))
+    for item in invoices.items:
+        writer.writerow([item.contract, item.customer, item.currency, str(item.subtotal)])
+    return out.getvalue()
+
+
 async def list_previews(
-    session: AsyncSession, *, period: str, now: datetime, limit: int, cursor: str | None
+    session: AsyncSession,
+    *,
+    period: str,
+    now: datetime,
+    limit: int,
+    cursor: str | None,
+    as_of: datetime | None = None,
 ) -> InvoiceList:
     """Every contract active at some instant of the period, by id, with its subtotal."""
     start, end = data.period(period, now)
+    taken = data.as_of(as_of, start, now)
     query = select(Contract).where(
         Contract.starts_at < end, (Contract.ends_at.is_(None)) | (Contract.ends_at > start)
     )
     page = await paginate(session, query, Contract.id, limit=limit, cursor=cursor)
     items = []
     for contract in page.items:
-        invoice = await preview(session, contract_id=contract.id, period=period, now=now)
+        invoice = await preview(
+            session, contract_id=contract.id, period=period, now=now, as_of=taken
+        )
         items.append(
             InvoiceSummary(
                 contract=invoice.contract,
@@ -129,7 +160,7 @@ async def list_previews(
                 subtotal=invoice.subtotal,
             )
         )
-    return InvoiceList(period=period, items=items, next_cursor=page.next_cursor)
+    return InvoiceList(period=period, as_of=taken, items=items, next_cursor=page.next_cursor)
 
 
 _BURSTS = text(
@@ -143,7 +174,9 @@ async def reconcile_contract(
 ) -> ReconciliationRead:
     start, end = data.period(period, now)
     contract = await data.contract_row(session, contract_id)
-    gathered = await data.gather(session, contract=contract, start=start, end=end, now=now)
+    gathered = await data.gather(
+        session, contract=contract, start=start, end=end, as_of=min(now, end)
+    )
     bursts = (
         await session.execute(_BURSTS, {"c": contract.customer_id, "from": start, "to": end})
     ).all()

@@ -136,9 +136,11 @@ async def estimated_invoice_change(
     if impact.plan_missing:
         return None
     period = now.strftime("%Y-%m")
-    before = await billing.preview(session, contract_id=impact.contract, period=period, now=now)
+    before = await billing.preview(
+        session, contract_id=impact.contract, period=period, now=now, as_of=now
+    )
     after = await billing.preview(
-        session, contract_id=impact.contract, period=period, now=now, override=proposed
+        session, contract_id=impact.contract, period=period, now=now, as_of=now, override=proposed
     )
     return str(after.subtotal - before.subtotal)
 

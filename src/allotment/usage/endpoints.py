@@ -162,4 +162,5 @@ async def read_usage(
         end=to,
         granularity=granularity,
         tenant=tenant,
+        as_of=utcnow(),
     )

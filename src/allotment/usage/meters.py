@@ -127,14 +127,14 @@ def deltas(
                 if delta.events == 1 or amount > delta.value:
                     delta.value = amount
             else:
-                unique = (reading.customer_id, tenant, meter.name, month_of(hour), _token(raw))
+                unique = (reading.customer_id, tenant, meter.name, month_of(hour), token(raw))
                 seen = uniques.get(unique)
                 if seen is None or hour < seen:
                     uniques[unique] = hour
     return out, uniques
 
 
-def _token(value: Any) -> str:
+def token(value: Any) -> str:
     """A unique value's identity: type-tagged, so 1, "1" and true stay apart."""
     if isinstance(value, bool):
         return f"b:{value}"

@@ -1,0 +1,321 @@
+"""Exact meter totals between any two instants, as known at any instant (bitemporal).
+
+Invoices and the usage API both ask "how much of meter M did this customer use over [a, b),
+counting only what had been received by `as_of`?". The hourly counters answer it for whole
+hours in one indexed read; they cannot split an hour, nor forget an event that arrived late.
+So a `Ledger` holds, per meter:
+
+    counters      the hourly counters (whole hours, everything received so far)
+    exact hours   the events themselves, received at or before `as_of`, for every hour that
+                  a boundary cuts (a contract starting 19:53, an amendment, a policy
+                  activation, an end, a usage range's `from`/`to`) and every hour that holds
+                  an event received after `as_of`
+
+`Ledger.total(a, b)` sums the whole hours from the counters and each exact hour's events
+whose `time` falls in [a, b). Additive meters (count, sum) add; `max` takes the greatest;
+`unique_count` counts a value at the instant it was first seen in its calendar month (the
+hour's counter holds the values first seen in it, `usage_uniques.first_hour` says which; in an
+exact hour, the first event carrying the value places it). A unique meter with events received
+after `as_of` in a month is rebuilt from that month's events (first occurrences can move).
+
+docs/usage.md ("Totals at any instant") and docs/billing.md ("Boundaries") work examples.
+
+    read(session, customer_id=, meters=, start=, end=, cuts=, as_of=, tenant=) → Ledgers
+    Ledgers.ledger(meter).total(start, end)  → Total(quantity, events)
+    Ledgers.late                              → what arrived after as_of, by meter
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.policy.catalog import Meter
+from allotment.usage.meters import hour_of, month_of, quantity, token
+
+HOUR = timedelta(hours=1)
+ZERO = Decimal(0)
+
+_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
+_COUNTERS = text(
+    "SELECT meter, hour, value, events FROM usage_counters WHERE customer_id = :c "
+    f"AND meter = ANY(:meters) AND hour >= :f AND hour < :t AND {_TENANT}"
+)
+# Events received after `as_of` whose time is in [f, t): few (the late window), found through
+# ix_usage_events_customer_id_received_at (migration 0012).
+_LATE = text(
+    "SELECT type, time, coalesce(tenant, '') AS tenant, data FROM usage_events "
+    f"WHERE customer_id = :c AND received_at > :as_of AND time >= :f AND time < :t AND {_TENANT}"
+)
+# The events of a few spans (the exact hours), one index range scan each.
+_EVENTS = text(
+    "SELECT e.type, e.time, coalesce(e.tenant, '') AS tenant, e.data "
+    "FROM unnest(CAST(:f AS timestamptz[]), CAST(:t AS timestamptz[])) AS s(f, t) "
+    "JOIN usage_events e ON e.customer_id = :c AND e.type = ANY(:types) "
+    "AND e.time >= s.f AND e.time < s.t "
+    "WHERE e.received_at <= :as_of AND (CAST(:tenant AS text) IS NULL OR e.tenant = :tenant) "
+    "ORDER BY e.time, e.source, e.id"
+)
+_FIRST_SEEN = text(
+    "SELECT meter, first_hour, tenant, value FROM usage_uniques WHERE customer_id = :c "
+    f"AND meter = ANY(:meters) AND first_hour = ANY(:hours) AND {_TENANT}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    quantity: Decimal
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One event as a meter reads it: when, in which tenant, what it adds (a unique value's
+    token for unique_count)."""
+
+    time: datetime
+    tenant: str
+    value: Any
+
+
+@dataclass
+class Ledger:
+    """One meter's usage, exact at any instant; built by `read` (or by hand, in tests)."""
+
+    meter: Meter
+    counters: dict[datetime, tuple[Decimal, int]] = field(default_factory=dict)  # by hour
+    exact: dict[datetime, list[Reading]] = field(default_factory=dict)  # by hour, in time order
+    # unique_count: per exact hour, the (tenant, token)s first seen in it that month
+    first_seen: dict[datetime, set[tuple[str, str]]] = field(default_factory=dict)
+    _sorted: list[datetime] | None = field(default=None, repr=False, compare=False)
+
+    def total(self, start: datetime, end: datetime) -> Total:
+        values: list[Decimal] = []
+        events = 0
+        hours = self._hours()
+        for hour in hours[bisect_left(hours, start) : bisect_right(hours, end - HOUR)]:
+            if hour in self.exact:
+                continue
+            value, count = self.counters[hour]
+            values.append(value)
+            events += count
+        for hour, readings in self.exact.items():
+            if hour + HOUR <= start or hour >= end:
+                continue
+            value, count = self._hour(hour, readings, start, end)
+            if count:
+                values.append(value)
+                events += count
+        if self.meter.aggregation == "max":
+            return Total(max(values) if values else ZERO, events)
+        return Total(sum(values, ZERO), events)
+
+    def _hours(self) -> list[datetime]:
+        if self._sorted is None or len(self._sorted) != len(self.counters):
+            self._sorted = sorted(self.counters)
+        return self._sorted
+
+    def _hour(
+        self, hour: datetime, readings: list[Reading], start: datetime, end: datetime
+    ) -> tuple[Decimal, int]:
+        inside = [r for r in readings if start <= r.time < end]
+        aggregation = self.meter.aggregation
+        if aggregation == "count":
+            return Decimal(len(inside)), len(inside)
+        if aggregation == "sum":
+            return sum((r.value for r in inside), ZERO), len(inside)
+        if aggregation == "max":
+            return (max(r.value for r in inside) if inside else ZERO), len(inside)
+        first = self.first_seen.get(hour, set())
+        placed: set[tuple[str, str]] = set()
+        counted = 0
+        for reading in readings:  # in time order: the first event carrying a value places it
+            key = (reading.tenant, reading.value)
+            if key in first and key not in placed:
+                placed.add(key)
+                counted += start <= reading.time < end
+        return Decimal(counted), len(inside)
+
+
+@dataclass(frozen=True)
+class Late:
+    """Events received after `as_of` with a time in the range: what a later look would add."""
+
+    events: int
+    by_meter: Mapping[str, Total]
+
+
+@dataclass(frozen=True)
+class Ledgers:
+    by_meter: Mapping[str, Ledger]
+    late: Late
+
+    def ledger(self, name: str) -> Ledger | None:
+        return self.by_meter.get(name)
+
+
+def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | None:
+    """What `meter` reads from one stored event (None: nothing it can read)."""
+    if meter.aggregation == "count" or meter.property is None:
+        return Reading(time, tenant, Decimal(1))
+    raw = data.get(meter.property) if isinstance(data, dict) else None
+    if raw is None:
+        return None
+    if meter.aggregation == "unique_count":
+        return Reading(time, tenant, token(raw))
+    return Reading(time, tenant, quantity(raw))
+
+
+def cut_hours(instants: Iterable[datetime], start: datetime, end: datetime) -> set[datetime]:
+    """The hours an instant in [start, end] cuts (an instant on the hour cuts none)."""
+    return {hour_of(t) for t in instants if start <= t <= end and hour_of(t) != t}
+
+
+def first_occurrences(readings: Iterable[Reading]) -> dict[datetime, set[tuple[str, str]]]:
+    """unique_count from events alone: per hour, the (tenant, token)s first seen in it in
+    their calendar month. `readings` in time order."""
+    seen: set[tuple[datetime, str, str]] = set()
+    out: dict[datetime, set[tuple[str, str]]] = {}
+    for r in readings:
+        key = (month_of(r.time), r.tenant, r.value)
+        if key not in seen:
+            seen.add(key)
+            out.setdefault(hour_of(r.time), set()).add((r.tenant, r.value))
+    return out
+
+
+async def read(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    meters: Sequence[Meter],
+    start: datetime,
+    end: datetime,
+    cuts: Iterable[datetime] = (),
+    as_of: datetime,
+    tenant: str | None = None,
+) -> Ledgers:
+    """Every meter's ledger over [start, end) as of `as_of`, exact at `start`, `end` and each
+    of `cuts`. Four indexed reads at most, whatever the range: counters, late events, the
+    exact hours' events, and (unique meters) the values first seen in those hours."""
+    params: dict[str, Any] = {"c": customer_id, "tenant": tenant, "as_of": as_of}
+    names = [m.name for m in meters]
+    floor = hour_of(start)
+    ceiling = hour_of(end) if hour_of(end) == end else hour_of(end) + HOUR
+    late_rows = (await session.execute(_LATE, {**params, "f": start, "t": end})).all()
+    ledgers = {m.name: Ledger(m) for m in meters}
+    late_by_meter: dict[str, Total] = {}
+    bounds = cut_hours((start, end, *cuts), start, end)
+    wanted: dict[str, set[datetime]] = {}  # meter → hours to read from the events
+    rebuilt: set[str] = set()  # unique meters with late events: from events alone
+    for meter in meters:
+        late = [
+            r
+            for r in (reading(meter, row.time, row.tenant, row.data) for row in late_rows
+                      if row.type == meter.event_type)
+            if r is not None
+        ]
+        if late:
+            values = [r.value for r in late] if meter.aggregation in ("sum", "max") else []
+            late_by_meter[meter.name] = Total(
+                (max(values) if meter.aggregation == "max" else sum(values, ZERO))
+                if values
+                else Decimal(len(late)),
+                len(late),
+            )
+        if meter.aggregation == "unique_count" and late:
+            rebuilt.add(meter.name)
+        wanted[meter.name] = bounds | {hour_of(r.time) for r in late}
+    if names:
+        counter_rows = (
+            await session.execute(_COUNTERS, {**params, "meters": names, "f": floor, "t": end})
+        ).all()
+        for row in counter_rows:
+            if row.meter in rebuilt:
+                continue
+            ledger = ledgers[row.meter]
+            value, events = ledger.counters.get(row.hour, (ZERO, 0))
+            if ledger.meter.aggregation == "max":
+                ledger.counters[row.hour] = (
+                    max(value, Decimal(row.value)) if events else Decimal(row.value),
+                    events + int(row.events),
+                )
+            else:
+                ledger.counters[row.hour] = (value + Decimal(row.value), events + int(row.events))
+    # The events behind the exact hours (and whole months, for rebuilt unique meters).
+    spans: list[tuple[datetime, datetime]] = []
+    for name, hours in wanted.items():
+        if name in rebuilt:
+            spans.append((month_of(floor), _next_month(month_of(hour_of(end - HOUR)))))
+        spans.extend((h, h + HOUR) for h in hours)
+    if spans:
+        merged = _merge(spans)
+        rows = (
+            await session.execute(
+                _EVENTS,
+                {
+                    **params,
+                    "types": sorted({m.event_type for m in meters}),
+                    "f": [f for f, _ in merged],
+                    "t": [t for _, t in merged],
+                },
+            )
+        ).all()
+        for meter in meters:
+            ledger = ledgers[meter.name]
+            readings = [
+                r
+                for r in (reading(meter, row.time, row.tenant, row.data) for row in rows
+                          if row.type == meter.event_type)
+                if r is not None
+            ]
+            if meter.name in rebuilt:
+                ledger.counters.clear()
+                ledger.first_seen = first_occurrences(readings)
+                for r in readings:
+                    if floor <= r.time < ceiling:
+                        ledger.exact.setdefault(hour_of(r.time), []).append(r)
+                continue
+            hours = wanted[meter.name]
+            for hour in hours:
+                ledger.exact[hour] = []
+            for r in readings:
+                hour = hour_of(r.time)
+                if hour in hours:
+                    ledger.exact[hour].append(r)
+    unique = [m.name for m in meters if m.aggregation == "unique_count" and m.name not in rebuilt]
+    exact_hours = sorted({h for name in unique for h in ledgers[name].exact})
+    if unique and exact_hours:
+        found = await session.execute(
+            _FIRST_SEEN, {**params, "meters": unique, "hours": exact_hours}
+        )
+        for row in found:
+            ledgers[row.meter].first_seen.setdefault(row.first_hour, set()).add(
+                (row.tenant, row.value)
+            )
+    return Ledgers(
+        by_meter=ledgers,
+        late=Late(events=len(late_rows), by_meter=late_by_meter),
+    )
+
+
+def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _next_month(month: datetime) -> datetime:
+    return (month + timedelta(days=32)).replace(day=1)
+
