@@ -69,3 +69,28 @@ async def send(
             headers={**headers, "Content-Type": BATCH},
         )
     return await client.post("/v1/events", json=events, headers=headers)
+
+
+async def ingest_at(app: Any, events: list[dict[str, Any]], *, received: datetime) -> Any:
+    """Ingest `events` through the service as if received at `received` (any instant; the
+    late window opened wide), for tests that place events and their arrival exactly. Returns
+    the service's Outcome."""
+    from datetime import timedelta
+
+    from allotment.db import session_scope
+    from allotment.usage import service
+    from allotment.usage.events import Window
+
+    checker = app.state.checker
+
+    async def snapshot_of(key: str) -> Any:
+        return (await checker.snapshot(key, utcnow()))[0]
+
+    async with session_scope(app.state.sessionmaker) as session:
+        return await service.ingest(
+            session,
+            raw_events=events,
+            snapshot_of=snapshot_of,
+            window=Window(now=received, late=timedelta(days=3650), future=timedelta(days=3650)),
+            engine=app.state.engine,
+        )

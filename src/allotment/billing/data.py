@@ -47,9 +47,7 @@ _REVISIONS = text(
     "SELECT revision, effective_at, terms FROM contract_revisions WHERE contract_id = :id "
     "AND created_at <= :as_of ORDER BY revision"
 )
-_ACTIVATIONS = text(
-    "SELECT version, at FROM policy_activations WHERE at <= :as_of ORDER BY at, id"
-)
+_ACTIVATIONS = text("SELECT version, at FROM policy_activations WHERE at <= :as_of ORDER BY at, id")
 _SEATS = text(
     "SELECT assigned_at AS start, released_at AS end FROM seats WHERE customer_id = :c "
     "AND type = 'member' AND assigned_at < :to AND (released_at IS NULL OR released_at > :from) "

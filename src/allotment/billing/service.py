@@ -174,9 +174,7 @@ async def reconcile_contract(
 ) -> ReconciliationRead:
     start, end = data.period(period, now)
     contract = await data.contract_row(session, contract_id)
-    gathered = await data.gather(
-        session, contract=contract, start=start, end=end, as_of=min(now, end)
-    )
+    gathered = await data.gather(session, contract=contract, start=start, end=end, as_of=now)
     bursts = (
         await session.execute(_BURSTS, {"c": contract.customer_id, "from": start, "to": end})
     ).all()

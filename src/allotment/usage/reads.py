@@ -29,6 +29,7 @@ from allotment.usage.schemas import UsageBucket, UsageRead
 Granularity = Literal["hour", "day", "month"]
 MAX_BUCKETS = 10_000
 
+
 async def usage(
     session: AsyncSession,
     *,

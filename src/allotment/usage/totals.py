@@ -218,8 +218,11 @@ async def read(
     for meter in meters:
         late = [
             r
-            for r in (reading(meter, row.time, row.tenant, row.data) for row in late_rows
-                      if row.type == meter.event_type)
+            for r in (
+                reading(meter, row.time, row.tenant, row.data)
+                for row in late_rows
+                if row.type == meter.event_type
+            )
             if r is not None
         ]
         if late:
@@ -272,8 +275,11 @@ async def read(
             ledger = ledgers[meter.name]
             readings = [
                 r
-                for r in (reading(meter, row.time, row.tenant, row.data) for row in rows
-                          if row.type == meter.event_type)
+                for r in (
+                    reading(meter, row.time, row.tenant, row.data)
+                    for row in rows
+                    if row.type == meter.event_type
+                )
                 if r is not None
             ]
             if meter.name in rebuilt:
@@ -318,4 +324,3 @@ def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datet
 
 def _next_month(month: datetime) -> datetime:
     return (month + timedelta(days=32)).replace(day=1)
-
