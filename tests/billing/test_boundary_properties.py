@@ -80,7 +80,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "start": start,
         "end": end,
-        "amendments": [(start + timedelta(seconds=a), n) for a, n in zip(amendments, limits)],
+        "amendments": [
+            (start + timedelta(seconds=a), n) for a, n in zip(amendments, limits, strict=False)
+        ],
         "activations": [OCT + timedelta(seconds=a) for a in activations],
         "events": events,
     }

@@ -276,6 +276,7 @@ async def gather(
         end=max(window_start, window_end),
         cuts=[s.start for s in segments] + [s.end for s in segments],
         as_of=as_of,
+        report=(start, end),
     )
     return Gathered(
         contract=contract,

@@ -173,6 +173,15 @@ def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | N
     return Reading(time, tenant, quantity(raw))
 
 
+def _readings(meter: Meter, rows: Iterable[Any]) -> list[Reading]:
+    found = (
+        reading(meter, row.time, row.tenant, row.data)
+        for row in rows
+        if row.type == meter.event_type
+    )
+    return [r for r in found if r is not None]
+
+
 def cut_hours(instants: Iterable[datetime], start: datetime, end: datetime) -> set[datetime]:
     """The hours an instant in [start, end] cuts (an instant on the hour cuts none)."""
     return {hour_of(t) for t in instants if start <= t <= end and hour_of(t) != t}
@@ -201,41 +210,44 @@ async def read(
     cuts: Iterable[datetime] = (),
     as_of: datetime,
     tenant: str | None = None,
+    report: tuple[datetime, datetime] | None = None,
 ) -> Ledgers:
     """Every meter's ledger over [start, end) as of `as_of`, exact at `start`, `end` and each
-    of `cuts`. Four indexed reads at most, whatever the range: counters, late events, the
-    exact hours' events, and (unique meters) the values first seen in those hours."""
+    of `cuts`; `late` reports the events received after `as_of` with a time in `report`
+    (default: [start, end)). Four indexed reads at most, whatever the range: counters, late
+    events, the exact hours' events, and (unique meters) the values first seen in them."""
     params: dict[str, Any] = {"c": customer_id, "tenant": tenant, "as_of": as_of}
     names = [m.name for m in meters]
     floor = hour_of(start)
     ceiling = hour_of(end) if hour_of(end) == end else hour_of(end) + HOUR
-    late_rows = (await session.execute(_LATE, {**params, "f": start, "t": end})).all()
+    shown = report or (start, end)
+    # From the month's start: a late value earlier in the month moves a unique count's first
+    # occurrence even when its own time is outside [start, end).
+    late_rows = (
+        await session.execute(
+            _LATE, {**params, "f": min(month_of(floor), shown[0]), "t": max(end, shown[1])}
+        )
+    ).all()
+    reported = [row for row in late_rows if shown[0] <= row.time < shown[1]]
     ledgers = {m.name: Ledger(m) for m in meters}
     late_by_meter: dict[str, Total] = {}
     bounds = cut_hours((start, end, *cuts), start, end)
     wanted: dict[str, set[datetime]] = {}  # meter → hours to read from the events
     rebuilt: set[str] = set()  # unique meters with late events: from events alone
     for meter in meters:
-        late = [
-            r
-            for r in (
-                reading(meter, row.time, row.tenant, row.data)
-                for row in late_rows
-                if row.type == meter.event_type
-            )
-            if r is not None
-        ]
-        if late:
-            values = [r.value for r in late] if meter.aggregation in ("sum", "max") else []
+        late = _readings(meter, late_rows)
+        shown_late = [r for r in late if shown[0] <= r.time < shown[1]]
+        if shown_late:
+            values = [r.value for r in shown_late] if meter.aggregation in ("sum", "max") else []
             late_by_meter[meter.name] = Total(
                 (max(values) if meter.aggregation == "max" else sum(values, ZERO))
                 if values
-                else Decimal(len(late)),
-                len(late),
+                else Decimal(len(shown_late)),
+                len(shown_late),
             )
         if meter.aggregation == "unique_count" and late:
             rebuilt.add(meter.name)
-        wanted[meter.name] = bounds | {hour_of(r.time) for r in late}
+        wanted[meter.name] = bounds | {hour_of(r.time) for r in late if floor <= r.time < ceiling}
     if names:
         counter_rows = (
             await session.execute(_COUNTERS, {**params, "meters": names, "f": floor, "t": end})
@@ -273,15 +285,7 @@ async def read(
         ).all()
         for meter in meters:
             ledger = ledgers[meter.name]
-            readings = [
-                r
-                for r in (
-                    reading(meter, row.time, row.tenant, row.data)
-                    for row in rows
-                    if row.type == meter.event_type
-                )
-                if r is not None
-            ]
+            readings = _readings(meter, rows)
             if meter.name in rebuilt:
                 ledger.counters.clear()
                 ledger.first_seen = first_occurrences(readings)
@@ -308,7 +312,7 @@ async def read(
             )
     return Ledgers(
         by_meter=ledgers,
-        late=Late(events=len(late_rows), by_meter=late_by_meter),
+        late=Late(events=len(reported), by_meter=late_by_meter),
     )
 
 
