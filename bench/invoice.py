@@ -1,16 +1,22 @@
 """The invoice-preview benchmark (DESIGN §7: ≤ 200 ms with 1,000,000 events in the month).
 
     .venv/bin/python bench/invoice.py [--events 1000000] [--seats 500] [--instances 200] [--runs 20]
+                                      [--boundaries]
 
 Starts a fresh database (embedded, under a temp dir), publishes the demo policy, gives one
 customer a `team` contract from the first of last month, and fills that month with
-`--events` api.call events, `--seats` member-seat intervals and `--instances` instance
-leases. The events are written with SQL in the shape ingestion writes them (`usage_event_ids`,
+`--events` api.call events (evenly spread over it), `--seats` member-seat intervals and
+`--instances` instance leases. The events are written with SQL in the shape ingestion writes
+them (`usage_event_ids`,
 `usage_events`, then `usage_counters` aggregated per hour from those events, as ingest keeps
 them): pushing a million events through the API would measure ingestion, which
 bench/events.py does. Then it times `GET /v1/contracts/{id}/invoice-preview?period=<last
 month>` through the app (in process, httpx ASGI transport: the service's own time, no
 network), `--runs` times after one warm-up, and prints min / p50 / p99 / max and the lines.
+With `--boundaries`, the contract starts at 19:53:17 on the 1st, is amended on the 15th at
+10:17:45 and ends 3 h 12 min 5 s before the month does, and 2 % of the events arrive after
+the preview's `as_of`: every hour a boundary cuts is read from its events and the late ones
+are left out (docs/billing.md, "Boundaries" and "Taken at an instant").
 A benchmark, not a test: nothing here passes or fails.
 """
 
@@ -64,9 +70,17 @@ def fill(
             )
         conn.execute(
             "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
-            "SELECT 'bench', 'e' || g, %(c)s, %(s)s + make_interval(secs => g %% %(secs)s), now() "
+            "SELECT 'bench', 'e' || g, %(c)s, "
+            "%(s)s + make_interval(secs => (g::bigint * %(secs)s / (%(n)s + 1))::int), "
+            "CASE WHEN %(late)s AND g %% 50 = 0 THEN now() + interval '1 hour' ELSE now() END "
             "FROM generate_series(1, %(n)s) g",
-            {"c": customer_id, "s": start, "secs": seconds, "n": args.events},
+            {
+                "c": customer_id,
+                "s": start,
+                "secs": seconds,
+                "n": args.events,
+                "late": args.boundaries,
+            },
         )
         conn.execute(
             "INSERT INTO usage_events "
@@ -134,18 +148,31 @@ async def main_async(args: argparse.Namespace) -> None:
                 version = policy.json()["version"]
                 await client.post(f"/v1/policies/{version}/publish")
                 await client.post("/v1/customers", json={"key": "acme", "name": "Acme"})
-                contract = (
-                    await client.post(
-                        "/v1/customers/acme/contracts",
+                terms: dict[str, object] = {
+                    "plan": "team",
+                    "kind": "standard",
+                    "starts_at": start.isoformat(),
+                    "seats": {"limit": 400},
+                    "instances": {"limit": 500},
+                }
+                if args.boundaries:
+                    terms["starts_at"] = (
+                        start + timedelta(hours=19, minutes=53, seconds=17)
+                    ).isoformat()
+                    terms["ends_at"] = (end - timedelta(hours=3, minutes=12, seconds=5)).isoformat()
+                contract = (await client.post("/v1/customers/acme/contracts", json=terms)).json()
+                if args.boundaries:
+                    amended = await client.patch(
+                        f"/v1/contracts/{contract['id']}",
                         json={
-                            "plan": "team",
-                            "kind": "standard",
-                            "starts_at": start.isoformat(),
-                            "seats": {"limit": 400},
-                            "instances": {"limit": 500},
+                            "seats": {"limit": 450},
+                            "effective_at": (
+                                start + timedelta(days=14, hours=10, minutes=17, seconds=45)
+                            ).isoformat(),
                         },
+                        headers={"If-Match": str(contract["revision"])},
                     )
-                ).json()
+                    assert amended.status_code == 200, amended.text
                 libpq = libpq_url(database_url)
                 with psycopg.connect(libpq) as conn:
                     customer_id = conn.execute(
@@ -159,12 +186,15 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
                 url = f"/v1/contracts/{contract['id']}/invoice-preview"
                 period = start.strftime("%Y-%m")
-                first = await client.get(url, params={"period": period})
+                params = {"period": period}
+                if args.boundaries:
+                    params["as_of"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+                first = await client.get(url, params=params)
                 assert first.status_code == 200, first.text
                 timings = []
                 for _ in range(args.runs):
                     t0 = time.perf_counter()
-                    response = await client.get(url, params={"period": period})
+                    response = await client.get(url, params=params)
                     timings.append((time.perf_counter() - t0) * 1000)
                     assert response.json()["lines"] == first.json()["lines"]
                 timings.sort()
@@ -179,6 +209,11 @@ async def main_async(args: argparse.Namespace) -> None:
                         f"  {line['code']:<18} {line['quantity']:>14} "
                         f"{line['unit']:<24} {line['amount']:>12}"
                     )
+                    if line["code"].startswith("meter:"):
+                        print(
+                            f"    {line['source']['start']} – {line['source']['end']}: "
+                            f"{line['source']['total']} from {line['source']['events']} events"
+                        )
                 print(f"  subtotal {first.json()['subtotal']}")
     finally:
         servers.stop()
@@ -190,6 +225,7 @@ def main() -> None:
     parser.add_argument("--seats", type=int, default=500)
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--boundaries", action="store_true", help="odd boundaries, late events")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -8,8 +8,10 @@ So a `Ledger` holds, per meter:
     counters      the hourly counters (whole hours, everything received so far)
     exact hours   the events themselves, received at or before `as_of`, for every hour that
                   a boundary cuts (a contract starting 19:53, an amendment, a policy
-                  activation, an end, a usage range's `from`/`to`) and every hour that holds
-                  an event received after `as_of`
+                  activation, an end, a usage range's `from`/`to`) and, for `max`, every
+                  hour that holds an event received after `as_of`
+    minus         count and sum: what the events received after `as_of` added to each
+                  hour's counter, taken off it again (they are few: the late window)
 
 `Ledger.total(a, b)` sums the whole hours from the counters and each exact hour's events
 whose `time` falls in [a, b). Additive meters (count, sum) add; `max` takes the greatest;
@@ -48,11 +50,29 @@ _COUNTERS = text(
     "SELECT meter, hour, value, events FROM usage_counters WHERE customer_id = :c "
     f"AND meter = ANY(:meters) AND hour >= :f AND hour < :t AND {_TENANT}"
 )
-# Events received after `as_of` whose time is in [f, t): few (the late window), found through
-# ix_usage_events_customer_id_received_at (migration 0012).
+# Events received after `as_of` whose time is in [f, t): few (they arrive inside the late
+# window), found through ix_usage_events_customer_id_received_at (migration 0012).
+_LATE_COUNT = text(
+    "SELECT count(*) FROM usage_events "
+    f"WHERE customer_id = :c AND received_at > :as_of AND time >= :f AND time < :t AND {_TENANT}"
+)
+# Per additive meter and hour: the late events' count and sum (a count meter's value is its
+# count; an event without the meter's property adds nothing, as at ingest).
+_LATE_SUMS = text(
+    "SELECT m.name AS meter, date_trunc('hour', e.time, 'UTC') AS hour, "
+    "count(*) FILTER (WHERE m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
+    "AS events, sum(CASE WHEN m.prop IS NULL THEN 1 "
+    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
+    "AS value "
+    "FROM unnest(CAST(:names AS text[]), CAST(:types AS text[]), CAST(:props AS text[])) "
+    "AS m(name, type, prop) JOIN usage_events e ON e.customer_id = :c AND e.type = m.type "
+    "AND e.received_at > :as_of AND e.time >= :f AND e.time < :t "
+    "WHERE (CAST(:tenant AS text) IS NULL OR e.tenant = :tenant) GROUP BY 1, 2"
+)
 _LATE = text(
     "SELECT type, time, coalesce(tenant, '') AS tenant, data FROM usage_events "
-    f"WHERE customer_id = :c AND received_at > :as_of AND time >= :f AND time < :t AND {_TENANT}"
+    "WHERE customer_id = :c AND received_at > :as_of AND type = ANY(:types) "
+    f"AND time >= :f AND time < :t AND {_TENANT}"
 )
 # The events of a few spans (the exact hours), one index range scan each.
 _EVENTS = text(
@@ -94,6 +114,8 @@ class Ledger:
     exact: dict[datetime, list[Reading]] = field(default_factory=dict)  # by hour, in time order
     # unique_count: per exact hour, the (tenant, token)s first seen in it that month
     first_seen: dict[datetime, set[tuple[str, str]]] = field(default_factory=dict)
+    # count and sum: per hour, what the events received after as_of added to its counter
+    minus: dict[datetime, tuple[Decimal, int]] = field(default_factory=dict)
     _sorted: list[datetime] | None = field(default=None, repr=False, compare=False)
 
     def total(self, start: datetime, end: datetime) -> Total:
@@ -104,8 +126,12 @@ class Ledger:
             if hour in self.exact:
                 continue
             value, count = self.counters[hour]
-            values.append(value)
-            events += count
+            if hour in self.minus:
+                late_value, late_count = self.minus[hour]
+                value, count = value - late_value, count - late_count
+            if count:
+                values.append(value)
+                events += count
         for hour, readings in self.exact.items():
             if hour + HOUR <= start or hour >= end:
                 continue
@@ -223,31 +249,62 @@ async def read(
     shown = report or (start, end)
     # From the month's start: a late value earlier in the month moves a unique count's first
     # occurrence even when its own time is outside [start, end).
-    late_rows = (
-        await session.execute(
-            _LATE, {**params, "f": min(month_of(floor), shown[0]), "t": max(end, shown[1])}
-        )
-    ).all()
-    reported = [row for row in late_rows if shown[0] <= row.time < shown[1]]
+    late_span = {"f": min(month_of(floor), shown[0]), "t": max(end, shown[1])}
+    reported = (
+        await session.execute(_LATE_COUNT, {**params, "f": shown[0], "t": shown[1]})
+    ).scalar_one()
     ledgers = {m.name: Ledger(m) for m in meters}
     late_by_meter: dict[str, Total] = {}
     bounds = cut_hours((start, end, *cuts), start, end)
-    wanted: dict[str, set[datetime]] = {}  # meter → hours to read from the events
+    wanted: dict[str, set[datetime]] = {m.name: set(bounds) for m in meters}  # read from events
     rebuilt: set[str] = set()  # unique meters with late events: from events alone
-    for meter in meters:
-        late = _readings(meter, late_rows)
-        shown_late = [r for r in late if shown[0] <= r.time < shown[1]]
-        if shown_late:
-            values = [r.value for r in shown_late] if meter.aggregation in ("sum", "max") else []
-            late_by_meter[meter.name] = Total(
-                (max(values) if meter.aggregation == "max" else sum(values, ZERO))
-                if values
-                else Decimal(len(shown_late)),
-                len(shown_late),
+    additive = [m for m in meters if m.aggregation in ("count", "sum")]
+    others = [m for m in meters if m.aggregation not in ("count", "sum")]
+    # Additive meters: what the late events added to each hour, summed in the database,
+    # comes off that hour's counter; only the cut hours are read event by event.
+    if additive:
+        sums = await session.execute(
+            _LATE_SUMS,
+            {
+                **params,
+                "f": min(floor, shown[0]),
+                "t": max(end, shown[1]),
+                "names": [m.name for m in additive],
+                "types": [m.event_type for m in additive],
+                "props": [m.property if m.aggregation == "sum" else None for m in additive],
+            },
+        )
+        shown_sums: dict[str, tuple[Decimal, int]] = {}
+        for row in sums:
+            value, count = Decimal(row.value or 0), int(row.events)
+            if not count:
+                continue
+            if floor <= row.hour < ceiling:
+                ledgers[row.meter].minus[row.hour] = (value, count)
+            if shown[0] <= row.hour < shown[1]:
+                before = shown_sums.get(row.meter, (ZERO, 0))
+                shown_sums[row.meter] = (before[0] + value, before[1] + count)
+        for name, (value, count) in shown_sums.items():
+            late_by_meter[name] = Total(value, count)
+    # max and unique_count: the late events themselves (from the month's start: a late
+    # value earlier in the month moves a unique count's first occurrence).
+    if others:
+        late_rows = (
+            await session.execute(
+                _LATE, {**params, **late_span, "types": sorted({m.event_type for m in others})}
             )
-        if meter.aggregation == "unique_count" and late:
-            rebuilt.add(meter.name)
-        wanted[meter.name] = bounds | {hour_of(r.time) for r in late if floor <= r.time < ceiling}
+        ).all()
+        for meter in others:
+            late = _readings(meter, late_rows)
+            shown_late = [r for r in late if shown[0] <= r.time < shown[1]]
+            if shown_late:
+                values = [r.value for r in shown_late] if meter.aggregation == "max" else []
+                late_by_meter[meter.name] = Total(
+                    max(values) if values else Decimal(len(shown_late)), len(shown_late)
+                )
+            if meter.aggregation == "unique_count" and late:
+                rebuilt.add(meter.name)
+            wanted[meter.name] |= {hour_of(r.time) for r in late if floor <= r.time < ceiling}
     if names:
         counter_rows = (
             await session.execute(_COUNTERS, {**params, "meters": names, "f": floor, "t": end})
@@ -312,7 +369,7 @@ async def read(
             )
     return Ledgers(
         by_meter=ledgers,
-        late=Late(events=len(reported), by_meter=late_by_meter),
+        late=Late(events=int(reported), by_meter=late_by_meter),
     )
 
 
