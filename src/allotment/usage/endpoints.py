@@ -108,6 +108,7 @@ async def ingest_events(
             future=timedelta(seconds=settings.events_future_s),
         ),
         engine=request.app.state.engine,
+        actor=principal.actor,
     )
     if outcome.customers and checker.usage is not None:
         # This worker's checks see the new use at once; other workers within usage_refresh_s.

@@ -10,7 +10,9 @@ One batch is one transaction (the request's):
        ids this transaction added are new; the others were accepted before (duplicates)
     4  INSERT the new events into `usage_events` (monthly partitions, created beforehand)
     5  INSERT unique values into `usage_uniques` … ON CONFLICT DO NOTHING RETURNING, and
-       UPSERT the hourly counters by what 4 and 5 added
+       UPSERT the hourly counters by what 4 and 5 added; a new event with a negative quantity
+       for a `corrections: true` meter (the only place one gets past step 1) queues an audit
+       record, `usage.corrected`, appended with the commit
     6  commit (the request dependency), then answer
 
 An id is never marked seen unless its event and counters commit with it, and a replay —
@@ -31,11 +33,21 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from allotment.audit import service as audit
 from allotment.check.model import Snapshot
+from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog, Meter
 from allotment.usage import partitions
 from allotment.usage.events import Event, Problem, Window, parse
-from allotment.usage.meters import CounterKey, Delta, Reading, by_type, data_problems, deltas
+from allotment.usage.meters import (
+    CounterKey,
+    Delta,
+    Reading,
+    by_type,
+    corrections,
+    data_problems,
+    deltas,
+)
 
 SnapshotOf = Callable[[str], Awaitable[Snapshot | None]]
 
@@ -103,6 +115,7 @@ async def ingest(
     snapshot_of: SnapshotOf,
     window: Window,
     engine: AsyncEngine,
+    actor: str,
 ) -> Outcome:
     outcome = Outcome()
     valid: list[tuple[Reading, dict[str, tuple[Meter, ...]]]] = []
@@ -146,7 +159,32 @@ async def ingest(
     outcome.duplicates += len(valid) - len(fresh)
     outcome.customers = {r.event.subject for r, _ in fresh}
     await store(session, fresh, window.now)
+    audit_corrections(session, fresh, actor=actor)
     return outcome
+
+
+def audit_corrections(
+    session: AsyncSession, fresh: list[tuple[Reading, dict[str, tuple[Meter, ...]]]], *, actor: str
+) -> None:
+    """One audit record per negative quantity a `corrections: true` meter took, appended in
+    this transaction: a correction lowers a total, so who sent it is kept (docs/usage.md)."""
+    for reading, meters in fresh:
+        event = reading.event
+        for meter, _ in corrections(reading, meters.get(event.type, ())):
+            audit.record(
+                session,
+                actor=actor,
+                action="usage.corrected",
+                target_type="customer",
+                target_key=event.subject,
+                after={
+                    "source": event.source,
+                    "id": event.id,
+                    "meter": meter.name,
+                    "quantity": event.data[meter.property],
+                    "time": isoformat(event.time),
+                },
+            )
 
 
 async def store(
