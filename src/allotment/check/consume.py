@@ -37,7 +37,7 @@ from allotment.errors import ServiceUnavailable, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.usage import service as usage
-from allotment.usage.events import Event
+from allotment.usage.events import Event, digest
 from allotment.usage.meters import Reading
 
 SOURCE = "allotment:consume"
@@ -119,6 +119,6 @@ async def _record(
         extensions={},
     )
     reading = Reading(snapshot.customer_id, request.tenant, event)  # type: ignore[arg-type]
-    claimed = await usage.claim(session, [reading], now, engine)
+    claimed = await usage.claim(session, [reading], now, engine, digests=[digest(event)])
     if claimed:
         await usage.store(session, [(reading, usage.meters_of(snapshot.catalog))], now)
