@@ -29,7 +29,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -56,6 +56,7 @@ _KNOWN = frozenset(
     }
 )
 _LIMITS = {"id": 256, "source": 1024, "type": 256, "subject": 64}
+_DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +158,12 @@ def digest(event: Event) -> bytes:
         "data": event.data,
         "subject": event.subject,
         "tenant": event.tenant,
-        "time": isoformat(event.time) if event.timed else None,
+        # orjson writes an aware datetime as RFC 3339 itself, several times faster than
+        # strftime; in UTC (`Z`), the same instant written with any offset is the same text.
+        "time": event.time.astimezone(UTC) if event.timed else None,
         "type": event.type,
     }
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+    return hashlib.sha256(orjson.dumps(content, option=_DIGEST_OPTIONS)).digest()
 
 
 def _time(value: Any) -> datetime | str:

@@ -97,18 +97,15 @@ _COUNTERS = text(
 EventKey = tuple[str, str]  # (source, id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per event, and a frozen __init__ costs more
 class Candidate:
     """A valid event of the batch, at its index, with its customer's meters by type."""
 
     index: int
+    key: EventKey
     reading: Reading
     meters: dict[str, tuple[Meter, ...]]
     digest: bytes  # events.digest: what it says
-
-    @property
-    def key(self) -> EventKey:
-        return (self.reading.event.source, self.reading.event.id)
 
 
 @dataclass
@@ -185,10 +182,9 @@ async def ingest(
         if problems:
             outcome.reject(index, problems)
             continue
-        candidate = Candidate(
-            index, Reading(snapshot.customer_id, parsed.tenant, parsed), meters, digest(parsed)
-        )
         key = (parsed.source, parsed.id)
+        reading = Reading(snapshot.customer_id, parsed.tenant, parsed)
+        candidate = Candidate(index, key, reading, meters, digest(parsed))
         if key in sent:
             repeats.append(candidate)
             continue
