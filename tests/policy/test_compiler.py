@@ -227,3 +227,22 @@ def test_compiling_an_unvalidated_document_with_a_broken_chain_raises() -> None:
     document = PolicyDocument.model_validate(raw)  # the model alone does not see cycles
     with pytest.raises(PolicyCompileError, match="inheritance cycle"):
         compile_policy(document)
+
+
+def test_a_meter_accepts_corrections_only_when_it_says_so() -> None:
+    raw = base()
+    raw["meters"]["api_calls"]["corrections"] = True
+    catalog = compiled(raw)
+    assert catalog.meters["api_calls"].corrections is True
+    assert catalog.meters["exports"].corrections is False
+    assert compiled(base()).meters["api_calls"].corrections is False
+
+
+def test_corrections_false_spelled_out_keeps_the_digest() -> None:
+    # Documents stored before `corrections` existed keep their digest: false is the default
+    # and is not written into the canonical form.
+    raw = base()
+    raw["meters"]["api_calls"]["corrections"] = False
+    assert compiled(raw).digest == compiled(base()).digest
+    raw["meters"]["api_calls"]["corrections"] = True
+    assert compiled(raw).digest != compiled(base()).digest

@@ -377,3 +377,31 @@ def test_an_entry_that_is_not_a_mapping() -> None:
     raw["rules"].append("sso")
     assert_error(raw, "plans.team", "must be a mapping")
     assert_error(raw, "rules[1]", "must be a mapping")
+
+
+def test_corrections_only_on_a_sum_meter() -> None:
+    raw = base()
+    raw["meters"]["api_calls"]["corrections"] = True
+    raw["meters"]["exports"]["corrections"] = True
+    raw["meters"]["peak"] = {
+        "event_type": "jobs.running",
+        "aggregation": "max",
+        "property": "n",
+        "corrections": True,
+    }
+    found = errors_by_path(raw)
+    assert "meters.api_calls.corrections" not in found
+    assert_error(raw, "meters.exports.corrections", "only a 'sum' meter", "'count'")
+    assert_error(raw, "meters.peak.corrections", "only a 'sum' meter", "'max'")
+
+
+def test_corrections_false_is_allowed_on_any_meter() -> None:
+    raw = base()
+    raw["meters"]["exports"]["corrections"] = False
+    assert errors_by_path(raw) == {}
+
+
+def test_corrections_is_a_boolean() -> None:
+    raw = base()
+    raw["meters"]["api_calls"]["corrections"] = "yes"
+    assert_error(raw, "meters.api_calls.corrections", "boolean")

@@ -32,11 +32,13 @@ async def _usage(
 async def test_one_event_is_accepted_then_a_duplicate(
     client: httpx.AsyncClient, backend: dict[str, str], finance: dict[str, str], metered: str
 ) -> None:
-    first = await send(client, backend, event("e1", data={"count": 5}))
+    sent = event("e1", data={"count": 5})
+    first = await send(client, backend, sent)
     assert first.status_code == 200, first.text
-    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    again = await send(client, backend, event("e1", data={"count": 5}))
-    assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    nothing: dict[str, list[Any]] = {"rejected": [], "unmetered": [], "conflicts": []}
+    assert first.json() == {"accepted": 1, "duplicates": 0, **nothing}
+    again = await send(client, backend, sent)
+    assert again.json() == {"accepted": 0, "duplicates": 1, **nothing}
     usage = await _usage(client, finance, "api_calls")
     assert Decimal(usage["total"]) == 5 and usage["buckets"][0]["events"] == 1
 
@@ -46,7 +48,7 @@ async def test_a_batch_reports_each_bad_event_by_index_and_accepts_the_rest(
 ) -> None:
     now = utcnow()
     batch = [
-        event("ok-1"),
+        event("ok-1", time=now),
         {"specversion": "0.3", "id": "", "source": "tests", "type": "api.call"},  # 1
         event("ghost", subject="ghost"),  # 2
         event("future", time=now + timedelta(hours=1)),  # 3
@@ -54,7 +56,7 @@ async def test_a_batch_reports_each_bad_event_by_index_and_accepts_the_rest(
         event("no-count", data={"other": 1}),  # 5
         event("bad-count", data={"count": "many"}),  # 6
         event("tenant", tenant="nope"),  # 7
-        event("ok-1"),  # 8: a repeat inside the batch
+        event("ok-1", time=now),  # 8: a repeat inside the batch
         event("Bad_Ext", weird_attr=1),  # 9
         event("ok-2", type="something.unmetered", data={"any": "thing"}),
         "not an object",  # 11
@@ -62,7 +64,8 @@ async def test_a_batch_reports_each_bad_event_by_index_and_accepts_the_rest(
     response = await send(client, backend, batch)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["accepted"] == 2 and body["duplicates"] == 1
+    assert body["accepted"] == 2 and body["duplicates"] == 1 and body["conflicts"] == []
+    assert body["unmetered"] == [{"index": 10, "type": "something.unmetered"}]
     rejected = {r["index"]: [e["path"] for e in r["errors"]] for r in body["rejected"]}
     assert rejected == {
         1: ["specversion", "id", "subject"],

@@ -150,3 +150,25 @@ async def test_tenant_meter_quota(
     assert (await check(client, backend, "api"))["allowed"] is True  # the contract has room
     refused = (await _consume(client, backend, 1, tenant="eu")).json()
     assert refused["reason"] == "tenant_quota_reached"
+
+
+async def test_a_consume_answers_with_the_use_after_it(
+    client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    """Hand-worked: limit 100 (hard), 40 used; consume 25 → used 65, remaining 35; consume
+    40 → refused (65 + 40 > 100), still used 65."""
+    await publish_policy(client, admin, metered_document())
+    await create_customer(client, admin, key="acme")
+    overrides = [{"meter": "api_calls", "limit": 100, "reason": "test"}]
+    await create_contract(client, admin, customer="acme", plan="team", overrides=overrides)
+    await send(client, backend, event("forty", data={"count": 40}))
+    allowed = (await _consume(client, backend, 25)).json()
+    assert allowed["allowed"] is True and allowed["consumed"] == 25
+    assert allowed["limit"]["used"] == 65 and allowed["limit"]["remaining"] == 35
+    refused = (await _consume(client, backend, 40)).json()
+    assert refused["allowed"] is False and refused["reason"] == "usage_limit_reached"
+    assert refused["limit"]["used"] == 65 and refused["limit"]["remaining"] == 35
+    assert "consumed" not in refused
+    plain = await check(client, backend, "api")
+    assert plain["limit"]["used"] == 65
+    assert await _month_total(client, admin, "api_calls") == 65

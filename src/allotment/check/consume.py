@@ -6,7 +6,8 @@
        read the counters between another's read and commit (contracts/pools.py explains the
        same lock for seats)
     3  read the meter's use from the counters, exactly, under the lock (check/usage.py load)
-    4  evaluate with that use and `consume` (gates.meter: a hard limit is never passed)
+    4  evaluate with that use and `consume` (gates.meter: a hard limit is never passed); an
+       allowed answer's `limit.used` already counts the `consume`, a refused one's does not
     5  allowed: record a usage event — source `allotment:consume`, id = the decision id —
        through the same claim/insert/count path as POST /v1/events (usage/service.py)
     6  commit, then answer
@@ -36,7 +37,7 @@ from allotment.errors import ServiceUnavailable, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.usage import service as usage
-from allotment.usage.events import Event
+from allotment.usage.events import Event, digest
 from allotment.usage.meters import Reading
 
 SOURCE = "allotment:consume"
@@ -118,6 +119,6 @@ async def _record(
         extensions={},
     )
     reading = Reading(snapshot.customer_id, request.tenant, event)  # type: ignore[arg-type]
-    claimed = await usage.claim(session, [reading], now, engine)
+    claimed = await usage.claim(session, [reading], now, engine, digests=[digest(event)])
     if claimed:
         await usage.store(session, [(reading, usage.meters_of(snapshot.catalog))], now)

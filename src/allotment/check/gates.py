@@ -20,7 +20,9 @@ Seats, instances and tenants are read from the snapshot's holdings; meter use fr
                limit, or the request's tenant      `consume` would pass it); allowed with
                has a quota on it                   soft_limit_exceeded (soft, passed) and
                                                    approaching_limit (at WARN_AT of a limit);
-                                                   tenant_quota_reached (the tenant's quota)
+                                                   tenant_quota_reached (the tenant's quota).
+                                                   An allowed `consume` shows the use after
+                                                   it in `limit.used` (docs/usage.md#consume)
 
 Pure like the evaluator: `now` is the caller's. A feature that needs neither a seat nor an
 instance nor a meter, checked without a tenant, costs four attribute reads here.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
 from allotment.kit.clock import isoformat
@@ -174,6 +177,18 @@ def _number(value: Decimal) -> int | float:
     return float(value)
 
 
+def limit_document(limit: UsageLimit, used: Decimal, now: datetime) -> dict[str, Any]:
+    """A decision's `limit`: the meter's limit in force and `used` of it this period."""
+    return {
+        "meter": limit.meter,
+        "limit": limit.limit,
+        "used": _number(used),
+        "remaining": _number(max(Decimal(0), Decimal(limit.limit) - used)),
+        "period_end": isoformat(period_end(limit.period, now)),
+        "enforcement": limit.enforcement,
+    }
+
+
 def meter(
     snapshot: Snapshot, request: CheckRequest, feature: Feature, now: datetime
 ) -> Verdict | None:
@@ -199,7 +214,8 @@ def meter_state(
     consume: int | None = None,
 ) -> Verdict | None:
     """Where meter `name` stands for the snapshot's customer (and `tenant`) at `now`, with
-    `consume` more: None when nothing limits it."""
+    `consume` more: None when nothing limits it. An allowed verdict's `limit` counts the
+    `consume` in `used` (the use once it is recorded); a refused one shows the use as it is."""
     limit = meter_limit(snapshot, name, now)
     quota = None
     if tenant is not None:
@@ -231,14 +247,6 @@ def meter_state(
         return None
     used = usage.of(name).in_period(period) if usage is not None else Decimal(0)
     cap = Decimal(limit.limit)
-    document = {
-        "meter": name,
-        "limit": limit.limit,
-        "used": _number(used),
-        "remaining": _number(max(Decimal(0), cap - used)),
-        "period_end": isoformat(period_end(period, now)),
-        "enforcement": limit.enforcement,
-    }
     after = used + wanted
     if limit.enforcement == "hard" and (after > cap or (not wanted and used >= cap)):
         return Verdict(
@@ -246,8 +254,10 @@ def meter_state(
             "usage_limit_reached",
             detail=f"'{name}' used {_number(used)} of {limit.limit} this {period}"
             + (f"; {_number(wanted)} more does not fit" if wanted else ""),
-            limit=document,
+            limit=limit_document(limit, used, now),  # refused: nothing was consumed
         )
+    # Allowed: a consume's answer shows the use with its `consume` counted (docs/usage.md).
+    document = limit_document(limit, after, now)
     warnings: tuple[str, ...] = ()
     reached = [t for t in WARN_AT if cap and after >= cap * t]
     if reached:

@@ -55,6 +55,7 @@ class Meter:
     aggregation: Aggregation
     property: str | None
     description: str | None = None
+    corrections: bool = False  # sum only: negative quantities accepted, each one audited
 
 
 @dataclass(frozen=True)

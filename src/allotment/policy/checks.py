@@ -10,6 +10,7 @@ skipped here rather than reported twice.
     feature meters an unknown meter        features.api.meter
     dependency cycle                       features.a.requires     (a -> b -> a)
     meter property missing / superfluous   meters.api_calls.property
+    corrections on a meter that is no sum  meters.peak_jobs.corrections
     plan extends an unknown plan           plans.enterprise.extends
     inheritance cycle                      plans.a.extends         (a -> b -> a)
     plan names an unknown feature          plans.team.features[2]
@@ -41,6 +42,7 @@ from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_va
 Finding = tuple[Location, str]
 
 PROPERTY_AGGREGATIONS = ("sum", "max", "unique_count")
+AGGREGATIONS = ("count", *PROPERTY_AGGREGATIONS)
 _NAME = re.compile(NAME_PATTERN)
 _ENTRY = re.compile(FEATURE_ENTRY_PATTERN)
 
@@ -128,6 +130,12 @@ def _check_meters(meters: dict[str, Any]) -> Iterator[Finding]:
             yield (
                 ("meters", name, "property"),
                 "not allowed: aggregation 'count' counts events and reads no property",
+            )
+        if spec.get("corrections") is True and aggregation in AGGREGATIONS and aggregation != "sum":
+            yield (
+                ("meters", name, "corrections"),
+                f"only a 'sum' meter takes corrections (negative quantities); "
+                f"aggregation '{aggregation}' does not",
             )
 
 

@@ -82,6 +82,7 @@ def compile_policy(document: PolicyDocument) -> Catalog:
                     aggregation=spec.aggregation,
                     property=spec.property,
                     description=spec.description,
+                    corrections=spec.corrections is True,
                 )
                 for name, spec in document.meters.items()
             }

@@ -28,6 +28,7 @@ from pydantic import (
     PlainValidator,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -118,7 +119,19 @@ class MeterSpec(Spec):
         min_length=1,
         description="The key in the event's `data` (sum, max, unique_count; not count).",
     )
+    corrections: bool | None = Field(
+        default=None,
+        description="sum only: true accepts negative quantities (corrections, each audited); "
+        "default false, a negative quantity is rejected.",
+    )
     description: str | None = None
+
+    @field_validator("corrections")
+    @classmethod
+    def _false_is_not_written(cls, value: bool | None) -> bool | None:
+        # false is the default: left out of the canonical form, so a document written before
+        # `corrections` existed, or one spelling out false, keeps its digest.
+        return value or None
 
 
 class BurstSpec(Spec):

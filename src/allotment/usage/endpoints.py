@@ -14,6 +14,7 @@ from allotment.db import after_commit
 from allotment.deps import SessionDep, require
 from allotment.errors import (
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -24,6 +25,7 @@ from allotment.kit.idempotency import IdempotencyDep
 from allotment.usage import reads
 from allotment.usage import service as usage
 from allotment.usage.events import Window
+from allotment.usage.metrics import EVENTS_CONFLICTS, EVENTS_UNMETERED
 from allotment.usage.schemas import IngestRead, UsageRead
 
 router = APIRouter(tags=["usage"])
@@ -58,6 +60,12 @@ _BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxIt
 @router.post(
     "/v1/events",
     response_model=IngestRead,
+    responses={
+        409: {
+            "description": "A single event whose (source, id) was accepted before with "
+            "another payload (`event-conflict`), or an Idempotency-Key in flight"
+        }
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -74,7 +82,9 @@ async def ingest_events(
     request: Request, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
     """One CloudEvent, or a batch of up to 1,000. A batch answers 200 with each bad event
-    rejected by index; a single bad event is a 422. Acknowledged only after commit."""
+    rejected by index, each conflicting one (an id reused with another payload) in
+    `conflicts`, and each accepted one no meter reads in `unmetered`; a single bad event is a
+    422, a single conflicting one a 409. Acknowledged only after commit."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
         body = orjson.loads(await request.body())
@@ -108,6 +118,7 @@ async def ingest_events(
             future=timedelta(seconds=settings.events_future_s),
         ),
         engine=request.app.state.engine,
+        actor=principal.actor,
     )
     if outcome.customers and checker.usage is not None:
         # This worker's checks see the new use at once; other workers within usage_refresh_s.
@@ -122,14 +133,40 @@ async def ingest_events(
             "The event was rejected: " + "; ".join(f"{e['path']}: {e['message']}" for e in errors),
             errors=errors,
         )
+    if not batch and outcome.conflicts:
+        EVENTS_CONFLICTS.inc()
+        raise _conflict(outcome.conflicts[0])
+    unmetered, conflicts = len(outcome.unmetered), len(outcome.conflicts)
+    if unmetered or conflicts:
+        after_commit(session, lambda: _count(unmetered, conflicts))
     read = IngestRead.model_validate(
         {
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
             "rejected": outcome.rejected,
+            "unmetered": outcome.unmetered,
+            "conflicts": outcome.conflicts,
         }
     )
     return await idempotency.respond(read)
+
+
+def _conflict(found: dict[str, Any]) -> Conflict:
+    return Conflict(
+        f"Event {found['id']!r} of source {found['source']!r} was accepted before with another "
+        "payload (type, subject, time, tenant or data); the first copy stands. A new event "
+        "needs a new id.",
+        type="event-conflict",
+        title="Event conflict",
+        extra={"source": found["source"], "id": found["id"]},
+    )
+
+
+def _count(unmetered: int, conflicts: int) -> None:
+    if unmetered:
+        EVENTS_UNMETERED.inc(unmetered)
+    if conflicts:
+        EVENTS_CONFLICTS.inc(conflicts)
 
 
 @router.get("/v1/customers/{key}/usage", response_model=UsageRead, response_model_by_alias=True)

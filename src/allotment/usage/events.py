@@ -15,15 +15,24 @@ problem documents do (`time`, `data.count`, …).
     tenant        extension attribute (optional): one of the customer's tenants
     others        extension attributes: lowercase letters and digits, ≤ 20 characters
                   (CloudEvents' naming rule), kept as they came
+
+`digest(event)` is what the event says, as 32 bytes: SHA-256 of the canonical JSON (sorted
+keys) of its type, subject, time (UTC; none when it was not sent), tenant and data. Two
+copies of a (source, id) with the same digest are one event sent twice (a duplicate); with
+different digests, a conflict (docs/usage.md). Extension attributes are not part of it: they
+describe the delivery.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 from allotment.kit.clock import isoformat
@@ -47,6 +56,7 @@ _KNOWN = frozenset(
     }
 )
 _LIMITS = {"id": 256, "source": 1024, "type": 256, "subject": 64}
+_DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,7 @@ class Event:
     data: Any
     tenant: str | None
     extensions: Mapping[str, Any]
+    timed: bool = True  # False: the event carried no `time`, `time` is when it was received
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +116,8 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
         # Not a key any customer can have (nor one PostgreSQL could be asked about: NUL).
         problems.append({"path": "subject", "message": "a customer key: a-z, 0-9, -_. (≤ 64)"})
     moment = window.now
-    if "time" in raw and raw["time"] is not None:
+    timed = "time" in raw and raw["time"] is not None
+    if timed:
         moment_or_problem = _time(raw["time"])
         if isinstance(moment_or_problem, str):
             problems.append({"path": "time", "message": moment_or_problem})
@@ -133,7 +145,25 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
             extensions[name] = value
     if problems:
         return problems
-    return Event(source, event_id, kind, subject, moment, raw.get("data"), tenant, extensions)
+    return Event(
+        source, event_id, kind, subject, moment, raw.get("data"), tenant, extensions, timed
+    )
+
+
+def digest(event: Event) -> bytes:
+    """SHA-256 of the event's canonical (type, subject, time in UTC, tenant, data). The time
+    as sent: an event sent without one has none here, so its retry (received later) is
+    still the same event."""
+    content = {
+        "data": event.data,
+        "subject": event.subject,
+        "tenant": event.tenant,
+        # orjson writes an aware datetime as RFC 3339 itself, several times faster than
+        # strftime; in UTC (`Z`), the same instant written with any offset is the same text.
+        "time": event.time.astimezone(UTC) if event.timed else None,
+        "type": event.type,
+    }
+    return hashlib.sha256(orjson.dumps(content, option=_DIGEST_OPTIONS)).digest()
 
 
 def _time(value: Any) -> datetime | str:

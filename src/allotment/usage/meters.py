@@ -2,8 +2,10 @@
 
     aggregation    per (customer, tenant, meter, hour) counter        reading a property?
     count          +1 per event                                       no
-    sum            + data[property] (a number)                        yes
-    max            greatest data[property] seen                       yes
+    sum            + data[property] (a number ≥ 0; below 0 only on a  yes
+                   meter with `corrections: true`)
+    max            greatest data[property] seen (any number: a        yes
+                   reading, which may be negative)
     unique_count   +1 the first time a value of data[property] is     yes (any JSON scalar)
                    seen in the calendar month (UTC)
 
@@ -24,6 +26,10 @@ from allotment.policy.catalog import Meter
 from allotment.usage.events import Event, Problem
 
 _NUMERIC = (int, float)
+_NEGATIVE = (
+    "meter '{meter}' sums quantities of zero or more; a negative one is a correction, which "
+    "the meter accepts only when it declares `corrections: true`"
+)
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -42,7 +48,9 @@ def by_type(meters: Iterable[Meter]) -> dict[str, tuple[Meter, ...]]:
 
 
 def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
-    """What the meters reading `event` cannot read from its `data`."""
+    """What the meters reading `event` cannot read from its `data`: a missing property, a
+    value of the wrong kind, or a negative quantity for a `sum` meter that takes no
+    corrections (`max` and `unique_count` read any number: a reading, a value)."""
     problems: list[Problem] = []
     for meter in meters:
         if meter.aggregation == "count" or meter.property is None:
@@ -58,6 +66,8 @@ def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
                 )
             elif isinstance(value, float) and value != value:  # NaN
                 problems.append({"path": path, "message": "not a number"})
+            elif value < 0 and meter.aggregation == "sum" and not meter.corrections:
+                problems.append({"path": path, "message": _NEGATIVE.format(meter=meter.name)})
         elif isinstance(value, (dict, list)):
             problems.append(
                 {"path": path, "message": f"meter '{meter.name}' counts unique scalar values"}
@@ -141,3 +151,15 @@ def token(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"n:{quantity(value).normalize()}"
     return f"s:{value}"
+
+
+def corrections(reading: Reading, meters: Sequence[Meter]) -> list[tuple[Meter, Decimal]]:
+    """The negative quantities `reading` brings to `sum` meters that take corrections."""
+    found: list[tuple[Meter, Decimal]] = []
+    data = reading.event.data
+    for meter in meters:
+        if meter.corrections and meter.aggregation == "sum" and isinstance(data, dict):
+            amount = quantity(data[meter.property])  # validated by data_problems
+            if amount < 0:
+                found.append((meter, amount))
+    return found

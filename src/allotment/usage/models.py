@@ -1,6 +1,9 @@
-"""Usage tables, as Core tables (ingestion and reads use Core only; migration 0007 owns DDL).
+"""Usage tables, as Core tables (ingestion and reads use Core only; migrations 0007 and 0013
+own the DDL).
 
-    usage_event_ids   (source, id) primary key: the dedupe set; one row per accepted event
+    usage_event_ids   (source, id) primary key: the dedupe set; one row per accepted event,
+                      with its payload's `digest` (0013; NULL before it) to tell a duplicate
+                      from a conflict
     usage_events      every accepted event, partitioned by month on `time`
     usage_counters    per (customer, meter, hour, tenant): `value` (a sum, a count, or for
                       `kind = max` the greatest) and `events`, kept exact at ingest
@@ -12,7 +15,16 @@ Tenant is '' in counters and uniques when an event names none (a primary key has
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, Numeric, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from allotment.db import Base
@@ -28,6 +40,7 @@ usage_event_ids = Table(
     Column("customer_id", BigInteger),
     Column("time", TZ, nullable=False),
     Column("received_at", TZ, nullable=False),
+    Column("digest", LargeBinary),  # events.digest; NULL: claimed before 0013, or lifecycle
 )
 
 usage_events = Table(

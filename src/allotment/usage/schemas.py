@@ -17,10 +17,35 @@ class RejectedEvent(BaseModel):
     errors: list[EventError]
 
 
+class UnmeteredEvent(BaseModel):
+    index: int = Field(description="The event's position in the batch (0 for a single event).")
+    type: str = Field(description="Its type, which no meter of the customer's policy reads.")
+
+
+class ConflictingEvent(BaseModel):
+    index: int = Field(description="The event's position in the batch.")
+    source: str
+    id: str
+
+
 class IngestRead(BaseModel):
     accepted: int = Field(description="New events, committed before this answer.")
-    duplicates: int = Field(description="Events whose (source, id) was accepted before.")
-    rejected: list[RejectedEvent]
+    duplicates: int = Field(
+        description="Events whose (source, id) was accepted before with the same payload "
+        "(type, subject, time, tenant, data), or earlier in this batch."
+    )
+    rejected: list[RejectedEvent] = Field(description="Invalid events, by index, with errors.")
+    unmetered: list[UnmeteredEvent] = Field(
+        default_factory=list,
+        description="Accepted events (counted in `accepted`, stored) that no meter of the "
+        "customer's policy reads: they count towards no usage.",
+    )
+    conflicts: list[ConflictingEvent] = Field(
+        default_factory=list,
+        description="Events whose (source, id) was accepted before, or earlier in the batch, "
+        "with another payload: refused, the first copy stands. Neither accepted nor "
+        "duplicates. A single event that conflicts answers 409 instead.",
+    )
 
 
 class UsageBucket(BaseModel):

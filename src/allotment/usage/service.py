@@ -5,13 +5,20 @@ One batch is one transaction (the request's):
     1  validate every event (`events.parse`), and what its meters read (`meters.data_problems`);
        resolve its customer and tenant from the customer's snapshot (`check/snapshot.py`:
        warm, no I/O) — a bad event is rejected by index, the good ones go on
-    2  drop repeats inside the batch (the first copy of a (source, id) wins)
-    3  INSERT the ids into `usage_event_ids` … ON CONFLICT DO NOTHING RETURNING: only the
-       ids this transaction added are new; the others were accepted before (duplicates)
+    2  set repeats inside the batch aside (the first copy of a (source, id) wins); every
+       valid event carries its digest (`events.digest`: type, subject, time, tenant, data)
+    3  INSERT the ids, with their digests, into `usage_event_ids` … ON CONFLICT DO NOTHING
+       RETURNING: only the ids this transaction added are new. When some were taken, ONE
+       select reads their stored digests; then each taken id and each repeat is a duplicate
+       (the same digest as the copy that won, or a stored NULL: claimed before 0013) or a
+       conflict (another payload: reported by index, never stored, the first copy stays)
     4  INSERT the new events into `usage_events` (monthly partitions, created beforehand)
     5  INSERT unique values into `usage_uniques` … ON CONFLICT DO NOTHING RETURNING, and
-       UPSERT the hourly counters by what 4 and 5 added
-    6  commit (the request dependency), then answer
+       UPSERT the hourly counters by what 4 and 5 added; a new event with a negative quantity
+       for a `corrections: true` meter (the only place one gets past step 1) queues an audit
+       record, `usage.corrected`, appended with the commit
+    6  commit (the request dependency), then answer; new events of a type no meter of the
+       customer's policy reads are stored and reported as `unmetered`
 
 An id is never marked seen unless its event and counters commit with it, and a replay —
 sequential or concurrent — finds the id taken (a concurrent one waits on the first
@@ -21,7 +28,7 @@ by key so concurrent batches lock counters and ids in the same order (no deadloc
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -31,19 +38,34 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from allotment.audit import service as audit
 from allotment.check.model import Snapshot
+from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog, Meter
 from allotment.usage import partitions
-from allotment.usage.events import Event, Problem, Window, parse
-from allotment.usage.meters import CounterKey, Delta, Reading, by_type, data_problems, deltas
+from allotment.usage.events import Event, Problem, Window, digest, parse
+from allotment.usage.meters import (
+    CounterKey,
+    Delta,
+    Reading,
+    by_type,
+    corrections,
+    data_problems,
+    deltas,
+)
 
 SnapshotOf = Callable[[str], Awaitable[Snapshot | None]]
 
 _IDS = text(
-    "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
+    "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at, digest) "
     "SELECT * FROM unnest(CAST(:source AS text[]), CAST(:id AS text[]), "
-    "CAST(:customer AS bigint[]), CAST(:time AS timestamptz[]), CAST(:received AS timestamptz[])) "
-    "ORDER BY 1, 2 ON CONFLICT DO NOTHING RETURNING source, id"
+    "CAST(:customer AS bigint[]), CAST(:time AS timestamptz[]), CAST(:received AS timestamptz[]), "
+    "CAST(:digest AS bytea[])) ORDER BY 1, 2 ON CONFLICT DO NOTHING RETURNING source, id"
+)
+_DIGESTS = text(
+    "SELECT e.source, e.id, e.digest FROM usage_event_ids e "
+    "JOIN unnest(CAST(:source AS text[]), CAST(:id AS text[])) AS u(s, i) "
+    "ON e.source = u.s AND e.id = u.i"
 )
 _EVENTS = text(
     "INSERT INTO usage_events (customer_id, tenant, type, source, id, time, data, extensions, "
@@ -72,15 +94,41 @@ _COUNTERS = text(
 )
 
 
+EventKey = tuple[str, str]  # (source, id)
+
+
+@dataclass(slots=True)  # not frozen: built once per event, and a frozen __init__ costs more
+class Candidate:
+    """A valid event of the batch, at its index, with its customer's meters by type."""
+
+    index: int
+    key: EventKey
+    reading: Reading
+    meters: dict[str, tuple[Meter, ...]]
+    digest: bytes  # events.digest: what it says
+
+
 @dataclass
 class Outcome:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    unmetered: list[dict[str, Any]] = field(default_factory=list)  # accepted, no meter reads
+    conflicts: list[dict[str, Any]] = field(default_factory=list)  # id taken, other payload
     customers: set[str] = field(default_factory=set)  # keys whose counters moved
 
     def reject(self, index: int, errors: list[Problem]) -> None:
         self.rejected.append({"index": index, "errors": errors})
+
+    def settle(self, copies: list[Candidate], winners: Mapping[EventKey, bytes | None]) -> None:
+        """Copies of ids already taken (stored, or earlier in the batch): each a duplicate,
+        or a conflict when it says something other than the copy that won."""
+        for copy in sorted(copies, key=lambda c: c.index):
+            if conflicts_with(winners.get(copy.key), copy.digest):
+                event = copy.reading.event
+                self.conflicts.append({"index": copy.index, "source": event.source, "id": event.id})
+            else:
+                self.duplicates += 1
 
 
 _meters_by_digest: dict[str, dict[str, tuple[Meter, ...]]] = {}
@@ -103,10 +151,12 @@ async def ingest(
     snapshot_of: SnapshotOf,
     window: Window,
     engine: AsyncEngine,
+    actor: str,
 ) -> Outcome:
     outcome = Outcome()
-    valid: list[tuple[Reading, dict[str, tuple[Meter, ...]]]] = []
-    seen: set[tuple[str, str]] = set()
+    firsts: list[Candidate] = []  # the first copy of each (source, id) in the batch
+    repeats: list[Candidate] = []  # later copies of one
+    sent: dict[EventKey, bytes] = {}  # the first copy's digest
     snapshots: dict[str, Snapshot | None] = {}
     for index, raw in enumerate(raw_events):
         parsed = parse(raw, window)
@@ -133,20 +183,81 @@ async def ingest(
             outcome.reject(index, problems)
             continue
         key = (parsed.source, parsed.id)
-        if key in seen:
-            outcome.duplicates += 1
+        reading = Reading(snapshot.customer_id, parsed.tenant, parsed)
+        candidate = Candidate(index, key, reading, meters, digest(parsed))
+        if key in sent:
+            repeats.append(candidate)
             continue
-        seen.add(key)
-        valid.append((Reading(snapshot.customer_id, parsed.tenant, parsed), meters))
-    if not valid:
+        sent[key] = candidate.digest
+        firsts.append(candidate)
+    if not firsts:  # nothing valid, so no repeats either
         return outcome
-    new = await claim(session, [reading for reading, _ in valid], window.now, engine)
-    fresh = [(r, m) for r, m in valid if (r.event.source, r.event.id) in new]
+    new = await claim(
+        session,
+        [c.reading for c in firsts],
+        window.now,
+        engine,
+        digests=[c.digest for c in firsts],
+    )
+    fresh = [c for c in firsts if c.key in new]
+    taken = [c for c in firsts if c.key not in new]
+    # What each repeat is compared with: the copy that won, stored earlier (NULL: claimed
+    # before digests were kept) or the batch's first. One lookup, and only for taken ids.
+    winners: dict[EventKey, bytes | None] = dict(sent)
+    if taken:
+        winners.update(await stored_digests(session, [c.key for c in taken]))
+    outcome.settle(taken + repeats, winners)
     outcome.accepted = len(fresh)
-    outcome.duplicates += len(valid) - len(fresh)
-    outcome.customers = {r.event.subject for r, _ in fresh}
-    await store(session, fresh, window.now)
+    outcome.unmetered = [
+        {"index": c.index, "type": c.reading.event.type}
+        for c in fresh
+        if not c.meters.get(c.reading.event.type)
+    ]
+    outcome.customers = {c.reading.event.subject for c in fresh}
+    counted = [(c.reading, c.meters) for c in fresh]
+    await store(session, counted, window.now)
+    audit_corrections(session, counted, actor=actor)
     return outcome
+
+
+def conflicts_with(stored: bytes | None, sent: bytes) -> bool:
+    """A copy of an accepted (source, id) conflicts when it says something else; an id
+    stored without a digest (before migration 0013) cannot tell, and is a duplicate."""
+    return stored is not None and stored != sent
+
+
+async def stored_digests(
+    session: AsyncSession, keys: list[EventKey]
+) -> dict[EventKey, bytes | None]:
+    """The digests stored with these (source, id), in one query."""
+    rows = await session.execute(
+        _DIGESTS, {"source": [k[0] for k in keys], "id": [k[1] for k in keys]}
+    )
+    return {(row.source, row.id): row.digest for row in rows}
+
+
+def audit_corrections(
+    session: AsyncSession, fresh: list[tuple[Reading, dict[str, tuple[Meter, ...]]]], *, actor: str
+) -> None:
+    """One audit record per negative quantity a `corrections: true` meter took, appended in
+    this transaction: a correction lowers a total, so who sent it is kept (docs/usage.md)."""
+    for reading, meters in fresh:
+        event = reading.event
+        for meter, _ in corrections(reading, meters.get(event.type, ())):
+            audit.record(
+                session,
+                actor=actor,
+                action="usage.corrected",
+                target_type="customer",
+                target_key=event.subject,
+                after={
+                    "source": event.source,
+                    "id": event.id,
+                    "meter": meter.name,
+                    "quantity": event.data[meter.property],
+                    "time": isoformat(event.time),
+                },
+            )
 
 
 async def store(
@@ -161,16 +272,22 @@ async def store(
 
 
 async def claim(
-    session: AsyncSession, readings: list[Reading], received: datetime, engine: AsyncEngine
-) -> set[tuple[str, str]]:
-    """Claim the readings' (source, id) in this transaction: the ids that were new."""
+    session: AsyncSession,
+    readings: list[Reading],
+    received: datetime,
+    engine: AsyncEngine,
+    *,
+    digests: Sequence[bytes],
+) -> set[EventKey]:
+    """Claim the readings' (source, id) in this transaction, storing each event's digest
+    (`events.digest`, in the same order): the ids that were new."""
     await partitions.ensure(engine, {reading.event.time for reading in readings})
-    return await _claim_ids(session, readings, received)
+    return await _claim_ids(session, readings, received, digests)
 
 
 async def _claim_ids(
-    session: AsyncSession, readings: list[Reading], received: datetime
-) -> set[tuple[str, str]]:
+    session: AsyncSession, readings: list[Reading], received: datetime, digests: Sequence[bytes]
+) -> set[EventKey]:
     result = await session.execute(
         _IDS,
         {
@@ -179,6 +296,7 @@ async def _claim_ids(
             "customer": [r.customer_id for r in readings],
             "time": [r.event.time for r in readings],
             "received": [received] * len(readings),
+            "digest": list(digests),
         },
     )
     return {(row.source, row.id) for row in result}
