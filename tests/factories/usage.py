@@ -93,4 +93,5 @@ async def ingest_at(app: Any, events: list[dict[str, Any]], *, received: datetim
             snapshot_of=snapshot_of,
             window=Window(now=received, late=timedelta(days=3650), future=timedelta(days=3650)),
             engine=app.state.engine,
+            actor="test",
         )
