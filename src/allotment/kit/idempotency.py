@@ -87,7 +87,13 @@ async def _idempotency(
     if not usable_key(key):
         raise BadRequest(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
     owner = principal.key_id
-    request_hash = fingerprint(request.method, request.url.path, await request.body())
+    # A CloudEvent in binary mode carries its attributes in `ce-*` headers: part of what a
+    # retry must repeat.
+    attributes = sorted(f"{k}:{v}" for k, v in request.headers.items() if k.startswith("ce-"))
+    body = await request.body()
+    if attributes:
+        body = "\n".join(attributes).encode() + b"\n\n" + body
+    request_hash = fingerprint(request.method, request.url.path, body)
     # Held until this transaction ends: a concurrent retry of the same key cannot take it.
     locked = (
         await session.execute(

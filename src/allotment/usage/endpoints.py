@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
@@ -13,7 +12,6 @@ from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.db import after_commit
 from allotment.deps import SessionDep, require
 from allotment.errors import (
-    BadRequest,
     Conflict,
     NotFound,
     PayloadTooLarge,
@@ -22,7 +20,7 @@ from allotment.errors import (
 )
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import IdempotencyDep
-from allotment.usage import reads
+from allotment.usage import binding, reads
 from allotment.usage import service as usage
 from allotment.usage.events import Window
 from allotment.usage.metrics import EVENTS_CONFLICTS, EVENTS_UNMETERED
@@ -33,7 +31,7 @@ router = APIRouter(tags=["usage"])
 Backend = Annotated[Principal, require("check")]
 Finance = Annotated[Principal, require("finance", customer_param="key")]
 MAX_BATCH = 1000
-BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
+BATCH_MEDIA_TYPE = binding.BATCH_MEDIA_TYPE
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -81,21 +79,12 @@ _BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxIt
 async def ingest_events(
     request: Request, principal: Backend, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
-    """One CloudEvent, or a batch of up to 1,000. A batch answers 200 with each bad event
+    """One CloudEvent (structured JSON, or binary mode: attributes in `ce-*` headers and
+    `data` as the body), or a batch of up to 1,000. A batch answers 200 with each bad event
     rejected by index, each conflicting one (an id reused with another payload) in
     `conflicts`, and each accepted one no meter reads in `unmetered`; a single bad event is a
     422, a single conflicting one a 409. Acknowledged only after commit."""
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.", type="malformed-json") from None
-    batch = media == BATCH_MEDIA_TYPE or isinstance(body, list)
-    if batch and not isinstance(body, list):
-        raise ValidationFailed(
-            "A batch is a JSON array of events.", errors=[{"path": "", "message": "not an array"}]
-        )
-    raw_events = body if batch else [body]
+    raw_events, batch, binary = binding.parse_body(request.headers, await request.body())
     if len(raw_events) > MAX_BATCH:
         raise PayloadTooLarge(f"A batch holds at most {MAX_BATCH} events; split it.")
     settings = request.app.state.settings
@@ -129,6 +118,8 @@ async def ingest_events(
         after_commit(session, forget)
     if not batch and outcome.rejected:
         errors = outcome.rejected[0]["errors"]
+        if binary:
+            errors = binding.header_paths(errors)
         raise ValidationFailed(
             "The event was rejected: " + "; ".join(f"{e['path']}: {e['message']}" for e in errors),
             errors=errors,
