@@ -145,6 +145,26 @@ def _is_public(route: APIRoute) -> bool:
     return False
 
 
+BEARER = "bearer"
+
+
+def _declare_security(document: dict[str, Any], *, public: set[tuple[str, str]]) -> None:
+    """The API key as an OpenAPI security scheme (so `/docs` can authorise, and generated
+    clients send the key), required by every operation but the public ones."""
+    document.setdefault("components", {})["securitySchemes"] = {
+        BEARER: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`allotment api-keys create`, or POST /v1/api-keys): "
+            "`Authorization: Bearer alm_…`. Scopes: admin, check, finance, customer:<key>.",
+        }
+    }
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if (path, method) not in public:
+                operation["security"] = [{BEARER: []}]
+
+
 def _declare_problems(app: FastAPI) -> None:
     """The OpenAPI document declares the problem+json error responses (errors.py) once."""
     build = app.openapi
@@ -157,7 +177,9 @@ def _declare_problems(app: FastAPI) -> None:
                 if _is_public(route)
                 for method in route.methods or ()
             }
-            document_problems(build(), public=public)
+            document = build()
+            document_problems(document, public=public)
+            _declare_security(document, public=public)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

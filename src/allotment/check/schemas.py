@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
+from allotment.check.reasons import Reason
 
 CustomerKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
 # No NUL: no feature, seat, instance or tenant can hold one, and a decision record holding
@@ -37,7 +38,7 @@ class BatchBody(BaseModel):
 
 class DecisionRead(BaseModel):
     allowed: bool
-    reason: str
+    reason: Reason = Field(description='Why: one of a closed set (docs/check.md, "Reason codes").')
     feature: str
     customer: str
     detail: str | None = None

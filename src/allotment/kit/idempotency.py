@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 import psycopg
 from fastapi import Depends, Request
 from pydantic import BaseModel
@@ -177,12 +178,24 @@ idempotency_for = _idempotency  # for the fast path, which runs without FastAPI'
 
 
 def replay_response(exc: IdempotentReplay) -> Response:
+    """The stored answer again; a versioned resource's (its body has a `revision`) with the
+    `ETag` the first answer carried (kit/etag.py), so a retry can go on to `If-Match`."""
+    headers = {"Idempotent-Replayed": "true"}
+    revision = _revision(exc.body) if 200 <= exc.status < 300 else None
+    if revision is not None:
+        headers["ETag"] = f'"{revision}"'
     return Response(
-        exc.body,
-        status_code=exc.status,
-        media_type="application/json",
-        headers={"Idempotent-Replayed": "true"},
+        exc.body, status_code=exc.status, media_type="application/json", headers=headers
     )
+
+
+def _revision(body: bytes) -> int | None:
+    try:
+        found = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    revision = found.get("revision") if isinstance(found, dict) else None
+    return revision if isinstance(revision, int) and not isinstance(revision, bool) else None
 
 
 async def purge_expired(session: AsyncSession) -> int:

@@ -26,7 +26,7 @@ from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
 from allotment.seats import known
-from allotment.seats.schemas import BurstRead
+from allotment.seats.schemas import BurstWindowRead
 from allotment.seats.service import (
     Assignment,
     SeatType,
@@ -193,7 +193,7 @@ async def assign_direct(
         refuse_guests(quota, held)
     if status in ("full", "burst_closed"):
         refuse_members(seats, held, window_end, closed=status == "burst_closed")
-    burst = BurstRead(ends_at=window_end, extra_left=extra_left) if over else None
+    burst = BurstWindowRead(ends_at=window_end, extra_left=extra_left) if over else None
     audit_after = found[11] if keyed is not None else None
     return Assignment(row, customer, created=True, burst=burst, audit_after=audit_after)
 

@@ -21,7 +21,7 @@ class SeatAssign(BaseModel):
     )
 
 
-class BurstRead(BaseModel):
+class BurstWindowRead(BaseModel):
     ends_at: datetime = Field(description="When the burst window closes.")
     extra_left: int = Field(description="Seats still assignable over the limit in the window.")
 
@@ -34,7 +34,7 @@ class SeatRead(BaseModel):
     tenant: str | None
     since: datetime
     over_limit: bool = Field(description="Assigned while the pool was over its limit (burst).")
-    burst: BurstRead | None = Field(
+    burst: BurstWindowRead | None = Field(
         default=None, description="Set when this assignment used the burst window."
     )
 

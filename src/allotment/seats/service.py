@@ -40,7 +40,7 @@ from allotment.kit.pagination import Page, paginate
 from allotment.policy.catalog import Catalog
 from allotment.seats import known
 from allotment.seats.models import Seat
-from allotment.seats.schemas import BurstRead, SeatRead
+from allotment.seats.schemas import BurstWindowRead, SeatRead
 from allotment.usage import lifecycle
 
 SeatType = Literal["member", "guest"]
@@ -99,7 +99,7 @@ class Assignment:
     seat: Any  # a row of _COLUMNS
     customer: str
     created: bool
-    burst: BurstRead | None = None
+    burst: BurstWindowRead | None = None
     # The canonical `after` of the seat.assigned audit record its caller must still append
     # in the same transaction (the keyed fast path: seats/fastpath.py).
     audit_after: str | None = None
@@ -108,7 +108,7 @@ class Assignment:
         return read(self.seat, self.customer, burst=self.burst)
 
 
-def read(row: Any, customer: str, *, burst: BurstRead | None = None) -> SeatRead:
+def read(row: Any, customer: str, *, burst: BurstWindowRead | None = None) -> SeatRead:
     return SeatRead(
         id=row.id,
         customer=customer,
@@ -236,7 +236,7 @@ async def assign(
                 wanted=1,
                 frees_at=None,
             )
-    burst: BurstRead | None = None
+    burst: BurstWindowRead | None = None
     if type == "guest":
         if counts.guests >= seats.guests:
             refuse_guests(seats.guests, counts.guests)
@@ -263,7 +263,7 @@ async def assign(
 
 async def _member_room(
     session: AsyncSession, c: int, seats: SeatLimits, members: int, now: datetime
-) -> BurstRead | None:
+) -> BurstWindowRead | None:
     """None when a member seat fits under the limit; the burst it uses when it fits over the
     limit; raises seat_limit_reached when it fits nowhere."""
     episode = (await session.execute(_OPEN_BURST, {"c": c})).one_or_none()
@@ -292,7 +292,7 @@ async def _member_room(
         refuse_members(seats, members, episode.window_ends_at, closed=True)
     else:
         ends_at = episode.window_ends_at
-    return BurstRead(ends_at=ends_at, extra_left=seats.ceiling - members - 1)
+    return BurstWindowRead(ends_at=ends_at, extra_left=seats.ceiling - members - 1)
 
 
 async def release(

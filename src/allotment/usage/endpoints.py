@@ -167,8 +167,13 @@ async def read_usage(
     principal: Finance,
     session: SessionDep,
     meter: Annotated[str, Query(description="A meter of the customer's policy version.")],
-    from_: Annotated[AwareDatetime, Query(alias="from")],
-    to: Annotated[AwareDatetime, Query()],
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="Default: the current billing period's start."),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="Default: the current billing period's end.")
+    ] = None,
     granularity: Annotated[reads.Granularity, Query()] = "day",
     tenant: Annotated[str | None, Query()] = None,
 ) -> UsageRead:
@@ -182,13 +187,15 @@ async def read_usage(
         raise ValidationFailed(
             f"The request names {message}.", errors=[{"path": "meter", "message": message}]
         )
+    now = utcnow()
+    period_start, period_end = reads.billing_period(now)
     return await reads.usage(
         session,
         customer_key=key,
         meter=found,
-        start=from_,
-        end=to,
+        start=from_ or period_start,
+        end=to or period_end,
         granularity=granularity,
         tenant=tenant,
-        as_of=utcnow(),
+        as_of=now,
     )

@@ -14,7 +14,7 @@ Empty buckets are left out.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,6 +81,12 @@ async def usage(
         total=ledger.total(start, end).quantity,
         buckets=buckets,
     )
+
+
+def billing_period(now: datetime) -> tuple[datetime, datetime]:
+    """The calendar month (UTC) holding `now`: the billing period invoices price."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
 
 
 def _boundaries(start: datetime, end: datetime, granularity: Granularity) -> list[datetime]:
