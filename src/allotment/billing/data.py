@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts.terms import Terms, seat_limits
 from allotment.errors import NotFound, ValidationFailed
-from allotment.kit.clock import isoformat
+from allotment.kit.clock import in_utc, isoformat
 from allotment.policy.catalog import Catalog, Meter
 from allotment.policy.catalogs import load_catalog
 from allotment.usage import totals
@@ -140,6 +140,7 @@ def as_of(value: datetime | None, start: datetime, now: datetime) -> datetime:
         raise ValidationFailed(
             "`as_of` needs a UTC offset.", errors=[{"path": "as_of", "message": "needs an offset"}]
         )
+    value = in_utc(value, path="as_of")  # shown in UTC: one instant, one text
     if value < start or value > now:
         where = "before the period starts" if value < start else "in the future"
         raise ValidationFailed(
@@ -161,6 +162,19 @@ def _version_at(activations: list[Any], moment: datetime) -> int | None:
         else:
             break
     return version
+
+
+def _priced(terms: Terms) -> tuple[Any, ...]:
+    """What of a revision's terms its invoice lines depend on (billing/pricing.py merges
+    segments whose prices, add-ons, kind, discount and seat terms are equal)."""
+    return (
+        terms.plan,
+        tuple(sorted(terms.addons)),
+        terms.kind,
+        terms.discount_percent,
+        terms.seats,
+        terms.policy_version,
+    )
 
 
 def _in_force(revisions: Sequence[Any], moment: datetime) -> Any:
@@ -199,16 +213,24 @@ async def gather(
     unpriced: list[tuple[datetime, datetime, str]] = []
     currency, digits = "USD", 2
     window_start, window_end = start, start  # empty until the contract's terms are known
+    term_end = start
     if revisions:
         latest = terms[revisions[-1].revision]  # its term bounds are the contract's own
         window_start = max(start, latest.starts_at)
-        window_end = min(end, as_of, latest.ends_at or end)
+        term_end = min(end, latest.ends_at or end)
+        window_end = min(as_of, term_end)
     if window_end > window_start:
         # For the current month the fees run to the month's (or the term's) end, or to the
         # next scheduled revision; usage, seats and instances are counted to `as_of`.
-        fee_end = min(end, terms[revisions[-1].revision].ends_at or end)
+        # A scheduled revision that changes nothing priced (an override, an attribute) does
+        # not end the fees: it would merge with this one when it comes.
+        fee_end = term_end
+        current = _priced(terms[_in_force(revisions, window_end).revision])
         for candidate in revisions:
-            if candidate.effective_at > window_end:
+            if (
+                candidate.effective_at > window_end
+                and _priced(terms[candidate.revision]) != current
+            ):
                 fee_end = min(fee_end, candidate.effective_at)
                 break
         cuts = {window_start, window_end}
@@ -276,7 +298,9 @@ async def gather(
         end=max(window_start, window_end),
         cuts=[s.start for s in segments] + [s.end for s in segments],
         as_of=as_of,
-        report=(start, end),
+        # What a preview taken later would add: the contract's active time in the month,
+        # not only up to as_of (use after as_of is late too).
+        report=(window_start, max(window_start, term_end)),
     )
     return Gathered(
         contract=contract,

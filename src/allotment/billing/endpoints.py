@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
@@ -11,7 +12,7 @@ from allotment.auth.principal import Principal
 from allotment.billing import service as billing
 from allotment.billing.schemas import InvoiceList, InvoiceRead, ReconciliationRead
 from allotment.deps import SessionDep, require
-from allotment.kit.clock import utcnow
+from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -29,6 +30,9 @@ AsOf = Annotated[
         "after the period, not in the future. Default: now, to the second."
     ),
 ]
+
+
+AS_OF_HEADER = "Allotment-As-Of"
 
 
 def _wants_csv(request: Request) -> bool:
@@ -53,9 +57,12 @@ async def invoice_preview(
     invoice = await billing.preview(
         session, contract_id=contract_id, period=period, now=utcnow(), as_of=as_of
     )
+    headers = {AS_OF_HEADER: isoformat(invoice.as_of)}  # the CSV's instant, too
     if _wants_csv(request):
-        return Response(billing.csv_lines(invoice), media_type="text/csv")
-    return Response(dumps(invoice.model_dump(mode="json")), media_type="application/json")
+        return Response(billing.csv_lines(invoice), media_type="text/csv", headers=headers)
+    return Response(
+        dumps(invoice.model_dump(mode="json")), media_type="application/json", headers=headers
+    )
 
 
 @router.get(
@@ -77,12 +84,23 @@ async def invoice_previews(
     invoices = await billing.list_previews(
         session, period=period, now=utcnow(), limit=limit, cursor=cursor, as_of=as_of
     )
+    headers = {AS_OF_HEADER: isoformat(invoices.as_of)}
+    if invoices.next_cursor is not None:
+        # The next page as of the same instant, so a paged export is one instant's.
+        query = urlencode(
+            {
+                "period": period,
+                "as_of": isoformat(invoices.as_of),
+                "limit": limit,
+                "cursor": invoices.next_cursor,
+            }
+        )
+        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     if _wants_csv(request):
-        headers = {}
-        if invoices.next_cursor is not None:
-            headers["Link"] = f'<?period={period}&cursor={invoices.next_cursor}>; rel="next"'
         return Response(billing.csv_summaries(invoices), media_type="text/csv", headers=headers)
-    return Response(dumps(invoices.model_dump(mode="json")), media_type="application/json")
+    return Response(
+        dumps(invoices.model_dump(mode="json")), media_type="application/json", headers=headers
+    )
 
 
 @router.get("/v1/contracts/{contract_id}/reconciliation", response_model=ReconciliationRead)

@@ -144,7 +144,9 @@ async def list_previews(
     start, end = data.period(period, now)
     taken = data.as_of(as_of, start, now)
     query = select(Contract).where(
-        Contract.starts_at < end, (Contract.ends_at.is_(None)) | (Contract.ends_at > start)
+        Contract.starts_at < end,
+        (Contract.ends_at.is_(None)) | (Contract.ends_at > start),
+        Contract.created_at <= taken,  # as of `taken`: a contract recorded later is not listed
     )
     page = await paginate(session, query, Contract.id, limit=limit, cursor=cursor)
     items = []

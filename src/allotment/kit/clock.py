@@ -12,3 +12,17 @@ def utcnow() -> datetime:
 def isoformat(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a `Z`, stable for hashing and responses."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def in_utc(moment: datetime, *, path: str) -> datetime:
+    """`moment` (aware) in UTC, or a 422 on `path` when UTC cannot hold it (0001-01-01 with a
+    positive offset, 9999-12-31 with a negative one)."""
+    from allotment.errors import ValidationFailed
+
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(
+            f"`{path}` is out of range once in UTC.",
+            errors=[{"path": path, "message": "out of range in UTC"}],
+        ) from None

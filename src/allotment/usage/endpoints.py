@@ -187,6 +187,11 @@ async def read_usage(
         raise ValidationFailed(
             f"The request names {message}.", errors=[{"path": "meter", "message": message}]
         )
+    if tenant is not None and snapshot is not None and tenant not in snapshot.holdings.tenants:
+        message = f"no tenant '{tenant}' for this customer"
+        raise ValidationFailed(
+            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
+        )
     now = utcnow()
     period_start, period_end = reads.billing_period(now)
     return await reads.usage(

@@ -175,4 +175,10 @@ def _time(value: Any) -> datetime | str:
         return f"{value!r} is not an RFC 3339 timestamp"
     if moment.tzinfo is None:
         return "needs a UTC offset (e.g. Z)"
-    return moment
+    try:
+        # In UTC from here on: hours, days and months are UTC's (a +05:30 offset would
+        # otherwise cut hours at :30), and an instant past year 1 or 9999 in UTC is refused
+        # here rather than failing later.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return f"{value!r} is out of range once in UTC"

@@ -25,6 +25,11 @@ from typing import Any
 from allotment.policy.catalog import Meter
 from allotment.usage.events import Event, Problem
 
+# A metered quantity is at most this in size: 10^15 units per event. JSON numbers reach us as
+# 64-bit integers or doubles, and a double holds 15 significant digits exactly; anything
+# larger in one event is a unit mistake, and would make totals and amounts inexact.
+MAX_QUANTITY = 10**15
+_TOO_LARGE = f"at most {MAX_QUANTITY:.0e} in size (one event; send a smaller unit?)"
 _NUMERIC = (int, float)
 _NEGATIVE = (
     "meter '{meter}' sums quantities of zero or more; a negative one is a correction, which "
@@ -66,6 +71,8 @@ def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
                 )
             elif isinstance(value, float) and value != value:  # NaN
                 problems.append({"path": path, "message": "not a number"})
+            elif abs(value) > MAX_QUANTITY:
+                problems.append({"path": path, "message": _TOO_LARGE})
             elif value < 0 and meter.aggregation == "sum" and not meter.corrections:
                 problems.append({"path": path, "message": _NEGATIVE.format(meter=meter.name)})
         elif isinstance(value, (dict, list)):

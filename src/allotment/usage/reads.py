@@ -15,18 +15,21 @@ Empty buckets are left out.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.contracts import pools
 from allotment.errors import ValidationFailed
+from allotment.kit.clock import in_utc
 from allotment.policy.catalog import Meter
 from allotment.usage import totals
-from allotment.usage.meters import hour_of
 from allotment.usage.schemas import UsageBucket, UsageRead
 
 Granularity = Literal["hour", "day", "month"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_AHEAD = timedelta(days=366)
 MAX_BUCKETS = 10_000
 
 
@@ -41,6 +44,7 @@ async def usage(
     tenant: str | None,
     as_of: datetime,
 ) -> UsageRead:
+    start, end = in_utc(start, path="from"), in_utc(end, path="to")  # UTC hours, days, months
     if end <= start:
         raise ValidationFailed(
             "`to` must be after `from`.", errors=[{"path": "to", "message": "must be after from"}]
@@ -51,20 +55,25 @@ async def usage(
             errors=[{"path": "granularity", "message": "too many hourly buckets for the range"}],
         )
     customer_id = await pools.customer_id(session, customer_key=customer_key)
-    ledger = (
-        await totals.read(
-            session,
-            customer_id=customer_id,
-            meters=[meter],
-            start=start,
-            end=end,
-            as_of=as_of,
-            tenant=tenant,
-        )
-    ).by_meter[meter.name]
-    bounds = [start, *(b for b in _boundaries(start, end, granularity) if start < b < end), end]
+    # No event lies outside these (the late window and the future tolerance are days and
+    # minutes): the range is read within them, so "to 9999-12-31" costs nothing.
+    lo, hi = max(start, _EPOCH), min(end, as_of + _AHEAD)
+    ledger = totals.Ledger(meter)
+    if lo < hi:
+        ledger = (
+            await totals.read(
+                session,
+                customer_id=customer_id,
+                meters=[meter],
+                start=lo,
+                end=hi,
+                as_of=as_of,
+                tenant=tenant,
+            )
+        ).by_meter[meter.name]
     buckets = []
-    for bucket_start, bucket_end in zip(bounds, bounds[1:], strict=False):
+    for key in sorted({_bucket(hour, granularity) for hour in ledger.hours()}):
+        bucket_start, bucket_end = max(start, key), min(end, _following(key, granularity))
         found = ledger.total(bucket_start, bucket_end)
         if found.events:
             buckets.append(
@@ -78,31 +87,27 @@ async def usage(
         granularity=granularity,
         from_=start,
         to=end,
-        total=ledger.total(start, end).quantity,
+        total=ledger.total(lo, hi).quantity if lo < hi else Decimal(0),
         buckets=buckets,
     )
+
+
+def _bucket(hour: datetime, granularity: Granularity) -> datetime:
+    if granularity == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    return day if granularity == "day" else day.replace(day=1)
+
+
+def _following(key: datetime, granularity: Granularity) -> datetime:
+    if granularity == "hour":
+        return key + timedelta(hours=1)
+    if granularity == "day":
+        return key + timedelta(days=1)
+    return (key + timedelta(days=32)).replace(day=1)
 
 
 def billing_period(now: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) holding `now`: the billing period invoices price."""
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return start, (start + timedelta(days=32)).replace(day=1)
-
-
-def _boundaries(start: datetime, end: datetime, granularity: Granularity) -> list[datetime]:
-    """The UTC hour, day or month starts from the one holding `start` up to `end`."""
-    cursor = hour_of(start)
-    if granularity != "hour":
-        cursor = cursor.replace(hour=0)
-    if granularity == "month":
-        cursor = cursor.replace(day=1)
-    out = []
-    while cursor < end:
-        out.append(cursor)
-        if granularity == "hour":
-            cursor += timedelta(hours=1)
-        elif granularity == "day":
-            cursor += timedelta(days=1)
-        else:
-            cursor = (cursor + timedelta(days=32)).replace(day=1)
-    return out

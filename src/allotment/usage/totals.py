@@ -32,7 +32,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -53,8 +53,8 @@ _COUNTERS = text(
 # Events received after `as_of` whose time is in [f, t): few (they arrive inside the late
 # window), found through ix_usage_events_customer_id_received_at (migration 0012).
 _LATE_COUNT = text(
-    "SELECT count(*) FROM usage_events "
-    f"WHERE customer_id = :c AND received_at > :as_of AND time >= :f AND time < :t AND {_TENANT}"
+    "SELECT count(*) FROM usage_events WHERE customer_id = :c AND received_at > :as_of "
+    f"AND type = ANY(:types) AND time >= :f AND time < :t AND {_TENANT}"
 )
 # Per additive meter and hour: the late events' count and sum (a count meter's value is its
 # count; an event without the meter's property adds nothing, as at ingest).
@@ -63,7 +63,12 @@ _LATE_SUMS = text(
     "count(*) FILTER (WHERE m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
     "AS events, sum(CASE WHEN m.prop IS NULL THEN 1 "
     "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
-    "AS value "
+    "AS value, "
+    "count(*) FILTER (WHERE (m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
+    "AND e.time >= :r0 AND e.time < :r1) AS shown_events, "
+    "sum(CASE WHEN e.time < :r0 OR e.time >= :r1 THEN NULL WHEN m.prop IS NULL THEN 1 "
+    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
+    "AS shown_value "
     "FROM unnest(CAST(:names AS text[]), CAST(:types AS text[]), CAST(:props AS text[])) "
     "AS m(name, type, prop) JOIN usage_events e ON e.customer_id = :c AND e.type = m.type "
     "AND e.received_at > :as_of AND e.time >= :f AND e.time < :t "
@@ -143,6 +148,10 @@ class Ledger:
             return Total(max(values) if values else ZERO, events)
         return Total(sum(values, ZERO), events)
 
+    def hours(self) -> list[datetime]:
+        """Every hour holding something counted, in order."""
+        return sorted(set(self.counters) | {h for h, found in self.exact.items() if found})
+
     def _hours(self) -> list[datetime]:
         if self._sorted is None or len(self._sorted) != len(self.counters):
             self._sorted = sorted(self.counters)
@@ -189,6 +198,7 @@ class Ledgers:
 
 def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | None:
     """What `meter` reads from one stored event (None: nothing it can read)."""
+    time = time.astimezone(UTC)  # the hour an event falls in is UTC's, whatever the session's
     if meter.aggregation == "count" or meter.property is None:
         return Reading(time, tenant, Decimal(1))
     raw = data.get(meter.property) if isinstance(data, dict) else None
@@ -239,9 +249,12 @@ async def read(
     report: tuple[datetime, datetime] | None = None,
 ) -> Ledgers:
     """Every meter's ledger over [start, end) as of `as_of`, exact at `start`, `end` and each
-    of `cuts`; `late` reports the events received after `as_of` with a time in `report`
-    (default: [start, end)). Four indexed reads at most, whatever the range: counters, late
-    events, the exact hours' events, and (unique meters) the values first seen in them."""
+    of `cuts`; `late` reports the events of these meters received after `as_of` with a time
+    in `report` (default: [start, end)). Six indexed reads at most, whatever the range:
+    counters, the late events (counted; summed per hour; the max and unique meters' own), the
+    exact hours' events, and (unique meters) the values first seen in them."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    cuts = [cut.astimezone(UTC) for cut in cuts]
     params: dict[str, Any] = {"c": customer_id, "tenant": tenant, "as_of": as_of}
     names = [m.name for m in meters]
     floor = hour_of(start)
@@ -251,7 +264,15 @@ async def read(
     # occurrence even when its own time is outside [start, end).
     late_span = {"f": min(month_of(floor), shown[0]), "t": max(end, shown[1])}
     reported = (
-        await session.execute(_LATE_COUNT, {**params, "f": shown[0], "t": shown[1]})
+        await session.execute(
+            _LATE_COUNT,
+            {
+                **params,
+                "f": shown[0],
+                "t": shown[1],
+                "types": sorted({m.event_type for m in meters}),
+            },
+        )
     ).scalar_one()
     ledgers = {m.name: Ledger(m) for m in meters}
     late_by_meter: dict[str, Total] = {}
@@ -272,6 +293,8 @@ async def read(
                 "names": [m.name for m in additive],
                 "types": [m.event_type for m in additive],
                 "props": [m.property if m.aggregation == "sum" else None for m in additive],
+                "r0": shown[0],
+                "r1": shown[1],
             },
         )
         shown_sums: dict[str, tuple[Decimal, int]] = {}
@@ -279,11 +302,13 @@ async def read(
             value, count = Decimal(row.value or 0), int(row.events)
             if not count:
                 continue
-            if floor <= row.hour < ceiling:
-                ledgers[row.meter].minus[row.hour] = (value, count)
-            if shown[0] <= row.hour < shown[1]:
+            hour = row.hour.astimezone(UTC)
+            if floor <= hour < ceiling:
+                ledgers[row.meter].minus[hour] = (value, count)
+            if row.shown_events:
                 before = shown_sums.get(row.meter, (ZERO, 0))
-                shown_sums[row.meter] = (before[0] + value, before[1] + count)
+                shown_value = Decimal(row.shown_value or 0)
+                shown_sums[row.meter] = (before[0] + shown_value, before[1] + row.shown_events)
         for name, (value, count) in shown_sums.items():
             late_by_meter[name] = Total(value, count)
     # max and unique_count: the late events themselves (from the month's start: a late
@@ -313,14 +338,15 @@ async def read(
             if row.meter in rebuilt:
                 continue
             ledger = ledgers[row.meter]
-            value, events = ledger.counters.get(row.hour, (ZERO, 0))
+            hour = row.hour.astimezone(UTC)
+            value, events = ledger.counters.get(hour, (ZERO, 0))
             if ledger.meter.aggregation == "max":
-                ledger.counters[row.hour] = (
+                ledger.counters[hour] = (
                     max(value, Decimal(row.value)) if events else Decimal(row.value),
                     events + int(row.events),
                 )
             else:
-                ledger.counters[row.hour] = (value + Decimal(row.value), events + int(row.events))
+                ledger.counters[hour] = (value + Decimal(row.value), events + int(row.events))
     # The events behind the exact hours (and whole months, for rebuilt unique meters).
     spans: list[tuple[datetime, datetime]] = []
     for name, hours in wanted.items():
@@ -364,7 +390,7 @@ async def read(
             _FIRST_SEEN, {**params, "meters": unique, "hours": exact_hours}
         )
         for row in found:
-            ledgers[row.meter].first_seen.setdefault(row.first_hour, set()).add(
+            ledgers[row.meter].first_seen.setdefault(row.first_hour.astimezone(UTC), set()).add(
                 (row.tenant, row.value)
             )
     return Ledgers(
