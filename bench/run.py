@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--customers 1000]
 
+Runs, side by side: `check` (boolean features, one at a time), `metered` (a metered feature
+with use this month), `batch20` (20 boolean features), `mixed20` (20 features of every kind:
+boolean, metered, seat-bound with and without the subject's seat, not in the plan, unknown;
+duplicates as random picks make them), and the bare reference for one check and a batch.
+
 Starts a fresh database (embedded by default, or ALLOTMENT_DATABASE_URL's server), seeds a
 realistic catalog (50 features, 3 plans) and N customers with contracts through the API,
 serves Allotment and `bench/bare.py` with the same uvicorn flags (one worker each), warms
@@ -49,17 +54,24 @@ FEATURES = [f"f{i:02d}" for i in range(50)]
 LUA = """
 local customers = {%(customers)s}
 local features = {%(features)s}
+local subjects = {%(subjects)s}
 local batch = %(batch)s
 local key = "%(key)s"
 request = function()
   local c = customers[math.random(#customers)]
+  local subject = ""
+  if #subjects > 0 then
+    subject = ',"subject":"' .. subjects[math.random(#subjects)] .. '"'
+  end
   local body
   if batch > 0 then
     local picked = {}
     for i = 1, batch do picked[i] = '"' .. features[math.random(#features)] .. '"' end
-    body = '{"customer":"' .. c .. '","features":[' .. table.concat(picked, ",") .. ']}'
+    body = '{"customer":"' .. c .. '"' .. subject .. ',"features":[' ..
+      table.concat(picked, ",") .. ']}'
   else
-    body = '{"customer":"' .. c .. '","feature":"' .. features[math.random(#features)] .. '"}'
+    body = '{"customer":"' .. c .. '"' .. subject .. ',"feature":"' ..
+      features[math.random(#features)] .. '"}'
   end
   return wrk.format("POST", nil, {["Content-Type"]="application/json",
                                   ["Authorization"]="Bearer " .. key}, body)
@@ -74,6 +86,13 @@ end
 """
 
 
+METERED = [f"m{i:02d}" for i in range(4)]  # metered: each reads the api_calls meter
+SEATED = [f"s{i:02d}" for i in range(4)]  # seat-bound: u1 holds a seat, u2 does not
+# The mixed batch: every kind of feature (boolean, metered, seat-bound, not in the plan for
+# basic customers, unknown), picked at random, so duplicates and denials come as they do.
+MIXED = [*FEATURES[15:25], *METERED, *SEATED, "f45", "nope"]
+
+
 def bench_policy() -> dict[str, Any]:
     features: dict[str, Any] = {}
     for i, name in enumerate(FEATURES):
@@ -81,11 +100,20 @@ def bench_policy() -> dict[str, Any]:
         if i % 10 == 9:
             spec["requires"] = [FEATURES[i - 1]]
         features[name] = spec
+    features.update({name: {"meter": "api_calls"} for name in METERED})
+    features.update({name: {"seat": "required"} for name in SEATED})
+    limits = {"api_calls": {"limit": 1_000_000_000, "period": "month", "enforcement": "hard"}}
     return {
         "currency": "USD",
         "features": features,
+        "meters": {"api_calls": {"event_type": "api.call", "aggregation": "sum", "property": "n"}},
         "plans": {
-            "basic": {"features": FEATURES[:20], "price": {"base": "100.00"}},
+            "basic": {
+                "features": [*FEATURES[:20], *METERED, *SEATED],
+                "seats": {"limit": 5, "model": "named"},
+                "limits": limits,
+                "price": {"base": "100.00"},
+            },
             "pro": {"extends": "basic", "features": [f"+{f}" for f in FEATURES[20:40]]},
             "max": {"extends": "pro", "features": [f"+{f}" for f in FEATURES[40:]]},
         },
@@ -149,6 +177,20 @@ async def seed(base: str, key: str, customers: int) -> None:
                     },
                 )
                 r.raise_for_status()
+                r = await client.post(f"/v1/customers/{key}/seats", json={"subject": "u1"})
+                r.raise_for_status()
+                # Some use this month, so metered checks read real counters.
+                events = [
+                    {"specversion": "1.0", "id": f"{key}-{n}", "source": "bench",
+                     "type": "api.call", "subject": key, "data": {"n": 1 + n}}
+                    for n in range(5)
+                ]  # fmt: skip
+                r = await client.post(
+                    "/v1/events",
+                    json=events,
+                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                )
+                r.raise_for_status()
 
         await asyncio.gather(*(one(i) for i in range(customers)))
 
@@ -166,12 +208,21 @@ def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str,
     return result
 
 
-def lua(path: Path, *, customers: list[str], key: str, batch: int) -> Path:
+def lua(
+    path: Path,
+    *,
+    customers: list[str],
+    key: str,
+    batch: int,
+    features: list[str] = FEATURES,
+    subjects: tuple[str, ...] = (),
+) -> Path:
     path.write_text(
         LUA
         % {
             "customers": ",".join(f'"{c}"' for c in customers),
-            "features": ",".join(f'"{f}"' for f in FEATURES),
+            "features": ",".join(f'"{f}"' for f in features),
+            "subjects": ",".join(f'"{s}"' for s in subjects),
             "batch": batch,
             "key": key,
         }
@@ -261,6 +312,17 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp())
         single = lua(workdir / "check.lua", customers=customers, key=key, batch=0)
         batch = lua(workdir / "batch.lua", customers=customers, key=key, batch=20)
+        metered = lua(
+            workdir / "metered.lua", customers=customers, key=key, batch=0, features=METERED
+        )
+        mixed = lua(
+            workdir / "mixed.lua",
+            customers=customers,
+            key=key,
+            batch=20,
+            features=MIXED,
+            subjects=("u1", "u2"),
+        )
         run = {"duration": args.duration, "connections": args.connections}
         spy = None
         if args.profile:
@@ -272,8 +334,10 @@ def main() -> None:
         results = {
             "check": wrk(base + "/v1/check", single, **run),
             "bare_check": wrk(bare + "/v1/check", single, **run),
+            "metered": wrk(base + "/v1/check", metered, **run),
             "bare_batch20": wrk(bare + "/v1/check/batch", batch, **run),
             "batch20": wrk(base + "/v1/check/batch", batch, **run),
+            "mixed20": wrk(base + "/v1/check/batch", mixed, **run),
         }
         if spy is not None:
             spy.wait(timeout=60)
@@ -288,6 +352,13 @@ def main() -> None:
                 "check_p99_vs_bare": results["check"]["p99_ms"] / results["bare_check"]["p99_ms"],
                 "batch20_rps_vs_bare_check": results["batch20"]["rps"]
                 / results["bare_check"]["rps"],
+                "metered_rps_vs_bare": results["metered"]["rps"] / results["bare_check"]["rps"],
+                "metered_p99_vs_bare": results["metered"]["p99_ms"]
+                / results["bare_check"]["p99_ms"],
+                "mixed20_rps_vs_bare_check": results["mixed20"]["rps"]
+                / results["bare_check"]["rps"],
+                "mixed20_p99_vs_bare_check": results["mixed20"]["p99_ms"]
+                / results["bare_check"]["p99_ms"],
             },
             "cold_check_ms": {
                 "p50": statistics.median(cold),

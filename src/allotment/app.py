@@ -100,7 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageCache(
         maker=maker,
         refresh_s=settings.usage_refresh_s,
-        serve_stale_s=2 * settings.usage_refresh_s,
+        max_stale_s=max(1.0, 2 * settings.usage_refresh_s),
     )
     app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
     await hot_pool.open()
@@ -117,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await usage.stop()
         await decisions.stop()
         await bus.stop()
         await redis.aclose()

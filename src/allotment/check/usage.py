@@ -1,24 +1,35 @@
 """Meter use for checks: each customer's hour, day and month totals, read from the counters.
 
-    UsageCache.get(snapshot, now)   per worker, per customer; reread when older than
-                                    `refresh_s` (default 0.25 s) or when the hour turned:
-                                    one read per customer at a time, in the background while
-                                    the entry is younger than `serve_stale_s` (warm checks
-                                    never wait on PostgreSQL), awaited when older
+    UsageCache.get(snapshot, now)   per worker, per customer: the entry if it is younger than
+                                    `max_stale_s` (1 s, invariant 5's bound), else one read
+                                    per customer at a time, awaited (a cold customer)
+    UsageCache.start() / stop()     the refresher: every `refresh_s` (0.25 s) it rereads, in
+                                    one query, the current hour's counters of every customer
+                                    checked in the last `active_s` whose entry is due, and
+                                    adds them to the month and day before this hour (kept
+                                    with the entry, reread whole every `base_s` or when the
+                                    hour turns)
     UsageCache.forget(customer)     after this worker ingested or consumed for the customer
     load(connection, …)             one select over the month's hourly counters
 
 Counters change with every event, so usage is not part of the snapshot (an invalidation per
-event would empty the cache); a plain check reads totals at most `refresh_s` old on other
-workers, and at once on the worker that took the events. `consume` never uses this cache:
-it reads the counters under the customer's lock (check/consume.py).
+event would empty the cache). Warm checks never wait on PostgreSQL: the refresher keeps the
+entries of active customers at most `refresh_s` plus one read old, and a check only waits
+for a customer it has not seen for `active_s` (docs/check.md, "Metered checks"). Other
+workers' events show within `refresh_s` (a late event in an earlier hour within `base_s`);
+this worker's own ingestion and consumes `forget` the entry, so they show at once. `consume`
+never uses this cache: it reads the counters under the customer's lock (check/consume.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -27,53 +38,107 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from allotment.check.model import MeterTotals, Snapshot, Usage
+from allotment.kit.clock import utcnow
 from allotment.usage.meters import hour_of, month_of
 
-_TOTALS = text(
-    "SELECT meter, tenant, max(kind) AS kind, "
-    "sum(value) AS month_sum, max(value) AS month_max, "
-    "sum(value) FILTER (WHERE hour >= :day) AS day_sum, "
-    "max(value) FILTER (WHERE hour >= :day) AS day_max, "
+log = logging.getLogger("allotment.check.usage")
+
+# Per customer, meter and tenant: the month and the day before the current hour, and the
+# current hour (sums, or for a max meter the greatest).
+_BASES = text(
+    "SELECT customer_id, meter, tenant, max(kind) AS kind, "
+    "sum(value) FILTER (WHERE hour < :hour) AS month_sum, "
+    "max(value) FILTER (WHERE hour < :hour) AS month_max, "
+    "sum(value) FILTER (WHERE hour >= :day AND hour < :hour) AS day_sum, "
+    "max(value) FILTER (WHERE hour >= :day AND hour < :hour) AS day_max, "
     "sum(value) FILTER (WHERE hour >= :hour) AS hour_sum, "
     "max(value) FILTER (WHERE hour >= :hour) AS hour_max "
-    "FROM usage_counters WHERE customer_id = :c AND hour >= :month GROUP BY meter, tenant"
+    "FROM usage_counters WHERE customer_id = ANY(:ids) AND hour >= :month "
+    "GROUP BY customer_id, meter, tenant"
+)
+# The current hour alone: what the refresher rereads for customers whose base is current.
+_HOURS = text(
+    "SELECT customer_id, meter, tenant, kind, value FROM usage_counters "
+    "WHERE customer_id = ANY(:ids) AND hour = :hour"
 )
 _ZERO = Decimal(0)
+_CHUNK = 1000  # customers per refresher query
+
+Part = tuple[str, str]  # (meter, tenant or "")
 
 
-def _pick(row: Any, period: str) -> Decimal:
+@dataclass(frozen=True, slots=True)
+class _Base:
+    kind: str
+    day: Decimal  # before the current hour
+    month: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    read_at: float  # monotonic, when its read started
+    base_at: float  # when its base was read
+    hour: datetime
+    bases: dict[Part, _Base]
+    usage: Usage
+
+
+def _value(row: Any, period: str) -> Decimal:
     value = getattr(row, f"{period}_max" if row.kind == "max" else f"{period}_sum")
     return _ZERO if value is None else Decimal(value)
+
+
+def _usage(
+    bases: dict[Part, _Base], hours: dict[Part, tuple[str, Decimal]], now: datetime
+) -> Usage:
+    """The totals from the month and day before this hour, and this hour."""
+    meters: dict[str, list[MeterTotals]] = {}
+    kinds: dict[str, str] = {}
+    tenants: dict[tuple[str, str], MeterTotals] = {}
+    for part in bases.keys() | hours.keys():
+        base = bases.get(part)
+        kind, hour = hours.get(part, (base.kind if base else "add", _ZERO))
+        day, month = (base.day, base.month) if base else (_ZERO, _ZERO)
+        if kind == "max":
+            totals = MeterTotals(hour, max(day, hour), max(month, hour))
+        else:
+            totals = MeterTotals(hour, day + hour, month + hour)
+        meter, tenant = part
+        meters.setdefault(meter, []).append(totals)
+        kinds[meter] = kind
+        if tenant:
+            tenants[part] = totals
+    combined = {
+        meter: _fold(parts, greatest=kinds[meter] == "max") for meter, parts in meters.items()
+    }
+    return Usage(as_of=now, meters=combined, tenants=tenants)
+
+
+async def _bases(
+    connection: AsyncConnection | AsyncSession, ids: Sequence[int], now: datetime
+) -> dict[int, tuple[dict[Part, _Base], dict[Part, tuple[str, Decimal]]]]:
+    hour = hour_of(now)
+    rows = await connection.execute(
+        _BASES,
+        {"ids": list(ids), "month": month_of(hour), "day": hour.replace(hour=0), "hour": hour},
+    )
+    found: dict[int, tuple[dict[Part, _Base], dict[Part, tuple[str, Decimal]]]] = {
+        i: ({}, {}) for i in ids
+    }
+    for row in rows:
+        bases, hours = found[row.customer_id]
+        part = (row.meter, row.tenant)
+        bases[part] = _Base(row.kind, _value(row, "day"), _value(row, "month"))
+        hours[part] = (row.kind, _value(row, "hour"))
+    return found
 
 
 async def load(
     connection: AsyncConnection | AsyncSession, *, customer_id: int, now: datetime
 ) -> Usage:
-    hour = hour_of(now)
-    rows = (
-        await connection.execute(
-            _TOTALS,
-            {
-                "c": customer_id,
-                "month": month_of(hour),
-                "day": hour.replace(hour=0),
-                "hour": hour,
-            },
-        )
-    ).all()
-    meters: dict[str, list[MeterTotals]] = {}
-    kinds: dict[str, str] = {}
-    tenants: dict[tuple[str, str], MeterTotals] = {}
-    for row in rows:
-        totals = MeterTotals(_pick(row, "hour"), _pick(row, "day"), _pick(row, "month"))
-        meters.setdefault(row.meter, []).append(totals)
-        kinds[row.meter] = row.kind
-        if row.tenant:
-            tenants[(row.meter, row.tenant)] = totals
-    combined = {
-        meter: _fold(parts, greatest=kinds[meter] == "max") for meter, parts in meters.items()
-    }
-    return Usage(as_of=now, meters=combined, tenants=tenants)
+    """One customer's totals as of `now`, read whole."""
+    bases, hours = (await _bases(connection, [customer_id], now))[customer_id]
+    return _usage(bases, hours, now)
 
 
 def _fold(parts: list[MeterTotals], *, greatest: bool) -> MeterTotals:
@@ -102,35 +167,50 @@ class UsageCache:
         *,
         maker: async_sessionmaker[AsyncSession],
         refresh_s: float = 0.25,
-        serve_stale_s: float = 0.5,
+        max_stale_s: float = 1.0,
+        active_s: float = 10.0,
+        base_s: float = 30.0,
         max_entries: int = 100_000,
     ) -> None:
         self.maker = maker
         self.refresh_s = refresh_s
-        self.serve_stale_s = max(serve_stale_s, refresh_s)
+        self.max_stale_s = max(max_stale_s, refresh_s)
+        self.active_s = active_s
+        self.base_s = base_s
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, datetime, Usage]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._active: dict[str, tuple[int, float]] = {}  # customer → (id, last checked)
         self._reads: dict[str, asyncio.Task[Usage]] = {}  # one read per customer at a time
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     def forget(self, customer: str) -> None:
         self._entries.pop(customer, None)
         self._reads.pop(customer, None)  # a read already running may predate the change
 
     async def get(self, snapshot: Snapshot, now: datetime) -> Usage | None:
-        """The customer's totals, at most `refresh_s` old and of the current hour."""
+        """The customer's totals, at most `max_stale_s` old (the refresher keeps them at
+        most `refresh_s` old while the customer is checked)."""
         if snapshot.customer_id is None:
             return None
         key = snapshot.customer
-        found = self._entries.get(key)
         clock = time.monotonic()
-        hour = hour_of(now)
-        if found is not None and found[1] == hour:
-            age = clock - found[0]
-            if age < self.refresh_s:
-                return found[2]
-            if age < self.serve_stale_s:
-                self._read(key, snapshot.customer_id, now)  # refresh in the background
-                return found[2]
+        self._active[key] = (snapshot.customer_id, clock)
+        if self._task is None:
+            self.start()
+        found = self._entries.get(key)
+        if found is not None and clock - found.read_at < self.max_stale_s:
+            return found.usage
         return await asyncio.shield(self._read(key, snapshot.customer_id, now))
 
     def _read(self, key: str, customer_id: int, now: datetime) -> asyncio.Task[Usage]:
@@ -149,15 +229,89 @@ class UsageCache:
                 connection = await session.connection(
                     execution_options={"isolation_level": "AUTOCOMMIT"}
                 )
-                usage = await load(connection, customer_id=customer_id, now=now)
+                bases, hours = (await _bases(connection, [customer_id], now))[customer_id]
         except BaseException:
             if self._reads.get(key) is current:
                 del self._reads[key]
             raise
+        usage = _usage(bases, hours, now)
         if self._reads.get(key) is current:  # else forgotten meanwhile: do not keep it
             del self._reads[key]
-            self._entries[key] = (started, hour_of(now), usage)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._keep(key, _Entry(started, started, hour_of(now), bases, usage))
         return usage
+
+    def _keep(self, key: str, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    # -- the refresher
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh(utcnow())
+            except Exception as exc:  # PostgreSQL down: checks read on demand meanwhile
+                log.debug("usage refresh failed: %s", exc)
+
+    async def refresh(self, now: datetime) -> int:
+        """Reread the due entries of the customers checked in the last `active_s`: the
+        current hour only, or (a new hour, or a base older than `base_s`) everything.
+        Returns how many entries it renewed."""
+        clock = time.monotonic()
+        hour = hour_of(now)
+        whole: list[tuple[str, int, _Entry]] = []
+        partial: list[tuple[str, int, _Entry]] = []
+        for key, (customer_id, seen) in list(self._active.items()):
+            if clock - seen > self.active_s:
+                del self._active[key]
+                continue
+            entry = self._entries.get(key)
+            if entry is None or key in self._reads or clock - entry.read_at < self.refresh_s:
+                continue  # none yet (the next check reads it), being read, or fresh
+            due = entry.hour != hour or clock - entry.base_at >= self.base_s
+            (whole if due else partial).append((key, customer_id, entry))
+        if not whole and not partial:
+            return 0
+        renewed = 0
+        async with self.maker() as session:
+            connection = await session.connection(
+                execution_options={"isolation_level": "AUTOCOMMIT"}
+            )
+            for chunk in _chunks(whole):
+                found = await _bases(connection, [c for _, c, _ in chunk], now)
+                for key, customer_id, entry in chunk:
+                    bases, hours = found[customer_id]
+                    renewed += self._renew(
+                        key, entry, _Entry(clock, clock, hour, bases, _usage(bases, hours, now))
+                    )
+            for chunk in _chunks(partial):
+                rows = await connection.execute(
+                    _HOURS, {"ids": [c for _, c, _ in chunk], "hour": hour}
+                )
+                hours_of: dict[int, dict[Part, tuple[str, Decimal]]] = {}
+                for row in rows:
+                    hours_of.setdefault(row.customer_id, {})[(row.meter, row.tenant)] = (
+                        row.kind,
+                        Decimal(row.value),
+                    )
+                for key, customer_id, entry in chunk:
+                    usage = _usage(entry.bases, hours_of.get(customer_id, {}), now)
+                    renewed += self._renew(
+                        key, entry, _Entry(clock, entry.base_at, hour, entry.bases, usage)
+                    )
+        return renewed
+
+    def _renew(self, key: str, old: _Entry, new: _Entry) -> int:
+        """Keep `new` unless the entry changed meanwhile (forgotten, or read on demand)."""
+        if self._entries.get(key) is not old:
+            return 0
+        self._entries[key] = new
+        return 1
+
+
+def _chunks(items: list[tuple[str, int, _Entry]]) -> Iterable[list[tuple[str, int, _Entry]]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]

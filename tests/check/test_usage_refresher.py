@@ -1,0 +1,95 @@
+"""The usage refresher (check/usage.py): entries of customers being checked are renewed in
+bulk, so warm metered checks never wait on PostgreSQL, and what other workers ingest shows
+within the refresh interval; forgotten or re-read entries are never overwritten with older
+data."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from tests.factories.contracts import create_contract
+from tests.factories.customers import create_customer
+from tests.factories.policies_for_contracts import publish_policy
+from tests.factories.usage import event, ingest_at, metered_document
+
+
+async def _setup(client: httpx.AsyncClient, admin: dict[str, str], app: Any) -> Any:
+    await publish_policy(client, admin, metered_document())
+    for key in ("acme", "globex"):
+        await create_customer(client, admin, key=key)
+        await create_contract(client, admin, customer=key)
+    return app.state.checker
+
+
+def _age(cache: Any, key: str, seconds: float) -> Any:
+    """Make the entry look `seconds` older (as if read then)."""
+    entry = cache._entries[key]
+    older = dataclasses.replace(
+        entry, read_at=entry.read_at - seconds, base_at=entry.base_at - seconds
+    )
+    cache._entries[key] = older
+    return older
+
+
+async def test_the_refresher_renews_what_other_workers_ingested_in_one_pass(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    for key in ("acme", "globex"):
+        snapshot, _ = await checker.snapshot(key, now)
+        assert (await cache.get(snapshot, now)).of("api_calls").month == 0
+    # Another worker's ingestion: counters move, this worker is not told.
+    sent = [event(f"{k}-1", subject=k, data={"count": 5}) for k in ("acme", "globex")]
+    await ingest_at(app, sent, received=now)
+    for key in ("acme", "globex"):
+        _age(cache, key, cache.refresh_s)
+    assert await cache.refresh(datetime.now(UTC)) == 2
+    for key in ("acme", "globex"):
+        snapshot, _ = await checker.snapshot(key, now)
+        totals = (await cache.get(snapshot, now)).of("api_calls")
+        assert (totals.hour, totals.day, totals.month) == (5, 5, 5)
+
+
+async def test_a_base_older_than_base_s_is_reread_whole(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    snapshot, _ = await checker.snapshot("acme", now)
+    await cache.get(snapshot, now)
+    # A late event earlier this month, counted in an hour before this one.
+    earlier = max(now.replace(day=1, hour=0, minute=5), now - timedelta(days=2))
+    if earlier.replace(minute=0, second=0, microsecond=0) == now.replace(
+        minute=0, second=0, microsecond=0
+    ):
+        return  # the month is younger than an hour: no earlier hour to test
+    await ingest_at(app, [event("late", time=earlier, data={"count": 7})], received=now)
+    _age(cache, "acme", cache.refresh_s)
+    await cache.refresh(datetime.now(UTC))  # the current hour only: the base stands
+    assert (await cache.get(snapshot, now)).of("api_calls").month == 0
+    _age(cache, "acme", cache.base_s)
+    await cache.refresh(datetime.now(UTC))
+    assert (await cache.get(snapshot, now)).of("api_calls").month == Decimal(7)
+
+
+async def test_a_forgotten_entry_is_not_overwritten_by_a_refresh(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    snapshot, _ = await checker.snapshot("acme", now)
+    await cache.get(snapshot, now)
+    old = _age(cache, "acme", cache.refresh_s)
+    cache.forget("acme")
+    assert await cache.refresh(datetime.now(UTC)) == 0
+    assert "acme" not in cache._entries
+    assert cache._renew("acme", old, old) == 0  # only the entry it read may be replaced
