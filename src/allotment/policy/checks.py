@@ -63,9 +63,7 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
     return [
         *_check_features(features, feature_names=feature_names, meter_names=meter_names),
         *_check_meters(meters),
-        *_check_plans(
-            plans, feature_names=feature_names, meter_names=meter_names, stored=stored
-        ),
+        *_check_plans(plans, feature_names=feature_names, meter_names=meter_names, stored=stored),
         *_check_addons(_section(raw, "addons"), feature_names=feature_names),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]

@@ -163,7 +163,9 @@ def validate(raw: object, *, stored: bool = False) -> ValidationResult:
         document = PolicyDocument.model_validate(raw, context=context)
     except ValidationError as exc:
         findings.extend(_from_pydantic(error) for error in exc.errors(include_url=False))
-    findings.extend((format_path(location), message) for location, message in check_document(raw, stored=stored))
+    findings.extend(
+        (format_path(location), message) for location, message in check_document(raw, stored=stored)
+    )
 
     errors: list[PolicyError] = [
         {"path": path, "message": message} for path, message in dict.fromkeys(findings)
