@@ -36,26 +36,28 @@ def _paths(response: httpx.Response) -> list[str]:
     return [error["path"] for error in response.json()["errors"]]
 
 
+INS, CHECK, BATCH = "/v1/customers/acme/instances", "/v1/check", "/v1/check/batch"
+SU1, FP1, TE1 = SUBJECT + "s", FINGERPRINT + "f", TENANT + "t"  # one character too many
 TOO_LONG: list[tuple[str, dict[str, Any], str]] = [
-    ("/v1/customers/acme/seats", {"subject": SUBJECT + "s"}, "subject"),
-    ("/v1/customers/acme/seats", {"subject": "ann", "tenant": TENANT + "t"}, "tenant"),
-    ("/v1/customers/acme/sessions", {"subject": SUBJECT + "s"}, "subject"),
-    ("/v1/customers/acme/sessions", {"subject": "ann", "tenant": TENANT + "t"}, "tenant"),
-    ("/v1/customers/acme/instances", {"fingerprint": FINGERPRINT + "f", "kind": "vm"}, "fingerprint"),
-    ("/v1/customers/acme/instances", {"fingerprint": "h", "kind": "vm", "environment": "e" * 129}, "environment"),
-    ("/v1/customers/acme/instances", {"fingerprint": "h", "kind": "k" * 64}, "kind"),
-    ("/v1/customers/acme/instances", {"fingerprint": "h", "kind": "vm", "tenant": TENANT + "t"}, "tenant"),
-    ("/v1/check", {"customer": "acme", "feature": "editor", "subject": SUBJECT + "s"}, "subject"),
-    ("/v1/check", {"customer": "acme", "feature": "agent", "instance": FINGERPRINT + "f"}, "instance"),
-    ("/v1/check", {"customer": "acme", "feature": "editor", "tenant": TENANT + "t"}, "tenant"),
-    ("/v1/check", {"customer": "acme", "feature": "f" * 64}, "feature"),
-    ("/v1/check", {"customer": "c" * (MAX_KEY + 1), "feature": "editor"}, "customer"),
-    ("/v1/check/batch", {"customer": "acme", "features": ["editor"], "subject": SUBJECT + "s"}, "subject"),
-    ("/v1/check/batch", {"customer": "acme", "features": ["agent"], "instance": FINGERPRINT + "f"}, "instance"),
-    ("/v1/check/batch", {"customer": "acme", "features": ["editor"], "tenant": TENANT + "t"}, "tenant"),
-    ("/v1/check/batch", {"customer": "acme", "features": ["f" * 64]}, "features[0]"),
+    ("/v1/customers/acme/seats", {"subject": SU1}, "subject"),
+    ("/v1/customers/acme/seats", {"subject": "ann", "tenant": TE1}, "tenant"),
+    ("/v1/customers/acme/sessions", {"subject": SU1}, "subject"),
+    ("/v1/customers/acme/sessions", {"subject": "ann", "tenant": TE1}, "tenant"),
+    (INS, {"fingerprint": FP1, "kind": "vm"}, "fingerprint"),
+    (INS, {"fingerprint": "h", "kind": "vm", "environment": "e" * 129}, "environment"),
+    (INS, {"fingerprint": "h", "kind": "k" * 64}, "kind"),
+    (INS, {"fingerprint": "h", "kind": "vm", "tenant": TE1}, "tenant"),
+    (CHECK, {"customer": "acme", "feature": "editor", "subject": SU1}, "subject"),
+    (CHECK, {"customer": "acme", "feature": "agent", "instance": FP1}, "instance"),
+    (CHECK, {"customer": "acme", "feature": "editor", "tenant": TE1}, "tenant"),
+    (CHECK, {"customer": "acme", "feature": "f" * 64}, "feature"),
+    (CHECK, {"customer": "c" * (MAX_KEY + 1), "feature": "editor"}, "customer"),
+    (BATCH, {"customer": "acme", "features": ["editor"], "subject": SU1}, "subject"),
+    (BATCH, {"customer": "acme", "features": ["agent"], "instance": FP1}, "instance"),
+    (BATCH, {"customer": "acme", "features": ["editor"], "tenant": TE1}, "tenant"),
+    (BATCH, {"customer": "acme", "features": ["f" * 64]}, "features[0]"),
     ("/v1/customers", {"key": "c" * (MAX_KEY + 1), "name": "C"}, "key"),
-    ("/v1/customers/acme/tenants", {"key": TENANT + "t"}, "key"),
+    ("/v1/customers/acme/tenants", {"key": TE1}, "key"),
 ]  # fmt: skip
 
 
