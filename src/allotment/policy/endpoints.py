@@ -36,7 +36,7 @@ Force = Annotated[
         "audit record names them (docs/policy.md#orphaned-contracts)."
     ),
 ]
-_ORPHANS = {
+_ORPHANS: dict[int | str, dict[str, Any]] = {
     409: {
         "description": "Live contracts would be orphaned (`orphaned`: each contract, its "
         "customer and what it would lose), the version is a draft (rollback), or already active."
