@@ -5,7 +5,7 @@
     migrate                                                     apply migrations
     api-keys create --name NAME --scope SCOPE...                mint a key (last line: the key)
     policy validate FILE                                        every error, by path (no database)
-    policy publish FILE                                         validate, store and publish it
+    policy publish FILE [--force]                               validate, store and publish it
     demo                                                        seed demo data once
     audit verify                                                check the audit hash chain
 
@@ -294,8 +294,12 @@ def policy_validate(file: Path) -> None:
 
 @policy_group.command("publish")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def policy_publish(file: Path) -> None:
-    """Validate FILE, store it as a version and publish it, in one transaction."""
+@click.option("--force", is_flag=True, help="Publish even though live contracts would be orphaned.")
+def policy_publish(file: Path, force: bool) -> None:
+    """Validate FILE, store it as a version and publish it, in one transaction.
+
+    Refused (exit 1, each orphaned contract printed) when it would orphan live contracts,
+    unless --force (docs/policy.md#orphaned-contracts)."""
     from allotment.policy import service as policies
 
     _load_policy_file(file)  # errors are reported before any server starts
@@ -306,11 +310,22 @@ def policy_publish(file: Path) -> None:
         row, created = await policies.create_draft(
             session, text=text, media_type=media_type, actor="cli"
         )
-        await policies.publish(session, version=row.version, actor="cli")
+        await policies.publish(session, version=row.version, actor="cli", force=force)
         return row.version, created, (await policies.pointer(session)).global_version
 
     with _servers() as servers:
-        version, created, global_version = _run_in_session(publish, servers.database_url)
+        try:
+            version, created, global_version = _run_in_session(publish, servers.database_url)
+        except policies.PolicyOrphansContracts as exc:
+            click.echo(exc.message, err=True)
+            for orphan in exc.extra["orphaned"]:
+                for problem in orphan["problems"]:
+                    click.echo(
+                        f"{orphan['contract']} ({orphan['customer']}): "
+                        f"{problem['path']}: {problem['message']}",
+                        err=True,
+                    )
+            raise SystemExit(1) from None
     origin = "a new version" if created else "the same content as an existing version"
     click.echo(
         f"published policy version {version} ({origin}; global policy version {global_version})"

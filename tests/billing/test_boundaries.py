@@ -277,7 +277,9 @@ async def test_reconciliation_names_an_interval_no_version_could_price(
     contract = await _setup(client, admin, starts_at=iso(OCT))
     without_team = tokens_policy()
     del without_team["plans"]["team"]
-    version = await publish_policy(client, admin, without_team)
+    version = await publish_policy(
+        client, admin, without_team, force=True
+    )  # orphans the team contract
     await _sql(app, "UPDATE policy_activations SET at = :t WHERE version = 1", t=OCT)
     await _sql(
         app,

@@ -63,6 +63,7 @@ async def test_feature_added_to_team_is_gained_by_team_customers_only(
         "customers_evaluated": 3,
         "customers_affected": 1,
         "customers_pinned": 0,
+        "contracts_orphaned": 0,
     }
     (acme,) = report["customers"]
     assert acme["customer"] == "acme" and acme["plan"] == "team"
@@ -177,6 +178,7 @@ async def test_pinned_contract_is_excluded_and_listed(
         "customers_evaluated": 1,
         "customers_affected": 1,
         "customers_pinned": 1,
+        "contracts_orphaned": 0,
     }
 
 
@@ -209,6 +211,7 @@ async def test_dry_run_against_the_active_version_reports_no_change(
         "customers_evaluated": 3,
         "customers_affected": 0,
         "customers_pinned": 0,
+        "contracts_orphaned": 0,
     }
 
 

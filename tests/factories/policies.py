@@ -66,9 +66,13 @@ async def create_policy(
 
 
 async def publish_policy(
-    client: httpx.AsyncClient, headers: dict[str, str], version: int
+    client: httpx.AsyncClient, headers: dict[str, str], version: int, *, force: bool = False
 ) -> dict[str, Any]:
-    response = await client.post(f"/v1/policies/{version}/publish", headers=headers)
+    response = await client.post(
+        f"/v1/policies/{version}/publish",
+        params={"force": "true"} if force else {},
+        headers=headers,
+    )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 

@@ -25,11 +25,19 @@ def demo_catalog() -> Catalog:
     return compile_policy(result.document)
 
 
-async def publish_policy(client: httpx.AsyncClient, headers: dict[str, str], document: dict) -> int:
-    """Store `document` as a draft and publish it; returns its version."""
+async def publish_policy(
+    client: httpx.AsyncClient, headers: dict[str, str], document: dict, *, force: bool = False
+) -> int:
+    """Store `document` as a draft and publish it; returns its version.
+
+    `force`: publish even though live contracts would be orphaned (docs/policy.md)."""
     created = await client.post("/v1/policies", json=document, headers=headers)
     assert created.status_code in (200, 201), created.text
     version = int(created.json()["version"])
-    published = await client.post(f"/v1/policies/{version}/publish", headers=headers)
+    published = await client.post(
+        f"/v1/policies/{version}/publish",
+        params={"force": "true"} if force else {},
+        headers=headers,
+    )
     assert published.status_code == 200, published.text
     return version

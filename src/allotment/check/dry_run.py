@@ -20,6 +20,11 @@ anything differs:
 
 Pinned contracts do not move on publish: they are not evaluated, only listed (`pinned`).
 
+`orphaned` names every live contract (in force or scheduled, unpinned) the version would
+orphan and what each would lose: `contracts.orphans.find_orphans`, the very computation that
+makes publish and rollback refuse the version (409) unless forced. It is not paginated
+(at most `policy.service.MAX_ORPHANS_LISTED`, with `summary.contracts_orphaned` the total).
+
 Customers are read with Core selects in keyset batches of `BATCH_SIZE` (two queries a
 batch), so memory stays flat however many there are, and evaluation yields to the event
 loop every `YIELD_EVERY` customers, so checks on the same worker keep flowing. `summary`
@@ -52,6 +57,7 @@ from allotment.check import evaluator
 from allotment.check.model import CheckRequest, Snapshot
 from allotment.check.snapshot import build, contract_payload, customer_payload
 from allotment.contracts.models import Contract, ContractRevision
+from allotment.contracts.orphans import find_orphans
 from allotment.contracts.terms import Terms, TermsOutOfCatalog, effective_limits
 from allotment.customers.models import Customer
 from allotment.deps import SessionDep, require
@@ -61,6 +67,7 @@ from allotment.kit.pagination import decode_cursor, encode_cursor
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalogs import load_catalog
 from allotment.policy.schemas import MAX_VERSION
+from allotment.policy.service import MAX_ORPHANS_LISTED
 
 __all__ = ["BATCH_SIZE", "CustomerImpact", "LimitChange", "dry_run", "impact", "router"]
 
@@ -345,6 +352,7 @@ async def dry_run(
                 customers.append(found)
             page_end = customer_id
 
+    orphaned = await find_orphans(session, current=current, proposed=proposed, now=now)
     customers = [
         replace(
             found,
@@ -362,7 +370,9 @@ async def dry_run(
             "customers_evaluated": evaluated,
             "customers_affected": affected,
             "customers_pinned": pinned_total,
+            "contracts_orphaned": len(orphaned),
         },
+        "orphaned": [o.to_json() for o in orphaned[:MAX_ORPHANS_LISTED]],
         "customers": [found.to_json() for found in customers],
         "pinned": pinned,
         "next_cursor": encode_cursor(page_end) if full and page_end is not None else None,
@@ -410,6 +420,20 @@ class DryRunSummary(BaseModel):
     customers_evaluated: int = Field(description="Contracts in force following the active one.")
     customers_affected: int
     customers_pinned: int
+    contracts_orphaned: int = Field(
+        description="Live contracts the version would orphan (publish refuses it unforced)."
+    )
+
+
+class OrphanProblemRead(BaseModel):
+    path: str = Field(description="What the contract would lose: plan, addons[0], seats.limit…")
+    message: str
+
+
+class OrphanRead(BaseModel):
+    contract: str
+    customer: str
+    problems: list[OrphanProblemRead]
 
 
 class DryRunRead(BaseModel):
@@ -419,6 +443,10 @@ class DryRunRead(BaseModel):
     summary: DryRunSummary
     customers: list[CustomerImpactRead] = Field(description="Only customers with a change.")
     pinned: list[str] = Field(description="Customers on a pinned version: not evaluated.")
+    orphaned: list[OrphanRead] = Field(
+        description="Live unpinned contracts (in force or scheduled) the version would orphan, "
+        "and why; the same list a publish is refused with (409)."
+    )
     next_cursor: str | None
 
 

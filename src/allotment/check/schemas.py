@@ -1,26 +1,25 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 from allotment.check.reasons import Reason
 
-CustomerKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
-# No NUL: no feature, seat, instance or tenant can hold one, and a decision record holding
-# one could not be stored (it would cost the whole batch of the decision log).
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
+# The same identifiers the allocation routes accept (kit/identifiers.py): a subject that can
+# hold a seat, or a fingerprint that can register, can always be checked. None holds a NUL,
+# which a decision record could not store (it would cost the whole decision-log batch).
+from allotment.kit.identifiers import CatalogName, CustomerKey, Fingerprint, Subject, TenantKey
 
 
 class CheckBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer: CustomerKey
-    feature: Name
-    subject: Name | None = None
-    instance: Name | None = Field(default=None, description="The instance's fingerprint")
-    tenant: Name | None = None
+    feature: CatalogName
+    subject: Subject | None = None
+    instance: Fingerprint | None = Field(default=None, description="The instance's fingerprint")
+    tenant: TenantKey | None = None
     consume: int | None = Field(default=None, ge=1, le=1_000_000_000)
     context: dict[str, Any] | None = None
 
@@ -29,10 +28,10 @@ class BatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer: CustomerKey
-    features: list[Name] = Field(min_length=1, max_length=100)
-    subject: Name | None = None
-    instance: Name | None = None
-    tenant: Name | None = None
+    features: list[CatalogName] = Field(min_length=1, max_length=100)
+    subject: Subject | None = None
+    instance: Fingerprint | None = None
+    tenant: TenantKey | None = None
     context: dict[str, Any] | None = None
 
 

@@ -308,6 +308,13 @@ def _check_seats(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) 
         problem("seats", f"plan '{plan.name}' has no seat pool to size")
         return
     burst = terms.seats.burst
+    if burst is not None and burst.extra > 0 and plan.seats.model == "concurrent":
+        problem(
+            "seats.burst",
+            f"plan '{plan.name}' has concurrent (floating) seats, which have no burst: a "
+            "session is refused once the pool is full; leave burst out or give extra: 0",
+        )
+        return
     if burst is not None and burst.extra > 0 and burst.window is None and plan.seats.burst is None:
         problem(
             "seats.burst.window",
@@ -404,7 +411,8 @@ def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     limit = pool.limit
     if terms.seats is not None:
         limit = terms.seats.limit
-        if terms.seats.burst is not None:
+        # Concurrent seats never burst (docs/seats.md); a stored contract may still say so.
+        if terms.seats.burst is not None and pool.model == "named":
             extra = terms.seats.burst.extra
             window = terms.seats.burst.window or window
     if extra == 0:

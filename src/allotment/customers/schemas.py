@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 from allotment.config import get_settings
+from allotment.kit.identifiers import CustomerKey
 from allotment.kit.jsonx import canonical
 
-CustomerKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
 MAX_DEPTH = 8
 
 

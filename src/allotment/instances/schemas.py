@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from allotment.auth.principal import CUSTOMER_KEY_PATTERN
 from allotment.customers.schemas import check_attributes
-from allotment.policy.document import Name
-
-Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=512)]
-Environment = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-TenantKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
+from allotment.kit.identifiers import CatalogName as Name
+from allotment.kit.identifiers import Environment, Fingerprint, TenantKey
 
 
 class InstanceRegister(BaseModel):

@@ -114,7 +114,7 @@ async def load_catalog(
 def _compile_stored(number: int, document: dict[str, Any]) -> Catalog:
     # The stored canonical form validates back to the same document (a property the policy
     # tests hold); this is the one pydantic pass per version per process.
-    result = validate(document)
+    result = validate(document, stored=True)
     if result.document is None:
         log.error("policy_unloadable", version=number, errors=result.errors[:10])
         first = result.errors[0]

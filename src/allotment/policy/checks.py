@@ -19,6 +19,7 @@ skipped here rather than reported twice.
     limit / price for an unknown meter     plans.team.limits.foo, plans.team.price.meters.foo
     tier order                             plans.team.price.meters.api_calls.tiers[1].up_to
     required after inheritance             plans.team.seats.limit, ...seats.burst.window
+    burst on a concurrent pool (resolved)  plans.floating.seats.burst   (new documents only)
     add-on names an unknown feature        addons.audit_pack.features[0]
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
@@ -47,8 +48,13 @@ _NAME = re.compile(NAME_PATTERN)
 _ENTRY = re.compile(FEATURE_ENTRY_PATTERN)
 
 
-def check_document(raw: Mapping[str, Any]) -> list[Finding]:
-    """Every cross-reference and whole-document problem in `raw`, in document order."""
+def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Finding]:
+    """Every cross-reference and whole-document problem in `raw`, in document order.
+
+    `stored`: `raw` is a version the service already holds; refusals added after versions
+    were stored (a burst on a concurrent pool) are skipped, so a stricter release never
+    makes a live catalog unloadable (the compiler drops what they refuse).
+    """
     features = _section(raw, "features")
     meters = _section(raw, "meters")
     plans = _section(raw, "plans")
@@ -57,7 +63,7 @@ def check_document(raw: Mapping[str, Any]) -> list[Finding]:
     return [
         *_check_features(features, feature_names=feature_names, meter_names=meter_names),
         *_check_meters(meters),
-        *_check_plans(plans, feature_names=feature_names, meter_names=meter_names),
+        *_check_plans(plans, feature_names=feature_names, meter_names=meter_names, stored=stored),
         *_check_addons(_section(raw, "addons"), feature_names=feature_names),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]
@@ -140,7 +146,7 @@ def _check_meters(meters: dict[str, Any]) -> Iterator[Finding]:
 
 
 def _check_plans(
-    plans: dict[str, Any], *, feature_names: set[str], meter_names: set[str]
+    plans: dict[str, Any], *, feature_names: set[str], meter_names: set[str], stored: bool
 ) -> Iterator[Finding]:
     parents: dict[str, list[str]] = {}
     for name, spec in plans.items():
@@ -170,7 +176,7 @@ def _check_plans(
                     yield from _check_tiers(meter_price.get("tiers"), location=(*location, "tiers"))
     for cycle in find_cycles(parents):
         yield ("plans", cycle[0], "extends"), f"inheritance cycle: {describe_cycle(cycle)}"
-    yield from _check_resolved(plans)
+    yield from _check_resolved(plans, stored=stored)
 
 
 def _check_feature_entries(
@@ -221,7 +227,7 @@ def _check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
         previous = up_to
 
 
-def _check_resolved(plans: dict[str, Any]) -> Iterator[Finding]:
+def _check_resolved(plans: dict[str, Any], *, stored: bool) -> Iterator[Finding]:
     """Checks that need inheritance resolved, for the plans whose whole chain is well-formed."""
     specs: dict[str, PlanSpec] = {}
     for name, raw_plan in plans.items():
@@ -248,6 +254,27 @@ def _check_resolved(plans: dict[str, Any]) -> Iterator[Finding]:
             # A gap the parent has too is reported once, on the parent that owns it.
             if (relative, message) not in inherited:
                 yield ("plans", name, *relative), message + hint
+        if not stored and _concurrent_burst(plan) and not (parent and _concurrent_burst(parent)):
+            yield ("plans", name, "seats", "burst"), _concurrent_burst_message(spec, parent)
+
+
+def _concurrent_burst(plan: ResolvedPlan) -> bool:
+    """A concurrent seat pool with a burst above 0 after inheritance (docs/seats.md)."""
+    seats = plan.settings.get("seats")
+    if not isinstance(seats, Mapping) or seats.get("model") != "concurrent":
+        return False
+    burst = seats.get("burst")
+    extra = burst.get("extra") if isinstance(burst, Mapping) else None
+    return isinstance(extra, int) and extra > 0
+
+
+def _concurrent_burst_message(spec: PlanSpec, parent: ResolvedPlan | None) -> str:
+    written = spec.seats is not None and spec.seats.burst is not None
+    where = "" if written or parent is None else f" (inherited from plan '{parent.name}')"
+    return (
+        f"concurrent (floating) seats have no burst{where}: a session is refused once the "
+        "pool is full, never let over the limit; remove the burst, or write burst: {extra: 0}"
+    )
 
 
 def _gaps(plan: ResolvedPlan) -> Iterator[Finding]:

@@ -185,8 +185,8 @@ def _seats(block: Mapping[str, Any] | None, *, where: str) -> SeatPool | None:
         guests=block.get("guests") or 0,
         burst=(
             Burst(extra=extra, window=_required(burst, "window", where=f"{where}.burst"))
-            if extra > 0
-            else None
+            if extra > 0 and model == "named"
+            else None  # concurrent seats never burst (docs/seats.md); only stored ones say so
         ),
         session_ttl=(
             (block.get("session_ttl") or DEFAULT_SESSION_TTL) if model == "concurrent" else None

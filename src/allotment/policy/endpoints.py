@@ -29,6 +29,19 @@ Admin = Annotated[Principal, require()]
 Reader = Annotated[Principal, require("finance", "check")]
 Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A policy version number.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Force = Annotated[
+    bool,
+    Query(
+        description="Move the pointer even though live contracts would be orphaned; the "
+        "audit record names them (docs/policy.md#orphaned-contracts)."
+    ),
+]
+_ORPHANS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "Live contracts would be orphaned (`orphaned`: each contract, its "
+        "customer and what it would lose), the version is a draft (rollback), or already active."
+    }
+}
 
 _EXAMPLE_YAML = """currency: USD
 features:
@@ -171,20 +184,31 @@ async def diff_policy(
 @router.post(
     "/rollback",
     response_model=PolicyVersionRead,
-    responses={404: {"description": "There is no such version."}},
+    responses={404: {"description": "There is no such version."}, **_ORPHANS},
 )
 async def rollback_policy(
-    body: PolicyRollback, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
+    body: PolicyRollback,
+    principal: Admin,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    force: Force = False,
 ) -> Response:
     """Make an earlier published version active again."""
-    row = await policies.rollback(session, to_version=body.to_version, actor=principal.actor)
+    row = await policies.rollback(
+        session, to_version=body.to_version, actor=principal.actor, force=force
+    )
     return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))
 
 
-@router.post("/{version}/publish", response_model=PolicyVersionRead)
+@router.post("/{version}/publish", response_model=PolicyVersionRead, responses=_ORPHANS)
 async def publish_policy(
-    version: Version, principal: Admin, session: SessionDep, idempotency: IdempotencyDep
+    version: Version,
+    principal: Admin,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    force: Force = False,
 ) -> Response:
-    """Publish a version (it can never change again) and make it the active one."""
-    row = await policies.publish(session, version=version, actor=principal.actor)
+    """Publish a version (it can never change again) and make it the active one; refused
+    (409) when live contracts would be orphaned, unless `force=true`."""
+    row = await policies.publish(session, version=version, actor=principal.actor, force=force)
     return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))

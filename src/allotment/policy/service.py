@@ -4,15 +4,18 @@
     get(session, version), get_active(session)         → a version (404 when there is none)
     list_versions(session, limit=, cursor=)            → a page, newest first
     pointer(session)                                   → (active_version, global_version)
-    publish(session, version=, actor=)                 → the version, now active
-    rollback(session, to_version=, actor=)             → the version, active again
+    publish(session, version=, actor=, force=False)    → the version, now active
+    rollback(session, to_version=, actor=, force=False) → the version, active again
     diff(session, version=, against=)                  → added / removed / changed, by path
     load_catalog(session, version=None)                → (version, Catalog); see catalogs.py
 
 Publish and rollback lock the single `policy_state` row (SELECT … FOR UPDATE), so they run
 one at a time and the pointer always names the version of whichever committed last; each
 bumps the global policy version, audited in the same transaction, and announces it after
-commit (allotment.invalidation). Draft creation takes the same lock, so versions are
+commit (allotment.invalidation). Both refuse a version that would orphan live unpinned
+contracts (`contracts.orphans.find_orphans`: 409 `policy-orphans-contracts`, naming each
+contract and what it would lose) unless `force`; a forced move audits what it orphaned
+(docs/policy.md#orphaned-contracts). Draft creation takes the same lock, so versions are
 numbered 1, 2, 3… without gaps and two posts of one document make one draft.
 """
 
@@ -27,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
 from allotment.audit import service as audit
+from allotment.contracts.orphans import Orphan, find_orphans
 from allotment.errors import Conflict, NotFound, UnsupportedMediaType, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.jsonx import canonical
@@ -51,6 +55,7 @@ __all__ = [
     "PolicyAlreadyActive",
     "PolicyNotFound",
     "PolicyNotPublished",
+    "PolicyOrphansContracts",
     "PolicyPointer",
     "create_draft",
     "diff",
@@ -68,6 +73,15 @@ STATE_ID = 1
 
 class NoActivePolicy(NotFound):
     type = "no-active-policy"
+
+
+class PolicyOrphansContracts(Conflict):
+    type = "policy-orphans-contracts"
+    title = "The version would orphan live contracts"
+
+
+# At most this many orphaned contracts are named in a 409 or an audit record (with the total).
+MAX_ORPHANS_LISTED = 1_000
 
 
 class PolicyAlreadyActive(Conflict):
@@ -202,25 +216,33 @@ async def create_draft(
     return row, True
 
 
-async def publish(session: AsyncSession, *, version: int, actor: str) -> PolicyVersion:
+async def publish(
+    session: AsyncSession, *, version: int, actor: str, force: bool = False
+) -> PolicyVersion:
     """Publish `version` (freezing it) and make it active.
 
     Publishing a version that is already published makes it active again; the global
     version is bumped either way, so every worker rebuilds from the pointer it now names.
+    Refused (409) when it would orphan live contracts, unless `force`.
     """
     state = await _lock_state(session)
     row = await get(session, version, for_update=True)
+    orphaned = await _orphan_guard(session, state=state, to=version, force=force, verb="Publishing")
     if row.status == DRAFT:
         row.status = PUBLISHED
         row.published_at = utcnow()
         row.published_by = actor
         # Flushed before the pointer moves: the policy_state trigger refuses a draft.
         await session.flush()
-    await _move_pointer(session, state=state, to=row, action="policy.published", actor=actor)
+    await _move_pointer(
+        session, state=state, to=row, action="policy.published", actor=actor, orphaned=orphaned
+    )
     return row
 
 
-async def rollback(session: AsyncSession, *, to_version: int, actor: str) -> PolicyVersion:
+async def rollback(
+    session: AsyncSession, *, to_version: int, actor: str, force: bool = False
+) -> PolicyVersion:
     """Point the active pointer back at `to_version`, a published version that is not active."""
     state = await _lock_state(session)
     row = await get(session, to_version)
@@ -231,8 +253,44 @@ async def rollback(session: AsyncSession, *, to_version: int, actor: str) -> Pol
         )
     if state.active_version == to_version:
         raise PolicyAlreadyActive(f"Policy version {to_version} is already the active version.")
-    await _move_pointer(session, state=state, to=row, action="policy.rolled_back", actor=actor)
+    orphaned = await _orphan_guard(
+        session, state=state, to=to_version, force=force, verb="Rolling back to"
+    )
+    await _move_pointer(
+        session, state=state, to=row, action="policy.rolled_back", actor=actor, orphaned=orphaned
+    )
     return row
+
+
+async def _orphan_guard(
+    session: AsyncSession, *, state: PolicyPointer, to: int, force: bool, verb: str
+) -> list[Orphan] | None:
+    """The contracts moving the pointer to `to` would orphan; 409 naming them unless `force`.
+
+    None when nothing is orphaned (or nothing is active yet: no contract can exist)."""
+    if state.active_version is None or state.active_version == to:
+        return None
+    current = await load_catalog(session, version=state.active_version)
+    proposed = await load_catalog(session, version=to)
+    orphaned = await find_orphans(session, current=current, proposed=proposed, now=utcnow())
+    if not orphaned:
+        return None
+    if not force:
+        listed = ", ".join(o.contract for o in orphaned[:3]) + (", …" if len(orphaned) > 3 else "")
+        raise PolicyOrphansContracts(
+            f"{verb} policy version {to} would orphan {len(orphaned)} live "
+            f"contract{'s' if len(orphaned) != 1 else ''} ({listed}): see `orphaned` for what "
+            "each would lose. Amend or pin them first, or repeat the request with ?force=true.",
+            extra=_orphans_json(orphaned),
+        )
+    return orphaned
+
+
+def _orphans_json(orphaned: list[Orphan]) -> dict[str, Any]:
+    return {
+        "orphaned": [o.to_json() for o in orphaned[:MAX_ORPHANS_LISTED]],
+        "orphaned_total": len(orphaned),
+    }
 
 
 # -- the pointer -----------------------------------------------------------------------------
@@ -268,10 +326,18 @@ async def _lock_state(session: AsyncSession) -> PolicyPointer:
 
 
 async def _move_pointer(
-    session: AsyncSession, *, state: PolicyPointer, to: PolicyVersion, action: str, actor: str
+    session: AsyncSession,
+    *,
+    state: PolicyPointer,
+    to: PolicyVersion,
+    action: str,
+    actor: str,
+    orphaned: list[Orphan] | None = None,
 ) -> int:
     """Point the active version at `to` (the caller locked the row), bump the global version,
-    audit the move and announce it after commit; returns the new global version."""
+    audit the move and announce it after commit; returns the new global version.
+
+    `orphaned`: the move was forced over these contracts; the audit record says so."""
     bumped: Any = (
         await session.execute(
             update(PolicyState)
@@ -292,7 +358,16 @@ async def _move_pointer(
         target_type="policy",
         target_key=str(to.version),
         before={"active_version": state.active_version, "global_version": state.global_version},
-        after={"active_version": to.version, "global_version": global_version, "digest": to.digest},
+        after={
+            "active_version": to.version,
+            "global_version": global_version,
+            "digest": to.digest,
+            **(
+                {}
+                if not orphaned
+                else {"forced": True, "forced_by": actor, **_orphans_json(orphaned)}
+            ),
+        },
     )
     await session.execute(
         text("INSERT INTO policy_activations (version, at, action) VALUES (:v, :at, :a)"),

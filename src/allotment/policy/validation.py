@@ -140,8 +140,11 @@ def load(text: str | bytes, media_type: str) -> ValidationResult:
     return validate(raw)
 
 
-def validate(raw: object) -> ValidationResult:
-    """Validate a parsed policy: every error with its path, or the document."""
+def validate(raw: object, *, stored: bool = False) -> ValidationResult:
+    """Validate a parsed policy: every error with its path, or the document.
+
+    `stored=True` for a version the service already holds (see `checks.check_document`).
+    """
     if not isinstance(raw, Mapping):
         kind = "nothing" if raw is None else f"a {type(raw).__name__}"
         return ValidationResult(
@@ -160,7 +163,9 @@ def validate(raw: object) -> ValidationResult:
         document = PolicyDocument.model_validate(raw, context=context)
     except ValidationError as exc:
         findings.extend(_from_pydantic(error) for error in exc.errors(include_url=False))
-    findings.extend((format_path(location), message) for location, message in check_document(raw))
+    findings.extend(
+        (format_path(location), message) for location, message in check_document(raw, stored=stored)
+    )
 
     errors: list[PolicyError] = [
         {"path": path, "message": message} for path, message in dict.fromkeys(findings)

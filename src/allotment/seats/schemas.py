@@ -1,14 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.auth.principal import CUSTOMER_KEY_PATTERN
-
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-TenantKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
+from allotment.kit.identifiers import Subject, TenantKey
 
 
 class SeatAssign(BaseModel):

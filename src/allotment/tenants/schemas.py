@@ -3,13 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.auth.principal import CUSTOMER_KEY_PATTERN
+from allotment.kit.identifiers import TenantKey
 from allotment.policy.document import Name
 from allotment.tenants.quotas import Quotas
 
-TenantKey = Annotated[str, StringConstraints(pattern=CUSTOMER_KEY_PATTERN)]
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 
