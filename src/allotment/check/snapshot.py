@@ -74,7 +74,7 @@ _VERSIONS = text(
 # digest of the version a revision pins, so a catalog already compiled in this process
 # needs no further select.
 _LOAD = text(
-    "SELECT c.id, c.attributes, c.state_version, s.active_version, s.global_version, "
+    "SELECT c.id, c.name, c.attributes, c.state_version, s.active_version, s.global_version, "
     "av.digest AS active_digest, "
     "k.id AS contract_id, k.starts_at, k.ends_at, "
     "r.revision, r.effective_at, r.terms, pv.digest AS pinned_digest "
@@ -146,6 +146,7 @@ def build(
             customer_attributes=payload.get("attributes") or {},
             holdings=holdings.from_payload(payload.get("holdings")),
             customer_id=payload.get("customer_id"),
+            customer_name=payload.get("name"),
         )
     terms = Terms.from_json(contract_row["terms"])
     plan = catalog.plans.get(terms.plan) if catalog else None
@@ -189,6 +190,7 @@ def build(
         base_features=frozenset(base),
         holdings=holdings.from_payload(payload.get("holdings")),
         customer_id=payload.get("customer_id"),
+        customer_name=payload.get("name"),
     )
 
 
@@ -412,6 +414,7 @@ class SnapshotCache:
             )
             payload["holdings"] = held_payload
             payload["customer_id"] = row.id
+            payload["name"] = row.name  # absent from payloads cached before: read as None
             valid_until = _dt(payload.get("valid_until"))
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version
