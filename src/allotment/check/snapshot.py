@@ -23,6 +23,9 @@ missed. While Redis is down, every entry (also one stored before the bus went do
 at most `ttl_bus_down_s` from its load; when the bus reconnects, L1 is cleared.
 
 When PostgreSQL is down, an L1 or L2 entry up to `stale_max_s` old is served, marked stale.
+L2 payloads carry no format version: `build` reads them tolerantly, so one written by an
+older release still serves (fields added since, such as the customer's `name` or an
+instance's kind, environment and metadata, read as None: see check/holdings.py).
 """
 
 from __future__ import annotations
