@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,9 +10,10 @@ import pytest
 
 from allotment.check.activation import Activation
 from allotment.check.evaluator import OK, Gate, entitled_features, evaluate, evaluate_many
-from allotment.check.model import CheckRequest, Snapshot, Verdict
+from allotment.check.model import CheckRequest, Holdings, InstanceHold, Snapshot, Verdict
 from allotment.policy.catalog import Feature
 from allotment.policy.rules import RULE_VARIABLES
+from allotment.tenants.quotas import Quotas
 from tests.check.snapshots import (
     HOUR,
     NOW,
@@ -217,10 +219,20 @@ def test_activation_provides_every_rule_variable() -> None:
     assert set(activation) == set(RULE_VARIABLES)
     assert activation["contract"]["addons"] == ["audit_pack"]
     assert activation["contract"]["attributes"]["edition"] == "team"
-    assert activation["customer"] == {"key": "acme", "attributes": {}}
-    assert activation["subject"] == {"id": "u-1"}
-    assert activation["instance"] == {"fingerprint": "fp-1"}
-    assert activation["tenant"] == {"key": "eu"}
+    assert activation["customer"] == {"key": "acme", "name": None, "attributes": {}}
+    # the snapshot holds no seat, instance or tenant: each reads as held by no one
+    assert activation["subject"] == {"id": "u-1", "seat": None}
+    assert activation["instance"] == {
+        "fingerprint": "fp-1",
+        "kind": None,
+        "environment": None,
+        "metadata": None,
+        "lease_expires_at": None,
+    }
+    assert activation["tenant"] == {"key": "eu", "quotas": None}
+    assert activation["usage"] == {}  # the test catalog has no meters
+    assert activation["seats"] == {"limit": 0, "used": 0, "guests": 0, "guests_used": 0}
+    assert activation["instances"] == {"limit": 0, "used": 0}
     assert activation["now"] == NOW
     assert activation["context"] == {"a": 1}
     bare = Activation(snapshot(), request("beta"), NOW).full()
@@ -241,7 +253,9 @@ def test_activation_provides_every_rule_variable() -> None:
         "now > timestamp('2020-01-01T00:00:00Z')",
         "customer.key == 'acme' && customer.attributes.tier == 'gold'",
         "subject.id == 'u-1' && instance.fingerprint == 'fp' && tenant.key == 't'",
-        "size(usage) == 0 && size(seats) == 0 && size(instances) == 0",
+        "size(usage) == 0 && seats.used == 0 && instances.used == 1",
+        "subject.seat == null && instance.kind == 'vm' && instance.metadata.user == 'u-1'",
+        "tenant.quotas.seats == 2 && customer.name == 'Acme'",
         "context['k'] == [1, 2] && context.nested.deep == true",
         "contract.addons.map(a, a + '!') == ['audit_pack!']",
         "[contract.kind, customer.key].exists(x, x == 'acme')",
@@ -264,12 +278,23 @@ rules: [{{feature: probe, when: "{escaped}", reason: probe_failed}}]
         tenant="t",
         context={"k": [1, 2], "nested": {"deep": True}},
     )
-    snap = snapshot(
-        catalog_=policy,
-        contract_=contract(catalog_=policy, addons=["audit_pack"]),
-        customer_attributes={"tier": "gold"},
+    snap = replace(
+        snapshot(
+            catalog_=policy,
+            contract_=contract(catalog_=policy, addons=["audit_pack"]),
+            customer_attributes={"tier": "gold"},
+        ),
+        customer_name="Acme",
+        holdings=Holdings(
+            instances={
+                "fp": InstanceHold(
+                    1, None, NOW + HOUR, False, kind="vm", environment="", metadata={"user": "u-1"}
+                )
+            },
+            tenants={"t": Quotas(seats=2)},
+        ),
     )
-    assert evaluate(snap, req, NOW, gates=()) is OK  # the rule alone: tenant 't' is not real
+    assert evaluate(snap, req, NOW, gates=()) is OK
 
 
 # -- order of precedence --------------------------------------------------------------------

@@ -1,16 +1,29 @@
 """The variables a policy rule reads, built for one check: only those the rule names, once.
 
-    variable    value (docs/policy.md, "Rules and CEL")
+    variable    value (docs/policy.md, "Rules and CEL"; policy/rule_fields.FIELDS)
     contract    {id, plan, kind, attributes, addons (sorted list), starts_at, ends_at, revision}
-    customer    {key, attributes}
-    subject     {id}            or None when the check names no subject
-    instance    {fingerprint}   or None when the check names no instance
-    tenant      {key}           or None when the check names no tenant
-    usage       {}              (filled by the meter issue)
-    seats       {}              (filled by the seat issue)
-    instances   {}              (filled by the instance issue)
+    customer    {key, name, attributes}
+    subject     {id, seat}      seat: "member" (a member seat, or a live session of a
+                                concurrent pool), "guest", or None (holds none);
+                                the variable is None when the check names no subject
+    instance    {fingerprint, kind, environment, metadata, lease_expires_at}
+                                or None when the check names no instance
+    tenant      {key, quotas}   quotas as the tenant's API shows them ({seats?, instances?,
+                                meters?}); None when the check names no tenant
+    usage       {meter: units}  every meter of the policy: the customer's use (all tenants)
+                                in the period of the meter's limit in force (month without
+                                one), from `request.usage`; 0 when it was not read, as the
+                                meter gate counts it
+    seats       {limit, used, guests, guests_used}   the seat pool in force (0 without one);
+                                used: member seats, or live sessions of a concurrent pool
+    instances   {limit, used}   the instance pool in force (0 without one); used: live weight
     now         the check's time, an aware datetime (a CEL timestamp)
     context     the request's `context`, or {}
+
+The evaluator answers instance_unknown / lease_expired / tenant_unknown before a rule that
+reads `instance` / `tenant` runs on a stranger (gates.instance_held, gates.tenant_unknown);
+the checker reads meter use for a check whose feature has a rule reading `usage`
+(`reads`), as it does for a metered feature.
 
 Handing CEL a variable costs far more than building it: the binding converts every value of
 the activation on each `execute`, nested maps and timestamps included (about 10-40 µs for
@@ -29,7 +42,8 @@ from typing import Any
 
 import cel
 
-from allotment.check.model import CheckRequest, ContractView, Snapshot
+from allotment.check import gates
+from allotment.check.model import CheckRequest, ContractView, Holdings, Snapshot
 from allotment.policy.rules import RULE_VARIABLES, Rule
 
 
@@ -39,6 +53,11 @@ def rule_variables(rule: Rule) -> tuple[str, ...]:
     the `cel` namespace are not check variables and are left out; a name the expression reads
     but this misses would fail evaluation, and so deny: never a silent allow."""
     return tuple(name for name in rule.program.variables() if name in RULE_VARIABLES)
+
+
+def reads(rules: tuple[Rule, ...], name: str) -> bool:
+    """Whether any of `rules` reads the check variable `name`."""
+    return any(name in rule_variables(rule) for rule in rules)
 
 
 def contract_variable(contract: ContractView) -> dict[str, Any]:
@@ -56,7 +75,21 @@ def contract_variable(contract: ContractView) -> dict[str, Any]:
 
 
 def customer_variable(snapshot: Snapshot) -> dict[str, Any]:
-    return {"key": snapshot.customer, "attributes": dict(snapshot.customer_attributes)}
+    return {
+        "key": snapshot.customer,
+        "name": snapshot.customer_name,
+        "attributes": dict(snapshot.customer_attributes),
+    }
+
+
+def seat_of(holdings: Holdings, subject: str, now: datetime) -> str | None:
+    """`subject.seat`: what `subject` holds at `now`, as the seat gate sees it."""
+    if subject in holdings.members:
+        return "member"
+    if subject in holdings.guests:
+        return "guest"
+    expiry = holdings.session_expiry.get(subject)
+    return "member" if expiry is not None and now < expiry else None
 
 
 class Activation:
@@ -130,19 +163,75 @@ def _customer(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
 
 
 def _subject(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
-    return None if request.subject is None else {"id": request.subject}
+    subject = request.subject
+    if subject is None:
+        return None
+    return {"id": subject, "seat": seat_of(snapshot.holdings, subject, now)}
 
 
 def _instance(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
-    return None if request.instance is None else {"fingerprint": request.instance}
+    fingerprint = request.instance
+    if fingerprint is None:
+        return None
+    hold = snapshot.holdings.instances.get(fingerprint)
+    if hold is None:  # the evaluator answers instance_unknown before a rule reads this
+        return {
+            "fingerprint": fingerprint,
+            "kind": None,
+            "environment": None,
+            "metadata": None,
+            "lease_expires_at": None,
+        }
+    return {
+        "fingerprint": fingerprint,
+        "kind": hold.kind,
+        "environment": hold.environment,
+        "metadata": None if hold.metadata is None else dict(hold.metadata),
+        "lease_expires_at": hold.lease_expires_at,
+    }
 
 
 def _tenant(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
-    return None if request.tenant is None else {"key": request.tenant}
+    key = request.tenant
+    if key is None:
+        return None
+    quotas = snapshot.holdings.tenants.get(key)
+    return {"key": key, "quotas": None if quotas is None else quotas.to_json()}
 
 
-def _empty(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
-    return {}
+def _usage(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
+    catalog = snapshot.catalog
+    if catalog is None:
+        return {}
+    usage = request.usage
+    if usage is None:
+        return dict.fromkeys(catalog.meters, 0)
+    found: dict[str, Any] = {}
+    for name in catalog.meters:
+        limit = gates.meter_limit(snapshot, name, now)
+        period = "month" if limit is None else limit.period
+        found[name] = gates.number(usage.of(name).in_period(period))
+    return found
+
+
+def _seats(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
+    pool = snapshot.contract.seats if snapshot.contract is not None else None
+    holdings = snapshot.holdings
+    concurrent = pool is not None and pool.model == "concurrent"
+    return {
+        "limit": 0 if pool is None else pool.limit,
+        "used": holdings.live_sessions(now) if concurrent else len(holdings.members),
+        "guests": 0 if pool is None else pool.guests,
+        "guests_used": len(holdings.guests),
+    }
+
+
+def _instances(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
+    pool = snapshot.contract.instances if snapshot.contract is not None else None
+    return {
+        "limit": 0 if pool is None else pool.limit,
+        "used": snapshot.holdings.instance_weight(now)[1],
+    }
 
 
 def _now(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
@@ -160,16 +249,17 @@ _BUILDERS: Mapping[str, Callable[[Snapshot, CheckRequest, datetime], Any]] = {
     "subject": _subject,
     "instance": _instance,
     "tenant": _tenant,
-    "usage": _empty,
-    "seats": _empty,
-    "instances": _empty,
+    "usage": _usage,
+    "seats": _seats,
+    "instances": _instances,
     "now": _now,
     "context": _context,
 }
 
 
-_STATIC = frozenset({"contract", "customer", "usage", "seats", "instances"})
-"""The variables that depend on the snapshot only, never on the request."""
+_STATIC = frozenset({"contract", "customer"})
+"""The variables that depend on the snapshot only, never on the request or `now` (seats and
+instances count what is live at `now`; usage is the request's)."""
 
 
 class _Prepared:

@@ -11,7 +11,9 @@ same verdict for the same inputs. The first step that fails decides:
                                                      trial_expired | contract_expired
     5  the feature is entitled at `now`              feature_not_in_plan
     6  every feature it requires is entitled too     dependency_missing (`missing`)
-    7  every rule of the feature holds, in order     rule_denied (`rule_reason`)
+    7  every rule of the feature holds, in order     rule_denied (`rule_reason`);
+       (a rule reading `instance` / `tenant`         instance_unknown, lease_expired,
+       first needs the one named to be held)         tenant_unknown (as the gates say)
     8  every gate passes, in order                   the gate's own reason
     9                                                ok
 
@@ -37,10 +39,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from allotment.check import gates
-from allotment.check.activation import Activation
+from allotment.check.activation import Activation, reads
 from allotment.check.model import CheckRequest, ContractView, Snapshot, Verdict
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature
+from allotment.policy.rules import Rule
 
 __all__ = ["GATES", "OK", "Gate", "entitled_features", "evaluate", "evaluate_many"]
 
@@ -180,6 +183,10 @@ def _decide(
     catalog = snapshot.catalog
     rules = () if catalog is None else catalog.rules_for(name)
     if rules:
+        if request.instance is not None or request.tenant is not None:
+            stranger = _stranger(snapshot, request, rules, now)
+            if stranger is not None:
+                return stranger
         if activation is None:
             activation = Activation(snapshot, request, now)
         for rule in rules:
@@ -201,6 +208,25 @@ def _decide(
             return verdict
         carried = verdict if carried is None else _carry(carried, verdict)
     return OK if carried is None else carried
+
+
+def _stranger(
+    snapshot: Snapshot, request: CheckRequest, rules: tuple[Rule, ...], now: datetime
+) -> Verdict | None:
+    """Step 7's first part: the instance or tenant the request names, when a rule reads it
+    and the customer does not hold it, answers as the gates would (instance_unknown,
+    lease_expired, tenant_unknown) rather than as a rule that failed on it."""
+    if request.instance is not None and reads(rules, "instance"):
+        verdict = gates.instance_held(snapshot, request.instance, now)
+        if verdict is not None:
+            return verdict
+    if (
+        request.tenant is not None
+        and request.tenant not in snapshot.holdings.tenants
+        and reads(rules, "tenant")
+    ):
+        return gates.tenant_unknown(request.tenant)
+    return None
 
 
 def _term(contract: ContractView, now: datetime) -> Verdict | None:

@@ -24,6 +24,10 @@ Seats, instances and tenants are read from the snapshot's holdings; meter use fr
                                                    An allowed `consume` shows the use after
                                                    it in `limit.used` (docs/usage.md#consume)
 
+The evaluator asks `instance_held` and `tenant_unknown` before the rules too, when a rule
+reads `instance` or `tenant` (evaluator.py, step 7): a stranger instance or tenant is
+reported as such, not as a rule that failed on it.
+
 Pure like the evaluator: `now` is the caller's. A feature that needs neither a seat nor an
 instance nor a meter, checked without a tenant, costs four attribute reads here.
 """
@@ -81,6 +85,12 @@ def instance(
     fingerprint = request.instance
     if fingerprint is None:
         return Verdict(False, "instance_required", detail=f"'{feature.name}' {_NO_INSTANCE}")
+    return instance_held(snapshot, fingerprint, now)
+
+
+def instance_held(snapshot: Snapshot, fingerprint: str, now: datetime) -> Verdict | None:
+    """None when the customer holds a live instance `fingerprint` at `now`; else
+    instance_unknown or lease_expired. Also asked before a rule reads `instance`."""
     hold = snapshot.holdings.instances.get(fingerprint)
     if hold is None:
         return Verdict(
@@ -103,7 +113,7 @@ def tenant(
         return None
     quotas = snapshot.holdings.tenants.get(key)
     if quotas is None:
-        return Verdict(False, "tenant_unknown", detail=f"no tenant '{key}' for this customer")
+        return tenant_unknown(key)
     holdings = snapshot.holdings
     if feature.seat_required and quotas.seats is not None:
         seats = snapshot.contract.seats if snapshot.contract is not None else None
@@ -118,6 +128,11 @@ def tenant(
         if weight > quotas.instances:
             return _over(key, "instances", weight, quotas.instances)
     return None
+
+
+def tenant_unknown(key: str) -> Verdict:
+    """A tenant the customer does not have. Also answered before a rule reads `tenant`."""
+    return Verdict(False, "tenant_unknown", detail=f"no tenant '{key}' for this customer")
 
 
 def _over(tenant: str, pool: str, held: int, quota: int) -> Verdict:
@@ -169,7 +184,7 @@ def period_end(period: str, now: datetime) -> datetime:
     )
 
 
-def _number(value: Decimal) -> int | float:
+def number(value: Decimal) -> int | float:
     # An integer past 64 bits goes out as a float: the response encoder (orjson) writes no
     # larger integer, and events may report any reading, so sums can get there.
     if value == value.to_integral_value() and -(2**63) <= value <= 2**64 - 1:
@@ -182,8 +197,8 @@ def limit_document(limit: UsageLimit, used: Decimal, now: datetime) -> dict[str,
     return {
         "meter": limit.meter,
         "limit": limit.limit,
-        "used": _number(used),
-        "remaining": _number(max(Decimal(0), Decimal(limit.limit) - used)),
+        "used": number(used),
+        "remaining": number(max(Decimal(0), Decimal(limit.limit) - used)),
         "period_end": isoformat(period_end(limit.period, now)),
         "enforcement": limit.enforcement,
     }
@@ -231,14 +246,14 @@ def meter_state(
             return Verdict(
                 False,
                 "tenant_quota_reached",
-                detail=f"tenant '{tenant}' used {_number(used_by_tenant)} of its '{name}' quota "
+                detail=f"tenant '{tenant}' used {number(used_by_tenant)} of its '{name}' quota "
                 f"of {quota} this {period}",
                 limit={
                     "meter": name,
                     "tenant": tenant,
                     "limit": quota,
-                    "used": _number(used_by_tenant),
-                    "remaining": _number(max(Decimal(0), quota - used_by_tenant)),
+                    "used": number(used_by_tenant),
+                    "remaining": number(max(Decimal(0), quota - used_by_tenant)),
                     "period_end": isoformat(period_end(period, now)),
                     "enforcement": "hard",
                 },
@@ -252,8 +267,8 @@ def meter_state(
         return Verdict(
             False,
             "usage_limit_reached",
-            detail=f"'{name}' used {_number(used)} of {limit.limit} this {period}"
-            + (f"; {_number(wanted)} more does not fit" if wanted else ""),
+            detail=f"'{name}' used {number(used)} of {limit.limit} this {period}"
+            + (f"; {number(wanted)} more does not fit" if wanted else ""),
             limit=limit_document(limit, used, now),  # refused: nothing was consumed
         )
     # Allowed: a consume's answer shows the use with its `consume` counted (docs/usage.md).
@@ -261,7 +276,7 @@ def meter_state(
     warnings: tuple[str, ...] = ()
     reached = [t for t in WARN_AT if cap and after >= cap * t]
     if reached:
-        document["threshold"] = _number(max(reached))
+        document["threshold"] = number(max(reached))
         warnings = ("approaching_limit",)
     if limit.enforcement == "soft" and after > cap:
         return Verdict(

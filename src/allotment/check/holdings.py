@@ -24,16 +24,20 @@ from allotment.tenants.quotas import Quotas
 # What the customer holds (check/model.Holdings), in a second round trip of the same load.
 # Instances: each fingerprint's latest registration among the live ones and those ended in
 # the last day (a deregistered one then reads as unknown, a lapsed one as lease_expired).
+# An instance's kind, environment and metadata (what rules read) travel in `extra`, as one
+# JSON array.
 LOAD = text(
     "SELECT 's' AS k, subject AS name, type AS detail, tenant, NULL::timestamptz AS until, "
-    "0 AS weight FROM seats WHERE customer_id = :c AND released_at IS NULL "
-    "UNION ALL SELECT 'x', subject, NULL, tenant, expires_at, 0 FROM seat_sessions "
+    "0 AS weight, NULL::text AS extra FROM seats WHERE customer_id = :c AND released_at IS NULL "
+    "UNION ALL SELECT 'x', subject, NULL, tenant, expires_at, 0, NULL FROM seat_sessions "
     "WHERE customer_id = :c AND ended_at IS NULL AND expires_at > :now "
     "UNION ALL (SELECT DISTINCT ON (fingerprint) 'i', fingerprint, "
-    "coalesce(end_reason, 'live'), tenant, lease_expires_at, weight FROM instances "
+    "coalesce(end_reason, 'live'), tenant, lease_expires_at, weight, "
+    "jsonb_build_array(kind, environment, metadata)::text FROM instances "
     "WHERE customer_id = :c AND (ended_at IS NULL OR ended_at > :recent) "
     "ORDER BY fingerprint, registered_at DESC) "
-    "UNION ALL SELECT 't', key, quotas::text, NULL, NULL, 0 FROM tenants WHERE customer_id = :c"
+    "UNION ALL SELECT 't', key, quotas::text, NULL, NULL, 0, NULL FROM tenants "
+    "WHERE customer_id = :c"
 )
 RECENT_INSTANCES = timedelta(days=1)
 
@@ -55,7 +59,12 @@ def payload(rows: Sequence[Any], now: datetime) -> tuple[dict[str, Any], datetim
             if row.detail == "deregistered":
                 continue
             ended = row.detail == "expired"
-            instances.append([row.name, row.weight, row.tenant, isoformat(row.until), ended])
+            # [fingerprint, weight, tenant, lease_expires_at, ended, kind, environment,
+            # metadata]; a payload cached before the last three has five (`from_payload`).
+            instances.append(
+                [row.name, row.weight, row.tenant, isoformat(row.until), ended]
+                + orjson.loads(row.extra)
+            )
         else:
             tenants[row.name] = orjson.loads(row.detail)
             continue
@@ -95,10 +104,21 @@ def from_payload(payload: Mapping[str, Any] | None) -> Holdings:
         guests=guests,
         sessions=sessions,
         session_expiry=expiry,
-        instances={
-            fingerprint: InstanceHold(weight, tenant, datetime.fromisoformat(until), ended)
-            for fingerprint, weight, tenant, until, ended in payload["instances"]
-        },
+        instances={row[0]: _instance(row) for row in payload["instances"]},
         tenants={key: Quotas.from_json(q) for key, q in payload["tenants"].items()},
         as_of=as_of,
+    )
+
+
+def _instance(row: Sequence[Any]) -> InstanceHold:
+    _, weight, tenant, until, ended, *extra = row
+    kind, environment, metadata = (*extra, None, None, None)[:3]
+    return InstanceHold(
+        weight,
+        tenant,
+        datetime.fromisoformat(until),
+        ended,
+        kind=kind,
+        environment=environment,
+        metadata=metadata,
     )

@@ -68,6 +68,11 @@ class InstanceHold:
     tenant: str | None
     lease_expires_at: datetime
     ended: bool  # reaped (or ended by a re-registration) after its lease lapsed
+    # What rules read as `instance` (docs/policy.md, "Rules and CEL"); None in a snapshot
+    # payload cached before they were loaded (then a rule reading them fails, and denies).
+    kind: str | None = None
+    environment: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,7 @@ class Snapshot:
     base_features: frozenset[str] = frozenset()
     holdings: Holdings = NO_HOLDINGS
     customer_id: int | None = None  # the customers row's id (None: unknown customer)
+    customer_name: str | None = None  # None: unknown customer, or a payload cached before
 
 
 @dataclass(frozen=True, slots=True)

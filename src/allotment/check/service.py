@@ -1,8 +1,10 @@
 """Deciding checks: snapshot → evaluator → decision document, with logging and metrics.
 
 `Checker` lives on `app.state.checker` (one per worker). Its warm path does no I/O: an L1
-snapshot, the pure evaluator, one orjson encode. Misses go through the SnapshotCache; an
-outage with nothing cached falls back to each feature's `on_outage` (deny by default).
+snapshot, the pure evaluator, one orjson encode. Meter use (check/usage.py) is read for a
+feature with a meter, or with a rule that reads `usage` (docs/policy.md, "Rules and CEL").
+Misses go through the SnapshotCache; an outage with nothing cached falls back to each
+feature's `on_outage` (deny by default).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 from sqlalchemy.exc import DBAPIError
 
 from allotment.check import evaluator, gates
+from allotment.check.activation import reads
 from allotment.check.decisions import DecisionLog
 from allotment.check.metrics import CHECK_LATENCY, DECISIONS
 from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
@@ -330,5 +333,8 @@ def _metered(snapshot: Snapshot, features: Sequence[str]) -> bool:
     for name in features:
         feature = catalog.features.get(name)
         if feature is not None and feature.meter is not None:
+            return True
+        rules = catalog.rules_for(name)
+        if rules and reads(rules, "usage"):  # a rule reading `usage` sees it as meters do
             return True
     return False

@@ -23,6 +23,9 @@ missed. While Redis is down, every entry (also one stored before the bus went do
 at most `ttl_bus_down_s` from its load; when the bus reconnects, L1 is cleared.
 
 When PostgreSQL is down, an L1 or L2 entry up to `stale_max_s` old is served, marked stale.
+L2 payloads carry no format version: `build` reads them tolerantly, so one written by an
+older release still serves (fields added since, such as the customer's `name` or an
+instance's kind, environment and metadata, read as None: see check/holdings.py).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ _VERSIONS = text(
 # digest of the version a revision pins, so a catalog already compiled in this process
 # needs no further select.
 _LOAD = text(
-    "SELECT c.id, c.attributes, c.state_version, s.active_version, s.global_version, "
+    "SELECT c.id, c.name, c.attributes, c.state_version, s.active_version, s.global_version, "
     "av.digest AS active_digest, "
     "k.id AS contract_id, k.starts_at, k.ends_at, "
     "r.revision, r.effective_at, r.terms, pv.digest AS pinned_digest "
@@ -146,6 +149,7 @@ def build(
             customer_attributes=payload.get("attributes") or {},
             holdings=holdings.from_payload(payload.get("holdings")),
             customer_id=payload.get("customer_id"),
+            customer_name=payload.get("name"),
         )
     terms = Terms.from_json(contract_row["terms"])
     plan = catalog.plans.get(terms.plan) if catalog else None
@@ -189,6 +193,7 @@ def build(
         base_features=frozenset(base),
         holdings=holdings.from_payload(payload.get("holdings")),
         customer_id=payload.get("customer_id"),
+        customer_name=payload.get("name"),
     )
 
 
@@ -412,6 +417,7 @@ class SnapshotCache:
             )
             payload["holdings"] = held_payload
             payload["customer_id"] = row.id
+            payload["name"] = row.name  # absent from payloads cached before: read as None
             valid_until = _dt(payload.get("valid_until"))
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version

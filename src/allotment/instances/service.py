@@ -144,6 +144,10 @@ async def register(
                 {**params, "id": current.id, "expires": now + timedelta(seconds=current.ttl_s)},
             )
         ).one()
+        if current.environment != data.environment or current.metadata != data.metadata:
+            # Rules read them (docs/policy.md, "Rules and CEL"): reload the snapshot. A
+            # renewal that changes neither invalidates nothing (the lease is read at `now`).
+            await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
         return Registration(row, customer_key, created=False)
     if current is not None:  # lapsed, not reaped yet: its interval ends at its expiry
         await session.execute(_LAPSE, {"id": current.id})

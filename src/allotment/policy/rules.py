@@ -4,16 +4,19 @@ A rule reads "`feature` is allowed only while `when` holds; otherwise deny with 
 The check evaluator builds the activation (the variables below) for each request; a rule
 that fails to evaluate — a missing attribute, a type mismatch, a result that is not a
 boolean — denies, because an entitlement that cannot be proven is not granted.
+Validation refuses names no check provides (`unknown_variables`) and, one level down,
+fields no check provides (`rule_fields.py`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
+
+from allotment.policy.rule_fields import bound_names
 
 RULE_VARIABLES: Mapping[str, str] = {
     "contract": "the contract: plan, kind, attributes (plan's, overlaid by the contract's), dates",
@@ -29,13 +32,6 @@ RULE_VARIABLES: Mapping[str, str] = {
 }
 """The variables a rule may read, and what the check evaluator puts in each."""
 
-# CEL macros bind their own variables (`usage.exists(m, ...)`, `cel.bind(x, ...)`) and the
-# compiler lists those among the expression's variables; they are not unknown names.
-_BINDING = re.compile(
-    r"(?:\.\s*(?:all|exists|exists_one|map|filter|transformList|transformMap)|\bcel\.bind)"
-    r"\s*\(\s*([A-Za-z_]\w*)\s*,(?:\s*([A-Za-z_]\w*)\s*,)?"
-)
-
 
 def compile_condition(source: str) -> cel.Program:
     """Compile a rule's `when`. Raises ValueError carrying the CEL error text."""
@@ -49,7 +45,9 @@ def compile_condition(source: str) -> cel.Program:
 
 def unknown_variables(program: cel.Program) -> list[str]:
     """Top-level names the expression reads that no check provides (typos, mostly)."""
-    bound = {name for match in _BINDING.finditer(program.source) for name in match.groups() if name}
+    # Macros bind their own names (`usage.exists(m, ...)`, `cel.bind(x, ...)`), which the
+    # compiler lists among the expression's variables; they are not unknown names.
+    bound = bound_names(program.source)
     names = program.variables()
     return sorted(set(names) - set(RULE_VARIABLES) - bound - {"cel"})
 

@@ -7,7 +7,10 @@
 An error is `{"path": "plans.team.seats.burst.window", "message": "..."}`; paths are
 written as `paths.format_path` describes. The model's own errors (unknown keys, types,
 syntax of names, durations, amounts) and the whole-document checks of `checks.py` are
-reported together; a document is returned only when there are none.
+reported together; a document is returned only when there are none. A rule that compiles
+and names only check variables is then scanned for fields no check provides
+(`contract.foo`, `usage.unknown_meter`: see `rule_fields.py`), each an error at
+`rules[i].when`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from allotment.policy.document import (
 )
 from allotment.policy.money import CURRENCY_PATTERN, minor_digits
 from allotment.policy.paths import ROOT, Location, format_path
+from allotment.policy.rule_fields import field_errors
+from allotment.policy.rules import compile_condition, unknown_variables
 
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})
@@ -166,11 +171,37 @@ def validate(raw: object, *, stored: bool = False) -> ValidationResult:
     findings.extend(
         (format_path(location), message) for location, message in check_document(raw, stored=stored)
     )
+    findings.extend((format_path(location), message) for location, message in _rule_fields(raw))
 
     errors: list[PolicyError] = [
         {"path": path, "message": message} for path, message in dict.fromkeys(findings)
     ]
     return ValidationResult(document=None if errors else document, errors=errors)
+
+
+def _rule_fields(raw: Mapping[str, Any]) -> list[tuple[Location, str]]:
+    """Each field a rule reads that no check provides. Rules that do not compile or name
+    an unknown variable are left to `check_document`, which reports them."""
+    rules = raw.get("rules")
+    if not isinstance(rules, list):
+        return []
+    meters = raw.get("meters")
+    meter_names = (
+        {name for name in meters if isinstance(name, str)} if isinstance(meters, Mapping) else set()
+    )
+    found: list[tuple[Location, str]] = []
+    for index, rule in enumerate(rules):
+        source = rule.get("when") if isinstance(rule, Mapping) else None
+        if not isinstance(source, str) or not source:
+            continue
+        try:
+            program = compile_condition(source)
+        except ValueError:
+            continue
+        if unknown_variables(program):
+            continue
+        found.extend((("rules", index, "when"), m) for m in field_errors(source, meter_names))
+    return found
 
 
 def _kind(media_type: str) -> str:
