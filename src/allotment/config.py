@@ -49,7 +49,8 @@ class Settings(BaseSettings):
 
     idempotency_ttl_s: int = 24 * 3600
 
-    # The decision path (DESIGN §2): snapshot cache lifetimes and degraded modes.
+    # The decision path (docs/design.md, "Architecture"): snapshot cache lifetimes, degraded
+    # modes.
     snapshot_cache_entries: int = 100_000
     snapshot_ttl_s: float = 300.0  # while the invalidation bus is connected
     snapshot_ttl_bus_down_s: float = 5.0  # while Redis is unreachable

@@ -57,7 +57,7 @@ async def authenticate(request: Request) -> Principal:
                 principal = await api_keys.authenticate(session, token)
         except (OperationalError, InterfaceError, OSError) as exc:
             # PostgreSQL is down: a key this worker verified recently still works, so cached
-            # checks keep being served (DESIGN §2 degraded modes).
+            # checks keep being served (docs/design.md, "Architecture" degraded modes).
             settings = request.app.state.settings
             principal = cache.last_known(digest, max_age=settings.snapshot_stale_max_s)
             if principal is None:

@@ -1,5 +1,5 @@
 """Invoice pricing, pure: one contract's calendar month, from what its revisions sold and what
-it held and used, to rounded lines (DESIGN §5). No I/O, no clock reads.
+it held and used, to rounded lines (docs/billing.md). No I/O, no clock reads.
 
     PricingInput
      ├── period_start, period_end        the month, [start, end), UTC
@@ -82,7 +82,7 @@ class Segment:
     seat_model: str | None  # "named" | "concurrent" | None
     # Period fees (base, add-ons) run to here instead of `end`: for the current month, the
     # segment ends now (usage, seats, instances to date) but its fees are the month's
-    # (DESIGN §5). None: `end`.
+    # (docs/billing.md). None: `end`.
     fee_end: datetime | None = None
 
 

@@ -66,7 +66,8 @@ class ContractRevision(Base):
         Text, ForeignKey("contracts.id", ondelete="RESTRICT"), primary_key=True
     )
     revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    # Every table carries the customer (DESIGN §2: the shard key, should it come to that).
+    # Every table carries the customer (docs/design.md, "Architecture": the shard key, should
+    # it come to that).
     customer_id: Mapped[int] = mapped_column(BigInteger)
     effective_at: Mapped[datetime] = mapped_column(TZ)
     terms: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the full terms from effective_at

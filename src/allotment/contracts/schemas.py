@@ -1,4 +1,4 @@
-"""Contract request and response bodies (DESIGN §3).
+"""Contract request and response bodies (docs/design.md, "The API").
 
 These check what one value says about itself (types, ranges, the shape of an override).
 What needs the catalog — plans, add-ons, features, meters, kind rules — is checked by

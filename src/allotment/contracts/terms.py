@@ -13,7 +13,7 @@ limits it grants at a given moment. No I/O, no clock reads.
 Seats, instances and meter limits a contract does not set follow its plan in the catalog of
 the contract's policy version (pinned, or the active one), so publishing a policy changes
 them for every unpinned contract; attributes, by contrast, are copied at creation and never
-change (DESIGN §1: the immutable layer).
+change (docs/design.md, "Concepts": the immutable layer).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from allotment.policy.durations import format_duration, parse_duration
 
 Kind = Literal["standard", "trial", "educational", "pilot"]
 KINDS: tuple[Kind, ...] = ("standard", "trial", "educational", "pilot")
-# Kinds that carry a discount percent and an expiry (DESIGN §4); a trial is credited in
+# Kinds that carry a discount percent and an expiry (docs/policy.md); a trial is credited in
 # full instead, and a standard contract is priced as the policy says.
 DISCOUNTED_KINDS = frozenset({"educational", "pilot"})
 EXPIRING_KINDS = frozenset({"trial", "educational", "pilot"})

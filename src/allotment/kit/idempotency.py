@@ -1,4 +1,5 @@
-"""`Idempotency-Key` for mutating POSTs (DESIGN §3), stored in PostgreSQL with the effect.
+"""`Idempotency-Key` for mutating POSTs (docs/design.md, "The API"), stored in PostgreSQL
+with the effect.
 
     first request          lock the key (transaction advisory lock), run, store the response
                            in the same transaction as the effect

@@ -1,4 +1,4 @@
-"""The policy document as written: pydantic models for the catalog of DESIGN §4.
+"""The policy document as written: pydantic models for the catalog of docs/policy.md.
 
     PolicyDocument
      ├── currency                 ISO 4217 code

@@ -5,7 +5,8 @@
     policy_activations  when each version became active (billing's history of the pointer)
 
 A published row never changes and is never deleted: triggers in migration 0003 refuse it in
-the database itself (DESIGN §6, invariant 4), and refuse an active pointer at a draft.
+the database itself (docs/design.md, "Invariants", invariant 4), and refuse an active
+pointer at a draft.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Two kinds of amount appear in prices:
     rate    price.instance_hour, price.meters.*.tiers[].unit     at most RATE_MAX_PLACES
 
 Rates are per unit of usage (an API call, an instance-hour) and are routinely fractions of
-the minor unit ("0.0005" per call); billing rounds each line, never each unit (DESIGN §5).
+the minor unit ("0.0005" per call); billing rounds each line, never each unit (docs/billing.md).
 Amounts are strings because a YAML or JSON number is a binary float: `0.1` is not 0.1.
 """
 

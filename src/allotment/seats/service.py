@@ -2,7 +2,7 @@
 
 A member seat counts against the contract's seat limit, a guest seat against the plan's
 `guests`. When members fill the limit, up to `burst.extra` more may be assigned during
-`burst.window`, counted from the first assignment over the limit (DESIGN §4): that episode
+`burst.window`, counted from the first assignment over the limit (docs/policy.md): that episode
 is a `seat_bursts` row. It ends when members fall back under the limit (a release, or an
 amendment raising the limit: at once when it takes effect now, else at the first assignment
 or release after it); until then, once its window has passed,
