@@ -1,4 +1,5 @@
-"""Degraded modes (DESIGN §2, §6.6), by really stopping the servers during the test.
+"""Degraded modes (docs/design.md: architecture, invariant 6), by really stopping the
+servers during the test.
 
 Redis down: checks keep answering from process memory and PostgreSQL; entries live only the
 short bus-down TTL, so a write another worker made is seen within it; when Redis returns the

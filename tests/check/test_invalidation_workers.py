@@ -1,5 +1,6 @@
 """Invariant 5 across processes: a write acknowledged by one worker is seen by another
-worker within 1 s (DESIGN §2, §6.5), through the Redis invalidation channel.
+worker within 1 s (docs/design.md: architecture, invariant 5), through the Redis
+invalidation channel.
 
 Two real `uvicorn allotment.app:create_app --factory` processes share this test worker's
 PostgreSQL database and Redis namespace. Both are warmed first, so the second one holds a
@@ -22,7 +23,7 @@ from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
 
-BOUND_S = 1.0  # DESIGN §6.5: any worker within 1 s while Redis is up
+BOUND_S = 1.0  # invariant 5 (docs/design.md): any worker within 1 s while Redis is up
 
 
 async def _decide(http: httpx.AsyncClient, feature: str) -> dict[str, Any]:

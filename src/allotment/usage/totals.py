@@ -260,9 +260,6 @@ async def read(
     floor = hour_of(start)
     ceiling = hour_of(end) if hour_of(end) == end else hour_of(end) + HOUR
     shown = report or (start, end)
-    # From the month's start: a late value earlier in the month moves a unique count's first
-    # occurrence even when its own time is outside [start, end).
-    late_span = {"f": min(month_of(floor), shown[0]), "t": max(end, shown[1])}
     reported = (
         await session.execute(
             _LATE_COUNT,
@@ -316,7 +313,13 @@ async def read(
     if others:
         late_rows = (
             await session.execute(
-                _LATE, {**params, **late_span, "types": sorted({m.event_type for m in others})}
+                _LATE,
+                {
+                    **params,
+                    "f": min(month_of(floor), shown[0]),
+                    "t": max(end, shown[1]),
+                    "types": sorted({m.event_type for m in others}),
+                },
             )
         ).all()
         for meter in others:
