@@ -136,9 +136,37 @@ def fresh_database(servers: embedded.Servers, name: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+# With --pin: the server under test (Allotment, then bare, one at a time) gets core 0 to
+# itself; the load generator and PostgreSQL share the others. On 2 cores an unpinned run
+# swings by ±30 % as the scheduler shares cores among wrk, the worker and the database.
+SERVER_CORES: list[str] = []
+LOAD_CORES: list[str] = []
+
+
+def pin(cores: int) -> None:
+    SERVER_CORES[:] = ["taskset", "-c", "0"]
+    LOAD_CORES[:] = ["taskset", "-c", f"1-{cores - 1}"]
+
+
+def pin_postgres(database_url: str) -> bool:
+    """Move the PostgreSQL server (postmaster and backends) to the load cores, when it
+    runs on this machine; its new backends inherit the postmaster's affinity."""
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        pid = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    except (OSError, psycopg.Error, ValueError, IndexError, TypeError):
+        return False
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for each in [pid, *map(int, children.split())]:
+        subprocess.run([*LOAD_CORES[:2], "-a", "-p", LOAD_CORES[2], str(each)],
+                       capture_output=True, check=False)  # fmt: skip
+    return True
+
+
 def serve(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [str(BIN / "uvicorn"), *args, *SERVER_FLAGS, "--port", str(port)],
+        [*SERVER_CORES, str(BIN / "uvicorn"), *args, *SERVER_FLAGS, "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -197,7 +225,17 @@ async def seed(base: str, key: str, customers: int) -> None:
 
 def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        [
+            *LOAD_CORES,
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=True,
@@ -241,6 +279,133 @@ def cold_latencies(base: str, key: str, customers: list[str]) -> list[float]:
     return latencies
 
 
+async def touch(base: str, key: str, customers: list[str], path: str, body: dict[str, Any]) -> None:
+    """One request per customer (32 at a time), so the measured run starts warm: every
+    snapshot cached and, for meters, every customer's use read and being refreshed."""
+    headers = {"Authorization": f"Bearer {key}"}
+    semaphore = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+
+        async def one(customer: str) -> None:
+            async with semaphore:
+                (await client.post(path, json={**body, "customer": customer})).raise_for_status()
+
+        await asyncio.gather(*(one(c) for c in customers))
+
+
+def buckets(base: str) -> dict[tuple[str, str], dict[float, float]]:
+    """The service's own time histograms: `allotment_check_seconds` per endpoint (deciding)
+    and `allotment_request_seconds` per route (the whole request inside the service)."""
+    found: dict[tuple[str, str], dict[float, float]] = {}
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        name, _, rest = line.partition("_bucket{")
+        if name not in ("allotment_check_seconds", "allotment_request_seconds"):
+            continue
+        labels, _, value = rest.partition("} ")
+        parts = {k: v.strip('"') for k, v in (p.split("=", 1) for p in labels.split(","))}
+        which = parts.get("endpoint") or parts.get("route", "")
+        found.setdefault((name, which), {})[float(parts["le"])] = float(value)
+    return found
+
+
+COUNTED = ("allotment_snapshot_cache_total", "allotment_usage_reads_total",
+           "allotment_decisions_dropped_total")  # fmt: skip
+
+
+def counters(base: str) -> dict[str, float]:
+    """The service's counters that explain a run: cache misses, usage reads, drops."""
+    return {
+        name: float(value)
+        for line in httpx.get(base + "/metrics").text.splitlines()
+        if line.startswith(COUNTED)
+        for name, _, value in [line.rpartition(" ")]
+    }
+
+
+def server_time(
+    before: dict[float, float], after: dict[float, float], prefix: str
+) -> dict[str, float]:
+    """Upper bounds of the p50 and p99 of a histogram's observations in a run."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts[float("inf")]
+    bounds: dict[str, float] = {}
+    for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        le = next((le for le, n in counts.items() if total and n >= q * total), float("nan"))
+        bounds[f"{prefix}_{name}"] = le * 1000
+    return bounds
+
+
+def measure(
+    plan: dict[str, tuple[str, str, Path, dict[str, Any]]],
+    args: argparse.Namespace,
+    base: str,
+    key: str,
+    customers: list[str],
+    pid: int,
+    run: dict[str, int],
+) -> dict[str, dict[str, Any]]:
+    """One round: each run of the plan after its warm-up, Allotment's beside bare's."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, (server, path, script, body) in plan.items():
+        url = server + path
+        if args.only and name not in args.only and not name.startswith("bare"):
+            continue
+        spy = None
+        if args.profile == name:
+            spy = subprocess.Popen(
+                [str(BIN / "py-spy"), "record", "-r", "200", "-d", str(args.duration),
+                 "-f", "raw", "-o", str(ROOT / "bench" / "results" / f"{name}.folded"),
+                 "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        # Warm: each customer once (a cold customer's first metered check reads its use,
+        # measured above as the cold check), then unmeasured load for the steady state.
+        if server == base:
+            asyncio.run(touch(base, key, customers, path, body))
+        if args.warmup:
+            wrk(url, script, duration=args.warmup, connections=args.connections)
+        endpoint = "batch" if path.endswith("/batch") else "check"
+        route = "/v1/check/batch" if endpoint == "batch" else "/v1/check"
+        before, counted = buckets(base), counters(base)
+        results[name] = wrk(url, script, **run)
+        if not name.startswith("bare"):
+            after = buckets(base)
+            for prefix, hist in (
+                ("decide", ("allotment_check_seconds", endpoint)),
+                ("request", ("allotment_request_seconds", route)),
+            ):
+                results[name].update(server_time(before.get(hist, {}), after[hist], prefix))
+            results[name]["counters"] = {
+                k: v - counted.get(k, 0.0)
+                for k, v in counters(base).items()
+                if v != counted.get(k, 0.0)
+            }
+        if spy is not None:
+            spy.wait(timeout=60)
+    return results
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's figures over the rounds: the median of each (all rounds kept in the JSON)."""
+    found: dict[str, Any] = {"rounds": runs}
+    for field, value in runs[0].items():
+        if isinstance(value, (int, float)):
+            found[field] = statistics.median(r[field] for r in runs)
+    found["counters"] = runs[-1].get("counters", {})
+    return found
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each run against the bare reference of the same run: requests/s and p99."""
+    found: dict[str, float] = {}
+    bare = results["bare_check"]
+    for name in ("check", "metered", "batch20", "mixed20"):
+        if name in results:
+            found[f"{name}_rps_vs_bare_check"] = results[name]["rps"] / bare["rps"]
+            found[f"{name}_p99_vs_bare_check"] = results[name]["p99_ms"] / bare["p99_ms"]
+    return found
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -252,7 +417,25 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the service during the check run"
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None,
+        help="server on core 0, wrk and PostgreSQL on the rest (default with 2+ cores)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds; figures are medians over them"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=["check", "metered", "batch20", "mixed20"],
+        help="run these (and the bare references) only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unmeasured load before each run"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["check", "metered", "batch20", "mixed20"],
+        help="py-spy the service during this run (bench/results/<run>.folded)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -268,13 +451,17 @@ def main() -> None:
     try:
         database_url = fresh_database(servers, "allotment_bench")
         upgrade(database_url)
+        if args.pin:
+            pin(os.cpu_count() or 2)
+            if not pin_postgres(libpq_url(database_url)):
+                print("PostgreSQL is not on this machine: only the server and wrk are pinned")
         env = {
             **os.environ,
             "ALLOTMENT_DATABASE_URL": database_url,
             "ALLOTMENT_REDIS_URL": servers.redis_url,
             "ALLOTMENT_REDIS_NAMESPACE": f"allotment-bench-{os.getpid()}",
             "ALLOTMENT_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         key = (
             subprocess.run(
@@ -324,41 +511,34 @@ def main() -> None:
             subjects=("u1", "u2"),
         )
         run = {"duration": args.duration, "connections": args.connections}
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(
-                [str(BIN / "py-spy"), "record", "-r", "200", "-d", str(args.duration), "-f", "raw",
-                 "-o", str(ROOT / "bench" / "results" / "check.folded"), "-p", str(procs[0].pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-        results = {
-            "check": wrk(base + "/v1/check", single, **run),
-            "bare_check": wrk(bare + "/v1/check", single, **run),
-            "metered": wrk(base + "/v1/check", metered, **run),
-            "bare_batch20": wrk(bare + "/v1/check/batch", batch, **run),
-            "batch20": wrk(base + "/v1/check/batch", batch, **run),
-            "mixed20": wrk(base + "/v1/check/batch", mixed, **run),
+        one = {"feature": "f01"}
+        plan = {
+            "check": (base, "/v1/check", single, one),
+            "bare_check": (bare, "/v1/check", single, one),
+            "metered": (base, "/v1/check", metered, {"feature": METERED[0]}),
+            "bare_batch20": (bare, "/v1/check/batch", batch, one),
+            "batch20": (base, "/v1/check/batch", batch, {"features": FEATURES[:20]}),
+            "mixed20": (base, "/v1/check/batch", mixed, {"features": MIXED[:20], "subject": "u1"}),
         }
-        if spy is not None:
-            spy.wait(timeout=60)
+        rounds: list[dict[str, dict[str, Any]]] = []
+        for _ in range(args.repeat):
+            rounds.append(measure(plan, args, base, key, customers, procs[0].pid, run))
+        results = {name: median_run([r[name] for r in rounds]) for name in rounds[0]}
+
         metrics = httpx.get(base + "/metrics").text
         report = {
             "at": datetime.now(UTC).isoformat(),
             "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
-            "settings": {**run, "customers": args.customers, "server": " ".join(SERVER_FLAGS)},
+            "settings": {
+                **run,
+                "customers": args.customers,
+                "server": " ".join(SERVER_FLAGS),
+                "pinned": args.pin,
+            },
             "results": results,
             "ratios": {
-                "check_rps_vs_bare": results["check"]["rps"] / results["bare_check"]["rps"],
-                "check_p99_vs_bare": results["check"]["p99_ms"] / results["bare_check"]["p99_ms"],
-                "batch20_rps_vs_bare_check": results["batch20"]["rps"]
-                / results["bare_check"]["rps"],
-                "metered_rps_vs_bare": results["metered"]["rps"] / results["bare_check"]["rps"],
-                "metered_p99_vs_bare": results["metered"]["p99_ms"]
-                / results["bare_check"]["p99_ms"],
-                "mixed20_rps_vs_bare_check": results["mixed20"]["rps"]
-                / results["bare_check"]["rps"],
-                "mixed20_p99_vs_bare_check": results["mixed20"]["p99_ms"]
-                / results["bare_check"]["p99_ms"],
+                name: statistics.median(ratios(r)[name] for r in rounds)
+                for name in ratios(rounds[0])
             },
             "cold_check_ms": {
                 "p50": statistics.median(cold),
@@ -371,9 +551,18 @@ def main() -> None:
             "\n".join(
                 f"{name:14s} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
                 f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors'] + r['non2xx']}"
+                + (
+                    f"  in service: deciding p99 ≤ {r['decide_p99_ms']:g} ms, "
+                    f"request p50 ≤ {r['request_p50_ms']:g} p99 ≤ {r['request_p99_ms']:g} ms"
+                    if "decide_p99_ms" in r
+                    else ""
+                )
                 for name, r in results.items()
             )
         )
+        for name, r in results.items():
+            for counter, value in r.get("counters", {}).items():
+                print(f"  {name:12s} {counter} +{value:g}")
         for name, value in report["ratios"].items():
             print(f"{name:28s} {value:5.2f}")
         cold_ms = report["cold_check_ms"]

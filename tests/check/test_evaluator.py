@@ -476,5 +476,17 @@ def test_batch_equals_one_check_per_feature(fields: dict[str, Any]) -> None:
     assert evaluate_many(snap, ALL, base, NOW) == singles
 
 
+def test_a_feature_named_twice_in_a_batch_is_decided_once() -> None:
+    seen: list[str] = []
+
+    def gate(snap: Snapshot, req: CheckRequest, feature: Feature, now: datetime) -> None:
+        seen.append(feature.name)
+
+    verdicts = evaluate_many(snapshot(), ["reports", "editor", "reports"], request("x"), NOW,
+                             gates=[gate])  # fmt: skip
+    assert seen == ["reports", "editor"]
+    assert verdicts[0] == verdicts[2]
+
+
 def test_batch_of_nothing_is_empty() -> None:
     assert evaluate_many(snapshot(), [], request("reports"), NOW) == []

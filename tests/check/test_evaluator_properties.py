@@ -256,6 +256,10 @@ def test_evaluate_is_deterministic_and_batch_agrees(case: Case) -> None:
     assert [ask(case, name, copy) for name in names] == first
     assert evaluate_many(case.snapshot, names, case.request, NOW) == first
     assert evaluate_many(copy, list(reversed(names)), case.request, NOW) == first[::-1]
+    # A batch naming features twice (clients' batches do) answers each as if alone.
+    assert evaluate_many(case.snapshot, names + names[::-1], case.request, NOW) == (
+        first + first[::-1]
+    )
 
 
 @PROPERTIES

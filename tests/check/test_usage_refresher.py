@@ -93,3 +93,34 @@ async def test_a_forgotten_entry_is_not_overwritten_by_a_refresh(
     assert await cache.refresh(datetime.now(UTC)) == 0
     assert "acme" not in cache._entries
     assert cache._renew("acme", old, old) == 0  # only the entry it read may be replaced
+
+
+async def test_cold_customers_checked_together_share_one_read(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A burst of customers nobody checked lately (a restart, a wave of new ones) costs one
+    query, not one per customer queued for the connection pool."""
+    import asyncio
+
+    from allotment.check.metrics import USAGE_READS
+
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    sent = [event(f"{k}-1", subject=k, data={"count": n}) for n, k in ((3, "acme"), (4, "globex"))]
+    await ingest_at(app, sent, received=now)
+    snapshots = [(await checker.snapshot(key, now))[0] for key in ("acme", "globex")]
+    demand = USAGE_READS.labels("demand")
+    before = demand._value.get()
+    # One waiter gives up (its request was cancelled): the others still get the read.
+    quitter = asyncio.ensure_future(cache.get(snapshots[0], now))
+    waiting = [asyncio.ensure_future(cache.get(s, now)) for s in snapshots]
+    await asyncio.sleep(0)
+    quitter.cancel()
+    found = await asyncio.gather(*waiting)
+    assert [u.of("api_calls").month for u in found] == [3, 4]
+    assert demand._value.get() - before == 1
+    assert set(cache._entries) == {"acme", "globex"}
+    # And the read's result was kept: the next checks wait on nothing.
+    assert (await cache.get(snapshots[1], now)).of("api_calls").month == 4
+    assert demand._value.get() - before == 1

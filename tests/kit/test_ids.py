@@ -27,3 +27,19 @@ def test_ids_sort_by_creation_time() -> None:
     first = ids.new_id("dec")
     time.sleep(0.002)
     assert ids.new_id("dec") > first
+
+
+def test_ids_minted_together_are_distinct_ulids_in_order() -> None:
+    minted = ids.new_ids("dec", 1024)
+    assert len(set(minted)) == 1024
+    assert minted == sorted(minted)
+    values = [ULID.from_str(m.removeprefix("dec_").upper()) for m in minted]
+    assert abs(values[0].milliseconds - time.time_ns() // 1_000_000) < 1000
+    assert [int(v) & 0x3FF for v in values] == list(range(1024))
+    assert len({int(v) >> 10 for v in values}) == 1  # one ULID, counted up in its last bits
+
+
+def test_more_ids_than_the_count_holds_are_minted_one_by_one() -> None:
+    minted = ids.new_ids("dec", 1500)
+    assert len(set(minted)) == 1500
+    assert ids.new_ids("dec", 0) == []

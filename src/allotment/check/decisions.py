@@ -60,6 +60,7 @@ COLUMNS = (
     "contract_revision",
     "stale",
 )
+_SLICE = 250
 _COPY = f"COPY decisions ({', '.join(COLUMNS)}) FROM STDIN"
 
 
@@ -70,7 +71,10 @@ class DecisionLog:
         *,
         sample_rate: float,
         capacity: int = 20_000,
-        batch_size: int = 250,
+        # Rows per COPY: each costs a handful of round trips, and under load every round
+        # trip waits a turn of the event loop, so small batches cap the rate (250 rows gave
+        # ~3,000 rows/s under a saturated check load). Formatting yields every `_SLICE` rows.
+        batch_size: int = 2_000,
         interval_s: float = 0.1,
     ) -> None:
         self.maker = maker
@@ -127,8 +131,10 @@ class DecisionLog:
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection
             async with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
-                for row in batch:
+                for n, row in enumerate(batch, 1):
                     await copy.write_row([row[column] for column in COLUMNS])
+                    if n % _SLICE == 0:
+                        await asyncio.sleep(0)  # checks go on between slices
 
     async def _run(self) -> None:
         while True:

@@ -143,7 +143,12 @@ def evaluate_many(
     entitled = entitled_features(snapshot, now)
     activation: Activation | None = None
     verdicts: list[Verdict] = []
+    decided: dict[str, Verdict] = {}  # a feature named twice is decided once (pure)
     for name in features:
+        again = decided.get(name)
+        if again is not None:
+            verdicts.append(again)
+            continue
         feature = None if catalog is None else catalog.features.get(name)
         if feature is None:
             verdicts.append(_feature_unknown(name))
@@ -155,7 +160,9 @@ def evaluate_many(
             activation = Activation(snapshot, base, now)
         # Gates are handed the Feature; none reads `request.feature`, so the batch's base
         # request serves every feature without a per-feature copy.
-        verdicts.append(_decide(snapshot, base, feature, now, entitled, activation, chosen))
+        verdict = _decide(snapshot, base, feature, now, entitled, activation, chosen)
+        decided[name] = verdict
+        verdicts.append(verdict)
     return verdicts
 
 

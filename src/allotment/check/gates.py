@@ -34,8 +34,9 @@ instance nor a meter, checked without a tenant, costs four attribute reads here.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
@@ -184,6 +185,20 @@ def period_end(period: str, now: datetime) -> datetime:
     )
 
 
+def period_end_text(period: str, now: datetime) -> str:
+    """`period_end` as decisions write it. A batch's metered features share one `now` (in
+    UTC), so the formatting (strftime, a few µs) is done once per batch and period; equal
+    instants in other zones may end their periods elsewhere, so those are not cached."""
+    if now.tzinfo is UTC:
+        return _period_end_utc(period, now)
+    return isoformat(period_end(period, now))
+
+
+@lru_cache(maxsize=64)
+def _period_end_utc(period: str, now: datetime) -> str:
+    return isoformat(period_end(period, now))
+
+
 def number(value: Decimal) -> int | float:
     # An integer past 64 bits goes out as a float: the response encoder (orjson) writes no
     # larger integer, and events may report any reading, so sums can get there.
@@ -199,7 +214,7 @@ def limit_document(limit: UsageLimit, used: Decimal, now: datetime) -> dict[str,
         "limit": limit.limit,
         "used": number(used),
         "remaining": number(max(Decimal(0), Decimal(limit.limit) - used)),
-        "period_end": isoformat(period_end(limit.period, now)),
+        "period_end": period_end_text(limit.period, now),
         "enforcement": limit.enforcement,
     }
 
@@ -254,7 +269,7 @@ def meter_state(
                     "limit": quota,
                     "used": number(used_by_tenant),
                     "remaining": number(max(Decimal(0), quota - used_by_tenant)),
-                    "period_end": isoformat(period_end(period, now)),
+                    "period_end": period_end_text(period, now),
                     "enforcement": "hard",
                 },
             )

@@ -14,6 +14,11 @@ DECISIONS = Counter("allotment_decisions_total", "Decisions by reason", ["allowe
 DECISIONS_DROPPED = Counter(
     "allotment_decisions_dropped_total", "Decision log records dropped under overload or outage"
 )
+USAGE_READS = Counter(
+    "allotment_usage_reads_total",
+    "Meter-use reads for checks: `demand` (a check waited on it) or `refresh` (in background)",
+    ["kind"],
+)
 SNAPSHOT_CACHE = Counter(
     "allotment_snapshot_cache_total", "Snapshot lookups by level and result", ["level", "result"]
 )

@@ -26,7 +26,7 @@ from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
 from allotment.check.snapshot import SnapshotCache, StoreUnavailable
 from allotment.check.usage import UsageCache
 from allotment.kit.clock import isoformat, utcnow
-from allotment.kit.ids import new_id
+from allotment.kit.ids import new_id, new_ids
 from allotment.policy.catalog import Catalog, Feature
 
 
@@ -78,15 +78,18 @@ class Checker:
         now: datetime,
         policy_version: int | None = None,
         decision_id: str | None = None,
+        feature: str | None = None,
     ) -> dict[str, Any]:
+        """The decision document for `request` (for `feature` in its stead, in a batch)."""
         decision_id = decision_id or new_id("dec")
+        feature = request.feature if feature is None else feature
         contract = snapshot.contract if snapshot is not None else None
         if snapshot is not None:
             policy_version = snapshot.policy_version
         document: dict[str, Any] = {
             "allowed": verdict.allowed,
             "reason": verdict.reason,
-            "feature": request.feature,
+            "feature": feature,
             "customer": request.customer,
             "warnings": list(verdict.warnings),
             "policy_version": policy_version,
@@ -116,7 +119,7 @@ class Checker:
                     "id": decision_id,
                     "at": now,
                     "customer": request.customer,
-                    "feature": request.feature,
+                    "feature": feature,
                     "subject": request.subject,
                     "instance": request.instance,
                     "tenant": request.tenant,
@@ -152,27 +155,19 @@ class Checker:
         snapshot, stale = await self.snapshot(base.customer, now)
         if snapshot is not None and self.usage is not None and _metered(snapshot, features):
             base = replace(base, usage=await self._usage(snapshot, now))
-        requests = [
-            CheckRequest(
-                customer=base.customer,
-                feature=feature,
-                subject=base.subject,
-                instance=base.instance,
-                tenant=base.tenant,
-                context=base.context,
-            )
-            for feature in features
-        ]
+        ids = new_ids("dec", len(features))
         if snapshot is None:
             decisions = []
-            for request in requests:
-                verdict, version = self._outage(request)
-                decisions.append(self._document(request, verdict, None, True, now, version))
+            for name, decision_id in zip(features, ids, strict=True):
+                verdict, version = self._outage(replace(base, feature=name))
+                decisions.append(
+                    self._document(base, verdict, None, True, now, version, decision_id, name)
+                )
         else:
             verdicts = evaluator.evaluate_many(snapshot, features, base, now)
             decisions = [
-                self._document(request, verdict, snapshot, stale, now)
-                for request, verdict in zip(requests, verdicts, strict=True)
+                self._document(base, verdict, snapshot, stale, now, None, decision_id, name)
+                for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
             ]
         body = orjson.dumps({"decisions": decisions})
         self._latency["batch"].observe(time.perf_counter() - started)

@@ -1,8 +1,9 @@
 """Meter use for checks: each customer's hour, day and month totals, read from the counters.
 
     UsageCache.get(snapshot, now)   per worker, per customer: the entry if it is younger than
-                                    `max_stale_s` (1 s, invariant 5's bound), else one read
-                                    per customer at a time, awaited (a cold customer)
+                                    `max_stale_s` (1 s, invariant 5's bound), else awaited
+                                    from the next demand read: one query for every customer
+                                    that checks wanted meanwhile, one such read at a time
     UsageCache.start() / stop()     the refresher: every `refresh_s` (0.25 s) it rereads, in
                                     one query, the current hour's counters of every customer
                                     checked in the last `active_s` whose entry is due, and
@@ -37,6 +38,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from allotment.check.metrics import USAGE_READS
 from allotment.check.model import MeterTotals, Snapshot, Usage
 from allotment.kit.clock import utcnow
 from allotment.usage.meters import hour_of, month_of
@@ -62,7 +64,8 @@ _HOURS = text(
     "WHERE customer_id = ANY(:ids) AND hour = :hour"
 )
 _ZERO = Decimal(0)
-_CHUNK = 1000  # customers per refresher query
+_CHUNK = 1000  # customers per query
+_YIELD_EVERY = 100  # customers renewed between two turns of the event loop
 
 Part = tuple[str, str]  # (meter, tenant or "")
 
@@ -80,6 +83,7 @@ class _Entry:
     base_at: float  # when its base was read
     hour: datetime
     bases: dict[Part, _Base]
+    hours: dict[Part, tuple[str, Decimal]]  # the current hour's counters, as read
     usage: Usage
 
 
@@ -129,7 +133,8 @@ async def _bases(
         bases, hours = found[row.customer_id]
         part = (row.meter, row.tenant)
         bases[part] = _Base(row.kind, _value(row, "day"), _value(row, "month"))
-        hours[part] = (row.kind, _value(row, "hour"))
+        if row.hour_sum is not None or row.hour_max is not None:  # as _HOURS reads them
+            hours[part] = (row.kind, _value(row, "hour"))
     return found
 
 
@@ -154,13 +159,6 @@ def _fold(parts: list[MeterTotals], *, greatest: bool) -> MeterTotals:
     )
 
 
-def _retrieved(task: asyncio.Task[Usage]) -> None:
-    """A background read that failed (PostgreSQL down) is retried by the next check that
-    needs it; its error is not a crash to report."""
-    if not task.cancelled():
-        task.exception()
-
-
 class UsageCache:
     def __init__(
         self,
@@ -180,7 +178,11 @@ class UsageCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._active: dict[str, tuple[int, float]] = {}  # customer → (id, last checked)
-        self._reads: dict[str, asyncio.Task[Usage]] = {}  # one read per customer at a time
+        # Demand reads: customers waiting for the next read, and those in the read under way
+        # (whose result is kept unless `forget` drops them from `_reads` meanwhile).
+        self._pending: dict[str, tuple[int, datetime, asyncio.Future[Usage]]] = {}
+        self._reads: dict[str, asyncio.Future[Usage]] = {}
+        self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -211,34 +213,60 @@ class UsageCache:
         found = self._entries.get(key)
         if found is not None and clock - found.read_at < self.max_stale_s:
             return found.usage
-        return await asyncio.shield(self._read(key, snapshot.customer_id, now))
+        # Shielded: a cancelled check must not cancel the read other checks wait on.
+        return await asyncio.shield(self._demand(key, snapshot.customer_id, now))
 
-    def _read(self, key: str, customer_id: int, now: datetime) -> asyncio.Task[Usage]:
-        task = self._reads.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(key, customer_id, now))
-            task.add_done_callback(_retrieved)
-            self._reads[key] = task
-        return task
+    def _demand(self, key: str, customer_id: int, now: datetime) -> asyncio.Future[Usage]:
+        future = self._reads.get(key)
+        if future is not None:
+            return future
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[2]
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending[key] = (customer_id, now, future)
+        if self._reader is None or self._reader.done():
+            self._reader = loop.create_task(self._read_pending())
+        return future
 
-    async def _load(self, key: str, customer_id: int, now: datetime) -> Usage:
-        started = time.monotonic()
-        current = asyncio.current_task()
-        try:
-            async with self.maker() as session:
-                connection = await session.connection(
-                    execution_options={"isolation_level": "AUTOCOMMIT"}
-                )
-                bases, hours = (await _bases(connection, [customer_id], now))[customer_id]
-        except BaseException:
-            if self._reads.get(key) is current:
-                del self._reads[key]
-            raise
-        usage = _usage(bases, hours, now)
-        if self._reads.get(key) is current:  # else forgotten meanwhile: do not keep it
-            del self._reads[key]
-            self._keep(key, _Entry(started, started, hour_of(now), bases, usage))
-        return usage
+    async def _read_pending(self) -> None:
+        """Read every pending customer, up to `_CHUNK` per query, until none is left: under a
+        burst of cold customers (a restart, a wave of new ones) checks share a few queries
+        instead of queueing one each for the connection pool."""
+        while self._pending:
+            batch = dict(list(self._pending.items())[:_CHUNK])
+            for key in batch:
+                del self._pending[key]
+            self._reads.update((key, future) for key, (_, _, future) in batch.items())
+            now = max(at for _, at, _ in batch.values())
+            USAGE_READS.labels("demand").inc()
+            started = time.monotonic()
+            try:
+                async with self.maker() as session:
+                    connection = await session.connection(
+                        execution_options={"isolation_level": "AUTOCOMMIT"}
+                    )
+                    found = await _bases(connection, [c for c, _, _ in batch.values()], now)
+            except BaseException as exc:  # PostgreSQL down: these checks answer degraded
+                for key, (_, _, future) in batch.items():
+                    if self._reads.get(key) is future:
+                        del self._reads[key]
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: a waiter may have gone meanwhile
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            hour = hour_of(now)
+            for key, (customer_id, _, future) in batch.items():
+                bases, hours = found[customer_id]
+                usage = _usage(bases, hours, now)
+                if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
+                    del self._reads[key]
+                    self._keep(key, _Entry(started, started, hour, bases, hours, usage))
+                if not future.done():
+                    future.set_result(usage)
 
     def _keep(self, key: str, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -275,6 +303,7 @@ class UsageCache:
             (whole if due else partial).append((key, customer_id, entry))
         if not whole and not partial:
             return 0
+        USAGE_READS.labels("refresh").inc()
         renewed = 0
         async with self.maker() as session:
             connection = await session.connection(
@@ -282,11 +311,14 @@ class UsageCache:
             )
             for chunk in _chunks(whole):
                 found = await _bases(connection, [c for _, c, _ in chunk], now)
-                for key, customer_id, entry in chunk:
+                for n, (key, customer_id, entry) in enumerate(chunk, 1):
                     bases, hours = found[customer_id]
+                    usage = _usage(bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(clock, clock, hour, bases, _usage(bases, hours, now))
+                        key, entry, _Entry(clock, clock, hour, bases, hours, usage)
                     )
+                    if n % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # checks go on between slices
             for chunk in _chunks(partial):
                 rows = await connection.execute(
                     _HOURS, {"ids": [c for _, c, _ in chunk], "hour": hour}
@@ -297,11 +329,15 @@ class UsageCache:
                         row.kind,
                         Decimal(row.value),
                     )
-                for key, customer_id, entry in chunk:
-                    usage = _usage(entry.bases, hours_of.get(customer_id, {}), now)
+                for n, (key, customer_id, entry) in enumerate(chunk, 1):
+                    hours = hours_of.get(customer_id, {})
+                    # Unchanged since the last read (the common case): the totals stand.
+                    usage = entry.usage if hours == entry.hours else _usage(entry.bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(clock, entry.base_at, hour, entry.bases, usage)
+                        key, entry, _Entry(clock, entry.base_at, hour, entry.bases, hours, usage)
                     )
+                    if n % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # checks go on between slices
         return renewed
 
     def _renew(self, key: str, old: _Entry, new: _Entry) -> int:
