@@ -47,6 +47,16 @@ async def test_overflow_drops_records_and_counts_them(app: Any, client: httpx.As
     assert await _count(app) == 100
 
 
+async def test_a_full_queue_is_not_wanted_and_the_drop_is_counted(app: Any) -> None:
+    log = DecisionLog(app.state.sessionmaker, sample_rate=1.0, capacity=3)
+    for _ in range(3):
+        assert log.wants(False)
+        log.record(_row(False))
+    assert not log.wants(False)
+    assert not log.wants(True)
+    assert log.dropped == 2
+
+
 async def test_denials_are_always_wanted_and_allows_sampled(app: Any) -> None:
     never = DecisionLog(app.state.sessionmaker, sample_rate=0.0)
     always = DecisionLog(app.state.sessionmaker, sample_rate=1.0)

@@ -89,7 +89,16 @@ class DecisionLog:
         self._random = random.random
 
     def wants(self, allowed: bool) -> bool:
-        return not allowed or self._random() < self.sample_rate
+        """Whether to build a record of this decision: every denial and a sample of allows,
+        while the queue has room. A full queue drops (and counts) it here, before the
+        checker builds a record only to have it dropped."""
+        if allowed and self._random() >= self.sample_rate:
+            return False
+        if len(self._queue) >= self.capacity:
+            self.dropped += 1
+            DECISIONS_DROPPED.inc()
+            return False
+        return True
 
     def record(self, row: dict[str, Any]) -> None:
         if len(self._queue) >= self.capacity:

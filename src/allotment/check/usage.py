@@ -16,7 +16,7 @@
 Counters change with every event, so usage is not part of the snapshot (an invalidation per
 event would empty the cache). Warm checks never wait on PostgreSQL: the refresher keeps the
 entries of active customers at most `refresh_s` plus one read old, and a check only waits
-for a customer it has not seen for `active_s` (docs/check.md, "Metered checks"). Other
+for a customer it has not seen for `active_s` (docs/usage.md, "Metered checks"). Other
 workers' events show within `refresh_s` (a late event in an earlier hour within `base_s`);
 this worker's own ingestion and consumes `forget` the entry, so they show at once. `consume`
 never uses this cache: it reads the counters under the customer's lock (check/consume.py).
