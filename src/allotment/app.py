@@ -25,7 +25,6 @@ from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.billing.endpoints import router as billing_router
-from allotment.check import gates
 from allotment.check.decisions import DecisionLog
 from allotment.check.dry_run import router as dry_run_router
 from allotment.check.endpoints import router as check_router
@@ -96,13 +95,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis
     app.state.bus = bus
     app.state.principals = principals
-    gates.WARN_AT = tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds)
     usage = UsageCache(
         maker=maker,
         refresh_s=settings.usage_refresh_s,
         max_stale_s=max(1.0, 2 * settings.usage_refresh_s),
     )
-    app.state.checker = Checker(snapshots=snapshots, decisions=decisions, usage=usage)
+    app.state.checker = Checker(
+        snapshots=snapshots,
+        decisions=decisions,
+        usage=usage,
+        warn_at=tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds),
+    )
     await hot_pool.open()
     await bus.start()
     await decisions.start()

@@ -172,3 +172,23 @@ async def test_a_consume_answers_with_the_use_after_it(
     plain = await check(client, backend, "api")
     assert plain["limit"]["used"] == 65
     assert await _month_total(client, admin, "api_calls") == 65
+
+
+async def test_the_warning_thresholds_setting_reaches_every_check(
+    stores: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    """ALLOTMENT_USAGE_WARNING_THRESHOLDS is handed to each app's checker, not set on a
+    module: an app built with (0.5,) warns at 5 of 10 while one with the default (0.8, 1)
+    beside it, on the same data, does not."""
+    from allotment.app import create_app
+
+    await send(client, backend, event("a", data={"count": 5}))
+    application = create_app(stores.settings(usage_warning_thresholds=(0.5,)))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            warned = await check(http, backend, "api")
+            assert warned["warnings"] == ["approaching_limit"]
+            assert warned["limit"]["threshold"] == 0.5
+    default = await check(client, backend, "api")
+    assert default["warnings"] == [] and default["limit"]["used"] == 5

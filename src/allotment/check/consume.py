@@ -73,9 +73,9 @@ async def consume(
         feature = snapshot.catalog.features.get(request.feature)
     if feature is None or not snapshot.known or snapshot.customer_id is None:
         # An unknown customer or feature: the evaluator denies it, nothing to consume.
-        verdict = evaluator.evaluate(snapshot, request, now)
+        verdict = evaluator.evaluate(snapshot, request, now, gates=checker.gates)
         assert not verdict.allowed
-        document = checker._document(request, verdict, snapshot, stale, now, decision_id=decision)
+        document = checker.document(request, verdict, snapshot, stale, now, decision_id=decision)
         return orjson.dumps(document)
     if feature.meter is None:
         raise _refuse(f"feature '{feature.name}' has no meter to consume from")
@@ -87,12 +87,12 @@ async def consume(
     await pools.customer_id(session, customer_key=request.customer, lock=True)
     now = utcnow()  # after the lock: judge the period by the time the counters are read
     totals = await load(session, customer_id=snapshot.customer_id, now=now)
-    verdict = evaluator.evaluate(snapshot, replace(request, usage=totals), now)
+    verdict = evaluator.evaluate(snapshot, replace(request, usage=totals), now, gates=checker.gates)
     if verdict.allowed:
         await _record(session, snapshot, request, meter, decision, now, engine)
         if checker.usage is not None:
             after_commit(session, lambda: checker.usage.forget(request.customer))  # type: ignore[union-attr]
-    document = checker._document(request, verdict, snapshot, stale, now, decision_id=decision)
+    document = checker.document(request, verdict, snapshot, stale, now, decision_id=decision)
     if verdict.allowed:
         document["consumed"] = request.consume
     return orjson.dumps(document)

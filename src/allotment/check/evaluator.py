@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
+from functools import partial
 
 from allotment.check import gates
 from allotment.check.activation import Activation, reads
@@ -55,6 +57,12 @@ hands every feature the same request)."""
 
 GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant, gates.meter)
 """The gates every check runs, in order (step 8): see `check/gates.py`."""
+
+
+def gates_warning_at(warn_at: tuple[Decimal, ...]) -> tuple[Gate, ...]:
+    """`GATES`, with the meter gate warning at `warn_at` of a limit (the checker's setting)."""
+    return (gates.seat, gates.instance, gates.tenant, partial(gates.meter, warn_at=warn_at))
+
 
 OK = Verdict(allowed=True, reason="ok")  # frozen: one instance serves every allowed check
 _NO_ACTIVE_CONTRACT = Verdict(

@@ -19,7 +19,7 @@ Seats, instances and tenants are read from the snapshot's holdings; meter use fr
     meter      the feature has a `meter` with a    usage_limit_reached (hard: used up, or
                limit, or the request's tenant      `consume` would pass it); allowed with
                has a quota on it                   soft_limit_exceeded (soft, passed) and
-                                                   approaching_limit (at WARN_AT of a limit);
+                                                   approaching_limit (at `warn_at` of a limit);
                                                    tenant_quota_reached (the tenant's quota).
                                                    An allowed `consume` shows the use after
                                                    it in `limit.used` (docs/usage.md#consume)
@@ -148,8 +148,8 @@ def _over(tenant: str, pool: str, held: int, quota: int) -> Verdict:
 # -- meters ----------------------------------------------------------------------------------
 
 WARN_AT: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("1"))
-"""Fractions of a limit at which a decision carries `approaching_limit` (set from settings
-by the app: ALLOTMENT_USAGE_WARNING_THRESHOLDS)."""
+"""The default fractions of a limit at which a decision carries `approaching_limit`; the
+checker passes its own (ALLOTMENT_USAGE_WARNING_THRESHOLDS) as `warn_at`."""
 
 
 def meter_limit(snapshot: Snapshot, meter: str, now: datetime) -> UsageLimit | None:
@@ -220,7 +220,12 @@ def limit_document(limit: UsageLimit, used: Decimal, now: datetime) -> dict[str,
 
 
 def meter(
-    snapshot: Snapshot, request: CheckRequest, feature: Feature, now: datetime
+    snapshot: Snapshot,
+    request: CheckRequest,
+    feature: Feature,
+    now: datetime,
+    *,
+    warn_at: tuple[Decimal, ...] = WARN_AT,
 ) -> Verdict | None:
     if feature.meter is None:
         return None
@@ -231,6 +236,7 @@ def meter(
         tenant=request.tenant,
         usage=request.usage,
         consume=request.consume,
+        warn_at=warn_at,
     )
 
 
@@ -242,6 +248,7 @@ def meter_state(
     tenant: str | None = None,
     usage: Usage | None = None,
     consume: int | None = None,
+    warn_at: tuple[Decimal, ...] = WARN_AT,
 ) -> Verdict | None:
     """Where meter `name` stands for the snapshot's customer (and `tenant`) at `now`, with
     `consume` more: None when nothing limits it. An allowed verdict's `limit` counts the
@@ -289,7 +296,7 @@ def meter_state(
     # Allowed: a consume's answer shows the use with its `consume` counted (docs/usage.md).
     document = limit_document(limit, after, now)
     warnings: tuple[str, ...] = ()
-    reached = [t for t in WARN_AT if cap and after >= cap * t]
+    reached = [t for t in warn_at if cap and after >= cap * t]
     if reached:
         document["threshold"] = number(max(reached))
         warnings = ("approaching_limit",)

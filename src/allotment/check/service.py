@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -32,11 +33,18 @@ from allotment.policy.catalog import Catalog, Feature
 
 class Checker:
     def __init__(
-        self, *, snapshots: SnapshotCache, decisions: DecisionLog, usage: UsageCache | None = None
+        self,
+        *,
+        snapshots: SnapshotCache,
+        decisions: DecisionLog,
+        usage: UsageCache | None = None,
+        warn_at: tuple[Decimal, ...] = gates.WARN_AT,
     ) -> None:
         self.snapshots = snapshots
         self.decisions = decisions
         self.usage = usage
+        self.warn_at = warn_at
+        self.gates = evaluator.gates_warning_at(warn_at)  # what every check of this one runs
         self._last_catalog: tuple[int | None, Catalog] | None = None
         self._latency = {name: CHECK_LATENCY.labels(name) for name in ("check", "batch")}
         self._counters: dict[tuple[bool, str], Any] = {}
@@ -69,7 +77,7 @@ class Checker:
             return Verdict(False, "outage_default", detail="the store is unavailable"), version
         return Verdict(False, "outage_default", detail="the store is unavailable"), None
 
-    def _document(
+    def document(
         self,
         request: CheckRequest,
         verdict: Verdict,
@@ -139,12 +147,12 @@ class Checker:
         snapshot, stale = await self.snapshot(request.customer, now)
         if snapshot is None:
             verdict, version = self._outage(request)
-            document = self._document(request, verdict, None, True, now, version)
+            document = self.document(request, verdict, None, True, now, version)
         else:
             if self.usage is not None and _metered(snapshot, (request.feature,)):
                 request = replace(request, usage=await self._usage(snapshot, now))
-            verdict = evaluator.evaluate(snapshot, request, now)
-            document = self._document(request, verdict, snapshot, stale, now)
+            verdict = evaluator.evaluate(snapshot, request, now, gates=self.gates)
+            document = self.document(request, verdict, snapshot, stale, now)
         body = orjson.dumps(document)
         self._latency["check"].observe(time.perf_counter() - started)
         return body
@@ -161,12 +169,12 @@ class Checker:
             for name, decision_id in zip(features, ids, strict=True):
                 verdict, version = self._outage(replace(base, feature=name))
                 decisions.append(
-                    self._document(base, verdict, None, True, now, version, decision_id, name)
+                    self.document(base, verdict, None, True, now, version, decision_id, name)
                 )
         else:
-            verdicts = evaluator.evaluate_many(snapshot, features, base, now)
+            verdicts = evaluator.evaluate_many(snapshot, features, base, now, gates=self.gates)
             decisions = [
-                self._document(base, verdict, snapshot, stale, now, None, decision_id, name)
+                self.document(base, verdict, snapshot, stale, now, None, decision_id, name)
                 for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
             ]
         body = orjson.dumps({"decisions": decisions})
@@ -195,7 +203,7 @@ class Checker:
         usage = await self._usage(snapshot, now) if limited and self.usage is not None else None
         found: dict[str, Any] = {}
         for name, limit in limited.items():
-            verdict = gates.meter_state(snapshot, name, now, usage=usage)
+            verdict = gates.meter_state(snapshot, name, now, usage=usage, warn_at=self.warn_at)
             document = dict(verdict.limit) if verdict is not None and verdict.limit else {}
             document["period"] = limit.period
             document["warnings"] = list(verdict.warnings) if verdict is not None else []

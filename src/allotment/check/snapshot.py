@@ -428,7 +428,7 @@ class SnapshotCache:
             )
             catalog: Catalog | None = None
             if version is not None:
-                catalog = _catalogs._compiled.get((version, digest)) if digest is not None else None
+                catalog = _catalogs.compiled(version, digest) if digest is not None else None
                 if catalog is None:  # not compiled here yet (or the version is missing)
                     version, catalog = await load_catalog(session, version=version)
             return build(payload, catalog, version), valid_until
@@ -484,7 +484,7 @@ class SnapshotCache:
             return None
         version: int | None = payload.get("policy_version")
         digest: str = payload.get("policy_digest") or ""
-        catalog = _catalogs._compiled.get((version, digest)) if version is not None else None
+        catalog = _catalogs.compiled(version, digest) if version is not None else None
         if version is not None and catalog is None:
             return None  # built with a catalog this process cannot compile without PostgreSQL
         SNAPSHOT_CACHE.labels("l2", "stale").inc()

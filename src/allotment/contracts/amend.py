@@ -11,9 +11,10 @@ Termination is a revision too: effective where the term now ends, with `ends_at`
 there and `terminated_at` recording the time asked for. Terminating a contract before it
 starts cancels it: its term becomes empty (ends_at = starts_at).
 
-Other domains may refuse an amendment (tenants: quotas that would no longer fit) by
-appending to `amendment_guards` an async `guard(session, contract, terms, catalog, at)`
-returning problems (`[{path, message}]`), the way `customers.delete_guards` works.
+Other domains may refuse an amendment (tenants: quotas that would no longer fit) with an
+async `guard(session, contract, terms, catalog, at)` returning problems (`[{path,
+message}]`), or act on one in its transaction (seats: a burst episode the new limit ends);
+`wiring.amendment_guards()` and `wiring.amendment_effects()` list them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment import invalidation
+from allotment import invalidation, wiring
 from allotment.contracts.models import Contract
 from allotment.contracts.schemas import ContractAmend
 from allotment.contracts.service import (
@@ -49,13 +50,11 @@ from allotment.policy.catalog import Catalog
 AmendmentGuard = Callable[
     [AsyncSession, Contract, Terms, Catalog, datetime], Awaitable[list[dict[str, str]]]
 ]
-amendment_guards: list[AmendmentGuard] = []
 # Run after an amendment is written, in its transaction: (session, contract, terms, catalog,
 # effective_at, now). Seats use it to end a burst episode the new limit ends.
 AmendmentEffect = Callable[
     [AsyncSession, Contract, Terms, Catalog, datetime, datetime], Awaitable[None]
 ]
-amendment_effects: list[AmendmentEffect] = []
 
 
 class ContractTerminated(Conflict):
@@ -129,7 +128,7 @@ async def amend(
                 f"({isoformat(effective_at)}); to end a contract earlier, terminate it",
             }
         )
-    for guard in amendment_guards:
+    for guard in wiring.amendment_guards():
         problems += await guard(session, contract, terms, catalog, max(now, effective_at))
     refuse_problems(problems, "amendment")
     if terms.ends_at != current.ends_at:
@@ -143,7 +142,7 @@ async def amend(
     before = view.snapshot()
     add_revision(session, contract, terms=terms, effective_at=effective_at, actor=actor, now=now)
     await session.flush()
-    for effect in amendment_effects:
+    for effect in wiring.amendment_effects():
         await effect(session, contract, terms, catalog, effective_at, now)
     record(
         session,

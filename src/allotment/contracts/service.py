@@ -386,7 +386,3 @@ async def refuse_customer_delete(session: AsyncSession, customer: Customer) -> s
         f"(e.g. {first}); contracts are kept for billing and audit, so the customer cannot "
         "be deleted. Terminate its contract instead."
     )
-
-
-if refuse_customer_delete not in customers.delete_guards:
-    customers.delete_guards.append(refuse_customer_delete)

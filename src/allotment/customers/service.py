@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment import invalidation
+from allotment import invalidation, wiring
 from allotment.audit import service as audit
 from allotment.customers.models import Customer
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
@@ -16,10 +17,9 @@ from allotment.errors import Conflict, NotFound, PreconditionFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.pagination import Page, paginate
 
-# Later domains (contracts) register checks that refuse a delete, so this module need not
-# know about them: each returns a reason to refuse, or None.
-DeleteGuard = Any
-delete_guards: list[DeleteGuard] = []
+# Later domains (contracts) may refuse a delete, so this module need not know about them:
+# each guard returns a reason to refuse, or None. wiring.customer_delete_guards lists them.
+DeleteGuard = Callable[[AsyncSession, Customer], Awaitable[str | None]]
 
 
 def _snapshot(customer: Customer) -> dict[str, Any]:
@@ -114,7 +114,7 @@ async def update(
 async def delete(session: AsyncSession, *, key: str, if_match: int | None, actor: str) -> None:
     customer = await get(session, key, for_update=True)
     _check_revision(customer, if_match)
-    for guard in delete_guards:
+    for guard in wiring.customer_delete_guards():
         reason = await guard(session, customer)
         if reason:
             raise Conflict(reason, type="customer-in-use")

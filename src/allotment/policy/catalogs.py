@@ -125,6 +125,12 @@ def _compile_stored(number: int, document: dict[str, Any]) -> Catalog:
     return compile_policy(result.document)
 
 
+def compiled(version: int, digest: str) -> Catalog | None:
+    """The catalog of (version, digest) if this process compiled it already, else None (the
+    snapshot cache then loads it with `load_catalog`, or treats its entry as unusable)."""
+    return _compiled.get((version, digest))
+
+
 def cached_versions() -> list[tuple[int, str]]:
     """The (version, digest) pairs compiled in this process, for tests and diagnostics."""
     return list(_compiled)

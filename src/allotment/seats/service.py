@@ -27,7 +27,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
-from allotment.contracts import amend as amendments
 from allotment.contracts import pools
 from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
@@ -330,7 +329,7 @@ async def release(
     return row
 
 
-async def _end_burst_under_new_limit(
+async def end_burst_under_new_limit(
     session: AsyncSession,
     contract: Contract,
     terms: Terms,
@@ -348,10 +347,6 @@ async def _end_burst_under_new_limit(
     members = (await session.execute(_MEMBERS, {"c": contract.customer_id})).scalar_one()
     if members < pool.limit:
         await session.execute(_END_BURST, {"c": contract.customer_id, "now": effective_at})
-
-
-if _end_burst_under_new_limit not in amendments.amendment_effects:
-    amendments.amendment_effects.append(_end_burst_under_new_limit)
 
 
 async def list_seats(

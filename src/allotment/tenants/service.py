@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
 from allotment.audit import service as audit
-from allotment.contracts import amend as amendments
 from allotment.contracts import service as contracts
 from allotment.contracts.models import Contract
 from allotment.contracts.pools import NoContractInForce
@@ -142,7 +141,7 @@ async def _check_quotas(
         )
 
 
-async def _quotas_still_fit(
+async def quotas_still_fit(
     session: AsyncSession, contract: Contract, terms: Terms, catalog: Catalog, at: datetime
 ) -> list[dict[str, str]]:
     """The amendment guard: the contract in force must keep room for its tenants' quotas."""
@@ -167,10 +166,6 @@ async def _quotas_still_fit(
         }
         for excess in excesses(total(quotas), limits)
     ]
-
-
-if _quotas_still_fit not in amendments.amendment_guards:
-    amendments.amendment_guards.append(_quotas_still_fit)
 
 
 # -- reads -----------------------------------------------------------------------------------
