@@ -170,7 +170,7 @@ end
 # were in flight at once, one JSON line each. It patches the running process only.
 TRACE_WRAPPER = """
 import json, sys, time
-from allotment.check import usage
+from allotment.check import meter_use as usage
 log = open(sys.argv.pop(1), "a", buffering=1)
 original, in_flight = usage.UsageCache.get, {}
 async def get(self, snapshot, now):

@@ -22,7 +22,7 @@ from tests.factories.auth import create_key  # noqa: E402
 
 from allotment import embedded  # noqa: E402
 from allotment.app import create_app  # noqa: E402
-from allotment.check.model import CheckRequest  # noqa: E402
+from allotment.check.values import CheckRequest  # noqa: E402
 from allotment.config import Settings  # noqa: E402
 from allotment.migrate import upgrade  # noqa: E402
 from bench.run import bench_policy, fresh_database  # noqa: E402

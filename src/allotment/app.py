@@ -26,18 +26,18 @@ from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.billing.endpoints import router as billing_router
 from allotment.check.decisions import DecisionLog
-from allotment.check.dry_run import router as dry_run_router
 from allotment.check.endpoints import router as check_router
 from allotment.check.fastpath import CheckFastPath
+from allotment.check.meter_use import UsageCache
 from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
-from allotment.check.usage import UsageCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_hot_pool, create_sessionmaker
 from allotment.deps import Public
 from allotment.errors import document_problems, install_handlers
+from allotment.impact.endpoints import router as dry_run_router
 from allotment.instances.endpoints import router as instances_router
 from allotment.kit import logs
 from allotment.kit.bus import Bus

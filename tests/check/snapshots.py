@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-from allotment.check.model import (
+from allotment.check.values import (
     CheckRequest,
     ContractKind,
     ContractView,

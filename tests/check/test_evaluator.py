@@ -10,7 +10,7 @@ import pytest
 
 from allotment.check.activation import Activation
 from allotment.check.evaluator import OK, Gate, entitled_features, evaluate, evaluate_many
-from allotment.check.model import CheckRequest, Holdings, InstanceHold, Snapshot, Verdict
+from allotment.check.values import CheckRequest, Holdings, InstanceHold, Snapshot, Verdict
 from allotment.policy.catalog import Feature
 from allotment.policy.rules import RULE_VARIABLES
 from allotment.tenants.quotas import Quotas

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allotment.check.evaluator import entitled_features, evaluate, evaluate_many
-from allotment.check.model import CheckRequest, ContractView, FeatureOverride, Snapshot
+from allotment.check.values import CheckRequest, ContractView, FeatureOverride, Snapshot
 from allotment.policy import Catalog
 from tests.check.snapshots import NOW, compile_dict
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from allotment.check.activation import Activation
 from allotment.check.evaluator import evaluate
-from allotment.check.model import (
+from allotment.check.values import (
     CheckRequest,
     Holdings,
     InstanceHold,

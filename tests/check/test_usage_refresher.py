@@ -1,4 +1,4 @@
-"""The usage refresher (check/usage.py): entries of customers being checked are renewed in
+"""The usage refresher (check/meter_use.py): entries of customers being checked are renewed in
 bulk, so warm metered checks never wait on PostgreSQL, and what other workers ingest shows
 within the refresh interval; forgotten or re-read entries are never overwritten with older
 data."""

@@ -9,7 +9,7 @@ import pytest
 
 from allotment.db import session_scope
 from allotment.errors import Conflict, NotFound
-from allotment.policy import catalogs
+from allotment.policy import catalog_cache
 from allotment.policy import service as policies
 from tests.factories.policies import create_policy, policy_document, published_policy
 
@@ -76,16 +76,16 @@ async def test_each_version_is_compiled_once(
 ) -> None:
     published = await published_policy(client, admin, variant="cache")
     compiled: list[int] = []
-    original = catalogs._compile_stored
+    original = catalog_cache._compile_stored
 
     def counting(number: int, document: dict[str, Any]) -> Any:
         compiled.append(number)
         return original(number, document)
 
-    monkeypatch.setattr(catalogs, "_compile_stored", counting)
+    monkeypatch.setattr(catalog_cache, "_compile_stored", counting)
     first = await load(app)
     second = await load(app, version=published["version"])
     assert first[1] is second[1]
     assert compiled in ([], [published["version"]])  # compiled at most once, ever
-    assert (published["version"], published["digest"]) in catalogs.cached_versions()
+    assert (published["version"], published["digest"]) in catalog_cache.cached_versions()
     assert first[1].digest == published["digest"]

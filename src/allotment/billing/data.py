@@ -34,7 +34,7 @@ from allotment.contracts.terms import Terms, seat_limits
 from allotment.errors import NotFound, ValidationFailed
 from allotment.kit.clock import in_utc, isoformat
 from allotment.policy.catalog import Catalog, Meter
-from allotment.policy.catalogs import load_catalog
+from allotment.policy.catalog_cache import load_catalog
 from allotment.usage import totals
 
 _PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII: \d takes any script's digits

@@ -43,7 +43,7 @@ from typing import Any
 import cel
 
 from allotment.check import gates
-from allotment.check.model import CheckRequest, ContractView, Holdings, Snapshot
+from allotment.check.values import CheckRequest, ContractView, Holdings, Snapshot
 from allotment.policy.rules import RULE_VARIABLES, Rule
 
 

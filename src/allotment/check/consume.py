@@ -5,7 +5,7 @@
     2  lock the customer's row: consumes of one customer run one at a time, so none can
        read the counters between another's read and commit (contracts/pools.py explains the
        same lock for seats)
-    3  read the meter's use from the counters, exactly, under the lock (check/usage.py load)
+    3  read the meter's use from the counters, exactly, under the lock (check/meter_use.py load)
     4  evaluate with that use and `consume` (gates.meter: a hard limit is never passed); an
        allowed answer's `limit.used` already counts the `consume`, a refused one's does not
     5  allowed: record a usage event — source `allotment:consume`, id = the decision id —
@@ -28,9 +28,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.check import evaluator
-from allotment.check.model import CheckRequest, Snapshot
+from allotment.check.meter_use import load
 from allotment.check.service import Checker
-from allotment.check.usage import load
+from allotment.check.values import CheckRequest, Snapshot
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import ServiceUnavailable, ValidationFailed

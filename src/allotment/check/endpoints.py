@@ -10,9 +10,9 @@ from sqlalchemy import select
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.check import consume
 from allotment.check.decisions import DecisionRecord
-from allotment.check.model import CheckRequest
 from allotment.check.schemas import BatchBody, BatchRead, CheckBody, DecisionRead
 from allotment.check.snapshot import StoreUnavailable
+from allotment.check.values import CheckRequest
 from allotment.db import transaction
 from allotment.deps import Require, SessionDep, require
 from allotment.errors import ServiceUnavailable

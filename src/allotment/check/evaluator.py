@@ -42,7 +42,7 @@ from functools import partial
 
 from allotment.check import gates
 from allotment.check.activation import Activation, reads
-from allotment.check.model import CheckRequest, ContractView, Snapshot, Verdict
+from allotment.check.values import CheckRequest, ContractView, Snapshot, Verdict
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature
 from allotment.policy.rules import Rule

@@ -1,7 +1,7 @@
 """The evaluator's gates (step 8): seats, instances, tenants and meters.
 
 Seats, instances and tenants are read from the snapshot's holdings; meter use from
-`request.usage`, which the checker fills for metered features (check/usage.py).
+`request.usage`, which the checker fills for metered features (check/meter_use.py).
 
     gate       runs when                           denies with
     seat       the feature has `seat: required`    seat_required (no subject, or the subject
@@ -39,7 +39,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
+from allotment.check.values import CheckRequest, Snapshot, Usage, Verdict
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature, UsageLimit
 

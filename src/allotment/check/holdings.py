@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 
-from allotment.check.model import NO_HOLDINGS, Holdings, InstanceHold, SessionHold
+from allotment.check.values import NO_HOLDINGS, Holdings, InstanceHold, SessionHold
 from allotment.kit.clock import isoformat
 from allotment.tenants.quotas import Quotas
 

@@ -1,7 +1,7 @@
 """Deciding checks: snapshot → evaluator → decision document, with logging and metrics.
 
 `Checker` lives on `app.state.checker` (one per worker). Its warm path does no I/O: an L1
-snapshot, the pure evaluator, one orjson encode. Meter use (check/usage.py) is read for a
+snapshot, the pure evaluator, one orjson encode. Meter use (check/meter_use.py) is read for a
 feature with a meter, or with a rule that reads `usage` (docs/policy.md, "Rules and CEL").
 Misses go through the SnapshotCache; an outage with nothing cached falls back to each
 feature's `on_outage` (deny by default).
@@ -22,10 +22,10 @@ from sqlalchemy.exc import DBAPIError
 from allotment.check import evaluator, gates
 from allotment.check.activation import reads
 from allotment.check.decisions import DecisionLog
+from allotment.check.meter_use import UsageCache
 from allotment.check.metrics import CHECK_LATENCY, DECISIONS
-from allotment.check.model import CheckRequest, Snapshot, Usage, Verdict
 from allotment.check.snapshot import SnapshotCache, StoreUnavailable
-from allotment.check.usage import UsageCache
+from allotment.check.values import CheckRequest, Snapshot, Usage, Verdict
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id, new_ids
 from allotment.policy.catalog import Catalog, Feature

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.check import holdings
 from allotment.check.metrics import INVALIDATION_LAG, SNAPSHOT_CACHE
-from allotment.check.model import (
+from allotment.check.values import (
     ContractView,
     FeatureOverride,
     LimitOverride,
@@ -57,9 +57,9 @@ from allotment.contracts.terms import Terms, instance_limits, seat_limits
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.bus import Bus
 from allotment.kit.clock import isoformat
-from allotment.policy import catalogs as _catalogs
+from allotment.policy import catalog_cache
 from allotment.policy.catalog import Catalog
-from allotment.policy.catalogs import load_catalog
+from allotment.policy.catalog_cache import load_catalog
 
 log = structlog.get_logger("allotment.snapshot")
 
@@ -428,7 +428,7 @@ class SnapshotCache:
             )
             catalog: Catalog | None = None
             if version is not None:
-                catalog = _catalogs.compiled(version, digest) if digest is not None else None
+                catalog = catalog_cache.compiled(version, digest) if digest is not None else None
                 if catalog is None:  # not compiled here yet (or the version is missing)
                     version, catalog = await load_catalog(session, version=version)
             return build(payload, catalog, version), valid_until
@@ -484,7 +484,7 @@ class SnapshotCache:
             return None
         version: int | None = payload.get("policy_version")
         digest: str = payload.get("policy_digest") or ""
-        catalog = _catalogs.compiled(version, digest) if version is not None else None
+        catalog = catalog_cache.compiled(version, digest) if version is not None else None
         if version is not None and catalog is None:
             return None  # built with a catalog this process cannot compile without PostgreSQL
         SNAPSHOT_CACHE.labels("l2", "stale").inc()
@@ -492,7 +492,7 @@ class SnapshotCache:
 
 
 async def _active_catalog(session: AsyncSession) -> tuple[int, Catalog] | None:
-    from allotment.policy.catalogs import NoPublishedPolicy
+    from allotment.policy.catalog_cache import NoPublishedPolicy
 
     try:
         return await load_catalog(session)

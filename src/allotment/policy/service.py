@@ -7,7 +7,7 @@
     publish(session, version=, actor=, force=False)    → the version, now active
     rollback(session, to_version=, actor=, force=False) → the version, active again
     diff(session, version=, against=)                  → added / removed / changed, by path
-    load_catalog(session, version=None)                → (version, Catalog); see catalogs.py
+    load_catalog(session, version=None)                → (version, Catalog); see catalog_cache.py
 
 Publish and rollback lock the single `policy_state` row (SELECT … FOR UPDATE), so they run
 one at a time and the pointer always names the version of whichever committed last; each
@@ -35,7 +35,7 @@ from allotment.errors import Conflict, NotFound, UnsupportedMediaType, Validatio
 from allotment.kit.clock import utcnow
 from allotment.kit.jsonx import canonical
 from allotment.kit.pagination import Page, paginate
-from allotment.policy.catalogs import (
+from allotment.policy.catalog_cache import (
     NoPublishedPolicy,
     PolicyNotFound,
     PolicyNotPublished,

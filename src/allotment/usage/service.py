@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from allotment.audit import service as audit
-from allotment.check.model import Snapshot
+from allotment.check.values import Snapshot
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog, Meter
 from allotment.usage import partitions

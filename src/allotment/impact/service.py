@@ -1,7 +1,5 @@
 """Policy dry-run: what publishing a version would change, customer by customer, before
-anyone publishes it.
-
-    POST /v1/policies/{version}/dry-run?limit=&cursor=      admin
+anyone publishes it (the route: impact/endpoints.py, POST /v1/policies/{version}/dry-run).
 
 Every customer whose contract in force now follows the active version (its revision in
 force pins no `policy_version`) is evaluated twice, under the active catalog and under the
@@ -43,33 +41,27 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
-from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.auth.principal import Principal
 from allotment.check import evaluator
-from allotment.check.model import CheckRequest, Snapshot
 from allotment.check.snapshot import build, contract_payload, customer_payload
+from allotment.check.values import CheckRequest, Snapshot
 from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.orphans import find_orphans
 from allotment.contracts.terms import Terms, TermsOutOfCatalog, effective_limits
 from allotment.customers.models import Customer
-from allotment.deps import SessionDep, require
 from allotment.errors import BadRequest
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.pagination import decode_cursor, encode_cursor
 from allotment.policy.catalog import Catalog
-from allotment.policy.catalogs import load_catalog
-from allotment.policy.schemas import MAX_VERSION
+from allotment.policy.catalog_cache import load_catalog
 from allotment.policy.service import MAX_ORPHANS_LISTED
 
-__all__ = ["BATCH_SIZE", "CustomerImpact", "LimitChange", "dry_run", "impact", "router"]
+__all__ = ["BATCH_SIZE", "CustomerImpact", "LimitChange", "dry_run", "impact"]
 
 BATCH_SIZE = 500
 # Evaluating a customer twice takes ~0.3 ms of CPU; yielding to the event loop every this
@@ -386,84 +378,3 @@ def _start(cursor: str | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest("The cursor is not one this API issued.", type="invalid-cursor")
     return value
-
-
-# -- the route -------------------------------------------------------------------------------
-
-
-class LimitChangeRead(BaseModel):
-    path: str = Field(description="seats.limit, instances.limit, meters.<meter>.limit, …")
-    old: int | str | None
-    new: int | str | None
-
-
-class CustomerImpactRead(BaseModel):
-    customer: str
-    contract: str
-    contract_revision: int
-    plan: str
-    features_gained: list[str]
-    features_lost: list[str]
-    limits_changed: list[LimitChangeRead]
-    plan_missing: bool = Field(description="The contract's plan is not in the proposed version.")
-    prices_changed: bool = Field(
-        default=False, description="The plan's or an add-on's prices differ."
-    )
-    estimated_invoice_change: str | None = Field(
-        default=None,
-        description="This month's invoice preview to date under the proposed version minus "
-        "as it stands; null when the plan is missing from the proposed version.",
-    )
-
-
-class DryRunSummary(BaseModel):
-    customers_evaluated: int = Field(description="Contracts in force following the active one.")
-    customers_affected: int
-    customers_pinned: int
-    contracts_orphaned: int = Field(
-        description="Live contracts the version would orphan (publish refuses it unforced)."
-    )
-
-
-class OrphanProblemRead(BaseModel):
-    path: str = Field(description="What the contract would lose: plan, addons[0], seats.limit…")
-    message: str
-
-
-class OrphanRead(BaseModel):
-    contract: str
-    customer: str
-    problems: list[OrphanProblemRead]
-
-
-class DryRunRead(BaseModel):
-    version: int
-    active_version: int
-    computed_at: str
-    summary: DryRunSummary
-    customers: list[CustomerImpactRead] = Field(description="Only customers with a change.")
-    pinned: list[str] = Field(description="Customers on a pinned version: not evaluated.")
-    orphaned: list[OrphanRead] = Field(
-        description="Live unpinned contracts (in force or scheduled) the version would orphan, "
-        "and why; the same list a publish is refused with (409)."
-    )
-    next_cursor: str | None
-
-
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
-
-
-@router.post("/{version}/dry-run", response_model=DryRunRead)
-async def dry_run_policy(
-    version: Annotated[
-        int, Path(ge=1, le=MAX_VERSION, description="The version to try: a draft or published.")
-    ],
-    principal: Annotated[Principal, require()],
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: str | None = None,
-) -> Response:
-    """Per customer following the active version: the features gained and lost and the
-    limits changed were `version` published now. Changes nothing."""
-    report = await dry_run(session, version=version, limit=limit, cursor=cursor)
-    return Response(orjson.dumps(report), media_type="application/json")

@@ -39,11 +39,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from allotment.check.metrics import USAGE_READS
-from allotment.check.model import MeterTotals, Snapshot, Usage
+from allotment.check.values import MeterTotals, Snapshot, Usage
 from allotment.kit.clock import utcnow
 from allotment.usage.meters import hour_of, month_of
 
-log = logging.getLogger("allotment.check.usage")
+log = logging.getLogger("allotment.check.meter_use")
 
 # Per customer, meter and tenant: the month and the day before the current hour, and the
 # current hour (sums, or for a max meter the greatest).

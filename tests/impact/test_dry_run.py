@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from allotment.check.dry_run import dry_run
 from allotment.db import session_scope
+from allotment.impact.service import dry_run
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract, days_from_now
 from tests.factories.customers import create_customer
