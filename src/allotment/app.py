@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
@@ -109,7 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hot_pool.open()
     await bus.start()
     await decisions.start()
-    with contextlib.suppress(DBAPIError, OSError):  # PostgreSQL down: made on demand later
+    with contextlib.suppress(DBAPIError, psycopg.Error, OSError):  # PostgreSQL down: made later
         await partitions.startup(engine, now=utcnow(), late_window_s=settings.events_late_window_s)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # scans, and collect the young generation less often (fewer pauses on the hot path).

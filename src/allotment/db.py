@@ -1,11 +1,27 @@
-"""The database: engine, declarative Base and the one transaction boundary.
+"""The database: engine, declarative Base and the transaction boundary.
 
-Exactly two things open and commit a transaction: `request_session` (one per HTTP request,
-committed after the endpoint returns and *before* the response is sent, so nothing is
-acknowledged until it is durable) and `session_scope` (the worker and the CLI). Services
-and repositories only `flush()`. The one exception is `hot_connection`, an autocommit
-connection for a hot path whose whole write is one statement (its own transaction): the
-named-seat fast path, seats/fastpath.py.
+Every transaction is opened, committed and rolled back by `transaction(maker)` (database
+outages → 503, a NUL → 422, before/after-commit hooks), through one of:
+
+    request_session   one per HTTP request (a FastAPI dependency), committed after the
+                      endpoint returns and *before* the response is sent, so nothing is
+                      acknowledged until it is durable
+    session_scope     the worker, the CLI and background tasks (the decision log)
+    transaction       directly, by the check fast path's consume (check/endpoints.py), which
+                      is reached without FastAPI's dependencies and opens what they would
+
+Services and repositories only `flush()`. Outside `transaction` there are exactly two:
+
+    hot_connection    an autocommit connection of the hot pool, for a hot path whose whole
+                      write is one statement (the named-seat fast path, seats/fastpath.py;
+                      with an Idempotency-Key, BEGIN goes with that statement and COMMIT
+                      with the stored answer, kit/idempotency.store_and_commit)
+    partitions        a month's partition is created on its own connection, outside the
+                      pool (usage/partitions.ensure_months), so DDL asked for from inside a
+                      transaction never waits on the pool that transaction holds
+
+Reads that need no transaction (snapshot loads, meter use for checks) take a pooled
+connection in autocommit. docs/architecture.md, "The transaction boundary", has the why.
 
 Side effects that must not happen on rollback (cache invalidation, broadcasts) are
 registered with `after_commit(session, fn)`. Work that must be the very last thing inside

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -83,3 +83,33 @@ async def test_the_worker_creates_partitions_ahead(app: Any, client: httpx.Async
         )
     expected = {partitions.name(y, m) for y, m in partitions.months_ahead(later, 2)}
     assert expected <= set(names)
+
+
+async def test_a_partition_made_inside_a_transaction_needs_no_second_pooled_connection(
+    stores: Any, client: httpx.AsyncClient
+) -> None:
+    """Lifecycle events are written from a before-commit hook, which may have to create a
+    month's partition while the transaction holds its pooled connection. With every
+    connection of the pool held so (here: a pool of one, no overflow), the DDL must still
+    get a connection: its own, outside the pool."""
+    from datetime import datetime  # noqa: PLC0415
+
+    from allotment.db import create_engine, create_sessionmaker, driver
+
+    settings = stores.settings(db_pool_size=1, db_max_overflow=0)
+    engine = create_engine(settings.database_url, settings)
+    month = datetime(2091, 7, 15, tzinfo=UTC)
+    try:
+        partitions.forget()
+        async with session_scope(create_sessionmaker(engine)) as session:
+            await driver(session)  # the pool's only connection, held by this transaction
+            assert await partitions.ensure(engine, [month]) == 1
+        async with session_scope(create_sessionmaker(engine)) as session:
+            found = await session.execute(
+                text("SELECT 1 FROM pg_class WHERE relname = :n"), {"n": partitions.name(2091, 7)}
+            )
+            assert found.scalar_one() == 1
+            await session.execute(text(f"DROP TABLE {partitions.name(2091, 7)}"))
+    finally:
+        partitions.forget()
+        await engine.dispose()

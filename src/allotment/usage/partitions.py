@@ -4,7 +4,8 @@ A partition is `usage_events_yYYYYmMM` for [first of the month, first of the nex
 Every API process makes those of the late-arrival window and the next two months when it
 starts (`startup`), and the worker keeps two months ahead, so creating one on demand — DDL
 that must wait for every transaction writing to the table — is the rare exception.
-Creation runs in its own short transaction under an advisory lock (`CREATE TABLE IF NOT
+Creation runs in its own short transaction, on its own connection outside the pool, under
+an advisory lock (`CREATE TABLE IF NOT
 EXISTS … PARTITION OF` is not safe to race on its own), never inside an ingest transaction,
 so a batch never holds DDL locks. Each process remembers, per database, the months it knows
 exist.
@@ -15,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import URL, text
+import psycopg
+from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from allotment.db import libpq_url
+
 _LOCK = 0x616C6C6F  # "allo": one advisory lock key for partition DDL
-_EXISTING = text("SELECT relname FROM pg_class WHERE relname = ANY(CAST(:names AS text[]))")
+_EXISTING = "SELECT relname FROM pg_class WHERE relname = ANY(%s::text[])"
 _known: dict[str, set[tuple[int, int]]] = {}  # by database URL
 
 
@@ -68,26 +72,30 @@ async def ensure_months(engine: AsyncEngine, months: Iterable[tuple[int, int]]) 
     missing = sorted(set(months) - known)
     if not missing:
         return 0
-    async with engine.begin() as connection:
+    # Its own connection, outside the pool: this may run from a before-commit hook while
+    # the caller's transaction holds a pooled connection, and every pooled connection may
+    # be held so (no overflow), so borrowing a second could wait forever. A month is made
+    # once per process, so one connect then is cheap.
+    dsn = libpq_url(engine.url.render_as_string(hide_password=False))
+    connecting = psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
+    async with await connecting as pg, pg.transaction():
         # Most often another process made them: look before taking any lock.
         names = [name(y, m) for y, m in missing]
-        found = set((await connection.execute(_EXISTING, {"names": names})).scalars().all())
+        found = {row[0] for row in await (await pg.execute(_EXISTING, (names,))).fetchall()}
         known.update(ym for ym in missing if name(*ym) in found)
         missing = [ym for ym in missing if name(*ym) not in found]
         if not missing:
             return 0
-        # DDL on the parent waits for every open transaction that wrote to it; bounded, so a
-        # request that must create a partition fails fast (503) rather than hang.
-        await connection.execute(text("SET LOCAL lock_timeout = '3s'"))
-        await connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+        # DDL on the parent waits for every open transaction that wrote to it; bounded,
+        # so a request that must create a partition fails fast (503) rather than hang.
+        await pg.execute("SET LOCAL lock_timeout = '3s'")
+        await pg.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
         for year, month in missing:
             end_year, end_month = _next(year, month)
-            await connection.execute(
-                text(
-                    f"CREATE TABLE IF NOT EXISTS {name(year, month)} PARTITION OF usage_events "
-                    f"FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
-                    f"TO ('{end_year:04d}-{end_month:02d}-01 00:00:00+00')"
-                )
+            await pg.execute(
+                f"CREATE TABLE IF NOT EXISTS {name(year, month)} PARTITION OF usage_events "
+                f"FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
+                f"TO ('{end_year:04d}-{end_month:02d}-01 00:00:00+00')"
             )
     known.update(missing)
     return len(missing)
