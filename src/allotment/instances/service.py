@@ -29,6 +29,7 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
+from allotment.kit.reads import from_row
 from allotment.usage import lifecycle
 
 COLUMNS = (
@@ -78,20 +79,7 @@ class Registration:
 
 
 def read(row: Any, customer: str) -> InstanceRead:
-    return InstanceRead(
-        id=row.id,
-        customer=customer,
-        fingerprint=row.fingerprint,
-        kind=row.kind,
-        weight=row.weight,
-        environment=row.environment,
-        tenant=row.tenant,
-        metadata=row.metadata,
-        registered_at=row.registered_at,
-        lease_expires_at=row.lease_expires_at,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-    )
+    return from_row(InstanceRead, row, customer=customer)
 
 
 def audit_view(row: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
+from allotment.kit.reads import from_row
 from allotment.seats.schemas import SessionRead
 from allotment.seats.service import WrongSeatModel
 from allotment.usage import lifecycle
@@ -48,16 +49,7 @@ class SessionNotFound(NotFound):
 
 
 def read(row: Any, customer: str) -> SessionRead:
-    return SessionRead(
-        id=row.id,
-        customer=customer,
-        subject=row.subject,
-        tenant=row.tenant,
-        opened_at=row.opened_at,
-        expires_at=row.expires_at,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-    )
+    return from_row(SessionRead, row, customer=customer)
 
 
 def audit_view(row: Any) -> dict[str, Any]:

@@ -29,10 +29,11 @@ from allotment.customers.models import Customer
 from allotment.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.pagination import Page, paginate
+from allotment.kit.reads import from_row
 from allotment.policy.catalog import Catalog
 from allotment.tenants.models import Tenant
 from allotment.tenants.quotas import Excess, Quotas, excesses, total
-from allotment.tenants.schemas import TenantCreate, TenantQuotas, TenantRead, TenantUpdate
+from allotment.tenants.schemas import TenantCreate, TenantRead, TenantUpdate
 
 _LIVE_IN_TENANT = text(
     "SELECT (SELECT count(*) FROM seats WHERE customer_id = :c AND tenant = :t "
@@ -54,15 +55,7 @@ class TenantView:
     customer_key: str
 
     def read(self) -> TenantRead:
-        row = self.tenant
-        return TenantRead(
-            key=row.key,
-            customer=self.customer_key,
-            quotas=TenantQuotas.model_validate(row.quotas),
-            revision=row.revision,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return from_row(TenantRead, self.tenant, customer=self.customer_key)
 
     def snapshot(self) -> dict[str, Any]:
         return self.read().model_dump(mode="json")
