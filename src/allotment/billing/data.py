@@ -26,43 +26,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing.pricing import Interval, MeterTotal, Segment
+from allotment.contracts import history as contracts_history
 from allotment.contracts.terms import Terms, seat_limits
 from allotment.errors import NotFound, ValidationFailed
+from allotment.instances import history as instances_history
 from allotment.kit.clock import in_utc, isoformat
+from allotment.policy import service as policies
 from allotment.policy.catalog import Catalog, Meter
 from allotment.policy.catalog_cache import load_catalog
+from allotment.seats import history as seats_history
 from allotment.usage import totals
 
 _PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII: \d takes any script's digits
-
-_CONTRACT = text(
-    "SELECT k.id, k.customer_id, k.starts_at, k.ends_at, c.key AS customer "
-    "FROM contracts k JOIN customers c ON c.id = k.customer_id WHERE k.id = :id"
-)
-_REVISIONS = text(
-    "SELECT revision, effective_at, terms FROM contract_revisions WHERE contract_id = :id "
-    "AND created_at <= :as_of ORDER BY revision"
-)
-_ACTIVATIONS = text("SELECT version, at FROM policy_activations WHERE at <= :as_of ORDER BY at, id")
-_SEATS = text(
-    "SELECT assigned_at AS start, released_at AS end FROM seats WHERE customer_id = :c "
-    "AND type = 'member' AND assigned_at < :to AND (released_at IS NULL OR released_at > :from) "
-    "ORDER BY assigned_at, id"
-)
-_SESSIONS = text(
-    "SELECT opened_at AS start, coalesce(ended_at, least(expires_at, :now)) AS end "
-    "FROM seat_sessions WHERE customer_id = :c AND opened_at < :to "
-    "AND coalesce(ended_at, least(expires_at, :now)) > :from ORDER BY opened_at, id"
-)
-_INSTANCES = text(
-    "SELECT registered_at AS start, coalesce(ended_at, least(lease_expires_at, :now)) AS end, "
-    "weight, kind FROM instances WHERE customer_id = :c AND registered_at < :to "
-    "AND coalesce(ended_at, least(lease_expires_at, :now)) > :from ORDER BY registered_at, id"
-)
 
 
 def period(value: str, now: datetime) -> tuple[datetime, datetime]:
@@ -124,7 +102,7 @@ class Gathered:
 
 
 async def contract_row(session: AsyncSession, contract_id: str) -> ContractRow:
-    row = (await session.execute(_CONTRACT, {"id": contract_id})).one_or_none()
+    row = await contracts_history.contract(session, contract_id)
     if row is None:
         raise NotFound(f"No contract {contract_id!r}.", type="contract-not-found")
     return ContractRow(row.id, row.customer_id, row.customer, row.starts_at, row.ends_at)
@@ -197,9 +175,9 @@ async def gather(
     """Everything the month's invoice is computed from, as known at `as_of`. `override`
     prices every unpinned segment with that (version, catalog) instead (the policy dry-run's
     estimate)."""
-    revisions = (await session.execute(_REVISIONS, {"id": contract.id, "as_of": as_of})).all()
+    revisions = await contracts_history.revisions(session, contract.id, as_of=as_of)
     terms = {r.revision: Terms.from_json(r.terms) for r in revisions}
-    activations = list((await session.execute(_ACTIVATIONS, {"as_of": as_of})).all())
+    activations = list(await policies.activations(session, as_of=as_of))
     catalogs: dict[int, Catalog] = {}
 
     async def catalog(version: int) -> Catalog:
@@ -282,10 +260,18 @@ async def gather(
                     fee_end=fee_end if seg_end == window_end else None,
                 )
             )
-    params = {"c": contract.customer_id, "from": start, "to": end, "now": as_of}
-    concurrent = any(s.seat_model == "concurrent" for s in segments)
-    seat_rows = (await session.execute(_SEATS if not concurrent else _SESSIONS, params)).all()
-    instance_rows = (await session.execute(_INSTANCES, params)).all()
+    customer_id = contract.customer_id
+    if any(s.seat_model == "concurrent" for s in segments):
+        seat_rows = await seats_history.sessions(
+            session, customer_id=customer_id, start=start, end=end, now=as_of
+        )
+    else:
+        seat_rows = await seats_history.members(
+            session, customer_id=customer_id, start=start, end=end
+        )
+    instance_rows = await instances_history.held(
+        session, customer_id=customer_id, start=start, end=end, now=as_of
+    )
     meters: dict[str, Meter] = {}
     for version in sorted({s.policy_version for s in segments}):
         for name, meter in (await catalog(version)).meters.items():

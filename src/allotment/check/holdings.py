@@ -5,7 +5,7 @@ LOAD                       the second select of `SnapshotCache._load` (after the
                            registration, and the tenants' quotas
 payload(rows, now)         → the `holdings` part of a snapshot payload (as L2 stores it),
                              and the earliest live lease expiry (the snapshot's end)
-from_payload(payload)      → check/model.Holdings
+from_payload(payload)      → check/values.Holdings
 """
 
 from __future__ import annotations
@@ -18,26 +18,24 @@ import orjson
 from sqlalchemy import text
 
 from allotment.check.values import NO_HOLDINGS, Holdings, InstanceHold, SessionHold
+from allotment.instances import history as instances_history
 from allotment.kit.clock import isoformat
+from allotment.seats import history as seats_history
+from allotment.tenants import reads as tenant_reads
 from allotment.tenants.quotas import Quotas
 
-# What the customer holds (check/model.Holdings), in a second round trip of the same load.
-# Instances: each fingerprint's latest registration among the live ones and those ended in
-# the last day (a deregistered one then reads as unknown, a lapsed one as lease_expired).
-# An instance's kind, environment and metadata (what rules read) travel in `extra`, as one
-# JSON array.
+# What the customer holds (check/values.Holdings), in a second round trip of the same load:
+# one select uniting each domain's read of what is held now, in one row shape
+# (k, name, detail, tenant, until, weight, extra); each domain owns its part.
 LOAD = text(
-    "SELECT 's' AS k, subject AS name, type AS detail, tenant, NULL::timestamptz AS until, "
-    "0 AS weight, NULL::text AS extra FROM seats WHERE customer_id = :c AND released_at IS NULL "
-    "UNION ALL SELECT 'x', subject, NULL, tenant, expires_at, 0, NULL FROM seat_sessions "
-    "WHERE customer_id = :c AND ended_at IS NULL AND expires_at > :now "
-    "UNION ALL (SELECT DISTINCT ON (fingerprint) 'i', fingerprint, "
-    "coalesce(end_reason, 'live'), tenant, lease_expires_at, weight, "
-    "jsonb_build_array(kind, environment, metadata)::text FROM instances "
-    "WHERE customer_id = :c AND (ended_at IS NULL OR ended_at > :recent) "
-    "ORDER BY fingerprint, registered_at DESC) "
-    "UNION ALL SELECT 't', key, quotas::text, NULL, NULL, 0, NULL FROM tenants "
-    "WHERE customer_id = :c"
+    " UNION ALL ".join(
+        (
+            seats_history.HELD_NOW,
+            seats_history.SESSIONS_NOW,
+            f"({instances_history.HELD_NOW})",
+            tenant_reads.QUOTAS_NOW,
+        )
+    )
 )
 RECENT_INSTANCES = timedelta(days=1)
 

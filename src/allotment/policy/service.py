@@ -21,7 +21,9 @@ numbered 1, 2, 3… without gaps and two posts of one document make one draft.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -109,6 +111,15 @@ async def pointer(session: AsyncSession) -> PolicyPointer:
     if row is None:
         return PolicyPointer(active_version=None, global_version=0)
     return PolicyPointer(active_version=row.active_version, global_version=row.global_version)
+
+
+_ACTIVATIONS = text("SELECT version, at FROM policy_activations WHERE at <= :as_of ORDER BY at, id")
+
+
+async def activations(session: AsyncSession, *, as_of: datetime) -> Sequence[Any]:
+    """(version, at) of every activation recorded by `as_of`, in order: which version was
+    active when (billing prices each interval under the version active then)."""
+    return (await session.execute(_ACTIVATIONS, {"as_of": as_of})).all()
 
 
 async def get(session: AsyncSession, version: int, *, for_update: bool = False) -> PolicyVersion:
