@@ -1,4 +1,5 @@
-"""Usage events and metered checks (DESIGN §7): ingestion, metered checks, cross-worker lag.
+"""Usage events and metered checks: ingestion, metered checks, cross-worker lag
+(docs/design.md, "Targets").
 
     .venv/bin/python bench/events.py [--duration 10] [--connections 8] [--check-connections 32]
                                      [--customers 50] [--batch 500] [--lag-rounds 20]

@@ -1,4 +1,5 @@
-"""The invoice-preview benchmark (DESIGN §7: ≤ 200 ms with 1,000,000 events in the month).
+"""The invoice-preview benchmark: ≤ 200 ms with 1,000,000 events in the month
+(docs/design.md, "Targets").
 
     .venv/bin/python bench/invoice.py [--events 1000000] [--seats 500] [--instances 200] [--runs 20]
                                       [--boundaries]

@@ -1,4 +1,5 @@
-"""The decision-path benchmark (DESIGN §7): Allotment against the bare reference, one run.
+"""The decision-path benchmark: Allotment against the bare reference, side by side
+(docs/design.md, "Targets").
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--customers 1000]
 
