@@ -1,5 +1,6 @@
 """The reference ("bare") app of docs/design.md's "Targets": parse a pydantic body of
-/v1/check's shape and return a constant. Served by the same server with the same flags as Allotment."""
+/v1/check's shape and return a constant. Served by the same server with the same flags as
+Allotment."""
 
 from __future__ import annotations
 
