@@ -376,3 +376,37 @@ async def test_current_terms_finds_the_contract_in_force(
             session, customer_id=acme_id, at=now - timedelta(days=10)
         )
         assert gap is None
+
+
+# -- instants UTC cannot hold ----------------------------------------------------------------
+
+_BEFORE_YEAR_1 = "0001-01-01T00:00:00+01:00"  # 31 Dec of year 0 in UTC
+_AFTER_9999 = "9999-12-31T23:59:59-01:00"  # year 10000 in UTC
+
+
+@pytest.mark.parametrize("moment", [_BEFORE_YEAR_1, _AFTER_9999])
+async def test_an_instant_utc_cannot_hold_is_a_422_on_every_contract_route(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str, moment: str
+) -> None:
+    """Was a 500 (OverflowError while formatting) on create, amend and terminate."""
+    base = "/v1/customers/acme/contracts"
+    for body, path in (
+        ({"plan": "team", "starts_at": moment}, "starts_at"),
+        ({"plan": "team", "ends_at": moment}, "ends_at"),
+        (
+            {"plan": "team", "overrides": [
+                {"feature": "sso", "grant": True, "expires_at": moment, "reason": "x"}
+            ]},
+            "overrides[0].expires_at",
+        ),
+    ):  # fmt: skip
+        answer = await client.post(base, json=body, headers=admin)
+        assert answer.status_code == 422, answer.text
+        assert path in error_paths(answer), answer.text
+    contract = await create_contract(client, admin)
+    url = f"/v1/contracts/{contract['id']}"
+    match = {**admin, "If-Match": f'"{contract["revision"]}"'}
+    answer = await client.patch(url, json={"effective_at": moment}, headers=match)
+    assert answer.status_code == 422 and "effective_at" in error_paths(answer), answer.text
+    answer = await client.post(f"{url}/terminate", json={"at": moment}, headers=match)
+    assert answer.status_code == 422 and "at" in error_paths(answer), answer.text

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +32,7 @@ from allotment.contracts.terms import (
     Terms,
 )
 from allotment.customers.schemas import check_attributes
+from allotment.kit.clock import Instant
 from allotment.policy.document import AttributeValue, Name
 from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
@@ -94,7 +94,7 @@ class OverrideIn(Body):
     action: Literal["grant", "revoke"] | None = None
     meter: Name | None = None
     limit: Count | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
     reason: Reason
 
     @model_validator(mode="after")
@@ -136,10 +136,8 @@ Attributes = dict[Name, AttributeValue]
 class ContractCreate(Body):
     plan: Name
     kind: Kind = "standard"
-    starts_at: AwareDatetime = Field(
-        description="May lie in the past: deals are often recorded late."
-    )
-    ends_at: AwareDatetime | None = Field(
+    starts_at: Instant = Field(description="May lie in the past: deals are often recorded late.")
+    ends_at: Instant | None = Field(
         default=None, description="Required for trial, educational and pilot contracts."
     )
     attributes: Attributes = Field(
@@ -190,11 +188,11 @@ class ContractAmend(Body):
     addons: list[Name] | None = Field(default=None, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = None
-    ends_at: AwareDatetime | None = Field(default=None, description="null: open-ended.")
+    ends_at: Instant | None = Field(default=None, description="null: open-ended.")
     policy_version: int | None = Field(
         default=None, ge=1, le=MAX_VERSION, description="null: unpin."
     )
-    effective_at: AwareDatetime | None = Field(
+    effective_at: Instant | None = Field(
         default=None,
         description="When the new terms take effect; default now (or, for a contract whose "
         "latest revision takes effect later, that moment). Never before the latest revision's.",
@@ -254,7 +252,7 @@ class ContractAmend(Body):
 
 
 class ContractTerminate(Body):
-    at: AwareDatetime | None = Field(
+    at: Instant | None = Field(
         default=None,
         description="When the term ends; default now. May lie in the past, not before the "
         "latest revision took effect.",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime
 
 
 def utcnow() -> datetime:
@@ -26,3 +29,15 @@ def in_utc(moment: datetime, *, path: str) -> datetime:
             f"`{path}` is out of range once in UTC.",
             errors=[{"path": path, "message": "out of range in UTC"}],
         ) from None
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+"""A request's instant: with an offset, and held in UTC (a 422 naming the field when UTC
+cannot hold it: 0001-01-01 with a positive offset, 9999-12-31 with a negative one)."""
