@@ -106,6 +106,9 @@ async def test_unparseable_and_unsupported_bodies(
         "/v1/policies", content="a=b", headers={**admin, "Content-Type": "text/plain"}
     )
     assert form.status_code == 415
+    assert "application/yaml" in form.json()["detail"]  # policies take YAML too: say so
+    bare = await client.post("/v1/policies", content=b'{"currency": "USD"}', headers=admin)
+    assert bare.status_code == 415 and "'none'" in bare.json()["detail"]
 
 
 async def test_active_is_404_before_any_publish(

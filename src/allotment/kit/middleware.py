@@ -180,7 +180,10 @@ class BodyGuard:
     ) -> None:
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
         shown = media_type or "none"
-        detail = f"Content-Type {shown!r} is not accepted; send application/json."
+        wanted = "application/json"
+        if scope["path"].startswith("/v1/policies"):
+            wanted += ", or application/yaml for a policy document"
+        detail = f"Content-Type {shown!r} is not accepted; send {wanted}."
         await self._reject(scope, send, 415, detail)
 
     def _too_large(self) -> str:
