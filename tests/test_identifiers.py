@@ -107,3 +107,32 @@ async def test_the_longest_valid_identifiers_go_through_allocation_and_check(
         headers=admin,
     )  # fmt: skip
     assert [d["allowed"] for d in batch.json()["decisions"]] == [True, True], batch.text
+
+
+LONG_KEY = "k" * (MAX_KEY + 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field"),
+    [
+        ("GET", f"/v1/customers/{LONG_KEY}", "key"),
+        ("PATCH", f"/v1/customers/{LONG_KEY}", "key"),
+        ("DELETE", f"/v1/customers/{LONG_KEY}", "key"),
+        ("GET", f"/v1/customers/{LONG_KEY}/usage", "key"),
+        ("POST", f"/v1/customers/{LONG_KEY}/seats", "key"),
+        ("GET", f"/v1/customers/{LONG_KEY}/seats", "key"),
+        ("POST", f"/v1/customers/{LONG_KEY}/instances", "key"),
+        ("POST", f"/v1/customers/{LONG_KEY}/sessions", "key"),
+        ("GET", f"/v1/customers/{LONG_KEY}/contracts", "key"),
+        ("GET", f"/v1/customers/{LONG_KEY}/tenants", "key"),
+        ("GET", f"/v1/customers/acme/tenants/{TE1}", "tenant"),
+        ("DELETE", f"/v1/customers/acme/seats/{SU1}", "subject"),
+    ],
+)
+async def test_an_identifier_in_the_path_is_held_to_the_same_definition(
+    client: httpx.AsyncClient, admin: dict[str, str], method: str, url: str, field: str
+) -> None:
+    """Over-long in the path is a 422 naming it, as in a body; not a 404 "does not exist"."""
+    body = {"subject": "u1"} if method in ("POST", "PATCH") else None
+    answer = await client.request(method, url, json=body, headers=admin)
+    assert any(p.endswith(field) for p in _paths(answer)), answer.text

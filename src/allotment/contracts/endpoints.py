@@ -19,6 +19,7 @@ from allotment.contracts.schemas import (
 from allotment.deps import SessionDep, require
 from allotment.kit.etag import parse_if_match, set_etag
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 
 router = APIRouter(tags=["contracts"])
@@ -32,7 +33,7 @@ IfMatch = Annotated[str | None, Header()]
 
 @router.post("/v1/customers/{key}/contracts", status_code=201, response_model=ContractRead)
 async def create_contract(
-    key: str,
+    key: CustomerKey,
     body: ContractCreate,
     principal: Admin,
     session: SessionDep,
@@ -46,7 +47,7 @@ async def create_contract(
 
 @router.get("/v1/customers/{key}/contracts", response_model=PageRead[ContractRead])
 async def list_contracts(
-    key: str,
+    key: CustomerKey,
     principal: CustomerReader,
     session: SessionDep,
     limit: Limit = DEFAULT_LIMIT,

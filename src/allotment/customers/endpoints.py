@@ -10,6 +10,7 @@ from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUp
 from allotment.deps import SessionDep, require
 from allotment.kit.etag import parse_if_match, set_etag
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -42,7 +43,7 @@ async def list_customers(
 
 @router.get("/{key}", response_model=CustomerRead)
 async def get_customer(
-    key: str, principal: Reader, session: SessionDep, response: Response
+    key: CustomerKey, principal: Reader, session: SessionDep, response: Response
 ) -> CustomerRead:
     customer = await customers.get(session, key)
     set_etag(response, customer.revision)
@@ -51,7 +52,7 @@ async def get_customer(
 
 @router.patch("/{key}", response_model=CustomerRead)
 async def update_customer(
-    key: str,
+    key: CustomerKey,
     body: CustomerUpdate,
     principal: Admin,
     session: SessionDep,
@@ -67,7 +68,7 @@ async def update_customer(
 
 @router.delete("/{key}", status_code=204)
 async def delete_customer(
-    key: str,
+    key: CustomerKey,
     principal: Admin,
     session: SessionDep,
     if_match: Annotated[str | None, Header()] = None,

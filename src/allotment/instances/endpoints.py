@@ -11,6 +11,7 @@ from allotment.deps import SessionDep, require
 from allotment.instances import service as instances
 from allotment.instances.schemas import InstanceRead, InstanceRegister
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 
 router = APIRouter(tags=["instances"])
@@ -27,7 +28,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
     responses={200: {"model": InstanceRead, "description": "A live fingerprint: lease renewed."}},
 )
 async def register_instance(
-    key: str,
+    key: CustomerKey,
     body: InstanceRegister,
     principal: Backend,
     session: SessionDep,
@@ -66,7 +67,7 @@ async def deregister_instance(
 
 @router.get("/v1/customers/{key}/instances", response_model=PageRead[InstanceRead])
 async def list_instances(
-    key: str,
+    key: CustomerKey,
     principal: Reader,
     session: SessionDep,
     limit: Limit = DEFAULT_LIMIT,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from allotment.auth.principal import Principal
 from allotment.deps import Require, SessionDep, require
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey, Subject
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from allotment.seats import direct, sessions
 from allotment.seats import service as seats
@@ -30,7 +31,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
     responses={200: {"model": SeatRead, "description": "The subject already held this seat."}},
 )
 async def assign_seat(
-    key: str,
+    key: CustomerKey,
     body: SeatAssign,
     principal: Backend,
     session: SessionDep,
@@ -48,14 +49,16 @@ async def assign_seat(
 
 
 @router.delete("/v1/customers/{key}/seats/{subject}", status_code=204)
-async def release_seat(key: str, subject: str, principal: Backend, session: SessionDep) -> Response:
+async def release_seat(
+    key: CustomerKey, subject: Subject, principal: Backend, session: SessionDep
+) -> Response:
     await seats.release(session, customer_key=key, subject=subject, actor=principal.actor)
     return Response(status_code=204)
 
 
 @router.get("/v1/customers/{key}/seats", response_model=PageRead[SeatRead])
 async def list_seats(
-    key: str,
+    key: CustomerKey,
     principal: Reader,
     session: SessionDep,
     limit: Limit = DEFAULT_LIMIT,
@@ -69,7 +72,7 @@ async def list_seats(
 
 @router.post("/v1/customers/{key}/sessions", status_code=201, response_model=SessionRead)
 async def open_session(
-    key: str,
+    key: CustomerKey,
     body: SessionOpen,
     principal: Backend,
     session: SessionDep,

@@ -10,6 +10,7 @@ from allotment.auth.principal import Principal
 from allotment.deps import SessionDep, require
 from allotment.kit.etag import parse_if_match, set_etag
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey, TenantKey
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from allotment.tenants import service as tenants
 from allotment.tenants.schemas import TenantCreate, TenantRead, TenantUpdate
@@ -24,7 +25,7 @@ IfMatch = Annotated[str | None, Header()]
 
 @router.post("", status_code=201, response_model=TenantRead)
 async def create_tenant(
-    key: str,
+    key: CustomerKey,
     body: TenantCreate,
     principal: Admin,
     session: SessionDep,
@@ -38,7 +39,7 @@ async def create_tenant(
 
 @router.get("", response_model=PageRead[TenantRead])
 async def list_tenants(
-    key: str,
+    key: CustomerKey,
     principal: Reader,
     session: SessionDep,
     limit: Limit = DEFAULT_LIMIT,
@@ -50,7 +51,7 @@ async def list_tenants(
 
 @router.get("/{tenant}", response_model=TenantRead)
 async def get_tenant(
-    key: str, tenant: str, principal: Reader, session: SessionDep, response: Response
+    key: CustomerKey, tenant: TenantKey, principal: Reader, session: SessionDep, response: Response
 ) -> TenantRead:
     view = await tenants.get(session, customer_key=key, tenant_key=tenant)
     set_etag(response, view.tenant.revision)
@@ -59,8 +60,8 @@ async def get_tenant(
 
 @router.patch("/{tenant}", response_model=TenantRead)
 async def update_tenant(
-    key: str,
-    tenant: str,
+    key: CustomerKey,
+    tenant: TenantKey,
     body: TenantUpdate,
     principal: Admin,
     session: SessionDep,
@@ -81,8 +82,8 @@ async def update_tenant(
 
 @router.delete("/{tenant}", status_code=204)
 async def delete_tenant(
-    key: str,
-    tenant: str,
+    key: CustomerKey,
+    tenant: TenantKey,
     principal: Admin,
     session: SessionDep,
     if_match: IfMatch = None,

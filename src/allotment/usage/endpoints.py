@@ -20,6 +20,7 @@ from allotment.errors import (
 )
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import IdempotencyDep
+from allotment.kit.identifiers import CustomerKey
 from allotment.usage import binding, reads
 from allotment.usage import service as usage
 from allotment.usage.events import Window
@@ -91,7 +92,7 @@ async def ingest_events(
     now = utcnow()
     checker = request.app.state.checker
 
-    async def snapshot_of(key: str) -> Any:
+    async def snapshot_of(key: CustomerKey) -> Any:
         snapshot, _ = await checker.snapshot(key, now)
         if snapshot is None:
             raise ServiceUnavailable("The store is unavailable; nothing was accepted.")
@@ -162,7 +163,7 @@ def _count(unmetered: int, conflicts: int) -> None:
 
 @router.get("/v1/customers/{key}/usage", response_model=UsageRead, response_model_by_alias=True)
 async def read_usage(
-    key: str,
+    key: CustomerKey,
     request: Request,
     principal: Finance,
     session: SessionDep,
