@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
@@ -170,6 +172,45 @@ def _declare_security(document: dict[str, Any], *, public: set[tuple[str, str]])
                 operation["security"] = [{BEARER: []}]
 
 
+def _name_inline_bodies(document: dict[str, Any]) -> None:
+    """Request bodies documented inline (the check fast path's, `openapi_extra`) become
+    named components, like every body FastAPI parses itself, so generated clients get a
+    `CheckBody` type rather than an anonymous one."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                schema = media.get("schema", {})
+                name = schema.get("title")
+                if name and schema.get("type") == "object" and name not in schemas:
+                    schemas.update(schema.pop("$defs", {}))
+                    schemas[name] = schema
+                    media["schema"] = {"$ref": f"#/components/schemas/{name}"}
+
+
+_GENERIC_NAME = re.compile(r"^PageRead_(\w+?)(?:Read)?_$")
+
+
+def _name_pages(document: dict[str, Any]) -> None:
+    """`CustomerPage` for the schema of `PageRead[CustomerRead]`, which pydantic names
+    `PageRead_CustomerRead_`: clean names for the clients generated from the document."""
+    schemas = document.get("components", {}).get("schemas", {})
+    renamed = {
+        old: f"{found.group(1)}Page" for old in list(schemas) if (found := _GENERIC_NAME.match(old))
+    }
+    if not renamed:
+        return
+    for old, new in renamed.items():
+        schemas[new] = schemas.pop(old)
+        schemas[new]["title"] = new
+    text = orjson.dumps(document).decode()
+    for old, new in renamed.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    document.clear()
+    document.update(orjson.loads(text))
+
+
 def _declare_problems(app: FastAPI) -> None:
     """The OpenAPI document declares the problem+json error responses (errors.py) once."""
     build = app.openapi
@@ -185,6 +226,8 @@ def _declare_problems(app: FastAPI) -> None:
             document = build()
             document_problems(document, public=public)
             _declare_security(document, public=public)
+            _name_inline_bodies(document)
+            _name_pages(document)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -40,7 +40,10 @@ def _request(body: CheckBody) -> CheckRequest:
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"content": {JSON: {"schema": model.model_json_schema()}}, "required": True}
+    # Named in components by the app (app._name_inline_bodies), as FastAPI names the bodies
+    # it parses itself; its nested models refer to their own components.
+    body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = {"content": {JSON: {"schema": body}}, "required": True}
     return {"requestBody": schema}
 
 
