@@ -7,6 +7,7 @@ a second run reuses the data and does not seed twice.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -172,6 +173,25 @@ def test_the_cli_beside_a_running_server_leaves_its_embedded_servers_running(
             served.base + "/v1/check", json=body, headers={"Authorization": f"Bearer {new_key}"}
         )
         assert refused.status_code == 401
+        # A policy published by the CLI reaches the server's cached snapshots at once (the
+        # CLI sends on the same bus), not after their cache TTL.
+        active = httpx.get(served.base + "/v1/policies/active", headers=headers).json()
+        document = active["document"]
+        document["features"]["cli_published"] = {}
+        policy_file = tmp_path / "policy.json"
+        policy_file.write_text(json.dumps(document))
+        warm = httpx.post(served.base + "/v1/check", json=body, headers=headers).json()
+        assert warm["policy_version"] == active["version"]
+        published = subprocess.run(
+            [ALLOTMENT, "policy", "publish", str(policy_file)],
+            env=_env(data_dir, port),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert published.returncode == 0, published.stderr
+        seen = httpx.post(served.base + "/v1/check", json=body, headers=headers).json()
+        assert seen["policy_version"] == active["version"] + 1, seen
     finally:
         assert served.interrupt() == 0
     assert _embedded_alive(data_dir) == []  # the last one out stopped them

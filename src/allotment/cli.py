@@ -48,11 +48,25 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
     from allotment.db import create_engine, create_sessionmaker, session_scope
 
     async def main() -> T:
-        engine = create_engine(database_url, get_settings())
+        from redis.asyncio import Redis
+
+        from allotment.kit.bus import Bus
+
+        settings = get_settings()
+        engine = create_engine(database_url, settings)
+        # The servers' bus: a change made here (a publish, a key revoked) reaches running
+        # workers at once, as one made through the API does, not after their cache TTL.
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate") if redis else None
         try:
-            async with session_scope(create_sessionmaker(engine)) as session:
+            async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)
         finally:
+            if bus is not None:
+                with contextlib.suppress(Exception):  # Redis down: workers' TTLs still bound it
+                    await asyncio.wait_for(bus.flush(), timeout=5)
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     return asyncio.run(main())

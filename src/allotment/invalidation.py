@@ -26,7 +26,7 @@ POLICY_TOPIC = "policy_version"
 
 def _broadcast(session: AsyncSession, topic: str, payload: str) -> None:
     bus = session.info.get("bus")
-    if bus is not None:  # the CLI has no bus; workers then rely on their short cache TTL
+    if bus is not None:  # none: a script's session; workers then rely on their cache TTL
         after_commit(session, lambda: _publish(bus, topic, payload))
 
 
