@@ -331,7 +331,8 @@ def policy_publish(file: Path, force: bool) -> None:
         try:
             version, created, global_version = _run_in_session(publish, servers.database_url)
         except policies.PolicyOrphansContracts as exc:
-            click.echo(exc.message, err=True)
+            advice = exc.message.replace("the request with ?force=true", "with --force")
+            click.echo(advice, err=True)
             for orphan in exc.extra["orphaned"]:
                 for problem in orphan["problems"]:
                     click.echo(
