@@ -133,6 +133,9 @@ async def test_consume_needs_a_summable_meter(
     counted = await _consume(client, backend, 2, feature="exports")
     assert counted.status_code == 422
     assert (await _consume(client, backend, 1, feature="exports")).json()["allowed"] is True
+    for odd in ("1", 1.0, True):  # a number of units, not text, a float or a boolean
+        refused = await _consume(client, backend, odd, feature="exports")  # type: ignore[arg-type]
+        assert refused.status_code == 422 and refused.json()["errors"][0]["path"] == "consume"
 
 
 async def test_tenant_meter_quota(

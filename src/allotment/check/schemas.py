@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from allotment.check.reasons import Reason
 
@@ -20,7 +20,7 @@ class CheckBody(BaseModel):
     subject: Subject | None = None
     instance: Fingerprint | None = Field(default=None, description="The instance's fingerprint")
     tenant: TenantKey | None = None
-    consume: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    consume: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)  # not "5"
     context: dict[str, Any] | None = None
 
 
