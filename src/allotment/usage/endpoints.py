@@ -49,6 +49,12 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "time": {"type": "string", "format": "date-time"},
         "tenant": {"type": "string"},
         "data": {},
+        "data_base64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "Instead of data (never both): read as datacontenttype says, "
+            "JSON when absent.",
+        },
     },
 }
 
