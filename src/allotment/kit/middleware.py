@@ -168,9 +168,10 @@ class BodyGuard:
 
     @staticmethod
     def _readable(headers: dict[bytes, bytes], path: str) -> bool:
-        if b"ce-specversion" in headers and path == "/v1/events":
-            # A CloudEvent in binary content mode: its body is the event's data, of whatever
-            # type `Content-Type` says; POST /v1/events decides (usage/binding.py).
+        if path == "/v1/events" and any(name.startswith(b"ce-") for name in headers):
+            # A CloudEvent in binary content mode (`ce-*` headers): its body is the event's
+            # data, of whatever type `Content-Type` says; POST /v1/events decides, and names
+            # a missing `ce-specversion` (usage/binding.py).
             return True
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
         return media_type.lower() in ACCEPTED_MEDIA_TYPES

@@ -50,6 +50,12 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "time": {"type": "string", "format": "date-time"},
         "tenant": {"type": "string"},
         "data": {},
+        "data_base64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "Instead of data (never both): read as datacontenttype says, "
+            "JSON when absent.",
+        },
     },
 }
 
@@ -85,7 +91,7 @@ async def ingest_events(
     rejected by index, each conflicting one (an id reused with another payload) in
     `conflicts`, and each accepted one no meter reads in `unmetered`; a single bad event is a
     422, a single conflicting one a 409. Acknowledged only after commit."""
-    raw_events, batch, binary = binding.parse_body(request.headers, await request.body())
+    raw_events, batch, binary = binding.parse_body(request.headers.raw, await request.body())
     if len(raw_events) > MAX_BATCH:
         raise PayloadTooLarge(f"A batch holds at most {MAX_BATCH} events; split it.")
     settings = request.app.state.settings

@@ -12,6 +12,8 @@ problem documents do (`time`, `data.count`, …).
     time          RFC 3339 with an offset; default: when received. Not later than
                   `future_s` ahead of now, not older than the late-arrival window
     data          any JSON (a meter reading a property needs an object)
+    data_base64   instead of data (never both): base64 bytes, read as `datacontenttype`
+                  says (`data_from_bytes`: JSON when absent or JSON, a string for text/*)
     tenant        extension attribute (optional): one of the customer's tenants
     others        extension attributes: lowercase letters and digits, ≤ 20 characters
                   (CloudEvents' naming rule), kept as they came
@@ -25,12 +27,14 @@ describe the delivery.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -50,6 +54,7 @@ _KNOWN = frozenset(
         "subject",
         "time",
         "data",
+        "data_base64",
         "datacontenttype",
         "dataschema",
         "tenant",
@@ -112,7 +117,7 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
     if raw.get("specversion") != "1.0":
         problems.append({"path": "specversion", "message": 'must be "1.0" (CloudEvents 1.0)'})
     event_id, source, kind, subject = text("id"), text("source"), text("type"), text("subject")
-    if subject and not _CUSTOMER_KEY.match(subject):
+    if subject and len(subject) <= _LIMITS["subject"] and not _CUSTOMER_KEY.match(subject):
         # Not a key any customer can have (nor one PostgreSQL could be asked about: NUL).
         problems.append({"path": "subject", "message": "a customer key: a-z, 0-9, -_. (≤ 64)"})
     moment = window.now
@@ -126,6 +131,13 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
             late = window.problem(moment)
             if late is not None:
                 problems.append({"path": "time", "message": late})
+    data = raw.get("data")
+    if raw.get("data_base64") is not None:
+        data_or_problem = _data_base64(raw)
+        if isinstance(data_or_problem, _Problem):
+            problems.append({"path": "data_base64", "message": data_or_problem.message})
+        else:
+            data = data_or_problem
     tenant = raw.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         problems.append({"path": "tenant", "message": "a tenant key (a non-empty string)"})
@@ -145,9 +157,7 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
             extensions[name] = value
     if problems:
         return problems
-    return Event(
-        source, event_id, kind, subject, moment, raw.get("data"), tenant, extensions, timed
-    )
+    return Event(source, event_id, kind, subject, moment, data, tenant, extensions, timed)
 
 
 def digest(event: Event) -> bytes:
@@ -164,6 +174,71 @@ def digest(event: Event) -> bytes:
         "type": event.type,
     }
     return hashlib.sha256(orjson.dumps(content, option=_DIGEST_OPTIONS)).digest()
+
+
+class DataError(ValueError):
+    """Bytes that cannot be an event's data: not JSON (`json`), not UTF-8 text (`text`), or
+    of a media type that is neither (`media`)."""
+
+    def __init__(self, kind: Literal["json", "text", "media"], detail: str) -> None:
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+def media_of(content_type: str) -> str:
+    """A Content-Type's (or datacontenttype's) media type, lower-case, without parameters."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def is_json_media(media: str) -> bool:
+    return media in ("", "application/json") or media.endswith("+json")
+
+
+def data_from_bytes(payload: bytes, media: str) -> Any:
+    """An event's data from its bytes and media type (`media_of`; "" for none): parsed JSON
+    when the type is JSON or none, a string for `text/*`. The one reading of a binary-mode
+    body and of a structured event's `data_base64`, so both forms of an event carry the same
+    data, and so the same digest. Raises DataError."""
+    if is_json_media(media):
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise DataError("json", str(exc)) from None
+    if media.startswith("text/"):
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            raise DataError("text", "not UTF-8 text") from None
+    raise DataError("media", f"data of type {media!r} cannot be metered: send JSON or text")
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    message: str
+
+
+def _data_base64(raw: dict[str, Any]) -> Any:
+    """The data a structured event carries as `data_base64` (CloudEvents' JSON format), or
+    the _Problem with it."""
+    if "data" in raw:
+        return _Problem("data and data_base64 exclude each other: send one, not both")
+    value = raw["data_base64"]
+    if not isinstance(value, str):
+        return _Problem("a base64 string")
+    try:
+        payload = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return _Problem("not valid base64")
+    declared = raw.get("datacontenttype")
+    media = media_of(declared) if isinstance(declared, str) else ""
+    try:
+        return data_from_bytes(payload, media)
+    except DataError as exc:
+        if exc.kind == "json":
+            return _Problem(f"decoded, not valid JSON ({media or 'no datacontenttype'})")
+        if exc.kind == "text":
+            return _Problem(f"decoded, not UTF-8 text ({media})")
+        return _Problem(exc.detail)
 
 
 def _time(value: Any) -> datetime | str:
