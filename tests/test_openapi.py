@@ -103,3 +103,11 @@ async def test_usage_reads_default_to_the_current_billing_period(
     assert datetime.fromisoformat(read["from"]) == start
     following = start.replace(month=start.month % 12 + 1, year=start.year + (start.month == 12))
     assert datetime.fromisoformat(read["to"]) == following
+
+
+async def test_binary_content_mode_is_declared_for_generated_clients(
+    client: httpx.AsyncClient,
+) -> None:
+    operation = (await _document(client))["paths"]["/v1/events"]["post"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert {"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject"} <= headers

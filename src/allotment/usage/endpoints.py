@@ -59,6 +59,19 @@ _EVENT_SCHEMA: dict[str, Any] = {
     },
 }
 
+_BINARY_HEADERS = (
+    (
+        "specversion",
+        "Binary content mode: `1.0`; with it, the body is the event's data "
+        "(JSON, or text/* as a string).",
+    ),
+    ("id", "Binary mode: the event's id (unique per source)."),
+    ("source", "Binary mode: the event's source."),
+    ("type", "Binary mode: the event's type (a meter's event_type)."),
+    ("subject", "Binary mode: the customer's key."),
+    ("time", "Binary mode: RFC 3339 with an offset."),
+    ("tenant", "Binary mode: the tenant's key (an extension attribute)."),
+)
 _BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxItems": MAX_BATCH}
 
 
@@ -72,6 +85,18 @@ _BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxIt
         }
     },
     openapi_extra={
+        # Binary content mode: the attributes as headers (percent-encoded UTF-8), the body
+        # is `data` (JSON, or text/*), so generated clients can send what the SDKs send.
+        "parameters": [
+            {
+                "name": f"ce-{name}",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": description,
+            }
+            for name, description in _BINARY_HEADERS
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -80,7 +105,7 @@ _BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": _EVENT_SCHEMA, "maxIt
                 "application/json": {"schema": {"anyOf": [_EVENT_SCHEMA, _BATCH_SCHEMA]}},
                 BATCH_MEDIA_TYPE: {"schema": _BATCH_SCHEMA},
             },
-        }
+        },
     },
 )
 async def ingest_events(
