@@ -118,24 +118,27 @@ async def assign(
     """The general path: lock the customer's row, read the limits in force (and remember
     them for the fast path), then assign with them through the same statement, in the same
     transaction. Give `subject` a seat, or return the one it holds (`created=False`)."""
-    found = await pools.lock(session, customer_key=customer_key, at=now)
-    known.remember(customer_key, found)
-    seats = found.seats()  # no contract in force, no seat pool: refused here
-    assert found.contract_id is not None and found.revision is not None
-    limits = KnownLimits(found.contract_id, found.revision, found.active_version, seats)
-    assignment = await _in_session(
-        session,
-        limits,
-        customer_key=customer_key,
-        subject=subject,
-        type=type,
-        tenant=tenant,
-        actor=actor,
-        now=found.at,
-    )
-    if assignment is None:  # read under this very lock: the function disagrees with Python
-        raise RuntimeError(f"limits of {customer_key!r} read under the pool lock found stale")
-    return assignment
+    for _ in range(3):
+        found = await pools.lock(session, customer_key=customer_key, at=now)
+        known.remember(customer_key, found)
+        seats = found.seats()  # no contract in force, no seat pool: refused here
+        assert found.contract_id is not None and found.revision is not None
+        limits = KnownLimits(found.contract_id, found.revision, found.active_version, seats)
+        assignment = await _in_session(
+            session,
+            limits,
+            customer_key=customer_key,
+            subject=subject,
+            type=type,
+            tenant=tenant,
+            actor=actor,
+            now=found.at,
+        )
+        if assignment is not None:
+            return assignment
+        # Stale already: a policy publish committed between the read and the statement (it
+        # takes no customer lock). Read again, under the lock this transaction still holds.
+    raise RuntimeError(f"the limits of {customer_key!r} read under the pool lock stay stale")
 
 
 async def _in_session(
