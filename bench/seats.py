@@ -1,7 +1,7 @@
 """Seat assignments per second on one worker: spread over many customers, and all on one.
 
     .venv/bin/python bench/seats.py [--duration 10] [--connections 32] [--customers 50]
-                                    [--big-pool 0] [--keyed] [--profile]
+                                    [--big-pool 0] [--keyed] [--repeat 1] [--profile]
 
 Starts a fresh database (embedded by default, or ALLOTMENT_DATABASE_URL's server; its own
 data dir and database, so it collides with neither the tests nor bench/run.py), publishes
@@ -10,6 +10,9 @@ pool fills) through the API, serves Allotment with bench/run.py's uvicorn flags 
 worker), and drives `POST /v1/customers/{key}/seats` with `wrk`, every request a new
 subject:
 
+    reference  the same requests to bench/durable.py, served beside it with the same flags:
+             one durable single-row INSERT per request into the same PostgreSQL through the
+             same kind of pool (the most one durable write per request can do here)
     spread   each request for a random one of --customers customers
     single   every request for one customer: all of them queue on its row (the pool lock)
     big      (--big-pool N) one customer already holding N live seats
@@ -17,16 +20,19 @@ subject:
              Idempotency-Key: the key claimed in the assigning statement, the response
              stored with the effect before COMMIT
 
-Prints assignments/s (201s as wrk saw them, per second), p50/p99 and the non-2xx count of
-each, the CPU the worker and PostgreSQL used, and then checks in the database that the live
-seats of each run equal the 201s the service sent (its own request metric), that no subject
-holds two live seats, and that each seat has its audit record. wrk stops with requests in
-flight whose responses it never reads: those are committed but not among wrk's 201s, so
-live seats may exceed wrk's count by at most --connections. `--profile` samples the worker
-with py-spy (where its CPU goes) and PostgreSQL's pg_stat_activity (what the connections wait
-for) during each run. A benchmark, not a test: timings are reported, not asserted; only lost
-or duplicate writes make it exit non-zero. Results: bench/results/seats-<time>.json.
-Needs `wrk` (apt-get install wrk); --profile needs py-spy (.venv/bin/pip install py-spy).
+Prints assignments/s (201s as wrk saw them, per second) and each run's ratio to the
+reference of its round, p50/p99 and the non-2xx count of each, the CPU the worker and
+PostgreSQL used and the WAL written per committed write, and then checks in the database
+that the live seats of each run equal the 201s the service sent (its own request metric),
+that no subject holds two live seats, and that each seat has its audit record. wrk stops
+with requests in flight whose responses it never reads: those are committed but not among
+wrk's 201s, so live seats may exceed wrk's count by at most --connections. `--profile`
+samples the worker with py-spy (where its CPU goes) and PostgreSQL's pg_stat_activity (what
+the connections wait for) during each run. `--repeat N` interleaves N rounds (reference
+first in each) and reports the median round. A benchmark, not a test: timings are reported,
+not asserted; only lost or duplicate writes make it exit non-zero. Results:
+bench/results/seats-<time>.json. Needs `wrk` (apt-get install wrk); --profile needs py-spy
+(.venv/bin/pip install py-spy).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +65,7 @@ from allotment import embedded  # noqa: E402
 from allotment.config import Settings  # noqa: E402
 from allotment.migrate import upgrade  # noqa: E402
 from allotment.policy import demo_policy  # noqa: E402
+from bench import durable  # noqa: E402
 from bench.run import BIN, ROOT, SERVER_FLAGS, free_port, fresh_database, serve  # noqa: E402
 
 PLAN = "team"
@@ -365,6 +373,43 @@ def machine_busy(seconds: float = 1.0) -> float:
     return psutil.cpu_percent(interval=seconds) / 100
 
 
+def wal_snapshot(database_url: str) -> dict[str, float]:
+    """PostgreSQL's cumulative WAL and commit counters (cluster-wide WAL, this database's
+    commits), to divide a run's deltas by the writes it served."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        wal = conn.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
+        xact = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert wal is not None and xact is not None
+    return {
+        "wal_records": float(wal[0]),
+        "wal_fpi": float(wal[1]),
+        "wal_bytes": float(wal[2]),
+        "commits": float(xact[0]),
+    }
+
+
+def verify_reference(database_url: str, run: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute(
+            f"SELECT count(*) FROM {durable.TABLE} WHERE subject LIKE %s", (f"{run}-%",)
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+LABELS = {
+    "reference": "reference: one durable INSERT per request (bench/durable.py)",
+    "spread": "spread over {customers} customers",
+    "single": "one customer",
+    "big": "one customer holding {big_pool:,} seats",
+    "keyed": "spread, each with its own Idempotency-Key",
+    "keyed-one": "one customer, each with its own Idempotency-Key",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
@@ -377,6 +422,12 @@ def main() -> None:
         "--keyed",
         action="store_true",
         help="also run spread with its own Idempotency-Key on every request",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every run, interleaved (reference first in each); medians reported",
     )
     parser.add_argument(
         "--profile",
@@ -400,6 +451,10 @@ def main() -> None:
     try:
         database_url = fresh_database(servers, DATABASE)
         upgrade(database_url)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(durable.CREATE)
+            found = conn.execute("SHOW synchronous_commit").fetchone()
+            synchronous_commit = found[0] if found else "?"
         env = {
             **os.environ,
             "ALLOTMENT_DATABASE_URL": database_url,
@@ -409,10 +464,13 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         admin, check = mint_key(env, "admin"), mint_key(env, "check")
-        port = free_port()
+        port, ref_port = free_port(), free_port()
         procs.append(serve(["allotment.app:create_app", "--factory"], port, env))
+        procs.append(serve(["bench.durable:app"], ref_port, env))
         worker = psutil.Process(procs[0].pid)
+        ref_worker = psutil.Process(procs[1].pid)
         base = f"http://127.0.0.1:{port}"
+        ref_base = f"http://127.0.0.1:{ref_port}"
         spread = [f"sp{i:03d}" for i in range(args.customers)]
         started = time.perf_counter()
         asyncio.run(seed(base, admin, [*spread, "one", "big"]))
@@ -423,116 +481,172 @@ def main() -> None:
 
         workdir = Path(tempfile.mkdtemp(prefix="allotment-bench-seats-"))
         tag = f"{int(time.time()) % 100000}"
-        runs: list[tuple[str, list[str]]] = [("spread", spread), ("single", ["one"])]
+        kinds: list[tuple[str, list[str]]] = [
+            ("reference", spread),
+            ("spread", spread),
+            ("single", ["one"]),
+        ]
         if args.big_pool:
-            runs.append(("big", ["big"]))
+            kinds.append(("big", ["big"]))
         if args.keyed:
-            runs += [("keyed", spread), ("keyed-one", ["one"])]
-        # Warm the worker (keys, catalog, connection pool) on customers no run measures.
+            kinds += [("keyed", spread), ("keyed-one", ["one"])]
+        # Warm both servers (keys, catalog, connection pools) on subjects no run measures.
         warm = lua(workdir / "warm.lua", customers=spread, key=check, run=f"warm{tag}")
         wrk(base, warm, duration=2, connections=args.connections)
+        wrk(ref_base, warm, duration=2, connections=args.connections)
         settle(base, ROUTE, "201")
 
-        results: dict[str, Any] = {}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
         profiles: dict[str, list[str]] = {}
-        for name, customers in runs:
-            run = f"{name}{tag}"
-            script = lua(
-                workdir / f"{name}.lua", customers=customers, key=check, run=run,
-                keyed=name.startswith("keyed"),
-            )  # fmt: skip
-            before = settle(base, ROUTE, "201")
-            busy_before = machine_busy()  # anything else competing for the cores?
-            spy, sampler = None, None
-            folded = workdir / f"{name}.folded"
-            if args.profile:
-                spy = subprocess.Popen(
-                    [str(spy_bin), "record", "-r", "100", "--nonblocking", "--function",
-                     "-d", str(args.duration), "-f", "raw", "-o", str(folded),
-                     "-p", str(worker.pid)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        for round_no in range(args.repeat):
+            for name, customers in kinds:
+                reference = name == "reference"
+                run = f"{name}{tag}r{round_no}"
+                script = lua(
+                    workdir / f"{name}.lua", customers=customers, key=check, run=run,
+                    keyed=name.startswith("keyed"),
                 )  # fmt: skip
-                sampler = WaitSampler(database_url)
-                sampler.start()
-            postgres = cpu_by_pid(postgres_processes(DATA_DIR)) if servers.started_any else {}
-            cpu_before = (cpu_seconds([worker]), 0.0, time.perf_counter())
-            sys_before = worker.cpu_times().system
-            psutil.cpu_percent()
-            result = wrk(base, script, duration=args.duration, connections=args.connections)
-            result["machine_busy"] = psutil.cpu_percent() / 100
-            wall = time.perf_counter() - cpu_before[2]
-            worker_cpu = cpu_seconds([worker]) - cpu_before[0]
-            result["worker_cpu"] = worker_cpu / wall
-            result["worker_system_share"] = (worker.cpu_times().system - sys_before) / max(
-                worker_cpu, 1e-9
-            )
-            result["postgres_cpu"] = (
-                postgres_cpu_since(postgres) / wall if servers.started_any else 0.0
-            )
-            result["machine_busy_before"] = busy_before
-            if sampler is not None:
-                sampler.stop.set()
-                sampler.join(timeout=5)
-                result["connections_by_state"] = sampler.summary()
-            if spy is not None:
-                spy.wait(timeout=60)
-                if folded.exists():
-                    keep = ROOT / "bench" / "results" / f"seats-{tag}-{name}.folded"
-                    keep.parent.mkdir(exist_ok=True)
-                    shutil.copy(folded, keep)
-                    profiles[name] = [
-                        f"(raw: {keep.relative_to(ROOT)})",
-                        *summarise_profile(folded),
-                    ]
-            served_201s = settle(base, ROUTE, "201") - before
-            check_db = verify(database_url, run, customers)
-            in_flight = check_db["live"] - result["created"]
-            result.update(served_201=served_201s, **check_db, in_flight_at_stop=in_flight)
-            # Worker CPU per committed assignment (what the run served, not what wrk read).
-            result["worker_cpu_ms_per_assignment"] = worker_cpu / max(served_201s, 1) * 1000
-            result["ok"] = (
-                check_db["live"] == served_201s == check_db["audited"]
-                and check_db["duplicates"] == 0
-                and result["existed"] == 0
-                and 0 <= in_flight <= args.connections
-            )
-            results[name] = result
+                server = ref_worker if reference else worker
+                before = 0 if reference else settle(base, ROUTE, "201")
+                busy_before = machine_busy()  # anything else competing for the cores?
+                spy, sampler = None, None
+                folded = workdir / f"{name}.folded"
+                if args.profile and round_no == 0:
+                    spy = subprocess.Popen(
+                        [str(spy_bin), "record", "-r", "100", "--nonblocking", "--function",
+                         "-d", str(args.duration), "-f", "raw", "-o", str(folded),
+                         "-p", str(server.pid)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    sampler = WaitSampler(database_url)
+                    sampler.start()
+                wal_before = wal_snapshot(database_url)
+                postgres = cpu_by_pid(postgres_processes(DATA_DIR)) if servers.started_any else {}
+                cpu_before = (cpu_seconds([server]), time.perf_counter())
+                sys_before = server.cpu_times().system
+                psutil.cpu_percent()
+                result = wrk(
+                    ref_base if reference else base,
+                    script,
+                    duration=args.duration,
+                    connections=args.connections,
+                )
+                result["machine_busy"] = psutil.cpu_percent() / 100
+                wall = time.perf_counter() - cpu_before[1]
+                server_cpu = cpu_seconds([server]) - cpu_before[0]
+                result["worker_cpu"] = server_cpu / wall
+                result["worker_system_share"] = (server.cpu_times().system - sys_before) / max(
+                    server_cpu, 1e-9
+                )
+                postgres_cpu = postgres_cpu_since(postgres) if servers.started_any else 0.0
+                result["postgres_cpu"] = postgres_cpu / wall
+                result["machine_busy_before"] = busy_before
+                if sampler is not None:
+                    sampler.stop.set()
+                    sampler.join(timeout=5)
+                    result["connections_by_state"] = sampler.summary()
+                if spy is not None:
+                    spy.wait(timeout=60)
+                    if folded.exists():
+                        keep = ROOT / "bench" / "results" / f"seats-{tag}-{name}.folded"
+                        keep.parent.mkdir(exist_ok=True)
+                        shutil.copy(folded, keep)
+                        profiles[name] = [
+                            f"(raw: {keep.relative_to(ROOT)})",
+                            *summarise_profile(folded),
+                        ]
+                if reference:
+                    time.sleep(0.5)  # the responses wrk never read
+                    written = verify_reference(database_url, run)
+                    in_flight = written - result["created"]
+                    result.update(served_201=written, in_flight_at_stop=in_flight)
+                    result["ok"] = 0 <= in_flight <= args.connections and result["existed"] == 0
+                    served_201s = written
+                else:
+                    served_201s = settle(base, ROUTE, "201") - before
+                    check_db = verify(database_url, run, customers)
+                    in_flight = check_db["live"] - result["created"]
+                    result.update(served_201=served_201s, **check_db, in_flight_at_stop=in_flight)
+                    result["ok"] = (
+                        check_db["live"] == served_201s == check_db["audited"]
+                        and check_db["duplicates"] == 0
+                        and result["existed"] == 0
+                        and 0 <= in_flight <= args.connections
+                    )
+                wal_after = wal_snapshot(database_url)
+                n = max(served_201s, 1)
+                # CPU and WAL per committed write (what the run served, not what wrk read).
+                result["worker_cpu_ms_per_assignment"] = server_cpu / n * 1000
+                result["postgres_cpu_ms_per_assignment"] = postgres_cpu / n * 1000
+                for what in ("wal_records", "wal_fpi", "wal_bytes", "commits"):
+                    result[f"{what}_per_write"] = (wal_after[what] - wal_before[what]) / n
+                result["round"] = round_no
+                rounds[name].append(result)
 
+        results = {name: median_of(runs) for name, runs in rounds.items()}
+        ref_rate = results["reference"]["assignments_per_s"]
         print(
             f"\nPOST {ROUTE}, one worker, wrk -t{min(2, args.connections)} "
-            f"-c{args.connections} -d{args.duration}s, {os.cpu_count()} cores"
+            f"-c{args.connections} -d{args.duration}s, {os.cpu_count()} cores, "
+            f"{args.repeat} round(s), synchronous_commit={synchronous_commit}"
         )
-        labels = {
-            "spread": f"spread over {args.customers} customers",
-            "single": "one customer",
-            "big": f"one customer holding {args.big_pool:,} seats",
-            "keyed": "spread, each with its own Idempotency-Key",
-            "keyed-one": "one customer, each with its own Idempotency-Key",
-        }
         pad = " " * 4
         for name, r in results.items():
+            label = LABELS[name].format(customers=args.customers, big_pool=args.big_pool)
+            each = rounds[name]
+            rates = sorted(x["assignments_per_s"] for x in each)
+            span = f" (rounds: {', '.join(f'{x:.0f}' for x in rates)})" if len(each) > 1 else ""
+            per_round = [
+                x["assignments_per_s"] / max(ref["assignments_per_s"], 1e-9)
+                for x, ref in zip(each, rounds["reference"], strict=True)
+            ]
+            ratio = "" if name == "reference" else (
+                f", {statistics.median(per_round):.2f} × the reference"
+                + (f" ({min(per_round):.2f}–{max(per_round):.2f})" if len(each) > 1 else "")
+            )  # fmt: skip
+            r["reference_ratio"] = None if name == "reference" else statistics.median(per_round)
             print(
-                f"{labels[name]}: {r['assignments_per_s']:.0f} assignments/s, "
+                f"{label}: {r['assignments_per_s']:.0f}/s{span}{ratio}; "
                 f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                 f"non-2xx {r['non2xx']}, socket errors {r['errors']}"
             )
             print(
-                f"{pad}CPU: worker {r['worker_cpu']:.0%} of a core "
-                f"({r['worker_cpu_ms_per_assignment']:.2f} ms per assignment, "
-                f"{r['worker_system_share']:.0%} of it in the kernel), PostgreSQL "
-                f"{r['postgres_cpu']:.0%}; machine {r['machine_busy']:.0%} busy "
-                f"({r['machine_busy_before']:.0%} just before the run)"
+                f"{pad}CPU per write: server {r['worker_cpu_ms_per_assignment']:.2f} ms "
+                f"({r['worker_cpu']:.0%} of a core, {r['worker_system_share']:.0%} kernel), "
+                f"PostgreSQL {r['postgres_cpu_ms_per_assignment']:.2f} ms "
+                f"({r['postgres_cpu']:.0%}); machine {r['machine_busy']:.0%} busy "
+                f"({r['machine_busy_before']:.0%} just before)"
             )
             print(
-                f"{pad}check: {r['live']} live seats = {r['served_201']} 201s served = "
-                f"{r['audited']} audit records; wrk read {r['created']} 201s "
-                f"({r['in_flight_at_stop']} in flight at stop); duplicates {r['duplicates']}"
-                f" -> {'OK' if r['ok'] else 'MISMATCH'}"
+                f"{pad}WAL per write: {r['wal_records_per_write']:.1f} records, "
+                f"{r['wal_bytes_per_write']:.0f} bytes, {r['wal_fpi_per_write']:.2f} full pages; "
+                f"{r['commits_per_write']:.2f} commits"
             )
+            for x in each:
+                if name == "reference":
+                    print(
+                        f"{pad}check r{x['round']}: {x['served_201']} rows written; wrk read "
+                        f"{x['created']} 201s -> {'OK' if x['ok'] else 'MISMATCH'}"
+                    )
+                    continue
+                print(
+                    f"{pad}check r{x['round']}: {x['live']} live seats = {x['served_201']} 201s "
+                    f"served = {x['audited']} audit records; wrk read {x['created']} 201s "
+                    f"({x['in_flight_at_stop']} in flight at stop); duplicates "
+                    f"{x['duplicates']} -> {'OK' if x['ok'] else 'MISMATCH'}"
+                )
             for state, avg in r.get("connections_by_state", {}).items():
                 print(f"{pad}{avg:5.1f} connections {state}")
+        spread_rate = results["spread"]["assignments_per_s"]
+        target = max(0.5 * ref_rate, 1000.0 if ref_rate >= 2000 else 0.0)
+        print(
+            f"\ntarget: spread ≥ {target:.0f}/s (0.5 × the reference {ref_rate:.0f}/s"
+            + (", and ≥ 1,000/s" if ref_rate >= 2000 else "")
+            + f"): {'met' if spread_rate >= target else 'NOT met'} ({spread_rate:.0f}/s)"
+        )
         for name, lines in profiles.items():
-            print(f"\npy-spy of the worker, {labels[name]}:")
+            label = LABELS[name].format(customers=args.customers, big_pool=args.big_pool)
+            print(f"\npy-spy of the server, {label}:")
             print("\n".join(lines))
         out_dir = ROOT / "bench" / "results"
         out_dir.mkdir(exist_ok=True)
@@ -544,19 +658,28 @@ def main() -> None:
                 "connections": args.connections,
                 "customers": args.customers,
                 "big_pool": args.big_pool,
+                "repeat": args.repeat,
                 "server": " ".join(SERVER_FLAGS),
+                "synchronous_commit": synchronous_commit,
             },
             "results": results,
+            "rounds": rounds,
             "profiles": profiles,
         }
         (out_dir / f"seats-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
-        if not all(r["ok"] for r in results.values()):
+        if not all(x["ok"] for each in rounds.values() for x in each):
             sys.exit("lost or duplicate writes: see the check lines above")
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
         servers.stop()
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median rate (its other figures with it)."""
+    ordered = sorted(runs, key=lambda r: r["assignments_per_s"])
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 if __name__ == "__main__":

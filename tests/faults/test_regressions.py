@@ -2,7 +2,7 @@
 
 1. A write whose connection is lost during its audit append answers 500, not 503.
    `db.driver()` hands out the raw psycopg connection, and `audit.service._append_pending`
-   (every audited write) and `seats.service.assign_known` run statements on it; a lost
+   (every audited write) and the seat assignment (`seats.direct`) run statements on it; a lost
    connection there raises `psycopg.OperationalError` (e.g. `AdminShutdown`), which is not
    SQLAlchemy's `OperationalError`, so `db.transaction` does not turn it into a 503.
    Under load: test_postgres_stopped.py, writes in flight while `pg_ctl stop -m fast` runs.
@@ -75,13 +75,17 @@ async def test_connection_lost_during_the_audit_append_is_a_503(service: Any) ->
     async with await psycopg.AsyncConnection.connect(database_url) as chain:
         # Hold the audit chain's lock, so the write waits inside its audit append.
         await chain.execute("SELECT * FROM audit_head WHERE id = 1 FOR UPDATE")
+        holder = chain.info.backend_pid
         write = asyncio.create_task(http.post("/v1/customers/acme/seats", json={"subject": "ann"}))
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
             waiting: list[Any] = []
             for _ in range(400):
+                # Blocked by the chain lock's holder (the append runs inside the seat function,
+                # so the waiting statement's text need not name audit_head).
                 cursor = await admin.execute(
                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%%audit_head%%'"
+                    "AND %s = ANY(pg_blocking_pids(pid))",
+                    (holder,),
                 )
                 waiting = await cursor.fetchall()
                 if waiting:

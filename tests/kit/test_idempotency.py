@@ -47,10 +47,7 @@ async def test_key_in_flight_is_409(
     key_id, secret = created.json()["id"], created.json()["key"]
     # Another transaction holds the key's lock, exactly as a first request still running would.
     async with session_scope(app.state.sessionmaker) as holder:
-        await holder.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
-            {"k": f"idem:{key_id}:slow"},
-        )
+        await holder.execute(text("SELECT allotment_idempotency_lock(:p, 'slow')"), {"p": key_id})
         response = await client.post(
             "/v1/customers",
             json={"key": "acme", "name": "Acme"},

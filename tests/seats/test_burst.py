@@ -13,6 +13,7 @@ from sqlalchemy import text
 from allotment.contracts.pools import PoolFull
 from allotment.db import session_scope
 from allotment.kit.clock import utcnow
+from allotment.seats import direct
 from allotment.seats import service as seats
 
 
@@ -22,7 +23,7 @@ class Seats:
 
     async def assign(self, subject: str, at: datetime) -> seats.Assignment:
         async with session_scope(self.maker) as session:
-            return await seats.assign(
+            return await direct.assign(
                 session,
                 customer_key="acme",
                 subject=subject,

@@ -197,13 +197,11 @@ async def test_idempotency_keys_on_the_fast_path(
         await rows(app, "SELECT id FROM api_keys WHERE secret_hash = :h", h=_secret_hash(backend))
     )[0].id
     async with app.state.hot_pool.connection() as holder:
-        await holder.execute(
-            "SELECT pg_advisory_lock(hashtextextended(%s, 7))", (f"idem:{key_id}:k-busy",)
-        )
+        # The key's lock, as the route and the fast path take it (one definition, 0014).
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT allotment_idempotency_lock(%s, 'k-busy')", (key_id,))
         busy = await client.post(seats, json={"subject": "bo"}, headers=_keyed("k-busy", backend))
-        await holder.execute(
-            "SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (f"idem:{key_id}:k-busy",)
-        )
+        await holder.execute("ROLLBACK")
     assert busy.status_code == 409 and busy.json()["type"].endswith("/idempotency-in-flight")
     assert [r.subject for r in await rows(app, "SELECT subject FROM seats ORDER BY subject")] == [
         "ann",

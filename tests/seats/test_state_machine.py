@@ -641,7 +641,7 @@ class AllocationMachine(RuleBasedStateMachine):
         ):
             self._step(work).refused(NotFound)
         self._step(
-            lambda s: seats.assign(
+            lambda s: direct.assign(
                 s,
                 customer_key=self.floating,
                 subject="ann",

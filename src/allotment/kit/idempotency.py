@@ -97,10 +97,10 @@ async def _idempotency(
         body = "\n".join(attributes).encode() + b"\n\n" + body
     request_hash = fingerprint(request.method, request.url.path, body)
     # Held until this transaction ends: a concurrent retry of the same key cannot take it.
+    # The lock's key is defined once, in SQL (migration 0014), for the seat fast path too.
     locked = (
         await session.execute(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 7))"),
-            {"k": f"idem:{owner}:{key}"},
+            text("SELECT allotment_idempotency_lock(:p, :k)"), {"p": owner, "k": key}
         )
     ).scalar_one()
     if not locked:

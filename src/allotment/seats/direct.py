@@ -1,11 +1,18 @@
-"""Named-seat assignment in one statement: `allotment_assign_seat` (migrations 0009, 0010).
+"""Named-seat assignment: one statement, `allotment_assign_seat` (migration 0014).
 
-The database function does what `service.assign` does — the pool lock, the held/limit/burst/
-tenant rules, the seat, the burst episode, the state-version bump — and also appends the
-audit record and writes the lifecycle event, with the limits this process remembered for the
-customer (`known.py`). `assign_any` is how the API assigns: this path when it can, else the
-general one, which reads the limits and remembers them. seats/fastpath.py runs
-`assign_direct` on an autocommit connection: the whole assignment is then one round trip.
+The database function is the one implementation of the assignment rules — the pool lock,
+the held seat, the member limit and its burst window, the guests, the tenant quotas — and
+writes the seat, the burst episode, the state-version bump, the audit record and the
+lifecycle event. Python keeps no copy of those rules: it supplies the limits and words the
+answers. Every assignment goes through `assign_direct`, with the limits from one of two
+places:
+
+* the limits this process remembered for the customer (`known.py`): seats/fastpath.py, on an
+  autocommit connection of the hot pool, one round trip; and the route (`assign_known`), in
+  its session, when the middleware handed the request on;
+* the limits read under the pool lock (`assign`, the general path, which remembers them):
+  a customer this process does not know yet, or whose remembered limits the function found
+  stale.
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
 from allotment.seats import known
+from allotment.seats.known import KnownLimits
 from allotment.seats.schemas import BurstWindowRead
 from allotment.seats.service import (
     Assignment,
     SeatType,
+    WrongSeatModel,
     already_held,
-    assign,
     count_granted,
     refuse_guests,
     refuse_members,
@@ -47,8 +55,8 @@ _APPEND = "SELECT allotment_audit_append(%s, 'seat.assigned', 'seat', %s, %s, %s
 
 @dataclass(frozen=True)
 class Keyed:
-    """The request's Idempotency-Key, claimed by `allotment_assign_seat_keyed` (migration
-    0011) in the statement that assigns, which `assign_direct` then sends after a BEGIN:
+    """The request's Idempotency-Key, claimed by `allotment_assign_seat_keyed` (migrations
+    0011 and 0014) in the statement that assigns, which `assign_direct` then sends after a BEGIN:
     the caller stores its response in that transaction and commits
     (`idempotency.store_and_commit`), or rolls it back."""
 
@@ -82,11 +90,72 @@ async def assign_known(
 ) -> Assignment | None:
     """`assign_direct` inside the session's transaction: the caching and metrics after its
     commit."""
-    if not known.knows(customer_key):
+    limits = known.get(customer_key)
+    if limits is None:
         return None
+    return await _in_session(
+        session,
+        limits,
+        customer_key=customer_key,
+        subject=subject,
+        type=type,
+        tenant=tenant,
+        actor=actor,
+        now=now,
+    )
+
+
+async def assign(
+    session: AsyncSession,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None = None,
+) -> Assignment:
+    """The general path: lock the customer's row, read the limits in force (and remember
+    them for the fast path), then assign with them through the same statement, in the same
+    transaction. Give `subject` a seat, or return the one it holds (`created=False`)."""
+    for _ in range(3):
+        found = await pools.lock(session, customer_key=customer_key, at=now)
+        known.remember(customer_key, found)
+        seats = found.seats()  # no contract in force, no seat pool: refused here
+        assert found.contract_id is not None and found.revision is not None
+        limits = KnownLimits(found.contract_id, found.revision, found.active_version, seats)
+        assignment = await _in_session(
+            session,
+            limits,
+            customer_key=customer_key,
+            subject=subject,
+            type=type,
+            tenant=tenant,
+            actor=actor,
+            now=found.at,
+        )
+        if assignment is not None:
+            return assignment
+        # Stale already: a policy publish committed between the read and the statement (it
+        # takes no customer lock). Read again, under the lock this transaction still holds.
+    raise RuntimeError(f"the limits of {customer_key!r} read under the pool lock stay stale")
+
+
+async def _in_session(
+    session: AsyncSession,
+    limits: KnownLimits,
+    *,
+    customer_key: str,
+    subject: str,
+    type: SeatType,
+    tenant: str | None,
+    actor: str,
+    now: datetime | None,
+) -> Assignment | None:
     assignment = await assign_direct(
         await driver(session),
         session.bind,  # type: ignore[arg-type]
+        limits=limits,
         customer_key=customer_key,
         subject=subject,
         type=type,
@@ -111,6 +180,7 @@ async def assign_direct(
     pg: Any,
     engine: AsyncEngine,
     *,
+    limits: KnownLimits | None = None,
     customer_key: str,
     subject: str,
     type: SeatType,
@@ -120,16 +190,16 @@ async def assign_direct(
     now: datetime | None = None,
     keyed: Keyed | None = None,
 ) -> Assignment | None:
-    """`assign` in one statement (`allotment_assign_seat`, migrations 0009 and 0010) on the
-    psycopg connection `pg`, with the limits this process last read for the customer; None
-    when it has none, or the database says they are no longer those in force: then
-    `assign` decides (and remembers the new ones). Same rules, same answers, same audit
-    record and lifecycle event as `assign`, written by the function itself: on an
-    autocommit connection (seats/fastpath.py) the whole assignment is one round trip. The
-    caller publishes the change and counts it (`count_direct`) once it is committed.
-    With `keyed`, the key is claimed first: raises IdempotentReplay (the stored answer),
-    or the in-flight / reused-key problems, as kit/idempotency.py does."""
-    limits = known.get(customer_key)
+    """The assignment in one statement (`allotment_assign_seat`, migration 0014) on the
+    psycopg connection `pg`, with `limits` (by default those this process last read for the
+    customer); None when there are none, or the database says they are no longer those in
+    force (they are forgotten): then `assign` reads them and decides. The function writes
+    the audit record and the lifecycle event itself: on an autocommit connection
+    (seats/fastpath.py) the whole assignment is one round trip. The caller publishes the
+    change and counts it (`count_direct`) once it is committed. With `keyed`, the key is
+    claimed first: raises IdempotentReplay (the stored answer), or the in-flight /
+    reused-key problems, as kit/idempotency.py does."""
+    limits = limits or known.get(customer_key)
     if limits is None:
         return None
     seats = limits.seats
@@ -145,7 +215,7 @@ async def assign_direct(
         limits.contract_id,
         limits.revision,
         limits.active_version,
-        seats.limit,
+        seats.limit if seats.model == "named" else None,  # concurrent: no member seats
         seats.burst_extra,
         window,
         seats.guests,
@@ -178,11 +248,16 @@ async def assign_direct(
         known.forget(customer_key)
     if status in ("stale", "no_customer"):
         return None
-    _, customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
+    _, _customer_id, seat_id, seat_type, seat_tenant, over, assigned_at = found[:7]
     held, quota, window_end, extra_left = found[7:11]
     row = _FastRow(seat_id, subject, seat_type, seat_tenant, over, assigned_at)
     if status == "held":
         return already_held(row, customer, type=type, tenant=tenant)
+    if status == "wrong_model":
+        raise WrongSeatModel(
+            f"The plan of customer {customer!r} has concurrent (floating) seats: open a "
+            f"session with POST /v1/customers/{customer}/sessions instead."
+        )
     if status == "unknown_tenant":
         raise pools.unknown_tenant(tenant or "")
     if status == "tenant_full":

@@ -13,14 +13,16 @@ It serves only what it can answer exactly as the route would, through the very g
 and service function the route uses, and otherwise hands the request, body intact, to the
 route: a customer whose limits this process has not read, limits the database calls stale,
 an unknown customer, a malformed `Idempotency-Key`, a body that does not validate (the route
-words the 422), or no hot connection free within `db_hot_wait_s` (overload, or PostgreSQL
-down or just back: the route's pool answers that).
+words the 422), or no slot (`IN_FLIGHT` statements at once) and hot connection free within
+`db_hot_wait_s` (overload, or PostgreSQL down or just back: the route's pool answers that).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -111,7 +113,8 @@ async def _assign(
         request_id=request.scope["state"].get("request_id"),
         keyed=keyed,
     )
-    async with hot_connection(state.hot_pool, wait_s=state.settings.db_hot_wait_s) as pg:
+    wait_s = state.settings.db_hot_wait_s
+    async with _slot(state, wait_s), hot_connection(state.hot_pool, wait_s=wait_s) as pg:
         if keyed is None:
             assignment = await direct.assign_direct(pg, state.engine, **fields)
             answer = None if assignment is None else _response(assignment)
@@ -143,6 +146,30 @@ async def _assign(
         direct.count_direct(assignment)
         await invalidation.customer_committed(state.bus, key)
     return answer
+
+
+# Seat statements in flight at once, per worker. Every assignment takes the customer's row
+# lock and the audit chain's head row; statements beyond a few only queue in PostgreSQL on
+# those locks, and each waiter costs the database CPU (docs/performance.md, "Seat
+# assignments against a durable write"). Here they queue in the worker, which costs nothing.
+IN_FLIGHT = 3
+
+
+@contextlib.asynccontextmanager
+async def _slot(state: Any, wait_s: float) -> AsyncIterator[None]:
+    """One of the IN_FLIGHT slots within `wait_s` (else HotPoolUnavailable: the route)."""
+    slots = getattr(state, "seat_slots", None)
+    if slots is None:  # made in the app's own event loop, on first use
+        slots = state.seat_slots = asyncio.Semaphore(IN_FLIGHT)
+    try:
+        async with asyncio.timeout(wait_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise HotPoolUnavailable() from None
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def _response(assignment: direct.Assignment) -> tuple[int, bytes]:

@@ -1,6 +1,6 @@
 """The named-seat limits this process last read for each customer, for the direct path.
 
-`service.assign` (the general path) remembers them whenever it reads a customer's limits
+`direct.assign` (the general path) remembers them whenever it reads a customer's limits
 under the pool lock; `direct.assign_direct` sends them with the assignment and the database
 confirms, under the same lock, that the contract revision and policy version they came from
 are still those in force (else it answers `stale` and they are forgotten here). So a stale

@@ -1,4 +1,7 @@
-"""Named seats: assign, release, list; and the burst window over a full pool.
+"""Named seats: release, list, the answers of an assignment; and the burst window over a
+full pool. The assignment itself is one SQL function, the one implementation of its rules
+(seats/direct.py, migration 0014); this module words its answers (`already_held`, the
+refusals).
 
 A member seat counts against the contract's seat limit, a guest seat against the plan's
 `guests`. When members fill the limit, up to `burst.extra` more may be assigned during
@@ -9,18 +12,17 @@ or release after it); until then, once its window has passed,
 every member assignment is refused. Seats over the limit are billed per seat-day from the
 seat rows and episodes.
 
-Every assignment runs under the customer's row lock (`contracts.pools.lock`): counting the
-live seats and inserting one is then a single step for every racing request, so no amount of
-concurrency puts one seat past the limit, the burst ceiling or a tenant's quota. The lock
-also makes opening and closing a burst episode race-free; the partial unique index on open
-episodes is the second line of defence.
+Every assignment runs under the customer's row lock (the pool lock, contracts/pools.py):
+counting the live seats and inserting one is then a single step for every racing request, so
+no amount of concurrency puts one seat past the limit, the burst ceiling or a tenant's
+quota. The lock also makes opening and closing a burst episode race-free; the partial unique
+index on open episodes is the second line of defence.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any, Literal, NoReturn
 
 from sqlalchemy import select, text
@@ -33,11 +35,9 @@ from allotment.contracts.terms import SeatLimits, Terms, seat_limits
 from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
 from allotment.kit.clock import isoformat
-from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.policy.catalog import Catalog
-from allotment.seats import known
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstWindowRead, SeatRead
 from allotment.usage import lifecycle
@@ -45,34 +45,11 @@ from allotment.usage import lifecycle
 SeatType = Literal["member", "guest"]
 
 _COLUMNS = "id, subject, type, tenant, over_limit, assigned_at, released_at"
-_HELD = text(
-    f"SELECT {_COLUMNS} FROM seats WHERE customer_id = :c AND subject = :s AND released_at IS NULL"
-)
-# Live seats are counted per customer in seat_counts (a trigger on seats keeps it, migration
-# 0010); a tenant's, through the partial index of live tenant seats.
-_COUNTS = text(
-    "SELECT coalesce(n.members, 0) AS members, coalesce(n.guests, 0) AS guests, "
-    "(SELECT count(*) FROM seats s WHERE s.customer_id = :c AND s.tenant = :tenant "
-    "AND s.type = :type AND s.released_at IS NULL) AS in_tenant "
-    "FROM (SELECT 1) AS one LEFT JOIN seat_counts n ON n.customer_id = :c"
-)
-_INSERT = text(
-    "INSERT INTO seats (id, customer_id, subject, type, tenant, over_limit, assigned_at) "
-    f"VALUES (:id, :c, :s, :type, :tenant, :over, :now) RETURNING {_COLUMNS}"
-)
 _RELEASE = text(
     "UPDATE seats SET released_at = :now WHERE customer_id = :c AND subject = :s "
     f"AND released_at IS NULL RETURNING {_COLUMNS}"
 )
 _MEMBERS = text("SELECT coalesce((SELECT members FROM seat_counts WHERE customer_id = :c), 0)")
-_OPEN_BURST = text(
-    'SELECT id, started_at, window_ends_at, "limit", extra FROM seat_bursts '
-    "WHERE customer_id = :c AND ended_at IS NULL"
-)
-_START_BURST = text(
-    'INSERT INTO seat_bursts (id, customer_id, "limit", extra, started_at, window_ends_at) '
-    "VALUES (:id, :c, :limit, :extra, :now, :ends)"
-)
 _END_BURST = text(
     "UPDATE seat_bursts SET ended_at = :now WHERE customer_id = :c AND ended_at IS NULL "
     "RETURNING id, started_at"
@@ -180,118 +157,8 @@ def refuse_members(
     )
 
 
-def _record_assignment(
-    session: AsyncSession, customer: str, customer_id: int, row: Any, actor: str
-) -> None:
-    lifecycle.record(
-        session,
-        customer_id=customer_id,
-        actor=actor,
-        action="seat.assigned",
-        target_type="seat",
-        target_key=f"{customer}/{row.subject}",
-        after=_audit_view(row),
-    )
-    after_commit(session, partial(count_granted, row))
-
-
 def count_granted(row: Any) -> None:
     ALLOCATIONS.labels("seats" if row.type == "member" else "guests", "granted").inc()
-
-
-async def assign(
-    session: AsyncSession,
-    *,
-    customer_key: str,
-    subject: str,
-    type: SeatType,
-    tenant: str | None,
-    actor: str,
-    now: datetime | None = None,
-) -> Assignment:
-    """Give `subject` a seat, or return the one it holds (`created=False`)."""
-    found = await pools.lock(session, customer_key=customer_key, at=now)
-    now = found.at
-    known.remember(customer_key, found)
-    seats = found.seats()
-    c = found.customer_id
-    held = (await session.execute(_HELD, {"c": c, "s": subject})).one_or_none()
-    if held is not None:
-        return already_held(held, customer_key, type=type, tenant=tenant)
-    if type == "member" and seats.model == "concurrent":
-        raise WrongSeatModel(
-            f"Plan '{found.limits.plan if found.limits else ''}' has concurrent (floating) seats: "
-            f"open a session with POST /v1/customers/{customer_key}/sessions instead."
-        )
-    counts = (await session.execute(_COUNTS, {"c": c, "type": type, "tenant": tenant})).one()
-    if tenant is not None:
-        quotas = await pools.tenant_quotas(session, customer_id=c, tenant=tenant)
-        if type == "member" and quotas.seats is not None:
-            pools.refuse_tenant(
-                tenant=tenant,
-                pool="seats",
-                quota=quotas.seats,
-                held=counts.in_tenant,
-                wanted=1,
-                frees_at=None,
-            )
-    burst: BurstWindowRead | None = None
-    if type == "guest":
-        if counts.guests >= seats.guests:
-            refuse_guests(seats.guests, counts.guests)
-    else:
-        burst = await _member_room(session, c, seats, counts.members, now)
-    row = (
-        await session.execute(
-            _INSERT,
-            {
-                "id": new_id("seat"),
-                "c": c,
-                "s": subject,
-                "type": type,
-                "tenant": tenant,
-                "over": burst is not None,
-                "now": now,
-            },
-        )
-    ).one()
-    _record_assignment(session, customer_key, c, row, actor)
-    await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
-    return Assignment(row, customer_key, created=True, burst=burst)
-
-
-async def _member_room(
-    session: AsyncSession, c: int, seats: SeatLimits, members: int, now: datetime
-) -> BurstWindowRead | None:
-    """None when a member seat fits under the limit; the burst it uses when it fits over the
-    limit; raises seat_limit_reached when it fits nowhere."""
-    episode = (await session.execute(_OPEN_BURST, {"c": c})).one_or_none()
-    if members < seats.limit:
-        if episode is not None:  # the limit was raised under an open episode: it is over
-            await session.execute(_END_BURST, {"c": c, "now": now})
-        return None
-    window_end = None if episode is None else episode.window_ends_at
-    if seats.burst_extra == 0 or seats.burst_window is None or members >= seats.ceiling:
-        refuse_members(seats, members, window_end, closed=False)
-    assert seats.burst_window is not None
-    if episode is None:
-        ends_at = now + seats.burst_window
-        await session.execute(
-            _START_BURST,
-            {
-                "id": new_id("burst"),
-                "c": c,
-                "limit": seats.limit,
-                "extra": seats.burst_extra,
-                "now": now,
-                "ends": ends_at,
-            },
-        )
-    elif now >= episode.window_ends_at:
-        refuse_members(seats, members, episode.window_ends_at, closed=True)
-    else:
-        ends_at = episode.window_ends_at
-    return BurstWindowRead(ends_at=ends_at, extra_left=seats.ceiling - members - 1)
 
 
 async def release(
