@@ -37,6 +37,7 @@ from allotment.errors import Conflict, NotFound
 from allotment.kit.clock import isoformat
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
+from allotment.kit.reads import from_row
 from allotment.policy.catalog import Catalog
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstWindowRead, SeatRead
@@ -85,16 +86,7 @@ class Assignment:
 
 
 def read(row: Any, customer: str, *, burst: BurstWindowRead | None = None) -> SeatRead:
-    return SeatRead(
-        id=row.id,
-        customer=customer,
-        subject=row.subject,
-        type=row.type,
-        tenant=row.tenant,
-        since=row.assigned_at,
-        over_limit=row.over_limit,
-        burst=burst,
-    )
+    return from_row(SeatRead, row, customer=customer, since=row.assigned_at, burst=burst)
 
 
 def _audit_view(row: Any) -> dict[str, Any]:
