@@ -368,7 +368,9 @@ def measure(
         endpoint = "batch" if path.endswith("/batch") else "check"
         route = "/v1/check/batch" if endpoint == "batch" else "/v1/check"
         before, counted = buckets(base), counters(base)
+        started = time.time()
         results[name] = wrk(url, script, **run)
+        results[name]["started_at"] = started
         if not name.startswith("bare"):
             after = buckets(base)
             for prefix, hist in (
