@@ -294,11 +294,11 @@ async def touch(base: str, key: str, customers: list[str], path: str, body: dict
         await asyncio.gather(*(one(c) for c in customers))
 
 
-def buckets(base: str) -> dict[tuple[str, str], dict[float, float]]:
+def buckets(metrics: str) -> dict[tuple[str, str], dict[float, float]]:
     """The service's own time histograms: `allotment_check_seconds` per endpoint (deciding)
     and `allotment_request_seconds` per route (the whole request inside the service)."""
     found: dict[tuple[str, str], dict[float, float]] = {}
-    for line in httpx.get(base + "/metrics").text.splitlines():
+    for line in metrics.splitlines():
         name, _, rest = line.partition("_bucket{")
         if name not in ("allotment_check_seconds", "allotment_request_seconds"):
             continue
@@ -313,11 +313,11 @@ COUNTED = ("allotment_snapshot_cache_total", "allotment_usage_reads_total",
            "allotment_decisions_dropped_total")  # fmt: skip
 
 
-def counters(base: str) -> dict[str, float]:
+def counters(metrics: str) -> dict[str, float]:
     """The service's counters that explain a run: cache misses, usage reads, drops."""
     return {
         name: float(value)
-        for line in httpx.get(base + "/metrics").text.splitlines()
+        for line in metrics.splitlines()
         if line.startswith(COUNTED)
         for name, _, value in [line.rpartition(" ")]
     }
@@ -367,12 +367,14 @@ def measure(
             wrk(url, script, duration=args.warmup, connections=args.connections)
         endpoint = "batch" if path.endswith("/batch") else "check"
         route = "/v1/check/batch" if endpoint == "batch" else "/v1/check"
-        before, counted = buckets(base), counters(base)
+        scraped = httpx.get(base + "/metrics").text  # one scrape, read two ways
+        before, counted = buckets(scraped), counters(scraped)
         started = time.time()
         results[name] = wrk(url, script, **run)
         results[name]["started_at"] = started
         if not name.startswith("bare"):
-            after = buckets(base)
+            scraped = httpx.get(base + "/metrics").text
+            after = buckets(scraped)
             for prefix, hist in (
                 ("decide", ("allotment_check_seconds", endpoint)),
                 ("request", ("allotment_request_seconds", route)),
@@ -380,7 +382,7 @@ def measure(
                 results[name].update(server_time(before.get(hist, {}), after[hist], prefix))
             results[name]["counters"] = {
                 k: v - counted.get(k, 0.0)
-                for k, v in counters(base).items()
+                for k, v in counters(scraped).items()
                 if v != counted.get(k, 0.0)
             }
         if spy is not None:

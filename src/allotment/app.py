@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
@@ -204,11 +203,20 @@ def _name_pages(document: dict[str, Any]) -> None:
     for old, new in renamed.items():
         schemas[new] = schemas.pop(old)
         schemas[new]["title"] = new
-    text = orjson.dumps(document).decode()
-    for old, new in renamed.items():
-        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
-    document.clear()
-    document.update(orjson.loads(text))
+    prefix = "#/components/schemas/"
+    refs = {prefix + old: prefix + new for old, new in renamed.items()}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("$ref") in refs:
+                node["$ref"] = refs[node["$ref"]]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
 
 
 def _declare_problems(app: FastAPI) -> None:

@@ -21,6 +21,10 @@ from tests.factories.usage import metered_document
 
 
 def sdk_event(event_id: str, count: int, **attributes: Any) -> CloudEvent:
+    return _event(event_id, {"count": count}, **attributes)
+
+
+def _event(event_id: str, data: Any, **attributes: Any) -> CloudEvent:
     return CloudEvent(
         attributes={
             "id": event_id,
@@ -30,7 +34,7 @@ def sdk_event(event_id: str, count: int, **attributes: Any) -> CloudEvent:
             "time": datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1),
             **attributes,
         },
-        data={"count": count},
+        data=data,
     )
 
 
@@ -206,18 +210,7 @@ async def test_raw_non_ascii_bytes_in_a_header_are_refused(
 
 
 def _bytes_event(event_id: str, data: bytes, **attributes: Any) -> CloudEvent:
-    return CloudEvent(
-        attributes={
-            "id": event_id,
-            "source": "gateway",
-            "type": "api.call",
-            "subject": "acme",
-            "time": datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1),
-            "datacontenttype": "application/json",
-            **attributes,
-        },
-        data=data,
-    )
+    return _event(event_id, data, **{"datacontenttype": "application/json", **attributes})
 
 
 async def test_structured_data_base64_is_data_and_a_binary_replay_is_a_duplicate(

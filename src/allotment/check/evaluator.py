@@ -60,8 +60,11 @@ GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant, gates.meter
 
 
 def gates_warning_at(warn_at: tuple[Decimal, ...]) -> tuple[Gate, ...]:
-    """`GATES`, with the meter gate warning at `warn_at` of a limit (the checker's setting)."""
-    return (gates.seat, gates.instance, gates.tenant, partial(gates.meter, warn_at=warn_at))
+    """`GATES`, with the meter gate warning at `warn_at` of a limit (the checker's setting);
+    `GATES` itself for the default thresholds, so the usual check calls no partial."""
+    if warn_at == gates.WARN_AT:
+        return GATES
+    return tuple(partial(g, warn_at=warn_at) if g is gates.meter else g for g in GATES)
 
 
 OK = Verdict(allowed=True, reason="ok")  # frozen: one instance serves every allowed check
