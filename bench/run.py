@@ -224,7 +224,39 @@ async def seed(base: str, key: str, customers: int) -> None:
         await asyncio.gather(*(one(i) for i in range(customers)))
 
 
+def cpu_ticks() -> dict[str, tuple[int, int]]:
+    """Per core (`cpu0`, `cpu1`, …): (ticks stolen by the hypervisor, all ticks), from
+    /proc/stat; empty where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(f) for f in fields[:8]]  # user … steal; guest time is inside user
+            found[name] = (ticks[7], sum(ticks))
+    return found
+
+
+# A run during which the hypervisor took more than this share of any core from the machine
+# was disturbed from outside: its figures say more about the neighbours than about the code.
+STOLEN_PCT = 3.0
+
+
+def stolen_pct(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> float:
+    """The largest share of a core's time stolen between two `cpu_ticks()` readings."""
+    shares = [
+        100 * (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
+        for c in after
+        if c in before
+    ]
+    return max(shares, default=0.0)
+
+
 def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str, float]:
+    ticks = cpu_ticks()
     out = subprocess.run(
         [
             *LOAD_CORES,
@@ -244,6 +276,7 @@ def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str,
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / result["seconds"]
+    result["stolen_pct"] = round(stolen_pct(ticks, cpu_ticks()), 1)
     return result
 
 
@@ -300,11 +333,15 @@ def buckets(metrics: str) -> dict[tuple[str, str], dict[float, float]]:
     found: dict[tuple[str, str], dict[float, float]] = {}
     for line in metrics.splitlines():
         name, _, rest = line.partition("_bucket{")
-        if name not in ("allotment_check_seconds", "allotment_request_seconds"):
+        if name not in (
+            "allotment_check_seconds",
+            "allotment_request_seconds",
+            "allotment_gc_pause_seconds",
+        ):
             continue
         labels, _, value = rest.partition("} ")
         parts = {k: v.strip('"') for k, v in (p.split("=", 1) for p in labels.split(","))}
-        which = parts.get("endpoint") or parts.get("route", "")
+        which = parts.get("endpoint") or parts.get("route") or parts.get("generation", "")
         found.setdefault((name, which), {})[float(parts["le"])] = float(value)
     return found
 
@@ -334,6 +371,17 @@ def server_time(
         le = next((le for le, n in counts.items() if total and n >= q * total), float("nan"))
         bounds[f"{prefix}_{name}"] = le * 1000
     return bounds
+
+
+def gc_pauses(
+    before: dict[float, float], after: dict[float, float], prefix: str
+) -> dict[str, float]:
+    """How many collections of a generation ran in a run, and how many took over 10 ms."""
+    if not after:
+        return {}
+    total = after[float("inf")] - before.get(float("inf"), 0.0)
+    quick = after[0.01] - before.get(0.01, 0.0)
+    return {f"{prefix}_collections": total, f"{prefix}_over_10ms": total - quick}
 
 
 def measure(
@@ -380,6 +428,11 @@ def measure(
                 ("request", ("allotment_request_seconds", route)),
             ):
                 results[name].update(server_time(before.get(hist, {}), after[hist], prefix))
+            for generation in "012":
+                hist = ("allotment_gc_pause_seconds", generation)
+                results[name].update(
+                    gc_pauses(before.get(hist, {}), after.get(hist, {}), f"gc{generation}")
+                )
             results[name]["counters"] = {
                 k: v - counted.get(k, 0.0)
                 for k, v in counters(scraped).items()
@@ -409,6 +462,11 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
             found[f"{name}_rps_vs_bare_check"] = results[name]["rps"] / bare["rps"]
             found[f"{name}_p99_vs_bare_check"] = results[name]["p99_ms"] / bare["p99_ms"]
     return found
+
+
+def disturbed(round_: dict[str, dict[str, Any]]) -> bool:
+    """Whether the hypervisor stole more than STOLEN_PCT of a core during any run of a round."""
+    return any(r.get("stolen_pct", 0.0) > STOLEN_PCT for r in round_.values())
 
 
 def pct(values: list[float], q: float) -> float:
@@ -528,8 +586,19 @@ def main() -> None:
         rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.repeat):
             rounds.append(measure(plan, args, base, key, customers, procs[0].pid, run))
+            print(
+                f"round {len(rounds)}: "
+                + "; ".join(
+                    f"{name} {r['rps']:.0f}/s p99 {r['p99_ms']:.1f} ms"
+                    f" stolen {r['stolen_pct']:g}%"
+                    + (f" gc2 {r['gc2_collections']:g}" if "gc2_collections" in r else "")
+                    for name, r in rounds[-1].items()
+                ),
+                flush=True,
+            )
         results = {name: median_run([r[name] for r in rounds]) for name in rounds[0]}
 
+        quiet = [r for r in rounds if not disturbed(r)] or rounds
         metrics = httpx.get(base + "/metrics").text
         report = {
             "at": datetime.now(UTC).isoformat(),
@@ -541,10 +610,16 @@ def main() -> None:
                 "pinned": args.pin,
             },
             "results": results,
+            # Medians over the rounds no neighbour disturbed (all rounds if every one was).
             "ratios": {
+                name: statistics.median(ratios(r)[name] for r in quiet)
+                for name in ratios(rounds[0])
+            },
+            "ratios_all_rounds": {
                 name: statistics.median(ratios(r)[name] for r in rounds)
                 for name in ratios(rounds[0])
             },
+            "disturbed_rounds": [i + 1 for i, r in enumerate(rounds) if disturbed(r)],
             "cold_check_ms": {
                 "p50": statistics.median(cold),
                 "p99": pct(cold, 0.99),
@@ -568,8 +643,22 @@ def main() -> None:
         for name, r in results.items():
             for counter, value in r.get("counters", {}).items():
                 print(f"  {name:12s} {counter} +{value:g}")
+            if "gc2_collections" in r:
+                print(
+                    f"  {name:12s} collections (over 10 ms): "
+                    + ", ".join(
+                        f"gen{g} {r[f'gc{g}_collections']:g} ({r[f'gc{g}_over_10ms']:g})"
+                        for g in range(3)
+                    )
+                )
         for name, value in report["ratios"].items():
-            print(f"{name:28s} {value:5.2f}")
+            every = report["ratios_all_rounds"][name]
+            print(f"{name:28s} {value:5.2f}   (all rounds: {every:.2f})")
+        if report["disturbed_rounds"]:
+            print(
+                f"rounds {report['disturbed_rounds']} had over {STOLEN_PCT:g}% of a core stolen by "
+                "the hypervisor: ratios are medians of the other rounds"
+            )
         cold_ms = report["cold_check_ms"]
         print(
             f"cold check (1 connection, n={cold_ms['n']}): p50 {cold_ms['p50']:.2f} ms, "

@@ -45,6 +45,7 @@ from allotment.kit import logs
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import IdempotentReplay, replay_response
+from allotment.kit.metrics import watch_gc
 from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
@@ -118,6 +119,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    watch_gc()
     log.info("started")
     try:
         yield

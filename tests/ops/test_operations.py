@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -110,3 +111,21 @@ async def test_metrics_expose_latency_by_route(
         'allotment_request_seconds_count{method="GET",route="/v1/customers/{key}",status="404"}'
         in text
     )
+
+
+def _gc_count(text: str, generation: int) -> float:
+    prefix = f'allotment_gc_pause_seconds_count{{generation="{generation}"}} '
+    return next(
+        float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+async def test_metrics_time_every_garbage_collection(client: httpx.AsyncClient) -> None:
+    """A collection stops the whole event loop, which no request histogram sees: each one is
+    timed, by generation."""
+    before = (await client.get("/metrics")).text
+    gc.collect()
+    gc.collect(0)
+    after = (await client.get("/metrics")).text
+    assert _gc_count(after, 2) >= _gc_count(before, 2) + 1
+    assert _gc_count(after, 0) >= _gc_count(before, 0) + 1
