@@ -80,6 +80,41 @@ async def test_a_base_older_than_base_s_is_reread_whole(
     assert (await cache.get(snapshot, now)).of("api_calls").month == Decimal(7)
 
 
+async def test_old_bases_are_reread_a_few_per_turn_oldest_first(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], monkeypatch: Any
+) -> None:
+    """Customers first seen together come due together every `base_s`; rereading all their
+    bases in one turn was one long slice of the event loop. A turn takes the oldest few."""
+    from allotment.check import meter_use
+
+    monkeypatch.setattr(meter_use, "_AGED_PER_TURN", 1)
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    earlier = max(now.replace(day=1, hour=0, minute=5), now - timedelta(days=2))
+    if earlier.replace(minute=0, second=0, microsecond=0) == now.replace(
+        minute=0, second=0, microsecond=0
+    ):
+        return  # the month is younger than an hour: no earlier hour to test
+    snapshots = {key: (await checker.snapshot(key, now))[0] for key in ("acme", "globex")}
+    for snapshot in snapshots.values():
+        await cache.get(snapshot, now)
+    late = [event(f"late-{k}", subject=k, time=earlier, data={"count": 7}) for k in snapshots]
+    await ingest_at(app, late, received=now)
+    _age(cache, "globex", cache.base_s + 2)
+    _age(cache, "acme", cache.base_s + 1)
+
+    async def months() -> list[Decimal]:
+        return [(await cache.get(s, now)).of("api_calls").month for s in snapshots.values()]
+
+    assert await cache.refresh(datetime.now(UTC)) == 2  # both renewed, one of them whole
+    assert await months() == [0, 7]  # globex's base was the older
+    _age(cache, "acme", cache.refresh_s)
+    _age(cache, "globex", cache.refresh_s)
+    await cache.refresh(datetime.now(UTC))
+    assert await months() == [7, 7]
+
+
 async def test_a_forgotten_entry_is_not_overwritten_by_a_refresh(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

@@ -8,8 +8,8 @@
                                     one query, the current hour's counters of every customer
                                     checked in the last `active_s` whose entry is due, and
                                     adds them to the month and day before this hour (kept
-                                    with the entry, reread whole every `base_s` or when the
-                                    hour turns)
+                                    with the entry, reread whole when the hour turns, and
+                                    after `base_s` a few per turn, oldest first)
     UsageCache.forget(customer)     after this worker ingested or consumed for the customer
     load(connection, …)             one select over the month's hourly counters
 
@@ -66,6 +66,7 @@ _HOURS = text(
 _ZERO = Decimal(0)
 _CHUNK = 1000  # customers per query
 _YIELD_EVERY = 100  # customers renewed between two turns of the event loop
+_AGED_PER_TURN = 50  # at least this many old bases reread per turn of the refresher
 
 Part = tuple[str, str]  # (meter, tenant or "")
 
@@ -259,7 +260,9 @@ class UsageCache:
                     raise
                 continue
             hour = hour_of(now)
-            for key, (customer_id, _, future) in batch.items():
+            for n, (key, (customer_id, _, future)) in enumerate(batch.items(), 1):
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # checks go on between slices
                 bases, hours = found[customer_id]
                 usage = _usage(bases, hours, now)
                 if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
@@ -291,6 +294,7 @@ class UsageCache:
         clock = time.monotonic()
         hour = hour_of(now)
         whole: list[tuple[str, int, _Entry]] = []
+        aged: list[tuple[str, int, _Entry]] = []
         partial: list[tuple[str, int, _Entry]] = []
         for key, (customer_id, seen) in list(self._active.items()):
             if clock - seen > self.active_s:
@@ -299,8 +303,19 @@ class UsageCache:
             entry = self._entries.get(key)
             if entry is None or key in self._reads or clock - entry.read_at < self.refresh_s:
                 continue  # none yet (the next check reads it), being read, or fresh
-            due = entry.hour != hour or clock - entry.base_at >= self.base_s
-            (whole if due else partial).append((key, customer_id, entry))
+            if entry.hour != hour:
+                whole.append((key, customer_id, entry))
+            elif clock - entry.base_at >= self.base_s:
+                aged.append((key, customer_id, entry))
+            else:
+                partial.append((key, customer_id, entry))
+        # Bases that are merely old are reread a few per turn, oldest first: customers first
+        # seen together (a restart, a wave of checks) would otherwise all come due in the
+        # same turn every `base_s`, one long slice of the loop for a thousand customers.
+        aged.sort(key=lambda item: item[2].base_at)
+        budget = max(_AGED_PER_TURN, 2 * len(self._active) * self.refresh_s // self.base_s)
+        whole += aged[: int(budget)]
+        partial += aged[int(budget) :]
         if not whole and not partial:
             return 0
         USAGE_READS.labels("refresh").inc()
