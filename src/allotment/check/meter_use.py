@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from allotment.check.metrics import USAGE_READS
 from allotment.check.values import MeterTotals, Snapshot, Usage
 from allotment.kit.clock import utcnow
+from allotment.kit.slicing import TimeSlice
 from allotment.usage.meters import hour_of, month_of
 
 log = logging.getLogger("allotment.check.meter_use")
@@ -65,7 +66,6 @@ _HOURS = text(
 )
 _ZERO = Decimal(0)
 _CHUNK = 1000  # customers per query
-_YIELD_EVERY = 100  # customers renewed between two turns of the event loop
 _AGED_PER_TURN = 50  # at least this many old bases reread per turn of the refresher
 
 Part = tuple[str, str]  # (meter, tenant or "")
@@ -260,9 +260,9 @@ class UsageCache:
                     raise
                 continue
             hour = hour_of(now)
-            for n, (key, (customer_id, _, future)) in enumerate(batch.items(), 1):
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # checks go on between slices
+            pause = TimeSlice().pause  # checks go on between slices
+            for key, (customer_id, _, future) in batch.items():
+                await pause()
                 bases, hours = found[customer_id]
                 usage = _usage(bases, hours, now)
                 if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
@@ -320,20 +320,20 @@ class UsageCache:
             return 0
         USAGE_READS.labels("refresh").inc()
         renewed = 0
+        pause = TimeSlice().pause  # checks go on between slices
         async with self.maker() as session:
             connection = await session.connection(
                 execution_options={"isolation_level": "AUTOCOMMIT"}
             )
             for chunk in _chunks(whole):
                 found = await _bases(connection, [c for _, c, _ in chunk], now)
-                for n, (key, customer_id, entry) in enumerate(chunk, 1):
+                for key, customer_id, entry in chunk:
+                    await pause()
                     bases, hours = found[customer_id]
                     usage = _usage(bases, hours, now)
                     renewed += self._renew(
                         key, entry, _Entry(clock, clock, hour, bases, hours, usage)
                     )
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # checks go on between slices
             for chunk in _chunks(partial):
                 rows = await connection.execute(
                     _HOURS, {"ids": [c for _, c, _ in chunk], "hour": hour}
@@ -344,15 +344,14 @@ class UsageCache:
                         row.kind,
                         Decimal(row.value),
                     )
-                for n, (key, customer_id, entry) in enumerate(chunk, 1):
+                for key, customer_id, entry in chunk:
+                    await pause()
                     hours = hours_of.get(customer_id, {})
                     # Unchanged since the last read (the common case): the totals stand.
                     usage = entry.usage if hours == entry.hours else _usage(entry.bases, hours, now)
                     renewed += self._renew(
                         key, entry, _Entry(clock, entry.base_at, hour, entry.bases, hours, usage)
                     )
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # checks go on between slices
         return renewed
 
     def _renew(self, key: str, old: _Entry, new: _Entry) -> int:
