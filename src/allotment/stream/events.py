@@ -5,7 +5,7 @@ carries no data: EventSource records both and dispatches nothing. Then, per chan
 
     id: 12af09c3e0d1b2a4:1764742321456-0
     event: customer.changed
-    data: {"customer":"acme","state_version":7,"committed_at":"2026-12-03T06:12:01.456789Z"}
+    data: {"customer":"acme","state_version":7,"committed_at":"2025-12-03T06:12:01.456000Z"}
 
 and a `: heartbeat` comment whenever the stream was quiet for the heartbeat interval.
 """

@@ -164,6 +164,7 @@ class Hub:
         self.closing = False
         self._token: bytes | None = None
         self._task: asyncio.Task[None] | None = None
+        self._attached = asyncio.Event()  # set at the first attach
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -249,8 +250,12 @@ class Hub:
 
     # -- the reader --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, attach_within_s: float = 2.0) -> None:
+        """Start the reader, and give it a moment to attach: a client that connects before
+        it does gets a resync when it does (Redis down at startup: it attaches later)."""
         self._task = asyncio.create_task(self._read(), name="allotment-stream")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._attached.wait(), attach_within_s)
 
     async def stop(self) -> None:
         self.close()
@@ -311,6 +316,7 @@ class Hub:
         elif not self.attached:
             log.info("stream_reader_reattached", epoch=epoch)
         self.attached = True
+        self._attached.set()
 
     async def _poll(self) -> bool:
         """One XREAD BLOCK (with the epoch token read just before it); False: re-attach."""
