@@ -91,7 +91,7 @@ def _seconds(iso: str) -> float:
 
 
 async def test_customers_created_and_deleted_and_seats_assigned_are_announced(
-    served: Served, client: httpx.AsyncClient, admin: dict[str, str], backend: Any
+    app: Any, served: Served, client: httpx.AsyncClient, admin: dict[str, str], backend: Any
 ) -> None:
     await publish_policy(client, admin, demo_document())
     async with Listener(served.stream, backend) as stream:
@@ -106,6 +106,8 @@ async def test_customers_created_and_deleted_and_seats_assigned_are_announced(
 
         await create_customer(client, admin, key="acme")
         await create_contract(client, admin, customer="acme", plan="team")
+        version = await state_version(app, "acme")
+        await stream.next("customer.changed", customer="acme", state_version=version)
         seen = len(stream.events)
         for subject in ("ann@acme", "bob@acme"):  # the general path, then the fast path
             seat = await client.post(

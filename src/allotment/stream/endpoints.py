@@ -36,12 +36,66 @@ told (refetch the state you hold); a `: heartbeat` comment after `ALLOTMENT_STRE
 of silence. Resume with the `Last-Event-ID` header (or `?last_event_id=`). A `check` key
 reads every customer, or the one it names; a `customer:<key>` key must name its own."""
 
+
+def _event(name: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+    """One kind of event as OpenAPI 3.1 documents a `text/event-stream` body: the media
+    type's schema describes each event (`event`, `id`, `data`: one line of JSON)."""
+    return {
+        "type": "object",
+        "title": name,
+        "description": description,
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "id": {"type": "string", "description": "Resume after this event with it"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"type": "object", "required": list(data), "properties": data},
+            },
+        },
+    }
+
+
+_WHEN = {"type": "string", "format": "date-time", "description": "when the writer committed"}
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",  # (FastAPI's default for a response class is a string)
+    "oneOf": [
+        _event(
+            events.CUSTOMER_CHANGED,
+            {
+                "customer": {"type": "string"},
+                "state_version": {
+                    "type": ["integer", "null"],
+                    "description": "the version the change moved the customer to; null "
+                    "for seat assignments and deleted customers",
+                },
+                "committed_at": _WHEN,
+            },
+            "What the customer is entitled to changed: refetch it.",
+        ),
+        _event(
+            events.POLICY_PUBLISHED,
+            {
+                "version": {"type": ["integer", "null"]},
+                "rollback": {"type": "boolean"},
+                "committed_at": _WHEN,
+            },
+            "A policy version became active (by a publish, or a rollback).",
+        ),
+        _event(
+            events.RESYNC,
+            {"reason": {"type": "string"}},
+            "What this client missed cannot be told: refetch everything; live events follow.",
+        ),
+    ],
+}
 _STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The stream (text/event-stream), until the client goes away, the "
         "server shuts down or `ALLOTMENT_STREAM_MAX_S` passes (then reconnect with "
         "Last-Event-ID).",
-        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+        "content": {MEDIA_TYPE: {"schema": _EVENT_SCHEMA}},
     }
 }
 
@@ -158,6 +212,7 @@ async def _watch_disconnect(receive: Receive, client: Client) -> None:
 
 @router.get(
     "/v1/stream",
+    status_code=200,  # FastAPI would look for it in EventStream's constructor
     response_class=EventStream,
     responses=_STREAM_RESPONSE,
     description=_DESCRIPTION,
