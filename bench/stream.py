@@ -185,7 +185,7 @@ async def drive(base: str, key: str, contracts: list[dict[str, Any]], n: int, ra
             contract = contracts[i % len(contracts)]
             answer = await client.patch(
                 f"/v1/contracts/{contract['id']}",
-                json={"seats": {"limit": 100 + i}},
+                json={"seats": {"limit": 101 + i}},  # the seeded 100 + 1 at least: a change
                 headers={"If-Match": str(contract["revision"])},
             )
             answer.raise_for_status()
@@ -372,7 +372,8 @@ def main() -> None:
     out.write_text(json.dumps(summary, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
     if not complete:
-        print("LOST OR REPEATED DELIVERIES (or resyncs): see counts")
+        short = sorted({count for count in counts if count != args.amendments})
+        print(f"LOST OR REPEATED DELIVERIES (or resyncs): some clients got {short} changes")
         sys.exit(1)
 
 
