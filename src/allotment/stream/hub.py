@@ -173,6 +173,7 @@ class Hub:
         client = Client(customer, self.client_queue)
         if self.epoch is not None and self.position is not None:
             client.floor = client.sent = (self.epoch, self.position)
+        client.closed = self.closing  # shutting down since its request came in: ends at once
         self.clients.add(client)
         STREAM_CLIENTS.inc()
         return client
