@@ -45,6 +45,10 @@ class Stores:
             "redis_url": self.redis_url,
             "redis_namespace": self.namespace,
             "log_level": "WARNING",
+            # In process, httpx's ASGITransport (and schemathesis's) hand a response over
+            # only once it has ended: a stream (GET /v1/stream) walked by the route tests
+            # must end by itself, soon. tests/stream serves its apps over real HTTP.
+            "stream_max_s": 0.2,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

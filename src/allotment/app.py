@@ -1,7 +1,8 @@
 """The ASGI application: `create_app()` wires settings, stores, caches, routes and errors.
 
-The lifespan opens the engine, the Redis client and the invalidation bus and keeps them on
-`app.state`; when no database or Redis URL is configured it starts the embedded servers.
+The lifespan opens the engine, the Redis client, the invalidation bus and the change
+stream's hub and keeps them on `app.state`; when no database or Redis URL is configured it
+starts the embedded servers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
-from allotment import embedded
+from allotment import embedded, invalidation
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
@@ -42,15 +43,17 @@ from allotment.errors import document_problems, install_handlers
 from allotment.impact.endpoints import router as dry_run_router
 from allotment.instances.endpoints import router as instances_router
 from allotment.kit import logs
-from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import IdempotentReplay, replay_response
 from allotment.kit.metrics import watch_gc
 from allotment.kit.middleware import BodyGuard, RequestContext
+from allotment.kit.shutdown import on_exit_signal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
+from allotment.stream.endpoints import router as stream_router
+from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
@@ -58,10 +61,10 @@ from allotment.usage.endpoints import router as usage_router
 log = structlog.get_logger("allotment.app")
 
 
-def redis_client(url: str) -> Redis:
+def redis_client(url: str, *, timeout_s: float = 0.5) -> Redis:
     # Short timeouts: Redis is a cache and a bus; waiting on it must never stall a check.
     return Redis.from_url(
-        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
+        url, socket_timeout=timeout_s, socket_connect_timeout=0.5, health_check_interval=10
     )
 
 
@@ -72,7 +75,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(servers.database_url, settings)
     hot_pool = create_hot_pool(servers.database_url, settings)
     redis = redis_client(servers.redis_url)
-    bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate")
+    bus = invalidation.make_bus(redis, settings)
+    assert bus.journal is not None
+    stream = Hub(
+        redis=redis,
+        # XREAD BLOCK waits up to READ_BLOCK_MS on a connection of its own.
+        reader=redis_client(servers.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 2.0),
+        journal=bus.journal,
+        client_queue=settings.stream_client_queue,
+    )
     principals = PrincipalCache(
         ttl=settings.auth_cache_ttl_s,
         ttl_bus_up=settings.auth_cache_ttl_bus_up_s,
@@ -97,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = maker
     app.state.redis = redis
     app.state.bus = bus
+    app.state.stream = stream
     app.state.principals = principals
     usage = UsageCache(
         maker=maker,
@@ -111,6 +123,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await hot_pool.open()
     await bus.start()
+    await stream.start()
+    # uvicorn waits for running requests before the lifespan ends: end the streams first.
+    forget_signal = on_exit_signal(stream.close)
     await decisions.start()
     with contextlib.suppress(DBAPIError, psycopg.Error, OSError):  # PostgreSQL down: made later
         await partitions.startup(engine, now=utcnow(), late_window_s=settings.events_late_window_s)
@@ -124,6 +139,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        forget_signal()
+        await stream.stop()
         await usage.stop()
         await decisions.stop()
         await bus.stop()
@@ -274,6 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_router,
         billing_router,
         audit_router,
+        stream_router,
     )
     for router in routers:
         app.include_router(router)

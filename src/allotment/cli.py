@@ -50,14 +50,14 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
     async def main() -> T:
         from redis.asyncio import Redis
 
-        from allotment.kit.bus import Bus
+        from allotment import invalidation
 
         settings = get_settings()
         engine = create_engine(database_url, settings)
         # The servers' bus: a change made here (a publish, a key revoked) reaches running
         # workers at once, as one made through the API does, not after their cache TTL.
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        bus = Bus(redis, channel=f"{settings.redis_namespace}:invalidate") if redis else None
+        bus = invalidation.make_bus(redis, settings) if redis else None
         try:
             async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)

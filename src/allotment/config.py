@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     # Fractions of a limit at which decisions carry an `approaching_limit` warning.
     usage_warning_thresholds: tuple[float, ...] = (0.8, 1.0)
 
+    # The change stream, GET /v1/stream (docs/stream.md).
+    stream_heartbeat_s: float = Field(default=15.0, gt=0)  # a comment when nothing else went
+    stream_retry_ms: int = Field(default=1000, ge=0)  # the `retry:` hint: reconnect after
+    # Streams end after about this long (the client reconnects with Last-Event-ID and misses
+    # nothing), so long-lived connections spread over the workers again after a deploy.
+    stream_max_s: float = Field(default=3600.0, gt=0)
+    # Entries the Redis journal keeps for resuming (approximate trimming); an older
+    # Last-Event-ID gets `resync`.
+    stream_journal_max: int = Field(default=10_000, ge=100)
+    # Events waiting for one slow client; past this its backlog is dropped for a `resync`.
+    stream_client_queue: int = Field(default=1000, ge=1)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -17,7 +17,7 @@ from allotment.auth import service as api_keys
 from allotment.auth.principal import Principal
 from allotment.config import Settings
 from allotment.db import request_session
-from allotment.errors import Forbidden, ServiceUnavailable, Unauthorized
+from allotment.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 
 SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]
 
@@ -75,19 +75,37 @@ async def authenticate(request: Request) -> Principal:
 
 class Require:
     """Authorise the caller: `admin` always passes; otherwise one of `scopes`, or — for a
-    read of the customer named by the path parameter `customer_param` — `customer:<key>`."""
+    read of the customer named by the path parameter `customer_param` (or, on a route that
+    reads every customer unless told one, by the query parameter `customer_query`) —
+    `customer:<key>`."""
 
-    def __init__(self, *scopes: str, customer_param: str | None = None) -> None:
+    def __init__(
+        self,
+        *scopes: str,
+        customer_param: str | None = None,
+        customer_query: str | None = None,
+    ) -> None:
         self.scopes = scopes
         self.customer_param = customer_param
+        self.customer_query = customer_query
 
     async def __call__(self, request: Request) -> Principal:
         principal = await authenticate(request)
         customer = request.path_params.get(self.customer_param) if self.customer_param else None
+        if self.customer_query:
+            named = request.query_params.getlist(self.customer_query)
+            if len(named) > 1:  # the guard and the route must read the same one
+                raise BadRequest(f"Give `{self.customer_query}` at most once.")
+            customer = named[0] if named else None
         if not principal.allows(
             self.scopes, customer=customer, read_only=request.method in _READ_METHODS
         ):
             needed = " or ".join(("admin", *self.scopes))
+            if self.customer_query and customer is None and principal.customer_scoped:
+                raise Forbidden(
+                    f"A customer-scoped key reads only its own customer here: name it, "
+                    f"`?{self.customer_query}=<key>`."
+                )
             raise Forbidden(f"This API key lacks the scope this route needs ({needed}).")
         return principal
 
@@ -102,8 +120,10 @@ class Public:
         return None
 
 
-def require(*scopes: str, customer_param: str | None = None) -> Any:
-    return Depends(Require(*scopes, customer_param=customer_param))
+def require(
+    *scopes: str, customer_param: str | None = None, customer_query: str | None = None
+) -> Any:
+    return Depends(Require(*scopes, customer_param=customer_param, customer_query=customer_query))
 
 
 def public() -> Any:

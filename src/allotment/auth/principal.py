@@ -37,6 +37,10 @@ class Principal:
     def actor(self) -> str:
         return f"api_key:{self.key_id}"
 
+    @property
+    def customer_scoped(self) -> bool:
+        return any(scope.startswith("customer:") for scope in self.scopes)
+
     def allows(self, required: tuple[str, ...], *, customer: str | None, read_only: bool) -> bool:
         if "admin" in self.scopes or not self.scopes.isdisjoint(required):
             return True

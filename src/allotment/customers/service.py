@@ -47,7 +47,9 @@ async def create(session: AsyncSession, *, data: CustomerCreate, actor: str) -> 
     if inserted is None:
         raise Conflict(f"A customer with key {data.key!r} already exists.", type="customer-exists")
     customer = await session.get_one(Customer, inserted)
-    invalidation.customer_changed(session, customer_key=customer.key)
+    invalidation.customer_changed(
+        session, customer_key=customer.key, state_version=customer.state_version
+    )
     audit.record(
         session,
         actor=actor,

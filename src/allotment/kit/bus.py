@@ -7,6 +7,12 @@ in the background, batched with the others published meanwhile (`flush()` waits 
 Redis is a bus here, never a store: a message lost while Redis is down is covered by each
 cache's own short TTL, and `on_reconnect` handlers run when the subscription comes back so
 caches can re-check.
+
+With a `Journal`, the messages of its topics are also appended to a Redis stream in the same
+MULTI as their PUBLISH (so every process sees them in one order, with ids a client can resume
+from: the change stream, stream/hub.py). Messages that could not be sent leave a gap: the
+next send that succeeds journals a `RESYNC_TOPIC` marker before anything else, which tells
+readers that something may be missing before it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
@@ -28,6 +37,23 @@ Handler = Callable[[str], Awaitable[None] | None]
 ReconnectHandler = Callable[[], Awaitable[None] | None]
 
 PUBLISH_ATTEMPTS = 3  # connection errors only: a refused connect fails in well under 1 ms
+RESYNC_TOPIC = "journal.resync"  # a journal marker: messages may be missing before it
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Where a bus journals the messages of `topics`: the Redis stream `key`, trimmed to about
+    `maxlen` entries (approximate trimming: cheap, and never below `maxlen`). `epoch_key`
+    holds a random token that the first send after Redis lost its data creates (SET NX), so
+    a reader can tell a journal that started over from one that went on."""
+
+    key: str
+    epoch_key: str
+    topics: frozenset[str]
+    maxlen: int
+
+    def new_epoch(self) -> str:
+        return secrets.token_hex(4)
 
 
 async def _call(fn: Callable[..., Awaitable[None] | None], *args: str) -> None:
@@ -40,17 +66,22 @@ async def _call(fn: Callable[..., Awaitable[None] | None], *args: str) -> None:
 
 
 class Bus:
-    def __init__(self, redis: Redis, *, channel: str) -> None:
+    def __init__(self, redis: Redis, *, channel: str, journal: Journal | None = None) -> None:
         self.redis = redis
         self.channel = channel
+        self.journal = journal
         self.origin = f"{os.getpid()}-{id(self)}"
         self.connected = False
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._on_reconnect: list[ReconnectHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._outbox: list[bytes] = []
+        self._outbox: list[tuple[str, bytes]] = []
         self._sender: asyncio.Task[None] | None = None
+        # Journaled messages were lost (Redis unreachable): the next send that succeeds
+        # journals a marker first.
+        self.gap = False
+        self._marker = orjson.dumps({"t": RESYNC_TOPIC, "o": self.origin})
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)
@@ -58,14 +89,23 @@ class Bus:
     def on_reconnect(self, handler: ReconnectHandler) -> None:
         self._on_reconnect.append(handler)
 
-    async def publish(self, topic: str, payload: str) -> None:
+    async def publish(
+        self, topic: str, payload: str, *, data: Mapping[str, Any] | None = None
+    ) -> None:
         """Run this process's handlers now; send the message to the other workers in the
         background, in one pipeline with whatever else is published meanwhile (at a
         thousand seat assignments a second, one round trip to Redis per write was a tenth
-        of the worker's CPU)."""
+        of the worker's CPU). `data` rides along for the journal's readers; handlers get
+        `payload` only."""
         for handler in self._handlers.get(topic, ()):
             await _call(handler, payload)
-        self._outbox.append(orjson.dumps({"t": topic, "p": payload, "o": self.origin}))
+        message: dict[str, Any] = {"t": topic, "p": payload, "o": self.origin}
+        if data is not None:
+            message["d"] = data
+        self._outbox.append((topic, orjson.dumps(message)))
+        self._start_sender()
+
+    def _start_sender(self) -> None:
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
@@ -76,19 +116,35 @@ class Bus:
 
     async def _send(self) -> None:
         try:
-            while self._outbox:
+            marker_only = self.gap  # started to write the marker (on reconnect)
+            while self._outbox or marker_only:
+                marker_only = False
                 batch, self._outbox = self._outbox, []
                 await self._send_batch(batch)
         finally:
             self._sender = None
 
-    async def _send_batch(self, batch: list[bytes]) -> None:
+    async def _send_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        journal = self.journal
+        journaled = journal is not None and (
+            self.gap or any(topic in journal.topics for topic, _ in batch)
+        )
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for message in batch:
+                # With journal entries: one MULTI, so a batch is journaled whole or not at
+                # all, and a retry cannot journal a message twice.
+                async with self.redis.pipeline(transaction=journaled) as pipe:
+                    if journal is not None and journaled:
+                        pipe.set(journal.epoch_key, journal.new_epoch(), nx=True)
+                        if self.gap:
+                            self._journal(pipe, journal, self._marker)
+                    for topic, message in batch:
                         pipe.publish(self.channel, message)
+                        if journal is not None and topic in journal.topics:
+                            self._journal(pipe, journal, message)
                     await pipe.execute()
+                if journaled:
+                    self.gap = False
                 return
             except RedisConnectionError as exc:
                 # After a Redis restart each pooled connection from before it fails once
@@ -99,7 +155,13 @@ class Bus:
                     log.warning("bus_publish_failed", messages=len(batch), error=str(exc))
             except Exception as exc:  # other workers fall back to their caches' short TTL
                 log.warning("bus_publish_failed", messages=len(batch), error=str(exc))
-                return
+                break
+        if journaled:
+            self.gap = True
+
+    @staticmethod
+    def _journal(pipe: Any, journal: Journal, message: bytes) -> None:
+        pipe.xadd(journal.key, {"m": message}, maxlen=journal.maxlen, approximate=True)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="allotment-bus")
@@ -130,6 +192,8 @@ class Bus:
                     for handler in self._on_reconnect:
                         await _call(handler)
                 first = False
+                if self.gap:  # journal the marker now, not at the next change
+                    self._start_sender()
                 while not self._stopping:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is None:

@@ -390,5 +390,10 @@ async def _move_pointer(
         customer_id=None,
         data={"version": to.version, "digest": to.digest, "previous": state.active_version},
     )
-    invalidation.announce_policy(session, version=global_version)
+    invalidation.announce_policy(
+        session,
+        global_version=global_version,
+        version=to.version,
+        rollback=action == "policy.rolled_back",
+    )
     return global_version
