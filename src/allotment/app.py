@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from allotment import embedded
+from allotment.artifacts.endpoints import router as artifacts_router
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
@@ -50,6 +51,8 @@ from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
+from allotment.signing.endpoints import router as signing_router
+from allotment.signing.keyring import KeyRing
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
@@ -108,6 +111,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage=usage,
         warn_at=tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds),
     )
+    # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
+    app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)
     await hot_pool.open()
     await bus.start()
     await decisions.start()
@@ -272,6 +277,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_router,
         billing_router,
         audit_router,
+        artifacts_router,
+        signing_router,
     )
     for router in routers:
         app.include_router(router)

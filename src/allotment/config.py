@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     usage_refresh_s: float = Field(default=0.25, ge=0.0)
     # Fractions of a limit at which decisions carry an `approaching_limit` warning.
     usage_warning_thresholds: tuple[float, ...] = (0.8, 1.0)
+
+    # Signed artifacts (docs/artifacts.md). The signing keys' private halves are encrypted
+    # under a key derived from this secret; unset, one is generated into
+    # `<data_dir>/signing-secret` on first use.
+    signing_secret: SecretStr | None = None
+    artifact_issuer: str = "allotment"  # the artifacts' `iss`
+    # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
+    # warning `grace_period`. The policy has no grace of its own (docs/artifacts.md).
+    artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
 
 
 @lru_cache

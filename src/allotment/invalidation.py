@@ -4,6 +4,8 @@
                                                             allocation or usage change
     announce_policy(session, version=…)                      publish or rollback (the caller
                                                             bumped policy_state.global_version)
+    announce_signing_keys(session)                           keys made, rotated or retired
+                                                            (signing/service.py)
 
 Each change moves a version in PostgreSQL inside the caller's transaction (so the cache key
 of a snapshot built afterwards differs) and, after commit, broadcasts on the bus so every
@@ -22,6 +24,7 @@ from allotment.kit.bus import Bus
 
 CUSTOMER_TOPIC = "customer_state"
 POLICY_TOPIC = "policy_version"
+SIGNING_TOPIC = "signing_keys"
 
 
 def _broadcast(session: AsyncSession, topic: str, payload: str) -> None:
@@ -63,3 +66,8 @@ async def bump_customer(session: AsyncSession, *, customer_id: int, customer_key
 def announce_policy(session: AsyncSession, *, version: int) -> None:
     """After commit, tell every worker the global policy version is now `version`."""
     _broadcast(session, POLICY_TOPIC, str(version))
+
+
+def announce_signing_keys(session: AsyncSession) -> None:
+    """After commit, tell every worker to reread the signing keys (signing/keyring.py)."""
+    _broadcast(session, SIGNING_TOPIC, "changed")
