@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.artifacts.schemas import TYP
 from allotment.check.service import Checker
 from allotment.errors import Conflict, NotFound, ServiceUnavailable
 from allotment.instances import history as instances
+from allotment.kit import jsonx
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.signing import service as signing
@@ -111,7 +111,7 @@ async def issue(
         keyring.clear()  # rotated or retired since this worker read the keys
     if signer is None:
         raise ServiceUnavailable("The signing keys kept changing while issuing; retry.")
-    token = signer.sign(orjson.dumps(claims), typ=TYP)
+    token = signer.sign(jsonx.dumps(claims), typ=TYP)
     record = {
         "customer": customer,
         "kid": signer.kid,

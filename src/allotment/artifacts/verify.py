@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OKPKey
 
 from allotment.artifacts.schemas import ALG, CLOCK_SKEW_S, TYP
@@ -151,8 +151,10 @@ def verify(
         raise Invalid("unknown_kid", f"no key {kid!r} in the key set")
     try:
         jws.deserialize_compact(text.strip(), key, registry=REGISTRY)
-    except JoseError:
+    except BadSignatureError:
         raise Invalid("bad_signature", f"the signature does not verify under key {kid}") from None
+    except JoseError as exc:  # a header joserfc refuses (`crit`, unknown parameters, …)
+        raise Invalid("malformed", f"the header is not acceptable ({_why(exc)})") from None
     claims = _claims(compact.payload)
     return _in_time(header, claims, now or datetime.now(UTC), skew, fingerprint)
 
