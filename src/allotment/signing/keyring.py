@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.config import Settings
 from allotment.db import session_scope
+from allotment.errors import ServiceUnavailable
 from allotment.invalidation import SIGNING_TOPIC
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
@@ -63,7 +64,12 @@ class _Read:
     documents: dict[tuple[str, ...], tuple[bytes, str]] = field(default_factory=dict)
 
     def active(self) -> _Key:
-        return next(key for key in self.keys if key.state == "active")
+        for key in self.keys:
+            if key.state == "active":
+                return key
+        # ensure() made one in the read's own transaction; only a key retired by hand in
+        # SQL meanwhile gets here, and the next read makes a new pair.
+        raise ServiceUnavailable("No active signing key; retry.")
 
     def published(self, now: datetime) -> tuple[_Key, ...]:
         return tuple(
@@ -140,7 +146,11 @@ class KeyRing:
 
     async def signer(self, now: datetime | None = None) -> Signer:
         """The active key's signer; its private half is decrypted once per process."""
-        active = (await self._current(now or utcnow())).active()
+        try:
+            active = (await self._current(now or utcnow())).active()
+        except ServiceUnavailable:
+            self.clear()
+            raise
         found = self._signers.get(active.kid)
         if found is None:
             try:
