@@ -49,9 +49,12 @@ async def test_the_documented_verifier_runs_as_printed(
         verify(f"{none}.{body}.", keys)
     with pytest.raises(ValueError, match="unknown kid"):
         verify(token, {"keys": []})
+    assert verify(token, keys, now=claims["grace_until"] + 299)["sub"] == "acme"
     with pytest.raises(ValueError, match="expired"):
-        verify(token, keys, now=time.time() + 3600 + 301)
+        verify(token, keys, now=claims["grace_until"] + 301)
+    assert verify(token, keys, now=claims["iat"] - 299)["sub"] == "acme"
     with pytest.raises(ValueError, match="clock is behind"):
-        verify(token, keys, now=time.time() - 301)
+        verify(token, keys, now=claims["iat"] - 301)
+    assert verify(token, keys, now=time.time())["sub"] == "acme"
     with pytest.raises(ValueError, match="another machine"):
         verify(token, keys, fingerprint="host-2")
