@@ -112,7 +112,7 @@ def markers(owner: Tenancy) -> list[str]:
     return found
 
 
-def readable(response: httpx.Response) -> str:
+def searchable(response: httpx.Response) -> str:
     """The response as text to search; a signed artifact (application/jose) with its
     payload decoded, since base64url would hide any marker."""
     if response.headers.get("content-type") != "application/jose":
@@ -128,7 +128,7 @@ def leaked(response: httpx.Response, other: Tenancy) -> list[str]:
     document echoes the path, and may name the id it could not find)."""
     request = response.request
     sent = unquote(str(request.url)) + request.content.decode("utf-8", "replace")
-    text = readable(response)
+    text = searchable(response)
     return [m for m in markers(other) if m in text and m not in sent]
 
 
@@ -218,7 +218,7 @@ async def test_a_customer_key_reaches_only_its_own_data_on_every_route(
             assert theirs.status_code == 403, (label, "globex", theirs.status_code, theirs.text)
             if guard.customer_param and method in READS:
                 assert 200 <= own.status_code < 300, (label, own.status_code, own.text)
-                assert acme.key in readable(own), (label, own.text[:300])
+                assert acme.key in searchable(own), (label, own.text[:300])
                 readable.append(label)
             else:
                 assert own.status_code == 403, (label, "acme", own.status_code, own.text)
