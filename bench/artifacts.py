@@ -171,7 +171,7 @@ def lua(path: Path, *, customers: list[str], bound: list[str], key: str, share: 
 
 def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str, Any]:
     out = subprocess.run(
-        [*check_bench.LOAD_CORES, "wrk", "-t2", f"-c{connections}", f"-d{duration}s",
+        [*check_bench.LOAD_CORES, "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s",
          "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip

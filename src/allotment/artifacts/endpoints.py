@@ -74,6 +74,8 @@ async def artifact(
             actor=principal.actor,
             issuer=settings.artifact_issuer,
             grace=timedelta(seconds=settings.artifact_grace_s),
+            hot_pool=state.hot_pool,
+            hot_wait_s=settings.db_hot_wait_s,
         )
     except StoreUnavailable as exc:
         raise ServiceUnavailable("The store is unavailable and nothing is cached.") from exc

@@ -4,11 +4,12 @@ with the active key.
 
 The artifact's `exp` is `iat + ttl`, never past the end of the contract in force (a trial
 ending tomorrow gets no 30-day artifact), and `grace_until` is `exp` plus the deployment's
-grace (`ALLOTMENT_ARTIFACT_GRACE_S`; none past a contract's end). Issuing raises the key's
-`signed_until` to `grace_until` in the same transaction — the statement that also tells
-whether the key is still the active one (signing/keyring.py) — and writes the audit record
-and the lifecycle event `allotment.artifact.issued` with it, so an artifact exists, for the
-key set and for the audit log, exactly when its transaction committed.
+grace (`ALLOTMENT_ARTIFACT_GRACE_S`; none past a contract's end). Before signing, issuing raises
+the key's `signed_until` to `grace_until` — the statement that also tells whether the key is
+still the active one (signing/keyring.py) — so the key set never drops a key while an
+artifact it signed is valid; the audit record and the lifecycle event
+`allotment.artifact.issued` are written in the issuing transaction, so the audit log has an
+artifact exactly when it was handed out.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.artifacts.schemas import TYP
 from allotment.check.service import Checker
+from allotment.db import HotPoolUnavailable, driver, hot_connection
 from allotment.errors import Conflict, NotFound, ServiceUnavailable
 from allotment.instances import history as instances
 from allotment.kit import jsonx
@@ -67,6 +70,8 @@ async def issue(
     issuer: str,
     grace: timedelta = timedelta(0),
     now: datetime | None = None,
+    hot_pool: AsyncConnectionPool | None = None,
+    hot_wait_s: float = 0.25,
 ) -> Issued:
     now = now or utcnow()
     entitlements, snapshot = await checker.entitlements_of(customer, now)
@@ -104,8 +109,8 @@ async def issue(
     signer = None
     for _ in range(_ATTEMPTS):
         candidate = await keyring.signer(now)
-        state = await signing.extend(session, kid=candidate.kid, until=_instant(grace_until))
-        if state == "active":
+        until = _instant(grace_until)
+        if await _claim(session, hot_pool, hot_wait_s, kid=candidate.kid, until=until):
             signer = candidate
             break
         keyring.clear()  # rotated or retired since this worker read the keys
@@ -132,6 +137,29 @@ async def issue(
         time=now,
     )
     return Issued(token, signer.kid, claims)
+
+
+async def _claim(
+    session: AsyncSession,
+    hot_pool: AsyncConnectionPool | None,
+    wait_s: float,
+    *,
+    kid: str,
+    until: datetime,
+) -> bool:
+    """Raise the key's `signed_until` to the artifact's `grace_until`, durably, before it is
+    signed; False when the key is no longer the active one. In its own autocommit statement
+    on the hot pool when one is free (the key's row is then locked for that statement only,
+    not until the issuing transaction commits, so concurrent issues do not queue on it),
+    else in the issuing transaction. Should that transaction fail, the key is merely
+    published a little longer than needed."""
+    if hot_pool is not None:
+        try:
+            async with hot_connection(hot_pool, wait_s=wait_s) as pg:
+                return await signing.extend(pg, kid=kid, until=until) == "active"
+        except HotPoolUnavailable:
+            pass
+    return await signing.extend(await driver(session), kid=kid, until=until) == "active"
 
 
 async def _bound(

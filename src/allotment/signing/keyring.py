@@ -13,9 +13,10 @@ A rotation or retirement in any process reaches every worker two ways:
   unreachable), and at the moment a retired key's `signed_until` passes (so a key is
   dropped from the JWKS only once its latest artifact, as stored, stopped being valid).
 
-Signing never depends on either: issuing an artifact raises the key's `signed_until` in the
-issuing transaction (`service.extend`), which answers the key's state under its row lock; a
-key no longer `active` makes the issuer clear this ring and sign with the new active key.
+Signing never depends on either: before signing, the issuer raises the key's
+`signed_until` (`service.extend`), a statement that answers whether the key is still the
+active one; a key no longer `active` makes the issuer clear this ring and sign with the new
+active key.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
     list_keys(session)                      every key, oldest first
     published(session, now=)                the keys of the JWKS: next, active, and retired
                                             ones whose last artifact is still valid
-    extend(session, kid=, until=)           raise a key's `signed_until` (issuing an artifact)
+    extend(pg, kid=, until=)                raise a key's `signed_until` (issuing an artifact)
 
 Every change takes one transaction-scoped advisory lock, so concurrent first uses, rotations
 and retirements run one after the other (the unique partial indexes of migration 0015 hold
@@ -35,9 +35,9 @@ from allotment.signing.models import SigningKey
 from allotment.signing.secret import Sealer
 
 _LOCK = text("SELECT pg_advisory_xact_lock(7478015)")  # 0015: the signing keys' one lock
-_EXTEND = text(
-    "UPDATE signing_keys SET signed_until = greatest(signed_until, :until) "
-    "WHERE kid = :kid AND state = 'active' RETURNING state"
+_EXTEND = (
+    "UPDATE signing_keys SET signed_until = greatest(signed_until, %(until)s) "
+    "WHERE kid = %(kid)s AND state = 'active' RETURNING state"
 )
 
 
@@ -77,14 +77,17 @@ async def published(session: AsyncSession, *, now: datetime) -> Sequence[Signing
     return (await session.execute(query)).scalars().all()
 
 
-async def extend(session: AsyncSession, *, kid: str, until: datetime) -> str | None:
-    """Raise the active key `kid`'s `signed_until` to `until` (never lower it): `active`, or
-    None when `kid` is not (or no longer) the active key, and then nothing changes. The row
-    stays locked until commit, so a rotation waits for the artifacts being signed with the
-    key, and one committed before this statement is seen here: the caller signs only when
-    this answers `active`."""
-    found = await session.execute(_EXTEND, {"kid": kid, "until": until})
-    return found.scalar_one_or_none()
+async def extend(pg: Any, *, kid: str, until: datetime) -> str | None:
+    """Raise the active key `kid`'s `signed_until` to `until` (never lower it), on the
+    psycopg connection `pg`: `active`, or None when `kid` is not (or no longer) the active
+    key, and then nothing changes. A rotation committed before this statement is seen here,
+    so the caller signs only when this answers `active`; and since it raises `signed_until`
+    before the artifact exists, a key is never published for less than its artifacts'
+    validity. On an autocommit connection (the issuer's way: artifacts/service.py) the row
+    is locked for this one statement only, so artifacts signed at once do not queue on it."""
+    cursor = await pg.execute(_EXTEND, {"kid": kid, "until": until})
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def _new_key(
