@@ -171,8 +171,8 @@ def lua(path: Path, *, customers: list[str], bound: list[str], key: str, share: 
 
 def wrk(url: str, script: Path, *, duration: int, connections: int) -> dict[str, Any]:
     out = subprocess.run(
-        [*check_bench.LOAD_CORES, "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s",
-         "--latency", "-s", str(script), url],
+        [*check_bench.LOAD_CORES, "wrk", f"-t{min(2, connections)}", f"-c{connections}",
+         f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
@@ -300,11 +300,12 @@ def main() -> None:
             )  # fmt: skip
 
         drive(2)  # warm: snapshots, the key ring, connection pools
+        time.sleep(2)  # the warm run's last responses, which wrk never read, commit
         runs = []
         for _ in range(args.repeat):
             before = audited(database_url)
             result = drive(args.duration)
-            time.sleep(0.5)  # the responses wrk never read
+            time.sleep(2)  # the responses wrk never read
             result["audited"] = audited(database_url) - before
             runs.append(result)
             print(
