@@ -32,6 +32,10 @@ from allotment.seats import known as known_seat_limits
 
 load_all()
 
+# The signing keys' secret (allotment/signing/secret.py) for the test app and the CLI it runs;
+# without it the service would write one into ./.allotment. tests/artifacts covers that path.
+SIGNING_SECRET = "tests-signing-secret"
+
 
 @dataclass(frozen=True)
 class Stores:
@@ -49,6 +53,7 @@ class Stores:
             # only once it has ended: a stream (GET /v1/stream) walked by the route tests
             # must end by itself, soon. tests/stream serves its apps over real HTTP.
             "stream_max_s": 0.2,
+            "signing_secret": SIGNING_SECRET,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -60,6 +65,7 @@ class Stores:
             "ALLOTMENT_REDIS_URL": self.redis_url,
             "ALLOTMENT_REDIS_NAMESPACE": self.namespace,
             "ALLOTMENT_LOG_LEVEL": "WARNING",
+            "ALLOTMENT_SIGNING_SECRET": SIGNING_SECRET,
         }
 
 
@@ -116,6 +122,7 @@ async def reset(app: object) -> None:
     if checker.usage is not None:
         checker.usage._entries.clear()
     known_seat_limits.clear()  # remembered for the one-round-trip seat assignment
+    app.state.keyring.clear()  # type: ignore[attr-defined]  # the signing keys were truncated
     redis = app.state.redis  # type: ignore[attr-defined]
     stale = [k async for k in redis.scan_iter(match=f"{checker.snapshots.namespace}:snap:*")]
     if stale:

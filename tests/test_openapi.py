@@ -19,7 +19,7 @@ from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.usage import metered_document
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC = {"/healthz", "/readyz", "/metrics"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"}
 
 
 async def _document(client: httpx.AsyncClient) -> dict[str, Any]:

@@ -82,6 +82,7 @@ async def world(app: Any, client: httpx.AsyncClient, admin: dict[str, str]) -> d
         # Query parameters that random strings hardly ever satisfy.
         "period": [utcnow().strftime("%Y-%m")],
         "meter": ["api_calls", "exports"],
+        "fingerprint": ["acme-host-1", "globex-host-1"],  # the artifact's live instances
         "from": [utcnow().strftime("%Y-%m-01T00:00:00Z")],
         "to": [isoformat(utcnow() + timedelta(days=1))],
     }

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from allotment import embedded, invalidation
+from allotment.artifacts.endpoints import router as artifacts_router
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
@@ -52,6 +53,8 @@ from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
+from allotment.signing.endpoints import router as signing_router
+from allotment.signing.keyring import KeyRing
 from allotment.stream.endpoints import router as stream_router
 from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
@@ -121,6 +124,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         usage=usage,
         warn_at=tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds),
     )
+    # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
+    app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)
     await hot_pool.open()
     await bus.start()
     await stream.start()
@@ -292,6 +297,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         billing_router,
         audit_router,
         stream_router,
+        artifacts_router,
+        signing_router,
     )
     for router in routers:
         app.include_router(router)

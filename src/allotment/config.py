@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     stream_journal_max: int = Field(default=10_000, ge=100)
     # Events waiting for one slow client; past this its backlog is dropped for a `resync`.
     stream_client_queue: int = Field(default=1000, ge=1)
+    # Signed artifacts (docs/artifacts.md). The signing keys' private halves are encrypted
+    # under a key derived from this secret; unset, one is generated into
+    # `<data_dir>/signing-secret` on first use.
+    signing_secret: SecretStr | None = None
+    artifact_issuer: str = "allotment"  # the artifacts' `iss`
+    # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
+    # warning `grace_period`. The policy has no grace of its own (docs/artifacts.md).
+    artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
 
 
 @lru_cache

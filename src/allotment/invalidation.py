@@ -7,6 +7,8 @@
                                                             outside a session (fast path)
     announce_policy(session, global_version=…, version=…,   publish or rollback (the caller
                     rollback=…)                             bumped policy_state.global_version)
+    announce_signing_keys(session)                          keys made, rotated or retired
+                                                            (signing/service.py)
 
 Each change moves a version in PostgreSQL inside the caller's transaction (so the cache key
 of a snapshot built afterwards differs) and, after commit, broadcasts on the bus so every
@@ -34,6 +36,7 @@ from allotment.kit.bus import Bus, Journal
 
 CUSTOMER_TOPIC = "customer_state"
 POLICY_TOPIC = "policy_version"
+SIGNING_TOPIC = "signing_keys"
 
 
 def make_bus(redis: Redis, settings: Settings) -> Bus:
@@ -49,13 +52,15 @@ def make_bus(redis: Redis, settings: Settings) -> Bus:
     return Bus(redis, channel=f"{namespace}:invalidate", journal=journal)
 
 
-def _broadcast(session: AsyncSession, topic: str, payload: str, data: dict[str, Any]) -> None:
+def _broadcast(
+    session: AsyncSession, topic: str, payload: str, data: dict[str, Any] | None = None
+) -> None:
     bus = session.info.get("bus")
     if bus is not None:  # none: a script's session; workers then rely on their cache TTL
         after_commit(session, lambda: _publish(bus, topic, payload, data))
 
 
-async def _publish(bus: Bus, topic: str, payload: str, data: dict[str, Any]) -> None:
+async def _publish(bus: Bus, topic: str, payload: str, data: dict[str, Any] | None) -> None:
     # The commit time rides along so receivers can measure the invalidation lag.
     await bus.publish(topic, f"{payload} {time.time():.6f}", data=data)
 
@@ -104,3 +109,8 @@ def announce_policy(
         str(global_version),
         {"version": version, "rollback": rollback},
     )
+
+
+def announce_signing_keys(session: AsyncSession) -> None:
+    """After commit, tell every worker to reread the signing keys (signing/keyring.py)."""
+    _broadcast(session, SIGNING_TOPIC, "changed")

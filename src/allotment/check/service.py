@@ -211,8 +211,15 @@ class Checker:
             found[name] = document
         return found
 
-    async def entitlements(self, customer: str) -> dict[str, Any]:
-        now = utcnow()
+    async def entitlements(self, customer: str, now: datetime | None = None) -> dict[str, Any]:
+        document, _ = await self.entitlements_of(customer, now or utcnow())
+        return document
+
+    async def entitlements_of(
+        self, customer: str, now: datetime
+    ) -> tuple[dict[str, Any], Snapshot]:
+        """The entitlements document at `now`, and the snapshot it was decided from (the
+        signed artifact adds its versions and binds its holdings: artifacts/service.py)."""
         snapshot, stale = await self.snapshot(customer, now)
         if snapshot is None:
             raise StoreUnavailable("the store is unavailable and nothing is cached")
@@ -223,7 +230,7 @@ class Checker:
         # so features are decided catalog-only and say what they need instead.
         verdicts = evaluator.evaluate_many(snapshot, names, base, now, gates=()) if names else []
         contract = snapshot.contract
-        return {
+        document: dict[str, Any] = {
             "customer": customer,
             "known": snapshot.known,
             "policy_version": snapshot.policy_version,
@@ -259,15 +266,22 @@ class Checker:
                 "meters": await self._meters_held(snapshot, now),
             },
         }
+        return document, snapshot
 
 
 def _needs(feature: Feature) -> dict[str, Any]:
-    needs = {}
+    """What a use of the feature needs beyond entitlement: a seat, an instance, its meter's
+    room, the features it requires."""
+    needs: dict[str, Any] = {}
     if feature.seat_required:
         needs["seat_required"] = True
         needs["guests"] = feature.guests
     if feature.instance_required:
         needs["instance_required"] = True
+    if feature.meter is not None:
+        needs["meter"] = feature.meter
+    if feature.requires:
+        needs["requires"] = sorted(feature.requires)
     return needs
 
 

@@ -6,6 +6,12 @@ the domains that price or decide on them.
                deregistered one then reads as unknown, a lapsed one as lease_expired), with
                its kind, environment and metadata (what rules read) as one JSON array
 
+For the signed artifacts (artifacts/service.py), which bind one to a machine:
+
+    live(session, customer_id=, fingerprint=, now=)   the fingerprint's live registration
+                                                      (not ended, lease ahead of `now`), or
+                                                      None
+
 For billing (billing/data.py), which prices instance-hours by weight:
 
     held(session, customer_id=, start=, end=, now=)   (start, end, weight, kind) rows of the
@@ -34,6 +40,19 @@ _HELD = text(
     "weight, kind FROM instances WHERE customer_id = :c AND registered_at < :to "
     "AND coalesce(ended_at, least(lease_expires_at, :now)) > :from ORDER BY registered_at, id"
 )
+
+_LIVE = text(
+    "SELECT id, fingerprint, kind, environment, tenant, registered_at, lease_expires_at "
+    "FROM instances WHERE customer_id = :c AND fingerprint = :f AND ended_at IS NULL "
+    "AND lease_expires_at > :now"
+)
+
+
+async def live(
+    session: AsyncSession, *, customer_id: int, fingerprint: str, now: datetime
+) -> Any | None:
+    params = {"c": customer_id, "f": fingerprint, "now": now}
+    return (await session.execute(_LIVE, params)).one_or_none()
 
 
 async def held(

@@ -1,4 +1,5 @@
-"""`If-Match: <revision>` on versioned resources, and the matching `ETag`."""
+"""`If-Match: <revision>` on versioned resources, and the matching `ETag`; `If-None-Match`
+for representations tagged by their content (the JWKS)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,16 @@ def parse_if_match(header: str | None) -> int | None:
 
 def set_etag(response: Response, revision: int) -> None:
     response.headers["ETag"] = f'"{revision}"'
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """Whether `If-None-Match: <header>` names `etag` (RFC 9110 §13.1.2, weak comparison):
+    then a GET answers 304. `*` matches any current representation."""
+    if header is None:
+        return False
+    wanted = etag.removeprefix("W/")
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False

@@ -6,6 +6,7 @@
     allotment.instance.registered|deregistered|expired  instances/service.py, …/tasks.py
     allotment.contract.created|amended|terminated    contracts/service.py (record)
     allotment.policy.published|rolled_back           policy/service.py (the pointer move)
+    allotment.artifact.issued                        artifacts/service.py (a signed artifact)
 
 Source `allotment`; `subject` is the customer's key (none for policy events); `data` holds the
 changed object as its audit record has it. A consuming check is recorded by its usage event
