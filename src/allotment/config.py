@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     artifact_issuer: str = "allotment"  # the artifacts' `iss`
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
-    # warning `grace_period`. The policy has no grace of its own (docs/artifacts.md).
+    # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
 
 

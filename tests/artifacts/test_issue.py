@@ -288,3 +288,38 @@ async def test_an_artifact_never_outlives_its_contract_nor_has_grace_past_it(
             grace=timedelta(hours=6),
         )
     assert capped.claims["exp"] == capped.claims["grace_until"] == int(ends.timestamp())
+
+
+async def test_the_plans_grace_sets_grace_until_and_plans_that_extend_it_inherit_it(
+    client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    document = demo_document()
+    document["plans"]["team"]["grace"] = "72h"
+    document["plans"]["floating"]["grace"] = "1d"  # its own wins over team's
+    await publish_policy(client, admin, document)
+    for key, plan in (("teamco", "team"), ("bigco", "enterprise"), ("floatco", "floating")):
+        await create_customer(client, admin, key=key)
+        await create_contract(client, admin, customer=key, plan=plan)
+    keys = await jwks(client)
+    graces = {}
+    for key in ("teamco", "bigco", "floatco"):
+        claims = independent_verify(await artifact(client, backend, key, ttl=3600), keys)
+        graces[key] = claims["grace_until"] - claims["exp"]
+    assert graces == {"teamco": 72 * 3600, "bigco": 72 * 3600, "floatco": 24 * 3600}
+
+
+async def test_a_plans_grace_over_30_days_is_refused_with_its_path(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.policies_for_contracts import demo_document
+
+    document = demo_document()
+    document["plans"]["team"]["grace"] = "31d"
+    document["plans"]["starter"]["grace"] = "soon"
+    response = await client.post("/v1/policies", json=document, headers=admin)
+    assert response.status_code == 422
+    errors = {e["path"]: e["message"] for e in response.json()["errors"]}
+    assert "30d" in errors["plans.team.grace"]
+    assert "plans.starter.grace" in errors

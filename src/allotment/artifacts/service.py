@@ -3,8 +3,9 @@ decides them, the versions they were read at, optionally bound to one live insta
 with the active key.
 
 The artifact's `exp` is `iat + ttl`, never past the end of the contract in force (a trial
-ending tomorrow gets no 30-day artifact), and `grace_until` is `exp` plus the deployment's
-grace (`ALLOTMENT_ARTIFACT_GRACE_S`; none past a contract's end). Before signing, issuing raises
+ending tomorrow gets no 30-day artifact), and `grace_until` is `exp` plus the grace of the
+customer's plan (its `grace`), or the deployment's (`ALLOTMENT_ARTIFACT_GRACE_S`) where the plan
+has none; none past a contract's end. Before signing, issuing raises
 the key's `signed_until` to `grace_until` — the statement that also tells whether the key is
 still the active one (signing/keyring.py) — so the key set never drops a key while an
 artifact it signed is valid; the audit record and the lifecycle event
@@ -79,10 +80,14 @@ async def issue(
         raise NotFound(f"No customer {customer!r}.")
     if entitlements["stale"]:
         raise ServiceUnavailable("The customer's entitlements cannot be read fresh; retry.")
+    contract = snapshot.contract
+    catalog = snapshot.catalog
+    plan = catalog.plans.get(contract.plan) if contract is not None and catalog else None
+    if plan is not None and plan.grace is not None:
+        grace = plan.grace  # the plan's own grace wins over the deployment's
     issued_at = _numeric(now)
     expires = issued_at + int(ttl.total_seconds())
     grace_until = expires + int(grace.total_seconds())
-    contract = snapshot.contract
     if contract is not None and contract.ends_at is not None and contract.ends_at > now:
         ends = _numeric(contract.ends_at)
         if ends < expires:  # never past the term it carries, and no grace beyond it

@@ -134,6 +134,7 @@ class Plan:
     limits: Mapping[str, UsageLimit]
     price: Price
     description: str | None = None
+    grace: timedelta | None = None  # offline grace of its artifacts; None: the deployment's
 
 
 @dataclass(frozen=True)

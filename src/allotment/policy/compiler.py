@@ -158,6 +158,7 @@ def _plan(resolved: ResolvedPlan, *, description: str | None) -> Plan:
         ),
         price=_price(_block(settings, "price"), where=f"{where}.price"),
         description=description,
+        grace=settings.get("grace"),
     )
 
 

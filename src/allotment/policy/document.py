@@ -19,6 +19,7 @@ are checked after inheritance is resolved.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -207,7 +208,22 @@ class PlanSpec(Spec):
     instances: InstancesSpec | None = None
     limits: dict[Name, LimitSpec] | None = None
     price: PriceSpec | None = None
+    grace: Duration | None = Field(
+        default=None,
+        description="Offline grace: how long after a signed artifact's expiry access still "
+        "holds (with the warning grace_period); at most 30d (docs/artifacts.md).",
+    )
     description: str | None = None
+
+    @field_validator("grace")
+    @classmethod
+    def _grace_within_bounds(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value > MAX_GRACE:
+            raise ValueError("grace is at most 30d")
+        return value
+
+
+MAX_GRACE = timedelta(days=30)
 
 
 class AddonSpec(Spec):

@@ -22,7 +22,7 @@ from typing import Any
 
 from allotment.policy.document import PlanSpec
 
-INHERITED_BLOCKS = ("attributes", "seats", "instances", "limits", "price")
+INHERITED_BLOCKS = ("attributes", "seats", "instances", "limits", "price", "grace")
 
 
 class InheritanceError(ValueError):
