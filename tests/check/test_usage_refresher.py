@@ -115,6 +115,32 @@ async def test_old_bases_are_reread_a_few_per_turn_oldest_first(
     assert await months() == [7, 7]
 
 
+async def test_a_stale_entry_read_on_demand_keeps_its_base_and_rereads_the_hour(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A customer checked again after a pause longer than `max_stale_s` (or missed by a busy
+    refresher) waits for a demand read; its base is still good, so only the current hour is
+    read, as the refresher would (the month's aggregate was most of a mixed batch's reads)."""
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    earlier = max(now.replace(day=1, hour=0, minute=5), now - timedelta(days=2))
+    if earlier.replace(minute=0, second=0, microsecond=0) == now.replace(
+        minute=0, second=0, microsecond=0
+    ):
+        return  # the month is younger than an hour: no earlier hour to test
+    snapshot, _ = await checker.snapshot("acme", now)
+    await cache.get(snapshot, now)
+    sent = [event("now-1", data={"count": 2}), event("late-1", time=earlier, data={"count": 7})]
+    await ingest_at(app, sent, received=now)
+    _age(cache, "acme", cache.max_stale_s)
+    totals = (await cache.get(snapshot, now)).of("api_calls")
+    assert (totals.hour, totals.month) == (2, 2)  # this hour reread; the base kept
+    _age(cache, "acme", cache.base_s)
+    totals = (await cache.get(snapshot, now)).of("api_calls")
+    assert (totals.hour, totals.month) == (2, 9)  # an old base: read whole
+
+
 async def test_a_forgotten_entry_is_not_overwritten_by_a_refresh(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

@@ -139,6 +139,20 @@ async def _bases(
     return found
 
 
+async def _hours(
+    connection: AsyncConnection, ids: Sequence[int], hour: datetime
+) -> dict[int, dict[Part, tuple[str, Decimal]]]:
+    """The current hour's counters of each customer (none read: no entry)."""
+    rows = await connection.execute(_HOURS, {"ids": list(ids), "hour": hour})
+    found: dict[int, dict[Part, tuple[str, Decimal]]] = {}
+    for row in rows:
+        found.setdefault(row.customer_id, {})[(row.meter, row.tenant)] = (
+            row.kind,
+            Decimal(row.value),
+        )
+    return found
+
+
 async def load(
     connection: AsyncConnection | AsyncSession, *, customer_id: int, now: datetime
 ) -> Usage:
@@ -241,14 +255,28 @@ class UsageCache:
                 del self._pending[key]
             self._reads.update((key, future) for key, (_, _, future) in batch.items())
             now = max(at for _, at, _ in batch.values())
+            hour = hour_of(now)
             USAGE_READS.labels("demand").inc()
             started = time.monotonic()
+            # A customer whose entry is merely stale (checked again after a pause, or the
+            # refresher fell behind) keeps its base: only its current hour is read, as the
+            # refresher would. The month's aggregate is for the others.
+            known = {
+                key: entry
+                for key in batch
+                if (entry := self._entries.get(key)) is not None
+                and entry.hour == hour
+                and started - entry.base_at < self.base_s
+            }
             try:
                 async with self.maker() as session:
                     connection = await session.connection(
                         execution_options={"isolation_level": "AUTOCOMMIT"}
                     )
-                    found = await _bases(connection, [c for c, _, _ in batch.values()], now)
+                    cold = [c for key, (c, _, _) in batch.items() if key not in known]
+                    found = await _bases(connection, cold, now) if cold else {}
+                    warm = [batch[key][0] for key in known]
+                    hours_of = await _hours(connection, warm, hour) if warm else {}
             except BaseException as exc:  # PostgreSQL down: these checks answer degraded
                 for key, (_, _, future) in batch.items():
                     if self._reads.get(key) is future:
@@ -259,15 +287,22 @@ class UsageCache:
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            hour = hour_of(now)
             pause = TimeSlice().pause  # checks go on between slices
             for key, (customer_id, _, future) in batch.items():
                 await pause()
-                bases, hours = found[customer_id]
-                usage = _usage(bases, hours, now)
+                entry = known.get(key)
+                if entry is None:
+                    bases, hours = found[customer_id]
+                    read = _Entry(started, started, hour, bases, hours, _usage(bases, hours, now))
+                else:
+                    hours = hours_of.get(customer_id, {})
+                    same = hours == entry.hours  # unchanged since the last read: totals stand
+                    usage = entry.usage if same else _usage(entry.bases, hours, now)
+                    read = _Entry(started, entry.base_at, hour, entry.bases, hours, usage)
+                usage = read.usage
                 if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
                     del self._reads[key]
-                    self._keep(key, _Entry(started, started, hour, bases, hours, usage))
+                    self._keep(key, read)
                 if not future.done():
                     future.set_result(usage)
 
@@ -335,15 +370,7 @@ class UsageCache:
                         key, entry, _Entry(clock, clock, hour, bases, hours, usage)
                     )
             for chunk in _chunks(partial):
-                rows = await connection.execute(
-                    _HOURS, {"ids": [c for _, c, _ in chunk], "hour": hour}
-                )
-                hours_of: dict[int, dict[Part, tuple[str, Decimal]]] = {}
-                for row in rows:
-                    hours_of.setdefault(row.customer_id, {})[(row.meter, row.tenant)] = (
-                        row.kind,
-                        Decimal(row.value),
-                    )
+                hours_of = await _hours(connection, [c for _, c, _ in chunk], hour)
                 for key, customer_id, entry in chunk:
                     await pause()
                     hours = hours_of.get(customer_id, {})
