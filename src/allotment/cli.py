@@ -419,17 +419,29 @@ def keys_rotate() -> None:
 
 @keys_group.command("retire")
 @click.argument("kid")
-def keys_retire(kid: str) -> None:
+@click.option(
+    "--compromised",
+    is_flag=True,
+    help="Withdraw it from the key set at once: every artifact it signed stops verifying "
+    "wherever the key set is refetched (clients must fetch new artifacts).",
+)
+def keys_retire(kid: str, compromised: bool) -> None:
     """Retire KID; when it was the active key, the next key becomes active. A new next key
-    is made either way."""
+    is made either way. A retired key stays published while an artifact it signed is valid
+    (or in grace), unless --compromised."""
     from allotment.signing import service as signing
 
     async def retire(session: Any, keys_sealer: Any) -> dict[str, str]:
-        keys = await signing.retire(session, kid=kid, sealer=keys_sealer, actor="cli")
+        keys = await signing.retire(
+            session, kid=kid, sealer=keys_sealer, actor="cli", withdraw=compromised
+        )
         return {role: key.kid for role, key in keys.items()}
 
     kids = _key_change(retire)
-    click.echo(f"retired {kids['retired']}: {kids['active']} is active, {kids['next']} next")
+    withdrawn = " and withdrawn from the key set" if compromised else ""
+    click.echo(
+        f"retired {kids['retired']}{withdrawn}: {kids['active']} is active, {kids['next']} next"
+    )
 
 
 @main.group("artifact")

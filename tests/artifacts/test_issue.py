@@ -166,7 +166,10 @@ async def test_a_fingerprint_without_a_live_lease_is_409(
     assert ended.status_code == 409 and ended.json()["type"].endswith("/instance-not-live")
 
 
-@pytest.mark.parametrize("ttl", ["3599", "2592001", "0", "-5", "1h", "PT1H"])
+@pytest.mark.parametrize(
+    "ttl",
+    ["3599", "2592001", "0", "-5", "1h", "PT1H", "86400.0", "+3600", " 3600", "3_600", "03600"],
+)
 async def test_a_ttl_out_of_bounds_is_a_422_naming_ttl(
     client: httpx.AsyncClient, backend: dict[str, str], team: str, ttl: str
 ) -> None:
@@ -273,7 +276,9 @@ async def test_an_artifact_never_outlives_its_contract_nor_has_grace_past_it(
             issuer="allotment",
             grace=timedelta(hours=6),
         )
-    assert short.claims["grace_until"] == short.claims["exp"] + 6 * 3600
+    # (up to the term's end: 6 h of grace after a 1 h artifact would run 5 h past it)
+    assert short.claims["exp"] < int(ends.timestamp())
+    assert short.claims["grace_until"] == int(ends.timestamp())
     # ...and one capped by the term's end gets none past it.
     async with session_scope(app.state.sessionmaker) as session:
         capped = await artifacts.issue(
@@ -323,3 +328,23 @@ async def test_a_plans_grace_over_30_days_is_refused_with_its_path(
     errors = {e["path"]: e["message"] for e in response.json()["errors"]}
     assert "30d" in errors["plans.team.grace"]
     assert "plans.starter.grace" in errors
+
+
+async def test_the_grace_never_runs_past_the_contracts_end(
+    client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    document = demo_document()
+    document["plans"]["team"]["grace"] = "30d"
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="shortco")
+    ends = utcnow() + timedelta(days=2)
+    await create_contract(
+        client, admin, customer="shortco", plan="team", kind="trial", ends_at=iso(ends)
+    )
+    keys = await jwks(client)
+    for ttl in (3600, 86400):  # artifacts inside the term: grace up to the end, no further
+        claims = independent_verify(await artifact(client, backend, "shortco", ttl=ttl), keys)
+        assert claims["exp"] == claims["iat"] + ttl
+        assert claims["grace_until"] == int(ends.timestamp())

@@ -343,3 +343,36 @@ async def test_a_rotation_in_another_process_reaches_this_one_through_the_bus(
     rows = {r.state: r.kid for r in await _rows(app) if r.state != "retired"}
     assert now_published == {rows["active"], rows["next"]}
     assert parts(await artifact(client, backend))[0]["kid"] == rows["active"]
+
+
+async def test_a_compromised_key_is_withdrawn_at_once_and_its_artifacts_stop_verifying(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str
+) -> None:
+    token = await artifact(client, backend)
+    kid = parts(token)[0]["kid"]
+    independent_verify(token, await jwks(client))
+    async with session_scope(app.state.sessionmaker, bus=app.state.bus) as session:
+        await signing.retire(session, kid=kid, sealer=_sealer(app), actor="test", withdraw=True)
+    published = await jwks(client)
+    assert kid not in {k["kid"] for k in published["keys"]}
+    with pytest.raises(Exception, match="no Ed25519 key"):
+        independent_verify(token, published)
+    # A plain retirement keeps the next one published while its artifact is valid.
+    token = await artifact(client, backend)
+    successor = parts(token)[0]["kid"]
+    async with session_scope(app.state.sessionmaker, bus=app.state.bus) as session:
+        await signing.retire(session, kid=successor, sealer=_sealer(app), actor="test")
+    independent_verify(token, await jwks(client))
+
+
+async def test_the_key_sets_etag_does_not_change_while_its_keys_do_not(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], team: str
+) -> None:
+    """The first active key and the first next key are made in one transaction, at one
+    instant: their order in the set (and so its ETag) must not depend on how a read ties."""
+    etags = set()
+    for _ in range(5):
+        app.state.keyring.clear()
+        etags.add((await client.get("/.well-known/jwks.json")).headers["etag"])
+        await artifact(client, backend)
+    assert len(etags) == 1

@@ -16,10 +16,25 @@ from allotment.artifacts.schemas import (
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.check.snapshot import StoreUnavailable
 from allotment.deps import SessionDep, require
-from allotment.errors import ServiceUnavailable
+from allotment.errors import ServiceUnavailable, ValidationFailed
 from allotment.kit.identifiers import Fingerprint
 
 router = APIRouter(tags=["artifacts"])
+
+
+def _ttl(text: str | None) -> int:
+    seconds = TTL_DEFAULT_S if text is None else int(text)
+    if not TTL_MIN_S <= seconds <= TTL_MAX_S:
+        raise ValidationFailed(
+            "The request is not valid; see `errors` for each problem.",
+            errors=[
+                {
+                    "path": "query.ttl",
+                    "message": f"must be from {TTL_MIN_S} to {TTL_MAX_S} seconds, not {seconds}",
+                }
+            ],
+        )
+    return seconds
 
 
 class JoseResponse(Response):
@@ -45,14 +60,16 @@ async def artifact(
     principal: Annotated[Principal, require("check", customer_param="key")],
     request: Request,
     session: SessionDep,
+    # Digits only, read here: an int parameter's lax parsing would take "86400.0", "+3600",
+    # " 3600", "3_600" and "03600" too.
     ttl: Annotated[
-        int,
+        str | None,
         Query(
-            ge=TTL_MIN_S,
-            le=TTL_MAX_S,
-            description="Seconds the artifact is valid: 3600 (1 h) to 2592000 (30 d).",
+            pattern=r"^[1-9][0-9]{0,9}$",
+            description="Seconds the artifact is valid, in digits: 3600 (1 h) to 2592000 "
+            "(30 d); default 86400.",
         ),
-    ] = TTL_DEFAULT_S,
+    ] = None,
     fingerprint: Annotated[
         Fingerprint | None,
         Query(description="Bind the artifact to this live instance of the customer."),
@@ -69,7 +86,7 @@ async def artifact(
             checker=state.checker,
             keyring=state.keyring,
             customer=key,
-            ttl=timedelta(seconds=ttl),
+            ttl=timedelta(seconds=_ttl(ttl)),
             fingerprint=fingerprint,
             actor=principal.actor,
             issuer=settings.artifact_issuer,

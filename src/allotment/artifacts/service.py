@@ -89,9 +89,11 @@ async def issue(
     expires = issued_at + int(ttl.total_seconds())
     grace_until = expires + int(grace.total_seconds())
     if contract is not None and contract.ends_at is not None and contract.ends_at > now:
-        ends = _numeric(contract.ends_at)
-        if ends < expires:  # never past the term it carries, and no grace beyond it
-            expires = grace_until = max(ends, issued_at + 1)
+        ends = max(_numeric(contract.ends_at), issued_at + 1)
+        # Never past the term it carries, and no grace beyond it: the grace covers an
+        # unreachable service, not a contract that is over.
+        expires = min(expires, ends)
+        grace_until = max(expires, min(grace_until, ends))
 
     claims: dict[str, Any] = {
         "iss": issuer,

@@ -72,7 +72,7 @@ async def published(session: AsyncSession, *, now: datetime) -> Sequence[Signing
             (SigningKey.state != "retired")
             | (SigningKey.signed_until.is_not(None) & (SigningKey.signed_until > now))
         )
-        .order_by(SigningKey.created_at)
+        .order_by(SigningKey.created_at, SigningKey.kid)  # a first active and next share a time
     )
     return (await session.execute(query)).scalars().all()
 
@@ -173,10 +173,14 @@ async def _activate(session: AsyncSession, key: SigningKey, *, actor: str, now: 
     )
 
 
-async def _retire(session: AsyncSession, key: SigningKey, *, actor: str, now: datetime) -> None:
+async def _retire(
+    session: AsyncSession, key: SigningKey, *, actor: str, now: datetime, withdraw: bool = False
+) -> None:
     before = view(key)
     key.state = "retired"
     key.retired_at = now
+    if withdraw:
+        key.signed_until = now
     await session.flush()  # before a next key is promoted: one active key at every moment
     audit.record(
         session,
@@ -213,9 +217,13 @@ async def retire(
     sealer: Sealer,
     actor: str,
     now: datetime | None = None,
+    withdraw: bool = False,
 ) -> dict[str, SigningKey]:
     """Retire `kid`. An active key hands over to the next key, and a new next is made; a
-    retired next key is replaced. Returns the keys by role, as `rotate` does."""
+    retired next key is replaced. Returns the keys by role, as `rotate` does.
+
+    `withdraw` (a compromised key): its `signed_until` becomes now, so the key set drops it
+    at once and every artifact it signed stops verifying wherever the set is refetched."""
     now = now or utcnow()
     await ensure(session, sealer=sealer, actor=actor, now=now)
     keys = await _locked_keys(session)
@@ -227,7 +235,7 @@ async def retire(
     was_active = key.state == "active"
     signs_next = keys["next"] if was_active else keys["active"]
     _opens(sealer, signs_next)  # the key that signs afterwards must open under this secret
-    await _retire(session, key, actor=actor, now=now)
+    await _retire(session, key, actor=actor, now=now, withdraw=withdraw)
     if was_active:
         await _activate(session, signs_next, actor=actor, now=now)
     fresh = await _new_key(session, state="next", sealer=sealer, actor=actor, now=now)
