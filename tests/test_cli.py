@@ -100,3 +100,58 @@ async def test_demo_publishes_the_catalog_and_a_contract_of_each_kind(
     assert (await check("acme", "sso"))["allowed"] is True
     assert (await check("initech", "exports"))["rule_reason"] == "not_in_trial"
     assert (await check("globex", "audit_log"))["allowed"] is True  # the audit_pack add-on
+
+
+async def test_a_command_against_a_store_without_the_schema_says_so_in_one_line(
+    stores: Any,
+) -> None:
+    """Run from another directory, the CLI starts embedded servers afresh under ./.allotment:
+    a new user saw a 138-line traceback for `relation "signing_keys" does not exist`."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from allotment.db import libpq_url
+
+    url = make_url(libpq_url(stores.database_url))
+    empty = f"allotment_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        url.set(database="postgres").render_as_string(False), autocommit=True
+    ) as c:
+        c.execute(f"CREATE DATABASE {empty}")
+    try:
+        env = {
+            **stores.env(),
+            "ALLOTMENT_DATABASE_URL": url.set(database=empty).render_as_string(False),
+        }
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [ALLOTMENT, "keys", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "has no Allotment schema" in result.stderr and "allotment migrate" in result.stderr
+    finally:
+        with psycopg.connect(
+            url.set(database="postgres").render_as_string(False), autocommit=True
+        ) as c:
+            c.execute(f"DROP DATABASE {empty} WITH (FORCE)")
+
+
+async def test_a_bad_setting_is_named_in_one_line(stores: Any) -> None:
+    env = {**stores.env(), "ALLOTMENT_ARTIFACT_GRACE_S": "1h"}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [ALLOTMENT, "keys", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "invalid configuration: ALLOTMENT_ARTIFACT_GRACE_S" in result.stderr

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from psycopg.errors import UndefinedTable
+from pydantic import ValidationError
+from sqlalchemy.exc import ProgrammingError
 
 from allotment import embedded
 from allotment.config import get_settings
@@ -63,6 +66,18 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
         try:
             async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, UndefinedTable):
+                raise
+            # Most often: run from another directory, so the embedded servers were started
+            # afresh under its ./.allotment (the data dir is relative to where it runs).
+            raise click.ClickException(
+                f"the database has no Allotment schema ({str(exc.orig).splitlines()[0]}). "
+                "Run this from the "
+                f"directory the service runs in, or set ALLOTMENT_DATA_DIR (now "
+                f"{settings.data_dir.resolve()}) or ALLOTMENT_DATABASE_URL to its store; "
+                "`allotment migrate` creates the schema in a new one."
+            ) from None
         finally:
             if bus is not None:
                 with contextlib.suppress(Exception):  # Redis down: workers' TTLs still bound it
@@ -123,7 +138,14 @@ def main() -> None:
     """Allotment: centralized entitlements."""
     from allotment.kit import logs
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a bad ALLOTMENT_* value: say which, without a traceback
+        problems = "; ".join(
+            f"ALLOTMENT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
     logs.configure(settings.log_level, json=settings.log_json)
 
 

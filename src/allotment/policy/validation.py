@@ -315,6 +315,8 @@ def _from_pydantic(error: ErrorDetails) -> tuple[str, str]:
     if kind == "string_too_short" and context.get("min_length") == 1:
         return format_path(location), "must not be empty"
     message = error["msg"]
+    if kind == "value_error":  # a validator's own ValueError: its message, not pydantic's prefix
+        message = str(context.get("error", message.removeprefix("Value error, ")))
     if kind not in _OWN_ERRORS and not isinstance(value, Mapping | list):
         message = f"{message}, not {value!r}"
     return format_path(location), message
