@@ -200,8 +200,16 @@ def worker(interval: float, once: bool) -> None:
     from allotment.db import create_engine, create_sessionmaker
 
     async def loop(database_url: str) -> None:
-        engine = create_engine(database_url, get_settings())
+        from redis.asyncio import Redis
+
+        from allotment import invalidation
+
+        settings = get_settings()
+        engine = create_engine(database_url, settings)
         maker = create_sessionmaker(engine)
+        # Reaped leases move their customers' versions: announced on the servers' bus.
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        bus = invalidation.make_bus(redis, settings) if redis else None
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -209,7 +217,10 @@ def worker(interval: float, once: bool) -> None:
         try:
             while not stop.is_set():
                 try:
-                    done = await jobs.run_once(maker)
+                    done = await jobs.run_once(maker, bus=bus)
+                    if bus is not None:
+                        with contextlib.suppress(Exception):  # Redis down: TTLs bound it
+                            await asyncio.wait_for(bus.flush(), timeout=5)
                     if any(done.values()):
                         click.echo(" ".join(f"{k}={v}" for k, v in done.items()), err=True)
                 except Exception as exc:  # keep running through outages
@@ -219,6 +230,8 @@ def worker(interval: float, once: bool) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
         finally:
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     with _servers() as servers:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.db import session_scope
 from allotment.instances.tasks import reap_instances
+from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
 from allotment.seats.tasks import reap_sessions
@@ -26,7 +27,7 @@ PARTITIONS_AHEAD = 2
 
 
 async def run_once(
-    maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+    maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None, bus: Bus | None = None
 ) -> dict[str, int]:
     """Run every job once (each reaper until it finds fewer than a batch); what each did."""
     done = {
@@ -41,7 +42,7 @@ async def run_once(
     )
     for name, reap in (("sessions_expired", reap_sessions), ("instances_expired", reap_instances)):
         while True:
-            async with session_scope(maker, actor="system:reaper") as session:
+            async with session_scope(maker, actor="system:reaper", bus=bus) as session:
                 ended = await reap(session, now=now or utcnow(), batch=BATCH)
             done[name] += ended
             if ended < BATCH:

@@ -202,3 +202,32 @@ async def test_a_cached_snapshot_turns_lease_expired_at_the_expiry_by_itself(
     await asyncio.sleep(max(0.0, (lapse_at - utcnow()).total_seconds()) + 0.05)
     # No write, no invalidation: the snapshot was valid only until the lease's expiry.
     assert (await check(client, backend, "agent", **ask))["reason"] == "lease_expired"
+
+
+async def test_reaping_a_lapsed_lease_moves_the_customers_version_and_announces_it(
+    app: Any, team: str
+) -> None:
+    """A lapse changes what the customer holds: the change stream must hear of it (a new
+    user saw `held` stay stale on a stream client after the reaper ran)."""
+    from allotment.invalidation import CUSTOMER_TOPIC
+
+    past = utcnow() - timedelta(hours=1)
+    await _register_at(app, "vm-lapsed", "vm", past)
+    maker = app.state.sessionmaker
+
+    async def version() -> int:
+        async with session_scope(maker) as session:
+            found = await session.execute(
+                text("SELECT state_version FROM customers WHERE key = 'acme'")
+            )
+            return int(found.scalar_one())
+
+    heard: list[str] = []
+    app.state.bus.subscribe(CUSTOMER_TOPIC, heard.append)
+    try:
+        before = await version()
+        assert (await run_once(maker, bus=app.state.bus))["instances_expired"] == 1
+        assert await version() == before + 1
+        assert any(message.split()[0] == "acme" for message in heard)
+    finally:
+        app.state.bus._handlers[CUSTOMER_TOPIC].remove(heard.append)

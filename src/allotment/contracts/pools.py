@@ -293,9 +293,14 @@ async def reap_leases(
     batch: int,
 ) -> int:
     """End up to `batch` lapsed leases at their expiry (`<noun>.expired`), audited; safe with
-    any number of reapers at once. No invalidation: a lapsed lease stopped counting at its
-    expiry, and every snapshot that held it live was valid only until then."""
+    any number of reapers at once. Caches need no invalidation (a lapsed lease stopped
+    counting at its expiry, and every snapshot that held it live was valid only until then),
+    but each customer's version moves, so the change stream announces the lapse."""
     rows = await leases.reap(session, table, now, batch=batch)
+    for customer_id, customer_key in sorted({(r.customer_id, r.customer_key) for r in rows}):
+        await invalidation.bump_customer(
+            session, customer_id=customer_id, customer_key=customer_key
+        )
     for row in rows:
         lifecycle.record(
             session,
