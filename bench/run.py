@@ -337,11 +337,17 @@ def buckets(metrics: str) -> dict[tuple[str, str], dict[float, float]]:
             "allotment_check_seconds",
             "allotment_request_seconds",
             "allotment_gc_pause_seconds",
+            "allotment_usage_read_seconds",
         ):
             continue
         labels, _, value = rest.partition("} ")
         parts = {k: v.strip('"') for k, v in (p.split("=", 1) for p in labels.split(","))}
-        which = parts.get("endpoint") or parts.get("route") or parts.get("generation", "")
+        which = (
+            parts.get("endpoint")
+            or parts.get("route")
+            or parts.get("generation")
+            or f"{parts.get('kind')}/{parts.get('stage')}"
+        )
         found.setdefault((name, which), {})[float(parts["le"])] = float(value)
     return found
 
@@ -428,6 +434,13 @@ def measure(
                 ("request", ("allotment_request_seconds", route)),
             ):
                 results[name].update(server_time(before.get(hist, {}), after[hist], prefix))
+            for read in ("demand/connect", "demand/total", "refresh/connect", "refresh/total",
+                         "refresh/late"):  # fmt: skip
+                hist = ("allotment_usage_read_seconds", read)
+                if hist in after:
+                    results[name].update(
+                        server_time(before.get(hist, {}), after[hist], read.replace("/", "_"))
+                    )
             for generation in "012":
                 hist = ("allotment_gc_pause_seconds", generation)
                 results[name].update(
@@ -643,6 +656,12 @@ def main() -> None:
         for name, r in results.items():
             for counter, value in r.get("counters", {}).items():
                 print(f"  {name:12s} {counter} +{value:g}")
+            reads = [k for k in r if k.endswith("_p99_ms") and k.startswith(("demand", "refresh"))]
+            if reads:
+                print(
+                    f"  {name:12s} usage reads p99 ≤ "
+                    + ", ".join(f"{k.removesuffix('_p99_ms')} {r[k]:g} ms" for k in reads)
+                )
             if "gc2_collections" in r:
                 print(
                     f"  {name:12s} collections (over 10 ms): "

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from allotment.check.metrics import USAGE_READS
+from allotment.check.metrics import USAGE_READ_SECONDS, USAGE_READS
 from allotment.check.values import MeterTotals, Snapshot, Usage
 from allotment.kit.clock import utcnow
 from allotment.kit.slicing import TimeSlice
@@ -66,6 +66,11 @@ _HOURS = text(
 )
 _ZERO = Decimal(0)
 _CHUNK = 1000  # customers per query
+_DEMAND_CONNECT = USAGE_READ_SECONDS.labels("demand", "connect")
+_DEMAND_TOTAL = USAGE_READ_SECONDS.labels("demand", "total")
+_REFRESH_CONNECT = USAGE_READ_SECONDS.labels("refresh", "connect")
+_REFRESH_TOTAL = USAGE_READ_SECONDS.labels("refresh", "total")
+_REFRESH_LATE = USAGE_READ_SECONDS.labels("refresh", "late")  # the loop's lag, in effect
 _AGED_PER_TURN = 50  # at least this many old bases reread per turn of the refresher
 
 Part = tuple[str, str]  # (meter, tenant or "")
@@ -273,6 +278,7 @@ class UsageCache:
                     connection = await session.connection(
                         execution_options={"isolation_level": "AUTOCOMMIT"}
                     )
+                    _DEMAND_CONNECT.observe(time.monotonic() - started)
                     cold = [c for key, (c, _, _) in batch.items() if key not in known]
                     found = await _bases(connection, cold, now) if cold else {}
                     warm = [batch[key][0] for key in known]
@@ -305,6 +311,7 @@ class UsageCache:
                     self._keep(key, read)
                 if not future.done():
                     future.set_result(usage)
+            _DEMAND_TOTAL.observe(time.monotonic() - started)
 
     def _keep(self, key: str, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -316,7 +323,9 @@ class UsageCache:
 
     async def _run(self) -> None:
         while True:
+            slept = time.monotonic()
             await asyncio.sleep(self.refresh_s)
+            _REFRESH_LATE.observe(time.monotonic() - slept - self.refresh_s)
             try:
                 await self.refresh(utcnow())
             except Exception as exc:  # PostgreSQL down: checks read on demand meanwhile
@@ -356,10 +365,12 @@ class UsageCache:
         USAGE_READS.labels("refresh").inc()
         renewed = 0
         pause = TimeSlice().pause  # checks go on between slices
+        started = time.monotonic()
         async with self.maker() as session:
             connection = await session.connection(
                 execution_options={"isolation_level": "AUTOCOMMIT"}
             )
+            _REFRESH_CONNECT.observe(time.monotonic() - started)
             for chunk in _chunks(whole):
                 found = await _bases(connection, [c for _, c, _ in chunk], now)
                 for key, customer_id, entry in chunk:
@@ -379,6 +390,7 @@ class UsageCache:
                     renewed += self._renew(
                         key, entry, _Entry(clock, entry.base_at, hour, entry.bases, hours, usage)
                     )
+        _REFRESH_TOTAL.observe(time.monotonic() - started)
         return renewed
 
     def _renew(self, key: str, old: _Entry, new: _Entry) -> int:

@@ -19,6 +19,14 @@ USAGE_READS = Counter(
     "Meter-use reads for checks: `demand` (a check waited on it) or `refresh` (in background)",
     ["kind"],
 )
+USAGE_READ_SECONDS = Histogram(
+    "allotment_usage_read_seconds",
+    "Meter-use reads by kind (demand, refresh) and stage: `connect` (waiting for a pooled "
+    "connection), `total` (the whole read, connection, queries and filling the entries), "
+    "`late` (refresh only: how much later than due a pass started: the event loop's lag)",
+    ["kind", "stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 SNAPSHOT_CACHE = Counter(
     "allotment_snapshot_cache_total", "Snapshot lookups by level and result", ["level", "result"]
 )
