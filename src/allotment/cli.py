@@ -49,20 +49,27 @@ def _servers() -> Any:
         servers.stop()
 
 
+def _bus(settings: Any) -> tuple[Any, Any]:
+    """The servers' Redis and bus (None, None without Redis): a change made by a command (a
+    publish, a key revoked, a lease reaped) reaches running workers at once, as one made
+    through the API does, not after their cache TTL."""
+    from redis.asyncio import Redis
+
+    from allotment import invalidation
+
+    if not settings.redis_url:
+        return None, None
+    redis = Redis.from_url(settings.redis_url)
+    return redis, invalidation.make_bus(redis, settings)
+
+
 def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
     from allotment.db import create_engine, create_sessionmaker, session_scope
 
     async def main() -> T:
-        from redis.asyncio import Redis
-
-        from allotment import invalidation
-
         settings = get_settings()
         engine = create_engine(database_url, settings)
-        # The servers' bus: a change made here (a publish, a key revoked) reaches running
-        # workers at once, as one made through the API does, not after their cache TTL.
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        bus = invalidation.make_bus(redis, settings) if redis else None
+        redis, bus = _bus(settings)
         try:
             async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)
@@ -200,16 +207,10 @@ def worker(interval: float, once: bool) -> None:
     from allotment.db import create_engine, create_sessionmaker
 
     async def loop(database_url: str) -> None:
-        from redis.asyncio import Redis
-
-        from allotment import invalidation
-
         settings = get_settings()
         engine = create_engine(database_url, settings)
         maker = create_sessionmaker(engine)
-        # Reaped leases move their customers' versions: announced on the servers' bus.
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        bus = invalidation.make_bus(redis, settings) if redis else None
+        redis, bus = _bus(settings)  # reaped leases move versions: announced to the servers
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -384,141 +385,10 @@ def policy_publish(file: Path, force: bool) -> None:
     )
 
 
-@main.group("keys")
-def keys_group() -> None:
-    """The signing keys of the artifacts (docs/artifacts.md#keys-and-rotation)."""
+from allotment.signing.commands import artifact_group, keys_group  # noqa: E402
 
-
-def _key_change(change: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """Run `change(session, sealer)` in one transaction; a wrong secret, an unknown or
-    retired key is one line on stderr and exit 1."""
-    from allotment.errors import AllotmentError
-    from allotment.signing.secret import sealer
-
-    with _servers() as servers:
-        try:
-            keys_sealer = sealer(get_settings())
-            return _run_in_session(
-                lambda session: change(session, keys_sealer), servers.database_url
-            )
-        except AllotmentError as exc:
-            click.echo(exc.message, err=True)
-            raise SystemExit(1) from None
-
-
-def _print_keys(keys: Any) -> None:
-    rows = [("KID", "STATE", "CREATED", "SIGNED UNTIL")]
-    for key in keys:
-        view = signing_view(key)
-        rows.append((view["kid"], view["state"], view["created_at"], view["signed_until"] or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
-        click.echo("  ".join([*cells, row[3]]))
-
-
-def signing_view(key: Any) -> dict[str, Any]:
-    from allotment.signing.service import view
-
-    return view(key)
-
-
-@keys_group.command("list")
-def keys_list() -> None:
-    """Every signing key, oldest first: kid, state, created, signed until."""
-    from allotment.signing import service as signing
-
-    with _servers() as servers:
-        keys = _run_in_session(signing.list_keys, servers.database_url)
-    if not keys:
-        click.echo("no signing keys yet: the first artifact or JWKS request makes them")
-        return
-    _print_keys(keys)
-
-
-@keys_group.command("rotate")
-def keys_rotate() -> None:
-    """next → active, active → retired (published until its last artifact's grace ends),
-    and a new next key."""
-    from allotment.signing import service as signing
-
-    async def rotate(session: Any, keys_sealer: Any) -> dict[str, str]:
-        keys = await signing.rotate(session, sealer=keys_sealer, actor="cli")
-        return {role: key.kid for role, key in keys.items()}
-
-    kids = _key_change(rotate)
-    click.echo(
-        f"rotated: {kids['active']} is active, {kids['retired']} retired, {kids['next']} next"
-    )
-
-
-@keys_group.command("retire")
-@click.argument("kid")
-@click.option(
-    "--compromised",
-    is_flag=True,
-    help="Withdraw it from the key set at once: every artifact it signed stops verifying "
-    "wherever the key set is refetched (clients must fetch new artifacts).",
-)
-def keys_retire(kid: str, compromised: bool) -> None:
-    """Retire KID; when it was the active key, the next key becomes active. A new next key
-    is made either way. A retired key stays published while an artifact it signed is valid
-    (or in grace), unless --compromised."""
-    from allotment.signing import service as signing
-
-    async def retire(session: Any, keys_sealer: Any) -> dict[str, str]:
-        keys = await signing.retire(
-            session, kid=kid, sealer=keys_sealer, actor="cli", withdraw=compromised
-        )
-        return {role: key.kid for role, key in keys.items()}
-
-    kids = _key_change(retire)
-    withdrawn = " and withdrawn from the key set" if compromised else ""
-    click.echo(
-        f"retired {kids['retired']}{withdrawn}: {kids['active']} is active, {kids['next']} next"
-    )
-
-
-@main.group("artifact")
-def artifact_group() -> None:
-    """Signed entitlement artifacts."""
-
-
-def _instant(value: str) -> Any:
-    from datetime import UTC, datetime
-
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 instant") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-@artifact_group.command("verify")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--jwks",
-    "jwks_file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The key set (GET /.well-known/jwks.json, saved).",
-)
-@click.option("--fingerprint", default=None, help="This machine's fingerprint.")
-@click.option("--now", default=None, help="Verify as of this ISO 8601 instant (default: now).")
-def artifact_verify(file: Path, jwks_file: Path, fingerprint: str | None, now: str | None) -> None:
-    """Verify an artifact offline against a saved key set: exit 0 and a one-line summary,
-    or a one-line reason and its exit code (docs/artifacts.md#the-cli)."""
-    from allotment.artifacts.verify import Invalid, verify
-
-    moment = _instant(now) if now is not None else None
-    try:
-        verified = verify(
-            file.read_bytes(), jwks_file.read_bytes(), now=moment, fingerprint=fingerprint
-        )
-    except Invalid as exc:
-        click.echo(f"invalid: {exc.reason}: {exc.message}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    click.echo(verified.summary())
+main.add_command(keys_group)
+main.add_command(artifact_group)
 
 
 if __name__ == "__main__":
