@@ -434,13 +434,19 @@ def measure(
                 ("request", ("allotment_request_seconds", route)),
             ):
                 results[name].update(server_time(before.get(hist, {}), after[hist], prefix))
-            for read in ("demand/connect", "demand/total", "refresh/connect", "refresh/total",
-                         "refresh/late"):  # fmt: skip
+            for read in ("demand/connect", "demand/total", "demand/wait", "refresh/connect",
+                         "refresh/total", "refresh/late"):  # fmt: skip
                 hist = ("allotment_usage_read_seconds", read)
                 if hist in after:
                     results[name].update(
                         server_time(before.get(hist, {}), after[hist], read.replace("/", "_"))
                     )
+            waits = ("allotment_usage_read_seconds", "demand/wait")
+            if waits in after:  # how many checks waited on a demand read
+                inf = float("inf")
+                results[name]["demand_waits"] = after[waits][inf] - before.get(waits, {}).get(
+                    inf, 0
+                )
             for generation in "012":
                 hist = ("allotment_gc_pause_seconds", generation)
                 results[name].update(
@@ -661,6 +667,7 @@ def main() -> None:
                 print(
                     f"  {name:12s} usage reads p99 ≤ "
                     + ", ".join(f"{k.removesuffix('_p99_ms')} {r[k]:g} ms" for k in reads)
+                    + f"; checks that waited on one: {r.get('demand_waits', 0):g}"
                 )
             if "gc2_collections" in r:
                 print(

@@ -185,3 +185,65 @@ async def test_cold_customers_checked_together_share_one_read(
     # And the read's result was kept: the next checks wait on nothing.
     assert (await cache.get(snapshots[1], now)).of("api_calls").month == 4
     assert demand._value.get() - before == 1
+
+
+async def test_an_unchanged_entry_is_renewed_in_place_and_aged_from_its_query(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A pass that waited for a pooled connection renews entries as of its query, not as of
+    its wait: under load the wait would otherwise be counted against the 1 s bound twice
+    (docs/performance.md, "The mixed batch's tail")."""
+    import asyncio
+    import contextlib
+    import time
+
+    checker = await _setup(client, admin, app)
+    cache = checker.usage
+    now = datetime.now(UTC)
+    snapshot, _ = await checker.snapshot("acme", now)
+    usage = await cache.get(snapshot, now)
+    entry = _age(cache, "acme", cache.refresh_s)
+    maker = cache.maker
+
+    @contextlib.asynccontextmanager
+    async def slow_pool() -> Any:  # a pool whose connections are all busy for 0.3 s
+        await asyncio.sleep(0.3)
+        async with maker() as session:
+            yield session
+
+    cache.maker = slow_pool
+    try:
+        started = time.monotonic()
+        assert await cache.refresh(datetime.now(UTC)) == 1
+    finally:
+        cache.maker = maker
+    assert cache._entries["acme"] is entry  # unchanged counters: the same entry, renewed
+    assert entry.read_at >= started + 0.3
+    assert (await cache.get(snapshot, now)) is usage
+
+
+async def test_passes_start_on_a_cadence_whatever_they_take() -> None:
+    """A pass that takes most of `refresh_s` is followed by the next one at once (with a
+    fifth of `refresh_s` between them), not after another whole `refresh_s`."""
+    import asyncio
+    import time
+
+    from allotment.check.meter_use import UsageCache
+
+    starts: list[float] = []
+
+    class Slow(UsageCache):
+        async def refresh(self, now: datetime) -> int:
+            starts.append(time.monotonic())
+            await asyncio.sleep(0.2)
+            return 0
+
+    cache = Slow(maker=None, refresh_s=0.25)  # type: ignore[arg-type]
+    cache.start()
+    try:
+        while len(starts) < 4:
+            await asyncio.sleep(0.05)
+    finally:
+        await cache.stop()
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(0.24 <= gap < 0.35 for gap in gaps), gaps

@@ -68,12 +68,14 @@ _ZERO = Decimal(0)
 _CHUNK = 1000  # customers per query
 _DEMAND_CONNECT = USAGE_READ_SECONDS.labels("demand", "connect")
 _DEMAND_TOTAL = USAGE_READ_SECONDS.labels("demand", "total")
+_DEMAND_WAIT = USAGE_READ_SECONDS.labels("demand", "wait")  # per check that waited
 _REFRESH_CONNECT = USAGE_READ_SECONDS.labels("refresh", "connect")
 _REFRESH_TOTAL = USAGE_READ_SECONDS.labels("refresh", "total")
 _REFRESH_LATE = USAGE_READ_SECONDS.labels("refresh", "late")  # the loop's lag, in effect
 _AGED_PER_TURN = 50  # at least this many old bases reread per turn of the refresher
 
 Part = tuple[str, str]  # (meter, tenant or "")
+_NO_HOURS: dict[Part, tuple[str, Decimal]] = {}  # never mutated
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +85,11 @@ class _Base:
     month: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Entry:
-    read_at: float  # monotonic, when its read started
+    # Mutable only in `read_at`: a refresher pass that finds the counters unchanged renews
+    # the entry in place (a thousand customers in a few hundred microseconds, no slices).
+    read_at: float  # monotonic, just before the query that read it
     base_at: float  # when its base was read
     hour: datetime
     bases: dict[Part, _Base]
@@ -234,7 +238,10 @@ class UsageCache:
         if found is not None and clock - found.read_at < self.max_stale_s:
             return found.usage
         # Shielded: a cancelled check must not cancel the read other checks wait on.
-        return await asyncio.shield(self._demand(key, snapshot.customer_id, now))
+        try:
+            return await asyncio.shield(self._demand(key, snapshot.customer_id, now))
+        finally:
+            _DEMAND_WAIT.observe(time.monotonic() - clock)
 
     def _demand(self, key: str, customer_id: int, now: datetime) -> asyncio.Future[Usage]:
         future = self._reads.get(key)
@@ -278,7 +285,8 @@ class UsageCache:
                     connection = await session.connection(
                         execution_options={"isolation_level": "AUTOCOMMIT"}
                     )
-                    _DEMAND_CONNECT.observe(time.monotonic() - started)
+                    sent = time.monotonic()  # the entries' age counts from here
+                    _DEMAND_CONNECT.observe(sent - started)
                     cold = [c for key, (c, _, _) in batch.items() if key not in known]
                     found = await _bases(connection, cold, now) if cold else {}
                     warm = [batch[key][0] for key in known]
@@ -299,12 +307,12 @@ class UsageCache:
                 entry = known.get(key)
                 if entry is None:
                     bases, hours = found[customer_id]
-                    read = _Entry(started, started, hour, bases, hours, _usage(bases, hours, now))
+                    read = _Entry(sent, sent, hour, bases, hours, _usage(bases, hours, now))
                 else:
                     hours = hours_of.get(customer_id, {})
                     same = hours == entry.hours  # unchanged since the last read: totals stand
                     usage = entry.usage if same else _usage(entry.bases, hours, now)
-                    read = _Entry(started, entry.base_at, hour, entry.bases, hours, usage)
+                    read = _Entry(sent, entry.base_at, hour, entry.bases, hours, usage)
                 usage = read.usage
                 if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
                     del self._reads[key]
@@ -322,14 +330,20 @@ class UsageCache:
     # -- the refresher
 
     async def _run(self) -> None:
+        # Passes start every `refresh_s` (a pass's own time counts towards the gap, so a slow
+        # pass does not stretch the age of every entry by its length twice over), with at
+        # least a fifth of it between two passes for the loop and PostgreSQL.
+        pause = self.refresh_s
         while True:
             slept = time.monotonic()
-            await asyncio.sleep(self.refresh_s)
-            _REFRESH_LATE.observe(time.monotonic() - slept - self.refresh_s)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            _REFRESH_LATE.observe(started - slept - pause)
             try:
                 await self.refresh(utcnow())
             except Exception as exc:  # PostgreSQL down: checks read on demand meanwhile
                 log.debug("usage refresh failed: %s", exc)
+            pause = max(self.refresh_s - (time.monotonic() - started), self.refresh_s / 5)
 
     async def refresh(self, now: datetime) -> int:
         """Reread the due entries of the customers checked in the last `active_s`: the
@@ -371,24 +385,36 @@ class UsageCache:
                 execution_options={"isolation_level": "AUTOCOMMIT"}
             )
             _REFRESH_CONNECT.observe(time.monotonic() - started)
+            # An entry is as old as the query that read it: the time just before the query
+            # (not before waiting for a connection) is when its data was current at the latest.
             for chunk in _chunks(whole):
+                sent = time.monotonic()
                 found = await _bases(connection, [c for _, c, _ in chunk], now)
                 for key, customer_id, entry in chunk:
                     await pause()
                     bases, hours = found[customer_id]
                     usage = _usage(bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(clock, clock, hour, bases, hours, usage)
+                        key, entry, _Entry(sent, sent, hour, bases, hours, usage)
                     )
             for chunk in _chunks(partial):
+                sent = time.monotonic()
                 hours_of = await _hours(connection, [c for _, c, _ in chunk], hour)
+                changed: list[tuple[str, _Entry, dict[Part, tuple[str, Decimal]]]] = []
                 for key, customer_id, entry in chunk:
+                    hours = hours_of.get(customer_id, _NO_HOURS)
+                    if self._entries.get(key) is not entry:
+                        continue  # forgotten or read on demand meanwhile
+                    if hours == entry.hours:  # unchanged (the common case): the totals stand
+                        entry.read_at = sent
+                        renewed += 1
+                    else:
+                        changed.append((key, entry, hours))
+                for key, entry, hours in changed:
                     await pause()
-                    hours = hours_of.get(customer_id, {})
-                    # Unchanged since the last read (the common case): the totals stand.
-                    usage = entry.usage if hours == entry.hours else _usage(entry.bases, hours, now)
+                    usage = _usage(entry.bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(clock, entry.base_at, hour, entry.bases, hours, usage)
+                        key, entry, _Entry(sent, entry.base_at, hour, entry.bases, hours, usage)
                     )
         _REFRESH_TOTAL.observe(time.monotonic() - started)
         return renewed

@@ -23,6 +23,7 @@ USAGE_READ_SECONDS = Histogram(
     "allotment_usage_read_seconds",
     "Meter-use reads by kind (demand, refresh) and stage: `connect` (waiting for a pooled "
     "connection), `total` (the whole read, connection, queries and filling the entries), "
+    "`wait` (demand only: how long each check waited on it), "
     "`late` (refresh only: how much later than due a pass started: the event loop's lag)",
     ["kind", "stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
