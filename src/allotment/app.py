@@ -49,6 +49,10 @@ from allotment.kit.idempotency import IdempotentReplay, replay_response
 from allotment.kit.metrics import watch_gc
 from allotment.kit.middleware import BodyGuard, RequestContext
 from allotment.kit.shutdown import on_exit_signal
+from allotment.ofrep import openapi as ofrep_openapi
+from allotment.ofrep.endpoints import router as ofrep_router
+from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
+from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.seats.endpoints import router as seats_router
@@ -260,6 +264,7 @@ def _declare_problems(app: FastAPI) -> None:
             _declare_security(document, public=public)
             _name_inline_bodies(document)
             _name_pages(document)
+            ofrep_openapi.declare(document)  # the protocol's shapes, not problem+json
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -299,12 +304,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream_router,
         artifacts_router,
         signing_router,
+        ofrep_router,
     )
     for router in routers:
         app.include_router(router)
     _declare_problems(app)
     app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(CheckFastPath)
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OfrepFastPath)
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
+    )
     app.add_middleware(RequestContext)
     return app

@@ -7,6 +7,9 @@ seat or a session, and usage (tests/factories/world.py). For each route and meth
     customer-readable GET (the guard names the `{key}` path parameter)
         acme's own path      2xx, acme's data, nothing of globex's
         globex's path        403
+    OFREP evaluations (the body's context names the customer)
+        acme in the context  200
+        globex               403
     everything else — writes of either customer's data, routes keyed by ids (contracts,
     sessions, instances, …), global lists (customers, audit, decisions, invoice previews,
     policies, API keys), checks and events
@@ -70,9 +73,10 @@ def guard_of(route: APIRoute) -> Require | Public:
 
 
 def path_for(route: APIRoute, owner: Tenancy, world: World) -> str:
-    """The route's path with every parameter naming `owner`'s objects."""
+    """The route's path with every parameter naming `owner`'s objects (OFREP's `{key}` is a
+    flag's: a feature every customer of the world has)."""
     values = {
-        "key": owner.key,
+        "key": "reports" if route.path.startswith("/ofrep/") else owner.key,
         "contract_id": owner.contract,
         "tenant": owner.tenant,
         "instance_id": owner.instance,
@@ -149,6 +153,8 @@ def body_for(route: APIRoute, method: str, owner: Tenancy) -> Any:
         return {"customer": owner.key, "feature": "sso"}
     if path == "/v1/check/batch":
         return {"customer": owner.key, "features": ["sso"]}
+    if path.startswith("/ofrep/"):
+        return {"context": {"customer": owner.key, "targetingKey": f"user@{owner.key}"}}
     if path == "/v1/events":
         return {
             "specversion": "1.0",
@@ -191,6 +197,7 @@ async def test_a_customer_key_reaches_only_its_own_data_on_every_route(
     acme, globex = world["acme"], world["globex"]
     readable: list[str] = []
     refused: list[str] = []
+    evaluated: list[str] = []
     for route in api_routes(app):
         guard = guard_of(route)
         for method in sorted(route.methods):
@@ -216,7 +223,11 @@ async def test_a_customer_key_reaches_only_its_own_data_on_every_route(
             for response in (own, theirs):
                 assert not leaked(response, globex), (label, leaked(response, globex))
             assert theirs.status_code == 403, (label, "globex", theirs.status_code, theirs.text)
-            if guard.customer_param and method in READS:
+            if getattr(guard, "customer_in_body", False):
+                # OFREP: the body names the customer; a customer key evaluates its own.
+                assert own.status_code == 200, (label, own.status_code, own.text)
+                evaluated.append(label)
+            elif guard.customer_param and method in READS:
                 assert 200 <= own.status_code < 300, (label, own.status_code, own.text)
                 assert acme.key in searchable(own), (label, own.text[:300])
                 readable.append(label)
@@ -226,6 +237,7 @@ async def test_a_customer_key_reaches_only_its_own_data_on_every_route(
     # What the walk covered: every customer-scoped read, and every write and global route.
     assert len(readable) >= 7, readable
     assert len(refused) >= 30, refused
+    assert len(evaluated) == 2, evaluated
     assert not [label for label in readable if not label.startswith("GET ")], readable
 
 

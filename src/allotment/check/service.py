@@ -30,6 +30,10 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id, new_ids
 from allotment.policy.catalog import Catalog, Feature
 
+# The `endpoint` label of allotment_check_seconds: the routes that decide through a Checker.
+# OFREP (allotment/ofrep) decides with the very same methods, and is told apart only here.
+ENDPOINTS = ("check", "batch", "ofrep", "ofrep_bulk")
+
 
 class Checker:
     def __init__(
@@ -46,7 +50,7 @@ class Checker:
         self.warn_at = warn_at
         self.gates = evaluator.gates_warning_at(warn_at)  # what every check of this one runs
         self._last_catalog: tuple[int | None, Catalog] | None = None
-        self._latency = {name: CHECK_LATENCY.labels(name) for name in ("check", "batch")}
+        self._latency = {name: CHECK_LATENCY.labels(name) for name in ENDPOINTS}
         self._counters: dict[tuple[bool, str], Any] = {}
 
     def cache_ttl_s(self) -> int:
@@ -141,26 +145,48 @@ class Checker:
             )
         return document
 
+    def observe(self, endpoint: str, seconds: float) -> None:
+        """Time spent deciding a call of `endpoint` (one of ENDPOINTS)."""
+        self._latency[endpoint].observe(seconds)
+
     async def check(self, request: CheckRequest) -> bytes:
         started = time.perf_counter()
+        body = orjson.dumps(await self.decision(request))
+        self._latency["check"].observe(time.perf_counter() - started)
+        return body
+
+    async def decision(self, request: CheckRequest) -> dict[str, Any]:
+        """The decision document of one check (logged and counted); `check` encodes it, the
+        OFREP routes map it to a flag evaluation (allotment/ofrep/mapping.py)."""
         now = utcnow()
         snapshot, stale = await self.snapshot(request.customer, now)
         if snapshot is None:
             verdict, version = self._outage(request)
-            document = self.document(request, verdict, None, True, now, version)
-        else:
-            if self.usage is not None and _metered(snapshot, (request.feature,)):
-                request = replace(request, usage=await self._usage(snapshot, now))
-            verdict = evaluator.evaluate(snapshot, request, now, gates=self.gates)
-            document = self.document(request, verdict, snapshot, stale, now)
-        body = orjson.dumps(document)
-        self._latency["check"].observe(time.perf_counter() - started)
-        return body
+            return self.document(request, verdict, None, True, now, version)
+        if self.usage is not None and _metered(snapshot, (request.feature,)):
+            request = replace(request, usage=await self._usage(snapshot, now))
+        verdict = evaluator.evaluate(snapshot, request, now, gates=self.gates)
+        return self.document(request, verdict, snapshot, stale, now)
 
     async def batch(self, base: CheckRequest, features: Sequence[str]) -> bytes:
         started = time.perf_counter()
         now = utcnow()
         snapshot, stale = await self.snapshot(base.customer, now)
+        decisions = await self.decisions_of(base, features, snapshot, stale, now)
+        body = orjson.dumps({"decisions": decisions})
+        self._latency["batch"].observe(time.perf_counter() - started)
+        return body
+
+    async def decisions_of(
+        self,
+        base: CheckRequest,
+        features: Sequence[str],
+        snapshot: Snapshot | None,
+        stale: bool,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """A decision document for each of `features`, all from `snapshot` (None: the store
+        is down and nothing is cached, so each feature's `on_outage` decides)."""
         if snapshot is not None and self.usage is not None and _metered(snapshot, features):
             base = replace(base, usage=await self._usage(snapshot, now))
         ids = new_ids("dec", len(features))
@@ -171,15 +197,21 @@ class Checker:
                 decisions.append(
                     self.document(base, verdict, None, True, now, version, decision_id, name)
                 )
-        else:
-            verdicts = evaluator.evaluate_many(snapshot, features, base, now, gates=self.gates)
-            decisions = [
-                self.document(base, verdict, snapshot, stale, now, None, decision_id, name)
-                for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
-            ]
-        body = orjson.dumps({"decisions": decisions})
-        self._latency["batch"].observe(time.perf_counter() - started)
-        return body
+            return decisions
+        verdicts = evaluator.evaluate_many(snapshot, features, base, now, gates=self.gates)
+        return [
+            self.document(base, verdict, snapshot, stale, now, None, decision_id, name)
+            for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
+        ]
+
+    async def limits_of(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+        """The limits in force and what is held of them: seats, instances, each meter (the
+        `limits` of the entitlements document)."""
+        return {
+            "seats": _seats_held(snapshot, now),
+            "instances": _instances_held(snapshot, now),
+            "meters": await self._meters_held(snapshot, now),
+        }
 
     async def _usage(self, snapshot: Snapshot, now: datetime) -> Usage | None:
         assert self.usage is not None
@@ -260,11 +292,7 @@ class Checker:
                 }
                 for name, verdict in zip(names, verdicts, strict=True)
             ],
-            "limits": {
-                "seats": _seats_held(snapshot, now),
-                "instances": _instances_held(snapshot, now),
-                "meters": await self._meters_held(snapshot, now),
-            },
+            "limits": await self.limits_of(snapshot, now),
         }
         return document, snapshot
 

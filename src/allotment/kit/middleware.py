@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allotment.errors import problem_response
@@ -97,11 +99,22 @@ class BodyGuard:
     """Refuses bodies over `max_bytes` (413, by Content-Length or while streaming) and bodies
     whose Content-Type is not one the API reads (415), before any endpoint parses them; and
     paths or query strings holding a NUL (400), which no key, id or filter can contain and
-    PostgreSQL cannot even be asked about."""
+    PostgreSQL cannot even be asked about.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    `protocols` maps path prefixes that speak another protocol (OFREP) to the renderer of
+    that protocol's refusal (status, detail → response); their bodies are whatever the
+    protocol says they are, so their Content-Type is not checked."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        protocols: Mapping[str, Callable[[int, str], Response]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.protocols = dict(protocols or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,8 +179,15 @@ class BodyGuard:
             return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _readable(headers: dict[bytes, bytes], path: str) -> bool:
+    def _protocol(self, path: str) -> Callable[[int, str], Response] | None:
+        for prefix, render in self.protocols.items():
+            if path.startswith(prefix):
+                return render
+        return None
+
+    def _readable(self, headers: dict[bytes, bytes], path: str) -> bool:
+        if self._protocol(path) is not None:
+            return True
         if path == "/v1/events" and any(name.startswith(b"ce-") for name in headers):
             # A CloudEvent in binary content mode (`ce-*` headers): its body is the event's
             # data, of whatever type `Content-Type` says; POST /v1/events decides, and names
@@ -192,7 +212,13 @@ class BodyGuard:
 
     async def _reject(self, scope: Scope, send: Send, status: int, detail: str) -> None:
         request_id: Any = scope.get("state", {}).get("request_id")
-        response = problem_response(status, detail, instance=scope["path"], request_id=request_id)
+        render = self._protocol(scope["path"])
+        if render is not None:
+            response = render(status, detail)
+        else:
+            response = problem_response(
+                status, detail, instance=scope["path"], request_id=request_id
+            )
         await response(scope, _drain, send)
 
 

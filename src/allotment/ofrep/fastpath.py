@@ -1,0 +1,103 @@
+"""The OFREP routes, reached without the framework's router, answering errors as OFREP does.
+
+As check/fastpath.py does for /v1/check (and for the same reason: routing and dependency
+solving cost more than a decision), this middleware sits inside the request middleware,
+recognises the two OFREP paths and calls the very endpoint functions and guard of
+ofrep/endpoints.py. Unlike it, it also owns the error responses of those paths: the protocol
+has its own (mapping.error_body), never problem+json —
+
+    raised                               answered
+    OfrepError                           its status; 400/404 {key, errorCode, errorDetails}
+    Unauthorized, Forbidden              401, 403 without a body
+    ServiceUnavailable (key unverifiable)  429 with Retry-After (whole seconds): the one
+                                         "come back later" OFREP providers understand
+    any other AllotmentError             400 GENERAL with errorDetails
+    a method other than POST             405 {errorDetails}
+    anything else                        500 {errorDetails}, logged
+
+Every other request passes through untouched.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from allotment.errors import AllotmentError, Forbidden, ServiceUnavailable, Unauthorized
+from allotment.ofrep import endpoints
+from allotment.ofrep.mapping import OfrepError, error_body
+
+PREFIX = "/ofrep/"
+BULK = "/ofrep/v1/evaluate/flags"
+SINGLE = BULK + "/"
+_BULK_ROUTE = SimpleNamespace(path=BULK)
+_SINGLE_ROUTE = SimpleNamespace(path=SINGLE + "{key}")
+
+log = structlog.get_logger("allotment.ofrep")
+
+
+def render(error: OfrepError) -> Response:
+    body, headers = error_body(error)
+    if body is None:
+        return Response(status_code=error.status, headers=headers)
+    return Response(body, status_code=error.status, headers=headers, media_type="application/json")
+
+
+def body_refusal(status: int, detail: str) -> Response:
+    """The body guard's refusals (too large, a NUL in the path) on OFREP paths: the request
+    cannot be read, which the protocol calls a PARSE_ERROR."""
+    return render(OfrepError(400, detail, code="PARSE_ERROR"))
+
+
+def as_ofrep(exc: AllotmentError, key: str | None = None) -> OfrepError:
+    if isinstance(exc, Unauthorized | Forbidden):
+        return OfrepError(exc.status, exc.message)
+    if isinstance(exc, ServiceUnavailable):
+        retry = exc.headers.get("Retry-After", "1")
+        seconds = float(retry) if retry.isdigit() else 1.0
+        return OfrepError(429, exc.message, retry_after_s=seconds)
+    return OfrepError(400, exc.message, code="GENERAL", key=key)
+
+
+class OfrepFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path == BULK:
+            scope["route"] = _BULK_ROUTE  # the request middleware labels metrics by route
+            key = None
+        elif path.startswith(SINGLE):
+            scope["route"] = _SINGLE_ROUTE
+            key = path.removeprefix(SINGLE)
+        else:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if scope["method"] != "POST":
+            details = f"{scope['method']} is not allowed here: OFREP evaluates with POST."
+            response = render(OfrepError(405, details))
+            response.headers["Allow"] = "POST"
+            await response(scope, receive, send)
+            return
+        try:
+            principal = await endpoints.OFREP_GUARD(request)
+            if key is None:
+                response = await endpoints.evaluate_flags(
+                    request, principal, request.headers.get("if-none-match")
+                )
+            else:
+                response = await endpoints.evaluate_flag(key, request, principal)
+        except OfrepError as exc:
+            response = render(exc)
+        except AllotmentError as exc:
+            response = render(as_ofrep(exc, key))
+        except Exception:
+            log.exception("ofrep_unhandled", path=path)
+            response = render(OfrepError(500, "An unexpected error occurred."))
+        await response(scope, receive, send)

@@ -1,0 +1,271 @@
+"""The OFREP routes through the app: features as boolean flags, limits as integer flags, every
+error in the protocol's shape, bulk evaluation with ETags, and the same decision log and
+metrics as /v1/check. Every response is checked against the protocol's OpenAPI document
+(tests/ofrep/conftest.py: `conforms`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prometheus_client import REGISTRY
+
+from tests.factories.auth import create_key
+from tests.factories.customers import create_customer
+from tests.factories.seats import assign
+from tests.ofrep.conftest import Ofrep
+
+ACME = {"customer": "acme"}
+
+
+async def _revoke(client: httpx.AsyncClient, admin: dict[str, str], feature: str) -> None:
+    contract = (await client.get("/v1/customers/acme/contracts", headers=admin)).json()["items"][0]
+    amended = await client.patch(
+        f"/v1/contracts/{contract['id']}",
+        json={"overrides": [{"feature": feature, "action": "revoke", "reason": "abuse"}]},
+        headers={**admin, "If-Match": str(contract["revision"])},
+    )
+    assert amended.status_code == 200, amended.text
+
+
+async def test_an_entitled_feature_is_true_with_targeting_match(team: str, ofrep: Ofrep) -> None:
+    response = await ofrep.flag("reports", {"targetingKey": "ann", **ACME})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["key"] == "reports" and body["value"] is True
+    assert body["variant"] == "on" and body["reason"] == "TARGETING_MATCH"
+    metadata = body["metadata"]
+    assert metadata["reason"] == "ok" and metadata["policy_version"] == 1
+    assert metadata["decision_id"].startswith("dec_") and metadata["stale"] is False
+
+
+async def test_a_feature_outside_the_plan_is_false_and_disabled(team: str, ofrep: Ofrep) -> None:
+    body = (await ofrep.flag("sso", ACME)).json()
+    assert (body["value"], body["variant"], body["reason"]) == (False, "off", "DISABLED")
+    assert body["metadata"]["reason"] == "feature_not_in_plan"
+
+
+async def test_the_answer_is_the_check_answer(
+    team: str, ofrep: Ofrep, client: httpx.AsyncClient, backend: dict[str, str]
+) -> None:
+    for feature in ("reports", "sso", "scim", "agent", "api", "priority_support"):
+        check = await client.post("/v1/check", json={"feature": feature, **ACME}, headers=backend)
+        flag = (await ofrep.flag(feature, ACME)).json()
+        assert flag["value"] == check.json()["allowed"], feature
+        assert flag["metadata"]["reason"] == check.json()["reason"], feature
+
+
+async def test_an_unknown_flag_is_flag_not_found(team: str, ofrep: Ofrep) -> None:
+    for key in ("teleport", "Not-A-Name", "teleport.limit", "reports.limit"):
+        response = await ofrep.flag(key, ACME)
+        assert response.status_code == 404, key
+        assert response.json() == {
+            "key": key,
+            "errorCode": "FLAG_NOT_FOUND",
+            "errorDetails": f"Flag '{key}' was not found",
+        }
+
+
+async def test_context_errors_are_the_protocols(team: str, ofrep: Ofrep) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({}, "INVALID_CONTEXT"),  # no customer
+        ({"targetingKey": "ann"}, "INVALID_CONTEXT"),
+        ({"customer": "Not A Key"}, "INVALID_CONTEXT"),
+        ({"customer": 7}, "INVALID_CONTEXT"),
+        ({"customer": "acme", "targetingKey": 42}, "INVALID_CONTEXT"),
+        ({"customer": "acme", "tenant": ["x"]}, "INVALID_CONTEXT"),
+        ({"customer": "acme", "instance": "x" * 300}, "INVALID_CONTEXT"),
+    ]
+    for context, code in cases:
+        response = await ofrep.flag("reports", context)
+        assert response.status_code == 400, context
+        assert response.json()["errorCode"] == code, context
+        assert response.json()["errorDetails"], context
+    for raw, code in (
+        (b"{nope", "PARSE_ERROR"),
+        (b"[1, 2]", "PARSE_ERROR"),
+        (b'"context"', "PARSE_ERROR"),
+        (b'{"context": 5}', "INVALID_CONTEXT"),
+        (b'{"context": [1]}', "INVALID_CONTEXT"),
+    ):
+        headers = {**ofrep.headers, "Content-Type": "application/json"}
+        response = await ofrep.flag("reports", content=raw, headers=headers)
+        assert response.status_code == 400, raw
+        assert response.json()["errorCode"] == code, raw
+
+
+async def test_a_seat_feature_without_a_targeting_key_is_targeting_key_missing(
+    team: str, ofrep: Ofrep, admin: dict[str, str]
+) -> None:
+    response = await ofrep.flag("editor", ACME)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "TARGETING_KEY_MISSING"
+    assert (await ofrep.flag("editor", {"targetingKey": "ann", **ACME})).json()["value"] is False
+    assert (await assign(ofrep.client, admin, "ann")).status_code == 201
+    held = (await ofrep.flag("editor", {"targetingKey": "ann", **ACME})).json()
+    assert held["value"] is True and held["reason"] == "TARGETING_MATCH"
+
+
+async def test_the_rest_of_the_context_reaches_the_rules(
+    client: httpx.AsyncClient, admin: dict[str, str], ofrep: Ofrep
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    document = demo_document()
+    document["rules"] = [
+        {
+            "feature": "reports",
+            "when": "'beta' in context.tags",
+            "reason": "beta_only",
+        }
+    ]
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    beta = (await ofrep.flag("reports", {**ACME, "tags": ["beta"]})).json()
+    assert beta["value"] is True
+    other = (await ofrep.flag("reports", {**ACME, "tags": []})).json()
+    assert other["value"] is False
+    assert other["metadata"]["reason"] == "rule_denied"
+    assert other["metadata"]["rule_reason"] == "beta_only"
+
+
+async def test_limits_are_integer_flags(team: str, ofrep: Ofrep) -> None:
+    flags = {
+        "api_calls.limit": 100000,
+        "api_calls.remaining": 100000,
+        "api.limit": 100000,  # the feature's meter
+        "exports.limit": 1000,
+        "editor.limit": 10,  # a seat feature: the seat pool
+        "editor.remaining": 10,
+        "agent.limit": 3,  # an instance feature: the instance pool
+    }
+    for key, value in flags.items():
+        body = (await ofrep.flag(key, ACME)).json()
+        assert body["value"] == value and isinstance(body["value"], int), (key, body)
+        assert body["reason"] == "TARGETING_MATCH" and body["variant"] == "limited"
+
+
+async def test_a_limit_not_in_force_defers_to_the_code_default(
+    team: str, ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_customer(client, admin, key="initech")  # no contract
+    body = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
+    assert "value" not in body and body["variant"] == "unlimited"
+    assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == "no_active_contract"
+    unknown = (await ofrep.flag("api_calls.limit", {"customer": "nobody"})).json()
+    assert unknown["metadata"]["reason"] == "customer_unknown"
+
+
+async def test_auth_errors_have_no_body(
+    team: str, ofrep: Ofrep, app: Any, finance: dict[str, str]
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer alm_nope"}, {"X-API-Key": "alm_nope"}):
+        response = await ofrep.flag("reports", ACME, headers=headers)
+        assert response.status_code == 401 and response.content == b""
+    response = await ofrep.flag("reports", ACME, headers=finance)
+    assert response.status_code == 403 and response.content == b""
+    key = (await create_key(app, scopes=["check"]))["Authorization"].removeprefix("Bearer ")
+    by_header = await ofrep.flag("reports", ACME, headers={"X-API-Key": key})
+    assert by_header.status_code == 200 and by_header.json()["value"] is True
+
+
+async def test_a_customer_scoped_key_evaluates_its_own_customer_only(
+    team: str, ofrep: Ofrep, app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_customer(client, admin, key="globex")
+    own = await create_key(app, scopes=["customer:acme"])
+    implied = await ofrep.flag("reports", {"targetingKey": "ann"}, headers=own)
+    assert implied.status_code == 200 and implied.json()["value"] is True
+    named = await ofrep.flag("reports", ACME, headers=own)
+    assert named.status_code == 200
+    other = await ofrep.flag("reports", {"customer": "globex"}, headers=own)
+    assert other.status_code == 403 and other.content == b""
+    bulk = await ofrep.bulk({"customer": "globex"}, headers=own)
+    assert bulk.status_code == 403
+
+
+async def test_bad_requests_never_get_problem_json(team: str, ofrep: Ofrep) -> None:
+    client = ofrep.client
+    too_big = b'{"context": {"customer": "acme", "x": "' + b"a" * 2_000_000 + b'"}}'
+    response = await client.post(
+        "/ofrep/v1/evaluate/flags/reports",
+        content=too_big,
+        headers={**ofrep.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400 and response.json()["errorCode"] == "PARSE_ERROR"
+    # A body sent without a JSON Content-Type is still read (the protocol's body is JSON).
+    plain = await client.post(
+        "/ofrep/v1/evaluate/flags/reports",
+        content=b'{"context": {"customer": "acme"}}',
+        headers={**ofrep.headers, "Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 200 and plain.json()["value"] is True
+    wrong = await client.get("/ofrep/v1/evaluate/flags/reports", headers=ofrep.headers)
+    assert wrong.status_code == 405 and wrong.json()["errorDetails"]
+    assert wrong.headers["allow"] == "POST"
+
+
+async def test_bulk_evaluates_every_feature_and_limit_with_an_etag(
+    team: str, ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    first = await ofrep.bulk({"targetingKey": "ann", **ACME})
+    assert first.status_code == 200
+    flags = {flag["key"]: flag for flag in first.json()["flags"]}
+    assert flags["reports"]["value"] is True and flags["sso"]["value"] is False
+    assert flags["api_calls.limit"]["value"] == 100000
+    assert flags["editor"]["value"] is False  # ann holds no seat
+    assert first.json()["metadata"] == {"customer": "acme", "stale": False, "policy_version": 1}
+    etag = first.headers["etag"]
+
+    same = await ofrep.bulk({"targetingKey": "ann", **ACME}, etag=etag)
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+    other_context = await ofrep.bulk({"targetingKey": "bob", **ACME}, etag=etag)
+    assert other_context.status_code == 200 and other_context.headers["etag"] != etag
+
+    await _revoke(client, admin, "reports")
+    changed = await ofrep.bulk({"targetingKey": "ann", **ACME}, etag=etag)
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    revoked = next(f for f in changed.json()["flags"] if f["key"] == "reports")
+    assert revoked["value"] is False and revoked["metadata"]["reason"] == "feature_not_in_plan"
+
+
+async def test_bulk_without_a_targeting_key_reports_seat_features_as_failures(
+    team: str, ofrep: Ofrep
+) -> None:
+    body = (await ofrep.bulk(ACME)).json()
+    flags = {flag["key"]: flag for flag in body["flags"]}
+    assert flags["editor"]["errorCode"] == "TARGETING_KEY_MISSING"
+    assert flags["reports"]["value"] is True
+
+
+async def test_bulk_errors_are_the_protocols(team: str, ofrep: Ofrep) -> None:
+    response = await ofrep.bulk({"targetingKey": "ann"})
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "INVALID_CONTEXT"
+    assert (await ofrep.bulk(ACME, headers={})).status_code == 401
+
+
+async def test_ofrep_decisions_are_logged_and_counted_as_checks_are(
+    team: str, ofrep: Ofrep, app: Any, client: httpx.AsyncClient, finance: dict[str, str]
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before_denials = sample(
+        "allotment_decisions_total", allowed="false", reason="feature_not_in_plan"
+    )
+    before_timed = sample("allotment_check_seconds_count", endpoint="ofrep")
+    denied = (await ofrep.flag("sso", {"targetingKey": "ann", **ACME})).json()
+    await app.state.checker.decisions.flush()
+    logged = (await client.get("/v1/decisions", params=ACME, headers=finance)).json()["items"]
+    (record,) = [r for r in logged if r["decision_id"] == denied["metadata"]["decision_id"]]
+    assert record["feature"] == "sso" and record["subject"] == "ann"
+    assert record["reason"] == "feature_not_in_plan" and record["allowed"] is False
+    denials = sample("allotment_decisions_total", allowed="false", reason="feature_not_in_plan")
+    assert denials == before_denials + 1
+    assert sample("allotment_check_seconds_count", endpoint="ofrep") == before_timed + 1
+    metrics = (await client.get("/metrics")).text
+    route = 'route="/ofrep/v1/evaluate/flags/{key}"'
+    assert f'allotment_request_seconds_count{{method="POST",{route}' in metrics
