@@ -120,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageCache(
         maker=maker,
         refresh_s=settings.usage_refresh_s,
+        active_s=settings.usage_active_s,
         max_stale_s=max(1.0, 2 * settings.usage_refresh_s),
     )
     app.state.checker = Checker(

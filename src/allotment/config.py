@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Meter use for plain checks is reread at most this often per customer and worker (the
     # worker that took the events or the consume sees them at once).
     usage_refresh_s: float = Field(default=0.25, ge=0.0)
+    # ... for every customer checked in the last `usage_active_s`: a check of a customer quiet
+    # for longer waits on one read of PostgreSQL (docs/usage.md, "How fresh").
+    usage_active_s: float = Field(default=60.0, gt=0.0)
     # Fractions of a limit at which decisions carry an `approaching_limit` warning.
     usage_warning_thresholds: tuple[float, ...] = (0.8, 1.0)
 

@@ -190,7 +190,7 @@ class UsageCache:
         maker: async_sessionmaker[AsyncSession],
         refresh_s: float = 0.25,
         max_stale_s: float = 1.0,
-        active_s: float = 10.0,
+        active_s: float = 60.0,
         base_s: float = 30.0,
         max_entries: int = 100_000,
     ) -> None:
