@@ -79,7 +79,7 @@ def fresh_key() -> str:
 
 
 @pytest.fixture(scope="module")
-async def service(stores: Stores) -> AsyncIterator[Service]:
+async def service(stores: Stores) -> AsyncIterator[Service]:  # noqa: F811 - the fixture
     async with serve(stores, stream_heartbeat_s=0.5) as served:
         admin_headers = await create_key(served.app, scopes=["admin"])
         check_key = (await create_key(served.app, scopes=["check"]))["Authorization"][7:]

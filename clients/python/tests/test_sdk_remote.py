@@ -119,7 +119,10 @@ async def test_the_sync_client_and_its_instance_heartbeat(service: Service) -> N
 def test_an_unreachable_service_is_retried_then_raised() -> None:
     port = free_port()  # nothing listens there
     retry = RetryPolicy(attempts=3, backoff=0.01)
-    with Allotment(f"http://127.0.0.1:{port}", "alm_x", spool=False, retry=retry) as allotment:
-        with pytest.raises(Unreachable) as caught:
-            allotment.check("acme", "reports")
+    url = f"http://127.0.0.1:{port}"
+    with (
+        Allotment(url, "alm_x", spool=False, retry=retry) as allotment,
+        pytest.raises(Unreachable) as caught,
+    ):
+        allotment.check("acme", "reports")
     assert caught.value.status is None and "ConnectError" in str(caught.value)
