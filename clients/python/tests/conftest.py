@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+GRACE_S = 7200  # artifacts keep granting access 2 h past `exp`, with a warning
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # `pytest clients/python/tests` from anywhere
     sys.path.insert(0, str(ROOT))
@@ -80,7 +81,7 @@ def fresh_key() -> str:
 
 @pytest.fixture(scope="module")
 async def service(stores: Stores) -> AsyncIterator[Service]:  # noqa: F811 - the fixture
-    async with serve(stores, stream_heartbeat_s=0.5) as served:
+    async with serve(stores, stream_heartbeat_s=0.5, artifact_grace_s=GRACE_S) as served:
         admin_headers = await create_key(served.app, scopes=["admin"])
         check_key = (await create_key(served.app, scopes=["check"]))["Authorization"][7:]
         async with httpx.AsyncClient(base_url=served.url, timeout=30) as admin:
