@@ -44,6 +44,7 @@ from allotment_client.errors import AllotmentError, ArtifactInvalid, Conflict, F
 from allotment_client.models import Decision
 
 GRACE_WARNING = "grace_period"
+JWKS_MAX_AGE_S = 300  # the key set's Cache-Control max-age (docs/artifacts.md)
 
 
 def decide(
@@ -140,6 +141,18 @@ class ArtifactCache:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.generation = 0  # moves with every put, failure and stale(): see wait()
+
+    def set_keys(self, keys: KeySet) -> None:
+        """A fresh key set. An artifact whose key left it (retired as compromised) is
+        dropped at once: its checks go to the service until a new one is fetched."""
+        with self._changed:
+            self.keys = keys
+            for held in self._held.values():
+                if held.artifact is not None and held.artifact.kid not in keys.keys:
+                    held.artifact = None
+                    held.refresh_at = 0.0
+            self.generation += 1
+            self._changed.notify_all()
 
     def get(self, customer: str, now: float | None = None) -> Artifact | None:
         held = self._held.get(customer)
@@ -261,8 +274,8 @@ def fetch_artifact(
                 raise
             bound = None  # this machine holds no live lease: the customer-level artifact
             token = yield _calls.artifact(customer, ttl=cache.ttl, fingerprint=None)
-        if cache.keys is None:
-            cache.keys = KeySet.from_jwks((yield _calls.jwks()))
+        if cache.keys is None or time.time() - cache.keys.fetched_at > JWKS_MAX_AGE_S:
+            cache.set_keys(KeySet.from_jwks((yield _calls.jwks())))
         version = _policy_version(token)
         if version is not None and version not in cache.rules:
             try:
@@ -276,7 +289,7 @@ def fetch_artifact(
         except ArtifactInvalid as exc:
             if exc.reason != "unknown_kid":
                 raise
-            cache.keys = KeySet.from_jwks((yield _calls.jwks()))  # a rotation
+            cache.set_keys(KeySet.from_jwks((yield _calls.jwks())))  # a rotation
             artifact = verify(token, cache.keys, fingerprint=bound, rules=rules)
         cache.put(customer, artifact)
         return artifact
