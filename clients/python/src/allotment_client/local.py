@@ -274,8 +274,10 @@ def fetch_artifact(
                 raise
             bound = None  # this machine holds no live lease: the customer-level artifact
             token = yield _calls.artifact(customer, ttl=cache.ttl, fingerprint=None)
-        if cache.keys is None or time.time() - cache.keys.fetched_at > JWKS_MAX_AGE_S:
-            cache.set_keys(KeySet.from_jwks((yield _calls.jwks())))
+        keys = cache.keys
+        if keys is None or time.time() - keys.fetched_at > JWKS_MAX_AGE_S:
+            keys = KeySet.from_jwks((yield _calls.jwks()))
+            cache.set_keys(keys)
         version = _policy_version(token)
         if version is not None and version not in cache.rules:
             try:
@@ -285,12 +287,13 @@ def fetch_artifact(
                 cache.rules[version] = None  # a customer's own key: rules unknown
         rules = cache.rules.get(version) if version is not None else None
         try:
-            artifact = verify(token, cache.keys, fingerprint=bound, rules=rules)
+            artifact = verify(token, keys, fingerprint=bound, rules=rules)
         except ArtifactInvalid as exc:
             if exc.reason != "unknown_kid":
                 raise
-            cache.set_keys(KeySet.from_jwks((yield _calls.jwks())))  # a rotation
-            artifact = verify(token, cache.keys, fingerprint=bound, rules=rules)
+            keys = KeySet.from_jwks((yield _calls.jwks()))  # a rotation
+            cache.set_keys(keys)
+            artifact = verify(token, keys, fingerprint=bound, rules=rules)
         cache.put(customer, artifact)
         return artifact
     except AllotmentError as exc:
