@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from allotment_client import _calls
-from allotment_client.errors import AllotmentError
 from allotment_client.spool import Spool, event_key
 
 if TYPE_CHECKING:
@@ -193,12 +192,18 @@ class Tracker:
             self.queue.wake.wait(self.interval)
             self.queue.wake.clear()
             while True:
-                batch, spooled = self.queue.take()
+                try:
+                    batch, spooled = self.queue.take()
+                except OSError as exc:  # the spool's disk: keep trying, never die of it
+                    log.error("event spool unusable: %s", exc)
+                    self.queue.in_flight = 0
+                    self.queue.wake.wait(backoff.next())
+                    continue
                 if not batch:
                     break
                 try:
                     answer = self.client._send(_calls.send_events(batch))
-                except AllotmentError as exc:
+                except Exception as exc:  # AllotmentError, or an answer that is not JSON
                     self.queue.undelivered(batch, spooled)
                     self.queue.in_flight = 0
                     log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())
@@ -263,12 +268,18 @@ class AsyncTracker:
         while True:
             await self._pause(self.interval)
             while True:
-                batch, spooled = await asyncio.to_thread(self.queue.take)
+                try:
+                    batch, spooled = await asyncio.to_thread(self.queue.take)
+                except OSError as exc:  # the spool's disk: keep trying, never die of it
+                    log.error("event spool unusable: %s", exc)
+                    self.queue.in_flight = 0
+                    await self._pause(backoff.next())
+                    continue
                 if not batch:
                     break
                 try:
                     answer = await self.client._send(_calls.send_events(batch))
-                except AllotmentError as exc:
+                except Exception as exc:  # AllotmentError, or an answer that is not JSON
                     await asyncio.to_thread(self.queue.undelivered, batch, spooled)
                     self.queue.in_flight = 0
                     log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())

@@ -263,8 +263,8 @@ def fetch_artifact(
 ) -> Generator[Call[Any], Any, Artifact | None]:
     """Fetch, verify and store `customer`'s artifact: yields the calls to make, receives
     their answers (a runner sends each result, or throws its error in). Returns the
-    artifact, or None when the customer does not exist; records any other failure in the
-    cache and raises it."""
+    artifact, or None when the customer does not exist; records any failure in the cache
+    (which schedules the next try) and raises it."""
     try:
         bound = cache.fingerprint
         try:
@@ -296,9 +296,9 @@ def fetch_artifact(
             artifact = verify(token, keys, fingerprint=bound, rules=rules)
         cache.put(customer, artifact)
         return artifact
-    except AllotmentError as exc:
+    except Exception as exc:  # whatever failed, the next try waits its back-off
         cache.failed(customer, exc)
-        if exc.status == 404:
+        if isinstance(exc, AllotmentError) and exc.status == 404:
             return None
         raise
 
