@@ -8,9 +8,8 @@ import asyncio
 import itertools
 from typing import Any
 
-from conftest import Service
-
 from allotment_client import Allotment, _calls
+from conftest import Service
 
 FEATURES = [
     "reports", "dashboards", "editor", "viewer", "agent", "api", "exports", "audit_log",
@@ -37,9 +36,11 @@ async def test_every_local_answer_is_the_services(service: Service) -> None:
                     sdk.open_session(customer, "ann")
                 else:
                     sdk.assign_seat(customer, "ann")
-                lease = sdk.hold_instance(customer, "node-1", kind="vm") if plan in (
-                    "team", "enterprise"
-                ) else None
+                lease = (
+                    sdk.hold_instance(customer, "node-1", kind="vm")
+                    if plan in ("team", "enterprise")
+                    else None
+                )
                 for feature, subject, instance, tenant, context in itertools.product(
                     FEATURES, SUBJECTS, INSTANCES, TENANTS, CONTEXTS
                 ):
