@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
 import pytest
 from tests.check.servers import free_port
 
@@ -95,6 +97,49 @@ async def test_a_retried_consume_sends_the_same_idempotency_key_and_counts_once(
         assert again.limit == first.limit
         other = await allotment.consume(customer, "api", 1)
         assert other.limit is not None and other.limit["used"] == 8
+
+
+class LoseFirstAnswers(httpx.BaseTransport):
+    """A network that delivers the first `n` requests to the real service and then loses
+    their answers (a read error): what a client sees when a connection drops mid-answer."""
+
+    def __init__(self, n: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.left = n
+        self.keys: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.keys.append(request.headers.get("Idempotency-Key"))
+        response = self.inner.handle_request(request)
+        if self.left > 0:
+            self.left -= 1
+            response.read()
+            response.close()
+            raise httpx.ReadError("connection reset while reading the answer", request=request)
+        return response
+
+
+async def test_a_write_whose_answer_was_lost_is_retried_with_its_key_and_done_once(
+    service: Service,
+) -> None:
+    customer, _ = await service.customer(plan="team")
+
+    def scenario() -> tuple[list[str | None], dict[str, Any], dict[str, Any]]:
+        lossy = LoseFirstAnswers(2)
+        retry = RetryPolicy(attempts=4, backoff=0.01)
+        with Allotment(
+            service.url, service.key, spool=False, retry=retry, transport=lossy
+        ) as allotment:
+            consumed = allotment.consume(customer, "api", 5)  # delivered 3 times, answered once
+            assert consumed.limit is not None
+            with Allotment(service.url, service.key, spool=False) as plain:
+                after = plain.consume(customer, "api", 1)
+            assert after.limit is not None
+            return lossy.keys, dict(consumed.limit), dict(after.limit)
+
+    keys, consumed, after = await asyncio.to_thread(scenario)
+    assert len(keys) == 3 and keys[0] is not None and len(set(keys)) == 1
+    assert consumed["used"] == 5 and after["used"] == 6  # consumed once, not three times
 
 
 async def test_the_sync_client_and_its_instance_heartbeat(service: Service) -> None:

@@ -206,6 +206,17 @@ class AsyncAllotment:
     async def entitlements(self, customer: str) -> dict[str, Any]:
         return await self._send(_calls.entitlements(customer))
 
+    async def artifact_token(
+        self, customer: str, *, ttl: int | None = None, fingerprint: str | None = None
+    ) -> str:
+        """The customer's signed artifact as issued (compact JWS), unverified: see
+        `artifacts.verify` and `jwks()`."""
+        return await self._send(_calls.artifact(customer, ttl=ttl, fingerprint=fingerprint))
+
+    async def jwks(self) -> dict[str, Any]:
+        """The published key set (`GET /.well-known/jwks.json`)."""
+        return await self._send(_calls.jwks())
+
     async def artifact(self, customer: str) -> Artifact | None:
         """The customer's verified artifact (local mode), fetched if not held."""
         if self.refresher is None:

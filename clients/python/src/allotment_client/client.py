@@ -204,6 +204,17 @@ class Allotment:
     def entitlements(self, customer: str) -> dict[str, Any]:
         return self._send(_calls.entitlements(customer))
 
+    def artifact_token(
+        self, customer: str, *, ttl: int | None = None, fingerprint: str | None = None
+    ) -> str:
+        """The customer's signed artifact as issued (compact JWS), unverified: see
+        `artifacts.verify` and `jwks()`."""
+        return self._send(_calls.artifact(customer, ttl=ttl, fingerprint=fingerprint))
+
+    def jwks(self) -> dict[str, Any]:
+        """The published key set (`GET /.well-known/jwks.json`)."""
+        return self._send(_calls.jwks())
+
     def artifact(self, customer: str) -> Artifact | None:
         """The customer's verified artifact (local mode), fetched if not held."""
         if self.refresher is None:
