@@ -14,6 +14,7 @@ from allotment_client import (
     Allotment,
     ArtifactInvalid,
     AsyncAllotment,
+    Forbidden,
     KeySet,
     _calls,
     decide,
@@ -196,3 +197,24 @@ async def test_a_machine_bound_client_decides_its_instance_feature_locally(
             assert not there.local and there.reason == "instance_unknown"
 
     await asyncio.to_thread(scenario)
+
+
+async def test_a_customer_scoped_key_follows_its_own_customers_stream(service: Service) -> None:
+    from tests.factories.auth import create_key
+
+    customer, contract = await service.customer(plan="team")
+    own = (await create_key(service.app, scopes=[f"customer:{customer}"]))["Authorization"][7:]
+    async with AsyncAllotment(service.url, own, local=True, spool=False) as sdk:
+        assert (await sdk.check(customer, "reports")).local  # its artifact, fetched
+        assert sdk.refresher is not None
+        await asyncio.wait_for(sdk.refresher.connected.wait(), 10)  # ?customer= after a 403
+        # Its key cannot read the policy, so any input may matter to a rule: the service
+        # decides, and it does not take checks from a customer's own key.
+        with pytest.raises(Forbidden):
+            await sdk.check(customer, "reports", subject="ann")
+        revoke = {"feature": "reports", "action": "revoke", "reason": "test"}
+        await service.amend(contract, overrides=[revoke])
+        started = time.monotonic()
+        while (await sdk.check(customer, "reports")).allowed:
+            assert time.monotonic() - started < 10
+            await asyncio.sleep(0.01)

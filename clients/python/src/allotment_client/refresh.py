@@ -7,7 +7,9 @@ The stream (`GET /v1/stream`, docs/stream.md) is read with httpx-sse; each event
 `cache.on_event()`, which marks what it makes stale, and the refresher fetches it again
 (`local.fetch_artifact`). A broken stream reconnects after the `retry:` the service asked for
 (1 s by default), resuming from the last non-empty id; what cannot be resumed arrives as
-`resync`, which refreshes everything. `connected` is set while the stream is open.
+`resync`, which refreshes everything. `connected` is set while the stream is open. A key
+refused the whole stream (`customer:<key>`, 403) reads its customer's (`?customer=`) once
+the cache holds exactly one customer.
 """
 
 from __future__ import annotations
@@ -46,9 +48,25 @@ class _StreamState:
         self.cache = cache
         self.last_id: str | None = None
         self.retry_s = 1.0
+        self.forbidden = False  # a `customer:<key>` key: it must name its customer
 
     def headers(self) -> dict[str, str]:
         return {"Last-Event-ID": self.last_id} if self.last_id else {}
+
+    def params(self) -> dict[str, str] | None:
+        """Unfiltered, unless the key may only read one customer's stream: then that of the
+        one customer held (none held yet: wait for one)."""
+        if not self.forbidden:
+            return None
+        held = self.cache.customers()
+        return {"customer": held[0]} if len(held) == 1 else None
+
+    def refused(self, error: AllotmentError) -> float:
+        """The stream was refused: how long to wait before the next try."""
+        if error.status == 403 and not self.forbidden:
+            self.forbidden = True
+            return self.retry_s
+        return max(self.retry_s, 30.0) if error.status in (401, 403) else self.retry_s
 
     def handle(self, sse: ServerSentEvent) -> None:
         if sse.retry:
@@ -114,12 +132,15 @@ class Refresher:
         state = _StreamState(self.cache)
         config = self.client._config
         while not self._stopped.is_set():
+            wait = state.retry_s
             try:
                 with httpx.Client(
                     base_url=config.base_url, headers=config.headers(), timeout=STREAM_TIMEOUT
                 ) as http:
                     self._stream_http = http
-                    with connect_sse(http, "GET", STREAM_PATH, headers=state.headers()) as source:
+                    with connect_sse(
+                        http, "GET", STREAM_PATH, headers=state.headers(), params=state.params()
+                    ) as source:
                         response = source.response
                         if response.status_code >= 400:
                             raise from_response(
@@ -128,13 +149,16 @@ class Refresher:
                         self.connected.set()
                         for sse in source.iter_sse():
                             state.handle(sse)
+            except AllotmentError as exc:
+                wait = state.refused(exc)
+                log.info("change stream refused: %s", exc)
             except Exception as exc:
                 if not self._stopped.is_set():
                     log.info("change stream broke: %s", exc)
             finally:
                 self.connected.clear()
                 self._stream_http = None
-            self._stopped.wait(state.retry_s)
+            self._stopped.wait(wait)
 
     def close(self) -> None:
         self._stopped.set()
@@ -195,12 +219,15 @@ class AsyncRefresher:
         state = _StreamState(self.cache)
         config = self.client._config
         while True:
+            wait = state.retry_s
             try:
                 async with (
                     httpx.AsyncClient(
                         base_url=config.base_url, headers=config.headers(), timeout=STREAM_TIMEOUT
                     ) as http,
-                    aconnect_sse(http, "GET", STREAM_PATH, headers=state.headers()) as source,
+                    aconnect_sse(
+                        http, "GET", STREAM_PATH, headers=state.headers(), params=state.params()
+                    ) as source,
                 ):
                     response = source.response
                     if response.status_code >= 400:
@@ -211,11 +238,14 @@ class AsyncRefresher:
                         state.handle(sse)
             except asyncio.CancelledError:
                 raise
+            except AllotmentError as exc:
+                wait = state.refused(exc)
+                log.info("change stream refused: %s", exc)
             except Exception as exc:
                 log.info("change stream broke: %s", exc)
             finally:
                 self.connected.clear()
-            await asyncio.sleep(state.retry_s)
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         for task in self._tasks:
