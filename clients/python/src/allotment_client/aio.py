@@ -366,8 +366,9 @@ class AsyncAllotment:
         return str(event["id"])
 
     async def flush(self, timeout: float = 30.0) -> bool:  # noqa: ASYNC109 - a budget, not a cancel
-        """Wait until every tracked event is delivered; False if `timeout` passed first."""
-        return await self._tracker.flush(timeout) if self._tracker is not None else True
+        """Wait until every tracked event is delivered — and what a previous process left in
+        the spool; False if `timeout` passed first."""
+        return await self._events().flush(timeout)
 
     async def send_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send a batch of CloudEvents now (up to 1,000), bypassing the buffer."""

@@ -363,8 +363,9 @@ class Allotment:
         return str(event["id"])
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every tracked event is delivered; False if `timeout` passed first."""
-        return self._tracker.flush(timeout) if self._tracker is not None else True
+        """Wait until every tracked event is delivered — and what a previous process left in
+        the spool; False if `timeout` passed first."""
+        return self._events().flush(timeout)
 
     def send_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send a batch of CloudEvents now (up to 1,000), bypassing the buffer."""
