@@ -8,9 +8,10 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install worker lint typecheck bench clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e 'clients/python[openfeature]'
 	touch $@
 
 install: $(INSTALLED)
@@ -27,11 +28,12 @@ worker: install
 	$(BIN)/allotment worker
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench clients/python
+	$(BIN)/ruff format --check src tests bench clients/python
 
 typecheck: install
 	$(BIN)/mypy src
+	$(BIN)/mypy clients/python/src
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -69,8 +69,16 @@ class Stores:
         }
 
 
+# One set of stores per process: clients/python/tests imports this fixture into its own
+# conftest, and a test worker running both suites must not start (and drop) them twice.
+_RUNNING: list[Stores] = []
+
+
 @pytest.fixture(scope="session")
 def stores() -> Iterator[Stores]:
+    if _RUNNING:
+        yield _RUNNING[0]
+        return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     # One embedded data dir per checkout and worker: two clones never share a server.
     checkout = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
@@ -91,12 +99,18 @@ def stores() -> Iterator[Stores]:
         conn.execute(f'CREATE DATABASE "{name}"')
     database_url = base.set(database=name).render_as_string(hide_password=False)
     upgrade(database_url)
-    yield Stores(
-        database_url=database_url,
-        redis_url=servers.redis_url,
-        namespace=f"allotment-test-{worker}-{os.getpid()}",
+    _RUNNING.append(
+        Stores(
+            database_url=database_url,
+            redis_url=servers.redis_url,
+            namespace=f"allotment-test-{worker}-{os.getpid()}",
+        )
     )
-    servers.stop()
+    try:
+        yield _RUNNING[0]
+    finally:
+        _RUNNING.clear()
+        servers.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,410 @@
+"""`Allotment`: the synchronous client (docs/sdk.md).
+
+    with Allotment("https://allotment.example", api_key="alm_…", local=True) as allotment:
+        allotment.check("acme", "sso").allowed
+        allotment.track("api.call", customer="acme", data={"count": 1})
+
+Every method builds its call in `_calls.py` and sends it through `_send` (retries as
+`_http.py` says); `aio.AsyncAllotment` has the same methods, awaited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from allotment_client import _calls
+from allotment_client._config import Config, SpoolSetting, heartbeat_interval, open_spool
+from allotment_client._http import Call, RetryPolicy
+from allotment_client.artifacts import Artifact
+from allotment_client.errors import AllotmentError, Gone
+from allotment_client.events import EventQueue, Tracker
+from allotment_client.local import ArtifactCache, decide
+from allotment_client.models import Decision
+from allotment_client.refresh import Refresher
+
+T = TypeVar("T")
+
+
+class Allotment:
+    """The product-backend API of an Allotment service.
+
+    `local=True`: checks the customer's verified artifact can decide are answered in this
+    process (`Decision.local`); the rest go to the service. `fingerprint`: this machine's
+    instance fingerprint, for artifacts bound to it. Events tracked with `track()` are sent
+    in batches by a background thread and spooled to `spool` (a directory; False for none)
+    while the service cannot be reached."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        local: bool = False,
+        fingerprint: str | None = None,
+        artifact_ttl: int = 3600,
+        stream: bool = True,
+        source: str = "allotment-client",
+        spool: SpoolSetting = None,
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._config = Config(base_url.rstrip("/"), api_key, timeout, retry or RetryPolicy())
+        self._http = httpx.Client(transport=transport, **self._config.http_options())
+        self._source = source
+        self._spool_setting = spool
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._tracker: Tracker | None = None
+        self._tracker_lock = threading.Lock()
+        self.artifacts: ArtifactCache | None = None
+        self.refresher: Refresher | None = None
+        self._machine = fingerprint
+        if local:
+            self.artifacts = ArtifactCache(fingerprint=fingerprint, ttl=artifact_ttl)
+            self.refresher = Refresher(self, self.artifacts, stream=stream)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _send(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(call.request(self._http))
+            except httpx.TransportError as exc:
+                step = call.next_step(attempt, self._config.retry, error=exc)
+            else:
+                step = call.next_step(attempt, self._config.retry, response=response)
+            if step.done:
+                return step.value  # type: ignore[return-value]
+            time.sleep(step.delay)
+            attempt += 1
+
+    def __enter__(self) -> Allotment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver the tracked events (spooling what cannot be), stop the background
+        threads, close the connections."""
+        if self._tracker is not None:
+            self._tracker.close(timeout)
+            if self._tracker.queue.spool is not None:
+                self._tracker.queue.spool.close()
+        if self.refresher is not None:
+            self.refresher.close()
+        self._http.close()
+
+    # -- checks -----------------------------------------------------------------------
+
+    def check(
+        self,
+        customer: str,
+        feature: str,
+        *,
+        subject: str | None = None,
+        instance: str | None = None,
+        tenant: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """May `customer` (this subject, instance, tenant) use `feature` now?"""
+        if self.refresher is not None:
+            now = time.time()
+            artifact = self.refresher.artifact(customer, now)
+            if artifact is not None:
+                answer = decide(
+                    artifact,
+                    feature,
+                    subject=subject,
+                    instance=instance,
+                    tenant=tenant,
+                    context=context,
+                    machine=self._machine,
+                    now=now,
+                )
+                if answer is not None:
+                    return answer
+        return self._send(
+            _calls.check(
+                customer,
+                feature,
+                subject=subject,
+                instance=instance,
+                tenant=tenant,
+                context=context,
+            )
+        )
+
+    def check_batch(
+        self,
+        customer: str,
+        features: Sequence[str],
+        *,
+        subject: str | None = None,
+        instance: str | None = None,
+        tenant: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> list[Decision]:
+        """Up to 100 features decided together, from one snapshot (always the service's)."""
+        return self._send(
+            _calls.check_batch(
+                customer,
+                features,
+                subject=subject,
+                instance=instance,
+                tenant=tenant,
+                context=context,
+            )
+        )
+
+    def consume(
+        self,
+        customer: str,
+        feature: str,
+        units: int = 1,
+        *,
+        subject: str | None = None,
+        instance: str | None = None,
+        tenant: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Decision:
+        """Check and consume `units` of the feature's meter atomically (never past a hard
+        limit). Retried with the same `Idempotency-Key`: consumed once."""
+        return self._send(
+            _calls.check(
+                customer,
+                feature,
+                subject=subject,
+                instance=instance,
+                tenant=tenant,
+                context=context,
+                consume=units,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def entitlements(self, customer: str) -> dict[str, Any]:
+        return self._send(_calls.entitlements(customer))
+
+    def artifact_token(
+        self, customer: str, *, ttl: int | None = None, fingerprint: str | None = None
+    ) -> str:
+        """The customer's signed artifact as issued (compact JWS), unverified: see
+        `artifacts.verify` and `jwks()`."""
+        return self._send(_calls.artifact(customer, ttl=ttl, fingerprint=fingerprint))
+
+    def jwks(self) -> dict[str, Any]:
+        """The published key set (`GET /.well-known/jwks.json`)."""
+        return self._send(_calls.jwks())
+
+    def artifact(self, customer: str) -> Artifact | None:
+        """The customer's verified artifact (local mode), fetched if not held."""
+        if self.refresher is None:
+            raise RuntimeError("artifacts are held in local mode: Allotment(..., local=True)")
+        return self.refresher.artifact(customer, time.time())
+
+    def usage(
+        self,
+        customer: str,
+        meter: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        granularity: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        return self._send(
+            _calls.usage(
+                customer, meter, start=start, end=end, granularity=granularity, tenant=tenant
+            )
+        )
+
+    # -- seats and sessions -----------------------------------------------------------
+
+    def assign_seat(
+        self,
+        customer: str,
+        subject: str,
+        *,
+        type: str = "member",
+        tenant: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return self._send(
+            _calls.assign_seat(
+                customer, subject, type=type, tenant=tenant, idempotency_key=idempotency_key
+            )
+        )
+
+    def release_seat(self, customer: str, subject: str) -> None:
+        self._send(_calls.release_seat(customer, subject))
+
+    def seats(
+        self, customer: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return self._send(_calls.list_seats(customer, limit=limit, cursor=cursor))
+
+    def open_session(
+        self, customer: str, subject: str, *, tenant: str | None = None
+    ) -> dict[str, Any]:
+        return self._send(_calls.open_session(customer, subject, tenant=tenant))
+
+    def renew_session(self, session_id: str) -> dict[str, Any]:
+        return self._send(_calls.renew_session(session_id))
+
+    def close_session(self, session_id: str) -> None:
+        self._send(_calls.close_session(session_id))
+
+    # -- instances --------------------------------------------------------------------
+
+    def register_instance(
+        self,
+        customer: str,
+        fingerprint: str,
+        *,
+        kind: str,
+        environment: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return self._send(
+            _calls.register_instance(
+                customer,
+                fingerprint,
+                kind=kind,
+                environment=environment,
+                tenant=tenant,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def renew_instance(self, instance_id: str) -> dict[str, Any]:
+        return self._send(_calls.renew_instance(instance_id))
+
+    def deregister_instance(self, instance_id: str) -> None:
+        self._send(_calls.deregister_instance(instance_id))
+
+    def instances(
+        self, customer: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return self._send(_calls.list_instances(customer, limit=limit, cursor=cursor))
+
+    def hold_instance(
+        self,
+        customer: str,
+        fingerprint: str,
+        *,
+        kind: str,
+        environment: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> InstanceLease:
+        """Register this instance and keep its lease alive from a background thread until
+        the lease is released (`with allotment.hold_instance(...) as lease:`)."""
+        registered = self.register_instance(
+            customer,
+            fingerprint,
+            kind=kind,
+            environment=environment,
+            tenant=tenant,
+            metadata=metadata,
+        )
+        return InstanceLease(self, registered)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _events(self) -> Tracker:
+        if self._tracker is None:
+            with self._tracker_lock:
+                if self._tracker is None:
+                    queue = EventQueue(
+                        source=self._source,
+                        spool=open_spool(self._spool_setting, self._config.base_url),
+                        batch_size=self._batch_size,
+                    )
+                    self._tracker = Tracker(self, queue, interval=self._flush_interval)
+        return self._tracker
+
+    def track(
+        self,
+        type: str,
+        customer: str,
+        data: Any = None,
+        *,
+        id: str | None = None,
+        time: datetime | str | None = None,
+        tenant: str | None = None,
+    ) -> str:
+        """Record a usage event (a CloudEvent of `type` for `customer`); returns its id.
+        Sent in the background: `flush()` waits for delivery."""
+        tracker = self._events()
+        event = tracker.queue.event(type, customer, data, id=id, time=time, tenant=tenant)
+        tracker.queue.add(event)
+        return str(event["id"])
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every tracked event is delivered — and what a previous process left in
+        the spool; False if `timeout` passed first."""
+        return self._events().flush(timeout)
+
+    def send_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Send a batch of CloudEvents now (up to 1,000), bypassing the buffer."""
+        return self._send(_calls.send_events(events))
+
+
+class InstanceLease:
+    """A registered instance whose lease a daemon thread renews (a third of the lease
+    before it ends). `release()` deregisters it; `lost` is set when a renewal found the
+    lease gone (410) — register again."""
+
+    def __init__(self, client: Allotment, registered: dict[str, Any]) -> None:
+        self.client = client
+        self.instance = registered
+        self.id = str(registered["id"])
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="allotment-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(heartbeat_interval(self.instance)):
+            try:
+                self.instance = self.client.renew_instance(self.id)
+            except Gone:
+                self.lost.set()
+                return
+            except AllotmentError:
+                continue  # try again at the next interval, while the lease lasts
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        if not self.lost.is_set():
+            with contextlib.suppress(Gone):
+                self.client.deregister_instance(self.id)
+
+    def __enter__(self) -> InstanceLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
