@@ -405,14 +405,6 @@ def measure(
         url = server + path
         if args.only and name not in args.only and not name.startswith("bare"):
             continue
-        spy = None
-        if args.profile == name:
-            spy = subprocess.Popen(
-                [str(BIN / "py-spy"), "record", "-r", "200", "-d", str(args.duration),
-                 "-f", "raw", "-o", str(ROOT / "bench" / "results" / f"{name}.folded"),
-                 "-p", str(pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
         # Warm: each customer once (a cold customer's first metered check reads its use,
         # measured above as the cold check), then unmeasured load for the steady state.
         if server == base:
@@ -423,6 +415,15 @@ def measure(
         route = "/v1/check/batch" if endpoint == "batch" else "/v1/check"
         scraped = httpx.get(base + "/metrics").text  # one scrape, read two ways
         before, counted = buckets(scraped), counters(scraped)
+        # py-spy records the measured run only (not the touch and warm-up before it).
+        spy = None
+        if args.profile == name:
+            spy = subprocess.Popen(
+                [str(BIN / "py-spy"), "record", "-r", "200", "-d", str(args.duration),
+                 "-f", "raw", "-o", str(ROOT / "bench" / "results" / f"{name}.folded"),
+                 "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         started = time.time()
         results[name] = wrk(url, script, **run)
         results[name]["started_at"] = started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -271,6 +272,16 @@ def _declare_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# FastAPI 0.16x asks OpenTelemetry on every request whether a provider is configured (2-3 %
+# of a check's CPU, measured with py-spy in bench/run.py). Allotment's telemetry is its
+# Prometheus metrics (docs/reliability.md); older FastAPI releases have no such option.
+_NO_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings.log_level, json=settings.log_json)
@@ -279,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Centralized entitlements: seats, instances, features, usage and billing.",
         lifespan=lifespan,
+        **_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
     install_handlers(app)

@@ -189,8 +189,8 @@ def period_end_text(period: str, now: datetime) -> str:
     """`period_end` as decisions write it. A batch's metered features share one `now` (in
     UTC), so the formatting (strftime, a few µs) is done once per batch and period; equal
     instants in other zones may end their periods elsewhere, so those are not cached."""
-    if now.tzinfo is UTC:
-        return _period_end_utc(period, now)
+    if now.tzinfo is UTC:  # keyed by the hour, which is all a period's end depends on
+        return _period_end_utc(period, now.replace(minute=0, second=0, microsecond=0))
     return isoformat(period_end(period, now))
 
 

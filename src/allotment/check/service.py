@@ -10,6 +10,7 @@ feature's `on_outage` (deny by default).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -81,6 +82,14 @@ class Checker:
             return Verdict(False, "outage_default", detail="the store is unavailable"), version
         return Verdict(False, "outage_default", detail="the store is unavailable"), None
 
+    def _count(self, allowed: bool, reason: str, n: int) -> None:
+        counter = self._counters.get((allowed, reason))
+        if counter is None:
+            counter = self._counters[(allowed, reason)] = DECISIONS.labels(
+                str(allowed).lower(), reason
+            )
+        counter.inc(n)
+
     def document(
         self,
         request: CheckRequest,
@@ -91,8 +100,10 @@ class Checker:
         policy_version: int | None = None,
         decision_id: str | None = None,
         feature: str | None = None,
+        counted: bool = True,
     ) -> dict[str, Any]:
-        """The decision document for `request` (for `feature` in its stead, in a batch)."""
+        """The decision document for `request` (for `feature` in its stead, in a batch; a
+        batch counts its decisions in `allotment_decisions_total` itself, once per reason)."""
         decision_id = decision_id or new_id("dec")
         feature = request.feature if feature is None else feature
         contract = snapshot.contract if snapshot is not None else None
@@ -118,13 +129,8 @@ class Checker:
             document["rule_reason"] = verdict.rule_reason
         if verdict.limit is not None:
             document["limit"] = dict(verdict.limit)
-        key = (verdict.allowed, verdict.reason)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = DECISIONS.labels(
-                str(verdict.allowed).lower(), verdict.reason
-            )
-        counter.inc()
+        if counted:
+            self._count(verdict.allowed, verdict.reason, 1)
         if self.decisions.wants(verdict.allowed):
             self.decisions.record(
                 {
@@ -199,8 +205,11 @@ class Checker:
                 )
             return decisions
         verdicts = evaluator.evaluate_many(snapshot, features, base, now, gates=self.gates)
+        # One increment per reason, not per decision (each takes the metric's lock).
+        for (allowed, reason), n in Counter((v.allowed, v.reason) for v in verdicts).items():
+            self._count(allowed, reason, n)
         return [
-            self.document(base, verdict, snapshot, stale, now, None, decision_id, name)
+            self.document(base, verdict, snapshot, stale, now, None, decision_id, name, False)
             for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
         ]
 
