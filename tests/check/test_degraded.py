@@ -386,3 +386,70 @@ async def test_postgres_down_another_worker_answers_from_redis_l2(
         assert (await _decide(http2, "dashboards"))["allowed"] is True
         never_loaded = await _decide(http2, "reports", customer="globex")
         assert never_loaded["reason"] == "outage_default" and never_loaded["allowed"] is False
+
+
+async def test_postgres_down_never_lifts_a_hard_limit_and_stale_clears_when_it_returns(
+    stores: Any, postgres: PostgresServer
+) -> None:
+    """Invariant 6 for meters: while PostgreSQL cannot be read, a metered check goes by the
+    last use this worker read (flagged stale), and with none a hard limit denies; it never
+    reads the use as zero. Once PostgreSQL is back, a cached customer's answers stop being
+    flagged stale without waiting for another customer's load to clear the mark."""
+    url = postgres.create_database("allotment")
+    upgrade(url)
+    settings = stores.settings(
+        database_url=url,
+        redis_namespace=f"{stores.namespace}-pg-meter-{uuid.uuid4().hex[:8]}",
+        auth_cache_ttl_s=60.0,
+        auth_cache_ttl_bus_up_s=60.0,
+    )
+    async with running(settings) as [(app, http)]:
+        admin = await create_key(app, scopes=["admin"])
+        http.headers.update(admin)
+        await publish_policy(http, admin, demo_document())
+        for key in ("acme", "globex"):
+            await create_customer(http, admin, key=key)
+            await create_contract(http, admin, customer=key, plan="team")  # api_calls: 100,000 hard
+        spent = {"specversion": "1.0", "id": "big", "source": "tests", "type": "api.call",
+                 "subject": "acme", "data": {"count": 100_500}}  # fmt: skip
+        sent = await http.post("/v1/events", json=spent)
+        assert sent.status_code in (200, 202), sent.text
+        over = await _decide(http, "api")
+        assert (over["allowed"], over["reason"]) == (False, "usage_limit_reached")
+        assert (await _decide(http, "reports", customer="globex"))["allowed"] is True  # cached
+        assert "globex" not in app.state.checker.usage._entries  # its use never read
+
+        postgres.stop()
+        await asyncio.sleep(1.2)  # past the use's 1 s bound: the next metered check rereads
+        try:
+            during = await _decide(http, "api")
+            assert (during["allowed"], during["reason"], during["stale"]) == (
+                False,
+                "usage_limit_reached",
+                True,
+            )
+            assert during["limit"]["used"] == 100_500  # the last use read, not zero
+            unread = await _decide(http, "api", customer="globex")
+            assert (unread["allowed"], unread["reason"], unread["stale"]) == (
+                False,
+                "outage_default",
+                True,
+            )
+            # A customer nothing cached: its load fails and marks PostgreSQL down, so even
+            # fresh cached snapshots are flagged stale from then on.
+            assert (await _decide(http, "reports", customer="ghost"))["reason"] == "outage_default"
+            assert (await _decide(http, "reports"))["stale"] is True
+        finally:
+            postgres.start()
+
+        async def fresh() -> bool:
+            return (await _decide(http, "reports"))["stale"] is False
+
+        ok, _ = await eventually(fresh, within=10.0, interval=0.2)
+        assert ok
+        after = await _decide(http, "api")
+        assert (after["allowed"], after["reason"], after["stale"]) == (
+            False,
+            "usage_limit_reached",
+            False,
+        )

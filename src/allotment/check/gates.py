@@ -229,6 +229,14 @@ def meter(
 ) -> Verdict | None:
     if feature.meter is None:
         return None
+    if request.usage_unavailable and request.usage is None and feature.on_outage != "allow":
+        limit = meter_limit(snapshot, feature.meter, now)
+        if limit is not None and limit.enforcement == "hard":
+            return Verdict(
+                False,
+                "outage_default",
+                detail=f"the use of '{feature.meter}' cannot be read (PostgreSQL is unavailable)",
+            )
     return meter_state(
         snapshot,
         feature.meter,

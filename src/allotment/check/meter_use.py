@@ -243,6 +243,12 @@ class UsageCache:
         finally:
             _DEMAND_WAIT.observe(time.monotonic() - clock)
 
+    def last_known(self, customer: str) -> Usage | None:
+        """The last use read for `customer`, however old: what checks go by while PostgreSQL
+        cannot be read (flagged stale)."""
+        entry = self._entries.get(customer)
+        return entry.usage if entry is not None else None
+
     def _demand(self, key: str, customer_id: int, now: datetime) -> asyncio.Future[Usage]:
         future = self._reads.get(key)
         if future is not None:

@@ -170,7 +170,9 @@ class Checker:
             verdict, version = self._outage(request)
             return self.document(request, verdict, None, True, now, version)
         if self.usage is not None and _metered(snapshot, (request.feature,)):
-            request = replace(request, usage=await self._usage(snapshot, now))
+            usage, unavailable = await self._usage(snapshot, now)
+            request = replace(request, usage=usage, usage_unavailable=unavailable)
+            stale = stale or unavailable
         verdict = evaluator.evaluate(snapshot, request, now, gates=self.gates)
         return self.document(request, verdict, snapshot, stale, now)
 
@@ -194,7 +196,9 @@ class Checker:
         """A decision document for each of `features`, all from `snapshot` (None: the store
         is down and nothing is cached, so each feature's `on_outage` decides)."""
         if snapshot is not None and self.usage is not None and _metered(snapshot, features):
-            base = replace(base, usage=await self._usage(snapshot, now))
+            usage, unavailable = await self._usage(snapshot, now)
+            base = replace(base, usage=usage, usage_unavailable=unavailable)
+            stale = stale or unavailable
         ids = new_ids("dec", len(features))
         if snapshot is None:
             decisions = []
@@ -222,14 +226,15 @@ class Checker:
             "meters": await self._meters_held(snapshot, now),
         }
 
-    async def _usage(self, snapshot: Snapshot, now: datetime) -> Usage | None:
+    async def _usage(self, snapshot: Snapshot, now: datetime) -> tuple[Usage | None, bool]:
+        """(the customer's use, whether PostgreSQL failed to give it). While PostgreSQL is
+        down the last use this worker read stands in, and the answers are flagged stale;
+        with none, a hard limit denies (gates.meter), so an outage never lifts a limit."""
         assert self.usage is not None
         try:
-            return await self.usage.get(snapshot, now)
+            return await self.usage.get(snapshot, now), False
         except (DBAPIError, OSError, TimeoutError):
-            # PostgreSQL is down: the meter gates then see no use (a hard limit is not
-            # enforced past what was last read). Checks still answer, flagged stale.
-            return None
+            return self.usage.last_known(snapshot.customer), True
 
     async def _meters_held(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
         """Each meter with a limit in force: the limit, its use this period, warnings."""
@@ -241,7 +246,7 @@ class Checker:
             for name in sorted(catalog.meters)
             if (limit := gates.meter_limit(snapshot, name, now)) is not None
         }
-        usage = await self._usage(snapshot, now) if limited and self.usage is not None else None
+        usage, _ = await self._usage(snapshot, now) if limited and self.usage else (None, False)
         found: dict[str, Any] = {}
         for name, limit in limited.items():
             verdict = gates.meter_state(snapshot, name, now, usage=usage, warn_at=self.warn_at)

@@ -341,7 +341,16 @@ class SnapshotCache:
             # the bus is down it may miss them, so it too lives only the short TTL.
             and (self.bus.connected or clock < entry.loaded_at + self.ttl_bus_down_s)
             and (entry.valid_until is None or now < entry.valid_until)
-            and (self.store_down_at is None or clock - entry.loaded_at <= self.stale_max_s)
+            # While PostgreSQL is marked down, entries are served (flagged stale) only until
+            # the next retry is due: then a miss tries PostgreSQL, and a load that succeeds
+            # clears the mark, so answers stop being flagged stale once it is back.
+            and (
+                self.store_down_at is None
+                or (
+                    clock - entry.loaded_at <= self.stale_max_s
+                    and clock - self.store_down_at < STORE_RETRY_S
+                )
+            )
         ):
             self._l1_hits.inc()
             return entry.snapshot

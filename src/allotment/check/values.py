@@ -169,6 +169,9 @@ class CheckRequest:
     consume: int | None = None
     context: Mapping[str, Any] | None = None
     usage: Usage | None = None  # set by the checker for metered features
+    # PostgreSQL could not be read for the use and this worker knew none: a hard limit
+    # then denies (unless the feature's on_outage allows), never allows blindly.
+    usage_unavailable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
