@@ -152,10 +152,56 @@ async def test_a_limit_not_in_force_defers_to_the_code_default(
 ) -> None:
     await create_customer(client, admin, key="initech")  # no contract
     body = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
-    assert "value" not in body and body["variant"] == "unlimited"
+    assert "value" not in body and "variant" not in body  # only a real unlimited says so
     assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == "no_active_contract"
     unknown = (await ofrep.flag("api_calls.limit", {"customer": "nobody"})).json()
+    assert "value" not in unknown and "variant" not in unknown
     assert unknown["metadata"]["reason"] == "customer_unknown"
+
+
+async def test_a_limit_of_a_contract_not_in_force_has_no_value(
+    ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract, days_from_now
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="acme")
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="acme", plan="team", starts_at=days_from_now(3))
+    ended = await create_contract(client, admin, customer="globex", plan="team")
+    terminated = await client.post(f"/v1/contracts/{ended['id']}/terminate", headers=admin)
+    assert terminated.status_code == 200, terminated.text
+    for customer, reason in (("acme", "contract_not_started"), ("globex", "contract_expired")):
+        feature = (await ofrep.flag("reports", {"customer": customer})).json()
+        assert feature["metadata"]["reason"] == reason  # what the check says
+        for key in ("api_calls.limit", "api_calls.remaining", "editor.limit", "agent.limit"):
+            body = (await ofrep.flag(key, {"customer": customer})).json()
+            assert "value" not in body and "variant" not in body, (customer, key, body)
+            assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == reason
+        bulk = (await ofrep.bulk({"customer": customer, "targetingKey": "ann"})).json()
+        limits = [f for f in bulk["flags"] if f["key"].endswith((".limit", ".remaining"))]
+        assert limits and all("value" not in f for f in limits), limits
+        assert {f["metadata"]["reason"] for f in limits} == {reason}
+
+
+async def test_a_pool_the_plan_lacks_is_a_limit_of_zero(
+    ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="initech")
+    await create_contract(client, admin, customer="initech", plan="starter")  # no instances
+    for key in ("agent.limit", "agent.remaining"):
+        body = (await ofrep.flag(key, {"customer": "initech"})).json()
+        assert body["value"] == 0 and body["variant"] == "limited", body
+        assert body["metadata"]["reason"] == "no_pool" and body["metadata"]["limit"] == 0
+    assert (await ofrep.flag("editor.limit", {"customer": "initech"})).json()["value"] == 3
+    meter = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
+    assert "value" not in meter and meter["variant"] == "unlimited"  # no limit on the plan
+    assert meter["metadata"]["reason"] == "unlimited"
 
 
 async def test_auth_errors_have_no_body(

@@ -93,12 +93,12 @@ async def _limit(checker: Checker, target: mapping.Flag, customer: str) -> dict[
     pool = mapping.limit_pool(snapshot.catalog, target.name)
     if pool is None:
         raise mapping.flag_not_found(target.key)
+    absent = mapping.not_in_force(snapshot, now)
     return mapping.limit_evaluation(
         target,
         pool,
-        await checker.limits_of(snapshot, now),
-        known=snapshot.known,
-        contracted=snapshot.contract is not None,
+        {} if absent else await checker.limits_of(snapshot, now),
+        absent=absent,
         policy_version=snapshot.policy_version,
         stale=stale,
     )
@@ -125,11 +125,11 @@ async def evaluate_flags(
         catalog = snapshot.catalog
         names = sorted(catalog.features) if catalog is not None else []
         decisions = await checker.decisions_of(base, names, snapshot, stale, now)
+        absent = mapping.not_in_force(snapshot, now)
         limits = mapping.limit_flags(
             catalog,
-            await checker.limits_of(snapshot, now),
-            known=snapshot.known,
-            contracted=snapshot.contract is not None,
+            {} if absent else await checker.limits_of(snapshot, now),
+            absent=absent,
             policy_version=snapshot.policy_version,
             stale=stale,
         )
