@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from tests.factories.auth import create_key
 from tests.factories.customers import create_customer
 from tests.factories.seats import assign
-from tests.ofrep.conftest import Ofrep
+from tests.ofrep.conftest import BULK, Ofrep, conforms
 
 ACME = {"customer": "acme"}
 
@@ -232,15 +232,22 @@ async def test_a_customer_scoped_key_evaluates_its_own_customer_only(
     assert bulk.status_code == 403
 
 
+async def test_an_oversized_body_is_a_parse_error_with_the_flag_key(
+    team: str, ofrep: Ofrep
+) -> None:
+    too_big = b'{"context": {"customer": "acme", "x": "' + b"a" * 2_000_000 + b'"}}'
+    headers = {**ofrep.headers, "Content-Type": "application/json"}
+    response = await ofrep.flag("reports", content=too_big, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "PARSE_ERROR"
+    assert response.json()["key"] == "reports"  # as every single-flag failure has
+    bulk = await ofrep.client.post(BULK, content=too_big, headers=headers)
+    conforms(BULK, bulk)
+    assert bulk.status_code == 400 and "key" not in bulk.json()
+
+
 async def test_bad_requests_never_get_problem_json(team: str, ofrep: Ofrep) -> None:
     client = ofrep.client
-    too_big = b'{"context": {"customer": "acme", "x": "' + b"a" * 2_000_000 + b'"}}'
-    response = await client.post(
-        "/ofrep/v1/evaluate/flags/reports",
-        content=too_big,
-        headers={**ofrep.headers, "Content-Type": "application/json"},
-    )
-    assert response.status_code == 400 and response.json()["errorCode"] == "PARSE_ERROR"
     # A body sent without a JSON Content-Type is still read (the protocol's body is JSON).
     plain = await client.post(
         "/ofrep/v1/evaluate/flags/reports",

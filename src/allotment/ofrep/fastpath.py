@@ -47,10 +47,12 @@ def render(error: OfrepError) -> Response:
     return Response(body, status_code=error.status, headers=headers, media_type="application/json")
 
 
-def body_refusal(status: int, detail: str) -> Response:
+def body_refusal(status: int, detail: str, path: str) -> Response:
     """The body guard's refusals (too large, a NUL in the path) on OFREP paths: the request
-    cannot be read, which the protocol calls a PARSE_ERROR."""
-    return render(OfrepError(400, detail, code="PARSE_ERROR"))
+    cannot be read, which the protocol calls a PARSE_ERROR — with the flag's `key` on the
+    single-flag route, as every single-flag failure has (providers require it)."""
+    key = path.removeprefix(SINGLE) if path.startswith(SINGLE) else None
+    return render(OfrepError(400, detail, code="PARSE_ERROR", key=key))
 
 
 def as_ofrep(exc: AllotmentError, key: str | None = None) -> OfrepError:
