@@ -322,3 +322,27 @@ async def test_ofrep_decisions_are_logged_and_counted_as_checks_are(
     metrics = (await client.get("/metrics")).text
     route = 'route="/ofrep/v1/evaluate/flags/{key}"'
     assert f'allotment_request_seconds_count{{method="POST",{route}' in metrics
+
+
+async def test_a_flag_the_policy_does_not_define_is_not_found_whoever_the_customer(
+    team: str, ofrep: Ofrep, app: Any, monkeypatch: Any
+) -> None:
+    from allotment.check.snapshot import StoreUnavailable
+
+    for customer in ("acme", "nobody"):
+        response = await ofrep.flag("dark_mode", {"customer": customer})
+        assert response.status_code == 404, (customer, response.text)
+        assert response.json()["errorCode"] == "FLAG_NOT_FOUND"
+    known = (await ofrep.flag("reports", {"customer": "nobody"})).json()
+    assert known["value"] is False and known["metadata"]["reason"] == "customer_unknown"
+
+    async def down(customer: str, now: Any) -> Any:
+        raise StoreUnavailable("PostgreSQL is down")
+
+    # An outage, and a customer nothing is cached of: the decision is on_outage's...
+    monkeypatch.setattr(app.state.checker.snapshots, "get", down)
+    outage = (await ofrep.flag("reports", {"customer": "uncached"})).json()
+    assert outage["value"] is False and outage["metadata"]["reason"] == "outage_default"
+    # ...but a flag the last known policy does not define is still not found.
+    missing = await ofrep.flag("dark_mode", {"customer": "uncached"})
+    assert missing.status_code == 404 and missing.json()["errorCode"] == "FLAG_NOT_FOUND"
