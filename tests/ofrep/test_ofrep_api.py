@@ -152,10 +152,10 @@ async def test_a_limit_not_in_force_defers_to_the_code_default(
 ) -> None:
     await create_customer(client, admin, key="initech")  # no contract
     body = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
-    assert "value" not in body and "variant" not in body  # only a real unlimited says so
+    assert "value" not in body and body["variant"] == "not_in_force"  # not "unlimited"
     assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == "no_active_contract"
     unknown = (await ofrep.flag("api_calls.limit", {"customer": "nobody"})).json()
-    assert "value" not in unknown and "variant" not in unknown
+    assert "value" not in unknown and unknown["variant"] == "not_in_force"
     assert unknown["metadata"]["reason"] == "customer_unknown"
 
 
@@ -177,7 +177,7 @@ async def test_a_limit_of_a_contract_not_in_force_has_no_value(
         assert feature["metadata"]["reason"] == reason  # what the check says
         for key in ("api_calls.limit", "api_calls.remaining", "editor.limit", "agent.limit"):
             body = (await ofrep.flag(key, {"customer": customer})).json()
-            assert "value" not in body and "variant" not in body, (customer, key, body)
+            assert "value" not in body and body["variant"] == "not_in_force", (key, body)
             assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == reason
         bulk = (await ofrep.bulk({"customer": customer, "targetingKey": "ann"})).json()
         limits = [f for f in bulk["flags"] if f["key"].endswith((".limit", ".remaining"))]
@@ -346,3 +346,48 @@ async def test_a_flag_the_policy_does_not_define_is_not_found_whoever_the_custom
     # ...but a flag the last known policy does not define is still not found.
     missing = await ofrep.flag("dark_mode", {"customer": "uncached"})
     assert missing.status_code == 404 and missing.json()["errorCode"] == "FLAG_NOT_FOUND"
+
+
+async def test_cors_is_opt_in_and_answers_listed_origins_only(
+    team: str, ofrep: Ofrep, stores: Any, backend: dict[str, str]
+) -> None:
+    from allotment.app import create_app
+
+    origin = "https://app.example.test"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key, content-type, if-none-match",
+    }
+    # Off by default: no CORS headers, a preflight is a 405 like any method but POST.
+    off = await ofrep.client.options(BULK, headers=preflight)
+    assert off.status_code == 405 and "access-control-allow-origin" not in off.headers
+
+    cors_app = create_app(stores.settings(ofrep_cors_origins=[origin]))
+    async with cors_app.router.lifespan_context(cors_app):
+        transport = httpx.ASGITransport(app=cors_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for path in (BULK, "/ofrep/v1/evaluate/flags/reports"):
+                answered = await http.options(path, headers=preflight)
+                assert answered.status_code == 200, answered.text
+                assert answered.headers["access-control-allow-origin"] == origin
+                assert "POST" in answered.headers["access-control-allow-methods"]
+                allowed = answered.headers["access-control-allow-headers"].lower()
+                assert {"x-api-key", "content-type", "if-none-match"} <= {
+                    h.strip() for h in allowed.split(",")
+                }
+            key = backend["Authorization"].removeprefix("Bearer ")
+            sent = {"Origin": origin, "X-API-Key": key}
+            bulk = await http.post(BULK, json={"context": ACME}, headers=sent)
+            conforms(BULK, bulk)
+            assert bulk.status_code == 200
+            assert bulk.headers["access-control-allow-origin"] == origin
+            assert "etag" in bulk.headers["access-control-expose-headers"].lower()
+            denied = await http.post(BULK, json={"context": ACME}, headers={"Origin": origin})
+            assert denied.status_code == 401  # errors carry it too, so the page can read them
+            assert denied.headers["access-control-allow-origin"] == origin
+            other = {**preflight, "Origin": "https://evil.example.test"}
+            refused = await http.options(BULK, headers=other)
+            assert "access-control-allow-origin" not in refused.headers
+            elsewhere = await http.options("/v1/check", headers=preflight)
+            assert "access-control-allow-origin" not in elsewhere.headers  # OFREP only

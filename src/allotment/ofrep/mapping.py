@@ -279,16 +279,22 @@ def limit_evaluation(
     """A limit as an integer flag: the limit in force (`.limit`) or what is left of it
     (`.remaining`), variant `limited`. `absent` (`not_in_force`) names why no contract is in
     force: then the flag carries no value — the protocol's code default — reason DISABLED
-    and no variant. A meter without a limit: no value either, variant `unlimited`. A seat or
-    instance pool the contract lacks: 0, variant `limited`. `metadata.reason` says which
-    (`ok`, `unlimited`, `no_pool`, or `absent`)."""
+    and variant `not_in_force`. A meter without a limit: no value either, variant
+    `unlimited`. A seat or instance pool the contract lacks: 0, variant `limited`.
+    `metadata.reason` says which (`ok`, `unlimited`, `no_pool`, or `absent`)."""
     metadata: dict[str, bool | str | int | float] = {"pool": f"{pool[0]}:{pool[1]}"}
     metadata["stale"] = stale
     if policy_version is not None:
         metadata["policy_version"] = policy_version
     if absent is not None:
         metadata["reason"] = absent
-        return {"key": target.key, "reason": "DISABLED", "metadata": metadata}
+        # A variant all the same: the Python provider reads `variant` unconditionally.
+        return {
+            "key": target.key,
+            "variant": "not_in_force",
+            "reason": "DISABLED",
+            "metadata": metadata,
+        }
     standing = _standing(pool, limits)
     if standing == "unlimited":
         metadata["reason"] = "unlimited"
