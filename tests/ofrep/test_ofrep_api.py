@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from tests.factories.auth import create_key
 from tests.factories.customers import create_customer
 from tests.factories.seats import assign
-from tests.ofrep.conftest import BULK, Ofrep, conforms
+from tests.ofrep.conftest import BULK, SINGLE, Ofrep, conforms
 
 ACME = {"customer": "acme"}
 
@@ -391,3 +391,28 @@ async def test_cors_is_opt_in_and_answers_listed_origins_only(
             assert "access-control-allow-origin" not in refused.headers
             elsewhere = await http.options("/v1/check", headers=preflight)
             assert "access-control-allow-origin" not in elsewhere.headers  # OFREP only
+
+
+async def test_the_request_edges_docs_openfeature_describes(team: str, ofrep: Ofrep) -> None:
+    client, url = ofrep.client, "/ofrep/v1/evaluate/flags/reports"
+    body = b'{"context": {"customer": "acme"}}'
+    # Content-Type is not checked (docs/openfeature.md, "The body"): none, text, a form.
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = dict(ofrep.headers)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = await client.post(url, content=body, headers=headers)
+        conforms(SINGLE, response)
+        assert response.status_code == 200 and response.json()["value"] is True, content_type
+    empty = await ofrep.flag("reports", content=b"", headers=ofrep.headers)
+    assert empty.status_code == 400 and empty.json()["errorCode"] == "INVALID_CONTEXT"
+    assert "customer" in empty.json()["errorDetails"]
+    null = await ofrep.flag("reports", content=b'{"context": null}', headers=ofrep.headers)
+    assert null.json()["errorDetails"] == "`context` must be an object"
+    # Both headers: X-API-Key wins.
+    bearer = ofrep.headers
+    both = await ofrep.flag("reports", ACME, headers={**bearer, "X-API-Key": "alm_nope"})
+    assert both.status_code == 401
+    # A trailing slash is the single-flag route with the key "".
+    slash = await ofrep.flag("", ACME)
+    assert slash.status_code == 404 and slash.json()["key"] == ""
