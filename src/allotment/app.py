@@ -324,7 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _declare_problems(app)
     app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(CheckFastPath)
-    app.add_middleware(OfrepFastPath)
+    app.add_middleware(OfrepFastPath, cors_origins=settings.ofrep_cors_origins)
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
     )

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Fractions of a limit at which decisions carry an `approaching_limit` warning.
     usage_warning_thresholds: tuple[float, ...] = (0.8, 1.0)
 
+    # Browser origins allowed to call the OFREP routes (CORS; a JSON list, `["*"]` for any):
+    # none by default (docs/openfeature.md, "In the browser").
+    ofrep_cors_origins: tuple[str, ...] = ()
+
     # The change stream, GET /v1/stream (docs/stream.md).
     stream_heartbeat_s: float = Field(default=15.0, gt=0)  # a comment when nothing else went
     stream_retry_ms: int = Field(default=1000, ge=0)  # the `retry:` hint: reconnect after

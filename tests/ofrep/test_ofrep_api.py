@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from tests.factories.auth import create_key
 from tests.factories.customers import create_customer
 from tests.factories.seats import assign
-from tests.ofrep.conftest import Ofrep
+from tests.ofrep.conftest import BULK, SINGLE, Ofrep, conforms
 
 ACME = {"customer": "acme"}
 
@@ -152,10 +152,56 @@ async def test_a_limit_not_in_force_defers_to_the_code_default(
 ) -> None:
     await create_customer(client, admin, key="initech")  # no contract
     body = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
-    assert "value" not in body and body["variant"] == "unlimited"
+    assert "value" not in body and body["variant"] == "not_in_force"  # not "unlimited"
     assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == "no_active_contract"
     unknown = (await ofrep.flag("api_calls.limit", {"customer": "nobody"})).json()
+    assert "value" not in unknown and unknown["variant"] == "not_in_force"
     assert unknown["metadata"]["reason"] == "customer_unknown"
+
+
+async def test_a_limit_of_a_contract_not_in_force_has_no_value(
+    ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract, days_from_now
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="acme")
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="acme", plan="team", starts_at=days_from_now(3))
+    ended = await create_contract(client, admin, customer="globex", plan="team")
+    terminated = await client.post(f"/v1/contracts/{ended['id']}/terminate", headers=admin)
+    assert terminated.status_code == 200, terminated.text
+    for customer, reason in (("acme", "contract_not_started"), ("globex", "contract_expired")):
+        feature = (await ofrep.flag("reports", {"customer": customer})).json()
+        assert feature["metadata"]["reason"] == reason  # what the check says
+        for key in ("api_calls.limit", "api_calls.remaining", "editor.limit", "agent.limit"):
+            body = (await ofrep.flag(key, {"customer": customer})).json()
+            assert "value" not in body and body["variant"] == "not_in_force", (key, body)
+            assert body["reason"] == "DISABLED" and body["metadata"]["reason"] == reason
+        bulk = (await ofrep.bulk({"customer": customer, "targetingKey": "ann"})).json()
+        limits = [f for f in bulk["flags"] if f["key"].endswith((".limit", ".remaining"))]
+        assert limits and all("value" not in f for f in limits), limits
+        assert {f["metadata"]["reason"] for f in limits} == {reason}
+
+
+async def test_a_pool_the_plan_lacks_is_a_limit_of_zero(
+    ofrep: Ofrep, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="initech")
+    await create_contract(client, admin, customer="initech", plan="starter")  # no instances
+    for key in ("agent.limit", "agent.remaining"):
+        body = (await ofrep.flag(key, {"customer": "initech"})).json()
+        assert body["value"] == 0 and body["variant"] == "limited", body
+        assert body["metadata"]["reason"] == "no_pool" and body["metadata"]["limit"] == 0
+    assert (await ofrep.flag("editor.limit", {"customer": "initech"})).json()["value"] == 3
+    meter = (await ofrep.flag("api_calls.limit", {"customer": "initech"})).json()
+    assert "value" not in meter and meter["variant"] == "unlimited"  # no limit on the plan
+    assert meter["metadata"]["reason"] == "unlimited"
 
 
 async def test_auth_errors_have_no_body(
@@ -186,15 +232,22 @@ async def test_a_customer_scoped_key_evaluates_its_own_customer_only(
     assert bulk.status_code == 403
 
 
+async def test_an_oversized_body_is_a_parse_error_with_the_flag_key(
+    team: str, ofrep: Ofrep
+) -> None:
+    too_big = b'{"context": {"customer": "acme", "x": "' + b"a" * 2_000_000 + b'"}}'
+    headers = {**ofrep.headers, "Content-Type": "application/json"}
+    response = await ofrep.flag("reports", content=too_big, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "PARSE_ERROR"
+    assert response.json()["key"] == "reports"  # as every single-flag failure has
+    bulk = await ofrep.client.post(BULK, content=too_big, headers=headers)
+    conforms(BULK, bulk)
+    assert bulk.status_code == 400 and "key" not in bulk.json()
+
+
 async def test_bad_requests_never_get_problem_json(team: str, ofrep: Ofrep) -> None:
     client = ofrep.client
-    too_big = b'{"context": {"customer": "acme", "x": "' + b"a" * 2_000_000 + b'"}}'
-    response = await client.post(
-        "/ofrep/v1/evaluate/flags/reports",
-        content=too_big,
-        headers={**ofrep.headers, "Content-Type": "application/json"},
-    )
-    assert response.status_code == 400 and response.json()["errorCode"] == "PARSE_ERROR"
     # A body sent without a JSON Content-Type is still read (the protocol's body is JSON).
     plain = await client.post(
         "/ofrep/v1/evaluate/flags/reports",
@@ -269,3 +322,97 @@ async def test_ofrep_decisions_are_logged_and_counted_as_checks_are(
     metrics = (await client.get("/metrics")).text
     route = 'route="/ofrep/v1/evaluate/flags/{key}"'
     assert f'allotment_request_seconds_count{{method="POST",{route}' in metrics
+
+
+async def test_a_flag_the_policy_does_not_define_is_not_found_whoever_the_customer(
+    team: str, ofrep: Ofrep, app: Any, monkeypatch: Any
+) -> None:
+    from allotment.check.snapshot import StoreUnavailable
+
+    for customer in ("acme", "nobody"):
+        response = await ofrep.flag("dark_mode", {"customer": customer})
+        assert response.status_code == 404, (customer, response.text)
+        assert response.json()["errorCode"] == "FLAG_NOT_FOUND"
+    known = (await ofrep.flag("reports", {"customer": "nobody"})).json()
+    assert known["value"] is False and known["metadata"]["reason"] == "customer_unknown"
+
+    async def down(customer: str, now: Any) -> Any:
+        raise StoreUnavailable("PostgreSQL is down")
+
+    # An outage, and a customer nothing is cached of: the decision is on_outage's...
+    monkeypatch.setattr(app.state.checker.snapshots, "get", down)
+    outage = (await ofrep.flag("reports", {"customer": "uncached"})).json()
+    assert outage["value"] is False and outage["metadata"]["reason"] == "outage_default"
+    # ...but a flag the last known policy does not define is still not found.
+    missing = await ofrep.flag("dark_mode", {"customer": "uncached"})
+    assert missing.status_code == 404 and missing.json()["errorCode"] == "FLAG_NOT_FOUND"
+
+
+async def test_cors_is_opt_in_and_answers_listed_origins_only(
+    team: str, ofrep: Ofrep, stores: Any, backend: dict[str, str]
+) -> None:
+    from allotment.app import create_app
+
+    origin = "https://app.example.test"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key, content-type, if-none-match",
+    }
+    # Off by default: no CORS headers, a preflight is a 405 like any method but POST.
+    off = await ofrep.client.options(BULK, headers=preflight)
+    assert off.status_code == 405 and "access-control-allow-origin" not in off.headers
+
+    cors_app = create_app(stores.settings(ofrep_cors_origins=[origin]))
+    async with cors_app.router.lifespan_context(cors_app):
+        transport = httpx.ASGITransport(app=cors_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for path in (BULK, "/ofrep/v1/evaluate/flags/reports"):
+                answered = await http.options(path, headers=preflight)
+                assert answered.status_code == 200, answered.text
+                assert answered.headers["access-control-allow-origin"] == origin
+                assert "POST" in answered.headers["access-control-allow-methods"]
+                allowed = answered.headers["access-control-allow-headers"].lower()
+                assert {"x-api-key", "content-type", "if-none-match"} <= {
+                    h.strip() for h in allowed.split(",")
+                }
+            key = backend["Authorization"].removeprefix("Bearer ")
+            sent = {"Origin": origin, "X-API-Key": key}
+            bulk = await http.post(BULK, json={"context": ACME}, headers=sent)
+            conforms(BULK, bulk)
+            assert bulk.status_code == 200
+            assert bulk.headers["access-control-allow-origin"] == origin
+            assert "etag" in bulk.headers["access-control-expose-headers"].lower()
+            denied = await http.post(BULK, json={"context": ACME}, headers={"Origin": origin})
+            assert denied.status_code == 401  # errors carry it too, so the page can read them
+            assert denied.headers["access-control-allow-origin"] == origin
+            other = {**preflight, "Origin": "https://evil.example.test"}
+            refused = await http.options(BULK, headers=other)
+            assert "access-control-allow-origin" not in refused.headers
+            elsewhere = await http.options("/v1/check", headers=preflight)
+            assert "access-control-allow-origin" not in elsewhere.headers  # OFREP only
+
+
+async def test_the_request_edges_docs_openfeature_describes(team: str, ofrep: Ofrep) -> None:
+    client, url = ofrep.client, "/ofrep/v1/evaluate/flags/reports"
+    body = b'{"context": {"customer": "acme"}}'
+    # Content-Type is not checked (docs/openfeature.md, "The body"): none, text, a form.
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = dict(ofrep.headers)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = await client.post(url, content=body, headers=headers)
+        conforms(SINGLE, response)
+        assert response.status_code == 200 and response.json()["value"] is True, content_type
+    empty = await ofrep.flag("reports", content=b"", headers=ofrep.headers)
+    assert empty.status_code == 400 and empty.json()["errorCode"] == "INVALID_CONTEXT"
+    assert "customer" in empty.json()["errorDetails"]
+    null = await ofrep.flag("reports", content=b'{"context": null}', headers=ofrep.headers)
+    assert null.json()["errorDetails"] == "`context` must be an object"
+    # Both headers: X-API-Key wins.
+    bearer = ofrep.headers
+    both = await ofrep.flag("reports", ACME, headers={**bearer, "X-API-Key": "alm_nope"})
+    assert both.status_code == 401
+    # A trailing slash is the single-flag route with the key "".
+    slash = await ofrep.flag("", ACME)
+    assert slash.status_code == 404 and slash.json()["key"] == ""

@@ -95,6 +95,19 @@ async def test_a_limit_is_an_integer_flag(flags: OpenFeatureClient) -> None:
     assert seats == 10
 
 
+async def test_a_limit_without_a_value_is_the_code_default_without_an_error(
+    flags: OpenFeatureClient, app: Any, admin: dict[str, str], client: httpx.AsyncClient
+) -> None:
+    from tests.factories.customers import create_customer
+
+    await create_customer(client, admin, key="initech")  # no contract
+    context = EvaluationContext(attributes={"customer": "initech"})
+    details = await evaluate(flags.get_integer_details, "api_calls.limit", 7, context)
+    assert details.value == 7 and details.error_code is None  # the application's default
+    assert details.reason == Reason.DISABLED
+    assert details.flag_metadata["reason"] == "no_active_contract"
+
+
 async def test_a_revoked_feature_is_seen_by_the_next_evaluation(
     flags: OpenFeatureClient, served: Served, admin: dict[str, str]
 ) -> None:

@@ -47,7 +47,7 @@ from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature
 from allotment.policy.rules import Rule
 
-__all__ = ["GATES", "OK", "Gate", "entitled_features", "evaluate", "evaluate_many"]
+__all__ = ["GATES", "OK", "Gate", "entitled_features", "evaluate", "evaluate_many", "term"]
 
 Gate = Callable[[Snapshot, CheckRequest, Feature, datetime], Verdict | None]
 """A check after the rules: None passes; a Verdict with `allowed=False` decides; one with
@@ -245,6 +245,13 @@ def _stranger(
     ):
         return gates.tenant_unknown(request.tenant)
     return None
+
+
+def term(contract: ContractView | None, now: datetime) -> Verdict | None:
+    """Step 4 (and 3) on their own: None while `contract` is in force at `now`, else the
+    denial a check would answer (no_active_contract, contract_not_started,
+    trial_expired, contract_expired). OFREP's limit flags read it (ofrep/mapping.py)."""
+    return _NO_ACTIVE_CONTRACT if contract is None else _term(contract, now)
 
 
 def _term(contract: ContractView, now: datetime) -> Verdict | None:

@@ -102,7 +102,7 @@ class BodyGuard:
     PostgreSQL cannot even be asked about.
 
     `protocols` maps path prefixes that speak another protocol (OFREP) to the renderer of
-    that protocol's refusal (status, detail → response); their bodies are whatever the
+    that protocol's refusal (status, detail, path → response); their bodies are whatever the
     protocol says they are, so their Content-Type is not checked."""
 
     def __init__(
@@ -110,7 +110,7 @@ class BodyGuard:
         app: ASGIApp,
         *,
         max_bytes: int,
-        protocols: Mapping[str, Callable[[int, str], Response]] | None = None,
+        protocols: Mapping[str, Callable[[int, str, str], Response]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -179,7 +179,7 @@ class BodyGuard:
             return
         await self.app(scope, receive, send)
 
-    def _protocol(self, path: str) -> Callable[[int, str], Response] | None:
+    def _protocol(self, path: str) -> Callable[[int, str, str], Response] | None:
         for prefix, render in self.protocols.items():
             if path.startswith(prefix):
                 return render
@@ -214,7 +214,7 @@ class BodyGuard:
         request_id: Any = scope.get("state", {}).get("request_id")
         render = self._protocol(scope["path"])
         if render is not None:
-            response = render(status, detail)
+            response = render(status, detail, scope["path"])
         else:
             response = problem_response(
                 status, detail, instance=scope["path"], request_id=request_id

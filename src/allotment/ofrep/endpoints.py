@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 
 from allotment.auth.principal import Principal
 from allotment.check.service import Checker
+from allotment.check.values import CheckRequest
 from allotment.deps import Require, authenticate
 from allotment.errors import Forbidden
 from allotment.kit.clock import utcnow
@@ -77,12 +78,31 @@ async def evaluate_flag(key: str, request: Request, principal: OfrepScope) -> Re
         )
         if target.kind == "feature":
             decision = await checker.decision(check)
+            if decision["reason"] in _BEFORE_THE_FEATURE and not _defines(checker, check, key):
+                raise mapping.flag_not_found(key)
             document = mapping.evaluation(key, decision, targeted=check.subject is not None)
         else:
             document = await _limit(checker, target, check.customer)
         return Response(orjson.dumps(document), media_type=JSON)
     finally:
         checker.observe("ofrep", time.perf_counter() - started)
+
+
+# Reasons decided before the evaluator looks the feature up: the flag may not even exist.
+_BEFORE_THE_FEATURE = frozenset({"customer_unknown", "outage_default"})
+
+
+def _defines(checker: Checker, check: CheckRequest, key: str) -> bool:
+    """Whether the policy defines the feature `check` names, for a decision made without
+    looking (an unknown customer, an outage with nothing cached): a flag the policy does
+    not define is FLAG_NOT_FOUND whoever the customer. The catalog is the customer's cached
+    snapshot's, else the last this worker loaded; none known (no policy ever published, or
+    an outage since start-up): True — the decision stands."""
+    snapshot = checker.snapshots.peek(check.customer, utcnow())
+    catalog = snapshot.catalog if snapshot is not None else None
+    if catalog is None and checker._last_catalog is not None:  # the outage fallback's own
+        catalog = checker._last_catalog[1]
+    return catalog is None or check.feature in catalog.features
 
 
 async def _limit(checker: Checker, target: mapping.Flag, customer: str) -> dict[str, object]:
@@ -93,12 +113,12 @@ async def _limit(checker: Checker, target: mapping.Flag, customer: str) -> dict[
     pool = mapping.limit_pool(snapshot.catalog, target.name)
     if pool is None:
         raise mapping.flag_not_found(target.key)
+    absent = mapping.not_in_force(snapshot, now)
     return mapping.limit_evaluation(
         target,
         pool,
-        await checker.limits_of(snapshot, now),
-        known=snapshot.known,
-        contracted=snapshot.contract is not None,
+        {} if absent else await checker.limits_of(snapshot, now),
+        absent=absent,
         policy_version=snapshot.policy_version,
         stale=stale,
     )
@@ -125,11 +145,11 @@ async def evaluate_flags(
         catalog = snapshot.catalog
         names = sorted(catalog.features) if catalog is not None else []
         decisions = await checker.decisions_of(base, names, snapshot, stale, now)
+        absent = mapping.not_in_force(snapshot, now)
         limits = mapping.limit_flags(
             catalog,
-            await checker.limits_of(snapshot, now),
-            known=snapshot.known,
-            contracted=snapshot.contract is not None,
+            {} if absent else await checker.limits_of(snapshot, now),
+            absent=absent,
             policy_version=snapshot.policy_version,
             stale=stale,
         )

@@ -12,7 +12,8 @@ has its own (mapping.error_body), never problem+json —
     ServiceUnavailable (key unverifiable)  429 with Retry-After (whole seconds): the one
                                          "come back later" OFREP providers understand
     any other AllotmentError             400 GENERAL with errorDetails
-    a method other than POST             405 {errorDetails}
+    a method other than POST             405 {errorDetails} (a CORS preflight is answered
+                                         first when the origin is allowed: OfrepFastPath)
     anything else                        500 {errorDetails}, logged
 
 Every other request passes through untouched.
@@ -20,9 +21,11 @@ Every other request passes through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import structlog
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -47,10 +50,12 @@ def render(error: OfrepError) -> Response:
     return Response(body, status_code=error.status, headers=headers, media_type="application/json")
 
 
-def body_refusal(status: int, detail: str) -> Response:
+def body_refusal(status: int, detail: str, path: str) -> Response:
     """The body guard's refusals (too large, a NUL in the path) on OFREP paths: the request
-    cannot be read, which the protocol calls a PARSE_ERROR."""
-    return render(OfrepError(400, detail, code="PARSE_ERROR"))
+    cannot be read, which the protocol calls a PARSE_ERROR — with the flag's `key` on the
+    single-flag route, as every single-flag failure has (providers require it)."""
+    key = path.removeprefix(SINGLE) if path.startswith(SINGLE) else None
+    return render(OfrepError(400, detail, code="PARSE_ERROR", key=key))
 
 
 def as_ofrep(exc: AllotmentError, key: str | None = None) -> OfrepError:
@@ -63,21 +68,43 @@ def as_ofrep(exc: AllotmentError, key: str | None = None) -> OfrepError:
     return OfrepError(400, exc.message, code="GENERAL", key=key)
 
 
+# What a browser's OFREP provider sends (ofrep-web-provider: the key, JSON, the ETag back).
+CORS_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "If-None-Match")
+
+
 class OfrepFastPath:
-    def __init__(self, app: ASGIApp) -> None:
+    """`cors_origins` (ALLOTMENT_OFREP_CORS_ORIGINS): the browser origins allowed to call
+    the OFREP routes — preflights answered, `Access-Control-Allow-Origin` on their answers,
+    `ETag` exposed — by Starlette's CORSMiddleware around these routes only. Empty: none
+    (no CORS headers; a preflight is a 405 like any other method but POST)."""
+
+    def __init__(self, app: ASGIApp, *, cors_origins: Sequence[str] = ()) -> None:
         self.app = app
+        self.cors: ASGIApp | None = None
+        if cors_origins:
+            self.cors = CORSMiddleware(
+                self._serve,
+                allow_origins=list(cors_origins),
+                allow_methods=["POST"],
+                allow_headers=list(CORS_HEADERS),
+                expose_headers=["ETag"],
+                max_age=600,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
         if path == BULK:
             scope["route"] = _BULK_ROUTE  # the request middleware labels metrics by route
-            key = None
         elif path.startswith(SINGLE):
             scope["route"] = _SINGLE_ROUTE
-            key = path.removeprefix(SINGLE)
         else:
             await self.app(scope, receive, send)
             return
+        await (self.cors or self._serve)(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        key = None if path == BULK else path.removeprefix(SINGLE)
         request = Request(scope, receive)
         if scope["method"] != "POST":
             details = f"{scope['method']} is not allowed here: OFREP evaluates with POST."

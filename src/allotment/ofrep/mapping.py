@@ -14,6 +14,8 @@ anything else that answers OFREP from decision documents (the sidecar agent of D
                                            reason TARGETING_MATCH (allowed) or DISABLED
     <feature-or-meter>.limit               integer: the limit in force
     <feature-or-meter>.remaining           integer: what is left of it (this period)
+                                           (none while no contract is in force; 0 for a
+                                           seat or instance pool the contract lacks)
 
 Errors are `OfrepError`s carrying the protocol's status and code; `error_body` renders
 them (401, 403 and 429 have no body; 429 has `Retry-After` in whole seconds).
@@ -26,12 +28,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
-from allotment.check.values import CheckRequest
+from allotment.check import evaluator
+from allotment.check.values import CheckRequest, Snapshot
 from allotment.kit.identifiers import MAX_FINGERPRINT, MAX_SUBJECT
 from allotment.policy.catalog import Catalog
 from allotment.policy.document import NAME_PATTERN
@@ -238,12 +242,25 @@ def limit_pool(catalog: Catalog | None, name: str) -> Pool | None:
     return None
 
 
-def _standing(pool: Pool, limits: Mapping[str, Any]) -> tuple[int, int] | None:
-    """(limit, remaining) of `pool` in the entitlements' `limits`; None: nothing limits it."""
+def not_in_force(snapshot: Snapshot, now: datetime) -> str | None:
+    """Why no limit of the snapshot's customer is in force at `now`, as the check's reason
+    code (customer_unknown, no_active_contract, contract_not_started, trial_expired,
+    contract_expired); None while its contract is in force."""
+    if not snapshot.known:
+        return "customer_unknown"
+    denial = evaluator.term(snapshot.contract, now)
+    return None if denial is None else denial.reason
+
+
+def _standing(pool: Pool, limits: Mapping[str, Any]) -> tuple[int, int] | str:
+    """(limit, remaining) of `pool` in the entitlements' `limits`; else why it has none:
+    `no_pool` (a seat or instance pool the contract does not have: nothing may be held, as
+    the rules' `seats.limit` / `instances.limit` 0 and a refused registration say) or
+    `unlimited` (a meter without a limit)."""
     kind, name = pool
     held = limits.get("meters", {}).get(name) if kind == "meter" else limits.get(kind)
     if not held or held.get("limit") is None:
-        return None
+        return "unlimited" if kind == "meter" else "no_pool"
     remaining = held.get("remaining") if kind == "meter" else held.get("available")
     if remaining is None:  # a meter without use read yet: nothing used
         remaining = held["limit"]
@@ -255,36 +272,44 @@ def limit_evaluation(
     pool: Pool,
     limits: Mapping[str, Any],
     *,
-    known: bool,
-    contracted: bool,
+    absent: str | None,
     policy_version: int | None,
     stale: bool,
 ) -> dict[str, Any]:
     """A limit as an integer flag: the limit in force (`.limit`) or what is left of it
-    (`.remaining`). With no limit in force (unlimited, no contract, unknown customer) the
-    flag carries no value — the protocol's code default — reason DISABLED, variant
-    `unlimited`; metadata says why."""
+    (`.remaining`), variant `limited`. `absent` (`not_in_force`) names why no contract is in
+    force: then the flag carries no value — the protocol's code default — reason DISABLED
+    and variant `not_in_force`. A meter without a limit: no value either, variant
+    `unlimited`. A seat or instance pool the contract lacks: 0, variant `limited`.
+    `metadata.reason` says which (`ok`, `unlimited`, `no_pool`, or `absent`)."""
     metadata: dict[str, bool | str | int | float] = {"pool": f"{pool[0]}:{pool[1]}"}
     metadata["stale"] = stale
     if policy_version is not None:
         metadata["policy_version"] = policy_version
-    standing = _standing(pool, limits) if known and contracted else None
-    if standing is None:
-        metadata["reason"] = (
-            "customer_unknown"
-            if not known
-            else "no_active_contract"
-            if not contracted
-            else "unlimited"
-        )
+    if absent is not None:
+        metadata["reason"] = absent
+        # A variant all the same: the Python provider reads `variant` unconditionally.
+        return {
+            "key": target.key,
+            "variant": "not_in_force",
+            "reason": "DISABLED",
+            "metadata": metadata,
+        }
+    standing = _standing(pool, limits)
+    if standing == "unlimited":
+        metadata["reason"] = "unlimited"
         return {
             "key": target.key,
             "variant": "unlimited",
             "reason": "DISABLED",
             "metadata": metadata,
         }
-    limit, remaining = standing
-    metadata["reason"] = "ok"
+    if isinstance(standing, str):
+        metadata["reason"] = standing
+        limit, remaining = 0, 0
+    else:
+        metadata["reason"] = "ok"
+        limit, remaining = standing
     metadata["limit"] = limit
     return {
         "key": target.key,
@@ -299,8 +324,7 @@ def limit_flags(
     catalog: Catalog | None,
     limits: Mapping[str, Any],
     *,
-    known: bool,
-    contracted: bool,
+    absent: str | None,
     policy_version: int | None,
     stale: bool,
 ) -> list[dict[str, Any]]:
@@ -320,8 +344,7 @@ def limit_flags(
                     Flag(name + suffix, name, kind),
                     pool,
                     limits,
-                    known=known,
-                    contracted=contracted,
+                    absent=absent,
                     policy_version=policy_version,
                     stale=stale,
                 )

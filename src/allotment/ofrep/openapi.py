@@ -48,11 +48,15 @@ SCHEMAS: dict[str, Any] = {
             "key": {"type": "string"},
             "value": {
                 "type": ["boolean", "integer"],
-                "description": "A feature: boolean; a limit: integer; absent: no limit is in "
-                "force (the protocol's code default).",
+                "description": "A feature: boolean; a limit: integer; absent: the protocol's "
+                "code default — a meter without a limit (variant `unlimited`) or no contract "
+                "in force (variant `not_in_force`).",
             },
             "reason": {"type": "string", "enum": ["TARGETING_MATCH", "DISABLED"]},
-            "variant": {"type": "string", "enum": ["on", "off", "limited", "unlimited"]},
+            "variant": {
+                "type": "string",
+                "enum": ["on", "off", "limited", "unlimited", "not_in_force"],
+            },
             "metadata": _METADATA,
         },
     },
