@@ -66,6 +66,7 @@ class EventQueue:
         self.refused: collections.deque[tuple[dict[str, Any], Any]] = collections.deque(maxlen=1000)
         self.unreachable = False  # the last send failed: buffer into the spool meanwhile
         self.sent = 0
+        self.refused_total = 0  # every event the service refused (`refused` keeps the last)
         self.dropped = 0
         self.in_flight = 0
         self.wake = threading.Event()
@@ -156,6 +157,7 @@ class EventQueue:
                     index = item.get("index") if isinstance(item, Mapping) else None
                     if isinstance(index, int) and 0 <= index < len(batch):
                         self.refused.append((batch[index], item))
+                        self.refused_total += 1
                         log.warning("event %s refused: %s", event_key(batch[index]), item)
         if spooled and self.spool is not None:
             self.spool.acknowledge(event_key(event) for event in batch)
