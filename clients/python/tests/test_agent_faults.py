@@ -202,3 +202,56 @@ async def test_the_agent_sigkilled_with_a_spool_backlog_delivers_it_after_restar
     ids = [f"e-{n}" for n in acknowledged]
     assert await service.scalar(marks, source=source, ids=ids) == len(acknowledged)
     assert await service.scalar(COUNTED, customer=customer) == 3 * counted_ids
+
+
+async def test_restarted_while_the_upstream_is_down_the_agent_answers_from_kept_artifacts(
+    service: Service, stores: Stores, tmp_path: Path
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    port = free_port()
+    worker = Worker(stores.env(), port, tmp_path / "worker.log")
+    await worker.wait_ready()
+    spool = tmp_path / "spool"
+    agent = AgentProcess(
+        worker.base_url, service.key, spool, tmp_path / "agent.log", port=free_port()
+    )
+    try:
+        await agent.wait_ready()
+        await warm(agent, customer)
+        started = time.monotonic()
+        while not (spool / "artifacts" / f"{customer}.jws").exists():
+            assert time.monotonic() - started < 10, "the artifact was never kept"
+            await asyncio.sleep(0.05)
+        worker.proc.send_signal(signal.SIGKILL)
+        worker.proc.wait(10)
+        agent.kill()
+        agent.start()
+        await agent.wait_ready()
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+            reports = await http.post(
+                "/v1/check", json={"customer": customer, "feature": "reports"}
+            )
+            assert reports.status_code == 200
+            assert reports.headers["allotment-decided-by"] == "agent"
+            assert reports.json()["allowed"] is True
+            seat = await http.post(
+                "/v1/check", json={"customer": customer, "feature": "editor", "subject": "ann"}
+            )
+            assert seat.status_code == 503  # needs the upstream: never answered otherwise
+            other, _ = await service.customer(plan="team")  # never seen: nothing to answer from
+            unknown = await http.post("/v1/check", json={"customer": other, "feature": "reports"})
+            assert unknown.status_code == 503
+        # A tampered artifact is not used after the next restart.
+        kept = spool / "artifacts" / f"{customer}.jws"
+        head, body, signature = kept.read_text().split(".")
+        kept.write_text(".".join([head, body, signature[::-1]]))
+        agent.kill()
+        agent.start()
+        await agent.wait_ready()
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+            again = await http.post("/v1/check", json={"customer": customer, "feature": "reports"})
+            assert again.status_code == 503
+        assert not kept.exists()
+    finally:
+        agent.terminate()
+        worker.terminate()

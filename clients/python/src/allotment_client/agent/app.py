@@ -20,6 +20,7 @@ check of a customer starts fetching its artifact and is forwarded meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -58,6 +59,7 @@ from .shapes import (
     ofrep_input,
     problem,
 )
+from .store import ArtifactStore
 
 log = logging.getLogger("allotment_client.agent")
 
@@ -71,6 +73,7 @@ BY_AGENT = [(DECIDED_BY, b"agent")]
 MAX_BODY = 1_048_576  # the service's default ALLOTMENT_MAX_BODY_BYTES
 OFREP_FLAG = "/ofrep/v1/evaluate/flags/"
 PROBE_INTERVAL_S = 2.0
+STORE_INTERVAL_S = 0.5
 # Headers a forwarded request keeps; the caller's Authorization never leaves the agent.
 FORWARDED_HEADERS = frozenset({b"content-type", b"idempotency-key", b"if-none-match", b"accept"})
 RETURNED_HEADERS = (
@@ -174,6 +177,7 @@ class Agent:
         self.tracker: AsyncTracker | None = None
         self.http: httpx.AsyncClient | None = None
         self.upstream_up: bool | None = None
+        self.store: ArtifactStore | None = None
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._caller_key = settings.caller_key.encode() if settings.caller_key else None
@@ -200,7 +204,9 @@ class Agent:
             spool=False,
         )
         self.cache, self.refresher = self.client.artifacts, self.client.refresher
-        assert self.refresher is not None
+        assert self.refresher is not None and self.cache is not None
+        self.store = ArtifactStore(spool.directory / "artifacts")
+        loaded = await asyncio.to_thread(self.store.load, self.cache)
         self.refresher.start()
         self.queue = EventQueue(source="allotment-agent", spool=spool, durable=True)
         self.tracker = AsyncTracker(self.client, self.queue, interval=settings.flush_interval)
@@ -214,18 +220,23 @@ class Agent:
             timeout=httpx.Timeout(10.0, connect=2.0),
         )
         self._spawn(self._probe())
+        self._spawn(self._keep())
         log.info(
-            "agent for %s on %s:%d, spool %s (%d events waiting)",
+            "agent for %s on %s:%d, spool %s (%d events waiting, %d artifacts kept)",
             settings.upstream,
             settings.host,
             settings.port,
             spool.directory,
             len(spool),
+            loaded,
         )
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.store is not None and self.cache is not None:
+            with contextlib.suppress(OSError):
+                self.store.save(self.cache)
         if self.tracker is not None:
             await self.tracker.close(2.0)  # what is not delivered stays in the spool
         if self.queue is not None and self.queue.spool is not None:
@@ -249,6 +260,16 @@ class Agent:
             except httpx.HTTPError:
                 self.upstream_up = False
             await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _keep(self) -> None:
+        """Write new artifacts to the store (docs/agent.md, "restarts")."""
+        assert self.store is not None and self.cache is not None
+        while True:
+            await asyncio.sleep(STORE_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.store.save, self.cache)
+            except OSError as exc:
+                log.warning("artifacts not kept on disk: %s", exc)
 
     async def _learn(self, customer: str) -> None:
         assert self.refresher is not None
