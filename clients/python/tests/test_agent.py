@@ -355,3 +355,54 @@ async def test_a_machine_bound_artifact_is_used_on_its_machine_only(
         for instance in ("host-a", "host-b"):
             answer = await http.post("/v1/check", json={**check, "instance": instance})
             assert answer.headers["allotment-decided-by"] == "upstream", instance
+
+
+async def test_a_caller_key_is_required_when_set_and_bad_input_is_never_a_500(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent("--caller-key", "s3cret")
+    body = {"customer": customer, "feature": "reports"}
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        refused = await http.post("/v1/check", json=body)
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        wrong = await http.post("/v1/check", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        flag = await http.post("/ofrep/v1/evaluate/flags/reports", json={"context": body})
+        assert (flag.status_code, flag.content) == (401, b"")
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.post("/v1/check", json=body, headers={"X-API-Key": "s3cret"})).is_success
+        http.headers["Authorization"] = "Bearer s3cret"
+        await decided_locally(http, "/v1/check", body)
+
+        hostile = [
+            b"",
+            b"null",
+            b"\xff\xfe",
+            b'{"customer": 1, "feature": []}',
+            b'{"customer": "a", "feature": "reports", "context": []}',
+            b'{"customer": "a", "feature": "reports", "subject": "' + b"x" * 300 + b'"}',
+            b'{"customer": "a", "feature": "reports", "subject": "a\\u0000b"}',
+            b'{"context": {"customer": 7, "targetingKey": ["x"]}}',
+            b"[" * 10_000,
+            b"x" * 2_000_000,
+        ]
+        paths = ["/v1/check", "/v1/check/batch", "/v1/events", "/ofrep/v1/evaluate/flags/reports"]
+        for path in paths:
+            for content in hostile:
+                for content_type in (
+                    "application/json",
+                    "text/plain",
+                    "application/cloudevents+json",
+                ):
+                    answer = await http.post(
+                        path, content=content, headers={"Content-Type": content_type}
+                    )
+                    assert 400 <= answer.status_code < 500, (path, content[:40], answer.text)
+        binary = await http.post(
+            "/v1/events",
+            content=b"{}",
+            headers={"ce-specversion": "1.0", "ce-id": "r%FF", "Content-Type": "application/json"},
+        )
+        assert binary.status_code == 422 and "percent" in binary.text
