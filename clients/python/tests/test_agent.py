@@ -131,6 +131,12 @@ async def test_checks_are_answered_from_the_artifact_and_forwarded_when_it_canno
             "feature_not_in_plan",
             "ok",
         ]
+        curl = await http.post(  # `curl -d` labels JSON form-urlencoded: still forwarded as JSON
+            "/v1/check",
+            content=b'{"customer": "%s", "feature": "editor", "subject": "bo"}' % customer.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (curl.status_code, curl.headers["allotment-decided-by"]) == (200, "upstream")
         mixed = await http.post(
             "/v1/check/batch",
             json={"customer": customer, "features": ["reports", "api"]},

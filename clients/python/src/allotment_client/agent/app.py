@@ -75,7 +75,7 @@ OFREP_FLAG = "/ofrep/v1/evaluate/flags/"
 PROBE_INTERVAL_S = 2.0
 STORE_INTERVAL_S = 0.5
 # Headers a forwarded request keeps; the caller's Authorization never leaves the agent.
-FORWARDED_HEADERS = frozenset({b"content-type", b"idempotency-key", b"if-none-match", b"accept"})
+FORWARDED_HEADERS = frozenset({b"idempotency-key", b"if-none-match", b"accept"})
 RETURNED_HEADERS = (
     "content-type",
     "retry-after",
@@ -461,11 +461,14 @@ class Agent:
         came. No answer at all: 503 problem+json (OFREP: 429 with Retry-After, the
         protocol's "come back later")."""
         assert self.http is not None
+        # The body was read as JSON here, whatever the caller labelled it (`curl -d` says
+        # form-urlencoded): the upstream is told what it is.
         headers = [
             (name.decode(), value.decode("latin-1"))
             for name, value in scope["headers"]
             if name in FORWARDED_HEADERS
         ]
+        headers.append(("content-type", "application/json"))
         path = scope["path"] + (
             ("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else ""
         )
