@@ -118,6 +118,7 @@ async def test_the_upstream_killed_for_10_s_checks_answer_from_artifacts_events_
         agent.terminate()
         worker.terminate()
 
+    print(f"outcomes {dict(outcomes)}; {len(acknowledged)} events acknowledged")  # for the docs
     assert outcomes["down:local:200:agent:True"] > 50, outcomes
     assert [k for k in outcomes if k.startswith("down:local:")] == ["down:local:200:agent:True"]
     assert [k for k in outcomes if k.startswith("down:remote:")] == ["down:remote:503:none"]
@@ -193,6 +194,7 @@ async def test_the_agent_sigkilled_with_a_spool_backlog_delivers_it_after_restar
         agent.terminate()
         worker.terminate()
 
+    print(f"{len(acknowledged)} acknowledged mid-delivery")  # for the docs
     assert len(acknowledged) > 100
     counted_ids = await service.scalar(IDS, source=source)
     # Every acknowledged event is there; a batch cut off by the kill may be too (the
