@@ -27,9 +27,12 @@ from urllib.parse import unquote
 
 import orjson
 
+from .shapes import CUSTOMER_KEY
+
 MAX_EVENTS = 1000
 MAX_ID = 256
 MAX_SOURCE = 1024
+MAX_TYPE = 256
 FORBIDDEN_HEADERS = frozenset({"ce-data", "ce-data_base64", "ce-datacontenttype"})
 
 
@@ -136,14 +139,19 @@ def _binary(media: str, headers: list[tuple[str, bytes]], body: bytes) -> dict[s
 
 def problems(event: Any) -> list[dict[str, str]]:
     """What keeps an event from being spooled: not an object, or without the attributes
-    its identity and its delivery need (specversion, id, source, type, subject)."""
+    its identity and its delivery need (specversion, id, source, type, a subject that can
+    be a customer key), each as the service checks it (`usage/events.py` `parse`; a property
+    test holds that whatever is refused here, the service refuses too)."""
     if not isinstance(event, Mapping):
         return [{"path": "", "message": "an event is a JSON object"}]
     errors = []
     if event.get("specversion") != "1.0":
         errors.append({"path": "specversion", "message": 'must be "1.0"'})
-    for name, limit in (("id", MAX_ID), ("source", MAX_SOURCE), ("type", 1024), ("subject", 1024)):
+    for name, limit in (("id", MAX_ID), ("source", MAX_SOURCE), ("type", MAX_TYPE)):
         value = event.get(name)
-        if not isinstance(value, str) or not 1 <= len(value) <= limit or "\x00" in value:
+        if not isinstance(value, str) or not 1 <= len(value) <= limit:
             errors.append({"path": name, "message": f"required: a non-empty string (≤ {limit})"})
+    subject = event.get("subject")
+    if not isinstance(subject, str) or not CUSTOMER_KEY.fullmatch(subject):
+        errors.append({"path": "subject", "message": "a customer key: a-z, 0-9, -_. (≤ 64)"})
     return errors

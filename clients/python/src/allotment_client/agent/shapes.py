@@ -27,8 +27,10 @@ from allotment_client.models import Decision
 
 # The service's identifiers (src/allotment/kit/identifiers.py), so the agent refuses what
 # the service would refuse rather than answering it locally.
-CUSTOMER_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Matched whole (`fullmatch`): a Python `$` would let a trailing newline through, which the
+# service's validator (Rust regex) refuses.
+CUSTOMER_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_SUBJECT = 256
 MAX_FINGERPRINT = 256
 MAX_BATCH = 100
@@ -89,7 +91,7 @@ def _key(
     value = document.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not CUSTOMER_KEY.match(value):
+    if not isinstance(value, str) or not CUSTOMER_KEY.fullmatch(value):
         errors.append({"path": name, "message": "a key: lowercase letters, digits and -_. (≤ 64)"})
         return None
     return value
@@ -112,12 +114,12 @@ def check_body(document: Any, *, batch: bool = False) -> CheckInput:
             errors.append({"path": "features", "message": f"a list of 1–{MAX_BATCH} names"})
         else:
             for index, name in enumerate(listed):
-                if not isinstance(name, str) or not NAME.match(name):
+                if not isinstance(name, str) or not NAME.fullmatch(name):
                     errors.append({"path": f"features.{index}", "message": "not a feature name"})
             features = tuple(listed)
     else:
         feature = document.get("feature")
-        if not isinstance(feature, str) or not NAME.match(feature):
+        if not isinstance(feature, str) or not NAME.fullmatch(feature):
             errors.append({"path": "feature", "message": "a feature name: [a-z][a-z0-9_]{0,62}"})
         else:
             features = (feature,)
@@ -270,7 +272,7 @@ def _context_key(context: Mapping[str, Any], name: str, key: str) -> str | None:
     value = context.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not CUSTOMER_KEY.match(value):
+    if not isinstance(value, str) or not CUSTOMER_KEY.fullmatch(value):
         raise OfrepFailure(
             400,
             f"context.{name} must be a key: lowercase letters, digits and -_. (≤ 64)",
@@ -283,7 +285,7 @@ def _context_key(context: Mapping[str, Any], name: str, key: str) -> str | None:
 def ofrep_input(context: Mapping[str, Any], key: str) -> CheckInput | None:
     """The check a boolean flag's evaluation context asks for; None when the context names
     no customer (the upstream decides: a `customer:<key>` agent key defaults to its own)."""
-    if not NAME.match(key):
+    if not NAME.fullmatch(key):
         raise OfrepFailure(404, f"Flag '{key}' was not found", "FLAG_NOT_FOUND", key)
     customer = _context_key(context, "customer", key)
     subject = _context_text(context, TARGETING_KEY, key, MAX_SUBJECT)
