@@ -166,6 +166,7 @@ async def test_checks_are_answered_from_the_artifact_and_forwarded_when_it_canno
         assert 'allotment_agent_decisions_total{by="agent",endpoint="check"}' in metrics
         health = await agent.health()
         assert health["artifacts"]["usable"] >= 1 and health["upstream"]["url"] == service.url
+        assert health["upstream"]["last_error"] is None
 
 
 async def test_ofrep_flags_are_evaluated_locally_and_limits_forwarded(
@@ -413,3 +414,19 @@ async def test_a_caller_key_is_required_when_set_and_bad_input_is_never_a_500(
             headers={"ce-specversion": "1.0", "ce-id": "r%FF", "Content-Type": "application/json"},
         )
         assert binary.status_code == 422 and "percent" in binary.text
+
+
+async def test_a_refused_agent_key_shows_in_health(service: Service, tmp_path: Path) -> None:
+    agent = AgentProcess(
+        service.url, "alm_not_a_key", tmp_path / "spool", tmp_path / "agent.log", port=free_port()
+    )
+    try:
+        await agent.wait_ready()
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+            answer = await http.post("/v1/check", json={"customer": "acme", "feature": "reports"})
+        assert (answer.status_code, answer.headers["allotment-decided-by"]) == (401, "upstream")
+        health = await agent.health()
+        assert health["upstream"]["last_error"] == "/v1/check: 401"
+        assert health["status"] == "degraded"  # the stream is refused too
+    finally:
+        agent.terminate()

@@ -177,6 +177,9 @@ class Agent:
         self.tracker: AsyncTracker | None = None
         self.http: httpx.AsyncClient | None = None
         self.upstream_up: bool | None = None
+        # The last forwarded call that failed — no answer, a 5xx, or the agent's key refused
+        # (401/403: every caller would see it) — cleared by the next success.
+        self.last_upstream_error: str | None = None
         self.store: ArtifactStore | None = None
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -218,6 +221,9 @@ class Agent:
                 "User-Agent": f"allotment-agent/{__version__}",
             },
             timeout=httpx.Timeout(10.0, connect=2.0),
+            # As many kept connections as callers are likely to have in flight: a pool
+            # smaller than the concurrency opens and closes a connection per forward.
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
         )
         self._spawn(self._probe())
         self._spawn(self._keep())
@@ -476,6 +482,7 @@ class Agent:
             answer = await self.http.request(scope["method"], path, content=body, headers=headers)
         except httpx.HTTPError as exc:
             self.metrics.upstream_errors.labels("unreachable").inc()
+            self.last_upstream_error = f"{scope['path']}: unreachable ({type(exc).__name__})"
             self.metrics.by[endpoint, "unavailable"].inc()
             log.info("upstream unreachable for %s: %s", scope["path"], exc)
             retry = [(b"retry-after", b"1"), (DECIDED_BY, b"none")]
@@ -491,6 +498,10 @@ class Agent:
             return
         if answer.status_code >= 500:
             self.metrics.upstream_errors.labels("5xx").inc()
+        if answer.status_code >= 500 or answer.status_code in (401, 403):
+            self.last_upstream_error = f"{scope['path']}: {answer.status_code}"
+        elif answer.status_code < 400:
+            self.last_upstream_error = None
         self.metrics.by[endpoint, "upstream"].inc()
         returned = [
             (name.encode(), answer.headers[name].encode("latin-1"))
@@ -565,7 +576,11 @@ class Agent:
         backlog = len(queue.spool) if queue is not None and queue.spool is not None else 0
         return {
             "status": "ok" if self.upstream_up and connected else "degraded",
-            "upstream": {"url": self.settings.upstream, "reachable": self.upstream_up},
+            "upstream": {
+                "url": self.settings.upstream,
+                "reachable": self.upstream_up,
+                "last_error": self.last_upstream_error,
+            },
             "stream_connected": connected,
             "artifacts": {"customers": len(customers), "usable": usable},
             "spool": {
