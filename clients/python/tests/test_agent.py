@@ -322,9 +322,9 @@ async def test_an_artifact_is_never_used_past_grace_until(service: Service, tmp_
             ] == "upstream"
 
             # The upstream gone too: nothing may answer, so 503, never the expired artifact.
-            assert agent.http is not None
-            await agent.http.aclose()
-            agent.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}")
+            assert agent.upstream is not None
+            await agent.upstream.http.aclose()
+            agent.upstream.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}")
             down = await http.post("/v1/check", json=body)
             assert down.status_code == 503
             assert down.headers["content-type"] == "application/problem+json"

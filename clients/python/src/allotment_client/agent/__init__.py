@@ -2,7 +2,10 @@
 events endpoints served on localhost for applications in any language.
 
     settings.py   the options (`--upstream`, `--key`, `--listen`, `--spool`, …)
-    app.py        the ASGI application: local decisions, forwarding, the spool, health
+    app.py        the ASGI application: routes, local decisions, the spool, health
+    upstream.py   forwarding with the agent's key; the upstream's liveness probe
+    asgi.py       reading bodies, sending answers and problems
+    store.py      the verified artifacts kept on disk across restarts
     shapes.py     pure: check bodies, decision documents, OFREP evaluations, problems
     intake.py     pure: `POST /v1/events` in every CloudEvents content mode
     metrics.py    the Prometheus metrics

@@ -28,13 +28,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 import orjson
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from allotment_client import __version__
 from allotment_client.aio import AsyncAllotment
 from allotment_client.artifacts import Artifact
 from allotment_client.events import AsyncTracker, EventQueue
@@ -43,11 +41,21 @@ from allotment_client.models import Decision
 from allotment_client.refresh import AsyncRefresher
 from allotment_client.spool import Spool, event_key
 
+from .asgi import (
+    BY_AGENT,
+    MAX_BODY,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+    respond_problem,
+)
 from .intake import Refused, events_of, problems
 from .metrics import Metrics
 from .settings import AgentSettings
 from .shapes import (
-    PROBLEM_MEDIA_TYPE,
     CheckInput,
     DecisionBytes,
     Invalid,
@@ -57,81 +65,14 @@ from .shapes import (
     is_limit_flag,
     ofrep_context,
     ofrep_input,
-    problem,
 )
 from .store import ArtifactStore
+from .upstream import Upstream
 
 log = logging.getLogger("allotment_client.agent")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON = b"application/json"
-DECIDED_BY = b"allotment-decided-by"
-BY_AGENT = [(DECIDED_BY, b"agent")]
-MAX_BODY = 1_048_576  # the service's default ALLOTMENT_MAX_BODY_BYTES
 OFREP_FLAG = "/ofrep/v1/evaluate/flags/"
-PROBE_INTERVAL_S = 2.0
 STORE_INTERVAL_S = 0.5
-# Headers a forwarded request keeps; the caller's Authorization never leaves the agent.
-FORWARDED_HEADERS = frozenset({b"idempotency-key", b"if-none-match", b"accept"})
-RETURNED_HEADERS = (
-    "content-type",
-    "retry-after",
-    "etag",
-    "www-authenticate",
-    "idempotent-replayed",
-)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > MAX_BODY:
-            raise BodyTooLarge
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def respond(
-    send: Send,
-    status: int,
-    body: bytes | None,
-    content_type: bytes = JSON,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    listed = [*headers]
-    if body is not None:
-        listed.append((b"content-type", content_type))
-    listed.append((b"content-length", b"%d" % len(body or b"")))
-    await send({"type": "http.response.start", "status": status, "headers": listed})
-    await send({"type": "http.response.body", "body": body or b""})
-
-
-async def respond_problem(
-    send: Send,
-    status: int,
-    detail: str,
-    *,
-    errors: list[dict[str, str]] | None = None,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    await respond(send, status, problem(status, detail, errors=errors), PROBLEM_MEDIA_TYPE, headers)
 
 
 class _EventCounts(Collector):
@@ -175,11 +116,7 @@ class Agent:
         self.refresher: AsyncRefresher | None = None
         self.queue: EventQueue | None = None
         self.tracker: AsyncTracker | None = None
-        self.http: httpx.AsyncClient | None = None
-        self.upstream_up: bool | None = None
-        # The last forwarded call that failed — no answer, a 5xx, or the agent's key refused
-        # (401/403: every caller would see it) — cleared by the next success.
-        self.last_upstream_error: str | None = None
+        self.upstream: Upstream | None = None
         self.store: ArtifactStore | None = None
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -214,18 +151,8 @@ class Agent:
         self.queue = EventQueue(source="allotment-agent", spool=spool, durable=True)
         self.tracker = AsyncTracker(self.client, self.queue, interval=settings.flush_interval)
         self.tracker.start()  # a backlog left by a previous run goes first
-        self.http = httpx.AsyncClient(
-            base_url=settings.upstream,
-            headers={
-                "Authorization": f"Bearer {settings.key}",
-                "User-Agent": f"allotment-agent/{__version__}",
-            },
-            timeout=httpx.Timeout(10.0, connect=2.0),
-            # As many kept connections as callers are likely to have in flight: a pool
-            # smaller than the concurrency opens and closes a connection per forward.
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
-        )
-        self._spawn(self._probe())
+        self.upstream = Upstream(settings, self.metrics)
+        self._spawn(self.upstream.probe())
         self._spawn(self._keep())
         log.info(
             "agent for %s on %s:%d, spool %s (%d events waiting, %d artifacts kept)",
@@ -249,23 +176,13 @@ class Agent:
             self.queue.spool.close()
         if self.client is not None:
             await self.client.close()
-        if self.http is not None:
-            await self.http.aclose()
+        if self.upstream is not None:
+            await self.upstream.close()
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _probe(self) -> None:
-        assert self.http is not None
-        while True:
-            try:
-                answer = await self.http.get("/healthz", timeout=1.0)
-                self.upstream_up = answer.status_code < 500
-            except httpx.HTTPError:
-                self.upstream_up = False
-            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _keep(self) -> None:
         """Write new artifacts to the store (docs/agent.md, "restarts")."""
@@ -460,58 +377,9 @@ class Agent:
         body = await read_body(receive)
         await self.forward(scope, body, send, endpoint="ofrep_bulk")
 
-    # -- forwarding -------------------------------------------------------------------
-
     async def forward(self, scope: Scope, body: bytes, send: Send, *, endpoint: str) -> None:
-        """The request, sent upstream with the agent's key; its answer passed back as it
-        came. No answer at all: 503 problem+json (OFREP: 429 with Retry-After, the
-        protocol's "come back later")."""
-        assert self.http is not None
-        # The body was read as JSON here, whatever the caller labelled it (`curl -d` says
-        # form-urlencoded): the upstream is told what it is.
-        headers = [
-            (name.decode(), value.decode("latin-1"))
-            for name, value in scope["headers"]
-            if name in FORWARDED_HEADERS
-        ]
-        headers.append(("content-type", "application/json"))
-        path = scope["path"] + (
-            ("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else ""
-        )
-        try:
-            answer = await self.http.request(scope["method"], path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            self.metrics.upstream_errors.labels("unreachable").inc()
-            self.last_upstream_error = f"{scope['path']}: unreachable ({type(exc).__name__})"
-            self.metrics.by[endpoint, "unavailable"].inc()
-            log.info("upstream unreachable for %s: %s", scope["path"], exc)
-            retry = [(b"retry-after", b"1"), (DECIDED_BY, b"none")]
-            if endpoint.startswith("ofrep"):
-                await respond(send, 429, None, headers=retry)
-            else:
-                await respond_problem(
-                    send,
-                    503,
-                    "The upstream cannot be reached and no artifact the agent holds decides this",
-                    headers=retry,
-                )
-            return
-        if answer.status_code >= 500:
-            self.metrics.upstream_errors.labels("5xx").inc()
-        if answer.status_code >= 500 or answer.status_code in (401, 403):
-            self.last_upstream_error = f"{scope['path']}: {answer.status_code}"
-        elif answer.status_code < 400:
-            self.last_upstream_error = None
-        self.metrics.by[endpoint, "upstream"].inc()
-        returned = [
-            (name.encode(), answer.headers[name].encode("latin-1"))
-            for name in RETURNED_HEADERS
-            if name in answer.headers
-        ]
-        returned.append((DECIDED_BY, b"upstream"))
-        listed = [*returned, (b"content-length", b"%d" % len(answer.content))]
-        await send({"type": "http.response.start", "status": answer.status_code, "headers": listed})
-        await send({"type": "http.response.body", "body": answer.content})
+        assert self.upstream is not None
+        await self.upstream.forward(scope, body, send, endpoint=endpoint)
 
     # -- events -----------------------------------------------------------------------
 
@@ -574,12 +442,14 @@ class Agent:
         usable = sum(1 for c in customers if cache is not None and cache.get(c, now) is not None)
         connected = bool(self.refresher is not None and self.refresher.connected.is_set())
         backlog = len(queue.spool) if queue is not None and queue.spool is not None else 0
+        upstream = self.upstream
+        reachable = upstream.up if upstream is not None else None
         return {
-            "status": "ok" if self.upstream_up and connected else "degraded",
+            "status": "ok" if reachable and connected else "degraded",
             "upstream": {
                 "url": self.settings.upstream,
-                "reachable": self.upstream_up,
-                "last_error": self.last_upstream_error,
+                "reachable": reachable,
+                "last_error": upstream.last_error if upstream is not None else None,
             },
             "stream_connected": connected,
             "artifacts": {"customers": len(customers), "usable": usable},
@@ -601,6 +471,6 @@ class Agent:
         self.metrics.spool_backlog.set(health["spool"]["backlog"])
         self.metrics.artifacts.set(health["artifacts"]["usable"])
         self.metrics.stream_connected.set(1 if health["stream_connected"] else 0)
-        self.metrics.upstream_up.set(1 if self.upstream_up else 0)
+        self.metrics.upstream_up.set(1 if health["upstream"]["reachable"] else 0)
         page = generate_latest(self.metrics.registry)
         await respond(send, 200, page, b"text/plain; version=0.0.4; charset=utf-8")
