@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e 'clients/python[openfeature]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e 'clients/python[agent,openfeature]'
 	touch $@
 
 install: $(INSTALLED)

@@ -155,3 +155,31 @@ async def test_a_bad_setting_is_named_in_one_line(stores: Any) -> None:
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "invalid configuration: ALLOTMENT_ARTIFACT_GRACE_S" in result.stderr
+
+
+async def test_allotment_agent_hands_its_options_to_the_client_agent(
+    stores: Any, tmp_path: Path
+) -> None:
+    from allotment_client.spool import Spool
+
+    shown = await run_cli(stores, "agent", "--help")
+    assert shown.returncode == 0 and "--upstream" in shown.stdout and "--spool" in shown.stdout
+    missing = await run_cli(stores, "agent", "--key", "k")
+    assert missing.returncode == 2 and "--upstream" in missing.stderr
+    held = Spool(tmp_path)  # another agent holds this spool: a one-line refusal, no traceback
+    try:
+        refused = await run_cli(
+            stores,
+            "agent",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--key",
+            "k",
+            "--spool",
+            str(tmp_path),
+        )
+    finally:
+        held.close()
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith("is held by another agent")
+    assert "Traceback" not in refused.stderr

@@ -385,6 +385,25 @@ def policy_publish(file: Path, force: bool) -> None:
     )
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """The sidecar agent (docs/agent.md): allotment agent --upstream URL --key KEY
+    [--listen 127.0.0.1:7070] [--spool DIR] ... (`allotment agent --help` lists them)."""
+    # The agent lives in the client distribution, deployable without the server's
+    # dependencies; this command hands it its arguments unchanged.
+    try:
+        from allotment_client.agent.cli import main as agent_main
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the agent needs it: pip install 'allotment-client[agent]' ({exc})"
+        ) from None
+    agent_main(list(args))
+
+
 from allotment.signing.commands import artifact_group, keys_group  # noqa: E402
 
 main.add_command(keys_group)

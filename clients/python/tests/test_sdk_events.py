@@ -98,3 +98,25 @@ async def test_events_spooled_while_unreachable_are_delivered_once_when_it_is_ba
     spool = Spool(tmp_path)
     assert len(spool) == 0
     spool.close()
+
+
+async def test_large_events_are_sent_in_batches_the_service_takes_and_one_too_large_is_refused(
+    service: Service, tmp_path: Path
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    source = f"sdk-{uuid.uuid4().hex[:8]}"
+    pad = "x" * 200_000
+    async with AsyncAllotment(
+        service.url, service.key, source=source, spool=tmp_path / "spool", flush_interval=0.05
+    ) as sdk:
+        for _ in range(6):  # 1.2 MB in all: one batch would be refused (413)
+            sdk.track("api.call", customer, {"count": 1, "pad": pad})
+        huge = sdk.track("api.call", customer, {"count": 100, "pad": "y" * 1_200_000})
+        after = [sdk.track("api.call", customer, {"count": 1}) for _ in range(3)]
+        assert await sdk.flush(60)
+        queue = sdk._tracker.queue if sdk._tracker else None
+        assert queue is not None and queue.refused_total == 1
+        assert [event["id"] for event, _ in queue.refused] == [huge]
+    assert await service.scalar(IDS, source=source) == 9
+    assert await service.scalar(COUNTED, customer=customer) == 9
+    assert len(after) == 3

@@ -86,3 +86,16 @@ def test_sigkill_mid_append_loses_nothing_that_was_acknowledged(tmp_path: Path) 
     assert len(ids) >= written  # every append that returned is there
     assert ids == [f"e-{n}" for n in range(len(ids))]  # in order, nothing twice, no gap
     spool.close()
+
+
+def test_a_durable_queue_spools_a_batch_before_add_many_returns(tmp_path: Path) -> None:
+    from allotment_client.events import EventQueue
+
+    queue = EventQueue(spool=Spool(tmp_path / "q"), durable=True)
+    queue.add_many([event(n) for n in range(3)])
+    assert queue.wake.is_set() and queue.backlog() == 3
+    assert queue.spool is not None
+    queue.spool.close()
+    assert [e["id"] for e in Spool(tmp_path / "q").pending()] == ["e-0", "e-1", "e-2"]
+    with pytest.raises(ValueError):
+        EventQueue().add_many([event(0)])

@@ -4,7 +4,11 @@ batches, and a file spool keeps them while the service cannot be reached.
     EventQueue(source=, spool=, batch_size=, durable=)   the state, shared (no I/O but the spool's)
       .event(type, customer, data, …)  → a CloudEvent with its id and time fixed once
       .add(event)                         buffer it (durable=True: spool it first, fsync)
-      .take()                             the next batch to send: spooled events first
+      .add_many(events)                   durable: spool them all with one fsync
+      .take()                             the next batch to send: spooled events first, at
+                                          most batch_size events and max_batch_bytes encoded
+      .too_large(batch, …)                the service answered 413: cut smaller, or refuse
+                                          the one event too large for it
       .delivered(batch, answer)           the service answered: acknowledge the batch
       .undelivered(batch)                 it did not: spool the batch, try again later
     Tracker(client, queue)               a sender thread for the sync client
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import json
 import logging
 import threading
 import time
@@ -32,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from allotment_client import _calls
+from allotment_client.errors import AllotmentError
 from allotment_client.spool import Spool, event_key
 
 if TYPE_CHECKING:
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("allotment_client.events")
 
 MAX_BATCH = 1000  # the service's limit per request
+# Half the service's default body limit (ALLOTMENT_MAX_BODY_BYTES, 1 MiB): a batch is cut
+# at this encoded size, so large events never make a batch the service refuses (413).
+MAX_BATCH_BYTES = 512 * 1024
+MIN_BATCH_BYTES = 16 * 1024
 SPEC_VERSION = "1.0"
 
 
@@ -53,18 +64,21 @@ class EventQueue:
         batch_size: int = 500,
         max_buffered: int = 100_000,
         durable: bool = False,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
         if durable and spool is None:
             raise ValueError("durable=True needs a spool")
         self.source = source
         self.spool = spool
         self.batch_size = min(batch_size, MAX_BATCH)
+        self.max_batch_bytes = max_batch_bytes
         self.max_buffered = max_buffered
         self.durable = durable
         self.buffer: collections.deque[dict[str, Any]] = collections.deque()
         self.refused: collections.deque[tuple[dict[str, Any], Any]] = collections.deque(maxlen=1000)
         self.unreachable = False  # the last send failed: buffer into the spool meanwhile
         self.sent = 0
+        self.refused_total = 0  # every event the service refused (`refused` keeps the last)
         self.dropped = 0
         self.in_flight = 0
         self.wake = threading.Event()
@@ -112,6 +126,14 @@ class EventQueue:
         if len(self.buffer) >= self.batch_size or self.durable:
             self.wake.set()
 
+    def add_many(self, events: Sequence[dict[str, Any]]) -> None:
+        """Spool `events` durably, all with one write and one fsync (a batch a caller
+        handed over at once: the sidecar agent's `POST /v1/events`). Needs `durable=True`."""
+        if not self.durable or self.spool is None:
+            raise ValueError("add_many() is for a durable queue")
+        self.spool.append(events)
+        self.wake.set()
+
     def backlog(self) -> int:
         return len(self.buffer) + (len(self.spool) if self.spool is not None else 0)
 
@@ -121,15 +143,41 @@ class EventQueue:
         if self.spool is not None:
             if self.unreachable and self.buffer:
                 self._spool_buffer()
-            batch = self.spool.pending(self.batch_size)
+            batch = self._within_bytes(self.spool.pending(self.batch_size))
             if batch:
                 self.in_flight = len(batch)
                 return batch, True
-        batch = []
-        while self.buffer and len(batch) < self.batch_size:
-            batch.append(self.buffer.popleft())
+        batch = self._within_bytes(list(itertools.islice(self.buffer, self.batch_size)))
+        for _ in batch:
+            self.buffer.popleft()
         self.in_flight = len(batch)
         return batch, False
+
+    def _within_bytes(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The longest prefix of `events` whose encoding stays within `max_batch_bytes`
+        (at least one event: one too large alone is the service's to refuse)."""
+        size = 2
+        for index, event in enumerate(events):
+            size += len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+            if size > self.max_batch_bytes and index > 0:
+                return events[:index]
+        return events
+
+    def too_large(self, batch: Sequence[dict[str, Any]], spooled: bool, error: Any) -> None:
+        """The service refused the batch as too large (413). Several events: smaller
+        batches from now on, and this one goes back to be cut again. One event: it is
+        refused for good — too large for the service, it would block every later event."""
+        self.in_flight = 0
+        if len(batch) > 1:
+            self.max_batch_bytes = max(MIN_BATCH_BYTES, self.max_batch_bytes // 2)
+            if not spooled:
+                self.buffer.extendleft(reversed(batch))
+            return
+        self.refused.append((batch[0], {"status": 413, "detail": str(error)}))
+        self.refused_total += 1
+        log.warning("event %s refused as too large: %s", event_key(batch[0]), error)
+        if spooled and self.spool is not None:
+            self.spool.acknowledge([event_key(batch[0])])
 
     def _spool_buffer(self) -> None:
         assert self.spool is not None
@@ -147,6 +195,7 @@ class EventQueue:
                     index = item.get("index") if isinstance(item, Mapping) else None
                     if isinstance(index, int) and 0 <= index < len(batch):
                         self.refused.append((batch[index], item))
+                        self.refused_total += 1
                         log.warning("event %s refused: %s", event_key(batch[index]), item)
         if spooled and self.spool is not None:
             self.spool.acknowledge(event_key(event) for event in batch)
@@ -203,7 +252,18 @@ class Tracker:
                     break
                 try:
                     answer = self.client._send(_calls.send_events(batch))
-                except Exception as exc:  # AllotmentError, or an answer that is not JSON
+                except AllotmentError as exc:
+                    if exc.status == 413:
+                        self.queue.too_large(batch, spooled, exc)
+                        continue
+                    self.queue.undelivered(batch, spooled)
+                    self.queue.in_flight = 0
+                    log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())
+                    if self._stop:
+                        break
+                    self.queue.wake.wait(backoff.next())
+                    continue
+                except Exception as exc:  # an answer that is not JSON
                     self.queue.undelivered(batch, spooled)
                     self.queue.in_flight = 0
                     log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())
@@ -279,7 +339,18 @@ class AsyncTracker:
                     break
                 try:
                     answer = await self.client._send(_calls.send_events(batch))
-                except Exception as exc:  # AllotmentError, or an answer that is not JSON
+                except AllotmentError as exc:
+                    if exc.status == 413:
+                        await asyncio.to_thread(self.queue.too_large, batch, spooled, exc)
+                        continue
+                    await asyncio.to_thread(self.queue.undelivered, batch, spooled)
+                    self.queue.in_flight = 0
+                    log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())
+                    if self._stop:
+                        break
+                    await self._pause(backoff.next())
+                    continue
+                except Exception as exc:  # an answer that is not JSON
                     await asyncio.to_thread(self.queue.undelivered, batch, spooled)
                     self.queue.in_flight = 0
                     log.info("events not delivered (%s); %d waiting", exc, self.queue.backlog())

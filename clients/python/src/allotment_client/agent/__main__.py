@@ -1,0 +1,3 @@
+from allotment_client.agent.cli import main
+
+main()
