@@ -10,7 +10,6 @@ feature's `on_outage` (deny by default).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -210,7 +209,11 @@ class Checker:
             return decisions
         verdicts = evaluator.evaluate_many(snapshot, features, base, now, gates=self.gates)
         # One increment per reason, not per decision (each takes the metric's lock).
-        for (allowed, reason), n in Counter((v.allowed, v.reason) for v in verdicts).items():
+        tally: dict[tuple[bool, str], int] = {}
+        for verdict in verdicts:
+            key = (verdict.allowed, verdict.reason)
+            tally[key] = tally.get(key, 0) + 1
+        for (allowed, reason), n in tally.items():
             self._count(allowed, reason, n)
         return [
             self.document(base, verdict, snapshot, stale, now, None, decision_id, name, False)
