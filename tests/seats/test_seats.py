@@ -177,3 +177,18 @@ async def test_allocations_are_counted_in_metrics(
     await assign(client, backend, "ann")
     await assign(client, backend, "ann")  # already held: not a second grant
     assert granted((await client.get("/metrics")).text) == before + 1
+
+
+async def test_a_subject_with_a_slash_is_released_raw_or_percent_encoded(
+    client: httpx.AsyncClient, backend: dict[str, str], team: str
+) -> None:
+    """docs/seats.md allows "/" in a subject; its seat must be releasable (it used to be a
+    404 'no route', the seat held against the limit for good)."""
+    for subject, path in (("team/ann", "team/ann"), ("ops/bob/x", "ops%2Fbob%2Fx")):
+        assert (await assign(client, backend, subject)).status_code == 201
+        released = await client.delete(f"/v1/customers/acme/seats/{path}", headers=backend)
+        assert released.status_code == 204, released.text
+        gone = await client.delete(f"/v1/customers/acme/seats/{path}", headers=backend)
+        assert gone.status_code == 404 and gone.json()["type"].endswith("/seat-not-found")
+    listed = (await client.get("/v1/customers/acme/seats", headers=backend)).json()
+    assert listed["items"] == []

@@ -48,7 +48,9 @@ async def assign_seat(
     return await idempotency.respond(assignment.read(), status=201 if assignment.created else 200)
 
 
-@router.delete("/v1/customers/{key}/seats/{subject}", status_code=204)
+# `:path`: a subject may hold "/" (docs/seats.md), which arrives decoded even when sent as
+# %2F, so the route takes the rest of the path as the subject.
+@router.delete("/v1/customers/{key}/seats/{subject:path}", status_code=204)
 async def release_seat(
     key: CustomerKey, subject: Subject, principal: Backend, session: SessionDep
 ) -> Response:
