@@ -212,3 +212,30 @@ def test_a_first_serve_without_demo_prints_an_admin_key_once(tmp_path: Path) -> 
         assert "alm_" not in second.output_until_ready()
     finally:
         assert second.interrupt() == 0
+
+
+def test_sigterm_stops_the_embedded_servers_and_a_dead_user_does_not_pin_them(
+    tmp_path: Path,
+) -> None:
+    """`kill` (SIGTERM), as a service manager stops it, used to end the process before the
+    embedded servers were stopped: PostgreSQL ran on, and its list of users kept the dead
+    pid, so no later run ever stopped it either."""
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    first = Served(data_dir, port, "--migrate")
+    first.output_until_ready()
+    children = psutil.Process(first.proc.pid).children(recursive=True)
+    first.proc.send_signal(signal.SIGTERM)
+    first.proc.wait(timeout=60)
+    psutil.wait_procs(children, timeout=10)
+    assert _embedded_alive(data_dir) == []
+
+    # A user killed outright (SIGKILL) stays in pgserver's list; the next run prunes it.
+    handles = data_dir / "pg" / ".handle_pids.json"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    second = Served(data_dir, port, "--migrate")
+    second.output_until_ready()
+    handles.write_text(json.dumps([gone.pid, *json.loads(handles.read_text())]))
+    assert second.interrupt() == 0
+    assert _embedded_alive(data_dir) == []

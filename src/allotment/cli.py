@@ -49,6 +49,10 @@ def _servers() -> Any:
         servers.stop()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _bus(settings: Any) -> tuple[Any, Any]:
     """The servers' Redis and bus (None, None without Redis): a change made by a command (a
     publish, a key revoked, a lease reaped) reaches running workers at once, as one made
@@ -172,6 +176,10 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
     settings = get_settings()
     host = host or settings.host
     port = port or settings.port
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler
+    # found before it: with the default one the process died there, before the embedded
+    # servers were stopped. This one unwinds, so they are (docs/architecture.md).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with _servers() as servers:
         if migrate:
             upgrade(servers.database_url)

@@ -59,10 +59,26 @@ class Servers:
         os.environ["ALLOTMENT_REDIS_URL"] = self.redis_url
 
 
+def _prune_dead(handles: Path) -> None:
+    """Drop the pids of processes gone without leaving (SIGKILL) from pgserver's list of
+    users: pgserver stops the server only when the list is its caller alone, so one dead
+    pid would keep it running for good (call with the lock held)."""
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        return
+    alive = [p for p in pids if p == os.getpid() or _alive(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
 def _start_postgres(data_dir: Path, database: str) -> tuple[str, Any]:
     import pgserver
 
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    lock, handles = data_dir / "pg.lock", data_dir / "pg" / ".handle_pids.json"
+    with _locked(lock):
+        _prune_dead(handles)
+        server = pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
     admin_uri = server.get_uri("postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute(
@@ -70,7 +86,13 @@ def _start_postgres(data_dir: Path, database: str) -> tuple[str, Any]:
         ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
-    return server.get_uri(database), server.cleanup
+
+    def stop() -> None:
+        with _locked(lock):
+            _prune_dead(handles)
+            server.cleanup()  # stops PostgreSQL when this process was its last user
+
+    return server.get_uri(database), stop
 
 
 @contextlib.contextmanager
