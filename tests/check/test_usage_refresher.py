@@ -26,6 +26,8 @@ async def _no_background_pass(app: Any, monkeypatch: Any) -> None:
     cache = app.state.checker.usage
     await cache.stop()
     monkeypatch.setattr(cache, "start", lambda: None)  # restored after the test
+    # Bases read whole count as read at once here (no spreading), so ages are exact.
+    monkeypatch.setattr(cache, "_base_age", lambda sent: sent)
 
 
 async def _setup(client: httpx.AsyncClient, admin: dict[str, str], app: Any) -> Any:
@@ -261,3 +263,16 @@ async def test_passes_start_on_a_cadence_whatever_they_take() -> None:
     # each pass's end instead, they would be 0.9 s apart; the bound leaves the loop 0.3 s.
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert all(0.49 <= gap < 0.8 for gap in gaps), gaps
+
+
+async def test_bases_read_together_come_due_spread_over_half_of_base_s(app: Any) -> None:
+    """A wave of customers read whole together (a restart, the hour's turn) would come due
+    for their next whole read in the same pass 30 s later; each counts as read up to half of
+    `base_s` earlier, at random, never later than it was."""
+    from allotment.check.meter_use import UsageCache
+
+    cache = UsageCache(maker=None, base_s=30.0)  # type: ignore[arg-type]
+    ages = [1000.0 - cache._base_age(1000.0) for _ in range(200)]
+    assert all(0.0 <= age <= 15.0 for age in ages)
+    assert len({round(age, 3) for age in ages}) > 150  # spread, not one instant
+    assert max(ages) - min(ages) > 10.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -313,7 +314,8 @@ class UsageCache:
                 entry = known.get(key)
                 if entry is None:
                     bases, hours = found[customer_id]
-                    read = _Entry(sent, sent, hour, bases, hours, _usage(bases, hours, now))
+                    usage = _usage(bases, hours, now)
+                    read = _Entry(sent, self._base_age(sent), hour, bases, hours, usage)
                 else:
                     hours = hours_of.get(customer_id, {})
                     same = hours == entry.hours  # unchanged since the last read: totals stand
@@ -326,6 +328,13 @@ class UsageCache:
                 if not future.done():
                     future.set_result(usage)
             _DEMAND_TOTAL.observe(time.monotonic() - started)
+
+    def _base_age(self, sent: float) -> float:
+        """When a base read whole at `sent` counts as read: up to half of `base_s` earlier,
+        at random. Customers read together (a restart, a wave of new ones, the hour's turn)
+        then come due for their next whole read over fifteen seconds, not in the same pass;
+        a base is never reread later than `base_s` after its read."""
+        return sent - random.uniform(0.0, self.base_s / 2)
 
     def _keep(self, key: str, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -401,7 +410,7 @@ class UsageCache:
                     bases, hours = found[customer_id]
                     usage = _usage(bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(sent, sent, hour, bases, hours, usage)
+                        key, entry, _Entry(sent, self._base_age(sent), hour, bases, hours, usage)
                     )
             for chunk in _chunks(partial):
                 sent = time.monotonic()
