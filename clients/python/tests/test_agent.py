@@ -430,3 +430,37 @@ async def test_a_refused_agent_key_shows_in_health(service: Service, tmp_path: P
         assert health["status"] == "degraded"  # the stream is refused too
     finally:
         agent.terminate()
+
+
+async def test_events_with_a_time_the_service_refuses_are_rejected_not_spooled(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent()
+    base = {"specversion": "1.0", "source": "agent-time", "type": "api.call", "subject": customer}
+    batch = [
+        {**base, "id": "t-0", "time": "yesterday"},
+        {**base, "id": "t-1", "time": "2026-11-29T10:00:00"},  # no offset
+        {**base, "id": "t-2", "tenant": ""},
+        {**base, "id": "t-3"},
+    ]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        answer = await http.post(
+            "/v1/events",
+            content=httpx.Request("POST", "/", json=batch).content,
+            headers={"Content-Type": "application/cloudevents-batch+json"},
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["spooled"] == 1
+        rejected = answer.json()["rejected"]
+        assert [(r["index"], r["errors"][0]["path"]) for r in rejected] == [
+            (0, "time"),
+            (1, "time"),
+            (2, "tenant"),
+        ]
+        single = await http.post(
+            "/v1/events",
+            json={**base, "id": "t-4", "time": "yesterday"},
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert single.status_code == 422, single.text
