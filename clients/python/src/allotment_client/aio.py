@@ -26,7 +26,7 @@ from allotment_client._http import Call, RetryPolicy
 from allotment_client.artifacts import Artifact
 from allotment_client.errors import AllotmentError, Gone
 from allotment_client.events import AsyncTracker, EventQueue
-from allotment_client.local import ArtifactCache, decide
+from allotment_client.local import ArtifactCache, check_feature_name, decide
 from allotment_client.models import Decision
 from allotment_client.refresh import AsyncRefresher
 
@@ -127,6 +127,7 @@ class AsyncAllotment:
     ) -> Decision:
         """May `customer` (this subject, instance, tenant) use `feature` now?"""
         if self.refresher is not None:
+            check_feature_name(feature)  # as the service would: a 422, not feature_unknown
             now = time.time()
             self.refresher.start()
             artifact = await self.refresher.artifact(customer, now)

@@ -211,6 +211,7 @@ class Artifact:
         """The answer for a feature the artifact's catalog does not have."""
         found = self.unknown.get(feature)
         if found is None:
+            revision = self.claims.get("contract_revision")
             found = Decision(
                 allowed=False,
                 reason="feature_unknown",
@@ -218,6 +219,7 @@ class Artifact:
                 customer=self.customer,
                 detail=f"'{feature}' is not a feature of policy version {self.policy_version}",
                 policy_version=self.policy_version,
+                contract_revision=revision if isinstance(revision, int) else None,
                 local=True,
             )
             if len(self.unknown) < 1024:  # a caller probing random names stays bounded
@@ -326,6 +328,7 @@ def _entries(
 ) -> dict[str, FeatureEntry]:
     customer = str(claims["sub"])
     version = claims.get("policy_version")
+    revision = claims.get("contract_revision")
     limits: dict[str, Any] = _object(claims.get("limits"))
     meters: dict[str, Any] = _object(limits.get("meters"))
     bound = _object(claims.get("instance")).get("fingerprint")
@@ -344,6 +347,7 @@ def _entries(
                 feature=item["feature"],
                 customer=customer,
                 policy_version=version if isinstance(version, int) else None,
+                contract_revision=revision if isinstance(revision, int) else None,
                 local=True,
                 **extra,
             )

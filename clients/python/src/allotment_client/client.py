@@ -26,7 +26,7 @@ from allotment_client._http import Call, RetryPolicy
 from allotment_client.artifacts import Artifact
 from allotment_client.errors import AllotmentError, Gone
 from allotment_client.events import EventQueue, Tracker
-from allotment_client.local import ArtifactCache, decide
+from allotment_client.local import ArtifactCache, check_feature_name, decide
 from allotment_client.models import Decision
 from allotment_client.refresh import Refresher
 
@@ -126,6 +126,7 @@ class Allotment:
     ) -> Decision:
         """May `customer` (this subject, instance, tenant) use `feature` now?"""
         if self.refresher is not None:
+            check_feature_name(feature)  # as the service would: a 422, not feature_unknown
             now = time.time()
             artifact = self.refresher.artifact(customer, now)
             if artifact is not None:

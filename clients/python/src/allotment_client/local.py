@@ -31,6 +31,7 @@ import base64
 import dataclasses
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -40,10 +41,44 @@ from typing import Any
 from allotment_client import _calls
 from allotment_client._http import Call
 from allotment_client.artifacts import LIVE_INPUTS, Artifact, KeySet, rule_inputs, verify
-from allotment_client.errors import AllotmentError, ArtifactInvalid, Conflict, Forbidden
+from allotment_client.errors import (
+    AllotmentError,
+    ArtifactInvalid,
+    Conflict,
+    Forbidden,
+    ValidationError,
+)
 from allotment_client.models import Decision
 
 GRACE_WARNING = "grace_period"
+FEATURE_PATTERN = "^[a-z][a-z0-9_]{0,62}$"  # the service's (docs/check.md)
+_FEATURE = re.compile(FEATURE_PATTERN)
+
+
+def check_feature_name(feature: str) -> None:
+    """Raise the ValidationError the service answers (422) for a name that cannot be a
+    feature's, so a local check and the service agree on invalid input."""
+    if isinstance(feature, str) and _FEATURE.fullmatch(feature):
+        return
+    message = f"String should match pattern '{FEATURE_PATTERN}'"
+    errors = [{"path": "feature", "message": message}]
+    detail = "The request is not valid; see `errors` for each problem."
+    raise ValidationError(
+        detail,
+        type="validation-error",
+        title="Validation failed",
+        errors=errors,
+        problem={
+            "type": "https://allotment.dev/problems/validation-error",
+            "title": "Validation failed",
+            "status": 422,
+            "detail": detail,
+            "instance": "/v1/check",
+            "errors": errors,
+        },
+    )
+
+
 JWKS_MAX_AGE_S = 300  # the key set's Cache-Control max-age (docs/artifacts.md)
 
 
