@@ -464,3 +464,28 @@ async def test_events_with_a_time_the_service_refuses_are_rejected_not_spooled(
             headers={"Content-Type": "application/cloudevents+json"},
         )
         assert single.status_code == 422, single.text
+
+
+async def test_customers_the_service_does_not_know_are_not_held_nor_refetched(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent("--max-customers", "3")
+    ghosts = [f"ghost-{uuid.uuid4().hex[:8]}-{n}" for n in range(10)]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        for ghost in ghosts:
+            answer = await http.post("/v1/check", json={"customer": ghost, "feature": "reports"})
+            assert answer.status_code == 200 and answer.json()["reason"] == "customer_unknown"
+        await _sleep(1.0)  # the fetches answered 404
+        for ghost in ghosts:  # forwarded, not fetched again
+            answer = await http.post("/v1/check", json={"customer": ghost, "feature": "reports"})
+            assert answer.json()["reason"] == "customer_unknown"
+            assert answer.headers.get("allotment-decided-by") != "agent"
+        health = (await http.get("/healthz")).json()
+        assert health["artifacts"]["customers"] == 0, health
+        # Ghosts take no place under --max-customers: a real customer is still held.
+        reports = await decided_locally(
+            http, "/v1/check", {"customer": customer, "feature": "reports"}
+        )
+        assert reports.json()["allowed"] is True
+        assert (await http.get("/healthz")).json()["artifacts"]["customers"] == 1

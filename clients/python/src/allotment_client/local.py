@@ -80,6 +80,7 @@ def check_feature_name(feature: str) -> None:
 
 
 JWKS_MAX_AGE_S = 300  # the key set's Cache-Control max-age (docs/artifacts.md)
+UNKNOWN_S = 60.0  # a customer the service said does not exist (404): not asked again for this
 
 
 def decide(
@@ -173,6 +174,7 @@ class ArtifactCache:
         self.keys: KeySet | None = None
         self.rules: dict[int, Mapping[str, frozenset[str]] | None] = {}
         self._held: dict[str, _Held] = {}
+        self._unknown: dict[str, float] = {}  # customer → until when it is known not to exist
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.generation = 0  # moves with every put, failure and stale(): see wait()
@@ -198,9 +200,35 @@ class ArtifactCache:
             return artifact
         return None
 
-    def knows(self, customer: str) -> bool:
-        """True once a fetch for the customer was attempted (success or failure)."""
-        return customer in self._held
+    def knows(self, customer: str, now: float | None = None) -> bool:
+        """True once a fetch for the customer was attempted (success or failure), or while
+        the service's 404 for it is remembered (UNKNOWN_S: its checks go to the service,
+        which answers customer_unknown, and nothing fetches it on a schedule)."""
+        if customer in self._held:
+            return True
+        until = self._unknown.get(customer)
+        if until is None:
+            return False
+        if until > (time.time() if now is None else now):
+            return True
+        self._unknown.pop(customer, None)
+        return False
+
+    def unknown(self, customer: str, now: float | None = None) -> None:
+        """The service has no such customer (404): forget it, and remember that for
+        UNKNOWN_S, so it is neither held, nor refreshed, nor fetched again meanwhile."""
+        at = time.time() if now is None else now
+        with self._changed:
+            self._held.pop(customer, None)
+            if len(self._unknown) >= 10_000:  # a caller naming random customers stays bounded
+                for name, until in list(self._unknown.items()):
+                    if until <= at:
+                        del self._unknown[name]
+                if len(self._unknown) >= 10_000:
+                    self._unknown.clear()
+            self._unknown[customer] = at + UNKNOWN_S
+            self.generation += 1
+            self._changed.notify_all()
 
     def customers(self) -> list[str]:
         return list(self._held)
@@ -332,9 +360,10 @@ def fetch_artifact(
         cache.put(customer, artifact)
         return artifact
     except Exception as exc:  # whatever failed, the next try waits its back-off
-        cache.failed(customer, exc)
         if isinstance(exc, AllotmentError) and exc.status == 404:
+            cache.unknown(customer)  # not retried on a schedule: remembered a while
             return None
+        cache.failed(customer, exc)
         raise
 
 
