@@ -69,6 +69,7 @@ class AsyncAllotment:
         self.artifacts: ArtifactCache | None = None
         self.refresher: AsyncRefresher | None = None
         self._machine = fingerprint
+        self._registered: dict[str, str] = {}  # instance id → fingerprint, registered here
         if local:
             self.artifacts = ArtifactCache(fingerprint=fingerprint, ttl=artifact_ttl)
             self.refresher = AsyncRefresher(self, self.artifacts, stream=stream)
@@ -290,7 +291,7 @@ class AsyncAllotment:
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        return await self._send(
+        registered: dict[str, Any] = await self._send(
             _calls.register_instance(
                 customer,
                 fingerprint,
@@ -301,12 +302,21 @@ class AsyncAllotment:
                 idempotency_key=idempotency_key,
             )
         )
+        if isinstance(registered, dict) and "id" in registered:
+            self._registered[str(registered["id"])] = fingerprint
+        return registered
 
     async def renew_instance(self, instance_id: str) -> dict[str, Any]:
         return await self._send(_calls.renew_instance(instance_id))
 
     async def deregister_instance(self, instance_id: str) -> None:
-        await self._send(_calls.deregister_instance(instance_id))
+        try:
+            await self._send(_calls.deregister_instance(instance_id))
+        finally:
+            # Local mode: an artifact bound to that instance must not outlive its lease
+            # here (the fingerprint is known when this client registered it).
+            if self.artifacts is not None:
+                self.artifacts.unbind(self._registered.pop(instance_id, None))
 
     async def instances(
         self, customer: str, *, limit: int | None = None, cursor: str | None = None

@@ -191,6 +191,21 @@ class ArtifactCache:
             self.generation += 1
             self._changed.notify_all()
 
+    def unbind(self, fingerprint: str | None = None) -> None:
+        """This client deregistered an instance (`fingerprint`; None: not known): drop the
+        artifacts bound to it at once — their checks go to the service until a fresh one
+        (customer-level, the lease being gone) is fetched, which starts now."""
+        with self._changed:
+            for held in self._held.values():
+                artifact = held.artifact
+                if artifact is None or artifact.bound is None:
+                    continue
+                if fingerprint is None or artifact.bound == fingerprint:
+                    held.artifact = None
+                    held.refresh_at = 0.0
+            self.generation += 1
+            self._changed.notify_all()
+
     def get(self, customer: str, now: float | None = None) -> Artifact | None:
         held = self._held.get(customer)
         if held is None or held.artifact is None:
