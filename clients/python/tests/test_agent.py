@@ -489,3 +489,43 @@ async def test_customers_the_service_does_not_know_are_not_held_nor_refetched(
         )
         assert reports.json()["allowed"] is True
         assert (await http.get("/healthz")).json()["artifacts"]["customers"] == 1
+
+
+async def test_health_and_metrics_count_acknowledged_apart_from_refused(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent()
+    source = f"agent-{uuid.uuid4().hex[:8]}"
+    batch = [
+        {
+            "specversion": "1.0",
+            "id": f"e-{n}",
+            "source": source,
+            "type": "api.call",
+            "subject": customer if n < 8 else f"nobody-{uuid.uuid4().hex[:8]}",
+            "data": {"count": 1},
+        }
+        for n in range(12)
+    ]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        health = (await http.get("/healthz")).json()
+        assert health["spool"]["directory"] is not None, health  # even with nothing waiting
+        answer = await http.post(
+            "/v1/events",
+            content=httpx.Request("POST", "/", json=batch).content,
+            headers={"Content-Type": "application/cloudevents-batch+json"},
+        )
+        assert answer.status_code == 202 and answer.json()["spooled"] == 12
+        started = time.monotonic()
+        while True:
+            health = (await http.get("/healthz")).json()
+            if health["events"]["delivered"] + health["events"]["refused"] >= 12:
+                break
+            assert time.monotonic() - started < 30, health
+            await _sleep(0.1)
+        assert health["events"] == {"delivered": 8, "refused": 4}, health
+        assert health["spool"]["directory"] is not None and health["spool"]["backlog"] == 0
+        page = (await http.get("/metrics")).text
+        assert 'allotment_agent_events_delivered_total{result="acknowledged"} 8.0' in page
+        assert 'allotment_agent_events_delivered_total{result="refused"} 4.0' in page

@@ -175,7 +175,8 @@ class EventQueue:
         self.buffer: collections.deque[dict[str, Any]] = collections.deque()
         self.refused: collections.deque[tuple[dict[str, Any], Any]] = collections.deque(maxlen=1000)
         self.unreachable = False  # the last send failed: buffer into the spool meanwhile
-        self.sent = 0
+        self.sent = 0  # events in batches the service answered (refused ones included)
+        self.acknowledged = 0  # of those, the events it took (accepted or duplicates)
         self.refused_total = 0  # every event the service refused (`refused` keeps the last)
         self.dropped = 0
         self.in_flight = 0
@@ -344,6 +345,7 @@ class EventQueue:
     def delivered(self, batch: Sequence[dict[str, Any]], spooled: bool, answer: Any) -> None:
         self.unreachable = False
         self.sent += len(batch)
+        refused = 0
         if isinstance(answer, Mapping):
             for kind in ("rejected", "conflicts"):
                 for item in answer.get(kind) or []:
@@ -351,7 +353,9 @@ class EventQueue:
                     if isinstance(index, int) and 0 <= index < len(batch):
                         self.refused.append((batch[index], item))
                         self.refused_total += 1
+                        refused += 1
                         log.warning("event %s refused: %s", event_key(batch[index]), item)
+        self.acknowledged += len(batch) - refused
         if spooled and self.spool is not None:
             self.spool.acknowledge(event_key(event) for event in batch)
 
