@@ -81,3 +81,18 @@ async def test_openfeature_names_context_and_type_errors(service: Service) -> No
 
     for local in (False, True):
         await asyncio.to_thread(scenario, local)
+
+
+async def test_a_local_decisions_limit_is_the_services_document(service: Service) -> None:
+    customer, _ = await service.customer(plan="team")
+
+    def limits() -> tuple[object, object]:
+        with Allotment(service.url, service.key, spool=False) as remote:
+            served = remote.check(customer, "exports")
+        with Allotment(service.url, service.key, local=True, spool=False) as sdk:
+            local = sdk.check(customer, "exports")
+        assert local.local and not served.local
+        return dict(local.limit or {}), dict(served.limit or {})
+
+    local, served = await asyncio.to_thread(limits)
+    assert local == served

@@ -238,6 +238,9 @@ class Artifact:
         return found if isinstance(found, Mapping) else None
 
 
+ENTITLEMENTS_ONLY = frozenset({"period", "warnings", "exhausted"})
+
+
 def verify(
     token: str | bytes,
     keys: KeySet,
@@ -376,7 +379,12 @@ def _entries(
             plain = answer(False, "instance_required", detail=f"'{name}' needs an instance")
         else:
             warnings_ = ("soft_limit_exceeded",) if usage and usage.get("exhausted") else ()
-            plain = answer(True, "ok", warnings=warnings_, limit=usage)
+            # The check's limit document, as the service answers it: the artifact's meter
+            # entry is the entitlements' one, which also has `period`, `warnings`, `exhausted`.
+            limit = (
+                {k: v for k, v in usage.items() if k not in ENTITLEMENTS_ONLY} if usage else usage
+            )
+            plain = answer(True, "ok", warnings=warnings_, limit=limit)
         bound_decision = (
             answer(True, "ok")
             if instance and allowed and bound and not hard and not reads & LIVE_INPUTS
