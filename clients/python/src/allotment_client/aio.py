@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -323,7 +323,7 @@ class AsyncAllotment:
     ) -> dict[str, Any]:
         return await self._send(_calls.list_instances(customer, limit=limit, cursor=cursor))
 
-    async def hold_instance(
+    def hold_instance(
         self,
         customer: str,
         fingerprint: str,
@@ -332,18 +332,22 @@ class AsyncAllotment:
         environment: str | None = None,
         tenant: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> AsyncInstanceLease:
+    ) -> HoldingInstance:
         """Register this instance and keep its lease alive from a task until the lease is
-        released (`async with await allotment.hold_instance(...) as lease:`)."""
-        registered = await self.register_instance(
-            customer,
-            fingerprint,
-            kind=kind,
-            environment=environment,
-            tenant=tenant,
-            metadata=metadata,
+        released: `async with allotment.hold_instance(...) as lease:` (deregistered on
+        leaving), or `lease = await allotment.hold_instance(...)` then `await
+        lease.release()`."""
+        return HoldingInstance(
+            self.register_instance(
+                customer,
+                fingerprint,
+                kind=kind,
+                environment=environment,
+                tenant=tenant,
+                metadata=metadata,
+            ),
+            self,
         )
-        return AsyncInstanceLease(self, registered)
 
     # -- events -----------------------------------------------------------------------
 
@@ -384,6 +388,33 @@ class AsyncAllotment:
     async def send_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send a batch of CloudEvents now (up to 1,000), bypassing the buffer."""
         return await self._send(_calls.send_events(events))
+
+
+class HoldingInstance:
+    """What `AsyncAllotment.hold_instance()` returns: awaited, the registered lease; used
+    as `async with`, the lease, released on leaving."""
+
+    def __init__(
+        self, registering: Coroutine[Any, Any, dict[str, Any]], client: AsyncAllotment
+    ) -> None:
+        self._registering = registering
+        self._client = client
+        self._lease: AsyncInstanceLease | None = None
+
+    async def _start(self) -> AsyncInstanceLease:
+        if self._lease is None:
+            self._lease = AsyncInstanceLease(self._client, await self._registering)
+        return self._lease
+
+    def __await__(self) -> Generator[Any, None, AsyncInstanceLease]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> AsyncInstanceLease:
+        return await self._start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._lease is not None:
+            await self._lease.release()
 
 
 class AsyncInstanceLease:
