@@ -432,6 +432,30 @@ async def test_a_refused_agent_key_shows_in_health(service: Service, tmp_path: P
         agent.terminate()
 
 
+async def test_a_refused_agent_key_is_a_warning_and_probes_are_not_logged(
+    service: Service, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "agent.log"
+    agent = AgentProcess(
+        service.url, "alm_not_a_key", tmp_path / "spool", log_path, port=free_port()
+    )
+    try:
+        await agent.wait_ready()
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+            for _ in range(3):
+                answer = await http.post(
+                    "/v1/check", json={"customer": "acme", "feature": "reports"}
+                )
+                assert answer.status_code == 401
+        await _sleep(4.5)  # two upstream probes at least
+    finally:
+        agent.terminate()
+    lines = log_path.read_text().splitlines()
+    refused = [line for line in lines if "refused the agent's key" in line]
+    assert len(refused) == 1 and '"level": "warning"' in refused[0], lines
+    assert not [line for line in lines if "/healthz" in line and '"level": "info"' in line], lines
+
+
 async def test_events_with_a_time_the_service_refuses_are_rejected_not_spooled(
     service: Service, start_agent: Any
 ) -> None:
