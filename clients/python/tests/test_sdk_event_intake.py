@@ -41,6 +41,8 @@ async def test_non_finite_numbers_are_refused_at_track_and_later_events_are_deli
             for bad in (float("nan"), float("inf"), -float("inf"), Decimal("NaN")):
                 with pytest.raises(ValueError, match="not a JSON number"):
                     sdk.track("api.call", customer=customer, data={"count": bad})
+            with pytest.raises(ValueError, match="too large"):
+                sdk.track("api.call", customer=customer, data={"count": 10**400})
             sdk.track("api.call", customer=customer, data={"count": 1})
             assert sdk.flush(30)
             queue = sdk._tracker.queue if sdk._tracker else None
@@ -106,6 +108,39 @@ async def test_an_unreadable_event_spooled_by_an_older_version_is_refused_not_re
     spool = Spool(tmp_path)
     assert len(spool) == 0
     spool.close()
+
+
+async def test_a_batch_answered_400_is_resent_one_by_one_and_only_the_bad_event_refused(
+    service: Service, tmp_path: Path
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    source = f"sdk-{uuid.uuid4().hex[:8]}"
+
+    def event(n: int, count: int) -> dict[str, object]:
+        return {
+            "specversion": "1.0",
+            "id": f"e-{n}",
+            "source": source,
+            "type": "api.call",
+            "subject": customer,
+            "data": {"count": count},
+        }
+
+    # Valid JSON that the service cannot read (an integer past a double: a 400 for the
+    # whole batch), spooled by an older version between good events.
+    spool = Spool(tmp_path)
+    spool.append([event(1, 1), event(2, 10**400), event(3, 1), event(4, 1)])
+    spool.close()
+    async with AsyncAllotment(
+        service.url, service.key, source=source, spool=tmp_path, flush_interval=0.05
+    ) as sdk:
+        sdk.track("api.call", customer, {"count": 1})
+        assert await sdk.flush(30)
+        queue = sdk._tracker.queue if sdk._tracker else None
+        assert queue is not None and queue.refused_total == 1
+        assert [(e["id"], why["status"]) for e, why in queue.refused] == [("e-2", 400)]
+    assert await service.scalar(IDS, source=source) == 4
+    assert await service.scalar(COUNTED, customer=customer) == 4
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import re
+import sys
 import threading
 import time
 import uuid
@@ -60,6 +61,7 @@ MAX_ID = 256
 MAX_SOURCE = 1024
 MAX_TYPE = 256
 MAX_BACKOFF_S = 60.0
+_MAX_NUMBER = int(sys.float_info.max)
 CUSTOMER_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -69,7 +71,11 @@ def json_data(value: Any, path: str = "data") -> Any:
     `Decimal` becomes a JSON number when that is lossless (an integer, or a float whose
     shortest text is the decimal's own value), else a TypeError; NaN and Infinity (float or
     Decimal) are a ValueError; any other type (datetime, UUID, set, bytes, …) a TypeError."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_NUMBER:  # read as a double by the service: infinity there
+            raise ValueError(f"{path}: {value} is too large for a JSON number the service reads")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
