@@ -430,3 +430,126 @@ async def test_a_refused_agent_key_shows_in_health(service: Service, tmp_path: P
         assert health["status"] == "degraded"  # the stream is refused too
     finally:
         agent.terminate()
+
+
+async def test_a_refused_agent_key_is_a_warning_and_probes_are_not_logged(
+    service: Service, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "agent.log"
+    agent = AgentProcess(
+        service.url, "alm_not_a_key", tmp_path / "spool", log_path, port=free_port()
+    )
+    try:
+        await agent.wait_ready()
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+            for _ in range(3):
+                answer = await http.post(
+                    "/v1/check", json={"customer": "acme", "feature": "reports"}
+                )
+                assert answer.status_code == 401
+        await _sleep(4.5)  # two upstream probes at least
+    finally:
+        agent.terminate()
+    lines = log_path.read_text().splitlines()
+    refused = [line for line in lines if "refused the agent's key" in line]
+    assert len(refused) == 1 and '"level": "warning"' in refused[0], lines
+    assert not [line for line in lines if "/healthz" in line and '"level": "info"' in line], lines
+
+
+async def test_events_with_a_time_the_service_refuses_are_rejected_not_spooled(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent()
+    base = {"specversion": "1.0", "source": "agent-time", "type": "api.call", "subject": customer}
+    batch = [
+        {**base, "id": "t-0", "time": "yesterday"},
+        {**base, "id": "t-1", "time": "2026-11-29T10:00:00"},  # no offset
+        {**base, "id": "t-2", "tenant": ""},
+        {**base, "id": "t-3"},
+    ]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        answer = await http.post(
+            "/v1/events",
+            content=httpx.Request("POST", "/", json=batch).content,
+            headers={"Content-Type": "application/cloudevents-batch+json"},
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["spooled"] == 1
+        rejected = answer.json()["rejected"]
+        assert [(r["index"], r["errors"][0]["path"]) for r in rejected] == [
+            (0, "time"),
+            (1, "time"),
+            (2, "tenant"),
+        ]
+        single = await http.post(
+            "/v1/events",
+            json={**base, "id": "t-4", "time": "yesterday"},
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert single.status_code == 422, single.text
+
+
+async def test_customers_the_service_does_not_know_are_not_held_nor_refetched(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent("--max-customers", "3")
+    ghosts = [f"ghost-{uuid.uuid4().hex[:8]}-{n}" for n in range(10)]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        for ghost in ghosts:
+            answer = await http.post("/v1/check", json={"customer": ghost, "feature": "reports"})
+            assert answer.status_code == 200 and answer.json()["reason"] == "customer_unknown"
+        await _sleep(1.0)  # the fetches answered 404
+        for ghost in ghosts:  # forwarded, not fetched again
+            answer = await http.post("/v1/check", json={"customer": ghost, "feature": "reports"})
+            assert answer.json()["reason"] == "customer_unknown"
+            assert answer.headers.get("allotment-decided-by") != "agent"
+        health = (await http.get("/healthz")).json()
+        assert health["artifacts"]["customers"] == 0, health
+        # Ghosts take no place under --max-customers: a real customer is still held.
+        reports = await decided_locally(
+            http, "/v1/check", {"customer": customer, "feature": "reports"}
+        )
+        assert reports.json()["allowed"] is True
+        assert (await http.get("/healthz")).json()["artifacts"]["customers"] == 1
+
+
+async def test_health_and_metrics_count_acknowledged_apart_from_refused(
+    service: Service, start_agent: Any
+) -> None:
+    customer, _ = await service.customer(plan="team")
+    agent = await start_agent()
+    source = f"agent-{uuid.uuid4().hex[:8]}"
+    batch = [
+        {
+            "specversion": "1.0",
+            "id": f"e-{n}",
+            "source": source,
+            "type": "api.call",
+            "subject": customer if n < 8 else f"nobody-{uuid.uuid4().hex[:8]}",
+            "data": {"count": 1},
+        }
+        for n in range(12)
+    ]
+    async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        health = (await http.get("/healthz")).json()
+        assert health["spool"]["directory"] is not None, health  # even with nothing waiting
+        answer = await http.post(
+            "/v1/events",
+            content=httpx.Request("POST", "/", json=batch).content,
+            headers={"Content-Type": "application/cloudevents-batch+json"},
+        )
+        assert answer.status_code == 202 and answer.json()["spooled"] == 12
+        started = time.monotonic()
+        while True:
+            health = (await http.get("/healthz")).json()
+            if health["events"]["delivered"] + health["events"]["refused"] >= 12:
+                break
+            assert time.monotonic() - started < 30, health
+            await _sleep(0.1)
+        assert health["events"] == {"delivered": 8, "refused": 4}, health
+        assert health["spool"]["directory"] is not None and health["spool"]["backlog"] == 0
+        page = (await http.get("/metrics")).text
+        assert 'allotment_agent_events_delivered_total{result="acknowledged"} 8.0' in page
+        assert 'allotment_agent_events_delivered_total{result="refused"} 4.0' in page

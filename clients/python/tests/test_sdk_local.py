@@ -218,3 +218,31 @@ async def test_a_customer_scoped_key_follows_its_own_customers_stream(service: S
         while (await sdk.check(customer, "reports")).allowed:
             assert time.monotonic() - started < 10
             await asyncio.sleep(0.01)
+
+
+async def test_a_lease_this_client_released_is_not_allowed_locally_after(
+    service: Service,
+) -> None:
+    customer, _ = await service.customer(plan="enterprise")
+
+    def scenario() -> None:
+        with Allotment(
+            service.url, service.key, local=True, fingerprint="host-x", stream=False, spool=False
+        ) as sdk:
+            with sdk.hold_instance(customer, "host-x", kind="vm"):
+                here = sdk.check(customer, "agent", instance="host-x")
+                assert here.allowed and here.local
+            after = sdk.check(customer, "agent", instance="host-x")  # deregistered just now
+            assert not after.allowed and not after.local, after
+
+    await asyncio.to_thread(scenario)
+
+    async with AsyncAllotment(
+        service.url, service.key, local=True, fingerprint="host-y", stream=False, spool=False
+    ) as sdk:
+        lease = await sdk.hold_instance(customer, "host-y", kind="vm")
+        here = await sdk.check(customer, "agent", instance="host-y")
+        assert here.allowed and here.local
+        await lease.release()
+        after = await sdk.check(customer, "agent", instance="host-y")
+        assert not after.allowed and not after.local, after

@@ -171,3 +171,21 @@ def test_an_unreachable_service_is_retried_then_raised() -> None:
     ):
         allotment.check("acme", "reports")
     assert caught.value.status is None and "ConnectError" in str(caught.value)
+
+
+async def test_the_async_clients_hold_instance_is_an_async_context_manager(
+    service: Service,
+) -> None:
+    customer, _ = await service.customer(plan="enterprise")
+    async with AsyncAllotment(service.url, service.key, spool=False) as allotment:
+        async with allotment.hold_instance(customer, "host-a", kind="vm") as lease:
+            assert not lease.lost.is_set() and lease.id.startswith("ins_")
+            assert (await allotment.check(customer, "agent", instance="host-a")).allowed
+        after = await allotment.check(customer, "agent", instance="host-a")
+        assert after.reason == "instance_unknown"  # released on leaving
+        async with await allotment.hold_instance(customer, "host-b", kind="vm"):  # as before
+            assert (await allotment.check(customer, "agent", instance="host-b")).allowed
+        lease = await allotment.hold_instance(customer, "host-c", kind="vm")
+        await lease.release()
+        gone = await allotment.check(customer, "agent", instance="host-c")
+        assert gone.reason == "instance_unknown"

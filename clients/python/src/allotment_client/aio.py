@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from allotment_client._http import Call, RetryPolicy
 from allotment_client.artifacts import Artifact
 from allotment_client.errors import AllotmentError, Gone
 from allotment_client.events import AsyncTracker, EventQueue
-from allotment_client.local import ArtifactCache, decide
+from allotment_client.local import ArtifactCache, check_feature_name, decide
 from allotment_client.models import Decision
 from allotment_client.refresh import AsyncRefresher
 
@@ -69,6 +69,7 @@ class AsyncAllotment:
         self.artifacts: ArtifactCache | None = None
         self.refresher: AsyncRefresher | None = None
         self._machine = fingerprint
+        self._registered: dict[str, str] = {}  # instance id → fingerprint, registered here
         if local:
             self.artifacts = ArtifactCache(fingerprint=fingerprint, ttl=artifact_ttl)
             self.refresher = AsyncRefresher(self, self.artifacts, stream=stream)
@@ -127,6 +128,7 @@ class AsyncAllotment:
     ) -> Decision:
         """May `customer` (this subject, instance, tenant) use `feature` now?"""
         if self.refresher is not None:
+            check_feature_name(feature)  # as the service would: a 422, not feature_unknown
             now = time.time()
             self.refresher.start()
             artifact = await self.refresher.artifact(customer, now)
@@ -289,7 +291,7 @@ class AsyncAllotment:
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        return await self._send(
+        registered: dict[str, Any] = await self._send(
             _calls.register_instance(
                 customer,
                 fingerprint,
@@ -300,19 +302,28 @@ class AsyncAllotment:
                 idempotency_key=idempotency_key,
             )
         )
+        if isinstance(registered, dict) and "id" in registered:
+            self._registered[str(registered["id"])] = fingerprint
+        return registered
 
     async def renew_instance(self, instance_id: str) -> dict[str, Any]:
         return await self._send(_calls.renew_instance(instance_id))
 
     async def deregister_instance(self, instance_id: str) -> None:
-        await self._send(_calls.deregister_instance(instance_id))
+        try:
+            await self._send(_calls.deregister_instance(instance_id))
+        finally:
+            # Local mode: an artifact bound to that instance must not outlive its lease
+            # here (the fingerprint is known when this client registered it).
+            if self.artifacts is not None:
+                self.artifacts.unbind(self._registered.pop(instance_id, None))
 
     async def instances(
         self, customer: str, *, limit: int | None = None, cursor: str | None = None
     ) -> dict[str, Any]:
         return await self._send(_calls.list_instances(customer, limit=limit, cursor=cursor))
 
-    async def hold_instance(
+    def hold_instance(
         self,
         customer: str,
         fingerprint: str,
@@ -321,18 +332,22 @@ class AsyncAllotment:
         environment: str | None = None,
         tenant: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> AsyncInstanceLease:
+    ) -> HoldingInstance:
         """Register this instance and keep its lease alive from a task until the lease is
-        released (`async with await allotment.hold_instance(...) as lease:`)."""
-        registered = await self.register_instance(
-            customer,
-            fingerprint,
-            kind=kind,
-            environment=environment,
-            tenant=tenant,
-            metadata=metadata,
+        released: `async with allotment.hold_instance(...) as lease:` (deregistered on
+        leaving), or `lease = await allotment.hold_instance(...)` then `await
+        lease.release()`."""
+        return HoldingInstance(
+            self.register_instance(
+                customer,
+                fingerprint,
+                kind=kind,
+                environment=environment,
+                tenant=tenant,
+                metadata=metadata,
+            ),
+            self,
         )
-        return AsyncInstanceLease(self, registered)
 
     # -- events -----------------------------------------------------------------------
 
@@ -373,6 +388,33 @@ class AsyncAllotment:
     async def send_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send a batch of CloudEvents now (up to 1,000), bypassing the buffer."""
         return await self._send(_calls.send_events(events))
+
+
+class HoldingInstance:
+    """What `AsyncAllotment.hold_instance()` returns: awaited, the registered lease; used
+    as `async with`, the lease, released on leaving."""
+
+    def __init__(
+        self, registering: Coroutine[Any, Any, dict[str, Any]], client: AsyncAllotment
+    ) -> None:
+        self._registering = registering
+        self._client = client
+        self._lease: AsyncInstanceLease | None = None
+
+    async def _start(self) -> AsyncInstanceLease:
+        if self._lease is None:
+            self._lease = AsyncInstanceLease(self._client, await self._registering)
+        return self._lease
+
+    def __await__(self) -> Generator[Any, None, AsyncInstanceLease]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> AsyncInstanceLease:
+        return await self._start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._lease is not None:
+            await self._lease.release()
 
 
 class AsyncInstanceLease:

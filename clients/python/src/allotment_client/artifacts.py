@@ -211,6 +211,7 @@ class Artifact:
         """The answer for a feature the artifact's catalog does not have."""
         found = self.unknown.get(feature)
         if found is None:
+            revision = self.claims.get("contract_revision")
             found = Decision(
                 allowed=False,
                 reason="feature_unknown",
@@ -218,6 +219,7 @@ class Artifact:
                 customer=self.customer,
                 detail=f"'{feature}' is not a feature of policy version {self.policy_version}",
                 policy_version=self.policy_version,
+                contract_revision=revision if isinstance(revision, int) else None,
                 local=True,
             )
             if len(self.unknown) < 1024:  # a caller probing random names stays bounded
@@ -234,6 +236,9 @@ class Artifact:
         key = entry.meter if entry is not None and entry.meter else name
         found = meters.get(key)
         return found if isinstance(found, Mapping) else None
+
+
+ENTITLEMENTS_ONLY = frozenset({"period", "warnings", "exhausted"})
 
 
 def verify(
@@ -326,6 +331,7 @@ def _entries(
 ) -> dict[str, FeatureEntry]:
     customer = str(claims["sub"])
     version = claims.get("policy_version")
+    revision = claims.get("contract_revision")
     limits: dict[str, Any] = _object(claims.get("limits"))
     meters: dict[str, Any] = _object(limits.get("meters"))
     bound = _object(claims.get("instance")).get("fingerprint")
@@ -344,6 +350,7 @@ def _entries(
                 feature=item["feature"],
                 customer=customer,
                 policy_version=version if isinstance(version, int) else None,
+                contract_revision=revision if isinstance(revision, int) else None,
                 local=True,
                 **extra,
             )
@@ -372,7 +379,12 @@ def _entries(
             plain = answer(False, "instance_required", detail=f"'{name}' needs an instance")
         else:
             warnings_ = ("soft_limit_exceeded",) if usage and usage.get("exhausted") else ()
-            plain = answer(True, "ok", warnings=warnings_, limit=usage)
+            # The check's limit document, as the service answers it: the artifact's meter
+            # entry is the entitlements' one, which also has `period`, `warnings`, `exhausted`.
+            limit = (
+                {k: v for k, v in usage.items() if k not in ENTITLEMENTS_ONLY} if usage else usage
+            )
+            plain = answer(True, "ok", warnings=warnings_, limit=limit)
         bound_decision = (
             answer(True, "ok")
             if instance and allowed and bound and not hard and not reads & LIVE_INPUTS

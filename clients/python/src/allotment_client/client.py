@@ -26,7 +26,7 @@ from allotment_client._http import Call, RetryPolicy
 from allotment_client.artifacts import Artifact
 from allotment_client.errors import AllotmentError, Gone
 from allotment_client.events import EventQueue, Tracker
-from allotment_client.local import ArtifactCache, decide
+from allotment_client.local import ArtifactCache, check_feature_name, decide
 from allotment_client.models import Decision
 from allotment_client.refresh import Refresher
 
@@ -70,6 +70,7 @@ class Allotment:
         self.artifacts: ArtifactCache | None = None
         self.refresher: Refresher | None = None
         self._machine = fingerprint
+        self._registered: dict[str, str] = {}  # instance id → fingerprint, registered here
         if local:
             self.artifacts = ArtifactCache(fingerprint=fingerprint, ttl=artifact_ttl)
             self.refresher = Refresher(self, self.artifacts, stream=stream)
@@ -126,6 +127,7 @@ class Allotment:
     ) -> Decision:
         """May `customer` (this subject, instance, tenant) use `feature` now?"""
         if self.refresher is not None:
+            check_feature_name(feature)  # as the service would: a 422, not feature_unknown
             now = time.time()
             artifact = self.refresher.artifact(customer, now)
             if artifact is not None:
@@ -286,7 +288,7 @@ class Allotment:
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        return self._send(
+        registered: dict[str, Any] = self._send(
             _calls.register_instance(
                 customer,
                 fingerprint,
@@ -297,12 +299,21 @@ class Allotment:
                 idempotency_key=idempotency_key,
             )
         )
+        if isinstance(registered, dict) and "id" in registered:
+            self._registered[str(registered["id"])] = fingerprint
+        return registered
 
     def renew_instance(self, instance_id: str) -> dict[str, Any]:
         return self._send(_calls.renew_instance(instance_id))
 
     def deregister_instance(self, instance_id: str) -> None:
-        self._send(_calls.deregister_instance(instance_id))
+        try:
+            self._send(_calls.deregister_instance(instance_id))
+        finally:
+            # Local mode: an artifact bound to that instance must not outlive its lease
+            # here (the fingerprint is known when this client registered it).
+            if self.artifacts is not None:
+                self.artifacts.unbind(self._registered.pop(instance_id, None))
 
     def instances(
         self, customer: str, *, limit: int | None = None, cursor: str | None = None

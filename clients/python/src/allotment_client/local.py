@@ -31,6 +31,7 @@ import base64
 import dataclasses
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -40,11 +41,46 @@ from typing import Any
 from allotment_client import _calls
 from allotment_client._http import Call
 from allotment_client.artifacts import LIVE_INPUTS, Artifact, KeySet, rule_inputs, verify
-from allotment_client.errors import AllotmentError, ArtifactInvalid, Conflict, Forbidden
+from allotment_client.errors import (
+    AllotmentError,
+    ArtifactInvalid,
+    Conflict,
+    Forbidden,
+    ValidationError,
+)
 from allotment_client.models import Decision
 
 GRACE_WARNING = "grace_period"
+FEATURE_PATTERN = "^[a-z][a-z0-9_]{0,62}$"  # the service's (docs/check.md)
+_FEATURE = re.compile(FEATURE_PATTERN)
+
+
+def check_feature_name(feature: str) -> None:
+    """Raise the ValidationError the service answers (422) for a name that cannot be a
+    feature's, so a local check and the service agree on invalid input."""
+    if isinstance(feature, str) and _FEATURE.fullmatch(feature):
+        return
+    message = f"String should match pattern '{FEATURE_PATTERN}'"
+    errors = [{"path": "feature", "message": message}]
+    detail = "The request is not valid; see `errors` for each problem."
+    raise ValidationError(
+        detail,
+        type="validation-error",
+        title="Validation failed",
+        errors=errors,
+        problem={
+            "type": "https://allotment.dev/problems/validation-error",
+            "title": "Validation failed",
+            "status": 422,
+            "detail": detail,
+            "instance": "/v1/check",
+            "errors": errors,
+        },
+    )
+
+
 JWKS_MAX_AGE_S = 300  # the key set's Cache-Control max-age (docs/artifacts.md)
+UNKNOWN_S = 60.0  # a customer the service said does not exist (404): not asked again for this
 
 
 def decide(
@@ -138,6 +174,7 @@ class ArtifactCache:
         self.keys: KeySet | None = None
         self.rules: dict[int, Mapping[str, frozenset[str]] | None] = {}
         self._held: dict[str, _Held] = {}
+        self._unknown: dict[str, float] = {}  # customer → until when it is known not to exist
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.generation = 0  # moves with every put, failure and stale(): see wait()
@@ -154,6 +191,21 @@ class ArtifactCache:
             self.generation += 1
             self._changed.notify_all()
 
+    def unbind(self, fingerprint: str | None = None) -> None:
+        """This client deregistered an instance (`fingerprint`; None: not known): drop the
+        artifacts bound to it at once — their checks go to the service until a fresh one
+        (customer-level, the lease being gone) is fetched, which starts now."""
+        with self._changed:
+            for held in self._held.values():
+                artifact = held.artifact
+                if artifact is None or artifact.bound is None:
+                    continue
+                if fingerprint is None or artifact.bound == fingerprint:
+                    held.artifact = None
+                    held.refresh_at = 0.0
+            self.generation += 1
+            self._changed.notify_all()
+
     def get(self, customer: str, now: float | None = None) -> Artifact | None:
         held = self._held.get(customer)
         if held is None or held.artifact is None:
@@ -163,9 +215,35 @@ class ArtifactCache:
             return artifact
         return None
 
-    def knows(self, customer: str) -> bool:
-        """True once a fetch for the customer was attempted (success or failure)."""
-        return customer in self._held
+    def knows(self, customer: str, now: float | None = None) -> bool:
+        """True once a fetch for the customer was attempted (success or failure), or while
+        the service's 404 for it is remembered (UNKNOWN_S: its checks go to the service,
+        which answers customer_unknown, and nothing fetches it on a schedule)."""
+        if customer in self._held:
+            return True
+        until = self._unknown.get(customer)
+        if until is None:
+            return False
+        if until > (time.time() if now is None else now):
+            return True
+        self._unknown.pop(customer, None)
+        return False
+
+    def unknown(self, customer: str, now: float | None = None) -> None:
+        """The service has no such customer (404): forget it, and remember that for
+        UNKNOWN_S, so it is neither held, nor refreshed, nor fetched again meanwhile."""
+        at = time.time() if now is None else now
+        with self._changed:
+            self._held.pop(customer, None)
+            if len(self._unknown) >= 10_000:  # a caller naming random customers stays bounded
+                for name, until in list(self._unknown.items()):
+                    if until <= at:
+                        del self._unknown[name]
+                if len(self._unknown) >= 10_000:
+                    self._unknown.clear()
+            self._unknown[customer] = at + UNKNOWN_S
+            self.generation += 1
+            self._changed.notify_all()
 
     def customers(self) -> list[str]:
         return list(self._held)
@@ -297,9 +375,10 @@ def fetch_artifact(
         cache.put(customer, artifact)
         return artifact
     except Exception as exc:  # whatever failed, the next try waits its back-off
-        cache.failed(customer, exc)
         if isinstance(exc, AllotmentError) and exc.status == 404:
+            cache.unknown(customer)  # not retried on a schedule: remembered a while
             return None
+        cache.failed(customer, exc)
         raise
 
 

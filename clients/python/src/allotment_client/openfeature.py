@@ -21,6 +21,7 @@ client, so local mode decides what its artifacts can.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,18 @@ from allotment_client.errors import AllotmentError
 
 LIMIT_FIELDS = ("limit", "remaining")
 CHECK_KEYS = frozenset({"customer", "instance", "tenant"})
+CUSTOMER_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+FEATURE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def _failure(exc: AllotmentError) -> Exception:
+    """The OpenFeature error for a refused check: the context's fault (a 422 naming what
+    came from it) is INVALID_CONTEXT, the rest GENERAL."""
+    if exc.status == 422 and any(
+        isinstance(e, Mapping) and e.get("path") != "feature" for e in exc.errors
+    ):
+        return InvalidContextError(str(exc))
+    return GeneralError(str(exc))
 
 
 class AllotmentProvider(AbstractProvider):
@@ -59,15 +72,19 @@ class AllotmentProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
         customer, checks = _check_arguments(evaluation_context)
+        if flag_key.rpartition(".")[2] in LIMIT_FIELDS and not FEATURE_NAME.fullmatch(flag_key):
+            raise TypeMismatchError(f"{flag_key!r} is an integer flag (a limit)")
         try:
             decision = self.client.check(customer, flag_key, **checks)
         except AllotmentError as exc:
-            raise GeneralError(str(exc)) from exc
+            raise _failure(exc) from exc
         if decision.reason == "feature_unknown":
             raise FlagNotFoundError(f"no feature {flag_key!r}")
         metadata: dict[str, bool | int | float | str] = {"reason": decision.reason}
         if decision.policy_version is not None:
             metadata["policy_version"] = decision.policy_version
+        if decision.contract_revision is not None:
+            metadata["contract_revision"] = decision.contract_revision
         if decision.decision_id is not None:
             metadata["decision_id"] = decision.decision_id
         return FlagResolutionDetails(
@@ -86,11 +103,16 @@ class AllotmentProvider(AbstractProvider):
         customer, _ = _check_arguments(evaluation_context)
         name, _, field = flag_key.rpartition(".")
         if field not in LIMIT_FIELDS or not name:
+            if FEATURE_NAME.fullmatch(flag_key):
+                raise TypeMismatchError(
+                    f"{flag_key!r} is a boolean flag (a feature); an integer flag is "
+                    "<feature-or-meter>.limit or .remaining"
+                )
             raise FlagNotFoundError("an integer flag is <feature-or-meter>.limit or .remaining")
         try:
             meter = self._meter(customer, name)
         except AllotmentError as exc:
-            raise GeneralError(str(exc)) from exc
+            raise _failure(exc) from exc
         value = meter.get(field) if meter is not None else None
         if meter is None or not isinstance(value, int | float):
             raise FlagNotFoundError(f"no limit {name!r} for {customer!r}")
@@ -142,6 +164,10 @@ def _check_arguments(context: EvaluationContext | None) -> tuple[str, dict[str, 
     customer = attributes.get("customer")
     if not isinstance(customer, str) or not customer:
         raise InvalidContextError("the context needs a `customer` attribute (its key)")
+    if not CUSTOMER_KEY.fullmatch(customer):
+        raise InvalidContextError(
+            f"`customer` {customer!r} is not a customer key: a-z, 0-9, -_. (at most 64)"
+        )
     checks: dict[str, Any] = {}
     if context is not None and context.targeting_key:
         checks["subject"] = context.targeting_key

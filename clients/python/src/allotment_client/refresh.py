@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,7 @@ class Refresher:
         self.connected = threading.Event()
         self._stopped = threading.Event()
         self._stream_http: httpx.Client | None = None
+        self._stream_response: httpx.Response | None = None
         self._threads = [
             threading.Thread(target=self._refresh, name="allotment-refresh", daemon=True)
         ]
@@ -142,6 +144,9 @@ class Refresher:
                         http, "GET", STREAM_PATH, headers=state.headers(), params=state.params()
                     ) as source:
                         response = source.response
+                        self._stream_response = response
+                        if self._stopped.is_set():
+                            break
                         if response.status_code >= 400:
                             raise from_response(
                                 response.status_code, response.read(), response.headers
@@ -158,11 +163,22 @@ class Refresher:
             finally:
                 self.connected.clear()
                 self._stream_http = None
+                self._stream_response = None
             self._stopped.wait(wait)
 
     def close(self) -> None:
         self._stopped.set()
         self.cache.notify()
+        # A read blocked on the stream's socket (heartbeats come every 15 s) wakes only when
+        # the socket is shut down: closing the client alone left close() waiting for the
+        # join's timeout.
+        response = self._stream_response
+        if response is not None:
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         http = self._stream_http
         if http is not None:
             with contextlib.suppress(Exception):

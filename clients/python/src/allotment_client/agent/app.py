@@ -88,7 +88,7 @@ class _EventCounts(Collector):
             "Events the upstream answered, by its verdict",
             labels=["result"],
         )
-        family.add_metric(["acknowledged"], queue.sent if queue else 0)
+        family.add_metric(["acknowledged"], queue.acknowledged if queue is not None else 0)
         family.add_metric(["refused"], queue.refused_total if queue else 0)
         yield family
 
@@ -454,11 +454,16 @@ class Agent:
             "stream_connected": connected,
             "artifacts": {"customers": len(customers), "usable": usable},
             "spool": {
-                "directory": str(queue.spool.directory) if queue and queue.spool else None,
+                # `is not None`: a Spool with nothing pending has len() 0, so it is falsy.
+                "directory": (
+                    str(queue.spool.directory)
+                    if queue is not None and queue.spool is not None
+                    else None
+                ),
                 "backlog": backlog,
             },
             "events": {
-                "delivered": queue.sent if queue else 0,
+                "delivered": queue.acknowledged if queue is not None else 0,
                 "refused": queue.refused_total if queue else 0,
             },
         }

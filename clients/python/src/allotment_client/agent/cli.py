@@ -18,6 +18,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # httpx logs every request at INFO: the upstream probe (`GET /healthz` every 2 s),
+        # each forwarded call and each event batch. DEBUG shows them.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - the extra is missing

@@ -3,7 +3,8 @@ enough to spool each event under its identity: every content mode of the CloudEv
 binding, each event checked for what the spool and the service's dedupe need.
 
     events_of(content_type, ce_headers, body) → (events, single)   or raises Refused
-    problems(event) → [{path, message}]         what makes an event unusable here
+    problems(event) → [{path, message}]         what makes an event unusable here (or
+                                                 anywhere: a time without an offset)
 
     structured   application/cloudevents+json, or application/json without ce-* headers: one
                  object (an array as cloudevents+json is a 422: a batch has its own type)
@@ -26,6 +27,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+
+from allotment_client.events import time_problem
 
 from .shapes import CUSTOMER_KEY
 
@@ -154,4 +157,11 @@ def problems(event: Any) -> list[dict[str, str]]:
     subject = event.get("subject")
     if not isinstance(subject, str) or not CUSTOMER_KEY.fullmatch(subject):
         errors.append({"path": "subject", "message": "a customer key: a-z, 0-9, -_. (≤ 64)"})
+    if event.get("time") is not None:
+        problem = time_problem(event["time"])
+        if problem:
+            errors.append({"path": "time", "message": problem})
+    tenant = event.get("tenant")
+    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+        errors.append({"path": "tenant", "message": "a tenant key (a non-empty string)"})
     return errors

@@ -100,6 +100,16 @@ class Upstream:
             return
         if answer.status_code >= 500:
             self.metrics.upstream_errors.labels("5xx").inc()
+        if answer.status_code in (401, 403) and not (self.last_error or "").endswith(
+            f": {answer.status_code}"
+        ):
+            # Logged once until a call succeeds again: every forwarded call would say so.
+            log.warning(
+                "the upstream refused the agent's key (--key) for %s: %d %s",
+                scope["path"],
+                answer.status_code,
+                answer.text[:200],
+            )
         if answer.status_code >= 500 or answer.status_code in (401, 403):
             self.last_error = f"{scope['path']}: {answer.status_code}"
         elif answer.status_code < 400:
