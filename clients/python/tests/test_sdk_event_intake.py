@@ -187,3 +187,19 @@ async def test_the_sender_backs_off_when_the_key_is_refused(
         assert not await sdk.flush(3)
     tries = [r for r in caplog.records if "not delivered" in r.getMessage()]
     assert 1 <= len(tries) <= 6, len(tries)
+
+
+def test_back_off_is_short_while_unreachable_and_long_while_the_key_is_refused() -> None:
+    """An outage must not delay delivery for a minute after the service is back; a refused
+    key must not be hammered."""
+    from allotment_client.errors import RateLimited, Unauthorized, Unavailable, Unreachable
+    from allotment_client.events import EventQueue, _Backoff, _failed
+
+    queue = EventQueue()
+    for outage in (Unreachable("connect failed"), Unavailable("down"), RateLimited("slow")):
+        backoff = _Backoff()
+        delays = [_failed(queue, backoff, outage) for _ in range(12)]
+        assert delays[:3] == [0.25, 0.5, 1.0] and max(delays) == 5.0
+    backoff = _Backoff()
+    delays = [_failed(queue, backoff, Unauthorized("no", status=401)) for _ in range(12)]
+    assert max(delays) == 60.0

@@ -60,7 +60,8 @@ SPEC_VERSION = "1.0"
 MAX_ID = 256
 MAX_SOURCE = 1024
 MAX_TYPE = 256
-MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 60.0  # a key the service refuses (401, 403): nothing will change soon
+OUTAGE_BACKOFF_S = 5.0  # unreachable, 429, 5xx: back within seconds of the service
 _MAX_NUMBER = int(sys.float_info.max)
 CUSTOMER_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -376,14 +377,16 @@ class EventQueue:
 
 
 class _Backoff:
-    """Exponential, capped at MAX_BACKOFF_S: 0.25 s, 0.5 s, 1 s, … 60 s."""
+    """Exponential from 0.25 s: 0.5 s, 1 s, … up to `cap` (5 s while the service is
+    unreachable or overloaded, so delivery resumes soon after it is back; 60 s while it
+    refuses the key)."""
 
     def __init__(self) -> None:
         self.failures = 0
 
-    def next(self) -> float:
+    def next(self, cap: float = MAX_BACKOFF_S) -> float:
         self.failures += 1
-        return float(min(MAX_BACKOFF_S, 0.25 * 2 ** min(self.failures - 1, 10)))
+        return float(min(cap, 0.25 * 2 ** min(self.failures - 1, 10)))
 
     def reset(self) -> None:
         self.failures = 0
@@ -392,7 +395,8 @@ class _Backoff:
 def _failed(queue: EventQueue, backoff: _Backoff, exc: BaseException) -> float:
     """The send failed (401, 403, 429, 5xx, unreachable, an answer that is not JSON, or
     anything else): the events stay (spooled), the next try waits. Logged once a step."""
-    delay = backoff.next()
+    refused = getattr(exc, "status", None) in (401, 403)
+    delay = backoff.next(MAX_BACKOFF_S if refused else OUTAGE_BACKOFF_S)
     log.warning(
         "events not delivered (%s); %d waiting; next try in %.2f s",
         exc,
