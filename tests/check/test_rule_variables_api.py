@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from allotment.check import holdings
-from allotment.check.snapshot import build
+from allotment.check.payload import build
 from tests.check.snapshots import NOW
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer

@@ -249,7 +249,9 @@ class Checker:
             for name in sorted(catalog.meters)
             if (limit := gates.meter_limit(snapshot, name, now)) is not None
         }
-        usage, _ = await self._usage(snapshot, now) if limited and self.usage else (None, False)
+        usage = None
+        if limited and self.usage is not None:
+            usage, _ = await self._usage(snapshot, now)
         found: dict[str, Any] = {}
         for name, limit in limited.items():
             verdict = gates.meter_state(snapshot, name, now, usage=usage, warn_at=self.warn_at)

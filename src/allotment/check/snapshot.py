@@ -23,9 +23,9 @@ missed. While Redis is down, every entry (also one stored before the bus went do
 at most `ttl_bus_down_s` from its load; when the bus reconnects, L1 is cleared.
 
 When PostgreSQL is down, an L1 or L2 entry up to `stale_max_s` old is served, marked stale.
-L2 payloads carry no format version: `build` reads them tolerantly, so one written by an
-older release still serves (fields added since, such as the customer's `name` or an
-instance's kind, environment and metadata, read as None: see check/holdings.py).
+L2 payloads carry no format version: `build` (check/payload.py) reads them tolerantly, so
+one written by an older release still serves (fields added since, such as the customer's
+`name` or an instance's kind, environment and metadata, read as None: check/holdings.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import structlog
@@ -47,16 +46,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.check import holdings
 from allotment.check.metrics import INVALIDATION_LAG, SNAPSHOT_CACHE
+from allotment.check.payload import build, customer_payload, instant, pick_rows
 from allotment.check.values import (
-    ContractView,
-    FeatureOverride,
-    LimitOverride,
     Snapshot,
 )
-from allotment.contracts.terms import Terms, instance_limits, seat_limits
+from allotment.contracts.terms import Terms
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.bus import Bus
-from allotment.kit.clock import isoformat
 from allotment.policy import catalog_cache
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalog_cache import load_catalog
@@ -92,19 +88,6 @@ _LOAD = text(
 )
 
 
-class _ContractRow(NamedTuple):
-    id: str
-    starts_at: datetime
-    ends_at: datetime | None
-
-
-class _RevisionRow(NamedTuple):
-    revision: int
-    effective_at: datetime
-    terms: dict[str, Any]
-    pinned_digest: str | None
-
-
 class StoreUnavailable(Exception):
     """PostgreSQL could not be read and nothing usable was cached."""
 
@@ -115,158 +98,6 @@ class _Entry:
     loaded_at: float  # monotonic
     fresh_until: float  # monotonic
     valid_until: datetime | None  # the next instant the contract or revision in force changes
-
-
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def pick_contract(rows: list[Any], now: datetime) -> Any | None:
-    """The contract in force at `now`, else the next to start, else the last to end."""
-    in_force = [r for r in rows if r.starts_at <= now and (r.ends_at is None or now < r.ends_at)]
-    if in_force:
-        return max(in_force, key=lambda r: r.starts_at)
-    upcoming = [r for r in rows if r.starts_at > now]
-    if upcoming:
-        return min(upcoming, key=lambda r: r.starts_at)
-    return max(rows, key=lambda r: r.ends_at) if rows else None
-
-
-def build(
-    payload: Mapping[str, Any], catalog: Catalog | None, policy_version: int | None
-) -> Snapshot:
-    """A Snapshot from the loaded rows (as cached in L2) and the catalog they follow."""
-    contract_row = payload.get("contract")
-    if contract_row is None:
-        return Snapshot(
-            customer=payload["customer"],
-            known=payload["known"],
-            state_version=payload.get("state_version", 0),
-            policy_version=policy_version,
-            catalog=catalog,
-            contract=None,
-            plan=None,
-            customer_attributes=payload.get("attributes") or {},
-            holdings=holdings.from_payload(payload.get("holdings")),
-            customer_id=payload.get("customer_id"),
-            customer_name=payload.get("name"),
-        )
-    terms = Terms.from_json(contract_row["terms"])
-    plan = catalog.plans.get(terms.plan) if catalog else None
-    base = set(plan.features) if plan else set()
-    for addon in terms.addons:
-        spec = catalog.addons.get(addon) if catalog else None
-        if spec is not None:
-            base |= spec.features
-    contract = ContractView(
-        id=contract_row["id"],
-        revision=contract_row["revision"],
-        plan=terms.plan,
-        kind=terms.kind,
-        starts_at=_dt(contract_row["starts_at"]),  # type: ignore[arg-type]
-        ends_at=_dt(contract_row["ends_at"]),
-        attributes=dict(terms.attributes),
-        addons=frozenset(terms.addons),
-        feature_overrides=tuple(
-            FeatureOverride(o.feature, o.action, o.expires_at, o.reason)  # type: ignore[arg-type]
-            for o in terms.overrides
-            if o.feature is not None
-        ),
-        limit_overrides=tuple(
-            LimitOverride(o.meter, o.limit, o.expires_at, o.reason)  # type: ignore[arg-type]
-            for o in terms.overrides
-            if o.meter is not None
-        ),
-        pinned=terms.policy_version is not None,
-        seats=seat_limits(terms, plan) if plan else None,
-        instances=instance_limits(terms, plan) if plan else None,
-    )
-    return Snapshot(
-        customer=payload["customer"],
-        known=True,
-        state_version=payload["state_version"],
-        policy_version=policy_version,
-        catalog=catalog,
-        contract=contract,
-        plan=plan,
-        customer_attributes=payload.get("attributes") or {},
-        base_features=frozenset(base),
-        holdings=holdings.from_payload(payload.get("holdings")),
-        customer_id=payload.get("customer_id"),
-        customer_name=payload.get("name"),
-    )
-
-
-def contract_payload(contract: Any, revision: Any) -> dict[str, Any]:
-    """The `contract` part of a snapshot payload (as cached in L2), from a contracts row
-    (`id`, `starts_at`, `ends_at`) and the revision in force (`revision`, `terms`)."""
-    return {
-        "id": contract.id,
-        "revision": revision.revision,
-        "starts_at": isoformat(contract.starts_at),
-        "ends_at": None if contract.ends_at is None else isoformat(contract.ends_at),
-        "terms": revision.terms,
-    }
-
-
-def customer_payload(
-    *,
-    customer: str,
-    attributes: dict[str, Any] | None,
-    state_version: int,
-    contract: dict[str, Any] | None,
-    valid_until: datetime | None,
-) -> dict[str, Any]:
-    """A known customer's snapshot payload, the form `build()` reads and L2 stores."""
-    return {
-        "customer": customer,
-        "known": True,
-        "attributes": attributes,
-        "state_version": state_version,
-        "contract": contract,
-        "valid_until": None if valid_until is None else isoformat(valid_until),
-    }
-
-
-def _pick_rows(
-    rows: Sequence[Any], now: datetime
-) -> tuple[dict[str, Any] | None, datetime | None, str | None]:
-    """The contract choice over the rows of `_LOAD`: (contract payload, valid_until, the digest of
-    the version the revision in force pins, if any)."""
-    contracts: dict[str, _ContractRow] = {}
-    revisions: dict[str, list[_RevisionRow]] = {}
-    for row in rows:
-        if row.contract_id is None:
-            continue
-        if row.contract_id not in contracts:
-            contracts[row.contract_id] = _ContractRow(row.contract_id, row.starts_at, row.ends_at)
-            revisions[row.contract_id] = []
-        if row.revision is not None:
-            revisions[row.contract_id].append(
-                _RevisionRow(row.revision, row.effective_at, row.terms, row.pinned_digest)
-            )
-    listed = list(contracts.values())
-    chosen = pick_contract(listed, now)
-    boundaries = [
-        moment
-        for row in listed
-        for moment in (row.starts_at, row.ends_at)
-        if moment is not None and moment > now
-    ]
-    if chosen is None:
-        return None, min(boundaries, default=None), None
-    found = revisions[chosen.id]  # ordered by revision
-    in_force = found[0]
-    for revision in found:
-        if revision.effective_at <= now:
-            in_force = revision
-        else:
-            boundaries.append(revision.effective_at)
-    return (
-        contract_payload(chosen, in_force),
-        min(boundaries, default=None),
-        in_force.pinned_digest,
-    )
 
 
 class SnapshotCache:
@@ -407,7 +238,7 @@ class SnapshotCache:
                 return build(unknown, active[1] if active else None, active and active[0]), None
             row = rows[0]
             SNAPSHOT_CACHE.labels("l3", "load").inc()
-            contract, valid_until, pinned_digest = _pick_rows(rows, now)
+            contract, valid_until, pinned_digest = pick_rows(rows, now)
             held = (
                 await connection.execute(
                     holdings.LOAD,
@@ -427,7 +258,7 @@ class SnapshotCache:
             payload["holdings"] = held_payload
             payload["customer_id"] = row.id
             payload["name"] = row.name  # absent from payloads cached before: read as None
-            valid_until = _dt(payload.get("valid_until"))
+            valid_until = instant(payload.get("valid_until"))
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version
             digest = pinned_digest if pinned else row.active_digest
@@ -486,7 +317,7 @@ class SnapshotCache:
             SNAPSHOT_CACHE.labels("l2", "miss").inc()
             return None
         payload: dict[str, Any] = orjson.loads(raw)
-        valid_until = _dt(payload.get("valid_until"))
+        valid_until = instant(payload.get("valid_until"))
         if time.time() - payload["at"] > self.stale_max_s or (
             valid_until is not None and now >= valid_until
         ):

@@ -4,7 +4,7 @@ anyone publishes it (the route: impact/endpoints.py, POST /v1/policies/{version}
 Every customer whose contract in force now follows the active version (its revision in
 force pins no `policy_version`) is evaluated twice, under the active catalog and under the
 catalog of `version` (a draft or a published one), by the code that answers checks:
-`snapshot.build` over the same payload the snapshot cache loads, then
+`payload.build` over the same payload the snapshot cache loads, then
 `evaluator.evaluate_many` over every feature of the catalog, catalog-only (`gates=()`, no
 subject, instance, tenant or context: the answer `GET /v1/customers/{key}/entitlements`
 gives). Limits come from `contracts.terms.effective_limits`. A customer appears when
@@ -48,7 +48,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.check import evaluator
-from allotment.check.snapshot import build, contract_payload, customer_payload
+from allotment.check.payload import build, contract_payload, customer_payload
 from allotment.check.values import CheckRequest, Snapshot
 from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.orphans import find_orphans
@@ -202,7 +202,7 @@ def impact(
     payload: Mapping[str, Any], *, current: Version, proposed: Version, now: datetime
 ) -> CustomerImpact:
     """What moving from `current` to `proposed` changes for one customer, whose snapshot
-    payload (`snapshot.customer_payload`) names the contract in force at `now`."""
+    payload (`payload.customer_payload`) names the contract in force at `now`."""
     contract = payload["contract"]
     terms = Terms.from_json(contract["terms"])
     before = build(payload, current[1], current[0])

@@ -1,7 +1,7 @@
 """OFREP shapes, both ways: an evaluation context → the checker's inputs, a decision → a flag.
 
 Pure: no I/O, no clock, no app. The server routes (ofrep/endpoints.py) use it, and so can
-anything else that answers OFREP from decision documents (the sidecar agent of DESIGN §8).
+anything else that answers OFREP from decision documents (the sidecar agent, docs/agent.md).
 
     context (OFREP)                        CheckRequest
     targetingKey                     →     subject

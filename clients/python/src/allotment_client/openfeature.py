@@ -9,7 +9,7 @@
     flags.get_boolean_value("sso", False, EvaluationContext("ann", {"customer": "acme"}))
     flags.get_integer_value("api.remaining", 0, EvaluationContext(attributes={"customer": "acme"}))
 
-The context as OFREP reads it (DESIGN §8): `targetingKey` is the subject; `customer` is
+The context as OFREP reads it (docs/openfeature.md): `targetingKey` is the subject; `customer` is
 required, `instance` and `tenant` are the check's, and every other attribute goes to the
 rules' `context`. A feature is a boolean flag: `allowed`, variant `on`/`off`, reason
 TARGETING_MATCH or DISABLED, metadata {reason, policy_version, decision_id}. A limit is an
