@@ -210,6 +210,29 @@ async def test_denials_are_logged_and_listed(
     assert [(i["feature"], i["reason"]) for i in items] == [("sso", "feature_not_in_plan")]
 
 
+async def test_a_feature_named_twice_in_a_batch_gets_two_decisions_and_two_records(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await _setup(client, admin)
+    response = await client.post(
+        "/v1/check/batch",
+        json={"customer": "acme", "features": ["sso", "reports", "sso", "reports", "sso"]},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    decisions = response.json()["decisions"]
+    ids = [d.pop("decision_id") for d in decisions]
+    assert len(set(ids)) == 5 and ids == sorted(ids)
+    assert decisions[0] == decisions[2] == decisions[4] and decisions[1] == decisions[3]
+    assert decisions[0]["reason"] == "feature_not_in_plan" and decisions[1]["allowed"] is True
+    await app.state.checker.decisions.flush()
+    listed = await client.get(
+        "/v1/decisions", params={"customer": "acme", "allowed": "false"}, headers=admin
+    )
+    logged = {i["decision_id"] for i in listed.json()["items"]}
+    assert logged == {ids[0], ids[2], ids[4]}
+
+
 async def test_bad_check_bodies_are_problems(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

@@ -130,25 +130,30 @@ class Checker:
             document["limit"] = dict(verdict.limit)
         if counted:
             self._count(verdict.allowed, verdict.reason, 1)
-        if self.decisions.wants(verdict.allowed):
+        self._log(request, document, now)
+        return document
+
+    def _log(self, request: CheckRequest, document: dict[str, Any], now: datetime) -> None:
+        """The decision log's record of `document` (every denial, a sample of allows)."""
+        allowed = document["allowed"]
+        if self.decisions.wants(allowed):
             self.decisions.record(
                 {
-                    "id": decision_id,
+                    "id": document["decision_id"],
                     "at": now,
                     "customer": request.customer,
-                    "feature": feature,
+                    "feature": document["feature"],
                     "subject": request.subject,
                     "instance": request.instance,
                     "tenant": request.tenant,
-                    "allowed": verdict.allowed,
-                    "reason": verdict.reason,
-                    "detail": verdict.rule_reason or verdict.detail,
-                    "policy_version": policy_version,
-                    "contract_revision": contract.revision if contract else None,
-                    "stale": stale,
+                    "allowed": allowed,
+                    "reason": document["reason"],
+                    "detail": document.get("rule_reason") or document.get("detail"),
+                    "policy_version": document["policy_version"],
+                    "contract_revision": document["contract_revision"],
+                    "stale": document["stale"],
                 }
             )
-        return document
 
     def observe(self, endpoint: str, seconds: float) -> None:
         """Time spent deciding a call of `endpoint` (one of ENDPOINTS)."""
@@ -215,10 +220,34 @@ class Checker:
             tally[key] = tally.get(key, 0) + 1
         for (allowed, reason), n in tally.items():
             self._count(allowed, reason, n)
-        return [
-            self.document(base, verdict, snapshot, stale, now, None, decision_id, name, False)
-            for name, verdict, decision_id in zip(features, verdicts, ids, strict=True)
-        ]
+        # A feature named twice is decided twice with the same verdict (evaluate_many reuses
+        # it); its document is the first one's with its own decision_id, copied, not rebuilt.
+        documents: list[dict[str, Any]] = []
+        first: dict[str, dict[str, Any]] = {}
+        for name, verdict, decision_id in zip(features, verdicts, ids, strict=True):
+            earlier = first.get(name)
+            if earlier is None:
+                document = self.document(
+                    base, verdict, snapshot, stale, now, None, decision_id, name, False
+                )
+                first[name] = document
+            else:
+                document = self._again(earlier, base, decision_id, now)
+            documents.append(document)
+        return documents
+
+    def _again(
+        self, earlier: dict[str, Any], request: CheckRequest, decision_id: str, now: datetime
+    ) -> dict[str, Any]:
+        """The document of a feature a batch names again: `earlier`'s, with its own id (and
+        its own decision-log record, as every decision has)."""
+        document = {**earlier, "decision_id": decision_id, "warnings": list(earlier["warnings"])}
+        if "limit" in earlier:
+            document["limit"] = dict(earlier["limit"])
+        if "missing" in earlier:
+            document["missing"] = list(earlier["missing"])
+        self._log(request, document, now)
+        return document
 
     async def limits_of(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
         """The limits in force and what is held of them: seats, instances, each meter (the
