@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Protocol
 
 from allotment.billing.drafts import Draft
-from allotment.billing.measure import ZERO, text
+from allotment.billing.measure import ZERO, money, text
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Price
 from allotment.policy.money import format_amount
@@ -81,7 +81,8 @@ def minimum_line(
     return Draft(
         code="minimum",
         description=f"minimum spend {format_amount(minimum)} a month: "
-        f"{text(prorated, minor_digits)} for this period, {text(spent, minor_digits)} billed",
+        f"{text(prorated, minor_digits)} for this period, "
+        f"{format_amount(money(spent, minor_digits))} billed",
         quantity=shortfall,
         unit=currency,
         unit_price=Decimal(1),
@@ -90,8 +91,8 @@ def minimum_line(
         source={
             "minimum": format_amount(minimum),
             "fraction": text(fraction),
-            "prorated": text(prorated, minor_digits),
-            "committed": text(spent, minor_digits),
+            "prorated": text(prorated),
+            "committed": format_amount(money(spent, minor_digits)),
             "lines": [code for code, _ in committed],
         },
     )
