@@ -132,3 +132,41 @@ async def test_publishing_a_price_for_a_kind_the_plan_refuses_names_its_path(
     response = await client.post("/v1/policies", json=document, headers=admin)
     assert response.status_code == 422, response.text
     assert error_paths(response) == ["plans.usage.price.instances.kinds.gpu"]
+
+
+async def _amend(
+    client: httpx.AsyncClient, admin: dict[str, str], contract: str, revision: int, **body: Any
+) -> None:
+    response = await client.patch(
+        f"/v1/contracts/{contract}", json=body, headers={**admin, "If-Match": f'"{revision}"'}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_plan_change_charges_the_setup_fee_once_when_the_plan_is_first_entered(
+    client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    document = metered_document()
+    document["plans"]["usage"] = USAGE_PLAN
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    contract = await create_contract(
+        client, admin, customer="acme", plan="team", starts_at=iso(OCTOBER)
+    )
+    # team → usage on the 16th, back to team on the 21st, usage again on the 26th.
+    for revision, (day, plan) in enumerate([(16, "usage"), (21, "team"), (26, "usage")], 1):
+        at = iso(OCTOBER.replace(day=day))
+        await _amend(client, admin, contract["id"], revision, plan=plan, effective_at=at)
+
+    october = await _preview(client, finance, contract["id"], "2026-10")
+    fees = [line for line in october["lines"] if line["code"].startswith("one_time:")]
+    assert [(f["code"], f["amount"], f["source"]["revisions"]) for f in fees] == [
+        ("one_time:setup", "300.00", [2])
+    ]
+    minimums = [line for line in october["lines"] if line["code"] == "minimum"]
+    # Each usage group owes its share of the 200.00 minimum, nothing else being billed:
+    # 5 days of 31 → 32.258… → 32.26, and 6 days → 38.709… → 38.71.
+    assert [(m["amount"], m["source"]["revisions"]) for m in minimums] == [
+        ("32.26", [2]),
+        ("38.71", [4]),
+    ]
