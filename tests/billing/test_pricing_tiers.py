@@ -82,6 +82,8 @@ def calls(plan: str, count: int, **changes: object) -> Priced:
     [
         (800, "0", "0.01", "0.00", [False, False, False]),  # nothing billable, no flat
         (3000, "2000", "0.0125", "25.00", [True, False, False]),  # 2,000 × 0.01 + 5.00
+        (5000, "4000", "0.01125", "45.00", [True, False, False]),  # 4,000 × 0.01 + 5.00
+        (5001, "4001", "0.013747813", "55.00", [True, True, False]),  # 45 + 0.005 + 10
         (9000, "8000", "0.009375", "75.00", [True, True, False]),  # 40 + 5 + 20 + 10
         (30000, "29000", "0.0051724138", "150.00", [True, True, False]),  # 45 + 85 + 20
     ],
