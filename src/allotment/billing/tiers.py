@@ -32,7 +32,7 @@ from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 @dataclass(frozen=True)
 class Tiered:
-    mode: str  # graduated | volume | package
+    mode: str  # graduated | volume | package | unit (seats priced by `seat.unit`)
     quantity: Fraction  # billable units (total − included, ≥ 0); packages for a package
     amount: Fraction  # exact, before the line's one rounding
     unit_price: Decimal
@@ -69,7 +69,7 @@ def graduated(
 ) -> Tiered:
     split = _split(total, included, tiers)
     charged = [units > 0 for _, units in split]
-    return _result("graduated", total, included, tiers, split, charged, places)
+    return _result("graduated", total, included, split, charged, places)
 
 
 def volume(
@@ -79,9 +79,7 @@ def volume(
     reached = reached_tier(total, tiers) if billable > 0 else None
     split = [(tier, billable if index == reached else ZERO) for index, tier in enumerate(tiers)]
     charged = [index == reached for index in range(len(tiers))]
-    result = _result("volume", total, included, tiers, split, charged, places)
-    result.source["reached"] = reached
-    return result
+    return _result("volume", total, included, split, charged, places, reached=reached)
 
 
 def packages(total: Fraction, included: Fraction, package: Package) -> Tiered:
@@ -132,10 +130,10 @@ def _result(
     mode: str,
     total: Fraction,
     included: Fraction,
-    tiers: Sequence[Tier],
     split: list[tuple[Tier, Fraction]],
     charged: list[bool],
     places: int,
+    **extra: Any,
 ) -> Tiered:
     quantity = max(ZERO, total - included)
     flats = [
@@ -152,7 +150,7 @@ def _result(
     elif used:
         unit_price = decimal(amount / quantity, RATE_MAX_PLACES)
     else:
-        unit_price = _next_tier(included, tiers).unit
+        unit_price = _next_tier(included, [tier for tier, _ in split]).unit
     rows: list[dict[str, Any]] = []
     for (tier, units), reached in zip(split, charged, strict=True):
         row: dict[str, Any] = {
@@ -169,7 +167,7 @@ def _result(
         quantity=quantity,
         amount=amount,
         unit_price=unit_price,
-        source={"mode": mode, "tiers": rows},
+        source={"mode": mode, "tiers": rows, **extra},
     )
 
 
