@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.billing.commitments import plan_starts
 from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts import history as contracts_history
 from allotment.contracts.terms import Terms, seat_limits
@@ -192,11 +193,17 @@ async def gather(
     currency, digits = "USD", 2
     window_start, window_end = start, start  # empty until the contract's terms are known
     term_end = start
+    plans_started: dict[str, datetime] = {}  # when each plan's one-time fees fall due
     if revisions:
         latest = terms[revisions[-1].revision]  # its term bounds are the contract's own
         window_start = max(start, latest.starts_at)
         term_end = min(end, latest.ends_at or end)
         window_end = min(as_of, term_end)
+        plans_started = plan_starts(
+            [(r.effective_at, terms[r.revision].plan, terms[r.revision].kind) for r in revisions],
+            starts_at=latest.starts_at,
+            ends_at=latest.ends_at,
+        )
     if window_end > window_start:
         # For the current month the fees run to the month's (or the term's) end, or to the
         # next scheduled revision; usage, seats and instances are counted to `as_of`.
@@ -258,6 +265,7 @@ async def gather(
                     seat_limit=pool.limit if pool is not None else None,
                     seat_model=pool.model if pool is not None else None,
                     fee_end=fee_end if seg_end == window_end else None,
+                    plan_started=plans_started.get(revision_terms.plan),
                 )
             )
     customer_id = contract.customer_id

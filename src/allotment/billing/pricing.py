@@ -18,9 +18,12 @@ its fee end: the month's end for the current month, where use is counted to date
     seats            max(0, basis − included)   seat           seat.unit       qty × price × fee fr.
     burst            seat-days over seat_limit  seat-day       burst_seat_day  qty × price
     instances        Σ lease-hours × weight     weighted       instance_hour   qty × price
-                                                instance-hour
-    meter:<name>     total − included (≥ 0)     <name>         see `_meter`    graduated tiers
+                     (kinds not priced apart)   instance-hour
+    instances:<kind> Σ the kind's lease-hours   <kind> inst.-h kinds[<kind>]   qty × price
+    meter:<name>     total − included (≥ 0)     <name>         see tiers.py    tiers / package
     addon:<name>     fee fraction               month          addon.price     price × fee fr.
+    minimum          the shortfall              <currency>     1               see commitments
+    one_time:<name>  1                          one-time       one_time[name]  price, once
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
 
@@ -37,6 +40,7 @@ an invoice serializes the same bytes every time. docs/billing.md works every rul
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +48,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from allotment.billing.commitments import commitment_lines
+from allotment.billing.drafts import Draft
+from allotment.billing.instance_kinds import kind_lines
 from allotment.billing.measure import (
     QUANTITY_PLACES,
     SECONDS_PER_DAY,
@@ -57,9 +64,10 @@ from allotment.billing.measure import (
     steps,
     text,
 )
+from allotment.billing.tiers import meter_priced, seat_priced
 from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import Addon, MeterPrice, Plan, Price, Tier
+from allotment.policy.catalog import Addon, MeterPrice, Plan, Price
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
 
 # -- inputs and outputs ----------------------------------------------------------------------
@@ -84,6 +92,9 @@ class Segment:
     # segment ends now (usage, seats, instances to date) but its fees are the month's
     # (docs/billing.md). None: `end`.
     fee_end: datetime | None = None
+    # When the plan's one-time fees fall due for this contract (commitments.plan_starts);
+    # charged by the group this instant falls in. None: not due (a trial, or unknown).
+    plan_started: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +247,9 @@ class _Pricer:
         lines: list[Line | None] = [self._base()]
         lines.extend(self._seats())
         lines.append(self._instances())
+        group, prices = self.group, self.plan.price
+        kinds = kind_lines(self.data.instances, group.start, group.end, prices.instance_kinds)
+        lines.extend(map(self._draft, kinds))
         lines.extend(
             self._meter(name, self.plan.price.meters[name])
             for name in sorted(self.plan.price.meters)
@@ -244,6 +258,18 @@ class _Pricer:
             self._addon(addon) for addon in sorted(self.terms.addons, key=lambda a: a.name)
         )
         priced = [line for line in lines if line is not None]
+        due = next((s.plan_started for s in group.segments if s.plan_started), None)
+        commitments = commitment_lines(
+            prices,
+            self.fee_fraction,
+            priced,
+            due=due,
+            start=group.start,
+            end=group.end,
+            currency=self.data.currency,
+            minor_digits=self.data.minor_digits,
+        )
+        priced.extend(line for line in map(self._draft, commitments) if line is not None)
         adjustment = self._adjustment(priced)
         if adjustment is not None:
             priced.append(adjustment)
@@ -280,6 +306,7 @@ class _Pricer:
             else:
                 basis = sum((length * held for length, held in pieces), ZERO) / self.seconds
             quantity = max(ZERO, basis - seat_price.included)
+            tiered = seat_priced(basis, seat_price)  # by unit or in tiers (billing/tiers.py)
             # A licensed quantity, priced like a fee: prorated to the fee end (the month's,
             # for the current month), never by the share of the month elapsed.
             out.append(
@@ -289,9 +316,10 @@ class _Pricer:
                     f"({seat_price.basis} {text(basis)}), for {days(self.fee_days)} days",
                     quantity=quantity,
                     unit="seat",
-                    unit_price=seat_price.unit,
-                    amount=quantity * Fraction(seat_price.unit) * self.fee_fraction,
+                    unit_price=tiered.unit_price,
+                    amount=tiered.amount * self.fee_fraction,
                     source={
+                        **tiered.source,
                         "model": self.terms.seat_model,
                         "basis": seat_price.basis,
                         "held": text(basis),
@@ -324,8 +352,8 @@ class _Pricer:
         total = ZERO
         for interval in self.data.instances:
             clipped = clip(interval, self.group.start, self.group.end)
-            if clipped is None:
-                continue
+            if clipped is None or interval.kind in self.plan.price.instance_kinds:
+                continue  # a kind priced apart has its own line (instance_kinds.py)
             hours = seconds(clipped[1] - clipped[0]) / SECONDS_PER_HOUR
             total += hours * interval.weight
             entry = kinds.setdefault((interval.kind or "", interval.weight), [0, ZERO])
@@ -354,46 +382,28 @@ class _Pricer:
         )
 
     def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
-        """Graduated tiers over the group's total: the first `included` units free, then each
-        tier the units from the previous bound (or `included`) to its `up_to`, the last tier
-        everything above. unit_price: the one tier's unit when one tier priced every billable
-        unit (or, when none was billable, the tier the next unit falls in); else the exact
-        average, amount / quantity, to RATE_MAX_PLACES."""
+        """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
+        volume tiers, flat fees, packages), with its unit_price rule."""
         measured = self.data.meters(self.group.start, self.group.end, name)
         total = max(ZERO, Fraction(measured.quantity))
-        included = Fraction(meter_price.included)
-        quantity = max(ZERO, total - included)
-        split = _tiered(total, meter_price)
-        amount = sum((units * Fraction(tier.unit) for tier, units in split), ZERO)
-        used = [tier for tier, units in split if units > 0]
-        if len(used) > 1:
-            unit_price = decimal(amount / quantity, RATE_MAX_PLACES)
-        elif used:
-            unit_price = used[0].unit
-        else:
-            unit_price = _next_tier(meter_price).unit
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+        package = meter_price.package
+        tiered = meter_priced(total, meter_price, places=places)
+        described = f"{name}: {text(total, places)} used, {meter_price.included} included"
         return self._line(
             f"meter:{name}",
-            f"{name}: {text(total, places)} used, {meter_price.included} included",
-            quantity=quantity,
-            unit=name,
-            unit_price=unit_price,
-            amount=amount,
+            described if package is None else f"{described}, packages of {package.size}",
+            quantity=tiered.quantity,
+            unit=name if package is None else f"package of {package.size} {name}",
+            unit_price=tiered.unit_price,
+            amount=tiered.amount,
             places=places,
             source={
                 "meter": name,
                 "events": measured.events,
                 "total": text(total, places),
                 "included": meter_price.included,
-                "tiers": [
-                    {
-                        "up_to": tier.up_to,
-                        "unit": format_amount(tier.unit),
-                        "quantity": text(units, places),
-                    }
-                    for tier, units in split
-                ],
+                **tiered.source,
             },
         )
 
@@ -408,6 +418,9 @@ class _Pricer:
             amount=Fraction(addon.price) * self.fee_fraction,
             source={"addon": addon.name, "active_days": text(self.fee_days)},
         )
+
+    def _draft(self, draft: Draft) -> Line | None:
+        return self._line(**dataclasses.asdict(draft))
 
     def _adjustment(self, priced: Sequence[Line]) -> Line | None:
         """A trial's credit of every line, or an educational or pilot contract's discount."""
@@ -468,27 +481,3 @@ class _Pricer:
                 **source,
             },
         )
-
-
-# -- tiers ----------------------------------------------------------------------------------
-
-
-def _tiered(total: Fraction, meter_price: MeterPrice) -> list[tuple[Tier, Fraction]]:
-    """Each tier with the units it prices out of `total`."""
-    lower = Fraction(meter_price.included)
-    out: list[tuple[Tier, Fraction]] = []
-    last = len(meter_price.tiers) - 1
-    for index, tier in enumerate(meter_price.tiers):
-        upper = total if tier.up_to is None or index == last else min(total, Fraction(tier.up_to))
-        out.append((tier, max(ZERO, upper - lower)))
-        if tier.up_to is not None:
-            lower = max(lower, Fraction(tier.up_to))
-    return out
-
-
-def _next_tier(meter_price: MeterPrice) -> Tier:
-    """The tier the first billable unit (just above `included`) falls in."""
-    for tier in meter_price.tiers[:-1]:
-        if tier.up_to is not None and tier.up_to > meter_price.included:
-            return tier
-    return meter_price.tiers[-1] if meter_price.tiers else Tier(up_to=None, unit=Decimal(0))

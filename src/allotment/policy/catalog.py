@@ -8,7 +8,8 @@
      │     ├── seats: SeatPool | None    burst: Burst | None
      │     ├── instances: InstancePool | None
      │     ├── limits: {meter: UsageLimit}
-     │     └── price: Price              seat: SeatPrice | None, meters: {meter: MeterPrice}
+     │     └── price: Price              seat: SeatPrice | None, meters: {meter: MeterPrice},
+     │                                   instance_kinds, minimum, one_time
      ├── addons:   {name: Addon}
      └── rules:    {feature: (Rule, ...)}
 
@@ -20,7 +21,7 @@ so a catalog can be shared by every request of a worker without copying. Built o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
@@ -33,6 +34,7 @@ Period = Literal["month", "day", "hour"]
 Enforcement = Literal["hard", "soft"]
 SeatBasis = Literal["peak", "average", "end"]
 OnOutage = Literal["deny", "allow"]
+TierMode = Literal["graduated", "volume"]
 
 
 @dataclass(frozen=True)
@@ -98,20 +100,31 @@ class UsageLimit:
 class Tier:
     up_to: int | None  # a total count over the period; None: unbounded
     unit: Decimal
+    flat: Decimal | None = None  # charged once when the tier is reached (docs/billing.md)
+
+
+@dataclass(frozen=True)
+class Package:
+    size: int  # units per package
+    price: Decimal  # per started package
 
 
 @dataclass(frozen=True)
 class MeterPrice:
     meter: str
     included: int
-    tiers: tuple[Tier, ...]
+    tiers: tuple[Tier, ...]  # empty when `package` prices the meter
+    mode: TierMode = "graduated"
+    package: Package | None = None  # priced per started package of `size` units instead
 
 
 @dataclass(frozen=True)
 class SeatPrice:
-    unit: Decimal
+    unit: Decimal | None  # None: `tiers` price the seats
     basis: SeatBasis
     included: int
+    tiers: tuple[Tier, ...] = ()
+    mode: TierMode = "graduated"
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,10 @@ class Price:
     burst_seat_day: Decimal
     instance_hour: Decimal
     meters: Mapping[str, MeterPrice]
+    # Per lease-hour of each kind named, unweighted; other kinds: instance_hour × weight.
+    instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
+    minimum: Decimal | None = None  # the least a month is billed, before adjustments
+    one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ skipped here rather than reported twice.
     +name / -name without extends          plans.team.features[2]
     removes what the parent lacks          plans.enterprise.features[1]
     limit / price for an unknown meter     plans.team.limits.foo, plans.team.price.meters.foo
-    tier order                             plans.team.price.meters.api_calls.tiers[1].up_to
+    price: tiers, alternatives, modes,     plans.team.price.meters.api_calls.tiers[1].up_to
+    priced kinds (price_checks.py)
     required after inheritance             plans.team.seats.limit, ...seats.burst.window
     burst on a concurrent pool (resolved)  plans.floating.seats.burst   (new documents only)
     add-on names an unknown feature        addons.audit_pack.features[0]
@@ -38,6 +39,8 @@ from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanS
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
 from allotment.policy.paths import Location
+from allotment.policy.price_checks import check_written as check_written_price
+from allotment.policy.price_checks import price_gaps
 from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_variables
 
 Finding = tuple[Location, str]
@@ -168,12 +171,11 @@ def _check_plans(
         price = spec.get("price")
         meter_prices = price.get("meters") if isinstance(price, Mapping) else None
         if isinstance(meter_prices, Mapping):
-            for meter, meter_price in meter_prices.items():
+            for meter in meter_prices:
                 location: Location = ("plans", name, "price", "meters", meter)
                 if _is_name(meter) and meter not in meter_names:
                     yield location, _unknown("meter", meter, meter_names)
-                if isinstance(meter_price, Mapping):
-                    yield from _check_tiers(meter_price.get("tiers"), location=(*location, "tiers"))
+        yield from check_written_price(price, location=("plans", name, "price"))
     for cycle in find_cycles(parents):
         yield ("plans", cycle[0], "extends"), f"inheritance cycle: {describe_cycle(cycle)}"
     yield from _check_resolved(plans, stored=stored)
@@ -202,29 +204,6 @@ def _check_feature_entries(
         if (sign == "-" and name in added) or (sign != "-" and name in removed):
             yield location, f"'{name}' is both added and removed"
         (removed if sign == "-" else added).add(name)
-
-
-def _check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
-    if not isinstance(tiers, list):
-        return
-    previous: int | None = None
-    last = len(tiers) - 1
-    for index, tier in enumerate(tiers):
-        if not isinstance(tier, Mapping):
-            continue
-        up_to = tier.get("up_to")
-        if up_to is None:
-            if index < last:
-                yield (*location, index, "up_to"), "required: only the last tier may omit up_to"
-            continue
-        if not isinstance(up_to, int) or isinstance(up_to, bool):
-            continue
-        if previous is not None and up_to <= previous:
-            yield (
-                (*location, index, "up_to"),
-                f"must be greater than the previous tier's up_to ({previous})",
-            )
-        previous = up_to
 
 
 def _check_resolved(plans: dict[str, Any], *, stored: bool) -> Iterator[Finding]:
@@ -300,16 +279,7 @@ def _gaps(plan: ResolvedPlan) -> Iterator[Finding]:
         for meter, limit in limits.items():
             if isinstance(limit, Mapping) and limit.get("limit") is None:
                 yield ("limits", meter, "limit"), "required: the units allowed per period"
-    price = settings.get("price")
-    if isinstance(price, Mapping):
-        seat = price.get("seat")
-        if isinstance(seat, Mapping) and seat.get("unit") is None:
-            yield ("price", "seat", "unit"), "required: the price of a seat"
-        meter_prices = price.get("meters")
-        if isinstance(meter_prices, Mapping):
-            for meter, meter_price in meter_prices.items():
-                if isinstance(meter_price, Mapping) and not meter_price.get("tiers"):
-                    yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+    yield from price_gaps(settings)
 
 
 def _check_addons(addons: dict[str, Any], *, feature_names: set[str]) -> Iterator[Finding]:

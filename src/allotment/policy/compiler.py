@@ -27,6 +27,7 @@ from allotment.policy.catalog import (
     InstancePool,
     Meter,
     MeterPrice,
+    Package,
     Plan,
     Price,
     SeatModel,
@@ -208,33 +209,50 @@ def _instances(block: Mapping[str, Any] | None, *, where: str) -> InstancePool |
 def _price(block: Mapping[str, Any], *, where: str) -> Price:
     seat = block.get("seat")
     meters = block.get("meters") or {}
+    instances = block.get("instances") or {}
     return Price(
         base=_amount(block.get("base")),
-        seat=(
-            SeatPrice(
-                unit=_required(seat, "unit", where=f"{where}.seat"),
-                basis=seat.get("basis") or "peak",
-                included=seat.get("included") or 0,
-            )
-            if seat is not None
-            else None
-        ),
+        seat=_seat_price(seat, where=f"{where}.seat") if seat is not None else None,
         burst_seat_day=_amount(block.get("burst_seat_day")),
         instance_hour=_amount(block.get("instance_hour")),
         meters=_frozen(
             {
-                meter: MeterPrice(
-                    meter=meter,
-                    included=price.get("included") or 0,
-                    tiers=tuple(
-                        Tier(up_to=tier.get("up_to"), unit=tier["unit"])
-                        for tier in _required(price, "tiers", where=f"{where}.meters.{meter}")
-                    ),
-                )
+                meter: _meter_price(meter, price, where=f"{where}.meters.{meter}")
                 for meter, price in meters.items()
                 if price is not None
             }
         ),
+        instance_kinds=_frozen(instances.get("kinds") or {}),
+        minimum=block.get("minimum"),
+        one_time=_frozen(block.get("one_time") or {}),
+    )
+
+
+def _tiers(written: Any) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(up_to=tier.get("up_to"), unit=tier["unit"], flat=tier.get("flat")) for tier in written
+    )
+
+
+def _seat_price(seat: Mapping[str, Any], *, where: str) -> SeatPrice:
+    tiers = seat.get("tiers")
+    return SeatPrice(
+        unit=_required(seat, "unit", where=where) if not tiers else None,
+        basis=seat.get("basis") or "peak",
+        included=seat.get("included") or 0,
+        tiers=_tiers(tiers or ()),
+        mode=seat.get("mode") or "graduated",
+    )
+
+
+def _meter_price(meter: str, price: Mapping[str, Any], *, where: str) -> MeterPrice:
+    package = price.get("package")
+    return MeterPrice(
+        meter=meter,
+        included=price.get("included") or 0,
+        tiers=() if package else _tiers(_required(price, "tiers", where=where)),
+        mode=price.get("mode") or "graduated",
+        package=Package(size=package["size"], price=package["price"]) if package else None,
     )
 
 

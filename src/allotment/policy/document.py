@@ -170,24 +170,52 @@ class LimitSpec(Spec):
     enforcement: Literal["hard", "soft"] | None = Field(default=None, description="Default hard.")
 
 
+class TierSpec(Spec):
+    up_to: Annotated[int, Field(gt=0, le=MAX_VOLUME)] | None = Field(
+        default=None, description="The total count this tier prices up to; omitted: no bound."
+    )
+    unit: Rate
+    flat: Money | None = Field(
+        default=None,
+        description="Charged once when the tier is reached: graduated, every tier reached; "
+        "volume, the tier the total reaches.",
+    )
+
+
+TierModeSpec = Literal["graduated", "volume"]
+
+
 class SeatPriceSpec(Spec):
     unit: Money | None = Field(default=None, description="Price per seat above `included`.")
+    tiers: list[TierSpec] | None = Field(
+        default=None, min_length=1, description="Seat tiers instead of `unit` (one or the other)."
+    )
+    mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
     basis: Literal["peak", "average", "end"] | None = Field(
         default=None, description="Default peak."
     )
     included: NonNegative | None = Field(default=None, description="Seats in the base fee.")
 
 
-class TierSpec(Spec):
-    up_to: Annotated[int, Field(gt=0, le=MAX_VOLUME)] | None = Field(
-        default=None, description="The total count this tier prices up to; omitted: no bound."
-    )
-    unit: Rate
+class PackageSpec(Spec):
+    size: Annotated[int, Field(gt=0, le=MAX_VOLUME)] = Field(description="Units per package.")
+    price: Money = Field(description="Per package started.")
 
 
 class MeterPriceSpec(Spec):
     included: Volume | None = Field(default=None, description="Free units (default 0).")
     tiers: list[TierSpec] | None = Field(default=None, min_length=1)
+    mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
+    package: PackageSpec | None = Field(
+        default=None, description="Per started package of units, instead of `tiers`."
+    )
+
+
+class InstancePriceSpec(Spec):
+    kinds: dict[Name, Rate] | None = Field(
+        default=None,
+        description="Kind → price per lease-hour, unweighted; kinds not named: instance_hour.",
+    )
 
 
 class PriceSpec(Spec):
@@ -198,6 +226,13 @@ class PriceSpec(Spec):
         default=None, description="Per lease-hour and unit of kind weight."
     )
     meters: dict[Name, MeterPriceSpec] | None = None
+    instances: InstancePriceSpec | None = None
+    minimum: Money | None = Field(
+        default=None, description="Least billed per month (prorated), as a `minimum` line."
+    )
+    one_time: dict[Name, Money] | None = Field(
+        default=None, description="Name → fee, charged once when the contract starts on the plan."
+    )
 
 
 class PlanSpec(Spec):

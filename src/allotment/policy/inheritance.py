@@ -6,7 +6,10 @@ The merge, applied from the root of the chain down to the plan:
     objects (attributes, seats, burst,     merged key by key, recursively: the child's
     instances, kinds, limits, price,       value wins for every key it writes, the parent's
     price.seat, price.meters, ...)         is kept for every key it does not
-    lists (price.meters.*.tiers)           replaced as a whole
+    lists (price.meters.*.tiers,           replaced as a whole
+    price.seat.tiers)
+    alternatives: price.seat unit | tiers, the one the child writes replaces the other (and,
+    price.meters.* tiers | package         for `unit` and `package`, the inherited `mode`)
     scalars                                replaced
     null                                   the same as not writing the key
     features                               the parent's set, then each entry in order:
@@ -57,6 +60,38 @@ def apply_features(inherited: frozenset[str], entries: list[str] | None) -> froz
     return frozenset(features)
 
 
+# Keys that price one thing in two exclusive ways: a child writing the key drops the ones
+# listed that it inherits (docs/policy.md, "Inheritance"), so a plan can switch a parent's
+# per-seat unit to seat tiers, or a meter's tiers to a package, without a way to unset keys.
+SEAT_ALTERNATIVES = {"unit": ("tiers", "mode"), "tiers": ("unit",)}
+METER_ALTERNATIVES = {"package": ("tiers", "mode"), "tiers": ("package",)}
+
+
+def _replace(merged: dict[str, Any], own: Mapping[str, Any], rules: Mapping[str, Any]) -> None:
+    for key, dropped in rules.items():
+        if key in own:
+            for other in dropped:
+                if other not in own:
+                    merged.pop(other, None)
+
+
+def drop_replaced(merged: dict[str, Any], own: Mapping[str, Any]) -> None:
+    """Apply the alternatives rule to `merged`, the parent's settings merged with `own`.
+    Only blocks `own` writes are touched, and `merge` made those fresh dicts."""
+    price, own_price = merged.get("price"), own.get("price")
+    if not isinstance(price, dict) or not isinstance(own_price, Mapping):
+        return
+    seat, own_seat = price.get("seat"), own_price.get("seat")
+    if isinstance(seat, dict) and isinstance(own_seat, Mapping):
+        _replace(seat, own_seat, SEAT_ALTERNATIVES)
+    meters, own_meters = price.get("meters"), own_price.get("meters")
+    if isinstance(meters, dict) and isinstance(own_meters, Mapping):
+        for name, own_meter in own_meters.items():
+            meter = meters.get(name)
+            if isinstance(meter, dict) and isinstance(own_meter, Mapping):
+                _replace(meter, own_meter, METER_ALTERNATIVES)
+
+
 def merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(parent)
     for key, value in child.items():
@@ -66,6 +101,12 @@ def merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
+
+
+def _merged(parent: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    settings = merge(parent, own)
+    drop_replaced(settings, own)
+    return settings
 
 
 def resolve_plans(
@@ -112,7 +153,7 @@ def _resolve(
             name=name,
             ancestors=(parent.name, *parent.ancestors),
             features=apply_features(parent.features, spec.features),
-            settings=merge(parent.settings, own),
+            settings=_merged(parent.settings, own),
         )
     resolved[name] = plan
     return plan

@@ -4,8 +4,10 @@ Two kinds of amount appear in prices:
 
     kind    fields                                               decimal places
     fee     price.base, price.seat.unit, price.burst_seat_day,   at most the currency's
-            addons.*.price                                       minor unit (USD 2, JPY 0)
-    rate    price.instance_hour, price.meters.*.tiers[].unit     at most RATE_MAX_PLACES
+            price.minimum, price.one_time.*, tiers[].flat,       minor unit (USD 2, JPY 0)
+            price.meters.*.package.price, addons.*.price
+    rate    price.instance_hour, price.instances.kinds.*,        at most RATE_MAX_PLACES
+            price.meters.*.tiers[].unit, price.seat.tiers[].unit
 
 Rates are per unit of usage (an API call, an instance-hour) and are routinely fractions of
 the minor unit ("0.0005" per call); billing rounds each line, never each unit (docs/billing.md).

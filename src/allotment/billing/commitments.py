@@ -1,0 +1,144 @@
+"""Commercial terms of a plan's price, pure: the monthly minimum's true-up and one-time fees
+(docs/billing.md, "minimum" and "one_time:<name>").
+
+    commitment_lines(price, fraction, lines, ...)    → [Draft]  both below, for one group
+    minimum_line(minimum, fraction, committed, ...)  → Draft    max(0, minimum × fraction − Σ)
+    one_time_lines(fees, due, start, end)            → [Draft]  when `due` falls in [start, end)
+    plan_starts(revisions, starts_at, ends_at)       → {plan: instant}  when each plan's
+                                                       one-time fees fall due for a contract
+
+A group's lines come in this order: the recurring and usage lines, `minimum`, the one-time
+fees, then the trial credit or discount, which covers the true-up and the one-time fees as
+it covers every positive line above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Protocol
+
+from allotment.billing.drafts import Draft
+from allotment.billing.measure import ZERO, money, text
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Price
+from allotment.policy.money import format_amount
+
+UNPAID_KINDS = frozenset({"trial"})  # a trial's time never starts a plan's one-time fees
+
+
+class Charged(Protocol):
+    """A line already priced (billing/pricing.Line)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def amount(self) -> Decimal: ...
+
+
+def commitment_lines(
+    price: Price,
+    fraction: Fraction,
+    committed: Sequence[Charged],
+    *,
+    due: datetime | None,
+    start: datetime,
+    end: datetime,
+    currency: str,
+    minor_digits: int,
+) -> list[Draft]:
+    """The group's `minimum` true-up over the `committed` lines, then its one-time fees."""
+    drafts = []
+    if price.minimum is not None:
+        drafts.append(
+            minimum_line(
+                price.minimum,
+                fraction,
+                [(line.code, line.amount) for line in committed],
+                currency=currency,
+                minor_digits=minor_digits,
+            )
+        )
+    drafts.extend(one_time_lines(price.one_time, due, start, end))
+    return drafts
+
+
+def minimum_line(
+    minimum: Decimal,
+    fraction: Fraction,
+    committed: Sequence[tuple[str, Decimal]],
+    *,
+    currency: str,
+    minor_digits: int,
+) -> Draft:
+    """The true-up to the group's share of `minimum`: the prorated minimum less the sum of
+    the `committed` (code, rounded amount) lines, never below zero."""
+    prorated = Fraction(minimum) * fraction
+    spent = sum((Fraction(amount) for _, amount in committed), ZERO)
+    shortfall = max(ZERO, prorated - spent)
+    return Draft(
+        code="minimum",
+        description=f"minimum spend {format_amount(minimum)} a month: "
+        f"{text(prorated, minor_digits)} for this period, "
+        f"{format_amount(money(spent, minor_digits))} billed",
+        quantity=shortfall,
+        unit=currency,
+        unit_price=Decimal(1),
+        amount=shortfall,
+        places=minor_digits,
+        source={
+            "minimum": format_amount(minimum),
+            "fraction": text(fraction),
+            "prorated": text(prorated),
+            "committed": format_amount(money(spent, minor_digits)),
+            "lines": [code for code, _ in committed],
+        },
+    )
+
+
+def one_time_lines(
+    fees: Mapping[str, Decimal], due: datetime | None, start: datetime, end: datetime
+) -> list[Draft]:
+    """Each one-time fee, in name order, when the plan's fees fall `due` within [start, end)."""
+    if due is None or not start <= due < end:
+        return []
+    return [
+        Draft(
+            code=f"one_time:{name}",
+            description=f"one-time fee {name}",
+            quantity=Fraction(1),
+            unit="one-time",
+            unit_price=fees[name],
+            amount=Fraction(fees[name]),
+            source={"fee": name, "due": isoformat(due)},
+        )
+        for name in sorted(fees)
+    ]
+
+
+def plan_starts(
+    revisions: Sequence[tuple[datetime, str, str]],
+    *,
+    starts_at: datetime,
+    ends_at: datetime | None,
+) -> dict[str, datetime]:
+    """For each plan, the first instant of the contract's term at which a paid (non-trial)
+    revision on that plan is in force: when that plan's one-time fees fall due.
+
+    `revisions` are (effective_at, plan, kind) in effective order; each is in force from its
+    effective_at to the next one's (the first also before its own effective_at, as billing's
+    segments take it), clipped to [starts_at, ends_at). A plan the contract returns to is not
+    charged again; a trial that converts in place is charged at the conversion."""
+    found: dict[str, datetime] = {}
+    for index, (effective_at, plan, kind) in enumerate(revisions):
+        lower = starts_at if index == 0 else max(effective_at, starts_at)
+        upper = revisions[index + 1][0] if index + 1 < len(revisions) else ends_at
+        if ends_at is not None and upper is not None:
+            upper = min(upper, ends_at)
+        if upper is not None and upper <= lower:
+            continue
+        if kind not in UNPAID_KINDS and plan not in found:
+            found[plan] = lower
+    return found

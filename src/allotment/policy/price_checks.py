@@ -1,0 +1,121 @@
+"""Whole-document checks of a plan's `price` block: tiers, alternatives, modes, priced kinds.
+
+Called from `checks.py` (the one pass that reports every error), on the raw document: a
+value the models reject is skipped here rather than reported twice. docs/policy.md lists
+every error.
+
+    check                                      path of the error
+    tier order (meters and seat tiers)         plans.team.price.meters.api_calls.tiers[1].up_to
+    unit and tiers written together            plans.team.price.seat.tiers
+    tiers and package written together         plans.team.price.meters.storage.package
+    resolved: no unit nor tiers                plans.team.price.seat.unit
+    resolved: no tiers nor package             plans.team.price.meters.storage.tiers
+    resolved: mode without tiers               plans.team.price.seat.mode, ...meters.storage.mode
+    resolved: a priced kind the plan refuses   plans.team.price.instances.kinds.gpu
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from allotment.policy.paths import Location
+
+Finding = tuple[Location, str]
+
+
+def check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
+    """Only the last tier may omit `up_to`, and `up_to` strictly increases."""
+    if not isinstance(tiers, list):
+        return
+    previous: int | None = None
+    last = len(tiers) - 1
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, Mapping):
+            continue
+        up_to = tier.get("up_to")
+        if up_to is None:
+            if index < last:
+                yield (*location, index, "up_to"), "required: only the last tier may omit up_to"
+            continue
+        if not isinstance(up_to, int) or isinstance(up_to, bool):
+            continue
+        if previous is not None and up_to <= previous:
+            yield (
+                (*location, index, "up_to"),
+                f"must be greater than the previous tier's up_to ({previous})",
+            )
+        previous = up_to
+
+
+def check_written(price: object, *, location: Location) -> Iterator[Finding]:
+    """What one plan's own `price` block says about itself (before inheritance)."""
+    if not isinstance(price, Mapping):
+        return
+    seat = price.get("seat")
+    if isinstance(seat, Mapping):
+        yield from check_tiers(seat.get("tiers"), location=(*location, "seat", "tiers"))
+        if seat.get("unit") is not None and seat.get("tiers") is not None:
+            yield (
+                (*location, "seat", "tiers"),
+                "a seat is priced by unit or by tiers, not both: remove one",
+            )
+    meters = price.get("meters")
+    if isinstance(meters, Mapping):
+        for meter, meter_price in meters.items():
+            if not isinstance(meter_price, Mapping):
+                continue
+            where: Location = (*location, "meters", meter)
+            yield from check_tiers(meter_price.get("tiers"), location=(*where, "tiers"))
+            if meter_price.get("tiers") is not None and meter_price.get("package") is not None:
+                yield (
+                    (*where, "package"),
+                    "a meter is priced by tiers or by package, not both: remove one",
+                )
+
+
+def price_gaps(settings: Mapping[str, Any]) -> Iterator[Finding]:
+    """A resolved plan's price problems, paths relative to the plan (`price`, ...)."""
+    price = settings.get("price")
+    if not isinstance(price, Mapping):
+        return
+    seat = price.get("seat")
+    if isinstance(seat, Mapping):
+        if seat.get("unit") is None and not seat.get("tiers"):
+            yield ("price", "seat", "unit"), "required: the price of a seat"
+        elif seat.get("mode") is not None and not seat.get("tiers"):
+            yield (
+                ("price", "seat", "mode"),
+                "a mode applies to seat tiers; seats priced by unit have none",
+            )
+    meter_prices = price.get("meters")
+    if isinstance(meter_prices, Mapping):
+        for meter, meter_price in meter_prices.items():
+            if not isinstance(meter_price, Mapping):
+                continue
+            if meter_price.get("package") is not None:
+                if meter_price.get("mode") is not None:
+                    yield (
+                        ("price", "meters", meter, "mode"),
+                        "a mode applies to tiers; a meter priced by package has none",
+                    )
+            elif not meter_price.get("tiers"):
+                yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+    yield from _priced_kinds(price.get("instances"), settings.get("instances"))
+
+
+def _priced_kinds(priced: object, pool: object) -> Iterator[Finding]:
+    kinds = priced.get("kinds") if isinstance(priced, Mapping) else None
+    if not isinstance(kinds, Mapping):
+        return
+    allowed = pool.get("kinds") if isinstance(pool, Mapping) else None
+    for kind in kinds:
+        location: Location = ("price", "instances", "kinds", kind)
+        if not isinstance(pool, Mapping):
+            yield location, f"the plan has no instances block: no instance of kind '{kind}' runs"
+        elif isinstance(allowed, Mapping) and allowed and kind not in allowed:
+            yield (
+                location,
+                f"kind '{kind}' is not one the plan's instances.kinds allows "
+                f"({', '.join(sorted(str(k) for k in allowed))})",
+            )
