@@ -20,6 +20,7 @@ its fee end: the month's end for the current month, where use is counted to date
     instances        Σ lease-hours × weight     weighted       instance_hour   qty × price
                                                 instance-hour
     meter:<name>     total − included (≥ 0)     <name>         see `_meter`    graduated tiers
+                                                                               (a level: × fee fr.)
     addon:<name>     fee fraction               month          addon.price     price × fee fr.
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
@@ -44,6 +45,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from allotment.billing.levels import json_units, level_terms
 from allotment.billing.measure import (
     QUANTITY_PLACES,
     SECONDS_PER_DAY,
@@ -103,6 +105,8 @@ class MeterTotal:
     meter: str
     quantity: Decimal  # the meter's total over the segment group
     events: int  # events counted
+    exact: Fraction | None = None  # an average's exact value (`quantity` is it rounded)
+    level: bool = False  # an average or percentile: priced per month, prorated like a fee
 
 
 @dataclass(frozen=True)
@@ -360,14 +364,16 @@ class _Pricer:
         unit (or, when none was billable, the tier the next unit falls in); else the exact
         average, amount / quantity, to RATE_MAX_PLACES."""
         measured = self.data.meters(self.group.start, self.group.end, name)
-        total = max(ZERO, Fraction(measured.quantity))
+        total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
         included = Fraction(meter_price.included)
         quantity = max(ZERO, total - included)
         split = _tiered(total, meter_price)
         amount = sum((units * Fraction(tier.unit) for tier, units in split), ZERO)
+        level = level_terms(measured.level, self.fee_fraction, self.fee_days)
+        amount *= level.fraction
         used = [tier for tier, units in split if units > 0]
         if len(used) > 1:
-            unit_price = decimal(amount / quantity, RATE_MAX_PLACES)
+            unit_price = decimal(amount / level.fraction / quantity, RATE_MAX_PLACES)
         elif used:
             unit_price = used[0].unit
         else:
@@ -375,7 +381,8 @@ class _Pricer:
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
         return self._line(
             f"meter:{name}",
-            f"{name}: {text(total, places)} used, {meter_price.included} included",
+            f"{name}: {text(total, places)} used, {meter_price.included} included"
+            + level.description,
             quantity=quantity,
             unit=name,
             unit_price=unit_price,
@@ -385,7 +392,8 @@ class _Pricer:
                 "meter": name,
                 "events": measured.events,
                 "total": text(total, places),
-                "included": meter_price.included,
+                "included": json_units(meter_price.included),
+                **level.source,
                 "tiers": [
                     {
                         "up_to": tier.up_to,

@@ -291,8 +291,11 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
                 )
         else:
             target = ("meter", override.meter or "")
-            if override.meter not in catalog.meters:
+            found = catalog.meters.get(override.meter or "")
+            if found is None:
                 problem(f"{path}.meter", f"no meter '{override.meter}' in policy version {version}")
+            elif found.is_level():
+                problem(f"{path}.meter", f"meter '{found.name}' is a level: it takes no limit")
         if target in targets:
             problem(path, f"{target[0]} '{target[1]}' is overridden twice; keep one override")
         targets.add(target)
