@@ -22,8 +22,17 @@ def with_levels() -> dict[str, Any]:
     raw = base()
     raw["meters"].update(
         {
-            "storage_gb": {"event_type": "storage.gauge", "aggregation": "average", "property": "gb"},
-            "hosts": {"event_type": "host.seen", "aggregation": "max", "property": "n", "percentile": 95},
+            "storage_gb": {
+                "event_type": "storage.gauge",
+                "aggregation": "average",
+                "property": "gb",
+            },
+            "hosts": {
+                "event_type": "host.seen",
+                "aggregation": "max",
+                "property": "n",
+                "percentile": 95,
+            },
             "windows_kb": {
                 "event_type": "transfer",
                 "aggregation": "sum",
@@ -32,7 +41,7 @@ def with_levels() -> dict[str, Any]:
                 "multiplier": "0.001",
             },
         }
-    )  # fmt: skip
+    )
     raw["plans"]["team"]["price"]["meters"].update(
         {
             "storage_gb": {"included": "0.5", "tiers": [{"unit": "0.10"}]},
