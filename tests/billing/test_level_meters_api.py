@@ -272,3 +272,66 @@ async def test_the_current_month_prices_the_level_so_far_for_the_month(
     expected = round((mean - Fraction(1, 2)) * Fraction(1, 10) * 100) / Fraction(100)
     assert Fraction(Decimal(line["amount"])) == expected
     assert line["source"]["fraction"] == "1" and line["source"]["events"] == 1
+
+
+async def test_as_of_an_instant_late_readings_and_transfers_are_left_out(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from allotment.db import session_scope
+    from allotment.policy.catalog_cache import load_catalog
+    from allotment.usage import totals
+    from tests.factories.contracts import customer_id
+
+    await publish_policy(client, admin, levels_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team", starts_at=iso(NOV))
+    hour = NOV + 3 * DAY + 19 * HOUR
+    first, later = hour + 2 * HOUR, hour + 30 * HOUR
+    on_time = [
+        *transfers("a", hour + timedelta(minutes=10)),
+        event("g1", type="storage.gauge", time=hour, data={"gb": 10}),
+    ]
+    arrived_late = [
+        *transfers("b", hour + timedelta(minutes=20)),
+        event("g2", type="storage.gauge", time=hour + timedelta(minutes=30), data={"gb": 30}),
+    ]
+    assert (await ingest_at(app, on_time, received=first)).accepted == 4
+    assert (await ingest_at(app, arrived_late, received=later)).accepted == 4
+    owner = await customer_id(app)
+    async with session_scope(app.state.sessionmaker) as session:
+        catalog = (await load_catalog(session))[1]
+    meters = [catalog.meters[m] for m in ("windows_kb", "all_kb", "storage_gb")]
+
+    async def totals_as_of(as_of: datetime, start: datetime) -> dict[str, Any]:
+        async with session_scope(app.state.sessionmaker) as session:
+            found = await totals.read(
+                session,
+                customer_id=owner,
+                meters=meters,
+                start=start,
+                end=hour + HOUR,
+                as_of=as_of,
+            )
+        out: dict[str, Any] = {
+            m.name: found.by_meter[m.name].total(start, hour + HOUR).quantity for m in meters
+        }
+        out["late"] = {name: t.quantity for name, t in found.late.by_meter.items()}
+        return out
+
+    # As of `first`: only the first three transfers and the 10 GB reading.
+    assert await totals_as_of(first, hour) == {
+        "windows_kb": Decimal("2.5"),
+        "all_kb": 5,
+        "storage_gb": 10,
+        "late": {"windows_kb": Decimal("2.5"), "all_kb": 5, "storage_gb": 30},
+    }
+    # Later, all of them; the average: 10 GB for 30 minutes, then 30 GB.
+    assert await totals_as_of(later, hour) == {
+        "windows_kb": 5,
+        "all_kb": 10,
+        "storage_gb": 20,
+        "late": {},
+    }
+    # A cut hour, as of `first`: from 19:15, only what was sent by then (none of it).
+    cut = await totals_as_of(first, hour + timedelta(minutes=15))
+    assert cut["windows_kb"] == 0 and cut["all_kb"] == 0 and cut["storage_gb"] == 10

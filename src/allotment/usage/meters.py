@@ -99,14 +99,23 @@ def quantity(value: Any) -> Decimal:
 
 # Wide enough for any product of a quantity (≤ 10^15, 15 significant digits read from JSON)
 # and a multiplier (≤ 10^9, 12 places): multiplying never rounds.
-_EXACT = Context(prec=80)
+EXACT = Context(prec=80)
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """Σ values without rounding (the default context keeps 28 digits; a scaled quantity may
+    carry more)."""
+    total = Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
 
 
 def scaled(meter: Meter, amount: Decimal) -> Decimal:
     """`amount` times the meter's multiplier, exactly (unchanged without one)."""
     if meter.multiplier is None:
         return amount
-    return _EXACT.multiply(amount, meter.multiplier)
+    return EXACT.multiply(amount, meter.multiplier)
 
 
 CounterKey = tuple[int, str, str, datetime]  # (customer_id, tenant or "", meter, hour)
@@ -156,11 +165,11 @@ def deltas(
                 delta = out[key] = Delta(is_max=meter.aggregation in ("max", "average"))
             delta.events += 1
             if meter.aggregation == "count":
-                delta.value = _EXACT.add(delta.value, scaled(meter, Decimal(1)))
+                delta.value = EXACT.add(delta.value, scaled(meter, Decimal(1)))
                 continue
             raw = event.data[meter.property]  # validated by data_problems
             if meter.aggregation == "sum":
-                delta.value = _EXACT.add(delta.value, scaled(meter, quantity(raw)))
+                delta.value = EXACT.add(delta.value, scaled(meter, quantity(raw)))
             elif meter.aggregation in ("max", "average"):
                 amount = scaled(meter, quantity(raw))
                 if delta.events == 1 or amount > delta.value:

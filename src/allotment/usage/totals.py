@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.policy.catalog import Meter
 from allotment.usage import levels
 from allotment.usage.gauges import read_series
-from allotment.usage.meters import hour_of, month_of, scaled
+from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
 from allotment.usage.readings import Reading, readings_of, shown
 
 HOUR = timedelta(hours=1)
@@ -145,7 +145,7 @@ class Ledger:
         values = [value for value, count in hourly if count]
         if meter.aggregation == "max":
             return Total(max(values) if values else ZERO, events)
-        return Total(sum(values, ZERO), events)
+        return Total(exact_sum(values), events)
 
     def _hourly(self, start: datetime, end: datetime) -> list[tuple[Decimal, int]]:
         """Each hour's (value, events) inside [start, end), for the hours holding events."""
@@ -157,7 +157,7 @@ class Ledger:
             value, count = self.counters[hour]
             if hour in self.minus:
                 late_value, late_count = self.minus[hour]
-                value, count = value - late_value, count - late_count
+                value, count = EXACT.subtract(value, late_value), count - late_count
             if count:
                 values.append((value, count))
         for hour, readings in self.exact.items():
@@ -188,7 +188,7 @@ class Ledger:
         if aggregation == "count":
             return Decimal(len(inside)), len(inside)
         if aggregation == "sum":
-            return sum((r.value for r in inside), ZERO), len(inside)
+            return exact_sum(r.value for r in inside), len(inside)
         if aggregation == "max":
             return (max(r.value for r in inside) if inside else ZERO), len(inside)
         first = self.first_seen.get(hour, set())
@@ -308,7 +308,10 @@ async def read(
             if row.shown_events:
                 before = shown_sums.get(row.meter, (ZERO, 0))
                 shown_value = scaled(meter, Decimal(row.shown_value or 0))
-                shown_sums[row.meter] = (before[0] + shown_value, before[1] + row.shown_events)
+                shown_sums[row.meter] = (
+                    EXACT.add(before[0], shown_value),
+                    before[1] + row.shown_events,
+                )
         for name, (value, count) in shown_sums.items():
             late_by_meter[name] = Total(value, count)
     # max and unique_count: the late events themselves (from the month's start: a late
@@ -356,7 +359,10 @@ async def read(
                     events + int(row.events),
                 )
             else:
-                ledger.counters[hour] = (value + Decimal(row.value), events + int(row.events))
+                ledger.counters[hour] = (
+                    EXACT.add(value, Decimal(row.value)),
+                    events + int(row.events),
+                )
     # The events behind the exact hours (and whole months, for rebuilt unique meters).
     spans: list[tuple[datetime, datetime]] = []
     for name, hours in wanted.items():
@@ -428,10 +434,10 @@ def _take_off(
         hour = hour_of(r.time)
         if floor <= hour < ceiling:
             value, count = ledger.minus.get(hour, (ZERO, 0))
-            ledger.minus[hour] = (value + r.value, count + 1)
+            ledger.minus[hour] = (EXACT.add(value, r.value), count + 1)
     if shown_late:
         late_by_meter[ledger.meter.name] = Total(
-            sum((r.value for r in shown_late), ZERO), len(shown_late)
+            exact_sum(r.value for r in shown_late), len(shown_late)
         )
 
 
