@@ -172,7 +172,7 @@ async def test_events_in_usage_out(
     assert await figures() == first
 
 
-async def test_a_level_meter_takes_no_contract_limit(
+async def test_a_level_meter_takes_no_contract_limit_nor_tenant_quota(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     await publish_policy(client, admin, levels_document())
@@ -187,6 +187,15 @@ async def test_a_level_meter_takes_no_contract_limit(
     )
     assert error_paths(refused) == ["overrides[0].meter"]
     assert "is a level" in str(refused)
+    await create_contract(client, admin, customer="acme", plan="team")
+    quota = await client.post(
+        "/v1/customers/acme/tenants",
+        json={"key": "eu", "quotas": {"meters": {"hosts": 5}}},
+        headers=admin,
+    )
+    assert quota.status_code == 422, quota.text
+    assert error_paths(quota) == ["quotas.meters.hosts"]
+    assert "is a level" in quota.json()["errors"][0]["message"]
 
 
 async def test_a_month_of_levels_priced(

@@ -74,8 +74,15 @@ def percentile(values: Sequence[Decimal], hours: int, p: Decimal) -> Decimal:
     rank = nearest_rank(p, n)
     if rank == 0:
         return Decimal(0)
-    ordered = sorted([*values, *[Decimal(0)] * (n - len(values))])
-    return ordered[rank - 1]
+    # The zeros are counted, never listed: a range of years has hundreds of thousands.
+    below = sorted(v for v in values if v < 0)
+    above = sorted(v for v in values if v > 0)
+    zeros = n - len(below) - len(above)
+    if rank <= len(below):
+        return below[rank - 1]
+    if rank <= len(below) + zeros:
+        return Decimal(0)
+    return above[rank - len(below) - zeros - 1]
 
 
 @dataclass
