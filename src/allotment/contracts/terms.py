@@ -387,6 +387,8 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
     for override in in_force:
         if override.meter is None or override.limit is None or override.meter not in catalog.meters:
             continue
+        if catalog.meters[override.meter].is_level():  # a level takes no limit (docs/usage.md)
+            continue
         base = plan.limits.get(override.meter)
         meters[override.meter] = UsageLimit(
             meter=override.meter,
