@@ -256,11 +256,20 @@ async def test_the_current_month_prices_the_level_so_far_for_the_month(
     )
     # 10 GB read three days before the month (carried in), 40 GB from two hours ago.
     switch = max(month + timedelta(minutes=1), now - 2 * HOUR).replace(microsecond=0)
-    gauge = [
-        event("g0", type="storage.gauge", time=month - 3 * DAY, data={"gb": 10}),
-        event("g1", type="storage.gauge", time=switch, data={"gb": 40}),
-    ]
-    await ingest_at(app, gauge, received=now)
+    # The old reading may lie outside the late window: placed through the service. The rest
+    # through the API.
+    old = [event("g0", type="storage.gauge", time=month - 3 * DAY, data={"gb": 10})]
+    assert (await ingest_at(app, old, received=now)).accepted == 1
+    backend = await create_key(app, scopes=["check"])
+    sent = await send(
+        client,
+        backend,
+        [
+            event("g1", type="storage.gauge", time=switch, data={"gb": 40}),
+            *transfers("t", switch),
+        ],
+    )
+    assert sent.json()["accepted"] == 4
     response = await client.get(
         f"/v1/contracts/{contract['id']}/invoice-preview",
         params={"period": month.strftime("%Y-%m")},
@@ -281,6 +290,9 @@ async def test_the_current_month_prices_the_level_so_far_for_the_month(
     expected = round((mean - Fraction(1, 2)) * Fraction(1, 10) * 100) / Fraction(100)
     assert Fraction(Decimal(line["amount"])) == expected
     assert line["source"]["fraction"] == "1" and line["source"]["events"] == 1
+    windows = next(line for line in invoice["lines"] if line["code"] == "meter:windows_kb")
+    assert Decimal(windows["quantity"]) == Decimal("2.5") and windows["source"]["events"] == 2
+    assert Decimal(windows["amount"]) == Decimal("0.05") and "level" not in windows["source"]
 
 
 async def test_as_of_an_instant_late_readings_and_transfers_are_left_out(
