@@ -242,3 +242,19 @@ def test_an_average_shows_twelve_places_and_keeps_the_exact_value() -> None:
     total = Ledger(meter, series={"": series}).total(NOV, NOV + 3 * DAY)
     assert total.exact == Fraction(5, 3)
     assert total.quantity == Decimal("1.666666666667")
+
+
+def test_a_scaled_count_in_a_cut_hour_counts_its_scaled_readings() -> None:
+    from allotment.usage.readings import reading
+
+    meter = Meter("calls_k", "api.call", "count", None, multiplier=Decimal("0.001"))
+    first = reading(meter, NOV + timedelta(minutes=10), "", {})
+    second = reading(meter, NOV + timedelta(minutes=40), "", {})
+    assert first is not None and second is not None
+    ledger = Ledger(
+        meter,
+        counters={NOV: (Decimal("0.002"), 2)},
+        exact={NOV: [first, second]},
+    )
+    assert ledger.total(NOV + timedelta(minutes=30), NOV + HOUR).quantity == Decimal("0.001")
+    assert ledger.total(NOV, NOV + HOUR).quantity == Decimal("0.002")

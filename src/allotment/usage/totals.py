@@ -185,9 +185,7 @@ class Ledger:
     ) -> tuple[Decimal, int]:
         inside = [r for r in readings if start <= r.time < end]
         aggregation = self.meter.aggregation
-        if aggregation == "count":
-            return Decimal(len(inside)), len(inside)
-        if aggregation == "sum":
+        if aggregation in ("count", "sum"):  # a count's reading is 1, times its multiplier
             return exact_sum(r.value for r in inside), len(inside)
         if aggregation == "max":
             return (max(r.value for r in inside) if inside else ZERO), len(inside)
