@@ -97,7 +97,13 @@ class Gathered:
             if ledger is None:
                 return MeterTotal(meter, Decimal(0), 0)
             found = ledger.total(start, end)
-            return MeterTotal(meter, found.quantity, found.events)
+            return MeterTotal(
+                meter,
+                found.quantity,
+                found.events,
+                exact=found.exact,
+                level=ledger.meter.is_level(),
+            )
 
         return total
 

@@ -21,6 +21,7 @@ its fee end: the month's end for the current month, where use is counted to date
                      (kinds not priced apart)   instance-hour
     instances:<kind> Σ the kind's lease-hours   <kind> inst.-h kinds[<kind>]   qty × price
     meter:<name>     total − included (≥ 0)     <name>         see tiers.py    tiers / package
+                                                                               (a level: × fee fr.)
     addon:<name>     fee fraction               month          addon.price     price × fee fr.
     minimum          the shortfall              <currency>     1               see commitments
     one_time:<name>  1                          one-time       one_time[name]  price, once
@@ -51,6 +52,7 @@ from typing import Any
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
+from allotment.billing.levels import json_units, level_terms
 from allotment.billing.measure import (
     QUANTITY_PLACES,
     SECONDS_PER_DAY,
@@ -114,6 +116,8 @@ class MeterTotal:
     meter: str
     quantity: Decimal  # the meter's total over the segment group
     events: int  # events counted
+    exact: Fraction | None = None  # an average's exact value (`quantity` is it rounded)
+    level: bool = False  # an average or percentile: priced per month, prorated like a fee
 
 
 @dataclass(frozen=True)
@@ -385,25 +389,28 @@ class _Pricer:
         """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
         volume tiers, flat fees, packages), with its unit_price rule."""
         measured = self.data.meters(self.group.start, self.group.end, name)
-        total = max(ZERO, Fraction(measured.quantity))
+        total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
         package = meter_price.package
         tiered = meter_priced(total, meter_price, places=places)
+        level = level_terms(measured.level, self.fee_fraction, self.fee_days)
         described = f"{name}: {text(total, places)} used, {meter_price.included} included"
         return self._line(
             f"meter:{name}",
-            described if package is None else f"{described}, packages of {package.size}",
+            (described if package is None else f"{described}, packages of {package.size}")
+            + level.description,
             quantity=tiered.quantity,
             unit=name if package is None else f"package of {package.size} {name}",
             unit_price=tiered.unit_price,
-            amount=tiered.amount,
+            amount=tiered.amount * level.fraction,
             places=places,
             source={
                 "meter": name,
                 "events": measured.events,
                 "total": text(total, places),
-                "included": meter_price.included,
+                "included": json_units(meter_price.included),
                 **tiered.source,
+                **level.source,
             },
         )
 

@@ -23,7 +23,7 @@ class LineRead(BaseModel):
 class LateMeterRead(BaseModel):
     meter: str
     events: int
-    units: Decimal = Field(description="Their sum (count, sum), or greatest value (max).")
+    units: Decimal = Field(description="Their sum (count, sum), or greatest value (max, average).")
 
 
 class LateRead(BaseModel):

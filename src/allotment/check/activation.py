@@ -205,9 +205,11 @@ def _usage(snapshot: Snapshot, request: CheckRequest, now: datetime) -> Any:
         return {}
     usage = request.usage
     if usage is None:
-        return dict.fromkeys(catalog.meters, 0)
+        return {name: 0 for name, meter in catalog.meters.items() if not meter.is_level()}
     found: dict[str, Any] = {}
-    for name in catalog.meters:
+    for name, meter in catalog.meters.items():
+        if meter.is_level():  # an average or a percentile: no use to read (docs/usage.md)
+            continue
         limit = gates.meter_limit(snapshot, name, now)
         period = "month" if limit is None else limit.period
         found[name] = gates.number(usage.of(name).in_period(period))

@@ -84,6 +84,12 @@ async def consume(
         raise _refuse(f"meter '{meter.name}' ({meter.aggregation}) cannot be consumed from")
     if meter.aggregation == "count" and request.consume != 1:
         raise _refuse(f"meter '{meter.name}' counts events: consume 1 at a time")
+    if meter.filter is not None or meter.multiplier is not None:
+        # The recorded event would be filtered or scaled: `consume: n` would not move the
+        # meter by n, which is what the decision promises (docs/usage.md#consume).
+        raise _refuse(
+            f"meter '{meter.name}' has a filter or a multiplier: consume from a plain meter"
+        )
     await pools.customer_id(session, customer_key=request.customer, lock=True)
     now = utcnow()  # after the lock: judge the period by the time the counters are read
     totals = await load(session, customer_id=snapshot.customer_id, now=now)

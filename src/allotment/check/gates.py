@@ -261,6 +261,10 @@ def meter_state(
     """Where meter `name` stands for the snapshot's customer (and `tenant`) at `now`, with
     `consume` more: None when nothing limits it. An allowed verdict's `limit` counts the
     `consume` in `used` (the use once it is recorded); a refused one shows the use as it is."""
+    catalog = snapshot.catalog
+    found = catalog.meters.get(name) if catalog is not None else None
+    if found is not None and found.is_level():
+        return None  # a level takes no limit nor quota, whatever was stored (docs/usage.md)
     limit = meter_limit(snapshot, name, now)
     quota = None
     if tenant is not None:

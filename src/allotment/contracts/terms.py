@@ -291,8 +291,11 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
                 )
         else:
             target = ("meter", override.meter or "")
-            if override.meter not in catalog.meters:
+            found = catalog.meters.get(override.meter or "")
+            if found is None:
                 problem(f"{path}.meter", f"no meter '{override.meter}' in policy version {version}")
+            elif found.is_level():
+                problem(f"{path}.meter", f"meter '{found.name}' is a level: it takes no limit")
         if target in targets:
             problem(path, f"{target[0]} '{target[1]}' is overridden twice; keep one override")
         targets.add(target)
@@ -383,6 +386,8 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
     meters = dict(plan.limits)
     for override in in_force:
         if override.meter is None or override.limit is None or override.meter not in catalog.meters:
+            continue
+        if catalog.meters[override.meter].is_level():  # a level takes no limit (docs/usage.md)
             continue
         base = plan.limits.get(override.meter)
         meters[override.meter] = UsageLimit(

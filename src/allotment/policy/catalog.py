@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
+from allotment.policy.meter_filter import MeterFilter
 from allotment.policy.rules import Rule
 
-Aggregation = Literal["count", "sum", "max", "unique_count"]
+Aggregation = Literal["count", "sum", "max", "unique_count", "average"]
 SeatModel = Literal["named", "concurrent"]
 Period = Literal["month", "day", "hour"]
 Enforcement = Literal["hard", "soft"]
@@ -58,6 +59,20 @@ class Meter:
     property: str | None
     description: str | None = None
     corrections: bool = False  # sum only: negative quantities accepted, each one audited
+    # count, sum, max: a period's value is this nearest-rank percentile of its hourly values
+    percentile: Decimal | None = None
+    # CEL over the event's `data`: only events it holds for are counted (docs/usage.md)
+    filter: MeterFilter | None = None
+    multiplier: Decimal | None = None  # each event's quantity times this; None: 1
+
+    def is_level(self) -> bool:
+        """A level (an average or a percentile), not a use that adds up over a period: it
+        takes no usage limit and is priced per month, prorated like a fee (docs/billing.md)."""
+        return self.aggregation == "average" or self.percentile is not None
+
+    def counts(self, data: Any) -> bool:
+        """Whether an event with `data` is counted by this meter (its filter holds)."""
+        return self.filter is None or self.filter.matches(data)
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,7 @@ class Package:
 @dataclass(frozen=True)
 class MeterPrice:
     meter: str
-    included: int
+    included: int | Decimal  # a decimal only when the policy writes one ("0.5")
     tiers: tuple[Tier, ...]  # empty when `package` prices the meter
     mode: TierMode = "graduated"
     package: Package | None = None  # priced per started package of `size` units instead

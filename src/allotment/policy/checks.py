@@ -11,12 +11,17 @@ skipped here rather than reported twice.
     dependency cycle                       features.a.requires     (a -> b -> a)
     meter property missing / superfluous   meters.api_calls.property
     corrections on a meter that is no sum  meters.peak_jobs.corrections
+    percentile on average / unique_count   meters.storage.percentile
+    filter does not compile / reads        meters.windows_hosts.filter
+      another name than `data`
+    multiplier on a unique_count meter     meters.users.multiplier
     plan extends an unknown plan           plans.enterprise.extends
     inheritance cycle                      plans.a.extends         (a -> b -> a)
     plan names an unknown feature          plans.team.features[2]
     +name / -name without extends          plans.team.features[2]
     removes what the parent lacks          plans.enterprise.features[1]
     limit / price for an unknown meter     plans.team.limits.foo, plans.team.price.meters.foo
+    limit on a level (average, percentile) plans.team.limits.storage
     price: tiers, alternatives, modes,     plans.team.price.meters.api_calls.tiers[1].up_to
     priced kinds (price_checks.py)
     required after inheritance             plans.team.seats.limit, ...seats.burst.window
@@ -38,6 +43,7 @@ from pydantic import ValidationError
 from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
+from allotment.policy.meter_filter import filter_problems
 from allotment.policy.paths import Location
 from allotment.policy.price_checks import check_written as check_written_price
 from allotment.policy.price_checks import price_gaps
@@ -45,8 +51,9 @@ from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_va
 
 Finding = tuple[Location, str]
 
-PROPERTY_AGGREGATIONS = ("sum", "max", "unique_count")
+PROPERTY_AGGREGATIONS = ("sum", "max", "unique_count", "average")
 AGGREGATIONS = ("count", *PROPERTY_AGGREGATIONS)
+PERCENTILE_AGGREGATIONS = ("count", "sum", "max")
 _NAME = re.compile(NAME_PATTERN)
 _ENTRY = re.compile(FEATURE_ENTRY_PATTERN)
 
@@ -66,7 +73,13 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
     return [
         *_check_features(features, feature_names=feature_names, meter_names=meter_names),
         *_check_meters(meters),
-        *_check_plans(plans, feature_names=feature_names, meter_names=meter_names, stored=stored),
+        *_check_plans(
+            plans,
+            feature_names=feature_names,
+            meter_names=meter_names,
+            levels=level_meters(meters),
+            stored=stored,
+        ),
         *_check_addons(_section(raw, "addons"), feature_names=feature_names),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]
@@ -146,10 +159,46 @@ def _check_meters(meters: dict[str, Any]) -> Iterator[Finding]:
                 f"only a 'sum' meter takes corrections (negative quantities); "
                 f"aggregation '{aggregation}' does not",
             )
+        percentile = spec.get("percentile")
+        if (
+            percentile is not None
+            and aggregation in AGGREGATIONS
+            and aggregation not in PERCENTILE_AGGREGATIONS
+        ):
+            yield (
+                ("meters", name, "percentile"),
+                f"a percentile is of hourly values, which only 'count', 'sum' and 'max' meters "
+                f"have; aggregation '{aggregation}' does not",
+            )
+        source = spec.get("filter")
+        if isinstance(source, str) and source:
+            for message in filter_problems(source):
+                yield ("meters", name, "filter"), message
+        if spec.get("multiplier") is not None and aggregation == "unique_count":
+            yield (
+                ("meters", name, "multiplier"),
+                "a 'unique_count' meter counts distinct values; a multiplier does not apply",
+            )
+
+
+def level_meters(meters: Mapping[str, Any]) -> set[str]:
+    """The meters whose value is a level (an average, a percentile), not a use that adds up:
+    they take no usage limit, and rules do not read them (docs/usage.md)."""
+    return {
+        name
+        for name, spec in meters.items()
+        if isinstance(spec, Mapping)
+        and (spec.get("aggregation") == "average" or spec.get("percentile") is not None)
+    }
 
 
 def _check_plans(
-    plans: dict[str, Any], *, feature_names: set[str], meter_names: set[str], stored: bool
+    plans: dict[str, Any],
+    *,
+    feature_names: set[str],
+    meter_names: set[str],
+    levels: set[str],
+    stored: bool,
 ) -> Iterator[Finding]:
     parents: dict[str, list[str]] = {}
     for name, spec in plans.items():
@@ -168,6 +217,15 @@ def _check_plans(
             for meter in limits:
                 if _is_name(meter) and meter not in meter_names:
                     yield ("plans", name, "limits", meter), _unknown("meter", meter, meter_names)
+                elif meter in levels:
+                    yield (
+                        ("plans", name, "limits", meter),
+                        (
+                            f"meter '{meter}' is a level (an average or a percentile of hourly "
+                            "values), not a use that adds up over a period: it takes no usage "
+                            "limit. Price it, or limit a count or sum meter instead"
+                        ),
+                    )
         price = spec.get("price")
         meter_prices = price.get("meters") if isinstance(price, Mapping) else None
         if isinstance(meter_prices, Mapping):

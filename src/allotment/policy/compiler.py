@@ -39,6 +39,7 @@ from allotment.policy.catalog import (
 from allotment.policy.document import PolicyDocument, canonical_form
 from allotment.policy.graph import closures
 from allotment.policy.inheritance import InheritanceError, ResolvedPlan, resolve_plans
+from allotment.policy.meter_filter import compile_filter
 from allotment.policy.money import minor_digits
 from allotment.policy.rules import Rule
 
@@ -84,6 +85,9 @@ def compile_policy(document: PolicyDocument) -> Catalog:
                     property=spec.property,
                     description=spec.description,
                     corrections=spec.corrections is True,
+                    percentile=_decimal(spec.percentile),
+                    filter=None if spec.filter is None else compile_filter(spec.filter),
+                    multiplier=_decimal(spec.multiplier),
                 )
                 for name, spec in document.meters.items()
             }
@@ -254,6 +258,10 @@ def _meter_price(meter: str, price: Mapping[str, Any], *, where: str) -> MeterPr
         mode=price.get("mode") or "graduated",
         package=Package(size=package["size"], price=package["price"]) if package else None,
     )
+
+
+def _decimal(value: int | Decimal | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def _amount(value: Decimal | None) -> Decimal:

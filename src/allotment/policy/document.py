@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from allotment.policy.durations import Duration
 from allotment.policy.money import CURRENCY_PATTERN, Money, Rate
+from allotment.policy.quantities import Multiplier, Percentile, Units
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 FEATURE_ENTRY_PATTERN = r"^[+-]?[a-z][a-z0-9_]{0,62}$"
@@ -114,11 +115,24 @@ class FeatureSpec(Spec):
 
 class MeterSpec(Spec):
     event_type: str = Field(min_length=1, description="The CloudEvents `type` it counts.")
-    aggregation: Literal["count", "sum", "max", "unique_count"]
+    aggregation: Literal["count", "sum", "max", "unique_count", "average"]
     property: str | None = Field(
         default=None,
         min_length=1,
-        description="The key in the event's `data` (sum, max, unique_count; not count).",
+        description="The key in the event's `data` (sum, max, unique_count, average; not count).",
+    )
+    percentile: Percentile | None = Field(
+        default=None,
+        description="count, sum or max: a period's value is this nearest-rank percentile of "
+        "its hourly values (docs/usage.md).",
+    )
+    filter: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CEL over `data`: only events for which it is true are counted.",
+    )
+    multiplier: Multiplier | None = Field(
+        default=None, description="Each event's quantity times this (default 1)."
     )
     corrections: bool | None = Field(
         default=None,
@@ -203,7 +217,9 @@ class PackageSpec(Spec):
 
 
 class MeterPriceSpec(Spec):
-    included: Volume | None = Field(default=None, description="Free units (default 0).")
+    included: Units | None = Field(
+        default=None, description='Free units (default 0): an integer, or a decimal as "0.5".'
+    )
     tiers: list[TierSpec] | None = Field(default=None, min_length=1)
     mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
     package: PackageSpec | None = Field(

@@ -24,7 +24,7 @@ RULE_VARIABLES: Mapping[str, str] = {
     "subject": "the user asking, with their seat (null when the request names none)",
     "instance": "the instance asking, with its kind and lease (null when none)",
     "tenant": "the tenant and its quotas (null when none)",
-    "usage": "meter name → units used in the meter's current period",
+    "usage": "meter name → units used in the meter's current period (levels left out)",
     "seats": "the seat pool: limit, used, guests, guests_used",
     "instances": "the instance pool: limit, used (weight)",
     "now": "the check's time, a timestamp",

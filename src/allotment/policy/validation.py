@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from allotment.policy.checks import check_document
+from allotment.policy.checks import check_document, level_meters
 from allotment.policy.document import (
     FEATURE_ENTRY_PATTERN,
     NAME_PATTERN,
@@ -187,8 +187,11 @@ def _rule_fields(raw: Mapping[str, Any]) -> list[tuple[Location, str]]:
     if not isinstance(rules, list):
         return []
     meters = raw.get("meters")
+    # `usage` holds the meters a check reads: not the levels (averages, percentiles).
     meter_names = (
-        {name for name in meters if isinstance(name, str)} if isinstance(meters, Mapping) else set()
+        {name for name in meters if isinstance(name, str)} - level_meters(meters)
+        if isinstance(meters, Mapping)
+        else set()
     )
     found: list[tuple[Location, str]] = []
     for index, rule in enumerate(rules):
@@ -272,7 +275,7 @@ class _UniqueKeyLoader(_SafeLoader):  # type: ignore[misc]  # PyYAML is untyped
 
 _CURRENCY = re.compile(CURRENCY_PATTERN)
 # Our own validators (durations, amounts, attributes) already name the offending value.
-_OWN_ERRORS = frozenset({"duration", "money", "attribute"})
+_OWN_ERRORS = frozenset({"duration", "money", "attribute", "quantity"})
 _PATTERN_MESSAGES = {
     NAME_PATTERN: "a name is a lowercase letter, then lowercase letters, digits or _ "
     "(at most 63 characters)",

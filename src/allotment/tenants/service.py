@@ -100,10 +100,12 @@ async def _check_quotas(
     problems = [
         {
             "path": f"quotas.meters.{meter}",
-            "message": f"no meter '{meter}' in policy version {version}",
+            "message": f"no meter '{meter}' in policy version {version}"
+            if meter not in catalog.meters
+            else f"meter '{meter}' is a level (an average or a percentile): it takes no quota",
         }
         for meter in sorted(quotas.meters)
-        if meter not in catalog.meters
+        if meter not in catalog.meters or catalog.meters[meter].is_level()
     ]
     if problems:
         contracts.refuse_problems(problems, "tenant")

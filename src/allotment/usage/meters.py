@@ -8,6 +8,12 @@
                    reading, which may be negative)
     unique_count   +1 the first time a value of data[property] is     yes (any JSON scalar)
                    seen in the calendar month (UTC)
+    average        greatest data[property] seen, as `max` (a gauge:   yes
+                   its totals come from the readings, usage/levels.py)
+
+A meter's `filter` decides first: an event it does not hold for is not counted by that meter
+(and need not carry its property); its `multiplier` scales each quantity (a count's 1 too),
+exactly, before it reaches a counter.
 
 Counters are hourly; a period's total is the sum of its hours (the greatest, for `max`).
 Unique counts are deduplicated per month, so the sum of a month's hours is the month's exact
@@ -19,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from allotment.policy.catalog import Meter
@@ -60,11 +66,13 @@ def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
     for meter in meters:
         if meter.aggregation == "count" or meter.property is None:
             continue
+        if not meter.counts(event.data):
+            continue
         path = f"data.{meter.property}"
         value = event.data.get(meter.property) if isinstance(event.data, dict) else None
         if value is None:
             problems.append({"path": path, "message": f"meter '{meter.name}' needs this property"})
-        elif meter.aggregation in ("sum", "max"):
+        elif meter.aggregation in ("sum", "max", "average"):
             if isinstance(value, bool) or not isinstance(value, _NUMERIC):
                 problems.append(
                     {"path": path, "message": f"meter '{meter.name}' needs a number here"}
@@ -87,6 +95,27 @@ def quantity(value: Any) -> Decimal:
         return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
         return Decimal(0)
+
+
+# Wide enough for any product of a quantity (≤ 10^15, 15 significant digits read from JSON)
+# and a multiplier (≤ 10^9, 12 places): multiplying never rounds.
+EXACT = Context(prec=80)
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """Σ values without rounding (the default context keeps 28 digits; a scaled quantity may
+    carry more)."""
+    total = Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
+def scaled(meter: Meter, amount: Decimal) -> Decimal:
+    """`amount` times the meter's multiplier, exactly (unchanged without one)."""
+    if meter.multiplier is None:
+        return amount
+    return EXACT.multiply(amount, meter.multiplier)
 
 
 CounterKey = tuple[int, str, str, datetime]  # (customer_id, tenant or "", meter, hour)
@@ -128,19 +157,21 @@ def deltas(
         hour = hour_of(event.time)
         tenant = reading.tenant or ""
         for meter in group:
+            if not meter.counts(event.data):
+                continue
             key = (reading.customer_id, tenant, meter.name, hour)
             delta = out.get(key)
             if delta is None:
-                delta = out[key] = Delta(is_max=meter.aggregation == "max")
+                delta = out[key] = Delta(is_max=meter.aggregation in ("max", "average"))
             delta.events += 1
             if meter.aggregation == "count":
-                delta.value += 1
+                delta.value = EXACT.add(delta.value, scaled(meter, Decimal(1)))
                 continue
             raw = event.data[meter.property]  # validated by data_problems
             if meter.aggregation == "sum":
-                delta.value += quantity(raw)
-            elif meter.aggregation == "max":
-                amount = quantity(raw)
+                delta.value = EXACT.add(delta.value, scaled(meter, quantity(raw)))
+            elif meter.aggregation in ("max", "average"):
+                amount = scaled(meter, quantity(raw))
                 if delta.events == 1 or amount > delta.value:
                     delta.value = amount
             else:
@@ -165,8 +196,13 @@ def corrections(reading: Reading, meters: Sequence[Meter]) -> list[tuple[Meter, 
     found: list[tuple[Meter, Decimal]] = []
     data = reading.event.data
     for meter in meters:
-        if meter.corrections and meter.aggregation == "sum" and isinstance(data, dict):
-            amount = quantity(data[meter.property])  # validated by data_problems
+        if (
+            meter.corrections
+            and meter.aggregation == "sum"
+            and isinstance(data, dict)
+            and meter.counts(data)
+        ):
+            amount = scaled(meter, quantity(data[meter.property]))  # validated by data_problems
             if amount < 0:
                 found.append((meter, amount))
     return found

@@ -4,6 +4,10 @@
     hour          the UTC hour           Σ of its events (max: the greatest)
     day, month    UTC day / month        Σ of its hours (max: the greatest hour)
 
+A level (usage/levels.py) is its own value over each bucket: an average meter's
+time-weighted mean, a percentile meter's percentile of the bucket's hours; neither is
+measured past `as_of`, and an average shows every bucket its carried level is not 0 in.
+
 Whole hours come from the hourly counters; an hour that `from` or `to` cuts is counted from
 its events, so the first and last buckets hold exactly the part inside the range (their
 `start` is `from` when it cuts them) and `total` is the usage of [from, to) to the event.
@@ -72,10 +76,10 @@ async def usage(
             )
         ).by_meter[meter.name]
     buckets = []
-    for key in sorted({_bucket(hour, granularity) for hour in ledger.hours()}):
+    for key in _keys(ledger, lo, min(hi, as_of), granularity):
         bucket_start, bucket_end = max(start, key), min(end, _following(key, granularity))
         found = ledger.total(bucket_start, bucket_end)
-        if found.events:
+        if found.events or found.quantity:
             buckets.append(
                 UsageBucket(start=bucket_start, value=found.quantity, events=found.events)
             )
@@ -83,6 +87,7 @@ async def usage(
         customer=customer_key,
         meter=meter.name,
         aggregation=meter.aggregation,
+        percentile=meter.percentile,
         tenant=tenant,
         granularity=granularity,
         from_=start,
@@ -90,6 +95,25 @@ async def usage(
         total=ledger.total(lo, hi).quantity if lo < hi else Decimal(0),
         buckets=buckets,
     )
+
+
+def _keys(
+    ledger: totals.Ledger, lo: datetime, until: datetime, granularity: Granularity
+) -> list[datetime]:
+    """The buckets to show: those holding events; for an average meter, whose level holds
+    between readings, every bucket from its first reading (or `from`, when one is carried
+    in) up to `until` (as_of: a level is not measured ahead of it)."""
+    if ledger.meter.aggregation != "average":
+        return sorted({_bucket(hour, granularity) for hour in ledger.hours()})
+    firsts = [one.times[0] for one in ledger.series.values() if one.times]
+    if not firsts:
+        return []
+    cursor = _bucket(max(lo, min(firsts)).replace(minute=0, second=0, microsecond=0), granularity)
+    keys = []
+    while cursor < until:
+        keys.append(cursor)
+        cursor = _following(cursor, granularity)
+    return keys
 
 
 def _bucket(hour: datetime, granularity: Granularity) -> datetime:

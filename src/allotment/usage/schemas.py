@@ -57,7 +57,12 @@ class UsageBucket(BaseModel):
 class UsageRead(BaseModel):
     customer: str
     meter: str
-    aggregation: Literal["count", "sum", "max", "unique_count"]
+    aggregation: Literal["count", "sum", "max", "unique_count", "average"]
+    percentile: Decimal | None = Field(
+        default=None,
+        description="A percentile meter: each bucket and the total are this nearest-rank "
+        "percentile of their hourly values (docs/usage.md, Levels).",
+    )
     tenant: str | None
     granularity: Literal["hour", "day", "month"]
     from_: datetime = Field(alias="from", serialization_alias="from")

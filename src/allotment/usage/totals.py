@@ -20,6 +20,13 @@ hour's counter holds the values first seen in it, `usage_uniques.first_hour` say
 exact hour, the first event carrying the value places it). A unique meter with events received
 after `as_of` in a month is rebuilt from that month's events (first occurrences can move).
 
+Levels (usage/levels.py) read the same ledger: a percentile meter ranks the hours' totals
+above, each hour cut by the range counted from its events; an `average` meter keeps its
+readings themselves (`series`, per tenant), those in the range received by `as_of` and the
+last one before it, carried in. A level is not measured past `as_of`: time not yet elapsed
+is neither averaged nor ranked. A meter's filter and multiplier apply wherever events are
+read back (`reading`), as at ingest.
+
 docs/usage.md ("Totals at any instant") and docs/billing.md ("Boundaries") work examples.
 
     read(session, customer_id=, meters=, start=, end=, cuts=, as_of=, tenant=) → Ledgers
@@ -34,13 +41,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.policy.catalog import Meter
-from allotment.usage.meters import hour_of, month_of, quantity, token
+from allotment.usage import levels
+from allotment.usage.gauges import read_series
+from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
+from allotment.usage.readings import Reading, readings_of, shown
 
 HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
@@ -98,16 +109,7 @@ _FIRST_SEEN = text(
 class Total:
     quantity: Decimal
     events: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One event as a meter reads it: when, in which tenant, what it adds (a unique value's
-    token for unique_count)."""
-
-    time: datetime
-    tenant: str
-    value: Any
+    exact: Fraction | None = None  # an average, exactly (`quantity` shows it to 12 places)
 
 
 @dataclass
@@ -121,11 +123,33 @@ class Ledger:
     first_seen: dict[datetime, set[tuple[str, str]]] = field(default_factory=dict)
     # count and sum: per hour, what the events received after as_of added to its counter
     minus: dict[datetime, tuple[Decimal, int]] = field(default_factory=dict)
+    # average: each tenant's readings, received by as_of, the last before the range included
+    series: dict[str, levels.Series] = field(default_factory=dict)
+    as_of: datetime | None = None  # a level is measured up to here, never past it
     _sorted: list[datetime] | None = field(default=None, repr=False, compare=False)
 
     def total(self, start: datetime, end: datetime) -> Total:
-        values: list[Decimal] = []
-        events = 0
+        meter = self.meter
+        if meter.is_level() and self.as_of is not None:
+            end = min(end, self.as_of)
+        if meter.aggregation == "average":
+            mean = levels.average(self.series.values(), start, end)
+            events = sum(one.readings(start, end) for one in self.series.values())
+            return Total(shown(mean), events, exact=mean)
+        hourly = self._hourly(start, end)
+        events = sum(count for _, count in hourly)
+        if meter.percentile is not None:
+            hours = levels.clock_hours(start, end)
+            found = levels.percentile([v for v, _ in hourly], hours, meter.percentile)
+            return Total(found, events)
+        values = [value for value, count in hourly if count]
+        if meter.aggregation == "max":
+            return Total(max(values) if values else ZERO, events)
+        return Total(exact_sum(values), events)
+
+    def _hourly(self, start: datetime, end: datetime) -> list[tuple[Decimal, int]]:
+        """Each hour's (value, events) inside [start, end), for the hours holding events."""
+        values: list[tuple[Decimal, int]] = []
         hours = self._hours()
         for hour in hours[bisect_left(hours, start) : bisect_right(hours, end - HOUR)]:
             if hour in self.exact:
@@ -133,24 +157,23 @@ class Ledger:
             value, count = self.counters[hour]
             if hour in self.minus:
                 late_value, late_count = self.minus[hour]
-                value, count = value - late_value, count - late_count
+                value, count = EXACT.subtract(value, late_value), count - late_count
             if count:
-                values.append(value)
-                events += count
+                values.append((value, count))
         for hour, readings in self.exact.items():
             if hour + HOUR <= start or hour >= end:
                 continue
             value, count = self._hour(hour, readings, start, end)
             if count:
-                values.append(value)
-                events += count
-        if self.meter.aggregation == "max":
-            return Total(max(values) if values else ZERO, events)
-        return Total(sum(values, ZERO), events)
+                values.append((value, count))
+        return values
 
     def hours(self) -> list[datetime]:
         """Every hour holding something counted, in order."""
-        return sorted(set(self.counters) | {h for h, found in self.exact.items() if found})
+        found = set(self.counters) | {h for h, readings in self.exact.items() if readings}
+        for one in self.series.values():
+            found.update(hour_of(t) for t in one.times)
+        return sorted(found)
 
     def _hours(self) -> list[datetime]:
         if self._sorted is None or len(self._sorted) != len(self.counters):
@@ -162,10 +185,8 @@ class Ledger:
     ) -> tuple[Decimal, int]:
         inside = [r for r in readings if start <= r.time < end]
         aggregation = self.meter.aggregation
-        if aggregation == "count":
-            return Decimal(len(inside)), len(inside)
-        if aggregation == "sum":
-            return sum((r.value for r in inside), ZERO), len(inside)
+        if aggregation in ("count", "sum"):  # a count's reading is 1, times its multiplier
+            return exact_sum(r.value for r in inside), len(inside)
         if aggregation == "max":
             return (max(r.value for r in inside) if inside else ZERO), len(inside)
         first = self.first_seen.get(hour, set())
@@ -194,28 +215,6 @@ class Ledgers:
 
     def ledger(self, name: str) -> Ledger | None:
         return self.by_meter.get(name)
-
-
-def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | None:
-    """What `meter` reads from one stored event (None: nothing it can read)."""
-    time = time.astimezone(UTC)  # the hour an event falls in is UTC's, whatever the session's
-    if meter.aggregation == "count" or meter.property is None:
-        return Reading(time, tenant, Decimal(1))
-    raw = data.get(meter.property) if isinstance(data, dict) else None
-    if raw is None:
-        return None
-    if meter.aggregation == "unique_count":
-        return Reading(time, tenant, token(raw))
-    return Reading(time, tenant, quantity(raw))
-
-
-def _readings(meter: Meter, rows: Iterable[Any]) -> list[Reading]:
-    found = (
-        reading(meter, row.time, row.tenant, row.data)
-        for row in rows
-        if row.type == meter.event_type
-    )
-    return [r for r in found if r is not None]
 
 
 def cut_hours(instants: Iterable[datetime], start: datetime, end: datetime) -> set[datetime]:
@@ -276,8 +275,9 @@ async def read(
     bounds = cut_hours((start, end, *cuts), start, end)
     wanted: dict[str, set[datetime]] = {m.name: set(bounds) for m in meters}  # read from events
     rebuilt: set[str] = set()  # unique meters with late events: from events alone
-    additive = [m for m in meters if m.aggregation in ("count", "sum")]
-    others = [m for m in meters if m.aggregation not in ("count", "sum")]
+    # A filtered count or sum is taken off in Python: SQL cannot evaluate its filter.
+    additive = [m for m in meters if m.aggregation in ("count", "sum") and m.filter is None]
+    others = [m for m in meters if m.aggregation not in ("count", "sum") or m.filter is not None]
     # Additive meters: what the late events added to each hour, summed in the database,
     # comes off that hour's counter; only the cut hours are read event by event.
     if additive:
@@ -296,7 +296,8 @@ async def read(
         )
         shown_sums: dict[str, tuple[Decimal, int]] = {}
         for row in sums:
-            value, count = Decimal(row.value or 0), int(row.events)
+            meter = ledgers[row.meter].meter
+            value, count = scaled(meter, Decimal(row.value or 0)), int(row.events)
             if not count:
                 continue
             hour = row.hour.astimezone(UTC)
@@ -304,8 +305,11 @@ async def read(
                 ledgers[row.meter].minus[hour] = (value, count)
             if row.shown_events:
                 before = shown_sums.get(row.meter, (ZERO, 0))
-                shown_value = Decimal(row.shown_value or 0)
-                shown_sums[row.meter] = (before[0] + shown_value, before[1] + row.shown_events)
+                shown_value = scaled(meter, Decimal(row.shown_value or 0))
+                shown_sums[row.meter] = (
+                    EXACT.add(before[0], shown_value),
+                    before[1] + row.shown_events,
+                )
         for name, (value, count) in shown_sums.items():
             late_by_meter[name] = Total(value, count)
     # max and unique_count: the late events themselves (from the month's start: a late
@@ -323,10 +327,14 @@ async def read(
             )
         ).all()
         for meter in others:
-            late = _readings(meter, late_rows)
+            late = readings_of(meter, late_rows)
             shown_late = [r for r in late if shown[0] <= r.time < shown[1]]
+            if meter.aggregation in ("count", "sum"):  # filtered: as the SQL above would
+                _take_off(ledgers[meter.name], late, shown_late, floor, ceiling, late_by_meter)
+                continue
             if shown_late:
-                values = [r.value for r in shown_late] if meter.aggregation == "max" else []
+                greatest = meter.aggregation in ("max", "average")
+                values = [r.value for r in shown_late] if greatest else []
                 late_by_meter[meter.name] = Total(
                     max(values) if values else Decimal(len(shown_late)), len(shown_late)
                 )
@@ -349,7 +357,10 @@ async def read(
                     events + int(row.events),
                 )
             else:
-                ledger.counters[hour] = (value + Decimal(row.value), events + int(row.events))
+                ledger.counters[hour] = (
+                    EXACT.add(value, Decimal(row.value)),
+                    events + int(row.events),
+                )
     # The events behind the exact hours (and whole months, for rebuilt unique meters).
     spans: list[tuple[datetime, datetime]] = []
     for name, hours in wanted.items():
@@ -371,7 +382,7 @@ async def read(
         ).all()
         for meter in meters:
             ledger = ledgers[meter.name]
-            readings = _readings(meter, rows)
+            readings = readings_of(meter, rows)
             if meter.name in rebuilt:
                 ledger.counters.clear()
                 ledger.first_seen = first_occurrences(readings)
@@ -386,6 +397,11 @@ async def read(
                 hour = hour_of(r.time)
                 if hour in hours:
                     ledger.exact[hour].append(r)
+    averages = [m for m in meters if m.aggregation == "average"]
+    if averages:
+        await read_series(session, averages, lambda name: ledgers[name].series, params, start, end)
+    for ledger in ledgers.values():
+        ledger.as_of = as_of
     unique = [m.name for m in meters if m.aggregation == "unique_count" and m.name not in rebuilt]
     exact_hours = sorted({h for name in unique for h in ledgers[name].exact})
     if unique and exact_hours:
@@ -400,6 +416,27 @@ async def read(
         by_meter=ledgers,
         late=Late(events=int(reported), by_meter=late_by_meter),
     )
+
+
+def _take_off(
+    ledger: Ledger,
+    late: list[Reading],
+    shown_late: list[Reading],
+    floor: datetime,
+    ceiling: datetime,
+    late_by_meter: dict[str, Total],
+) -> None:
+    """A filtered count or sum: what its late events added to each hour comes off that hour's
+    counter (`minus`), and those in the reported range are the late total."""
+    for r in late:
+        hour = hour_of(r.time)
+        if floor <= hour < ceiling:
+            value, count = ledger.minus.get(hour, (ZERO, 0))
+            ledger.minus[hour] = (EXACT.add(value, r.value), count + 1)
+    if shown_late:
+        late_by_meter[ledger.meter.name] = Total(
+            exact_sum(r.value for r in shown_late), len(shown_late)
+        )
 
 
 def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:

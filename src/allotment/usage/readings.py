@@ -1,0 +1,65 @@
+"""What a meter reads from stored events, the same way at ingest and when totals are read back.
+
+    reading(meter, time, tenant, data)  → Reading, or None (no property; the filter left it out)
+    readings_of(meter, rows)            → the readings of the rows of the meter's event type
+    shown(fraction)                     → a Decimal to 12 places, for an exact level shown
+
+A meter's filter and multiplier (docs/usage.md) apply here, as `usage/meters.py` applies
+them to the counters at ingest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from allotment.policy.catalog import Meter
+from allotment.usage.meters import quantity, scaled, token
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One event as a meter reads it: when, in which tenant, what it adds (a unique value's
+    token for unique_count)."""
+
+    time: datetime
+    tenant: str
+    value: Any
+
+
+def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | None:
+    """What `meter` reads from one stored event (None: nothing it can read, or its filter
+    leaves the event out), its multiplier applied."""
+    time = time.astimezone(UTC)  # the hour an event falls in is UTC's, whatever the session's
+    if not meter.counts(data):
+        return None
+    if meter.aggregation == "count" or meter.property is None:
+        return Reading(time, tenant, scaled(meter, Decimal(1)))
+    raw = data.get(meter.property) if isinstance(data, dict) else None
+    if raw is None:
+        return None
+    if meter.aggregation == "unique_count":
+        return Reading(time, tenant, token(raw))
+    return Reading(time, tenant, scaled(meter, quantity(raw)))
+
+
+def shown(value: Fraction, places: int = 12) -> Decimal:
+    """`value` rounded half-even to `places`, trailing zeros dropped (never an exponent)."""
+    units = round(value * 10**places)
+    while places > 0 and units % 10 == 0:
+        units //= 10
+        places -= 1
+    return Decimal(f"{units}E-{places}")
+
+
+def readings_of(meter: Meter, rows: Iterable[Any]) -> list[Reading]:
+    found = (
+        reading(meter, row.time, row.tenant, row.data)
+        for row in rows
+        if row.type == meter.event_type
+    )
+    return [r for r in found if r is not None]
