@@ -152,6 +152,7 @@ def _priced(terms: Terms) -> tuple[Any, ...]:
         terms.discount_percent,
         terms.seats,
         terms.policy_version,
+        terms.quantities,
     )
 
 
@@ -243,6 +244,7 @@ async def gather(
                 )
                 continue
             pool = seat_limits(revision_terms, plan)
+            bought = revision_terms.quantities
             segments.append(
                 Segment(
                     start=seg_start,
@@ -258,6 +260,8 @@ async def gather(
                     seat_limit=pool.limit if pool is not None else None,
                     seat_model=pool.model if pool is not None else None,
                     fee_end=fee_end if seg_end == window_end else None,
+                    contracted_seats=bought.seats if bought is not None else None,
+                    contracted_instances=bought.instances if bought is not None else None,
                 )
             )
     customer_id = contract.customer_id

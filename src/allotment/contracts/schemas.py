@@ -27,6 +27,7 @@ from allotment.contracts.terms import (
     InstanceTerms,
     Kind,
     Override,
+    Quantities,
     SeatTerms,
     Status,
     Terms,
@@ -84,6 +85,24 @@ class InstancesIn(Body):
 
     def to_terms(self) -> InstanceTerms:
         return InstanceTerms(limit=self.limit)
+
+
+class QuantitiesIn(Body):
+    """What the contract bought, billed whatever is used (a `contracted` price basis)."""
+
+    seats: Count | None = Field(default=None, description="Seats bought (named or floating).")
+    instances: Count | None = Field(default=None, description="Instance licences bought.")
+
+    @model_validator(mode="after")
+    def _something(self) -> QuantitiesIn:
+        if self.seats is None and self.instances is None:
+            raise PydanticCustomError(
+                "quantities_empty", "name at least one quantity (seats, instances), or send null"
+            )
+        return self
+
+    def to_terms(self) -> Quantities:
+        return Quantities(seats=self.seats, instances=self.instances)
 
 
 class OverrideIn(Body):
@@ -149,6 +168,11 @@ class ContractCreate(Body):
     instances: InstancesIn | None = Field(
         default=None, description="Default: the plan's instance pool."
     )
+    quantities: QuantitiesIn | None = Field(
+        default=None,
+        description="Bought seats / instance licences; required by a plan whose price has "
+        "basis contracted (docs/contracts.md).",
+    )
     addons: list[Name] = Field(default_factory=list, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] = Field(default_factory=list, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = Field(
@@ -169,6 +193,7 @@ AMENDABLE = (
     "plan",
     "seats",
     "instances",
+    "quantities",
     "addons",
     "overrides",
     "discount_percent",
@@ -185,6 +210,7 @@ class ContractAmend(Body):
     plan: Name | None = None
     seats: SeatsIn | None = Field(default=None, description="null: back to the plan's pool.")
     instances: InstancesIn | None = Field(default=None, description="null: the plan's pool.")
+    quantities: QuantitiesIn | None = Field(default=None, description="null: none bought.")
     addons: list[Name] | None = Field(default=None, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = None
@@ -241,7 +267,7 @@ class ContractAmend(Body):
             if name not in self.model_fields_set:
                 continue
             value = getattr(self, name)
-            if name in ("seats", "instances"):
+            if name in ("seats", "instances", "quantities"):
                 value = value.to_terms() if value is not None else None
             elif name == "addons":
                 value = tuple(value)
@@ -268,6 +294,7 @@ def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
         attributes=attributes,
         seats=data.seats.to_terms() if data.seats is not None else None,
         instances=data.instances.to_terms() if data.instances is not None else None,
+        quantities=data.quantities.to_terms() if data.quantities is not None else None,
         addons=tuple(data.addons),
         overrides=tuple(o.to_terms() for o in data.overrides),
         discount_percent=data.discount_percent,
@@ -290,6 +317,11 @@ class SeatsRead(BaseModel):
 
 class InstancesRead(BaseModel):
     limit: int
+
+
+class QuantitiesRead(BaseModel):
+    seats: int | None
+    instances: int | None
 
 
 class FeatureOverrideRead(BaseModel):
@@ -319,6 +351,9 @@ class TermsRead(BaseModel):
     attributes: dict[str, Any]
     seats: SeatsRead | None = Field(description="null: the plan's seat pool.")
     instances: InstancesRead | None = Field(description="null: the plan's instance pool.")
+    quantities: QuantitiesRead | None = Field(
+        default=None, description="Bought seats / instance licences; null: none."
+    )
     addons: list[str]
     overrides: list[FeatureOverrideRead | LimitOverrideRead]
     discount_percent: Decimal | None

@@ -31,7 +31,8 @@ Aggregation = Literal["count", "sum", "max", "unique_count"]
 SeatModel = Literal["named", "concurrent"]
 Period = Literal["month", "day", "hour"]
 Enforcement = Literal["hard", "soft"]
-SeatBasis = Literal["peak", "average", "end"]
+UsageBasis = Literal["peak", "average", "end"]
+SeatBasis = Literal["peak", "average", "end", "contracted"]
 OnOutage = Literal["deny", "allow"]
 
 
@@ -71,6 +72,7 @@ class SeatPool:
     guests: int
     burst: Burst | None  # None when the plan allows no seats over the limit
     session_ttl: timedelta | None  # concurrent seats only
+    devices_per_seat: int | None = None  # named seats: live instances per seat holder
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,21 @@ class SeatPrice:
     unit: Decimal
     basis: SeatBasis
     included: int
+    # basis "contracted" only (docs/billing.md, "Bought quantities"): how use above the
+    # contracted quantity is measured, and its price (None: `unit`).
+    overage: UsageBasis = "peak"
+    overage_unit: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class LicencePrice:
+    """A per-instance licence fee per month: on the contracted quantity (basis contracted,
+    with overage measured by `overage`) or on the live instances by peak, average or end."""
+
+    unit: Decimal
+    basis: SeatBasis
+    overage: UsageBasis = "peak"
+    overage_unit: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,7 @@ class Price:
     burst_seat_day: Decimal
     instance_hour: Decimal
     meters: Mapping[str, MeterPrice]
+    instance_licence: LicencePrice | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ skipped here rather than reported twice.
     tier order                             plans.team.price.meters.api_calls.tiers[1].up_to
     required after inheritance             plans.team.seats.limit, ...seats.burst.window
     burst on a concurrent pool (resolved)  plans.floating.seats.burst   (new documents only)
+    bought quantities, devices per seat    see licensing.py
     add-on names an unknown feature        addons.audit_pack.features[0]
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
@@ -35,6 +36,7 @@ from typing import Any, TypeGuard
 from pydantic import ValidationError
 
 from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
+from allotment.policy import licensing
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
 from allotment.policy.paths import Location
@@ -256,6 +258,7 @@ def _check_resolved(plans: dict[str, Any], *, stored: bool) -> Iterator[Finding]
                 yield ("plans", name, *relative), message + hint
         if not stored and _concurrent_burst(plan) and not (parent and _concurrent_burst(parent)):
             yield ("plans", name, "seats", "burst"), _concurrent_burst_message(spec, parent)
+        yield from licensing.problems(name, plan, parent)  # bought quantities, devices
 
 
 def _concurrent_burst(plan: ResolvedPlan) -> bool:

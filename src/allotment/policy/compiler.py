@@ -25,6 +25,7 @@ from allotment.policy.catalog import (
     Catalog,
     Feature,
     InstancePool,
+    LicencePrice,
     Meter,
     MeterPrice,
     Plan,
@@ -192,6 +193,7 @@ def _seats(block: Mapping[str, Any] | None, *, where: str) -> SeatPool | None:
         session_ttl=(
             (block.get("session_ttl") or DEFAULT_SESSION_TTL) if model == "concurrent" else None
         ),
+        devices_per_seat=block.get("devices_per_seat") if model == "named" else None,
     )
 
 
@@ -215,12 +217,15 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
                 unit=_required(seat, "unit", where=f"{where}.seat"),
                 basis=seat.get("basis") or "peak",
                 included=seat.get("included") or 0,
+                overage=seat.get("overage") or "peak",
+                overage_unit=seat.get("overage_unit"),
             )
             if seat is not None
             else None
         ),
         burst_seat_day=_amount(block.get("burst_seat_day")),
         instance_hour=_amount(block.get("instance_hour")),
+        instance_licence=_licence(block.get("instance_licence"), where=f"{where}.instance_licence"),
         meters=_frozen(
             {
                 meter: MeterPrice(
@@ -235,6 +240,17 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
                 if price is not None
             }
         ),
+    )
+
+
+def _licence(block: Mapping[str, Any] | None, *, where: str) -> LicencePrice | None:
+    if block is None:
+        return None
+    return LicencePrice(
+        unit=_required(block, "unit", where=where),
+        basis=block.get("basis") or "peak",
+        overage=block.get("overage") or "peak",
+        overage_unit=block.get("overage_unit"),
     )
 
 
