@@ -64,7 +64,9 @@ class _Held:
     weight: int = 1
 
 
-def measured(pieces: Sequence[tuple[Fraction, int]], basis: UsageBasis, length: Fraction) -> Fraction:
+def measured(
+    pieces: Sequence[tuple[Fraction, int]], basis: UsageBasis, length: Fraction
+) -> Fraction:
     """The peak, the time-weighted average, or the last count of consecutive (seconds, held)
     pieces spanning `length` seconds."""
     if basis == "peak":
@@ -106,9 +108,7 @@ def licence_charges(
     instances: Sequence[Any],
 ) -> list[Charge]:
     """The `instance_licences` line (and, on a contracted basis, its overage line)."""
-    pieces, count = steps(
-        (_Held(i.start, i.end) for i in instances), window.start, window.end
-    )
+    pieces, count = steps((_Held(i.start, i.end) for i in instances), window.start, window.end)
     if price.basis == "contracted":
         return _bought(
             window,

@@ -277,6 +277,41 @@ class ContractAmend(Body):
         return out
 
 
+class ContractConvert(Body):
+    """A trial's conversion: the paid terms, from `at`. Terms left out keep the trial's."""
+
+    plan: Name | None = Field(default=None, description="Default: the trial's plan.")
+    addons: list[Name] | None = Field(
+        default=None, max_length=MAX_ADDONS, description="Default: the trial's add-ons."
+    )
+    quantities: QuantitiesIn | None = Field(
+        default=None, description="Bought seats / instance licences (basis contracted)."
+    )
+    seats: SeatsIn | None = Field(default=None, description="Default: the trial's seat terms.")
+    instances: InstancesIn | None = Field(default=None, description="Default: the trial's.")
+    ends_at: Instant | None = Field(
+        default=None, description="The paid term's end; default open-ended."
+    )
+    at: Instant | None = Field(
+        default=None,
+        description="When the paid terms take effect; default now. At the latest when the "
+        "trial ends; never before the latest revision takes effect.",
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The terms it sets besides kind and end, as `Terms` field values."""
+        out: dict[str, Any] = {}
+        if self.plan is not None:
+            out["plan"] = self.plan
+        if self.addons is not None:
+            out["addons"] = tuple(self.addons)
+        for name in ("quantities", "seats", "instances"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.to_terms()
+        return out
+
+
 class ContractTerminate(Body):
     at: Instant | None = Field(
         default=None,

@@ -381,6 +381,7 @@ class SeatLimits:
     burst_extra: int  # 0: no seat over the limit
     burst_window: timedelta | None
     session_ttl: timedelta | None
+    devices_per_seat: int | None = None  # live instances per seat holder (docs/seats.md)
 
     @property
     def ceiling(self) -> int:
@@ -472,6 +473,7 @@ def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
         burst_extra=extra,
         burst_window=window,
         session_ttl=pool.session_ttl,
+        devices_per_seat=pool.devices_per_seat,
     )
 
 

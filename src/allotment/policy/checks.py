@@ -35,8 +35,8 @@ from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
-from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy import licensing
+from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
 from allotment.policy.paths import Location

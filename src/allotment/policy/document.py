@@ -182,7 +182,8 @@ class SeatPriceSpec(Spec):
     unit: Money | None = Field(default=None, description="Price per seat above `included`.")
     basis: Literal["peak", "average", "end", "contracted"] | None = Field(
         default=None,
-        description="Default peak; contracted: the contract's `quantities.seats` (docs/billing.md).",
+        description="Default peak; contracted: the contract's `quantities.seats` "
+        "(docs/billing.md).",
     )
     included: NonNegative | None = Field(default=None, description="Seats in the base fee.")
     overage: UsageBasis | None = Field(
