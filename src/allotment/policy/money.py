@@ -4,7 +4,8 @@ Two kinds of amount appear in prices:
 
     kind    fields                                               decimal places
     fee     price.base, price.seat.unit, price.burst_seat_day,   at most the currency's
-            addons.*.price                                       minor unit (USD 2, JPY 0)
+            price.seat.overage_unit, price.instance_licence.     minor unit (USD 2, JPY 0)
+            {unit, overage_unit}, addons.*.price
     rate    price.instance_hour, price.meters.*.tiers[].unit     at most RATE_MAX_PLACES
 
 Rates are per unit of usage (an API call, an instance-hour) and are routinely fractions of
