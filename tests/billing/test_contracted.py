@@ -257,3 +257,32 @@ def test_the_seat_line_is_bought_quantity_times_unit_and_overage_is_what_exceeds
     over = max(Fraction(0), basis - contracted)
     assert lines["seats_overage"].quantity == decimal(over, 6)
     assert lines["seats_overage"].amount == money(over * 62 * fraction, 2)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    contracted=st.integers(min_value=0, max_value=20),
+    leases=st.lists(st.tuples(spans(), st.sampled_from([1, 4])), max_size=25),
+    window=st.tuples(instants, instants).filter(lambda w: w[0] < w[1]),
+)
+def test_the_licence_line_is_bought_licences_and_overage_the_peak_above_them(
+    contracted: int,
+    leases: list[tuple[tuple[datetime, datetime | None], int]],
+    window: tuple[datetime, datetime],
+) -> None:
+    start, end = window
+    instances = [Interval(s, e, weight=w, kind="vm") for (s, e), w in leases]
+    lines = by_code(
+        price(pricing(bought(start=start, end=end, instances=contracted), instances=instances))
+    )
+    fraction = Fraction(int((end - start).total_seconds()), SECONDS_IN_MAY)
+    assert lines["instance_licences"].amount == money(contracted * Fraction(40) * fraction, 2)
+
+    # each instance one licence, whatever its weight: the most live at once in the window
+    def live(moment: datetime) -> int:
+        return sum(1 for (s, e), _ in leases if s <= moment and (e is None or moment < e))
+
+    moments = [start, *(s for (s, _), _ in leases if start < s < end)]
+    over = max(0, max(live(m) for m in moments) - contracted)
+    assert lines["instance_licences_overage"].quantity == over
+    assert lines["instance_licences_overage"].amount == money(over * Fraction(40) * fraction, 2)
