@@ -229,3 +229,24 @@ async def test_an_expired_trial_converts_only_backdated_to_its_end(
     seamless = await convert(client, admin, contract["id"], at=ended)
     assert seamless.status_code == 200, seamless.text
     assert seamless.json()["status"] == "active"
+
+
+async def test_a_conversion_may_clear_what_the_trial_bought(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str
+) -> None:
+    contract = await create_contract(
+        client,
+        admin,
+        plan="licensed",
+        kind="trial",
+        ends_at=days_from_now(13),
+        quantities=BOUGHT,
+        seats={"limit": 8},
+    )
+    kept = await convert(client, admin, contract["id"], plan="team")
+    assert kept.status_code == 422  # team bills no bought quantity
+    assert error_paths(kept) == ["quantities.seats", "quantities.instances"]
+    cleared = await convert(client, admin, contract["id"], plan="team", quantities=None)
+    assert cleared.status_code == 200, cleared.text
+    paid = cleared.json()
+    assert paid["quantities"] is None and paid["seats"] == {"limit": 8, "burst": None}

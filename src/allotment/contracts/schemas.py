@@ -278,7 +278,8 @@ class ContractAmend(Body):
 
 
 class ContractConvert(Body):
-    """A trial's conversion: the paid terms, from `at`. Terms left out keep the trial's."""
+    """A trial's conversion: the paid terms, from `at`. Terms left out keep the trial's;
+    `quantities`, `seats` and `instances` sent as null clear them, as in an amendment."""
 
     plan: Name | None = Field(default=None, description="Default: the trial's plan.")
     addons: list[Name] | None = Field(
@@ -306,9 +307,9 @@ class ContractConvert(Body):
         if self.addons is not None:
             out["addons"] = tuple(self.addons)
         for name in ("quantities", "seats", "instances"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.to_terms()
+            if name in self.model_fields_set:  # null clears, as in an amendment
+                value = getattr(self, name)
+                out[name] = value.to_terms() if value is not None else None
         return out
 
 
