@@ -86,12 +86,15 @@ def seat_charges(
     model: str | None,
 ) -> list[Charge]:
     """The `seats` line on the contracted seats and the `seats_overage` line above them."""
+    # A seat price without a unit prices a measured count otherwise; validation refuses it
+    # under basis contracted (policy/licensing.py), so 0 here is never a silent discount.
+    unit = price.unit if price.unit is not None else Decimal(0)
     return _bought(
         window,
         code="seats",
         unit="seat",
         noun="seats",
-        unit_price=price.unit,
+        unit_price=unit,
         overage=price.overage,
         overage_unit=price.overage_unit,
         contracted=contracted,

@@ -3,6 +3,7 @@
 
     problem                                         path
     included seats under basis contracted           plans.p.price.seat.included
+    seat tiers under basis contracted               plans.p.price.seat.tiers
     overage / overage_unit without basis contracted plans.p.price.seat.overage
     instance_licence without a unit                 plans.p.price.instance_licence.unit
     devices_per_seat on concurrent seats            plans.p.seats.devices_per_seat
@@ -40,6 +41,12 @@ def _problems(settings: Mapping[str, Any]) -> Iterator[Finding]:
                     ("price", "seat", "included"),
                     "basis contracted bills the contract's quantities.seats, so no seats are "
                     "included: leave `included` out (or write 0)",
+                )
+            if seat.get("basis") == "contracted" and seat.get("tiers") is not None:
+                yield (
+                    ("price", "seat", "tiers"),
+                    "basis contracted bills the contract's quantities.seats at `unit`; tiers "
+                    "price a measured count: leave them out",
                 )
         licence = price.get("instance_licence")
         if isinstance(licence, Mapping):
