@@ -9,10 +9,10 @@ tests — gets the same hooks). docs/architecture.md, "Wiring", lists them.
 
     customer_delete_guards()   customers/service.delete        contracts: a customer with
                                                                contracts is kept
-    amendment_guards()         contracts/amend.amend           tenants: quotas must still
-                                                               fit the amended limits
-    amendment_effects()        contracts/amend.amend           seats: an amendment that
-                                                               puts members under the limit
+    amendment_guards()         contracts/amend.amend,          tenants: quotas must still
+                               contracts/convert.convert       fit the amended limits
+    amendment_effects()        contracts/amend.amend,          seats: an amendment that
+                               contracts/convert.convert       puts members under the limit
                                                                ends the burst episode
 """
 

@@ -159,6 +159,7 @@ def _priced(terms: Terms) -> tuple[Any, ...]:
         terms.discount_percent,
         terms.seats,
         terms.policy_version,
+        terms.quantities,
     )
 
 
@@ -256,6 +257,7 @@ async def gather(
                 )
                 continue
             pool = seat_limits(revision_terms, plan)
+            bought = revision_terms.quantities
             segments.append(
                 Segment(
                     start=seg_start,
@@ -272,6 +274,8 @@ async def gather(
                     seat_model=pool.model if pool is not None else None,
                     fee_end=fee_end if seg_end == window_end else None,
                     plan_started=plans_started.get(revision_terms.plan),
+                    contracted_seats=bought.seats if bought is not None else None,
+                    contracted_instances=bought.instances if bought is not None else None,
                 )
             )
     customer_id = contract.customer_id

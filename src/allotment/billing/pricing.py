@@ -28,6 +28,10 @@ its fee end: the month's end for the current month, where use is counted to date
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
 
+A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
+place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
+after `instances`: billing/contracted.py.
+
 A line whose quantity and unit price are both zero is left out; any other line is kept, so a
 price of zero shows what it did not charge for as a 0.00 line.
 
@@ -49,6 +53,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from allotment.billing import contracted
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
@@ -97,6 +102,9 @@ class Segment:
     # When the plan's one-time fees fall due for this contract (commitments.plan_starts);
     # charged by the group this instant falls in. None: not due (a trial, or unknown).
     plan_started: datetime | None = None
+    # Bought quantities (a `contracted` price basis: billing/contracted.py); None: none bought.
+    contracted_seats: int | None = None
+    contracted_instances: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,8 @@ def _priced_terms(segment: Segment) -> tuple[Any, ...]:
         segment.discount_percent,
         segment.seat_limit,
         segment.seat_model,
+        segment.contracted_seats,
+        segment.contracted_instances,
     )
 
 
@@ -254,6 +264,16 @@ class _Pricer:
         group, prices = self.group, self.plan.price
         kinds = kind_lines(self.data.instances, group.start, group.end, prices.instance_kinds)
         lines.extend(map(self._draft, kinds))
+        if (licence := self.plan.price.instance_licence) is not None:
+            lines.extend(
+                self._line(**charge)
+                for charge in contracted.licence_charges(
+                    self._window(),
+                    licence,
+                    contracted=self.terms.contracted_instances,
+                    instances=self.data.instances,
+                )
+            )
         lines.extend(
             self._meter(name, self.plan.price.meters[name])
             for name in sorted(self.plan.price.meters)
@@ -302,7 +322,17 @@ class _Pricer:
             return []
         pieces, count = steps(self.data.seats, self.group.start, self.group.end)
         out: list[Line | None] = []
-        if seat_price is not None:
+        if seat_price is not None and seat_price.basis == "contracted":
+            charges = contracted.seat_charges(
+                self._window(),
+                seat_price,
+                contracted=self.terms.contracted_seats,
+                pieces=pieces,
+                intervals=count,
+                model=self.terms.seat_model,
+            )
+            out.extend(self._line(**charge) for charge in charges)
+        elif seat_price is not None:
             if seat_price.basis == "peak":
                 basis = Fraction(max(held for _, held in pieces))
             elif seat_price.basis == "end":
@@ -457,6 +487,10 @@ class _Pricer:
                 "lines": [line.code for line in positive],
             },
         )
+
+    def _window(self) -> contracted.Window:
+        g = self.group
+        return contracted.Window(g.start, g.end, self.seconds, self.fee_fraction, self.fee_days)
 
     def _line(
         self,

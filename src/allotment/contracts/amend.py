@@ -62,8 +62,9 @@ class ContractTerminated(Conflict):
     title = "Contract terminated"
 
 
-async def _locked(session: AsyncSession, contract_id: str, if_match: int | None) -> ContractView:
-    """The contract, read again under its customer's lock, checked against If-Match."""
+async def locked(session: AsyncSession, contract_id: str, if_match: int | None) -> ContractView:
+    """The contract, read again under its customer's lock, checked against If-Match (also
+    the start of a trial's conversion, contracts/convert.py)."""
     found = await get(session, contract_id)
     await lock_customer(session, customer_id=found.contract.customer_id)
     view = await get(session, contract_id, for_update=True)
@@ -95,7 +96,7 @@ async def amend(
             "never silently overwrites another."
         )
     refuse_problems(data.immutable_problems(), "amendment")
-    view = await _locked(session, contract_id, if_match)
+    view = await locked(session, contract_id, if_match)
     contract = view.contract
     now = utcnow()
     current = Terms.from_json(contract.terms)
@@ -166,7 +167,7 @@ async def terminate(
     if_match: int | None,
     actor: str,
 ) -> ContractView:
-    view = await _locked(session, contract_id, if_match)
+    view = await locked(session, contract_id, if_match)
     contract = view.contract
     now = utcnow()
     at = at or now

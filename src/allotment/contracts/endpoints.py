@@ -1,4 +1,4 @@
-"""Contracts: record, read, list, amend (If-Match), list revisions, terminate."""
+"""Contracts: record, read, list, amend (If-Match), list revisions, terminate, convert a trial."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from fastapi import APIRouter, Header, Query, Response
 
 from allotment.auth.principal import Principal
 from allotment.contracts import amend as amendments
+from allotment.contracts import convert as conversions
 from allotment.contracts import service as contracts
 from allotment.contracts.schemas import (
     ContractAmend,
+    ContractConvert,
     ContractCreate,
     ContractRead,
     ContractTerminate,
@@ -116,6 +118,31 @@ async def terminate_contract(
         session,
         contract_id=contract_id,
         at=body.at if body is not None else None,
+        if_match=parse_if_match(if_match),
+        actor=principal.actor,
+    )
+    response = await idempotency.respond(view.read(), status=200)
+    set_etag(response, view.contract.revision)
+    return response
+
+
+@router.post(
+    "/v1/contracts/{contract_id}/convert",
+    response_model=ContractRead,
+    responses={409: {"description": "Not a trial, terminated, or the new term overlaps."}},
+)
+async def convert_contract(
+    contract_id: str,
+    principal: Admin,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    body: ContractConvert | None = None,
+    if_match: IfMatch = None,
+) -> Response:
+    view = await conversions.convert(
+        session,
+        contract_id=contract_id,
+        data=body or ContractConvert(),
         if_match=parse_if_match(if_match),
         actor=principal.actor,
     )

@@ -209,6 +209,10 @@ class LeaseGone(AllotmentError):
         )
 
 
+# How an end reason reads in a sentence ("The instance was … at …").
+_ENDED = {"seat_released": "ended with its holder's seat"}
+
+
 async def lease_gone(
     session: AsyncSession, table: leases.LeaseTable, lease_id: str, noun: str
 ) -> Exception:
@@ -225,7 +229,8 @@ async def lease_gone(
             ended_at=row.ended_at or expiry,
         )
     return LeaseGone(
-        f"The {noun} was {row.end_reason} at {isoformat(row.ended_at)}.",
+        f"The {noun} was {_ENDED.get(row.end_reason, row.end_reason)} at "
+        f"{isoformat(row.ended_at)}.",
         reason=str(row.end_reason),
         ended_at=row.ended_at,
     )

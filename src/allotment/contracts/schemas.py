@@ -27,6 +27,7 @@ from allotment.contracts.terms import (
     InstanceTerms,
     Kind,
     Override,
+    Quantities,
     SeatTerms,
     Status,
     Terms,
@@ -84,6 +85,24 @@ class InstancesIn(Body):
 
     def to_terms(self) -> InstanceTerms:
         return InstanceTerms(limit=self.limit)
+
+
+class QuantitiesIn(Body):
+    """What the contract bought, billed whatever is used (a `contracted` price basis)."""
+
+    seats: Count | None = Field(default=None, description="Seats bought (named or floating).")
+    instances: Count | None = Field(default=None, description="Instance licences bought.")
+
+    @model_validator(mode="after")
+    def _something(self) -> QuantitiesIn:
+        if self.seats is None and self.instances is None:
+            raise PydanticCustomError(
+                "quantities_empty", "name at least one quantity (seats, instances), or send null"
+            )
+        return self
+
+    def to_terms(self) -> Quantities:
+        return Quantities(seats=self.seats, instances=self.instances)
 
 
 class OverrideIn(Body):
@@ -149,6 +168,11 @@ class ContractCreate(Body):
     instances: InstancesIn | None = Field(
         default=None, description="Default: the plan's instance pool."
     )
+    quantities: QuantitiesIn | None = Field(
+        default=None,
+        description="Bought seats / instance licences; required by a plan whose price has "
+        "basis contracted (docs/contracts.md).",
+    )
     addons: list[Name] = Field(default_factory=list, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] = Field(default_factory=list, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = Field(
@@ -169,6 +193,7 @@ AMENDABLE = (
     "plan",
     "seats",
     "instances",
+    "quantities",
     "addons",
     "overrides",
     "discount_percent",
@@ -185,6 +210,7 @@ class ContractAmend(Body):
     plan: Name | None = None
     seats: SeatsIn | None = Field(default=None, description="null: back to the plan's pool.")
     instances: InstancesIn | None = Field(default=None, description="null: the plan's pool.")
+    quantities: QuantitiesIn | None = Field(default=None, description="null: none bought.")
     addons: list[Name] | None = Field(default=None, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = None
@@ -241,13 +267,49 @@ class ContractAmend(Body):
             if name not in self.model_fields_set:
                 continue
             value = getattr(self, name)
-            if name in ("seats", "instances"):
+            if name in ("seats", "instances", "quantities"):
                 value = value.to_terms() if value is not None else None
             elif name == "addons":
                 value = tuple(value)
             elif name == "overrides":
                 value = tuple(o.to_terms() for o in value)
             out[name] = value
+        return out
+
+
+class ContractConvert(Body):
+    """A trial's conversion: the paid terms, from `at`. Terms left out keep the trial's;
+    `quantities`, `seats` and `instances` sent as null clear them, as in an amendment."""
+
+    plan: Name | None = Field(default=None, description="Default: the trial's plan.")
+    addons: list[Name] | None = Field(
+        default=None, max_length=MAX_ADDONS, description="Default: the trial's add-ons."
+    )
+    quantities: QuantitiesIn | None = Field(
+        default=None, description="Bought seats / instance licences (basis contracted)."
+    )
+    seats: SeatsIn | None = Field(default=None, description="Default: the trial's seat terms.")
+    instances: InstancesIn | None = Field(default=None, description="Default: the trial's.")
+    ends_at: Instant | None = Field(
+        default=None, description="The paid term's end; default open-ended."
+    )
+    at: Instant | None = Field(
+        default=None,
+        description="When the paid terms take effect; default now. At the latest when the "
+        "trial ends; never before the latest revision takes effect.",
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The terms it sets besides kind and end, as `Terms` field values."""
+        out: dict[str, Any] = {}
+        if self.plan is not None:
+            out["plan"] = self.plan
+        if self.addons is not None:
+            out["addons"] = tuple(self.addons)
+        for name in ("quantities", "seats", "instances"):
+            if name in self.model_fields_set:  # null clears, as in an amendment
+                value = getattr(self, name)
+                out[name] = value.to_terms() if value is not None else None
         return out
 
 
@@ -268,6 +330,7 @@ def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
         attributes=attributes,
         seats=data.seats.to_terms() if data.seats is not None else None,
         instances=data.instances.to_terms() if data.instances is not None else None,
+        quantities=data.quantities.to_terms() if data.quantities is not None else None,
         addons=tuple(data.addons),
         overrides=tuple(o.to_terms() for o in data.overrides),
         discount_percent=data.discount_percent,
@@ -290,6 +353,11 @@ class SeatsRead(BaseModel):
 
 class InstancesRead(BaseModel):
     limit: int
+
+
+class QuantitiesRead(BaseModel):
+    seats: int | None
+    instances: int | None
 
 
 class FeatureOverrideRead(BaseModel):
@@ -319,6 +387,9 @@ class TermsRead(BaseModel):
     attributes: dict[str, Any]
     seats: SeatsRead | None = Field(description="null: the plan's seat pool.")
     instances: InstancesRead | None = Field(description="null: the plan's instance pool.")
+    quantities: QuantitiesRead | None = Field(
+        default=None, description="Bought seats / instance licences; null: none."
+    )
     addons: list[str]
     overrides: list[FeatureOverrideRead | LimitOverrideRead]
     discount_percent: Decimal | None

@@ -4,6 +4,7 @@ limits it grants at a given moment. No I/O, no clock reads.
     Terms                      one revision's terms, as stored in `contract_revisions.terms`
      ├── seats: SeatTerms | None         None: the plan's seat pool as is
      ├── instances: InstanceTerms | None None: the plan's instance pool as is
+     ├── quantities: Quantities | None   bought seats / instance licences (basis contracted)
      └── overrides: (Override, ...)      grant/revoke a feature, or set a meter's limit
     check_terms(terms, catalog)  → [{path, message}]   every problem, by request path
     initial_attributes(plan, requested)                 the immutable attributes at creation
@@ -78,6 +79,22 @@ class InstanceTerms:
 
 
 @dataclass(frozen=True)
+class Quantities:
+    """What the contract bought: billed whatever is used, under a `contracted` price basis
+    (docs/contracts.md, "Bought quantities"). None: not bought."""
+
+    seats: int | None = None
+    instances: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seats": self.seats, "instances": self.instances}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Quantities:
+        return cls(seats=value.get("seats"), instances=value.get("instances"))
+
+
+@dataclass(frozen=True)
 class Override:
     """A feature grant or revocation (`feature`, `action`) or a meter limit (`meter`, `limit`)."""
 
@@ -129,12 +146,16 @@ class Terms:
     discount_percent: Decimal | None = None
     policy_version: int | None = None  # pinned; None follows the active version
     terminated_at: datetime | None = None  # when a termination was recorded to take effect
+    quantities: Quantities | None = None
 
     def replace(self, **changes: Any) -> Terms:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
+        # `quantities` only when bought: terms without it store the bytes they always did.
+        bought = {} if self.quantities is None else {"quantities": self.quantities.to_json()}
         return {
+            **bought,
             "plan": self.plan,
             "kind": self.kind,
             "starts_at": _iso(self.starts_at),
@@ -169,6 +190,7 @@ class Terms:
         burst = seats.get("burst") if seats else None
         instances = value.get("instances")
         discount = value.get("discount_percent")
+        quantities = value.get("quantities")
         return cls(
             plan=value["plan"],
             kind=value["kind"],
@@ -192,6 +214,7 @@ class Terms:
             overrides=tuple(Override.from_json(o) for o in value.get("overrides") or ()),
             discount_percent=None if discount is None else Decimal(discount),
             policy_version=value.get("policy_version"),
+            quantities=None if quantities is None else Quantities.from_json(quantities),
         )
 
 
@@ -266,6 +289,7 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
         _check_seats(terms, plan, problem)
         if terms.instances is not None and plan.instances is None:
             problem("instances", f"plan '{plan.name}' has no instance pool to size")
+        _check_quantities(terms, plan, problem)
 
     seen: set[str] = set()
     for index, addon in enumerate(terms.addons):
@@ -325,6 +349,30 @@ def _check_seats(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) 
         )
 
 
+def _check_quantities(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) -> None:
+    """A `contracted` price needs its quantity; a quantity nothing bills is a mistake."""
+    bought = terms.quantities or Quantities()
+    seat = plan.price.seat
+    licence = plan.price.instance_licence
+    for name, price, quantity, what in (
+        ("seats", seat, bought.seats, "price.seat"),
+        ("instances", licence, bought.instances, "price.instance_licence"),
+    ):
+        contracted = price is not None and price.basis == "contracted"
+        if contracted and quantity is None:
+            problem(
+                f"quantities.{name}",
+                f"plan '{plan.name}' bills {name} on the contracted quantity ({what}.basis "
+                f"contracted): give quantities.{name}",
+            )
+        elif not contracted and quantity is not None:
+            problem(
+                f"quantities.{name}",
+                f"plan '{plan.name}' does not bill {name} on a contracted quantity ({what} "
+                f"is not basis contracted): leave quantities.{name} out",
+            )
+
+
 # -- the limits in force ---------------------------------------------------------------------
 
 
@@ -336,6 +384,7 @@ class SeatLimits:
     burst_extra: int  # 0: no seat over the limit
     burst_window: timedelta | None
     session_ttl: timedelta | None
+    devices_per_seat: int | None = None  # live instances per seat holder (docs/seats.md)
 
     @property
     def ceiling(self) -> int:
@@ -429,6 +478,7 @@ def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
         burst_extra=extra,
         burst_window=window,
         session_ttl=pool.session_ttl,
+        devices_per_seat=pool.devices_per_seat,
     )
 
 

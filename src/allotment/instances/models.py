@@ -38,4 +38,7 @@ class Instance(Base):
     registered_at: Mapped[datetime] = mapped_column(TZ)
     lease_expires_at: Mapped[datetime] = mapped_column(TZ)
     ended_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
-    end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # deregistered | expired
+    # deregistered | expired | seat_released (its subject's seat was released)
+    end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The seat holder a device is registered under (docs/seats.md); None: unbound.
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)

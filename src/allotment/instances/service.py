@@ -1,11 +1,13 @@
 """Instances: register under a lease, renew by heartbeat, deregister, list.
 
 The pool counts the sum of the kind weights of live instances (not ended, lease ahead);
-a kind the plan does not list is a 422. Registering a fingerprint that is live renews its
-lease (same row, 200); one whose lease lapsed is ended at its expiry and registered afresh
-(a new row, a new interval). Registration takes the pool lock (`contracts.pools.lock`), so
-weights are summed and the new row inserted as one step for every racing request; renewals
-and deregistrations are single conditional UPDATEs (`kit/leases.py`).
+a kind the plan does not list is a 422. An instance registered with a `subject` is that seat
+holder's device (instances/devices.py); releasing the seat ends it. Registering a
+fingerprint that is live renews its lease (same row, 200); one whose lease lapsed is ended
+at its expiry and registered afresh (a new row, a new interval). Registration takes the pool
+lock (`contracts.pools.lock`), so weights are summed and the new row inserted as one step
+for every racing request; renewals and deregistrations are single conditional UPDATEs
+(`kit/leases.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from allotment import invalidation
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import Conflict, ValidationFailed
+from allotment.instances import devices
 from allotment.instances.models import Instance
 from allotment.instances.schemas import InstanceRead, InstanceRegister
 from allotment.kit import leases
@@ -33,7 +36,7 @@ from allotment.kit.reads import from_row
 from allotment.usage import lifecycle
 
 COLUMNS = (
-    "id, customer_id, fingerprint, kind, weight, environment, tenant, metadata, ttl_s, "
+    "id, customer_id, fingerprint, kind, weight, environment, tenant, subject, metadata, ttl_s, "
     "registered_at, lease_expires_at, ended_at, end_reason"
 )
 TABLE = leases.LeaseTable(
@@ -58,9 +61,13 @@ _USED = text(
 )
 _INSERT = text(
     "INSERT INTO instances (id, customer_id, fingerprint, kind, weight, environment, tenant, "
-    "metadata, ttl_s, registered_at, lease_expires_at) VALUES (:id, :c, :f, :kind, :weight, "
-    f":env, :tenant, :meta, :ttl, :now, :expires) RETURNING {COLUMNS}"
+    "subject, metadata, ttl_s, registered_at, lease_expires_at) VALUES (:id, :c, :f, :kind, "
+    f":weight, :env, :tenant, :subject, :meta, :ttl, :now, :expires) RETURNING {COLUMNS}"
 ).bindparams(bindparam("meta", type_=JSONB))
+_END_DEVICES = text(
+    "UPDATE instances SET ended_at = :now, end_reason = 'seat_released' WHERE customer_id = :c "
+    f"AND subject = :s AND ended_at IS NULL AND lease_expires_at > :now RETURNING {COLUMNS}"
+)
 
 
 class InstanceChanged(Conflict):
@@ -90,6 +97,7 @@ def audit_view(row: Any) -> dict[str, Any]:
         "weight": row.weight,
         "environment": row.environment,
         "tenant": row.tenant,
+        "subject": row.subject,
         "registered_at": isoformat(row.registered_at),
         "lease_expires_at": isoformat(row.lease_expires_at),
         "ended_at": None if row.ended_at is None else isoformat(row.ended_at),
@@ -120,10 +128,15 @@ async def register(
     params = {"meta": data.metadata, "env": data.environment}
     current = (await session.execute(_CURRENT, {"c": c, "f": data.fingerprint})).one_or_none()
     if current is not None and current.lease_expires_at > now:
-        if current.kind != data.kind or current.tenant != data.tenant:
+        if (current.kind, current.tenant, current.subject) != (
+            data.kind,
+            data.tenant,
+            data.subject,
+        ):
             raise InstanceChanged(
                 f"Fingerprint {data.fingerprint!r} is live as kind '{current.kind}'"
                 + (f" in tenant '{current.tenant}'" if current.tenant else "")
+                + (f" for subject {current.subject!r}" if current.subject else "")
                 + "; deregister it before registering it differently."
             )
         row = (
@@ -148,6 +161,8 @@ async def register(
             target_key=f"{customer_key}/{current.id}",
             after=audit_view(current),
         )
+    if data.subject is not None:  # a device: its holder's seat and device limit
+        await devices.admit(session, pools=found, subject=data.subject, now=now)
     used = (await session.execute(_USED, {"c": c, "tenant": data.tenant, "now": now})).one()
     if data.tenant is not None:
         quotas = await pools.tenant_quotas(session, customer_id=c, tenant=data.tenant)
@@ -182,6 +197,7 @@ async def register(
                 "kind": data.kind,
                 "weight": weight,
                 "tenant": data.tenant,
+                "subject": data.subject,
                 "ttl": int(ttl.total_seconds()),
                 "now": now,
                 "expires": now + ttl,
@@ -200,6 +216,32 @@ async def register(
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(session, ALLOCATIONS.labels("instances", "granted").inc)
     return Registration(row, customer_key, created=True)
+
+
+async def end_devices(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    customer_key: str,
+    subject: str,
+    actor: str,
+    now: datetime,
+) -> int:
+    """End `subject`'s live devices at `now` (`instance.seat_released`, audited): its seat was
+    released, under the pool lock. Lapsed ones are left to the reaper, which ends them at
+    their expiry. The caller invalidates. Returns how many were ended."""
+    rows = (await session.execute(_END_DEVICES, {"c": customer_id, "s": subject, "now": now})).all()
+    for row in sorted(rows, key=lambda r: r.id):
+        lifecycle.record(
+            session,
+            customer_id=customer_id,
+            actor=actor,
+            action="instance.seat_released",
+            target_type="instance",
+            target_key=f"{customer_key}/{row.id}",
+            after=audit_view(row),
+        )
+    return len(rows)
 
 
 async def heartbeat(

@@ -33,7 +33,8 @@ Aggregation = Literal["count", "sum", "max", "unique_count", "average"]
 SeatModel = Literal["named", "concurrent"]
 Period = Literal["month", "day", "hour"]
 Enforcement = Literal["hard", "soft"]
-SeatBasis = Literal["peak", "average", "end"]
+UsageBasis = Literal["peak", "average", "end"]
+SeatBasis = Literal["peak", "average", "end", "contracted"]
 OnOutage = Literal["deny", "allow"]
 TierMode = Literal["graduated", "volume"]
 
@@ -88,6 +89,7 @@ class SeatPool:
     guests: int
     burst: Burst | None  # None when the plan allows no seats over the limit
     session_ttl: timedelta | None  # concurrent seats only
+    devices_per_seat: int | None = None  # named seats: live instances per seat holder
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,21 @@ class SeatPrice:
     included: int
     tiers: tuple[Tier, ...] = ()
     mode: TierMode = "graduated"
+    # basis "contracted" only (docs/billing.md, "Bought quantities"): how use above the
+    # contracted quantity is measured, and its price (None: `unit`).
+    overage: UsageBasis = "peak"
+    overage_unit: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class LicencePrice:
+    """A per-instance licence fee per month: on the contracted quantity (basis contracted,
+    with overage measured by `overage`) or on the live instances by peak, average or end."""
+
+    unit: Decimal
+    basis: SeatBasis
+    overage: UsageBasis = "peak"
+    overage_unit: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,7 @@ class Price:
     instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
+    instance_licence: LicencePrice | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ skipped here rather than reported twice.
     priced kinds (price_checks.py)
     required after inheritance             plans.team.seats.limit, ...seats.burst.window
     burst on a concurrent pool (resolved)  plans.floating.seats.burst   (new documents only)
+    bought quantities, devices per seat    see licensing.py
     add-on names an unknown feature        addons.audit_pack.features[0]
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
@@ -40,6 +41,7 @@ from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
+from allotment.policy import licensing
 from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
@@ -293,6 +295,7 @@ def _check_resolved(plans: dict[str, Any], *, stored: bool) -> Iterator[Finding]
                 yield ("plans", name, *relative), message + hint
         if not stored and _concurrent_burst(plan) and not (parent and _concurrent_burst(parent)):
             yield ("plans", name, "seats", "burst"), _concurrent_burst_message(spec, parent)
+        yield from licensing.problems(name, plan, parent)  # bought quantities, devices
 
 
 def _concurrent_burst(plan: ResolvedPlan) -> bool:

@@ -25,6 +25,7 @@ from allotment.policy.catalog import (
     Catalog,
     Feature,
     InstancePool,
+    LicencePrice,
     Meter,
     MeterPrice,
     Package,
@@ -197,6 +198,7 @@ def _seats(block: Mapping[str, Any] | None, *, where: str) -> SeatPool | None:
         session_ttl=(
             (block.get("session_ttl") or DEFAULT_SESSION_TTL) if model == "concurrent" else None
         ),
+        devices_per_seat=block.get("devices_per_seat") if model == "named" else None,
     )
 
 
@@ -219,6 +221,7 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         seat=_seat_price(seat, where=f"{where}.seat") if seat is not None else None,
         burst_seat_day=_amount(block.get("burst_seat_day")),
         instance_hour=_amount(block.get("instance_hour")),
+        instance_licence=_licence(block.get("instance_licence"), where=f"{where}.instance_licence"),
         meters=_frozen(
             {
                 meter: _meter_price(meter, price, where=f"{where}.meters.{meter}")
@@ -246,6 +249,8 @@ def _seat_price(seat: Mapping[str, Any], *, where: str) -> SeatPrice:
         included=seat.get("included") or 0,
         tiers=_tiers(tiers or ()),
         mode=seat.get("mode") or "graduated",
+        overage=seat.get("overage") or "peak",
+        overage_unit=seat.get("overage_unit"),
     )
 
 
@@ -262,6 +267,17 @@ def _meter_price(meter: str, price: Mapping[str, Any], *, where: str) -> MeterPr
 
 def _decimal(value: int | Decimal | None) -> Decimal | None:
     return None if value is None else Decimal(value)
+
+
+def _licence(block: Mapping[str, Any] | None, *, where: str) -> LicencePrice | None:
+    if block is None:
+        return None
+    return LicencePrice(
+        unit=_required(block, "unit", where=where),
+        basis=block.get("basis") or "peak",
+        overage=block.get("overage") or "peak",
+        overage_unit=block.get("overage_unit"),
+    )
 
 
 def _amount(value: Decimal | None) -> Decimal:

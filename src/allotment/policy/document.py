@@ -166,6 +166,11 @@ class SeatsSpec(Spec):
     session_ttl: Duration | None = Field(
         default=None, description="Concurrent seats: a session's lease (default 15m)."
     )
+    devices_per_seat: Positive | None = Field(
+        default=None,
+        description="Named seats: live instances a seat holder may register under its "
+        "subject (docs/seats.md, Devices per seat); omitted: no per-seat cap.",
+    )
 
 
 class InstancesSpec(Spec):
@@ -197,6 +202,7 @@ class TierSpec(Spec):
 
 
 TierModeSpec = Literal["graduated", "volume"]
+UsageBasis = Literal["peak", "average", "end"]
 
 
 class SeatPriceSpec(Spec):
@@ -205,10 +211,37 @@ class SeatPriceSpec(Spec):
         default=None, min_length=1, description="Seat tiers instead of `unit` (one or the other)."
     )
     mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
-    basis: Literal["peak", "average", "end"] | None = Field(
-        default=None, description="Default peak."
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default peak; contracted: the contract's `quantities.seats` "
+        "(docs/billing.md).",
     )
     included: NonNegative | None = Field(default=None, description="Seats in the base fee.")
+    overage: UsageBasis | None = Field(
+        default=None,
+        description="basis contracted only: how use above the contracted seats is measured "
+        "(default peak).",
+    )
+    overage_unit: Money | None = Field(
+        default=None,
+        description="basis contracted only: the price of a seat over the contracted ones "
+        "(default `unit`).",
+    )
+
+
+class InstanceLicencePriceSpec(Spec):
+    unit: Money | None = Field(default=None, description="Per instance licence and month.")
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default peak (of live instances); contracted: the contract's "
+        "`quantities.instances`.",
+    )
+    overage: UsageBasis | None = Field(
+        default=None, description="basis contracted only: how use above it is measured."
+    )
+    overage_unit: Money | None = Field(
+        default=None, description="basis contracted only: default `unit`."
+    )
 
 
 class PackageSpec(Spec):
@@ -240,6 +273,9 @@ class PriceSpec(Spec):
     burst_seat_day: Money | None = Field(default=None, description="Per seat-day over the limit.")
     instance_hour: Rate | None = Field(
         default=None, description="Per lease-hour and unit of kind weight."
+    )
+    instance_licence: InstanceLicencePriceSpec | None = Field(
+        default=None, description="A per-instance licence fee per month (docs/billing.md)."
     )
     meters: dict[Name, MeterPriceSpec] | None = None
     instances: InstancePriceSpec | None = None

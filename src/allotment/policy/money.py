@@ -5,7 +5,8 @@ Two kinds of amount appear in prices:
     kind    fields                                               decimal places
     fee     price.base, price.seat.unit, price.burst_seat_day,   at most the currency's
             price.minimum, price.one_time.*, tiers[].flat,       minor unit (USD 2, JPY 0)
-            price.meters.*.package.price, addons.*.price
+            price.meters.*.package.price, price.seat.overage_unit,
+            price.instance_licence.{unit, overage_unit}, addons.*.price
     rate    price.instance_hour, price.instances.kinds.*,        at most RATE_MAX_PLACES
             price.meters.*.tiers[].unit, price.seat.tiers[].unit
 

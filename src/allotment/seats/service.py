@@ -34,6 +34,7 @@ from allotment.contracts.models import Contract
 from allotment.contracts.terms import SeatLimits, Terms, seat_limits
 from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
+from allotment.instances import service as instances
 from allotment.kit.clock import isoformat
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
@@ -172,6 +173,10 @@ async def release(
         members = (await session.execute(_MEMBERS, {"c": c})).scalar_one()
         if limits is None or members < limits.limit:
             await session.execute(_END_BURST, {"c": c, "now": now})  # back under: over
+    # The holder's devices go with the seat (docs/seats.md, "Devices per seat").
+    await instances.end_devices(
+        session, customer_id=c, customer_key=customer_key, subject=subject, actor=actor, now=now
+    )
     lifecycle.record(
         session,
         customer_id=c,
