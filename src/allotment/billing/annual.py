@@ -31,16 +31,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from allotment.billing.drafts import Draft
 from allotment.billing.levels import json_units
-from allotment.billing.measure import ZERO, decimal, money, text
+from allotment.billing.measure import QUANTITY_PLACES, ZERO, decimal, money, text
 from allotment.billing.tiers import meter_priced
 from allotment.contracts.years import contract_year, pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import MeterPrice
 from allotment.policy.money import RATE_MAX_PLACES, format_amount
+
+if TYPE_CHECKING:
+    from allotment.billing.pricing import PricingInput, Segment
 
 UNPAID_KINDS = frozenset({"trial"})
 
@@ -154,9 +158,9 @@ def annual_meter(
         drafts.append(
             Draft(
                 code=f"meter:{name}",
-                description=f"{name}: {text(within, places)} used in contract year "
-                f"{year.number}, {text(before + within, places)} of the year's "
-                f"{format_amount(Decimal(price.included))} included so far",
+                description=f"{name}: {text(within, places)} used, "
+                f"{text(before + within, places)} in contract year {year.number} so far, "
+                f"{format_amount(Decimal(price.included))} included a year",
                 quantity=quantity,
                 unit=unit,
                 unit_price=unit_price,
@@ -179,3 +183,75 @@ def annual_meter(
             )
         )
     return drafts
+
+
+@dataclass(frozen=True)
+class AnnualDrafts:
+    base: list[Draft]
+    meters: list[Draft]
+    addons: list[Draft]
+
+
+def group_drafts(
+    data: PricingInput, segments: Sequence[Segment], start: datetime, end: datetime
+) -> AnnualDrafts:
+    """A group's annual lines: the plan's annual fee, its yearly meters, its annual add-ons.
+    A fee due from `start` to the group's fee end (the month's end for the current month,
+    as for monthly fees) is charged; use is counted over [start, end)."""
+    terms, last = segments[0], segments[-1]
+    starts_at = last.contract_start
+    if starts_at is None:
+        return AnnualDrafts([], [], [])
+    fee_end = max(min(last.fee_end or end, data.period_end), end)
+    plan, dues = terms.plan, last.dues
+    price = plan.price
+    base = (
+        annual_fee(
+            "base",
+            f"{plan.name}: base fee",
+            price.base,
+            dues.plans.get(plan.name, ()),
+            start=start,
+            end=fee_end,
+            starts_at=starts_at,
+        )
+        if price.interval == "year"
+        else []
+    )
+    yearly = []
+    for name in sorted(price.meters):
+        meter_price = price.meters[name]
+        if meter_price.period == "year":
+            yearly.extend(
+                annual_meter(
+                    name,
+                    meter_price,
+                    partial(_measure, data, name),
+                    start=start,
+                    end=end,
+                    starts_at=starts_at,
+                    minor_digits=data.minor_digits,
+                    places=QUANTITY_PLACES,
+                )
+            )
+    fees = []
+    for addon in sorted(terms.addons, key=lambda a: a.name):
+        if addon.interval == "year":
+            fees.extend(
+                annual_fee(
+                    f"addon:{addon.name}",
+                    f"add-on {addon.name}",
+                    addon.price,
+                    dues.addons.get(addon.name, ()),
+                    start=start,
+                    end=fee_end,
+                    starts_at=starts_at,
+                    source={"addon": addon.name},
+                )
+            )
+    return AnnualDrafts(base, yearly, fees)
+
+
+def _measure(data: PricingInput, name: str, start: datetime, end: datetime) -> Fraction:
+    measured = data.meters(start, end, name)
+    return Fraction(measured.quantity) if measured.exact is None else measured.exact

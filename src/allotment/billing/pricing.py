@@ -49,6 +49,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from allotment.billing.annual import Dues, group_drafts
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
@@ -97,6 +98,10 @@ class Segment:
     # When the plan's one-time fees fall due for this contract (commitments.plan_starts);
     # charged by the group this instant falls in. None: not due (a trial, or unknown).
     plan_started: datetime | None = None
+    # Annual terms (billing/annual.py): where contract years count from, and when annual
+    # fees fall due. None: no annual line.
+    contract_start: datetime | None = None
+    dues: Dues = dataclasses.field(default_factory=Dues)
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,8 @@ class _Pricer:
         self.versions = tuple(sorted({s.policy_version for s in group.segments}))
 
     def lines(self) -> list[Line]:
-        lines: list[Line | None] = [self._base()]
+        annual = group_drafts(self.data, self.group.segments, self.group.start, self.group.end)
+        lines: list[Line | None] = [self._base(), *map(self._draft, annual.base)]
         lines.extend(self._seats())
         lines.append(self._instances())
         group, prices = self.group, self.plan.price
@@ -258,9 +264,11 @@ class _Pricer:
             self._meter(name, self.plan.price.meters[name])
             for name in sorted(self.plan.price.meters)
         )
+        lines.extend(map(self._draft, annual.meters))
         lines.extend(
             self._addon(addon) for addon in sorted(self.terms.addons, key=lambda a: a.name)
         )
+        lines.extend(map(self._draft, annual.addons))
         priced = [line for line in lines if line is not None]
         due = next((s.plan_started for s in group.segments if s.plan_started), None)
         commitments = commitment_lines(
@@ -282,6 +290,8 @@ class _Pricer:
     # -- one builder per line kind
 
     def _base(self) -> Line | None:
+        if self.plan.price.interval == "year":
+            return None  # a year's fee: billing/annual.py
         unit_price = self.plan.price.base
         return self._line(
             "base",
@@ -388,6 +398,8 @@ class _Pricer:
     def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
         """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
         volume tiers, flat fees, packages), with its unit_price rule."""
+        if meter_price.period == "year":
+            return None  # counted over the contract year: billing/annual.py
         measured = self.data.meters(self.group.start, self.group.end, name)
         total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
@@ -415,6 +427,8 @@ class _Pricer:
         )
 
     def _addon(self, addon: Addon) -> Line | None:
+        if addon.interval == "year":
+            return None  # a year's fee: billing/annual.py
         return self._line(
             f"addon:{addon.name}",
             f"add-on {addon.name}, {days(self.fee_days)} of "
