@@ -24,7 +24,6 @@ from allotment.contracts.years import anniversary, contract_year, pieces
 from tests.billing import catalog, pricing, segment
 
 D = Decimal
-UTC_ = UTC
 
 ANNUAL = """
 currency: USD
@@ -78,7 +77,7 @@ def annual_segment(
     starts_at: datetime = START,
     end: datetime | None = None,
     addons: tuple[str, ...] = (),
-    until: datetime = at(2030, 1),
+    until: datetime = datetime(2030, 1, 1, tzinfo=UTC),
 ) -> Segment:
     term_end = end or until
     built = segment(plan, starts_at, term_end, addons=addons, policy=ANNUAL)
@@ -89,7 +88,9 @@ def annual_segment(
 
 
 def preview(
-    first: datetime, seg: Segment, events: list[tuple[datetime, str, int]] = []  # noqa: B006
+    first: datetime,
+    seg: Segment,
+    events: list[tuple[datetime, str, int]] = [],  # noqa: B006
 ) -> Priced:
     start, end = month(first)
     return price(pricing(seg, events=events, start=start, end=end))
@@ -230,7 +231,10 @@ leap_days = st.sampled_from([2000, 2004, 2024, 2028, 2096]).map(
 )
 
 
-@given(starts_at=st.one_of(instants, leap_days), later=st.timedeltas(timedelta(0), timedelta(days=4000)))
+@given(
+    starts_at=st.one_of(instants, leap_days),
+    later=st.timedeltas(timedelta(0), timedelta(days=4000)),
+)
 def test_every_instant_falls_in_exactly_one_contract_year(
     starts_at: datetime, later: timedelta
 ) -> None:
@@ -269,7 +273,11 @@ years_events = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(starts_at=st.one_of(instants, leap_days), events=years_events, plan=st.sampled_from(["yearly", "packaged"]))
+@given(
+    starts_at=st.one_of(instants, leap_days),
+    events=years_events,
+    plan=st.sampled_from(["yearly", "packaged"]),
+)
 def test_a_year_billed_month_by_month_adds_up_to_the_year_priced_at_once(
     starts_at: datetime, events: list[tuple[float, int]], plan: str
 ) -> None:

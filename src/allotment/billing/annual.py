@@ -70,17 +70,17 @@ def annual_dues(
     its effective_at to the next one's (the first also before it), clipped to the term
     [starts_at, ends_at); due instants are found up to `until` (exclusive)."""
     spans: list[tuple[datetime, datetime, str, tuple[str, ...]]] = []
-    for index, (effective_at, plan, kind, addons) in enumerate(revisions):
+    for index, (effective_at, plan, kind, listed) in enumerate(revisions):
         lower = starts_at if index == 0 else max(effective_at, starts_at)
         upper = revisions[index + 1][0] if index + 1 < len(revisions) else until
         upper = min(upper, until, ends_at or until)
         if upper > lower and kind not in UNPAID_KINDS:
-            spans.append((lower, upper, plan, tuple(addons)))
+            spans.append((lower, upper, plan, tuple(listed)))
     plans: dict[str, list[datetime]] = {}
     addons: dict[str, list[datetime]] = {}
-    for lower, upper, plan, listed in spans:
+    for lower, upper, plan, names in spans:
         for year, a, _ in pieces(starts_at, lower, upper):
-            for found, key in ((plans, plan), *((addons, name) for name in listed)):
+            for found, key in ((plans, plan), *((addons, name) for name in names)):
                 instants = found.setdefault(key, [])
                 if not any(year.start <= t < year.end for t in instants):
                     instants.append(a)

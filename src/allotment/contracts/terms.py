@@ -129,6 +129,8 @@ class Terms:
     discount_percent: Decimal | None = None
     policy_version: int | None = None  # pinned; None follows the active version
     terminated_at: datetime | None = None  # when a termination was recorded to take effect
+    # The currency it is billed in (fixed at creation); None: the policy's own currency.
+    currency: str | None = None
 
     def replace(self, **changes: Any) -> Terms:
         return dataclasses.replace(self, **changes)
@@ -161,6 +163,8 @@ class Terms:
             if self.discount_percent is None
             else str(self.discount_percent),
             "policy_version": self.policy_version,
+            # Written only when chosen: terms stored before currencies existed read the same.
+            **({"currency": self.currency} if self.currency is not None else {}),
         }
 
     @classmethod
@@ -192,6 +196,7 @@ class Terms:
             overrides=tuple(Override.from_json(o) for o in value.get("overrides") or ()),
             discount_percent=None if discount is None else Decimal(discount),
             policy_version=value.get("policy_version"),
+            currency=value.get("currency"),
         )
 
 
@@ -262,6 +267,16 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
             f"a {terms.kind} contract carries no discount; only educational and pilot contracts do",
         )
 
+    currency = terms.currency or catalog.currency
+    foreign = currency != catalog.currency  # priced by the plan's and add-ons' price lists
+    if plan is not None and foreign and currency not in plan.price_lists:
+        listed = ", ".join(sorted(plan.price_lists)) or "none"
+        problem(
+            "currency",
+            f"plan '{plan.name}' has no {currency} price list in policy version {version} "
+            f"(its prices are in {catalog.currency}; price lists: {listed})",
+        )
+
     if plan is not None:
         _check_seats(terms, plan, problem)
         if terms.instances is not None and plan.instances is None:
@@ -276,6 +291,15 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
             problem(
                 f"addons[{index}]",
                 f"no add-on '{addon}' in policy version {version} (add-ons: {known})",
+            )
+        elif (
+            foreign
+            and catalog.addons[addon].price
+            and currency not in (catalog.addons[addon].price_lists)
+        ):
+            problem(
+                f"addons[{index}]",
+                f"add-on '{addon}' has no {currency} price in policy version {version}",
             )
         seen.add(addon)
 

@@ -33,9 +33,7 @@ def anniversary(starts_at: datetime, years: int) -> datetime:
 
 
 def _year(starts_at: datetime, index: int) -> ContractYear:
-    return ContractYear(
-        index + 1, anniversary(starts_at, index), anniversary(starts_at, index + 1)
-    )
+    return ContractYear(index + 1, anniversary(starts_at, index), anniversary(starts_at, index + 1))
 
 
 def contract_year(starts_at: datetime, at: datetime) -> ContractYear:

@@ -183,6 +183,7 @@ class Addon:
     interval: Interval = "month"  # year: `price` is a year's fee
     price_lists: Mapping[str, Decimal] = field(default_factory=dict)  # currency → price
 
+
 @dataclass(frozen=True)
 class Catalog:
     currency: str

@@ -8,7 +8,7 @@ skipped here.
     a price list in the document's own currency     plans.team.price_lists.USD
                                                     addons.audit.price_lists.USD
     a price list prices an unknown meter            plans.team.price_lists.EUR.meters.foo
-    a price list's tiers, alternatives (written)    plans.team.price_lists.EUR.meters.api.tiers[1].up_to
+    a price list's tiers, alternatives (written)    plans.team.price_lists.EUR.seat.tiers
     period: year on a meter that is not a count     plans.team.price.meters.storage.period
       or a sum, or is a level                       (and in each price list)
     resolved: period: year with volume tiers        plans.team.price.meters.api.mode
@@ -45,7 +45,7 @@ def check_plan_terms(
 ) -> Iterator[Finding]:
     """What one plan's written price lists and yearly meters say about themselves."""
     lists = spec.get("price_lists")
-    if isinstance(lists, Mapping) and currency in lists:
+    if isinstance(lists, Mapping) and isinstance(currency, str) and currency in lists:
         yield (
             ("plans", name, "price_lists", currency),
             f"{currency} is the document's currency, priced by `price`: a price list is for "
@@ -82,7 +82,7 @@ def check_plan_terms(
 
 def check_addon_terms(name: str, spec: Mapping[str, Any], *, currency: object) -> Iterator[Finding]:
     lists = spec.get("price_lists")
-    if isinstance(lists, Mapping) and currency in lists:
+    if isinstance(lists, Mapping) and isinstance(currency, str) and currency in lists:
         yield (
             ("addons", name, "price_lists", currency),
             f"{currency} is the document's currency, priced by `price`: a price list is for "
