@@ -226,12 +226,16 @@ def _fold(parts: list[MeterTotals], *, greatest: bool) -> MeterTotals:
     """Every tenant's totals as the customer's: summed, or the greatest for a max meter."""
     if greatest:
         return MeterTotals(
-            max(p.hour for p in parts), max(p.day for p in parts), max(p.month for p in parts)
+            max(p.hour for p in parts),
+            max(p.day for p in parts),
+            max(p.month for p in parts),
+            max(p.year for p in parts),
         )
     return MeterTotals(
         sum((p.hour for p in parts), _ZERO),
         sum((p.day for p in parts), _ZERO),
         sum((p.month for p in parts), _ZERO),
+        sum((p.year for p in parts), _ZERO),
     )
 
 
