@@ -96,6 +96,16 @@ async def test_an_annual_contract_previewed_across_its_anniversary_month(
     ] == [(1, "1000", "10.00", "11000"), (2, "0", "0.00", "500")]
     assert Decimal(march["subtotal"]) == Decimal("1210.00")
 
+    # Reconciliation measures the yearly limit over each contract year the month touches.
+    response = await client.get(
+        f"/v1/contracts/{contract['id']}/reconciliation",
+        params={"period": "2026-03"},
+        headers=finance,
+    )
+    assert response.status_code == 200, response.text
+    (limited,) = response.json()["meters"]
+    assert (limited["period"], limited["used"], limited["status"]) == ("year", "11000", "within")
+
     # April 2026: no fee again until the next anniversary.
     april = await _preview(client, finance, contract["id"], "2026-04")
     assert _lines(april, "base") == []

@@ -337,11 +337,7 @@ async def gather(
             meters.setdefault(name, meter)
     # A yearly meter counts from its contract year's start, which may lie in an earlier month.
     read_from, year_cuts = window_start, []
-    if contract_start is not None and any(
-        meter_price.period == "year"
-        for s in segments
-        for meter_price in s.plan.price.meters.values()
-    ):
+    if contract_start is not None and any(_yearly(s.plan) for s in segments):
         year = contract_year(contract_start, window_start)
         read_from = min(window_start, max(year.start, contract_start))
         year_cuts = [year.start, year.end]
@@ -394,4 +390,12 @@ def _in_currency(
     return dataclasses.replace(plan, price=listed), tuple(
         dataclasses.replace(addon, price=addon.price_lists.get(currency, Decimal(0)))
         for addon in addons
+    )
+
+
+def _yearly(plan: Plan) -> bool:
+    """Whether the plan counts a meter over the contract year: a yearly allowance (priced) or
+    a yearly limit (reconciled)."""
+    return any(p.period == "year" for p in plan.price.meters.values()) or any(
+        limit.period == "year" for limit in plan.limits.values()
     )
