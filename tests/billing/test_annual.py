@@ -314,3 +314,37 @@ def test_the_annual_fee_appears_once_per_contract_year_whatever_the_month_split(
                 seen[line.code].append(line.source["contract_year"])
         first = month(first)[1]
     assert seen == {"base": list(range(1, years + 1)), "addon:support": list(range(1, years + 1))}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    starts_at=st.one_of(instants, leap_days),
+    cuts=st.lists(st.floats(0, 1, exclude_min=True, exclude_max=True), max_size=6),
+)
+def test_the_annual_fee_appears_once_per_year_whatever_the_amendments_split(
+    starts_at: datetime, cuts: list[float]
+) -> None:
+    until = anniversary(starts_at, 2)
+    span = until - starts_at
+    bounds = sorted({starts_at, until, *(starts_at + span * share for share in cuts)})
+    bounds = [b for b in bounds if starts_at <= b <= until]
+    revisions = [(b, "yearly", "standard", ()) for b in bounds[:-1]]
+    dues = annual_dues(revisions, starts_at=starts_at, ends_at=until, until=until)
+    segments = [
+        dataclasses.replace(
+            segment("yearly", a, b, revision=index + 1, policy=ANNUAL, seat_limit=index),
+            contract_start=starts_at,
+            dues=dues,
+        )
+        for index, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
+        if b > a
+    ]
+    years: list[int] = []
+    first = datetime(starts_at.year, starts_at.month, 1, tzinfo=UTC)
+    while first < until:
+        start, end = month(first)
+        for line in price(pricing(*segments, start=start, end=end)).lines:
+            if line.code == "base":
+                years.append(line.source["contract_year"])
+        first = end
+    assert years == [1, 2]

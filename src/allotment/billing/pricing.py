@@ -28,7 +28,9 @@ its fee end: the month's end for the current month, where use is counted to date
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
 
-A line whose quantity and unit price are both zero is left out; any other line is kept, so a
+An annual fee (`base`, `addon:<name>`) and a yearly meter (`meter:<name>`) are priced by
+billing/annual.py, in the same places. A line whose quantity and unit price are both zero is
+left out; any other line is kept, so a
 price of zero shows what it did not charge for as a 0.00 line.
 
 Arithmetic is exact: `Decimal` in and out, `fractions.Fraction` in between (a 31-day month
