@@ -30,8 +30,8 @@ its fee end: the month's end for the current month, where use is counted to date
 
 An annual fee (`base`, `addon:<name>`) and a yearly meter (`meter:<name>`) are priced by
 billing/annual.py, in the same places. A line whose quantity and unit price are both zero is
-left out; any other line is kept, so a
-price of zero shows what it did not charge for as a 0.00 line.
+left out; any other line is kept, so a price of zero shows what it did not charge for as a
+0.00 line.
 
 Arithmetic is exact: `Decimal` in and out, `fractions.Fraction` in between (a 31-day month
 makes 1/31, which no Decimal holds), never a float. Each line's amount is rounded once,
