@@ -250,9 +250,13 @@ async def test_a_check_is_refused_at_a_yearly_limit_counted_over_the_contract_ye
     assert allowed["limit"]["used"] == 9000
     assert allowed["limit"]["period_end"] == iso(anniversary(starts, 1))
 
-    more = [event("more", time=utcnow() - timedelta(seconds=1), data={"count": 1000})]
-    assert (await ingest_at(app, more, received=utcnow())).accepted == 1
-    app.state.checker.usage.forget("acme")
+    # A consume reads the year under the customer's lock: 1,001 more does not fit, 1,000 does.
+    over = await client.post(
+        "/v1/check", json={"customer": "acme", "feature": "api", "consume": 1001}, headers=backend
+    )
+    assert over.json()["allowed"] is False and over.json()["limit"]["used"] == 9000
+    fits = await check(client, backend, "api", consume=1000)
+    assert fits["allowed"] is True and fits["limit"]["used"] == 10000
     refused = await check(client, backend, "api")
     assert refused["allowed"] is False
     assert refused["reason"] == "usage_limit_reached"
