@@ -15,10 +15,16 @@ first version activated). Only revisions and activations recorded by `as_of` cou
 still open end at `as_of` (a lease at its expiry if sooner). Meter totals come from
 `usage/totals.py`: hourly counters for whole hours, the events themselves for every hour a
 segment boundary cuts and for events received after `as_of` (docs/billing.md, "Boundaries").
+
+A contract billed in another currency than its catalog's (`currency` in its terms) is priced
+with its plan's and add-ons' price lists in that currency (a plan without one leaves the time
+unpriced, as a plan missing from the catalog does). A plan with a yearly meter reads its use
+from the start of the contract year the month opens in (billing/annual.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,16 +34,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.billing.annual import Dues, annual_dues
 from allotment.billing.commitments import plan_starts
 from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts import history as contracts_history
 from allotment.contracts.terms import Terms, seat_limits
+from allotment.contracts.years import contract_year
 from allotment.errors import NotFound, ValidationFailed
 from allotment.instances import history as instances_history
 from allotment.kit.clock import in_utc, isoformat
 from allotment.policy import service as policies
-from allotment.policy.catalog import Catalog, Meter
+from allotment.policy.catalog import Addon, Catalog, Meter, Plan
 from allotment.policy.catalog_cache import load_catalog
+from allotment.policy.money import minor_digits
 from allotment.seats import history as seats_history
 from allotment.usage import totals
 
@@ -201,8 +210,12 @@ async def gather(
     window_start, window_end = start, start  # empty until the contract's terms are known
     term_end = start
     plans_started: dict[str, datetime] = {}  # when each plan's one-time fees fall due
+    dues = Dues()  # when annual fees fall due (billing/annual.py)
+    chosen: str | None = None  # the contract's currency; None: its catalog's
+    contract_start: datetime | None = None
     if revisions:
         latest = terms[revisions[-1].revision]  # its term bounds are the contract's own
+        chosen, contract_start = latest.currency, latest.starts_at
         window_start = max(start, latest.starts_at)
         term_end = min(end, latest.ends_at or end)
         window_end = min(as_of, term_end)
@@ -211,6 +224,22 @@ async def gather(
             starts_at=latest.starts_at,
             ends_at=latest.ends_at,
         )
+        dues = annual_dues(
+            [
+                (
+                    r.effective_at,
+                    terms[r.revision].plan,
+                    terms[r.revision].kind,
+                    terms[r.revision].addons,
+                )
+                for r in revisions
+            ],
+            starts_at=latest.starts_at,
+            ends_at=latest.ends_at,
+            until=end,
+        )
+    if chosen is not None:
+        currency, digits = chosen, minor_digits(chosen)
     if window_end > window_start:
         # For the current month the fees run to the month's (or the term's) end, or to the
         # next scheduled revision; usage, seats and instances are counted to `as_of`.
@@ -245,8 +274,24 @@ async def gather(
                 unpriced.append((seg_start, seg_end, "no policy version was ever published"))
                 continue
             compiled = await catalog(version)
-            currency, digits = compiled.currency, compiled.minor_digits
+            if chosen is None:
+                currency, digits = compiled.currency, compiled.minor_digits
             plan = compiled.plans.get(revision_terms.plan)
+            addons = tuple(
+                compiled.addons[a] for a in revision_terms.addons if a in compiled.addons
+            )
+            if plan is not None and chosen is not None and chosen != compiled.currency:
+                plan, addons = _in_currency(plan, addons, chosen)
+                if plan is None:
+                    unpriced.append(
+                        (
+                            seg_start,
+                            seg_end,
+                            f"plan '{revision_terms.plan}' has no {chosen} price list in "
+                            f"policy version {version}",
+                        )
+                    )
+                    continue
             if plan is None:
                 unpriced.append(
                     (
@@ -265,9 +310,7 @@ async def gather(
                     revision=revision.revision,
                     policy_version=version,
                     plan=plan,
-                    addons=tuple(
-                        compiled.addons[a] for a in revision_terms.addons if a in compiled.addons
-                    ),
+                    addons=addons,
                     kind=revision_terms.kind,
                     discount_percent=revision_terms.discount_percent,
                     seat_limit=pool.limit if pool is not None else None,
@@ -276,6 +319,8 @@ async def gather(
                     plan_started=plans_started.get(revision_terms.plan),
                     contracted_seats=bought.seats if bought is not None else None,
                     contracted_instances=bought.instances if bought is not None else None,
+                    contract_start=contract_start,
+                    dues=dues,
                 )
             )
     customer_id = contract.customer_id
@@ -294,13 +339,21 @@ async def gather(
     for version in sorted({s.policy_version for s in segments}):
         for name, meter in (await catalog(version)).meters.items():
             meters.setdefault(name, meter)
+    # A yearly meter counts from its contract year's start, which may lie in an earlier month.
+    read_from, year_cuts = window_start, []
+    if contract_start is not None and any(_yearly(s.plan) for s in segments):
+        year = contract_year(contract_start, window_start)
+        read_from = min(window_start, max(year.start, contract_start))
+        year_cuts = [year.start, year.end]
     usage = await totals.read(
         session,
         customer_id=contract.customer_id,
         meters=[meters[name] for name in sorted(meters)],
-        start=window_start,
+        start=read_from,
         end=max(window_start, window_end),
-        cuts=[s.start for s in segments] + [s.end for s in segments],
+        cuts=[s.start for s in segments]
+        + [s.end for s in segments]
+        + [cut for cut in year_cuts if read_from < cut < window_end],
         as_of=as_of,
         # What a preview taken later would add: the contract's active time in the month,
         # not only up to as_of (use after as_of is late too).
@@ -327,4 +380,26 @@ async def gather(
         usage=usage,
         terms=terms,
         unpriced=tuple(unpriced),
+    )
+
+
+def _in_currency(
+    plan: Plan, addons: tuple[Addon, ...], currency: str
+) -> tuple[Plan | None, tuple[Addon, ...]]:
+    """The plan and add-ons with their `currency` price lists (None: the plan has none; an
+    add-on without one is free, as contracts/terms.py lets only a free add-on lack one)."""
+    listed = plan.price_lists.get(currency)
+    if listed is None:
+        return None, addons
+    return dataclasses.replace(plan, price=listed), tuple(
+        dataclasses.replace(addon, price=addon.price_lists.get(currency, Decimal(0)))
+        for addon in addons
+    )
+
+
+def _yearly(plan: Plan) -> bool:
+    """Whether the plan counts a meter over the contract year: a yearly allowance (priced) or
+    a yearly limit (reconciled)."""
+    return any(p.period == "year" for p in plan.price.meters.values()) or any(
+        limit.period == "year" for limit in plan.limits.values()
     )

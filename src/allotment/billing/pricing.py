@@ -30,7 +30,8 @@ its fee end: the month's end for the current month, where use is counted to date
 
 A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
 place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
-after `instances`: billing/contracted.py.
+after `instances`: billing/contracted.py. An annual fee (`base`, `addon:<name>`) and a yearly
+meter (`meter:<name>`) are priced by billing/annual.py, in the same places.
 
 A line whose quantity and unit price are both zero is left out; any other line is kept, so a
 price of zero shows what it did not charge for as a 0.00 line.
@@ -54,6 +55,7 @@ from fractions import Fraction
 from typing import Any
 
 from allotment.billing import contracted
+from allotment.billing.annual import Dues, group_drafts
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
@@ -105,6 +107,10 @@ class Segment:
     # Bought quantities (a `contracted` price basis: billing/contracted.py); None: none bought.
     contracted_seats: int | None = None
     contracted_instances: int | None = None
+    # Annual terms (billing/annual.py): where contract years count from, and when annual
+    # fees fall due. None: no annual line.
+    contract_start: datetime | None = None
+    dues: Dues = dataclasses.field(default_factory=Dues)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ class _Group:
 def _priced_terms(segment: Segment) -> tuple[Any, ...]:
     """What a segment's lines depend on besides time: equal terms price alike."""
     prices: Price = segment.plan.price
-    addons = tuple(sorted((addon.name, addon.price) for addon in segment.addons))
+    addons = tuple(sorted((a.name, a.price, a.interval) for a in segment.addons))
     return (
         segment.plan.name,
         prices,
@@ -258,7 +264,8 @@ class _Pricer:
         self.versions = tuple(sorted({s.policy_version for s in group.segments}))
 
     def lines(self) -> list[Line]:
-        lines: list[Line | None] = [self._base()]
+        annual = group_drafts(self.data, self.group.segments, self.group.start, self.group.end)
+        lines: list[Line | None] = [self._base(), *map(self._draft, annual.base)]
         lines.extend(self._seats())
         lines.append(self._instances())
         group, prices = self.group, self.plan.price
@@ -278,9 +285,11 @@ class _Pricer:
             self._meter(name, self.plan.price.meters[name])
             for name in sorted(self.plan.price.meters)
         )
+        lines.extend(map(self._draft, annual.meters))
         lines.extend(
             self._addon(addon) for addon in sorted(self.terms.addons, key=lambda a: a.name)
         )
+        lines.extend(map(self._draft, annual.addons))
         priced = [line for line in lines if line is not None]
         due = next((s.plan_started for s in group.segments if s.plan_started), None)
         commitments = commitment_lines(
@@ -302,6 +311,8 @@ class _Pricer:
     # -- one builder per line kind
 
     def _base(self) -> Line | None:
+        if self.plan.price.interval == "year":
+            return None  # a year's fee: billing/annual.py
         unit_price = self.plan.price.base
         return self._line(
             "base",
@@ -418,6 +429,8 @@ class _Pricer:
     def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
         """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
         volume tiers, flat fees, packages), with its unit_price rule."""
+        if meter_price.period == "year":
+            return None  # counted over the contract year: billing/annual.py
         measured = self.data.meters(self.group.start, self.group.end, name)
         total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
@@ -445,6 +458,8 @@ class _Pricer:
         )
 
     def _addon(self, addon: Addon) -> Line | None:
+        if addon.interval == "year":
+            return None  # a year's fee: billing/annual.py
         return self._line(
             f"addon:{addon.name}",
             f"add-on {addon.name}, {days(self.fee_days)} of "

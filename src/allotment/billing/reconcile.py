@@ -19,6 +19,7 @@ from allotment.billing.data import Gathered
 from allotment.billing.measure import ZERO, steps
 from allotment.billing.pricing import Interval, MeterTotal, Segment
 from allotment.contracts.terms import instance_limits
+from allotment.contracts.years import pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import UsageLimit
 
@@ -57,9 +58,18 @@ def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
 
 
 def _busiest(total: MeterTotals, segment: Segment, meter: str, period: str) -> Decimal:
-    """The meter's use in the segment, or for day and hour limits its busiest day or hour."""
+    """The meter's use in the segment, or for day and hour limits its busiest day or hour;
+    for a yearly limit, its contract year's use to the segment's end (the greater, when an
+    anniversary cuts the segment)."""
     if period == "month":
         return total(segment.start, segment.end, meter).quantity
+    if period == "year":  # per contract year the segment touches: the greatest
+        if segment.contract_start is None:
+            return total(segment.start, segment.end, meter).quantity
+        return max(
+            total(year.start, upper, meter).quantity
+            for year, _, upper in pieces(segment.contract_start, segment.start, segment.end)
+        )
     step = timedelta(days=1) if period == "day" else timedelta(hours=1)
     cursor = segment.start.replace(minute=0, second=0, microsecond=0)
     if period == "day":

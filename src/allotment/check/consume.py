@@ -28,7 +28,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.check import evaluator
-from allotment.check.meter_use import load
+from allotment.check.meter_use import load, yearly_since
 from allotment.check.service import Checker
 from allotment.check.values import CheckRequest, Snapshot
 from allotment.contracts import pools
@@ -92,7 +92,9 @@ async def consume(
         )
     await pools.customer_id(session, customer_key=request.customer, lock=True)
     now = utcnow()  # after the lock: judge the period by the time the counters are read
-    totals = await load(session, customer_id=snapshot.customer_id, now=now)
+    totals = await load(
+        session, customer_id=snapshot.customer_id, now=now, since=yearly_since(snapshot, now)
+    )
     verdict = evaluator.evaluate(snapshot, replace(request, usage=totals), now, gates=checker.gates)
     if verdict.allowed:
         await _record(session, snapshot, request, meter, decision, now, engine)

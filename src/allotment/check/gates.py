@@ -40,6 +40,7 @@ from functools import lru_cache
 from typing import Any
 
 from allotment.check.values import CheckRequest, Snapshot, Usage, Verdict
+from allotment.contracts.years import contract_year
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature, UsageLimit
 
@@ -199,6 +200,20 @@ def _period_end_utc(period: str, now: datetime) -> str:
     return isoformat(period_end(period, now))
 
 
+def year_end_text(snapshot: Snapshot, now: datetime) -> str:
+    """The end of the contract year holding `now` (docs/contracts.md, "Contract years")."""
+    contract = snapshot.contract
+    if contract is None:  # no contract: nothing is limited per year; the calendar year
+        return isoformat(datetime(now.year + 1, 1, 1, tzinfo=UTC))
+    return isoformat(contract_year(contract.starts_at, now).end)
+
+
+def _ends(period: str, now: datetime, snapshot: Snapshot | None) -> str:
+    if period == "year" and snapshot is not None:
+        return year_end_text(snapshot, now)
+    return period_end_text(period, now)
+
+
 def number(value: Decimal) -> int | float:
     # An integer past 64 bits goes out as a float: the response encoder (orjson) writes no
     # larger integer, and events may report any reading, so sums can get there.
@@ -207,14 +222,17 @@ def number(value: Decimal) -> int | float:
     return float(value)
 
 
-def limit_document(limit: UsageLimit, used: Decimal, now: datetime) -> dict[str, Any]:
-    """A decision's `limit`: the meter's limit in force and `used` of it this period."""
+def limit_document(
+    limit: UsageLimit, used: Decimal, now: datetime, snapshot: Snapshot | None = None
+) -> dict[str, Any]:
+    """A decision's `limit`: the meter's limit in force and `used` of it this period (a
+    yearly limit's period ends with the snapshot's contract year)."""
     return {
         "meter": limit.meter,
         "limit": limit.limit,
         "used": number(used),
         "remaining": number(max(Decimal(0), Decimal(limit.limit) - used)),
-        "period_end": period_end_text(limit.period, now),
+        "period_end": _ends(limit.period, now, snapshot),
         "enforcement": limit.enforcement,
     }
 
@@ -288,7 +306,7 @@ def meter_state(
                     "limit": quota,
                     "used": number(used_by_tenant),
                     "remaining": number(max(Decimal(0), quota - used_by_tenant)),
-                    "period_end": period_end_text(period, now),
+                    "period_end": _ends(period, now, snapshot),
                     "enforcement": "hard",
                 },
             )
@@ -303,10 +321,10 @@ def meter_state(
             "usage_limit_reached",
             detail=f"'{name}' used {number(used)} of {limit.limit} this {period}"
             + (f"; {number(wanted)} more does not fit" if wanted else ""),
-            limit=limit_document(limit, used, now),  # refused: nothing was consumed
+            limit=limit_document(limit, used, now, snapshot),  # refused: nothing was consumed
         )
     # Allowed: a consume's answer shows the use with its `consume` counted (docs/usage.md).
-    document = limit_document(limit, after, now)
+    document = limit_document(limit, after, now, snapshot)
     warnings: tuple[str, ...] = ()
     reached = [t for t in warn_at if cap and after >= cap * t]
     if reached:

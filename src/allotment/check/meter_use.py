@@ -12,6 +12,9 @@
                                     after `base_s` a few per turn, oldest first)
     UsageCache.forget(customer)     after this worker ingested or consumed for the customer
     load(connection, …)             one select over the month's hourly counters
+    yearly_since(snapshot, now)     where a yearly limit's use counts from: the hour its
+                                    contract year starts in; None (no year read) when the
+                                    plan limits nothing per year
 
 Counters change with every event, so usage is not part of the snapshot (an invalidation per
 event would empty the cache). Warm checks never wait on PostgreSQL: the refresher keeps the
@@ -41,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from allotment.check.metrics import USAGE_READ_SECONDS, USAGE_READS
 from allotment.check.values import MeterTotals, Snapshot, Usage
+from allotment.contracts.years import contract_year
 from allotment.kit.clock import utcnow
 from allotment.kit.slicing import TimeSlice
 from allotment.usage.meters import hour_of, month_of
@@ -59,6 +63,15 @@ _BASES = text(
     "max(value) FILTER (WHERE hour >= :hour) AS hour_max "
     "FROM usage_counters WHERE customer_id = ANY(:ids) AND hour >= :month "
     "GROUP BY customer_id, meter, tenant"
+)
+# Per customer with a yearly limit, meter and tenant: the use from the hour its contract year
+# starts in (`since`, one per customer) to the current hour.
+_YEARS = text(
+    "SELECT c.customer_id, c.meter, c.tenant, max(c.kind) AS kind, "
+    "sum(c.value) AS year_sum, max(c.value) AS year_max FROM usage_counters c "
+    "JOIN unnest(CAST(:ids AS bigint[]), CAST(:since AS timestamptz[])) AS y(id, since) "
+    "ON c.customer_id = y.id AND c.hour >= y.since AND c.hour < :hour "
+    "GROUP BY c.customer_id, c.meter, c.tenant"
 )
 # The current hour alone: what the refresher rereads for customers whose base is current.
 _HOURS = text(
@@ -84,6 +97,19 @@ class _Base:
     kind: str
     day: Decimal  # before the current hour
     month: Decimal
+    year: Decimal | None = None  # the contract year's, read only for a yearly limit
+
+
+def yearly_since(snapshot: Snapshot, now: datetime) -> datetime | None:
+    """The hour the contract year holding `now` starts in, when the snapshot's plan limits a
+    meter per year (an override keeps its meter's period); else None. Counters are hourly,
+    so the year's first, partial hour counts whole (docs/contracts.md, "Contract years")."""
+    plan, contract = snapshot.plan, snapshot.contract
+    if plan is None or contract is None:
+        return None
+    if not any(limit.period == "year" for limit in plan.limits.values()):
+        return None
+    return hour_of(contract_year(contract.starts_at, now).start)
 
 
 @dataclass(slots=True)
@@ -96,6 +122,7 @@ class _Entry:
     bases: dict[Part, _Base]
     hours: dict[Part, tuple[str, Decimal]]  # the current hour's counters, as read
     usage: Usage
+    since: datetime | None = None  # where its contract year's use was read from
 
 
 def _value(row: Any, period: str) -> Decimal:
@@ -114,10 +141,11 @@ def _usage(
         base = bases.get(part)
         kind, hour = hours.get(part, (base.kind if base else "add", _ZERO))
         day, month = (base.day, base.month) if base else (_ZERO, _ZERO)
+        year = month if base is None or base.year is None else base.year
         if kind == "max":
-            totals = MeterTotals(hour, max(day, hour), max(month, hour))
+            totals = MeterTotals(hour, max(day, hour), max(month, hour), max(year, hour))
         else:
-            totals = MeterTotals(hour, day + hour, month + hour)
+            totals = MeterTotals(hour, day + hour, month + hour, year + hour)
         meter, tenant = part
         meters.setdefault(meter, []).append(totals)
         kinds[meter] = kind
@@ -130,7 +158,10 @@ def _usage(
 
 
 async def _bases(
-    connection: AsyncConnection | AsyncSession, ids: Sequence[int], now: datetime
+    connection: AsyncConnection | AsyncSession,
+    ids: Sequence[int],
+    now: datetime,
+    since: dict[int, datetime] | None = None,
 ) -> dict[int, tuple[dict[Part, _Base], dict[Part, tuple[str, Decimal]]]]:
     hour = hour_of(now)
     rows = await connection.execute(
@@ -146,6 +177,21 @@ async def _bases(
         bases[part] = _Base(row.kind, _value(row, "day"), _value(row, "month"))
         if row.hour_sum is not None or row.hour_max is not None:  # as _HOURS reads them
             hours[part] = (row.kind, _value(row, "hour"))
+    yearly = {i: at for i, at in (since or {}).items() if i in found}
+    if yearly:
+        years = await connection.execute(
+            _YEARS, {"ids": list(yearly), "since": list(yearly.values()), "hour": hour}
+        )
+        for row in years:
+            bases = found[row.customer_id][0]
+            part = (row.meter, row.tenant)
+            base = bases.get(part) or _Base(row.kind, _ZERO, _ZERO)
+            bases[part] = _Base(base.kind, base.day, base.month, _value(row, "year"))
+        for customer_id in yearly:  # a part unused this contract year: none of it
+            bases = found[customer_id][0]
+            for part, base in bases.items():
+                if base.year is None:
+                    bases[part] = _Base(base.kind, base.day, base.month, _ZERO)
     return found
 
 
@@ -164,10 +210,15 @@ async def _hours(
 
 
 async def load(
-    connection: AsyncConnection | AsyncSession, *, customer_id: int, now: datetime
+    connection: AsyncConnection | AsyncSession,
+    *,
+    customer_id: int,
+    now: datetime,
+    since: datetime | None = None,
 ) -> Usage:
-    """One customer's totals as of `now`, read whole."""
-    bases, hours = (await _bases(connection, [customer_id], now))[customer_id]
+    """One customer's totals as of `now`, read whole (the contract year's from `since`)."""
+    years = {customer_id: since} if since is not None else None
+    bases, hours = (await _bases(connection, [customer_id], now, years))[customer_id]
     return _usage(bases, hours, now)
 
 
@@ -175,12 +226,16 @@ def _fold(parts: list[MeterTotals], *, greatest: bool) -> MeterTotals:
     """Every tenant's totals as the customer's: summed, or the greatest for a max meter."""
     if greatest:
         return MeterTotals(
-            max(p.hour for p in parts), max(p.day for p in parts), max(p.month for p in parts)
+            max(p.hour for p in parts),
+            max(p.day for p in parts),
+            max(p.month for p in parts),
+            max(p.year for p in parts),
         )
     return MeterTotals(
         sum((p.hour for p in parts), _ZERO),
         sum((p.day for p in parts), _ZERO),
         sum((p.month for p in parts), _ZERO),
+        sum((p.year for p in parts), _ZERO),
     )
 
 
@@ -202,10 +257,11 @@ class UsageCache:
         self.base_s = base_s
         self.max_entries = max_entries
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._active: dict[str, tuple[int, float]] = {}  # customer → (id, last checked)
+        # customer → (id, last checked, where its yearly use counts from: yearly_since)
+        self._active: dict[str, tuple[int, float, datetime | None]] = {}
         # Demand reads: customers waiting for the next read, and those in the read under way
         # (whose result is kept unless `forget` drops them from `_reads` meanwhile).
-        self._pending: dict[str, tuple[int, datetime, asyncio.Future[Usage]]] = {}
+        self._pending: dict[str, tuple[int, datetime, datetime | None, asyncio.Future[Usage]]] = {}
         self._reads: dict[str, asyncio.Future[Usage]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -232,15 +288,16 @@ class UsageCache:
             return None
         key = snapshot.customer
         clock = time.monotonic()
-        self._active[key] = (snapshot.customer_id, clock)
+        since = yearly_since(snapshot, now)
+        self._active[key] = (snapshot.customer_id, clock, since)
         if self._task is None:
             self.start()
         found = self._entries.get(key)
-        if found is not None and clock - found.read_at < self.max_stale_s:
+        if found is not None and found.since == since and clock - found.read_at < self.max_stale_s:
             return found.usage
         # Shielded: a cancelled check must not cancel the read other checks wait on.
         try:
-            return await asyncio.shield(self._demand(key, snapshot.customer_id, now))
+            return await asyncio.shield(self._demand(key, snapshot.customer_id, now, since))
         finally:
             _DEMAND_WAIT.observe(time.monotonic() - clock)
 
@@ -250,16 +307,18 @@ class UsageCache:
         entry = self._entries.get(customer)
         return entry.usage if entry is not None else None
 
-    def _demand(self, key: str, customer_id: int, now: datetime) -> asyncio.Future[Usage]:
+    def _demand(
+        self, key: str, customer_id: int, now: datetime, since: datetime | None
+    ) -> asyncio.Future[Usage]:
         future = self._reads.get(key)
         if future is not None:
             return future
         pending = self._pending.get(key)
         if pending is not None:
-            return pending[2]
+            return pending[3]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending[key] = (customer_id, now, future)
+        self._pending[key] = (customer_id, now, since, future)
         if self._reader is None or self._reader.done():
             self._reader = loop.create_task(self._read_pending())
         return future
@@ -272,8 +331,8 @@ class UsageCache:
             batch = dict(list(self._pending.items())[:_CHUNK])
             for key in batch:
                 del self._pending[key]
-            self._reads.update((key, future) for key, (_, _, future) in batch.items())
-            now = max(at for _, at, _ in batch.values())
+            self._reads.update((key, future) for key, (_, _, _, future) in batch.items())
+            now = max(at for _, at, _, _ in batch.values())
             hour = hour_of(now)
             USAGE_READS.labels("demand").inc()
             started = time.monotonic()
@@ -285,6 +344,7 @@ class UsageCache:
                 for key in batch
                 if (entry := self._entries.get(key)) is not None
                 and entry.hour == hour
+                and entry.since == batch[key][2]
                 and started - entry.base_at < self.base_s
             }
             try:
@@ -294,12 +354,17 @@ class UsageCache:
                     )
                     sent = time.monotonic()  # the entries' age counts from here
                     _DEMAND_CONNECT.observe(sent - started)
-                    cold = [c for key, (c, _, _) in batch.items() if key not in known]
-                    found = await _bases(connection, cold, now) if cold else {}
+                    cold = [c for key, (c, _, _, _) in batch.items() if key not in known]
+                    years = {
+                        c: since
+                        for key, (c, _, since, _) in batch.items()
+                        if key not in known and since is not None
+                    }
+                    found = await _bases(connection, cold, now, years) if cold else {}
                     warm = [batch[key][0] for key in known]
                     hours_of = await _hours(connection, warm, hour) if warm else {}
             except BaseException as exc:  # PostgreSQL down: these checks answer degraded
-                for key, (_, _, future) in batch.items():
+                for key, (_, _, _, future) in batch.items():
                     if self._reads.get(key) is future:
                         del self._reads[key]
                     if not future.done():
@@ -309,18 +374,18 @@ class UsageCache:
                     raise
                 continue
             pause = TimeSlice().pause  # checks go on between slices
-            for key, (customer_id, _, future) in batch.items():
+            for key, (customer_id, _, since, future) in batch.items():
                 await pause()
                 entry = known.get(key)
                 if entry is None:
                     bases, hours = found[customer_id]
                     usage = _usage(bases, hours, now)
-                    read = _Entry(sent, self._base_age(sent), hour, bases, hours, usage)
+                    read = _Entry(sent, self._base_age(sent), hour, bases, hours, usage, since)
                 else:
                     hours = hours_of.get(customer_id, {})
                     same = hours == entry.hours  # unchanged since the last read: totals stand
                     usage = entry.usage if same else _usage(entry.bases, hours, now)
-                    read = _Entry(sent, entry.base_at, hour, entry.bases, hours, usage)
+                    read = _Entry(sent, entry.base_at, hour, entry.bases, hours, usage, since)
                 usage = read.usage
                 if self._reads.get(key) is future:  # else forgotten meanwhile: do not keep it
                     del self._reads[key]
@@ -369,13 +434,15 @@ class UsageCache:
         whole: list[tuple[str, int, _Entry]] = []
         aged: list[tuple[str, int, _Entry]] = []
         partial: list[tuple[str, int, _Entry]] = []
-        for key, (customer_id, seen) in list(self._active.items()):
+        for key, (customer_id, seen, since) in list(self._active.items()):
             if clock - seen > self.active_s:
                 del self._active[key]
                 continue
             entry = self._entries.get(key)
             if entry is None or key in self._reads or clock - entry.read_at < self.refresh_s:
                 continue  # none yet (the next check reads it), being read, or fresh
+            if entry.since != since:
+                continue  # the contract year turned: the next check reads it on demand
             if entry.hour != hour:
                 whole.append((key, customer_id, entry))
             elif clock - entry.base_at >= self.base_s:
@@ -404,13 +471,16 @@ class UsageCache:
             # (not before waiting for a connection) is when its data was current at the latest.
             for chunk in _chunks(whole):
                 sent = time.monotonic()
-                found = await _bases(connection, [c for _, c, _ in chunk], now)
+                years = {c: e.since for _, c, e in chunk if e.since is not None}
+                found = await _bases(connection, [c for _, c, _ in chunk], now, years)
                 for key, customer_id, entry in chunk:
                     await pause()
                     bases, hours = found[customer_id]
                     usage = _usage(bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(sent, self._base_age(sent), hour, bases, hours, usage)
+                        key,
+                        entry,
+                        _Entry(sent, self._base_age(sent), hour, bases, hours, usage, entry.since),
                     )
             for chunk in _chunks(partial):
                 sent = time.monotonic()
@@ -429,7 +499,9 @@ class UsageCache:
                     await pause()
                     usage = _usage(entry.bases, hours, now)
                     renewed += self._renew(
-                        key, entry, _Entry(sent, entry.base_at, hour, entry.bases, hours, usage)
+                        key,
+                        entry,
+                        _Entry(sent, entry.base_at, hour, entry.bases, hours, usage, entry.since),
                     )
         _REFRESH_TOTAL.observe(time.monotonic() - started)
         return renewed

@@ -114,15 +114,19 @@ NO_HOLDINGS = Holdings()
 
 @dataclass(frozen=True, slots=True)
 class MeterTotals:
-    """A meter's use in the current hour, day and month (UTC): sums of its hourly counters,
-    or for a `max` meter the greatest."""
+    """A meter's use in the current hour, day and month (UTC) and contract year (read only
+    for a plan with a yearly limit, else the month's): sums of its hourly counters, or for a
+    `max` meter the greatest."""
 
     hour: Decimal = Decimal(0)
     day: Decimal = Decimal(0)
     month: Decimal = Decimal(0)
+    year: Decimal = Decimal(0)
 
     def in_period(self, period: str) -> Decimal:
-        return self.month if period == "month" else self.day if period == "day" else self.hour
+        if period == "month":
+            return self.month
+        return self.day if period == "day" else self.year if period == "year" else self.hour
 
 
 NO_TOTALS = MeterTotals()

@@ -34,7 +34,7 @@ from allotment.contracts.terms import (
 )
 from allotment.customers.schemas import check_attributes
 from allotment.kit.clock import Instant
-from allotment.policy.document import AttributeValue, Name
+from allotment.policy.document import AttributeValue, Currency, Name
 from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
 from allotment.policy.schemas import MAX_VERSION
@@ -184,6 +184,11 @@ class ContractCreate(Body):
         le=MAX_VERSION,
         description="Pin a published policy version; default: follow the active one.",
     )
+    currency: Currency | None = Field(
+        default=None,
+        description="ISO 4217 code the contract is billed in, fixed at creation; default: the "
+        "policy's currency. Another needs a price list for it on the plan (docs/contracts.md).",
+    )
 
     _attributes = field_validator("attributes")(check_attributes)
 
@@ -200,7 +205,7 @@ AMENDABLE = (
     "ends_at",
     "policy_version",
 )
-IMMUTABLE = ("attributes", "kind", "starts_at")
+IMMUTABLE = ("attributes", "kind", "starts_at", "currency")
 NOT_NULL = ("plan", "addons", "overrides", "effective_at")
 
 
@@ -228,6 +233,7 @@ class ContractAmend(Body):
     attributes: SkipJsonSchema[dict[str, Any] | None] = None
     kind: SkipJsonSchema[Any] = None
     starts_at: SkipJsonSchema[Any] = None
+    currency: SkipJsonSchema[Any] = None
 
     @field_validator(*NOT_NULL)
     @classmethod
@@ -250,7 +256,7 @@ class ContractAmend(Body):
                 }
                 for path in paths
             ]
-        for name in ("kind", "starts_at"):
+        for name in ("kind", "starts_at", "currency"):
             if name in self.model_fields_set:
                 problems.append(
                     {
@@ -335,6 +341,7 @@ def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
         overrides=tuple(o.to_terms() for o in data.overrides),
         discount_percent=data.discount_percent,
         policy_version=data.policy_version,
+        currency=data.currency,
     )
 
 
@@ -395,6 +402,9 @@ class TermsRead(BaseModel):
     discount_percent: Decimal | None
     policy_version: int | None = Field(
         description="The pinned version; null follows the active one."
+    )
+    currency: str | None = Field(
+        default=None, description="The currency it is billed in; null: the policy's."
     )
 
 

@@ -147,6 +147,8 @@ class Terms:
     policy_version: int | None = None  # pinned; None follows the active version
     terminated_at: datetime | None = None  # when a termination was recorded to take effect
     quantities: Quantities | None = None
+    # The currency it is billed in (fixed at creation); None: the policy's own currency.
+    currency: str | None = None
 
     def replace(self, **changes: Any) -> Terms:
         return dataclasses.replace(self, **changes)
@@ -182,6 +184,8 @@ class Terms:
             if self.discount_percent is None
             else str(self.discount_percent),
             "policy_version": self.policy_version,
+            # Written only when chosen: terms stored before currencies existed read the same.
+            **({"currency": self.currency} if self.currency is not None else {}),
         }
 
     @classmethod
@@ -215,6 +219,7 @@ class Terms:
             discount_percent=None if discount is None else Decimal(discount),
             policy_version=value.get("policy_version"),
             quantities=None if quantities is None else Quantities.from_json(quantities),
+            currency=value.get("currency"),
         )
 
 
@@ -285,6 +290,16 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
             f"a {terms.kind} contract carries no discount; only educational and pilot contracts do",
         )
 
+    currency = terms.currency or catalog.currency
+    foreign = currency != catalog.currency  # priced by the plan's and add-ons' price lists
+    if plan is not None and foreign and currency not in plan.price_lists:
+        listed = ", ".join(sorted(plan.price_lists)) or "none"
+        problem(
+            "currency",
+            f"plan '{plan.name}' has no {currency} price list in policy version {version} "
+            f"(its prices are in {catalog.currency}; price lists: {listed})",
+        )
+
     if plan is not None:
         _check_seats(terms, plan, problem)
         if terms.instances is not None and plan.instances is None:
@@ -300,6 +315,15 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
             problem(
                 f"addons[{index}]",
                 f"no add-on '{addon}' in policy version {version} (add-ons: {known})",
+            )
+        elif (
+            foreign
+            and catalog.addons[addon].price
+            and currency not in (catalog.addons[addon].price_lists)
+        ):
+            problem(
+                f"addons[{index}]",
+                f"add-on '{addon}' has no {currency} price in policy version {version}",
             )
         seen.add(addon)
 

@@ -31,7 +31,8 @@ from allotment.policy.rules import Rule
 
 Aggregation = Literal["count", "sum", "max", "unique_count", "average"]
 SeatModel = Literal["named", "concurrent"]
-Period = Literal["month", "day", "hour"]
+Period = Literal["year", "month", "day", "hour"]
+Interval = Literal["month", "year"]
 Enforcement = Literal["hard", "soft"]
 UsageBasis = Literal["peak", "average", "end"]
 SeatBasis = Literal["peak", "average", "end", "contracted"]
@@ -133,6 +134,7 @@ class MeterPrice:
     tiers: tuple[Tier, ...]  # empty when `package` prices the meter
     mode: TierMode = "graduated"
     package: Package | None = None  # priced per started package of `size` units instead
+    period: Interval = "month"  # year: included and tiers count over the contract year
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class Price:
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
     instance_licence: LicencePrice | None = None
+    interval: Interval = "month"  # year: `base` is a year's fee (billing/annual.py)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,8 @@ class Plan:
     price: Price
     description: str | None = None
     grace: timedelta | None = None  # offline grace of its artifacts; None: the deployment's
+    # Its prices in other currencies than the catalog's, by ISO 4217 code (docs/policy.md).
+    price_lists: Mapping[str, Price] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class Addon:
     features: frozenset[str]
     price: Decimal
     description: str | None = None
+    interval: Interval = "month"  # year: `price` is a year's fee
+    price_lists: Mapping[str, Decimal] = field(default_factory=dict)  # currency → price
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ skipped here rather than reported twice.
     add-on names an unknown feature        addons.audit_pack.features[0]
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
+    price lists, yearly meters             (term_checks.py)
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from allotment.policy.paths import Location
 from allotment.policy.price_checks import check_written as check_written_price
 from allotment.policy.price_checks import price_gaps
 from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_variables
+from allotment.policy.term_checks import check_addon_terms, check_plan_terms, resolved_terms
 
 Finding = tuple[Location, str]
 
@@ -82,7 +84,19 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
             levels=level_meters(meters),
             stored=stored,
         ),
+        *(
+            finding
+            for name, spec in plans.items()
+            if isinstance(spec, Mapping)
+            for finding in check_plan_terms(name, spec, currency=raw.get("currency"), meters=meters)
+        ),
         *_check_addons(_section(raw, "addons"), feature_names=feature_names),
+        *(
+            finding
+            for name, spec in _section(raw, "addons").items()
+            if isinstance(spec, Mapping)
+            for finding in check_addon_terms(name, spec, currency=raw.get("currency"))
+        ),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]
 
@@ -341,6 +355,7 @@ def _gaps(plan: ResolvedPlan) -> Iterator[Finding]:
             if isinstance(limit, Mapping) and limit.get("limit") is None:
                 yield ("limits", meter, "limit"), "required: the units allowed per period"
     yield from price_gaps(settings)
+    yield from resolved_terms(settings)
 
 
 def _check_addons(addons: dict[str, Any], *, feature_names: set[str]) -> Iterator[Finding]:

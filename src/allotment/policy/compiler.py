@@ -106,6 +106,8 @@ def compile_policy(document: PolicyDocument) -> Catalog:
                     features=frozenset(spec.features),
                     price=spec.price if spec.price is not None else ZERO,
                     description=spec.description,
+                    interval=spec.interval or "month",
+                    price_lists=_frozen(spec.price_lists or {}),
                 )
                 for name, spec in document.addons.items()
             }
@@ -165,6 +167,13 @@ def _plan(resolved: ResolvedPlan, *, description: str | None) -> Plan:
         price=_price(_block(settings, "price"), where=f"{where}.price"),
         description=description,
         grace=settings.get("grace"),
+        price_lists=_frozen(
+            {
+                currency: _price(dict(block), where=f"{where}.price_lists.{currency}")
+                for currency, block in _block(settings, "price_lists").items()
+                if isinstance(block, Mapping)
+            }
+        ),
     )
 
 
@@ -232,6 +241,7 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         instance_kinds=_frozen(instances.get("kinds") or {}),
         minimum=block.get("minimum"),
         one_time=_frozen(block.get("one_time") or {}),
+        interval=block.get("interval") or "month",
     )
 
 
@@ -262,6 +272,7 @@ def _meter_price(meter: str, price: Mapping[str, Any], *, where: str) -> MeterPr
         tiers=() if package else _tiers(_required(price, "tiers", where=where)),
         mode=price.get("mode") or "graduated",
         package=Package(size=package["size"], price=package["price"]) if package else None,
+        period=price.get("period") or "month",
     )
 
 

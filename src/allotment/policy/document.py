@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from allotment.policy.durations import Duration
-from allotment.policy.money import CURRENCY_PATTERN, Money, Rate
+from allotment.policy.money import CURRENCY_PATTERN, ListCurrency, Money, PriceListsGuard, Rate
 from allotment.policy.quantities import Multiplier, Percentile, Units
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -183,8 +183,8 @@ class InstancesSpec(Spec):
 
 class LimitSpec(Spec):
     limit: NonNegative | None = None
-    period: Literal["month", "day", "hour"] | None = Field(
-        default=None, description="Default month."
+    period: Literal["year", "month", "day", "hour"] | None = Field(
+        default=None, description="Default month; year: the contract year (docs/contracts.md)."
     )
     enforcement: Literal["hard", "soft"] | None = Field(default=None, description="Default hard.")
 
@@ -203,6 +203,7 @@ class TierSpec(Spec):
 
 TierModeSpec = Literal["graduated", "volume"]
 UsageBasis = Literal["peak", "average", "end"]
+Interval = Literal["month", "year"]
 
 
 class SeatPriceSpec(Spec):
@@ -258,6 +259,11 @@ class MeterPriceSpec(Spec):
     package: PackageSpec | None = Field(
         default=None, description="Per started package of units, instead of `tiers`."
     )
+    period: Interval | None = Field(
+        default=None,
+        description="Default month; year: `included` and the tiers count over the contract "
+        "year, billed month by month as the year's use crosses them.",
+    )
 
 
 class InstancePriceSpec(Spec):
@@ -285,6 +291,11 @@ class PriceSpec(Spec):
     one_time: dict[Name, Money] | None = Field(
         default=None, description="Name → fee, charged once when the contract starts on the plan."
     )
+    interval: Interval | None = Field(
+        default=None,
+        description="Of `base`: month (default), or year: a year's fee, charged in full once "
+        "per contract year.",
+    )
 
 
 class PlanSpec(Spec):
@@ -295,6 +306,11 @@ class PlanSpec(Spec):
     instances: InstancesSpec | None = None
     limits: dict[Name, LimitSpec] | None = None
     price: PriceSpec | None = None
+    price_lists: Annotated[dict[ListCurrency, PriceSpec], PriceListsGuard] | None = Field(
+        default=None,
+        description="Currency → the plan's whole price in that currency (fees to its minor "
+        "unit), for contracts in another currency than the document's.",
+    )
     grace: Duration | None = Field(
         default=None,
         description="Offline grace: how long after a signed artifact's expiry access still "
@@ -316,6 +332,12 @@ MAX_GRACE = timedelta(days=30)
 class AddonSpec(Spec):
     features: list[Name] = Field(default_factory=list)
     price: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
+    interval: Interval | None = Field(
+        default=None, description="Of `price`: month (default), or year: a year's fee."
+    )
+    price_lists: Annotated[dict[ListCurrency, Money], PriceListsGuard] | None = Field(
+        default=None, description="Currency → its price in that currency."
+    )
     description: str | None = None
 
 

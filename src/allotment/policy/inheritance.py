@@ -25,7 +25,7 @@ from typing import Any
 
 from allotment.policy.document import PlanSpec
 
-INHERITED_BLOCKS = ("attributes", "seats", "instances", "limits", "price", "grace")
+INHERITED_BLOCKS = ("attributes", "seats", "instances", "limits", "price", "grace", "price_lists")
 
 
 class InheritanceError(ValueError):
@@ -78,7 +78,14 @@ def _replace(merged: dict[str, Any], own: Mapping[str, Any], rules: Mapping[str,
 def drop_replaced(merged: dict[str, Any], own: Mapping[str, Any]) -> None:
     """Apply the alternatives rule to `merged`, the parent's settings merged with `own`.
     Only blocks `own` writes are touched, and `merge` made those fresh dicts."""
-    price, own_price = merged.get("price"), own.get("price")
+    _drop_replaced_price(merged.get("price"), own.get("price"))
+    lists, own_lists = merged.get("price_lists"), own.get("price_lists")
+    if isinstance(lists, dict) and isinstance(own_lists, Mapping):
+        for currency, own_list in own_lists.items():  # each currency's price like `price`
+            _drop_replaced_price(lists.get(currency), own_list)
+
+
+def _drop_replaced_price(price: Any, own_price: Any) -> None:
     if not isinstance(price, dict) or not isinstance(own_price, Mapping):
         return
     seat, own_seat = price.get("seat"), own_price.get("seat")

@@ -10,6 +10,12 @@ Two kinds of amount appear in prices:
     rate    price.instance_hour, price.instances.kinds.*,        at most RATE_MAX_PLACES
             price.meters.*.tiers[].unit, price.seat.tiers[].unit
 
+A price list (`plans.<p>.price_lists.<code>`, `addons.<a>.price_lists.<code>`) holds fees
+in its own currency: they are checked against that currency's minor unit (JPY 0, KWD 3),
+not the document's. `PriceLists` does it: validating an entry's key records the currency
+for the fees of its value (pydantic validates a mapping's key, then its value, entry by
+entry).
+
 Rates are per unit of usage (an API call, an instance-hour) and are routinely fractions of
 the minor unit ("0.0005" per call); billing rounds each line, never each unit (docs/billing.md).
 Amounts are strings because a YAML or JSON number is a binary float: `0.1` is not 0.1.
@@ -18,10 +24,17 @@ Amounts are strings because a YAML or JSON number is a binary float: `0.1` is no
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
+from pydantic import (
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
 
 DEFAULT_MINOR_DIGITS = 2
@@ -29,6 +42,10 @@ RATE_MAX_PLACES = 10
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN)
+_CURRENCY = re.compile(CURRENCY_PATTERN)
+# The currency of the price list being validated: None outside one, "" for a key that is
+# not a currency code (its fees are then checked for syntax only; the key is the error).
+_LISTED: ContextVar[str | None] = ContextVar("allotment_price_list_currency", default=None)
 
 # ISO 4217 minor units for the codes that differ from the common 2, plus the usual ones
 # spelled out so a reader need not know the default.
@@ -88,6 +105,9 @@ def _validate_fee(value: Any, info: ValidationInfo) -> Decimal:
     # validate() passes the document's currency in the context; without it (a model built
     # by hand) only the syntax is checked.
     context = info.context if isinstance(info.context, dict) else {}
+    listed = _LISTED.get()
+    if listed is not None:  # inside a price list: its own currency
+        context = {"currency": listed, "minor_digits": minor_digits(listed)} if listed else {}
     digits = context.get("minor_digits")
     if isinstance(digits, int) and decimal_places(amount) > digits:
         raise PydanticCustomError(
@@ -149,3 +169,30 @@ Rate = Annotated[
     ),
 ]
 """A per-unit rate: a non-negative decimal string with at most RATE_MAX_PLACES digits."""
+
+
+def _list_currency(value: Any) -> str:
+    valid = isinstance(value, str) and _CURRENCY.fullmatch(value) is not None
+    _LISTED.set(value if valid else "")
+    if not valid:
+        raise PydanticCustomError("currency", "a price list's key is an ISO 4217 code, as EUR")
+    return str(value)
+
+
+def _price_lists(value: Any, handler: Any) -> Any:
+    token = _LISTED.set(None)
+    try:
+        return handler(value)
+    finally:
+        _LISTED.reset(token)
+
+
+ListCurrency = Annotated[
+    str,
+    PlainValidator(_list_currency),
+    WithJsonSchema({"type": "string", "pattern": CURRENCY_PATTERN}),
+]
+"""A price list's currency: validating it sets the minor unit its fees are checked against."""
+
+PriceListsGuard = WrapValidator(_price_lists)
+"""Put on a `dict[ListCurrency, ...]`: no price list's currency leaks past the mapping."""

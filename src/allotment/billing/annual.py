@@ -1,0 +1,257 @@
+"""Annual terms, pure: a year's fee charged once per contract year, and a meter whose
+included units and tiers count over the contract year, previewed month by month
+(docs/billing.md, "Annual terms"). Contract years come from contracts/years.py.
+
+    annual_dues(revisions, starts_at=, ends_at=, until=)   → Dues: when each plan's and each
+                                                             add-on's annual fee falls due
+    annual_fee(code, label, price, dues, start, end, starts_at)  → [Draft]  one per due instant
+                                                             in [start, end): the year's price
+    annual_meter(name, price, measure, start, end, starts_at, minor_digits, places) → [Draft]
+                                                             one per contract year the group
+                                                             touches: the year's charge to the
+                                                             group's end less the year's
+                                                             charge before the group
+
+An annual fee is due at the first instant of each contract year at which a paid (non-trial)
+revision on the plan (listing the add-on) is in force: the year's start, or the amendment
+or conversion that brings the plan or add-on in during the year. It is charged in full
+(no proration, no credit when the plan or add-on leaves during the year).
+
+An annual meter's line for [a, b) in contract year Y: with P the meter's use over
+[Y.start, a) and W over [a, b), amount = round(f(P + W)) − round(f(P)), f being the meter's
+price (graduated tiers or packages, `included` free). The rounded cumulative amounts
+telescope: the months of a contract year add up, to the minor unit, to the year priced at
+once, round(f(year's total)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from allotment.billing.drafts import Draft
+from allotment.billing.levels import json_units
+from allotment.billing.measure import QUANTITY_PLACES, ZERO, decimal, money, text
+from allotment.billing.tiers import meter_priced
+from allotment.contracts.years import contract_year, pieces
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import MeterPrice
+from allotment.policy.money import RATE_MAX_PLACES, format_amount
+
+if TYPE_CHECKING:
+    from allotment.billing.pricing import PricingInput, Segment
+
+UNPAID_KINDS = frozenset({"trial"})
+
+Measure = Callable[[datetime, datetime], Fraction]  # the meter's exact use over [a, b)
+
+
+@dataclass(frozen=True)
+class Dues:
+    """When annual fees fall due, by plan and by add-on name."""
+
+    plans: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
+    addons: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
+
+
+def annual_dues(
+    revisions: Sequence[tuple[datetime, str, str, Sequence[str]]],
+    *,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    until: datetime,
+) -> Dues:
+    """`revisions`: (effective_at, plan, kind, add-ons) in effective order, each in force from
+    its effective_at to the next one's (the first also before it), clipped to the term
+    [starts_at, ends_at); due instants are found up to `until` (exclusive)."""
+    spans: list[tuple[datetime, datetime, str, tuple[str, ...]]] = []
+    for index, (effective_at, plan, kind, listed) in enumerate(revisions):
+        lower = starts_at if index == 0 else max(effective_at, starts_at)
+        upper = revisions[index + 1][0] if index + 1 < len(revisions) else until
+        upper = min(upper, until, ends_at or until)
+        if upper > lower and kind not in UNPAID_KINDS:
+            spans.append((lower, upper, plan, tuple(listed)))
+    plans: dict[str, list[datetime]] = {}
+    addons: dict[str, list[datetime]] = {}
+    for lower, upper, plan, names in spans:
+        for year, a, _ in pieces(starts_at, lower, upper):
+            for found, key in ((plans, plan), *((addons, name) for name in names)):
+                instants = found.setdefault(key, [])
+                if not any(year.start <= t < year.end for t in instants):
+                    instants.append(a)
+    return Dues(
+        plans={k: tuple(sorted(v)) for k, v in plans.items()},
+        addons={k: tuple(sorted(v)) for k, v in addons.items()},
+    )
+
+
+def annual_fee(
+    code: str,
+    label: str,
+    price: Decimal,
+    dues: Sequence[datetime],
+    *,
+    start: datetime,
+    end: datetime,
+    starts_at: datetime,
+    source: Mapping[str, Any] | None = None,
+) -> list[Draft]:
+    """The year's `price`, once for each due instant in [start, end)."""
+    drafts = []
+    for due in dues:
+        if not start <= due < end:
+            continue
+        year = contract_year(starts_at, due)
+        drafts.append(
+            Draft(
+                code=code,
+                description=f"{label}, annual fee for contract year {year.number} "
+                f"({isoformat(year.start)} to {isoformat(year.end)})",
+                quantity=Fraction(1),
+                unit="year",
+                unit_price=price,
+                amount=Fraction(price),
+                source={
+                    **(source or {}),
+                    "interval": "year",
+                    "contract_year": year.number,
+                    "year_start": isoformat(year.start),
+                    "year_end": isoformat(year.end),
+                    "due": isoformat(due),
+                },
+            )
+        )
+    return drafts
+
+
+def annual_meter(
+    name: str,
+    price: MeterPrice,
+    measure: Measure,
+    *,
+    start: datetime,
+    end: datetime,
+    starts_at: datetime,
+    minor_digits: int,
+    places: int,
+) -> list[Draft]:
+    """One line per contract year that [start, end) touches: what its use there adds to the
+    year's charge (see the module docstring)."""
+    drafts = []
+    for year, a, b in pieces(starts_at, start, end):
+        before = max(ZERO, measure(year.start, a)) if a > year.start else ZERO
+        within = measure(a, b)
+        prior = meter_priced(before, price, places=places)
+        after = meter_priced(max(ZERO, before + within), price, places=places)
+        amount = Fraction(money(after.amount, minor_digits) - money(prior.amount, minor_digits))
+        quantity = after.quantity - prior.quantity
+        if price.package is not None or quantity == 0:
+            unit_price = after.unit_price
+        else:
+            unit_price = decimal(amount / quantity, RATE_MAX_PLACES)
+        unit = name if price.package is None else f"package of {price.package.size} {name}"
+        drafts.append(
+            Draft(
+                code=f"meter:{name}",
+                description=f"{name}: {text(within, places)} used, "
+                f"{text(before + within, places)} in contract year {year.number} so far, "
+                f"{format_amount(Decimal(price.included))} included a year",
+                quantity=quantity,
+                unit=unit,
+                unit_price=unit_price,
+                amount=amount,
+                places=places,
+                source={
+                    "meter": name,
+                    "period": "year",
+                    "contract_year": year.number,
+                    "year_start": isoformat(year.start),
+                    "year_end": isoformat(year.end),
+                    "used": text(within, places),
+                    "year_before": text(before, places),
+                    "year_to_date": text(before + within, places),
+                    "included": json_units(price.included),
+                    "charged_before": format_amount(money(prior.amount, minor_digits)),
+                    "charged_to_date": format_amount(money(after.amount, minor_digits)),
+                    **after.source,
+                },
+            )
+        )
+    return drafts
+
+
+@dataclass(frozen=True)
+class AnnualDrafts:
+    base: list[Draft]
+    meters: list[Draft]
+    addons: list[Draft]
+
+
+def group_drafts(
+    data: PricingInput, segments: Sequence[Segment], start: datetime, end: datetime
+) -> AnnualDrafts:
+    """A group's annual lines: the plan's annual fee, its yearly meters, its annual add-ons.
+    A fee due from `start` to the group's fee end (the month's end for the current month,
+    as for monthly fees) is charged; use is counted over [start, end)."""
+    terms, last = segments[0], segments[-1]
+    starts_at = last.contract_start
+    if starts_at is None:
+        return AnnualDrafts([], [], [])
+    fee_end = max(min(last.fee_end or end, data.period_end), end)
+    plan, dues = terms.plan, last.dues
+    price = plan.price
+    base = (
+        annual_fee(
+            "base",
+            f"{plan.name}: base fee",
+            price.base,
+            dues.plans.get(plan.name, ()),
+            start=start,
+            end=fee_end,
+            starts_at=starts_at,
+        )
+        if price.interval == "year"
+        else []
+    )
+    yearly = []
+    for name in sorted(price.meters):
+        meter_price = price.meters[name]
+        if meter_price.period == "year":
+            yearly.extend(
+                annual_meter(
+                    name,
+                    meter_price,
+                    partial(_measure, data, name),
+                    start=start,
+                    end=end,
+                    starts_at=starts_at,
+                    minor_digits=data.minor_digits,
+                    places=QUANTITY_PLACES,
+                )
+            )
+    fees = []
+    for addon in sorted(terms.addons, key=lambda a: a.name):
+        if addon.interval == "year":
+            fees.extend(
+                annual_fee(
+                    f"addon:{addon.name}",
+                    f"add-on {addon.name}",
+                    addon.price,
+                    dues.addons.get(addon.name, ()),
+                    start=start,
+                    end=fee_end,
+                    starts_at=starts_at,
+                    source={"addon": addon.name},
+                )
+            )
+    return AnnualDrafts(base, yearly, fees)
+
+
+def _measure(data: PricingInput, name: str, start: datetime, end: datetime) -> Fraction:
+    measured = data.meters(start, end, name)
+    return Fraction(measured.quantity) if measured.exact is None else measured.exact
