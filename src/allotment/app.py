@@ -38,6 +38,7 @@ from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
+from allotment.credits.endpoints import router as credits_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_hot_pool, create_sessionmaker
 from allotment.deps import Public
@@ -313,6 +314,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instances_router,
         usage_router,
         billing_router,
+        credits_router,
         audit_router,
         stream_router,
         artifacts_router,

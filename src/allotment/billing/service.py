@@ -23,7 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing import data, reconcile
-from allotment.billing.pricing import Priced, PricingInput, price
+from allotment.billing.pricing import Priced, price
 from allotment.billing.schemas import (
     InvoiceList,
     InvoiceRead,
@@ -41,18 +41,7 @@ _CSV_COLUMNS = ("code", "description", "quantity", "unit", "unit_price", "amount
 
 
 def priced(gathered: data.Gathered) -> Priced:
-    return price(
-        PricingInput(
-            period_start=gathered.period_start,
-            period_end=gathered.period_end,
-            currency=gathered.currency,
-            minor_digits=gathered.minor_digits,
-            segments=gathered.segments,
-            seats=gathered.seats,
-            instances=gathered.instances,
-            meters=gathered.meters(),
-        )
-    )
+    return price(gathered.pricing_input())
 
 
 async def preview(

@@ -1,0 +1,196 @@
+"""A customer's credit wallet as known at one instant: its grants, what each month's priced
+usage asked of it, and the ledger that pays one from the other (docs/billing.md, "Credit
+wallets").
+
+    build(session, customer_id=, as_of=, until=)   → Wallet | None (no grant, no plan credits)
+
+Grants are the `credit_grants` rows recorded by `as_of` and, for each month a contract
+is on a plan with `price.credits.monthly`, that plan's grant (`plan:<YYYY-MM>`, one a month).
+Charges are one per contract and month, from the first month a grant or a contract starts to
+the month of `until` (default: `as_of`'s): the month's applicable lines
+(billing/credit_line.py), drawn at the month's last instant, or at `as_of` for the month it
+falls in. Nothing is stored: every month since the first is gathered and priced again, as its
+preview would be, so the wallet is a function of stored data and `as_of` like a preview. The
+cost is one month's preview per month and contract since the first (docs/billing.md says
+what that means in practice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.billing import data
+from allotment.billing.credit_line import MonthCharge, month_charge
+from allotment.billing.pricing import Priced, price
+from allotment.billing.wallet import Charge, Grant, Ledger, draw
+from allotment.contracts.models import Contract
+from allotment.credits.models import CreditGrant
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Catalog, Credits
+
+INSTANT = timedelta(microseconds=1)
+UNPAID_KINDS = frozenset({"trial"})  # a trial's months grant no plan credits
+
+
+@dataclass(frozen=True)
+class MonthUse:
+    ref: str  # "<contract>:<YYYY-MM>"
+    contract: str
+    period: str
+    at: datetime  # when it is drawn
+    charge: MonthCharge
+
+
+@dataclass(frozen=True)
+class Wallet:
+    as_of: datetime
+    now: datetime  # the ledger's instant: `as_of`, or the end of `until`'s month
+    currency: str
+    minor_digits: int
+    grants: tuple[Grant, ...]
+    rows: Mapping[str, CreditGrant]  # the recorded grants, by id (plan grants are not rows)
+    months: tuple[MonthUse, ...]
+    ledger: Ledger
+    credits: Credits | None = None  # the terms of the plan priced last
+    kinds: Mapping[str, str] = field(default_factory=dict)  # grant id → kind
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+
+
+def add_months(month: datetime, n: int) -> datetime:
+    for _ in range(n):
+        month = next_month(month)
+    return month
+
+
+def credits_of(gathered: data.Gathered) -> dict[str, Credits | None]:
+    """Each segment's plan's credit terms, by its start as line sources write it."""
+    return {isoformat(s.start): s.plan.price.credits for s in gathered.segments}
+
+
+def charge_of(gathered: data.Gathered, priced: Priced) -> MonthCharge:
+    terms = credits_of(gathered)
+    return month_charge(
+        priced.lines,
+        lambda start: found.applies_to if (found := terms.get(start)) else None,
+        subtotal=priced.subtotal,
+        minor_digits=gathered.minor_digits,
+    )
+
+
+def _plan_grant(gathered: data.Gathered, month: datetime) -> Grant | None:
+    for segment in gathered.segments:
+        credits = segment.plan.price.credits
+        if segment.kind in UNPAID_KINDS or credits is None or not credits.monthly:
+            continue
+        return Grant(
+            id=f"plan:{month:%Y-%m}",
+            amount=credits.monthly,
+            granted_at=segment.start,
+            expires_at=add_months(month, 1 + credits.rollover),
+            kind="plan",
+        )
+    return None
+
+
+async def grant_rows(
+    session: AsyncSession, *, customer_id: int, as_of: datetime
+) -> Sequence[CreditGrant]:
+    query = (
+        select(CreditGrant)
+        .where(CreditGrant.customer_id == customer_id, CreditGrant.created_at <= as_of)
+        .order_by(CreditGrant.granted_at, CreditGrant.id)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def build(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    as_of: datetime,
+    until: datetime | None = None,
+    known: Mapping[tuple[str, datetime], tuple[data.Gathered, Priced]] | None = None,
+    override: tuple[int, Catalog] | None = None,
+    rows: Sequence[CreditGrant] | None = None,
+) -> Wallet | None:
+    """The wallet as of `as_of`, its ledger taken at the end of `until`'s month (or at
+    `as_of`, whichever is first). `known` holds months already gathered and priced, by
+    (contract id, period start). None when the customer has no grant and no month priced
+    has plan credits."""
+    if rows is None:
+        rows = await grant_rows(session, customer_id=customer_id, as_of=as_of)
+    last = month_start(until or as_of)
+    now = min(as_of, next_month(last) - INSTANT)
+    contracts = (
+        await session.execute(
+            select(Contract.id, Contract.starts_at)
+            .where(Contract.customer_id == customer_id, Contract.created_at <= as_of)
+            .order_by(Contract.starts_at)
+        )
+    ).all()
+    starts = [row.granted_at for row in rows] + [c.starts_at for c in contracts]
+    grants = [
+        Grant(row.id, row.amount, row.granted_at, row.expires_at, row.kind)  # type: ignore[arg-type]
+        for row in rows
+    ]
+    months: list[MonthUse] = []
+    currency, digits, credits = "USD", 2, None
+    month = month_start(min(starts)) if starts else next_month(last)
+    while month <= last:
+        end = next_month(month)
+        for contract in contracts:
+            if contract.starts_at >= end:
+                continue
+            found = (known or {}).get((contract.id, month))
+            if found is None:
+                row = await data.contract_row(session, contract.id)
+                gathered = await data.gather(
+                    session, contract=row, start=month, end=end, as_of=as_of, override=override
+                )
+                found = (gathered, price(gathered.pricing_input()))
+            gathered, priced = found
+            if not gathered.segments:
+                continue
+            currency, digits = gathered.currency, gathered.minor_digits
+            credits = gathered.segments[-1].plan.price.credits
+            plan = _plan_grant(gathered, month)
+            if plan is not None and all(g.id != plan.id for g in grants):
+                grants.append(plan)
+            at = min(now, end - INSTANT)
+            months.append(
+                MonthUse(
+                    ref=f"{contract.id}:{month:%Y-%m}",
+                    contract=contract.id,
+                    period=f"{month:%Y-%m}",
+                    at=at,
+                    charge=charge_of(gathered, priced),
+                )
+            )
+        month = end
+    if not grants:
+        return None
+    ledger = draw(grants, [Charge(m.ref, m.at, m.charge.amount) for m in months], now)
+    return Wallet(
+        as_of=as_of,
+        now=now,
+        currency=currency,
+        minor_digits=digits,
+        grants=tuple(grants),
+        rows={row.id: row for row in rows},
+        months=tuple(months),
+        ledger=ledger,
+        credits=credits,
+        kinds={g.id: g.kind for g in grants},
+    )
