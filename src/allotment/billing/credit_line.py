@@ -90,6 +90,10 @@ def credits_line(
     if charge.amount == 0:
         return None
     draws = [d for d in ledger.draws if d.charge == ref]
+
+    def shown(amount: Decimal) -> str:  # in the minor unit, as every amount on an invoice
+        return format_amount(money(Fraction(amount), minor_digits))
+
     paid = money(sum((Fraction(d.amount) for d in draws), ZERO), minor_digits)
     return Line(
         code=CODE,
@@ -100,13 +104,13 @@ def credits_line(
         unit_price=Decimal(-1),
         amount=-paid,
         source={
-            "charged": format_amount(charge.amount),
+            "charged": shown(charge.amount),
             "lines": list(charge.lines),
             "grants": [
-                {"grant": d.grant, "kind": kinds.get(d.grant), "amount": format_amount(d.amount)}
+                {"grant": d.grant, "kind": kinds.get(d.grant), "amount": shown(d.amount)}
                 for d in draws
             ],
-            "uncovered": format_amount(ledger.uncovered.get(ref, Decimal(0))),
-            "balance_after": format_amount(ledger.balance),
+            "uncovered": shown(ledger.uncovered.get(ref, Decimal(0))),
+            "balance_after": shown(ledger.balance),
         },
     )
