@@ -30,6 +30,7 @@ from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.billing.endpoints import router as billing_router
+from allotment.check.credit_use import WalletCache
 from allotment.check.decisions import DecisionLog
 from allotment.check.endpoints import router as check_router
 from allotment.check.fastpath import CheckFastPath
@@ -130,6 +131,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         decisions=decisions,
         usage=usage,
         warn_at=tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds),
+        wallets=WalletCache(maker=maker),
     )
     # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
     app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)

@@ -3,6 +3,9 @@ usage asked of it, and the ledger that pays one from the other (docs/billing.md,
 wallets").
 
     build(session, customer_id=, as_of=, until=)   → Wallet | None (no grant, no plan credits)
+    with_credits(session, …, gathered, priced)     → Priced with its `credits` line
+    month_wallet(session, customer_id=, now=)      → MonthWallet: what checks finish with the
+                                                   live meter totals (check/credit_use.py)
 
 Grants are the `credit_grants` rows recorded by `as_of` and, for each month a contract
 is on a plan with `price.credits.monthly`, that plan's grant (`plan:<YYYY-MM>`, one a month).
@@ -20,18 +23,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing import data
-from allotment.billing.credit_line import MonthCharge, credits_line, month_charge
+from allotment.billing.credit_balance import MonthWallet, OpenGrant
+from allotment.billing.credit_line import MonthCharge, applies, credits_line, month_charge
 from allotment.billing.pricing import Priced, price
 from allotment.billing.wallet import Charge, Grant, Ledger, draw
 from allotment.contracts.models import Contract
+from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.credits.models import CreditGrant
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import Catalog, Credits
+from allotment.policy.catalog import DEFAULT_CREDITS_APPLY_TO, Catalog, Credits
 
 INSTANT = timedelta(microseconds=1)
 UNPAID_KINDS = frozenset({"trial"})  # a trial's months grant no plan credits
@@ -239,4 +246,103 @@ async def with_credits(
         lines=(*priced.lines, line),
         subtotal=priced.subtotal + line.amount,
         policy_versions=priced.policy_versions,
+    )
+
+
+async def month_wallet(
+    session: AsyncSession, *, customer_id: int, now: datetime, plan_credits: bool = True
+) -> MonthWallet | None:
+    """The wallet as a check reads it (billing/credit_balance.py): the grants' state at the
+    start of `now`'s month after every earlier month's draw, this month's grants, and the
+    month's paid lines other than meters to `now`. None when the customer has no contract in
+    force, or neither a grant nor plan credits (`plan_credits` False: the caller knows the
+    plan has none, so no grant ends it after two queries). Costs what `build` does, plus
+    this month."""
+    contract_id = (
+        await session.execute(
+            select(Contract.id)
+            .where(
+                Contract.customer_id == customer_id,
+                Contract.starts_at <= now,
+                (Contract.ends_at.is_(None)) | (Contract.ends_at > now),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if contract_id is None:
+        return None
+    rows = await grant_rows(session, customer_id=customer_id, as_of=now)
+    if not rows and not plan_credits:
+        return None
+    month = month_start(now)
+    contract = await data.contract_row(session, contract_id)
+    gathered = await data.gather(
+        session, contract=contract, start=month, end=next_month(month), as_of=now
+    )
+    if not gathered.segments:
+        return None
+    terms = gathered.segments[-1]
+    credits = terms.plan.price.credits
+    if not rows and credits is None:
+        return None
+    before = month - INSTANT
+    earlier = (
+        await build(session, customer_id=customer_id, as_of=now, until=before, rows=rows)
+        if month_start(min([r.granted_at for r in rows] + [contract.starts_at])) < month
+        else None
+    )
+    grants = (
+        list(earlier.grants)
+        if earlier
+        else [
+            Grant(r.id, r.amount, r.granted_at, r.expires_at, r.kind)  # type: ignore[arg-type]
+            for r in rows
+        ]
+    )
+    plan = _plan_grant(gathered, month)
+    if plan is not None and all(g.id != plan.id for g in grants):
+        grants.append(plan)
+    opened = []
+    for grant in grants:
+        if grant.granted_at > before:
+            left = grant.amount
+        else:
+            left = earlier.ledger.remaining.get(grant.id, Decimal(0)) if earlier else grant.amount
+        if left > 0 and (grant.expires_at is None or grant.expires_at > month):
+            opened.append(OpenGrant(grant.id, left, grant.granted_at, grant.expires_at))
+    applies_to = credits.applies_to if credits else DEFAULT_CREDITS_APPLY_TO
+    priced = price(gathered.pricing_input())
+    # The group in force now: the last one (lines come group by group).
+    last_group = priced.lines[-1].source.get("start") if priced.lines else None
+    fixed = sum(
+        (
+            line.amount
+            for line in priced.lines
+            if line.amount > 0
+            and not line.code.startswith("meter:")
+            and applies(line.code, applies_to)
+            and line.source.get("start") == last_group
+        ),
+        Decimal(0),
+    )
+    if terms.kind in UNPAID_KINDS:
+        factor = Fraction(0)
+    elif terms.kind in DISCOUNTED_KINDS and terms.discount_percent is not None:
+        factor = 1 - Fraction(terms.discount_percent) / 100
+    else:
+        factor = Fraction(1)
+    return MonthWallet(
+        month=month,
+        currency=gathered.currency,
+        minor_digits=gathered.minor_digits,
+        grants=tuple(opened),
+        fixed=fixed,
+        factor=factor,
+        meters={
+            name: meter_price
+            for name, meter_price in terms.plan.price.meters.items()
+            if applies(f"meter:{name}", applies_to)
+        },
+        applies_to=applies_to,
+        enforce=bool(credits and credits.enforce),
     )
