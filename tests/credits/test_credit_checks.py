@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.credits.helpers import PAYG, grant
+from tests.credits.helpers import PAYG, grant, wallet
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
@@ -59,6 +59,8 @@ async def test_checks_deny_when_the_credits_are_spent_and_allow_after_a_top_up(
     assert (await send(client, backend, [event("e1", data={"count": 600})])).status_code == 200
     assert (await _check(client, backend, "api"))["allowed"] is True
     assert (await _credits(client, backend))["balance"] == "4.00"
+    # The same balance as the wallet's own ledger (drawn from a preview of the month to date).
+    assert (await wallet(client, admin))["balance"] == "4.00"
 
     # 400 more: the wallet is spent.
     assert (await send(client, backend, [event("e2", data={"count": 400})])).status_code == 200

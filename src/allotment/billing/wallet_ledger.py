@@ -142,7 +142,7 @@ async def build(
     now = min(as_of, next_month(last) - INSTANT)
     contracts = (
         await session.execute(
-            select(Contract.id, Contract.starts_at)
+            select(Contract.id, Contract.starts_at, Contract.ends_at)
             .where(Contract.customer_id == customer_id, Contract.created_at <= as_of)
             .order_by(Contract.starts_at)
         )
@@ -158,8 +158,10 @@ async def build(
     while month <= last:
         end = next_month(month)
         for contract in contracts:
-            if contract.starts_at >= end:
-                continue
+            if contract.starts_at >= end or (
+                contract.ends_at is not None and contract.ends_at <= month
+            ):
+                continue  # not in force this month: nothing to gather
             found = (known or {}).get((contract.id, month))
             if found is None:
                 row = await data.contract_row(session, contract.id)
