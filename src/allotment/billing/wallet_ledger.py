@@ -39,6 +39,7 @@ from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.credits.models import CreditGrant
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import DEFAULT_CREDITS_APPLY_TO, Catalog, Credits
+from allotment.policy.money import minor_digits
 
 INSTANT = timedelta(microseconds=1)
 UNPAID_KINDS = frozenset({"trial"})  # a trial's months grant no plan credits
@@ -153,7 +154,10 @@ async def build(
         for row in rows
     ]
     months: list[MonthUse] = []
-    currency, digits, credits = "USD", 2, None
+    # The grants' currency until a month priced says the policy's (they agree: a grant is
+    # recorded in the policy's currency).
+    currency = rows[-1].currency if rows else "USD"
+    digits, credits = minor_digits(currency), None
     month = month_start(min(starts)) if starts else next_month(last)
     while month <= last:
         end = next_month(month)
