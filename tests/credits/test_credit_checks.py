@@ -4,13 +4,14 @@ entitlements show the balance (docs/check.md, "credits_exhausted")."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.credits.helpers import PAYG, grant, wallet
+from tests.credits.helpers import PAYG, grant, use, wallet
 from tests.factories.auth import create_key
-from tests.factories.contracts import create_contract
+from tests.factories.contracts import create_contract, iso
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.usage import event, metered_document, send
@@ -101,3 +102,22 @@ async def test_a_plan_that_does_not_enforce_only_shows_the_balance(
     assert (await _check(client, backend, "api"))["allowed"] is True
     held = await _credits(client, backend)
     assert (held["balance"], held["enforce"], held["exhausted"]) == ("0.00", False, True)
+
+
+async def test_a_check_carries_the_balance_left_by_earlier_months(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    october = datetime(2026, 10, 1, tzinfo=UTC)
+    document = metered_document()
+    document["plans"]["prepaid"] = PREPAID
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, plan="prepaid", starts_at=iso(october))
+    backend = await create_key(app, scopes=["check"])
+    await grant(client, admin, "20.00", granted_at=october)
+    await use(app, "oct", 1500, october + timedelta(days=9))  # October draws 15.00
+    assert (await _credits(client, backend))["balance"] == "5.00"
+    assert (await _check(client, backend, "api"))["reason"] == "ok"
+    # 500 calls this month spend the 5.00 left.
+    assert (await send(client, backend, [event("now", data={"count": 500})])).status_code == 200
+    assert (await _check(client, backend, "api"))["reason"] == "credits_exhausted"

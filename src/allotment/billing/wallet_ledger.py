@@ -292,11 +292,8 @@ async def month_wallet(
     if not rows and credits is None:
         return None
     before = month - INSTANT
-    earlier = (
-        await build(session, customer_id=customer_id, as_of=now, until=before, rows=rows)
-        if month_start(min([r.granted_at for r in rows] + [contract.starts_at])) < month
-        else None
-    )
+    # Every earlier month's draw (build returns None when nothing was granted before).
+    earlier = await build(session, customer_id=customer_id, as_of=now, until=before, rows=rows)
     grants = (
         list(earlier.grants)
         if earlier
