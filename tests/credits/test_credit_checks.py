@@ -121,3 +121,8 @@ async def test_a_check_carries_the_balance_left_by_earlier_months(
     # 500 calls this month spend the 5.00 left.
     assert (await send(client, backend, [event("now", data={"count": 500})])).status_code == 200
     assert (await _check(client, backend, "api"))["reason"] == "credits_exhausted"
+    consume = await client.post(
+        "/v1/check", json={"customer": "acme", "feature": "api", "consume": 1}, headers=backend
+    )
+    assert consume.status_code == 200, consume.text
+    assert consume.json()["reason"] == "credits_exhausted" and "consumed" not in consume.json()

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.check import evaluator
+from allotment.check import credit_use, evaluator
 from allotment.check.meter_use import load
 from allotment.check.service import Checker
 from allotment.check.values import CheckRequest, Snapshot
@@ -87,7 +87,11 @@ async def consume(
     await pools.customer_id(session, customer_key=request.customer, lock=True)
     now = utcnow()  # after the lock: judge the period by the time the counters are read
     totals = await load(session, customer_id=snapshot.customer_id, now=now)
-    verdict = evaluator.evaluate(snapshot, replace(request, usage=totals), now, gates=checker.gates)
+    wallet = None
+    if checker.wallets is not None and credit_use.needs(snapshot):
+        wallet = await checker.wallets.get(snapshot, now)  # a spent wallet refuses it too
+    request = replace(request, usage=totals, wallet=wallet)
+    verdict = evaluator.evaluate(snapshot, request, now, gates=checker.gates)
     if verdict.allowed:
         await _record(session, snapshot, request, meter, decision, now, engine)
         if checker.usage is not None:
