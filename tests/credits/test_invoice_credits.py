@@ -4,6 +4,7 @@ by hand (docs/billing.md, "Credit wallets")."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -80,7 +81,14 @@ async def test_monthly_credits_roll_over_a_month_and_a_top_up_pays_the_rest(
     assert november["subtotal"] == "30.00"  # 10.00 base + 20.00 of calls
 
     # A top-up of 100.00 on November 15 pays November's remaining 20.00 too.
+    await asyncio.sleep(1.1)  # recorded after the preview above was taken (as_of, a second)
     await grant(client, admin, "100.00", granted_at=NOVEMBER + timedelta(days=14))
+    again = await client.get(
+        f"/v1/contracts/{contract}/invoice-preview",
+        params={"period": "2026-11", "as_of": november["as_of"]},
+        headers=finance,
+    )
+    assert again.json() == november  # as of then, the top-up was not recorded: unchanged
     november = await _preview(client, finance, contract, "2026-11")
     line = november["lines"][-1]
     assert line["amount"] == "-90.00" and line["source"]["balance_after"] == "80.00"
