@@ -51,9 +51,22 @@ def check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
         previous = up_to
 
 
-# The line kinds a credit wallet can pay (docs/billing.md, "Credit wallets"); adjustments
-# (credit:trial, discount:*) and the credits line itself are not among them.
-CREDIT_LINES = ("base", "seats", "burst", "instances", "meter", "addon", "minimum", "one_time")
+# The line kinds a credit wallet can pay (docs/billing.md, "Credit wallets"), with those of
+# bought quantities (seats_overage, instance_licences, instance_licences_overage);
+# adjustments (credit:trial, discount:*) and the credits line itself are not among them.
+CREDIT_LINES = (
+    "base",
+    "seats",
+    "seats_overage",
+    "burst",
+    "instances",
+    "instance_licences",
+    "instance_licences_overage",
+    "meter",
+    "addon",
+    "minimum",
+    "one_time",
+)
 _NAMED = ("meter", "addon", "one_time")  # their codes carry a name: meter:<name>
 
 
