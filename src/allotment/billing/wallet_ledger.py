@@ -256,14 +256,21 @@ async def with_credits(
 
 
 async def month_wallet(
-    session: AsyncSession, *, customer_id: int, now: datetime, plan_credits: bool = True
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    now: datetime,
+    plan_credits: bool = True,
+    live_meters: frozenset[str] | None = None,
 ) -> MonthWallet | None:
     """The wallet as a check reads it (billing/credit_balance.py): the grants' state at the
     start of `now`'s month after every earlier month's draw, this month's grants, and the
     month's paid lines other than meters to `now`. None when the customer has no contract in
     force, or neither a grant nor plan credits (`plan_credits` False: the caller knows the
     plan has none, so no grant ends it after two queries). Costs what `build` does, plus
-    this month."""
+    this month. Only `live_meters` (None: all) are left to the check to price from its month
+    totals; a paid meter whose billed quantity those totals do not give is priced here, with
+    the fixed lines."""
     contract_id = (
         await session.execute(
             select(Contract.id)
@@ -314,6 +321,11 @@ async def month_wallet(
         if left > 0 and (grant.expires_at is None or grant.expires_at > month):
             opened.append(OpenGrant(grant.id, left, grant.granted_at, grant.expires_at))
     applies_to = credits.applies_to if credits else DEFAULT_CREDITS_APPLY_TO
+    live = {
+        name: meter_price
+        for name, meter_price in terms.plan.price.meters.items()
+        if applies(f"meter:{name}", applies_to) and (live_meters is None or name in live_meters)
+    }
     priced = price(gathered.pricing_input())
     # The group in force now: the last one (lines come group by group).
     last_group = priced.lines[-1].source.get("start") if priced.lines else None
@@ -322,7 +334,7 @@ async def month_wallet(
             line.amount
             for line in priced.lines
             if line.amount > 0
-            and not line.code.startswith("meter:")
+            and not (line.code.startswith("meter:") and line.code[len("meter:") :] in live)
             and applies(line.code, applies_to)
             and line.source.get("start") == last_group
         ),
@@ -341,11 +353,7 @@ async def month_wallet(
         grants=tuple(opened),
         fixed=fixed,
         factor=factor,
-        meters={
-            name: meter_price
-            for name, meter_price in terms.plan.price.meters.items()
-            if applies(f"meter:{name}", applies_to)
-        },
+        meters=live,
         applies_to=applies_to,
         enforce=bool(credits and credits.enforce),
     )

@@ -36,6 +36,11 @@ from allotment.check.values import Snapshot
 log = logging.getLogger("allotment.check.credit_use")
 
 
+# Meters whose month total in the usage cache is the quantity an invoice bills: the others
+# are priced with the wallet's fixed lines, as of its last read.
+LIVE_AGGREGATIONS = frozenset({"count", "sum", "max", "unique_count"})
+
+
 def needs(snapshot: Snapshot) -> bool:
     plan = snapshot.plan
     credits = plan.price.credits if plan is not None else None
@@ -115,11 +120,16 @@ class WalletCache:
         assert snapshot.customer_id is not None
         sent = time.monotonic()
         async with self.maker() as session:
-            plan = snapshot.plan
+            plan, catalog = snapshot.plan, snapshot.catalog
             wallet = await wallet_ledger.month_wallet(
                 session,
                 customer_id=snapshot.customer_id,
                 now=now,
                 plan_credits=plan is not None and plan.price.credits is not None,
+                live_meters=frozenset(
+                    name
+                    for name, meter in (catalog.meters.items() if catalog else ())
+                    if meter.aggregation in LIVE_AGGREGATIONS
+                ),
             )
         return _Entry(wallet, snapshot.state_version, wallet_ledger.month_start(now), sent)
