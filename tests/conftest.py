@@ -135,6 +135,8 @@ async def reset(app: object) -> None:
     checker._last_catalog = None
     if checker.usage is not None:
         checker.usage._entries.clear()
+    if checker.wallets is not None:
+        checker.wallets.clear()
     known_seat_limits.clear()  # remembered for the one-round-trip seat assignment
     app.state.keyring.clear()  # type: ignore[attr-defined]  # the signing keys were truncated
     redis = app.state.redis  # type: ignore[attr-defined]

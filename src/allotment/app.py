@@ -30,6 +30,7 @@ from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
 from allotment.auth.endpoints import router as api_keys_router
 from allotment.billing.endpoints import router as billing_router
+from allotment.check.credit_use import WalletCache
 from allotment.check.decisions import DecisionLog
 from allotment.check.endpoints import router as check_router
 from allotment.check.fastpath import CheckFastPath
@@ -38,6 +39,7 @@ from allotment.check.service import Checker
 from allotment.check.snapshot import SnapshotCache
 from allotment.config import Settings, get_settings
 from allotment.contracts.endpoints import router as contracts_router
+from allotment.credits.endpoints import router as credits_router
 from allotment.customers.endpoints import router as customers_router
 from allotment.db import create_engine, create_hot_pool, create_sessionmaker
 from allotment.deps import Public
@@ -129,6 +131,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         decisions=decisions,
         usage=usage,
         warn_at=tuple(Decimal(str(t)) for t in settings.usage_warning_thresholds),
+        wallets=WalletCache(maker=maker),
     )
     # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
     app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)
@@ -313,6 +316,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instances_router,
         usage_router,
         billing_router,
+        credits_router,
         audit_router,
         stream_router,
         artifacts_router,

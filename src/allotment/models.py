@@ -8,6 +8,7 @@ def load_all() -> None:
     from allotment.auth import models as _auth  # noqa: F401
     from allotment.check import decisions as _decisions  # noqa: F401
     from allotment.contracts import models as _contracts  # noqa: F401
+    from allotment.credits import models as _credits  # noqa: F401
     from allotment.customers import models as _customers  # noqa: F401
     from allotment.instances import models as _instances  # noqa: F401
     from allotment.kit import idempotency as _idempotency  # noqa: F401

@@ -344,10 +344,11 @@ def test_rules_beat_gates() -> None:
 # -- gates: the seam for seats, instances and meters ----------------------------------------
 
 
-def test_shipped_gates_are_seat_instance_tenant_in_order() -> None:
-    from allotment.check import evaluator, gates
+def test_shipped_gates_are_seat_instance_tenant_meter_credits_in_order() -> None:
+    from allotment.check import credits, evaluator, gates
 
-    assert (gates.seat, gates.instance, gates.tenant, gates.meter) == evaluator.GATES
+    shipped = (gates.seat, gates.instance, gates.tenant, gates.meter, credits.credits)
+    assert shipped == evaluator.GATES
 
 
 def test_gate_sees_the_check_and_can_deny() -> None:

@@ -109,6 +109,7 @@ async def issue(
         "contract": entitlements["contract"],
         "features": entitlements["features"],
         "limits": entitlements["limits"],
+        "credits": entitlements["credits"],
     }
     if fingerprint is not None:
         claims["instance"] = await _bound(session, snapshot.customer_id, customer, fingerprint, now)

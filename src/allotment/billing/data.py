@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing.annual import Dues, annual_dues
 from allotment.billing.commitments import plan_starts
-from allotment.billing.pricing import Interval, MeterTotal, Segment
+from allotment.billing.pricing import Interval, MeterTotal, PricingInput, Segment
 from allotment.contracts import history as contracts_history
 from allotment.contracts.terms import Terms, seat_limits
 from allotment.contracts.years import contract_year
@@ -99,6 +99,18 @@ class Gathered:
     terms: dict[int, Terms]  # by revision, for reconciliation
     # Parts of the contract's active time no policy version could price: (start, end, why).
     unpriced: tuple[tuple[datetime, datetime, str], ...] = ()
+
+    def pricing_input(self) -> PricingInput:
+        return PricingInput(
+            period_start=self.period_start,
+            period_end=self.period_end,
+            currency=self.currency,
+            minor_digits=self.minor_digits,
+            segments=self.segments,
+            seats=self.seats,
+            instances=self.instances,
+            meters=self.meters(),
+        )
 
     def meters(self) -> Callable[[datetime, datetime, str], MeterTotal]:
         def total(start: datetime, end: datetime, meter: str) -> MeterTotal:

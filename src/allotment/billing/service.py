@@ -1,7 +1,9 @@
 """Invoice previews, finance's list of them, and reconciliation.
 
     preview(session, contract_id=, period=, now=, as_of=)  → InvoiceRead (billing/pricing.py
-                                                           prices what billing/data.py gathered)
+                                                           prices what billing/data.py gathered;
+                                                           billing/wallet_ledger.py adds what a
+                                                           credit wallet paid)
     csv_lines(invoice)                                     → text/csv of the lines
     list_previews(session, period=, …)                     → every contract's subtotal, paginated
     csv_summaries(invoices)                                → text/csv of that list
@@ -22,8 +24,8 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.billing import data, reconcile
-from allotment.billing.pricing import Priced, PricingInput, price
+from allotment.billing import data, reconcile, wallet_ledger
+from allotment.billing.pricing import Priced, price
 from allotment.billing.schemas import (
     InvoiceList,
     InvoiceRead,
@@ -41,18 +43,7 @@ _CSV_COLUMNS = ("code", "description", "quantity", "unit", "unit_price", "amount
 
 
 def priced(gathered: data.Gathered) -> Priced:
-    return price(
-        PricingInput(
-            period_start=gathered.period_start,
-            period_end=gathered.period_end,
-            currency=gathered.currency,
-            minor_digits=gathered.minor_digits,
-            segments=gathered.segments,
-            seats=gathered.seats,
-            instances=gathered.instances,
-            meters=gathered.meters(),
-        )
-    )
+    return price(gathered.pricing_input())
 
 
 async def preview(
@@ -70,7 +61,14 @@ async def preview(
     gathered = await data.gather(
         session, contract=contract, start=start, end=end, as_of=taken, override=override
     )
-    result = priced(gathered)
+    result = await wallet_ledger.with_credits(
+        session,
+        customer_id=contract.customer_id,
+        contract_id=contract.id,
+        gathered=gathered,
+        priced=priced(gathered),
+        override=override,
+    )
     late = gathered.usage.late
     return InvoiceRead(
         contract=contract.id,

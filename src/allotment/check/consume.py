@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.check import evaluator
+from allotment.check import credit_use, evaluator
 from allotment.check.meter_use import load, yearly_since
 from allotment.check.service import Checker
 from allotment.check.values import CheckRequest, Snapshot
@@ -95,7 +95,11 @@ async def consume(
     totals = await load(
         session, customer_id=snapshot.customer_id, now=now, since=yearly_since(snapshot, now)
     )
-    verdict = evaluator.evaluate(snapshot, replace(request, usage=totals), now, gates=checker.gates)
+    wallet = None
+    if checker.wallets is not None and credit_use.needs(snapshot):
+        wallet = await checker.wallets.get(snapshot, now)  # a spent wallet refuses it too
+    request = replace(request, usage=totals, wallet=wallet)
+    verdict = evaluator.evaluate(snapshot, request, now, gates=checker.gates)
     if verdict.allowed:
         await _record(session, snapshot, request, meter, decision, now, engine)
         if checker.usage is not None:

@@ -40,6 +40,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
+from allotment.check import credits as credit_gate
 from allotment.check import gates
 from allotment.check.activation import Activation, reads
 from allotment.check.values import CheckRequest, ContractView, Snapshot, Verdict
@@ -55,7 +56,13 @@ Gate = Callable[[Snapshot, CheckRequest, Feature, datetime], Verdict | None]
 A gate reads the feature from its `Feature` argument, never from `request.feature` (a batch
 hands every feature the same request)."""
 
-GATES: tuple[Gate, ...] = (gates.seat, gates.instance, gates.tenant, gates.meter)
+GATES: tuple[Gate, ...] = (
+    gates.seat,
+    gates.instance,
+    gates.tenant,
+    gates.meter,
+    credit_gate.credits,
+)
 """The gates every check runs, in order (step 8): see `check/gates.py`."""
 
 

@@ -26,6 +26,7 @@ Reason = Literal[
     "lease_expired",
     "usage_limit_reached",
     "soft_limit_exceeded",
+    "credits_exhausted",
     "tenant_unknown",
     "tenant_quota_reached",
     "rule_denied",

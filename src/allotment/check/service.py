@@ -2,7 +2,8 @@
 
 `Checker` lives on `app.state.checker` (one per worker). Its warm path does no I/O: an L1
 snapshot, the pure evaluator, one orjson encode. Meter use (check/meter_use.py) is read for a
-feature with a meter, or with a rule that reads `usage` (docs/policy.md, "Rules and CEL").
+feature with a meter, or with a rule that reads `usage` (docs/policy.md, "Rules and CEL");
+a credit wallet (check/credit_use.py) for a metered feature when the plan enforces credits.
 Misses go through the SnapshotCache; an outage with nothing cached falls back to each
 feature's `on_outage` (deny by default).
 """
@@ -19,8 +20,10 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError
 
-from allotment.check import evaluator, gates
+from allotment.check import credit_use, evaluator, gates
+from allotment.check import credits as credit_gate
 from allotment.check.activation import reads
+from allotment.check.credit_use import WalletCache
 from allotment.check.decisions import DecisionLog
 from allotment.check.meter_use import UsageCache
 from allotment.check.metrics import CHECK_LATENCY, DECISIONS
@@ -29,6 +32,7 @@ from allotment.check.values import CheckRequest, Snapshot, Usage, Verdict
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id, new_ids
 from allotment.policy.catalog import Catalog, Feature
+from allotment.policy.money import format_amount
 
 # The `endpoint` label of allotment_check_seconds: the routes that decide through a Checker.
 # OFREP (allotment/ofrep) decides with the very same methods, and is told apart only here.
@@ -43,10 +47,12 @@ class Checker:
         decisions: DecisionLog,
         usage: UsageCache | None = None,
         warn_at: tuple[Decimal, ...] = gates.WARN_AT,
+        wallets: WalletCache | None = None,
     ) -> None:
         self.snapshots = snapshots
         self.decisions = decisions
         self.usage = usage
+        self.wallets = wallets
         self.warn_at = warn_at
         self.gates = evaluator.gates_warning_at(warn_at)  # what every check of this one runs
         self._last_catalog: tuple[int | None, Catalog] | None = None
@@ -177,6 +183,8 @@ class Checker:
             usage, unavailable = await self._usage(snapshot, now)
             request = replace(request, usage=usage, usage_unavailable=unavailable)
             stale = stale or unavailable
+            if self.wallets is not None and credit_use.needs(snapshot):
+                request = replace(request, wallet=await self.wallets.get(snapshot, now))
         verdict = evaluator.evaluate(snapshot, request, now, gates=self.gates)
         return self.document(request, verdict, snapshot, stale, now)
 
@@ -203,6 +211,8 @@ class Checker:
             usage, unavailable = await self._usage(snapshot, now)
             base = replace(base, usage=usage, usage_unavailable=unavailable)
             stale = stale or unavailable
+            if self.wallets is not None and credit_use.needs(snapshot):
+                base = replace(base, wallet=await self.wallets.get(snapshot, now))
         ids = new_ids("dec", len(features))
         if snapshot is None:
             decisions = []
@@ -341,8 +351,29 @@ class Checker:
                 for name, verdict in zip(names, verdicts, strict=True)
             ],
             "limits": await self.limits_of(snapshot, now),
+            "credits": await self._credits_held(snapshot, now),
         }
         return document, snapshot
+
+    async def _credits_held(self, snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
+        """The credit wallet's balance at `now` (docs/billing.md, "Credit wallets"); None
+        without a wallet."""
+        if self.wallets is None or snapshot.contract is None:
+            return None
+        wallet = await self.wallets.get(snapshot, now)
+        if wallet is None:
+            return None
+        usage = None
+        if wallet.meters and self.usage is not None:
+            usage, _ = await self._usage(snapshot, now)
+        left = credit_gate.wallet_balance(wallet, usage, now)
+        return {
+            "balance": format_amount(left),
+            "currency": wallet.currency,
+            "enforce": wallet.enforce,
+            "exhausted": left <= 0,
+            "applies_to": list(wallet.applies_to),
+        }
 
 
 def _needs(feature: Feature) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from allotment.billing.credit_balance import MonthWallet
 from allotment.contracts.terms import SeatLimits
 from allotment.policy.catalog import Catalog, InstancePool, Plan
 from allotment.tenants.quotas import Quotas
@@ -176,6 +177,9 @@ class CheckRequest:
     # PostgreSQL could not be read for the use and this worker knew none: a hard limit
     # then denies (unless the feature's on_outage allows), never allows blindly.
     usage_unavailable: bool = False
+    # The customer's credit wallet, set by the checker when the plan enforces it
+    # (check/credit_use.py); the credits gate finishes its balance with `usage`.
+    wallet: MonthWallet | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@
      │     ├── instances: InstancePool | None
      │     ├── limits: {meter: UsageLimit}
      │     └── price: Price              seat: SeatPrice | None, meters: {meter: MeterPrice},
-     │                                   instance_kinds, minimum, one_time
+     │                                   instance_kinds, minimum, one_time, credits
      ├── addons:   {name: Addon}
      └── rules:    {feature: (Rule, ...)}
 
@@ -161,6 +161,24 @@ class LicencePrice:
     overage_unit: Decimal | None = None
 
 
+# What a wallet pays when a plan does not say (docs/billing.md, "Credit wallets"): the usage
+# lines. An entry is a line code, or a prefix ending in `*`.
+DEFAULT_CREDITS_APPLY_TO: tuple[str, ...] = ("meter:*", "instances", "instances:*", "burst")
+
+
+@dataclass(frozen=True)
+class Credits:
+    """A plan's prepaid credits (`price.credits`)."""
+
+    monthly: Decimal | None = None  # granted at the start of each month in force
+    rollover: int = 0  # months a monthly grant stays valid after its own
+    applies_to: tuple[str, ...] = DEFAULT_CREDITS_APPLY_TO
+    enforce: bool = False  # deny metered features the wallet pays once it is empty
+
+
+NO_CREDITS = Credits()
+
+
 @dataclass(frozen=True)
 class Price:
     base: Decimal
@@ -174,6 +192,7 @@ class Price:
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
     instance_licence: LicencePrice | None = None
     interval: Interval = "month"  # year: `base` is a year's fee (billing/annual.py)
+    credits: Credits | None = None  # the plan's wallet terms; None: defaults (NO_CREDITS)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 from allotment.kit.jsonx import canonical
 from allotment.policy.catalog import (
+    DEFAULT_CREDITS_APPLY_TO,
     Addon,
     Burst,
     Catalog,
+    Credits,
     Feature,
     InstancePool,
     LicencePrice,
@@ -242,6 +244,18 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         minimum=block.get("minimum"),
         one_time=_frozen(block.get("one_time") or {}),
         interval=block.get("interval") or "month",
+        credits=_credits(block.get("credits")),
+    )
+
+
+def _credits(block: Mapping[str, Any] | None) -> Credits | None:
+    if block is None:
+        return None
+    return Credits(
+        monthly=block.get("monthly"),
+        rollover=block.get("rollover") or 0,
+        applies_to=tuple(block.get("applies_to") or DEFAULT_CREDITS_APPLY_TO),
+        enforce=bool(block.get("enforce")),
     )
 
 

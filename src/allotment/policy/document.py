@@ -273,6 +273,32 @@ class InstancePriceSpec(Spec):
     )
 
 
+# A line code (`burst`, `meter:api_calls`) or a prefix of codes ending in `*` (`meter:*`).
+CREDIT_LINE_PATTERN = r"^[a-z][a-z_]*(:([a-z][a-z0-9_]{0,62}|\*)?)?\*?$"
+CreditLine = Annotated[str, StringConstraints(pattern=CREDIT_LINE_PATTERN, max_length=80)]
+
+
+class CreditsSpec(Spec):
+    monthly: Money | None = Field(
+        default=None, description="Credits granted at the start of each month on the plan."
+    )
+    rollover: Annotated[int, Field(ge=0, le=120)] | None = Field(
+        default=None,
+        description="Months a monthly grant stays valid after its own (default 0).",
+    )
+    applies_to: list[CreditLine] | None = Field(
+        default=None,
+        min_length=1,
+        description="The lines the wallet pays: codes, or prefixes ending in `*`. Default: "
+        "meter:*, instances, instances:*, burst.",
+    )
+    enforce: bool | None = Field(
+        default=None,
+        description="Deny metered features whose line the wallet pays once it is empty "
+        "(credits_exhausted). Default false.",
+    )
+
+
 class PriceSpec(Spec):
     base: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
     seat: SeatPriceSpec | None = None
@@ -295,6 +321,9 @@ class PriceSpec(Spec):
         default=None,
         description="Of `base`: month (default), or year: a year's fee, charged in full once "
         "per contract year.",
+    )
+    credits: CreditsSpec | None = Field(
+        default=None, description="Prepaid credits: a monthly grant, what the wallet pays."
     )
 
 

@@ -12,6 +12,9 @@ every error.
     resolved: no tiers nor package             plans.team.price.meters.storage.tiers
     resolved: mode without tiers               plans.team.price.seat.mode, ...meters.storage.mode
     resolved: a priced kind the plan refuses   plans.team.price.instances.kinds.gpu
+    credits: a line no wallet pays             plans.team.price.credits.applies_to[0]
+    resolved: credits for a meter not priced   plans.team.price.credits.applies_to[1]
+    resolved: rollover without monthly         plans.team.price.credits.rollover
 """
 
 from __future__ import annotations
@@ -48,10 +51,52 @@ def check_tiers(tiers: object, *, location: Location) -> Iterator[Finding]:
         previous = up_to
 
 
+# The line kinds a credit wallet can pay (docs/billing.md, "Credit wallets"), with those of
+# bought quantities (seats_overage, instance_licences, instance_licences_overage);
+# adjustments (credit:trial, discount:*) and the credits line itself are not among them.
+CREDIT_LINES = (
+    "base",
+    "seats",
+    "seats_overage",
+    "burst",
+    "instances",
+    "instance_licences",
+    "instance_licences_overage",
+    "meter",
+    "addon",
+    "minimum",
+    "one_time",
+)
+_NAMED = ("meter", "addon", "one_time")  # their codes carry a name: meter:<name>
+
+
+def _check_credit_lines(credits: object, *, location: Location) -> Iterator[Finding]:
+    entries = credits.get("applies_to") if isinstance(credits, Mapping) else None
+    if not isinstance(entries, list):
+        return
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            continue
+        head, colon, name = entry.partition(":")
+        kind = head.rstrip("*")
+        if kind not in CREDIT_LINES or (head.endswith("*") and colon):
+            yield (
+                (*location, "applies_to", index),
+                f"'{entry}' is no line a wallet pays: a code or prefix of "
+                f"{', '.join(CREDIT_LINES)} (e.g. meter:*, instances:gpu)",
+            )
+        elif kind in _NAMED and not head.endswith("*") and not name:
+            yield (
+                (*location, "applies_to", index),
+                f"'{entry}' names no {kind}: write {kind}:<name>, or {kind}:* for every one",
+            )
+
+
 def check_written(price: object, *, location: Location) -> Iterator[Finding]:
     """What one plan's own `price` block says about itself (before inheritance)."""
     if not isinstance(price, Mapping):
         return
+    yield from _check_credit_lines(price.get("credits"), location=(*location, "credits"))
     seat = price.get("seat")
     if isinstance(seat, Mapping):
         yield from check_tiers(seat.get("tiers"), location=(*location, "seat", "tiers"))
@@ -102,6 +147,27 @@ def price_gaps(settings: Mapping[str, Any]) -> Iterator[Finding]:
             elif not meter_price.get("tiers"):
                 yield ("price", "meters", meter, "tiers"), "required: at least one tier"
     yield from _priced_kinds(price.get("instances"), settings.get("instances"))
+    yield from _credit_gaps(price.get("credits"), meter_prices)
+
+
+def _credit_gaps(credits: object, meter_prices: object) -> Iterator[Finding]:
+    if not isinstance(credits, Mapping):
+        return
+    if credits.get("rollover") and not credits.get("monthly"):
+        yield (
+            ("price", "credits", "rollover"),
+            "a rollover keeps the monthly grant longer: write price.credits.monthly too",
+        )
+    entries = credits.get("applies_to")
+    priced = meter_prices if isinstance(meter_prices, Mapping) else {}
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if isinstance(entry, str) and entry.startswith("meter:") and not entry.endswith("*"):
+            meter = entry.removeprefix("meter:")
+            if meter not in priced:
+                yield (
+                    ("price", "credits", "applies_to", index),
+                    f"the plan prices no meter '{meter}': no {entry} line to pay",
+                )
 
 
 def _priced_kinds(priced: object, pool: object) -> Iterator[Finding]:

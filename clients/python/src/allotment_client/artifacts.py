@@ -326,6 +326,19 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _wallet_pays(credits: Mapping[str, Any], meter: str) -> bool:
+    """The artifact's credit wallet enforces its balance on `meter` (`credits_exhausted`):
+    `applies_to` holds line codes or prefixes ending in `*`."""
+    patterns = credits.get("applies_to")
+    if not credits.get("enforce") or not isinstance(patterns, list):
+        return False
+    code = f"meter:{meter}"
+    return any(
+        isinstance(p, str) and (code.startswith(p[:-1]) if p.endswith("*") else code == p)
+        for p in patterns
+    )
+
+
 def _entries(
     claims: Mapping[str, Any], rules: Mapping[str, frozenset[str]] | None
 ) -> dict[str, FeatureEntry]:
@@ -335,6 +348,7 @@ def _entries(
     limits: dict[str, Any] = _object(claims.get("limits"))
     meters: dict[str, Any] = _object(limits.get("meters"))
     bound = _object(claims.get("instance")).get("fingerprint")
+    credits = _object(claims.get("credits"))
     entries: dict[str, FeatureEntry] = {}
     for item in claims["features"]:
         if not isinstance(item, dict) or not isinstance(item.get("feature"), str):
@@ -361,6 +375,8 @@ def _entries(
         meter = item.get("meter") if isinstance(item.get("meter"), str) else None
         usage = _object(meters.get(meter)) if meter else None
         hard = bool(usage) and _object(usage).get("enforcement") == "hard"
+        # A meter an enforcing credit wallet pays is decided on the balance: the service's.
+        hard = hard or (meter is not None and _wallet_pays(credits, meter))
         seat, instance = bool(item.get("seat_required")), bool(item.get("instance_required"))
         fixed = not allowed and reason in STATIC_DENIALS
         plain: Decision | None

@@ -1,0 +1,184 @@
+"""Credit grants and the wallet they make (docs/billing.md, "Credit wallets").
+
+grant(session, customer_key=, data=, actor=)         → CreditGrantRead; audited, and the
+                                                     customer's state version bumped
+                                                     (checks read the balance)
+wallet(session, customer_key=, as_of=, now=)         → WalletRead: balance, each grant's
+                                                     state, every month's charge and draw
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment import invalidation
+from allotment.audit import service as audit
+from allotment.billing import wallet_ledger
+from allotment.billing.measure import money
+from allotment.credits.models import CreditGrant
+from allotment.credits.schemas import (
+    ChargeRead,
+    CreditGrantCreate,
+    CreditGrantRead,
+    DrawRead,
+    GrantState,
+    WalletRead,
+)
+from allotment.customers import service as customers
+from allotment.errors import ValidationFailed
+from allotment.kit.clock import in_utc, isoformat, utcnow
+from allotment.kit.ids import new_id
+from allotment.policy import service as policies
+from allotment.policy.money import decimal_places, format_amount
+
+
+def _read(row: CreditGrant, customer: str) -> CreditGrantRead:
+    return CreditGrantRead(
+        id=row.id,
+        customer=customer,
+        kind=row.kind,  # type: ignore[arg-type]
+        amount=row.amount,
+        currency=row.currency,
+        granted_at=row.granted_at,
+        expires_at=row.expires_at,
+        reason=row.reason,
+        actor=row.actor,
+        created_at=row.created_at,
+    )
+
+
+async def grant(
+    session: AsyncSession, *, customer_key: str, data: CreditGrantCreate, actor: str
+) -> CreditGrantRead:
+    now = utcnow()
+    customer = await customers.get(session, customer_key)
+    _, catalog = await policies.load_catalog(session)  # the amount is in its currency
+    problems = []
+    if data.amount <= 0:
+        problems.append({"path": "amount", "message": "must be above zero"})
+    elif decimal_places(data.amount) > catalog.minor_digits:
+        problems.append(
+            {
+                "path": "amount",
+                "message": f"'{format_amount(data.amount)}' has {decimal_places(data.amount)} "
+                f"decimal places; {catalog.currency} allows at most {catalog.minor_digits}",
+            }
+        )
+    granted_at = in_utc(data.granted_at, path="granted_at") if data.granted_at else now
+    expires_at = in_utc(data.expires_at, path="expires_at") if data.expires_at else None
+    if expires_at is not None and expires_at <= granted_at:
+        problems.append(
+            {"path": "expires_at", "message": f"must be after granted_at ({isoformat(granted_at)})"}
+        )
+    if problems:
+        raise ValidationFailed(
+            f"The credit grant is not valid: {len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}; see `errors` for each, by path.",
+            errors=problems,
+        )
+    row = CreditGrant(
+        id=new_id("cr"),
+        customer_id=customer.id,
+        amount=data.amount,
+        currency=catalog.currency,
+        kind=data.kind,
+        granted_at=granted_at,
+        expires_at=expires_at,
+        reason=data.reason,
+        actor=actor,
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    read = _read(row, customer.key)
+    audit.record(
+        session,
+        actor=actor,
+        action="credits.granted",
+        target_type="customer",
+        target_key=customer.key,
+        before=None,
+        after=read.model_dump(mode="json"),
+    )
+    await invalidation.bump_customer(session, customer_id=customer.id, customer_key=customer.key)
+    return read
+
+
+async def wallet(
+    session: AsyncSession, *, customer_key: str, as_of: datetime | None, now: datetime
+) -> WalletRead:
+    customer = await customers.get(session, customer_key)
+    taken = now.replace(microsecond=0) if as_of is None else in_utc(as_of, path="as_of")
+    if taken > now:
+        raise ValidationFailed(
+            f"`as_of` {isoformat(taken)} is in the future.",
+            errors=[{"path": "as_of", "message": "in the future"}],
+        )
+    found = await wallet_ledger.build(session, customer_id=customer.id, as_of=taken)
+    if found is None:
+        _, catalog = await policies.load_catalog(session)
+        return WalletRead(
+            customer=customer.key,
+            currency=catalog.currency,
+            as_of=taken,
+            balance=Decimal(0),
+            enforce=False,
+            grants=[],
+            charges=[],
+            draws=[],
+        )
+    ledger = found.ledger
+    digits = found.minor_digits
+
+    def amount(value: Decimal) -> Decimal:  # in the minor unit, as invoices show it
+        return money(Fraction(value), digits)
+
+    grants = []
+    for item in found.grants:
+        row = found.rows.get(item.id)
+        drawn = sum((d.amount for d in ledger.draws if d.grant == item.id), Decimal(0))
+        grants.append(
+            GrantState(
+                id=item.id,
+                customer=customer.key,
+                kind=item.kind,
+                amount=amount(item.amount),
+                currency=row.currency if row is not None else found.currency,
+                granted_at=item.granted_at,
+                expires_at=item.expires_at,
+                reason=row.reason if row is not None else "the plan's monthly credits",
+                actor=row.actor if row is not None else None,
+                created_at=row.created_at if row is not None else None,
+                drawn=amount(drawn),
+                remaining=amount(ledger.remaining.get(item.id, Decimal(0))),
+                expired=amount(ledger.expired.get(item.id, Decimal(0))),
+            )
+        )
+    grants.sort(key=lambda g: (g.granted_at, g.id))
+    return WalletRead(
+        customer=customer.key,
+        currency=found.currency,
+        as_of=taken,
+        balance=amount(ledger.balance),
+        enforce=found.credits.enforce if found.credits is not None else False,
+        grants=grants,
+        charges=[
+            ChargeRead(
+                charge=m.ref,
+                contract=m.contract,
+                period=m.period,
+                at=m.at,
+                amount=m.charge.amount,
+                lines=list(m.charge.lines),
+                uncovered=amount(ledger.uncovered.get(m.ref, Decimal(0))),
+            )
+            for m in found.months
+        ],
+        draws=[
+            DrawRead(grant=d.grant, charge=d.charge, amount=amount(d.amount)) for d in ledger.draws
+        ],
+    )
