@@ -63,6 +63,16 @@ def check_priced_addons(
                     "sell the other as an add-on of its own"
                 ),
             )
+        priced_otherwise = [key for key in written if key != "price"]
+        for key in ("interval", "price_lists"):
+            if spec.get(key) is not None and priced_otherwise:
+                yield (
+                    (*where, key),
+                    (
+                        f"{key} is of `price`, a fee; an add-on priced by {priced_otherwise[0]} "
+                        "takes none"
+                    ),
+                )
         if spec.get("percent") is not None and spec.get("of") is None:
             yield (*where, "of"), "required with percent: the line codes it is a percentage of"
         if spec.get("of") is not None and spec.get("percent") is None:
