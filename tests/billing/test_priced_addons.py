@@ -341,7 +341,8 @@ def test_quantity_times_an_addon_is_its_lines_times_the_quantity(
     extra = 10_000 if name == "api_boost" else 0
     assert meter_many.source["included"] == meter_one.source["included"] + extra * (quantity - 1)
     # Nothing else moves.
-    others = {c: l.amount for c, l in by_code(one).items() if c not in (code, "meter:api_calls")}
+    moved = (code, "meter:api_calls")
+    others = {c: line.amount for c, line in by_code(one).items() if c not in moved}
     assert {c: by_code(many)[c].amount for c in others} == others
 
 

@@ -56,7 +56,9 @@ async def test_amending_a_quantity_writes_a_revision(
     assert amended.status_code == 200, amended.text
     assert amended.json()["revision"] == 2
     assert amended.json()["addon_quantities"] == {"audit_pack": 4}
-    same = await amend(client, admin, amended.json(), addons=[{"name": "audit_pack", "quantity": 4}])
+    same = await amend(
+        client, admin, amended.json(), addons=[{"name": "audit_pack", "quantity": 4}]
+    )
     assert same.json()["revision"] == 2  # nothing changed: no revision
     back = await amend(client, admin, amended.json(), addons=["audit_pack"])
     assert back.json()["revision"] == 3 and back.json()["addon_quantities"] == {"audit_pack": 1}

@@ -25,7 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol
 
-from allotment.billing.measure import QUANTITY_PLACES, ZERO, decimal, days, steps, text
+from allotment.billing.measure import QUANTITY_PLACES, ZERO, days, decimal, steps, text
 from allotment.contracts.addons import total
 from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
