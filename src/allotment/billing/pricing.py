@@ -471,7 +471,7 @@ class _Pricer:
         return self._line(**dataclasses.asdict(draft))
 
     def _adjustment(self, priced: Sequence[Line]) -> Line | None:
-        """A trial's credit of every line, or an educational or pilot contract's discount."""
+        """A trial's credit of every line, or a discount: educational, pilot or negotiated."""
         kind = self.terms.kind
         percent = self.terms.discount_percent
         if kind == "trial":

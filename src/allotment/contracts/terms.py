@@ -5,6 +5,8 @@ limits it grants at a given moment. No I/O, no clock reads.
      ├── seats: SeatTerms | None         None: the plan's seat pool as is
      ├── instances: InstanceTerms | None None: the plan's instance pool as is
      ├── quantities: Quantities | None   bought seats / instance licences (basis contracted)
+     ├── addons, addon_quantities        names, and (name, quantity) of those bought > 1
+     ├── discount_percent, discount_reason
      └── overrides: (Override, ...)      grant/revoke a feature, or set a meter's limit
     check_terms(terms, catalog)  → [{path, message}]   every problem, by request path
     initial_attributes(plan, requested)                 the immutable attributes at creation
