@@ -102,8 +102,14 @@ def _with(**addon: Any) -> dict[str, Any]:
         (
             {"percent": 20, "of": ["meter:exports"]},
             "addons.probe.of[0]",
-            ("no plan or add-on prices meter 'exports'",),
+            ("no plan prices meter 'exports'",),
         ),
+        (
+            {"percent": 20, "of": ["meter:gpu_minutes"]},
+            "addons.probe.of[0]",
+            ("no plan prices meter 'gpu_minutes'", "addon:<its name>"),
+        ),
+        ({"percent": 20, "of": ["addon:gpu", "addon:growth"]}, None, ()),
         ({"percent": 20, "of": ["addon:nope"]}, "addons.probe.of[0]", ("unknown add-on",)),
         ({"percent": 20, "of": ["addon:probe"]}, "addons.probe.of[0]", ("not a percentage of",)),
         (
@@ -144,9 +150,12 @@ def _with(**addon: Any) -> dict[str, Any]:
     ],
 )
 def test_each_addon_error_is_reported_at_its_path(
-    addon: dict[str, Any], path: str, fragments: tuple[str, ...]
+    addon: dict[str, Any], path: str | None, fragments: tuple[str, ...]
 ) -> None:
-    assert_error(_with(**addon), path, *fragments)
+    if path is None:  # the valid neighbour of an error above
+        assert errors_by_path(_with(**addon)) == {}
+    else:
+        assert_error(_with(**addon), path, *fragments)
 
 
 def test_seats_in_of_needs_a_plan_that_prices_seats() -> None:

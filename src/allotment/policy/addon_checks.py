@@ -82,7 +82,7 @@ def check_priced_addons(
             spec.get("of"),
             addons=addons,
             meter_names=meter_names,
-            priced_meters=plan_meters.keys() | unit_meters,
+            priced_meters=set(plan_meters),
             seats_priced=seats_priced,
         )
         per_unit = spec.get("per_unit")
@@ -152,7 +152,13 @@ def _check_of(
         elif kind == "meter" and name not in meter_names:
             yield location, _unknown("meter", name, meter_names)
         elif kind == "meter" and name not in priced_meters:
-            yield location, f"no plan or add-on prices meter '{name}', so there is no line {code}"
+            yield (
+                location,
+                (
+                    f"no plan prices meter '{name}', so there is no line {code} (an add-on's "
+                    "per_unit line is addon:<its name>)"
+                ),
+            )
         elif kind == "addon" and name == addon:
             yield location, "an add-on is not a percentage of itself"
         elif kind == "addon" and name not in addons:
