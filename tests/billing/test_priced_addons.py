@@ -363,3 +363,17 @@ def test_allowances_raise_the_seat_limit_priced_for_burst(quantity: int) -> None
     )
     pool = seat_limits(terms, compiled.plans["team"], addons=compiled.addons)
     assert pool is not None and pool.limit == 10 + 5 * quantity
+
+
+def test_per_unit_of_a_level_is_priced_per_month_like_the_plans_meter_lines() -> None:
+    """An average meter (GB stored, say) priced by an add-on: max(0, level − included) × unit
+    × the fee fraction. From May 16 12:00, 350 on average, 100 included: 250 × 0.02 × ½."""
+    from allotment.billing.pricing import MeterTotal
+
+    def level(start, end, meter):  # type: ignore[no-untyped-def]
+        return MeterTotal(meter, D("350"), 4, level=meter == "gpu_minutes")
+
+    data = dataclasses.replace(pricing(bought("team", "gpu", start=may(16, 12))), meters=level)
+    line = by_code(price(data))["addon:gpu"]
+    assert line.amount == D("2.50") and line.quantity == D("250")
+    assert line.source["level"] is True and line.source["fraction"] == "0.5"

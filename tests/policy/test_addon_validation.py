@@ -165,3 +165,20 @@ def test_seats_in_of_needs_a_plan_that_prices_seats() -> None:
     assert found == {
         "addons.maintenance.of[1]": ["no plan prices seats (price.seat), so there is no seats line"]
     }
+
+
+def test_a_level_takes_no_raised_limit_and_included_units_may_be_decimals() -> None:
+    raw = priced()
+    raw["meters"]["storage"] = {
+        "event_type": "storage.used",
+        "aggregation": "average",
+        "property": "gb",
+    }
+    raw["plans"]["team"]["price"]["meters"]["storage"] = {"tiers": [{"unit": "0.10"}]}
+    raw["addons"]["probe"] = {"raises": {"limits": {"storage": 10}}}
+    assert_error(raw, "addons.probe.raises.limits.storage", "is a level", "no limit")
+    raw["addons"]["probe"] = {"raises": {"included": {"storage": "0.5"}}}
+    result = validate(raw)
+    assert result.errors == [] and result.document is not None
+    raises = compile_policy(result.document).addons["probe"].raises
+    assert raises.included["storage"] == Decimal("0.5")

@@ -25,6 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol
 
+from allotment.billing.levels import json_units, level_terms
 from allotment.billing.measure import QUANTITY_PLACES, ZERO, days, decimal, steps, text
 from allotment.contracts.addons import total
 from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
@@ -109,7 +110,7 @@ def note_included(meter_lines: Sequence[Line | None], raised: Raises) -> None:
         if line is not None and line.code.startswith("meter:"):
             extra = raised.included.get(line.code.removeprefix("meter:"), 0)
             if extra:
-                line.source["included_by_addons"] = extra
+                line.source["included_by_addons"] = json_units(extra)
 
 
 def _times(addon: Addon, quantity: int) -> str:
@@ -181,17 +182,21 @@ def _unit(pricer: GroupPricer, addon: Addon, raised: Raises) -> Line | None:
     pricing = addon.pricing
     assert pricing is not None and pricing.meter is not None
     measured = pricer.data.meters(*pricer.span, pricing.meter)
-    used = max(ZERO, Fraction(measured.quantity))
+    exact = Fraction(measured.quantity) if measured.exact is None else measured.exact
+    used = max(ZERO, exact)
     included = raised.included.get(pricing.meter, 0)
-    quantity = max(ZERO, used - included)
+    quantity = max(ZERO, used - Fraction(included))
     places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+    # A level (an average, a percentile) is priced per month, as the plan's meter lines are.
+    level = level_terms(measured.level, pricer.fee_fraction, pricer.fee_days)
     return pricer.line(
         f"addon:{addon.name}",
-        f"add-on {addon.name}: {pricing.meter} {text(used, places)} used, {included} included",
+        f"add-on {addon.name}: {pricing.meter} {text(used, places)} used, {included} included"
+        + level.description,
         quantity=quantity,
         unit=pricing.meter,
         unit_price=pricing.unit,
-        amount=quantity * Fraction(pricing.unit),
+        amount=quantity * Fraction(pricing.unit) * level.fraction,
         places=places,
         source={
             "addon": addon.name,
@@ -199,7 +204,8 @@ def _unit(pricer: GroupPricer, addon: Addon, raised: Raises) -> Line | None:
             "meter": pricing.meter,
             "events": measured.events,
             "total": text(used, places),
-            "included": included,
+            "included": json_units(included),
+            **level.source,
         },
     )
 

@@ -16,6 +16,7 @@ for it. An add-on a later policy removed adds nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -89,7 +90,7 @@ def bought(terms: Terms, addons: Mapping[str, Addon]) -> tuple[tuple[Addon, int]
 def total(pairs: Iterable[tuple[Addon, int]]) -> Raises:
     seats = instances = 0
     limits: dict[str, int] = {}
-    included: dict[str, int] = {}
+    included: dict[str, int | Decimal] = {}
     for addon, quantity in pairs:
         raises = addon.raises
         if raises is NO_RAISES:
@@ -98,8 +99,8 @@ def total(pairs: Iterable[tuple[Addon, int]]) -> Raises:
         instances += raises.instances * quantity
         for meter, units in raises.limits.items():
             limits[meter] = limits.get(meter, 0) + units * quantity
-        for meter, units in raises.included.items():
-            included[meter] = included.get(meter, 0) + units * quantity
+        for meter, free in raises.included.items():
+            included[meter] = included.get(meter, 0) + free * quantity
     if not (seats or instances or limits or included):
         return NO_RAISES
     return Raises(

@@ -9,6 +9,7 @@
       prices already
     raises a limit / included units of an unknown     addons.boost.raises.limits.foo,
       meter, or included units no line prices         addons.boost.raises.included.foo
+    raises the limit of a level (average, percentile) addons.boost.raises.limits.storage
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def check_priced_addons(
     addons: Mapping[str, Any],
     *,
     meter_names: set[str],
+    levels: set[str],
     plans: Mapping[str, Any],
 ) -> Iterator[Finding]:
+    """`levels`: the meters whose value is a level (they take no limit: docs/usage.md)."""
     plan_meters = _plan_meters(plans)
     unit_meters = {
         spec["per_unit"]["meter"]
@@ -113,6 +116,14 @@ def check_priced_addons(
                     continue
                 if meter not in meter_names:
                     yield location, _unknown("meter", meter, meter_names)
+                elif key == "limits" and meter in levels:
+                    yield (
+                        location,
+                        (
+                            f"meter '{meter}' is a level (an average or a percentile of hourly "
+                            "values): it takes no limit to raise"
+                        ),
+                    )
                 elif key == "included" and meter not in plan_meters and meter not in unit_meters:
                     yield (
                         location,

@@ -213,7 +213,7 @@ class Plan:
 
 
 AddonPricing = Literal["seat", "instance", "unit", "percent"]
-_NOTHING: Mapping[str, int] = MappingProxyType({})
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -233,10 +233,10 @@ class Raises:
 
     seats: int = 0
     instances: int = 0
-    limits: Mapping[str, int] = field(default_factory=lambda: _NOTHING)  # meter → units added
-    included: Mapping[str, int] = field(
-        default_factory=lambda: _NOTHING
-    )  # to its line's free units
+    # meter → units added to its limit
+    limits: Mapping[str, int] = field(default_factory=lambda: _NOTHING)
+    # meter → units added to the free units of the line that prices it
+    included: Mapping[str, int | Decimal] = field(default_factory=lambda: _NOTHING)
 
 
 NO_RAISES = Raises()

@@ -99,7 +99,12 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
             if isinstance(spec, Mapping)
             for finding in check_addon_terms(name, spec, currency=raw.get("currency"))
         ),
-        *check_priced_addons(_section(raw, "addons"), meter_names=meter_names, plans=plans),
+        *check_priced_addons(
+            _section(raw, "addons"),
+            meter_names=meter_names,
+            levels=level_meters(meters),
+            plans=plans,
+        ),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]
 

@@ -394,8 +394,10 @@ class AddonRaisesSpec(Spec):
     limits: dict[Name, NonNegative] | None = Field(
         default=None, description="Meter → units added to its limit per period."
     )
-    included: dict[Name, Volume] | None = Field(
-        default=None, description="Meter → units added to the free units of its line."
+    included: dict[Name, Units] | None = Field(
+        default=None,
+        description="Meter → units added to the free units of its line (an integer, or a "
+        'decimal as "0.5").',
     )
 
 
