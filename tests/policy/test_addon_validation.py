@@ -111,6 +111,12 @@ def _with(**addon: Any) -> dict[str, Any]:
         ),
         ({"percent": 20, "of": ["addon:gpu", "addon:growth"]}, None, ()),
         ({"percent": 20, "of": ["addon:nope"]}, "addons.probe.of[0]", ("unknown add-on",)),
+        (
+            {"percent": 20, "of": ["instances:gpu"]},
+            "addons.probe.of[0]",
+            ("no plan prices instances of kind 'gpu' apart",),
+        ),
+        ({"percent": 20, "of": ["minimum"]}, "addons.probe.of[0]", ("not a line code",)),
         ({"percent": 20, "of": ["addon:probe"]}, "addons.probe.of[0]", ("not a percentage of",)),
         (
             {"percent": 20, "of": ["addon:maintenance"]},
@@ -182,3 +188,10 @@ def test_a_level_takes_no_raised_limit_and_included_units_may_be_decimals() -> N
     assert result.errors == [] and result.document is not None
     raises = compile_policy(result.document).addons["probe"].raises
     assert raises.included["storage"] == Decimal("0.5")
+
+
+def test_a_percentage_of_an_instance_kind_priced_apart() -> None:
+    raw = priced()
+    raw["plans"]["team"]["price"]["instances"] = {"kinds": {"cluster": "0.40"}}
+    raw["addons"]["probe"] = {"percent": 15, "of": ["instances:cluster", "instances"]}
+    assert validate(raw).errors == []

@@ -27,8 +27,8 @@ Finding = tuple[Location, str]
 PRICING_KEYS = ("price", "per_seat", "per_instance", "per_unit", "percent")
 FIXED_LINES = ("base", "seats", "burst", "instances")
 _NAME = re.compile(NAME_PATTERN)
-_LINE = re.compile(r"^(?:(meter|addon):)?([a-z][a-z0-9_]{0,62})$")
-_FORMS = "base, seats, burst, instances, meter:<meter> or addon:<add-on>"
+_LINE = re.compile(r"^(?:(meter|addon|instances):)?([a-z][a-z0-9_]{0,62})$")
+_FORMS = "base, seats, burst, instances, instances:<kind>, meter:<meter> or addon:<add-on>"
 
 
 def check_priced_addons(
@@ -86,6 +86,7 @@ def check_priced_addons(
             addons=addons,
             meter_names=meter_names,
             priced_meters=set(plan_meters),
+            priced_kinds=_plan_kinds(plans),
             seats_priced=seats_priced,
         )
         per_unit = spec.get("per_unit")
@@ -141,6 +142,7 @@ def _check_of(
     addons: Mapping[str, Any],
     meter_names: set[str],
     priced_meters: set[str],
+    priced_kinds: set[str],
     seats_priced: bool,
 ) -> Iterator[Finding]:
     seen: set[str] = set()
@@ -170,6 +172,14 @@ def _check_of(
                     "per_unit line is addon:<its name>)"
                 ),
             )
+        elif kind == "instances" and name not in priced_kinds:
+            yield (
+                location,
+                (
+                    f"no plan prices instances of kind '{name}' apart (price.instances.kinds), so "
+                    f"there is no line {code}"
+                ),
+            )
         elif kind == "addon" and name == addon:
             yield location, "an add-on is not a percentage of itself"
         elif kind == "addon" and name not in addons:
@@ -179,6 +189,18 @@ def _check_of(
                 location,
                 (f"add-on '{name}' is a percentage too: a percentage is taken of the other lines"),
             )
+
+
+def _plan_kinds(plans: Mapping[str, Any]) -> set[str]:
+    """The instance kinds some plan prices apart (`price.instances.kinds`)."""
+    found: set[str] = set()
+    for spec in plans.values():
+        price = spec.get("price") if isinstance(spec, Mapping) else None
+        instances = price.get("instances") if isinstance(price, Mapping) else None
+        kinds = instances.get("kinds") if isinstance(instances, Mapping) else None
+        if isinstance(kinds, Mapping):
+            found.update(kind for kind in kinds if isinstance(kind, str))
+    return found
 
 
 def _plan_meters(plans: Mapping[str, Any]) -> dict[str, str]:
