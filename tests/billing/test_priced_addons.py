@@ -377,3 +377,22 @@ def test_per_unit_of_a_level_is_priced_per_month_like_the_plans_meter_lines() ->
     line = by_code(price(data))["addon:gpu"]
     assert line.amount == D("2.50") and line.quantity == D("250")
     assert line.source["level"] is True and line.source["fraction"] == "0.5"
+
+
+@pytest.mark.parametrize(
+    ("bought_seats", "held_seats", "billed"), [(25, 7, 25), (25, 30, 30), (None, 7, 7)]
+)
+def test_per_seat_on_a_contracted_basis_bills_the_seats_bought_or_the_peak_above(
+    bought_seats: int | None, held_seats: int, billed: int
+) -> None:
+    """basis contracted: the seats bought, or the peak held when more (bought + overage);
+    a contract that bought none is billed its peak."""
+    addon = catalog(ADDON_POLICY).addons["support"]
+    contracted = dataclasses.replace(
+        addon,
+        pricing=dataclasses.replace(addon.pricing, basis="contracted"),  # type: ignore[arg-type]
+    )
+    terms = dataclasses.replace(bought("team"), addons=(contracted,), contracted_seats=bought_seats)
+    line = by_code(price(pricing(terms, seats=held(held_seats))))["addon:support"]
+    assert line.quantity == billed and line.amount == D("3.10") * billed
+    assert line.source["basis"] == "contracted"

@@ -117,6 +117,16 @@ def _with(**addon: Any) -> dict[str, Any]:
             ("no plan prices instances of kind 'gpu' apart",),
         ),
         ({"percent": 20, "of": ["minimum"]}, "addons.probe.of[0]", ("not a line code",)),
+        (
+            {"percent": 20, "of": ["instance_licences"]},
+            "addons.probe.of[0]",
+            ("no plan has price.instance_licence",),
+        ),
+        (
+            {"percent": 20, "of": ["seats_overage"]},
+            "addons.probe.of[0]",
+            ("no plan prices seats on basis contracted",),
+        ),
         ({"percent": 20, "of": ["addon:probe"]}, "addons.probe.of[0]", ("not a percentage of",)),
         (
             {"percent": 20, "of": ["addon:maintenance"]},
@@ -194,4 +204,18 @@ def test_a_percentage_of_an_instance_kind_priced_apart() -> None:
     raw = priced()
     raw["plans"]["team"]["price"]["instances"] = {"kinds": {"cluster": "0.40"}}
     raw["addons"]["probe"] = {"percent": 15, "of": ["instances:cluster", "instances"]}
+    assert validate(raw).errors == []
+
+
+def test_maintenance_of_bought_licences() -> None:
+    """The on-prem shape: seats and instance licences bought, maintenance a percentage of
+    them and of their overage."""
+    raw = priced()
+    raw["plans"]["team"]["price"]["seat"] = {"unit": "20.00", "basis": "contracted"}
+    raw["plans"]["team"]["price"]["instance_licence"] = {"unit": "100.00", "basis": "contracted"}
+    raw["addons"]["maintenance"] = {
+        "percent": 20,
+        "of": ["seats", "seats_overage", "instance_licences", "instance_licences_overage"],
+    }
+    raw["addons"]["support"] = {"per_seat": {"unit": "4.00", "basis": "contracted"}}
     assert validate(raw).errors == []

@@ -145,17 +145,22 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
         intervals: Sequence[Interval] = pricer.data.seats
         seat_price = pricer.plan.price.seat
         basis: SeatBasis = pricing.basis or (seat_price.basis if seat_price else "peak")
+        bought = pricer.terms.contracted_seats
     else:
         noun = "instance"
         intervals = [dataclasses.replace(i, weight=1) for i in pricer.data.instances]
         basis = pricing.basis or "peak"
+        bought = pricer.terms.contracted_instances
     pieces, count = steps(intervals, *pricer.span)
+    peak = Fraction(max(h for _, h in pieces))
     if basis == "peak":
-        held = Fraction(max(h for _, h in pieces))
+        held = peak
     elif basis == "end":
         held = Fraction(pieces[-1][1])
-    else:
+    elif basis == "average":
         held = sum((length * h for length, h in pieces), ZERO) / pricer.seconds
+    else:  # contracted: what was bought, or the peak held above it (bought + overage)
+        held = max(Fraction(bought or 0), peak)
     billed = held * quantity
     return pricer.line(
         f"addon:{addon.name}",

@@ -57,8 +57,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from allotment.billing import contracted
-from allotment.billing import addons
+from allotment.billing import addons, contracted
 from allotment.billing.annual import Dues, group_drafts
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft

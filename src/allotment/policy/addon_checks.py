@@ -25,10 +25,21 @@ from allotment.policy.paths import Location
 Finding = tuple[Location, str]
 
 PRICING_KEYS = ("price", "per_seat", "per_instance", "per_unit", "percent")
-FIXED_LINES = ("base", "seats", "burst", "instances")
+FIXED_LINES = (
+    "base",
+    "seats",
+    "seats_overage",
+    "burst",
+    "instances",
+    "instance_licences",
+    "instance_licences_overage",
+)
 _NAME = re.compile(NAME_PATTERN)
 _LINE = re.compile(r"^(?:(meter|addon|instances):)?([a-z][a-z0-9_]{0,62})$")
-_FORMS = "base, seats, burst, instances, instances:<kind>, meter:<meter> or addon:<add-on>"
+_FORMS = (
+    "base, seats, seats_overage, burst, instances, instances:<kind>, instance_licences, "
+    "instance_licences_overage, meter:<meter> or addon:<add-on>"
+)
 
 
 def check_priced_addons(
@@ -88,6 +99,7 @@ def check_priced_addons(
             priced_meters=set(plan_meters),
             priced_kinds=_plan_kinds(plans),
             seats_priced=seats_priced,
+            priced_keys=_price_keys(plans),
         )
         per_unit = spec.get("per_unit")
         meter = per_unit.get("meter") if isinstance(per_unit, Mapping) else None
@@ -144,6 +156,7 @@ def _check_of(
     priced_meters: set[str],
     priced_kinds: set[str],
     seats_priced: bool,
+    priced_keys: set[str],
 ) -> Iterator[Finding]:
     seen: set[str] = set()
     for index, code in enumerate(_list(codes)):
@@ -162,6 +175,10 @@ def _check_of(
         kind, name = found.group(1), found.group(2)
         if code == "seats" and not seats_priced:
             yield location, "no plan prices seats (price.seat), so there is no seats line"
+        elif code == "seats_overage" and "contracted_seats" not in priced_keys:
+            yield location, "no plan prices seats on basis contracted, so there is no " + code
+        elif code.startswith("instance_licences") and "instance_licence" not in priced_keys:
+            yield location, f"no plan has price.instance_licence, so there is no {code} line"
         elif kind == "meter" and name not in meter_names:
             yield location, _unknown("meter", name, meter_names)
         elif kind == "meter" and name not in priced_meters:
@@ -189,6 +206,22 @@ def _check_of(
                 location,
                 (f"add-on '{name}' is a percentage too: a percentage is taken of the other lines"),
             )
+
+
+def _price_keys(plans: Mapping[str, Any]) -> set[str]:
+    """Which of the priced quantities some plan has: `instance_licence`, and
+    `contracted_seats` for a seat price on basis contracted."""
+    found: set[str] = set()
+    for spec in plans.values():
+        price = spec.get("price") if isinstance(spec, Mapping) else None
+        if not isinstance(price, Mapping):
+            continue
+        if price.get("instance_licence") is not None:
+            found.add("instance_licence")
+        seat = price.get("seat")
+        if isinstance(seat, Mapping) and seat.get("basis") == "contracted":
+            found.add("contracted_seats")
+    return found
 
 
 def _plan_kinds(plans: Mapping[str, Any]) -> set[str]:

@@ -367,15 +367,19 @@ MAX_GRACE = timedelta(days=30)
 
 class AddonSeatPriceSpec(Spec):
     unit: Money = Field(description="Per seat a month, prorated like the plan's seats line.")
-    basis: Literal["peak", "average", "end"] | None = Field(
-        default=None, description="Default: the plan's seat basis, else peak."
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default: the plan's seat basis, else peak; contracted: the seats bought, "
+        "or the peak held when more.",
     )
 
 
 class AddonInstancePriceSpec(Spec):
     unit: Money = Field(description="Per live instance a month, prorated like a fee.")
-    basis: Literal["peak", "average", "end"] | None = Field(
-        default=None, description="Default peak."
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default peak; contracted: the instance licences bought, or the peak "
+        "held when more.",
     )
 
 
