@@ -126,3 +126,25 @@ async def test_a_reason_alone_is_refused(
 ) -> None:
     response = await create_contract(client, admin, expect=422, discount_reason="why not")
     assert error_paths(response) == ["discount_reason"]
+
+
+async def test_a_trial_converts_with_addon_quantities_and_a_negotiated_discount(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str
+) -> None:
+    from tests.factories.contracts import days_from_now
+
+    trial = await create_contract(client, admin, kind="trial", ends_at=days_from_now(14))
+    url = f"/v1/contracts/{trial['id']}/convert"
+    silent = await client.post(url, json={"discount_percent": 15}, headers=admin)
+    assert silent.status_code == 422 and error_paths(silent) == ["discount_reason"]
+    body = {
+        "addons": [{"name": "audit_pack", "quantity": 2}],
+        "discount_percent": 15,
+        "discount_reason": "converted in the launch month",
+    }
+    converted = await client.post(url, json=body, headers=admin)
+    assert converted.status_code == 200, converted.text
+    paid = converted.json()
+    assert paid["kind"] == "standard" and paid["addon_quantities"] == {"audit_pack": 2}
+    assert paid["discount_percent"] == "15.00"
+    assert paid["discount_reason"] == "converted in the launch month"

@@ -350,9 +350,13 @@ class ContractConvert(Body):
     `quantities`, `seats` and `instances` sent as null clear them, as in an amendment."""
 
     plan: Name | None = Field(default=None, description="Default: the trial's plan.")
-    addons: list[Name] | None = Field(
+    addons: list[AddonEntry] | None = Field(
         default=None, max_length=MAX_ADDONS, description="Default: the trial's add-ons."
     )
+    discount_percent: Percent | None = Field(
+        default=None, description="A negotiated discount on the paid contract, with its reason."
+    )
+    discount_reason: Reason | None = Field(default=None, description="Why it was negotiated.")
     quantities: QuantitiesIn | None = Field(
         default=None, description="Bought seats / instance licences (basis contracted)."
     )
@@ -373,7 +377,10 @@ class ContractConvert(Body):
         if self.plan is not None:
             out["plan"] = self.plan
         if self.addons is not None:
-            out["addons"] = tuple(self.addons)
+            out.update(addon_terms(self.addons))
+        for name in ("discount_percent", "discount_reason"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         for name in ("quantities", "seats", "instances"):
             if name in self.model_fields_set:  # null clears, as in an amendment
                 value = getattr(self, name)
