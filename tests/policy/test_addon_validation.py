@@ -118,6 +118,17 @@ def _with(**addon: Any) -> dict[str, Any]:
         ),
         ({"percent": 20, "of": ["minimum"]}, "addons.probe.of[0]", ("not a line code",)),
         (
+            {"per_seat": {"unit": "1.00"}, "interval": "year"},
+            "addons.probe.interval",
+            ("interval is of `price`", "per_seat takes none"),
+        ),
+        (
+            {"percent": 20, "of": ["base"], "price_lists": {"EUR": "1.00"}},
+            "addons.probe.price_lists",
+            ("price_lists is of `price`",),
+        ),
+        ({"price": "120.00", "interval": "year", "price_lists": {"EUR": "110.00"}}, None, ()),
+        (
             {"percent": 20, "of": ["instance_licences"]},
             "addons.probe.of[0]",
             ("no plan has price.instance_licence",),
