@@ -101,3 +101,28 @@ def test_quantities_round_trip_through_the_stored_terms() -> None:
     assert again.quantity("growth") == 3 and again.quantity("plain") == 1
     assert "addon_quantities" not in terms("plain").to_json()  # old terms stay as they were
     assert "discount_reason" not in terms("plain").to_json()
+
+
+def test_a_contract_in_another_currency_buys_only_addons_priced_in_it() -> None:
+    from allotment.contracts.addons import check
+
+    text = POLICY.replace(
+        '  plain: {price: "1.00"}',
+        '  plain: {price: "1.00", price_lists: {EUR: "0.90"}}\n'
+        '  dear: {price: "5.00"}\n'
+        '  support: {per_seat: {unit: "4.00"}}\n'
+        "  upkeep: {percent: 20, of: [base]}",
+    )
+    result = load(text, "application/yaml")
+    assert result.document is not None, result.errors
+    compiled = compile_policy(result.document)
+    euro = terms("plain", "dear", "support", "upkeep", currency="EUR")
+    assert check(euro, compiled, version=1) == [
+        {"path": "addons[1]", "message": "add-on 'dear' has no EUR price in policy version 1"},
+        {
+            "path": "addons[2]",
+            "message": "add-on 'support' is priced per seat in USD only: a EUR contract "
+            "cannot buy it",
+        },
+    ]
+    assert check(terms("plain", "dear", "support", "upkeep"), compiled, version=1) == []
