@@ -57,7 +57,8 @@ async def test_create_each_kind(
         ("trial", {}, ["ends_at"]),
         ("educational", {"ends_at": days_from_now(30)}, ["discount_percent"]),
         ("pilot", {"discount_percent": 20}, ["ends_at"]),
-        ("standard", {"discount_percent": 20}, ["discount_percent"]),
+        ("standard", {"discount_percent": 20}, ["discount_reason"]),
+        ("trial", {"ends_at": days_from_now(9), "discount_percent": 20}, ["discount_percent"]),
         ("trial", {"ends_at": days_from_now(-2)}, ["ends_at"]),  # before starts_at
     ],
 )

@@ -235,18 +235,20 @@ def group_drafts(
                 )
             )
     fees = []
+    quantities = dict(terms.addon_quantities)  # bought more than once (docs/contracts.md)
     for addon in sorted(terms.addons, key=lambda a: a.name):
         if addon.interval == "year":
+            quantity = quantities.get(addon.name, 1)
             fees.extend(
                 annual_fee(
                     f"addon:{addon.name}",
-                    f"add-on {addon.name}",
-                    addon.price,
+                    f"add-on {addon.name}" + (f" × {quantity}" if quantity != 1 else ""),
+                    addon.price * quantity,
                     dues.addons.get(addon.name, ()),
                     start=start,
                     end=fee_end,
                     starts_at=starts_at,
-                    source={"addon": addon.name},
+                    source={"addon": addon.name, "quantity": quantity},
                 )
             )
     return AnnualDrafts(base, yearly, fees)

@@ -176,8 +176,10 @@ def _priced(terms: Terms) -> tuple[Any, ...]:
     return (
         terms.plan,
         tuple(sorted(terms.addons)),
+        terms.addon_quantities,
         terms.kind,
         terms.discount_percent,
+        terms.discount_reason,
         terms.seats,
         terms.policy_version,
         terms.quantities,
@@ -313,7 +315,7 @@ async def gather(
                     )
                 )
                 continue
-            pool = seat_limits(revision_terms, plan)
+            pool = seat_limits(revision_terms, plan, addons=compiled.addons)
             bought = revision_terms.quantities
             segments.append(
                 Segment(
@@ -325,6 +327,8 @@ async def gather(
                     addons=addons,
                     kind=revision_terms.kind,
                     discount_percent=revision_terms.discount_percent,
+                    discount_reason=revision_terms.discount_reason,
+                    addon_quantities=revision_terms.addon_quantities,
                     seat_limit=pool.limit if pool is not None else None,
                     seat_model=pool.model if pool is not None else None,
                     fee_end=fee_end if seg_end == window_end else None,

@@ -22,11 +22,14 @@ its fee end: the month's end for the current month, where use is counted to date
     instances:<kind> Σ the kind's lease-hours   <kind> inst.-h kinds[<kind>]   qty × price
     meter:<name>     total − included (≥ 0)     <name>         see tiers.py    tiers / package
                                                                                (a level: × fee fr.)
-    addon:<name>     fee fraction               month          addon.price     price × fee fr.
+    addon:<name>     as the add-on is priced: billing/addons.py (a fee: fee fr. × quantity)
     minimum          the shortfall              <currency>     1               see commitments
     one_time:<name>  1                          one-time       one_time[name]  price, once
     credit:trial     Σ the group's lines above  <currency>     −1              −qty
     discount:<kind>  Σ the group's lines above  <currency>     −percent / 100  qty × price
+                     (kind: educational, pilot, or negotiated on a standard contract)
+
+Meter lines count the included units the group's add-ons give on top of the plan's.
 
 A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
 place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
@@ -54,7 +57,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from allotment.billing import contracted
+from allotment.billing import addons, contracted
 from allotment.billing.annual import Dues, group_drafts
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
@@ -111,6 +114,8 @@ class Segment:
     # fees fall due. None: no annual line.
     contract_start: datetime | None = None
     dues: Dues = dataclasses.field(default_factory=Dues)
+    addon_quantities: tuple[tuple[str, int], ...] = ()  # (name, quantity) of those bought > 1
+    discount_reason: str | None = None  # a standard contract's negotiated discount
 
 
 @dataclass(frozen=True)
@@ -201,13 +206,15 @@ class _Group:
 def _priced_terms(segment: Segment) -> tuple[Any, ...]:
     """What a segment's lines depend on besides time: equal terms price alike."""
     prices: Price = segment.plan.price
-    addons = tuple(sorted((a.name, a.price, a.interval) for a in segment.addons))
+    bought = tuple(sorted((addon.name, addon.priced_terms) for addon in segment.addons))
     return (
         segment.plan.name,
         prices,
-        addons,
+        bought,
+        segment.addon_quantities,
         segment.kind,
         segment.discount_percent,
+        segment.discount_reason,
         segment.seat_limit,
         segment.seat_model,
         segment.contracted_seats,
@@ -262,6 +269,8 @@ class _Pricer:
         self.fee_days = self.fee_seconds / SECONDS_PER_DAY
         self.revisions = tuple(dict.fromkeys(s.revision for s in group.segments))
         self.versions = tuple(sorted({s.policy_version for s in group.segments}))
+        self.span = (group.start, group.end)
+        self.line = self._line  # for billing/addons.py
 
     def lines(self) -> list[Line]:
         annual = group_drafts(self.data, self.group.segments, self.group.start, self.group.end)
@@ -281,14 +290,14 @@ class _Pricer:
                     instances=self.data.instances,
                 )
             )
+        raised = addons.raises(self.terms)  # add-ons' included units, then their lines
         lines.extend(
-            self._meter(name, self.plan.price.meters[name])
+            self._meter(name, addons.with_included(self.plan.price.meters[name], raised))
             for name in sorted(self.plan.price.meters)
         )
         lines.extend(map(self._draft, annual.meters))
-        lines.extend(
-            self._addon(addon) for addon in sorted(self.terms.addons, key=lambda a: a.name)
-        )
+        addons.note_included(lines, raised)
+        lines.extend(addons.lines(self, [line for line in lines if line is not None]))
         lines.extend(map(self._draft, annual.addons))
         priced = [line for line in lines if line is not None]
         due = next((s.plan_started for s in group.segments if s.plan_started), None)
@@ -457,33 +466,22 @@ class _Pricer:
             },
         )
 
-    def _addon(self, addon: Addon) -> Line | None:
-        if addon.interval == "year":
-            return None  # a year's fee: billing/annual.py
-        return self._line(
-            f"addon:{addon.name}",
-            f"add-on {addon.name}, {days(self.fee_days)} of "
-            f"{days(self.fee_days / self.fee_fraction)} days",
-            quantity=self.fee_fraction,
-            unit="month",
-            unit_price=addon.price,
-            amount=Fraction(addon.price) * self.fee_fraction,
-            source={"addon": addon.name, "active_days": text(self.fee_days)},
-        )
-
     def _draft(self, draft: Draft) -> Line | None:
         return self._line(**dataclasses.asdict(draft))
 
     def _adjustment(self, priced: Sequence[Line]) -> Line | None:
-        """A trial's credit of every line, or an educational or pilot contract's discount."""
+        """A trial's credit of every line, or a discount: educational, pilot or negotiated."""
         kind = self.terms.kind
         percent = self.terms.discount_percent
         if kind == "trial":
             rate, code, description = Fraction(-1), "credit:trial", "trial credit"
-        elif kind in DISCOUNTED_KINDS and percent is not None:
+        elif percent is not None:  # educational, pilot, or negotiated on a standard contract
             rate = -Fraction(percent) / 100
-            code = f"discount:{kind}"
-            description = f"{kind} discount, {format_amount(percent)}%"
+            label = kind if kind in DISCOUNTED_KINDS else "negotiated"
+            code = f"discount:{label}"
+            description = f"{label} discount, {format_amount(percent)}%"
+            if self.terms.discount_reason:
+                description += f": {self.terms.discount_reason}"
         else:
             return None
         positive = [line for line in priced if line.amount > 0]
@@ -500,6 +498,7 @@ class _Pricer:
                 "kind": kind,
                 "discount_percent": None if percent is None else format_amount(percent),
                 "lines": [line.code for line in positive],
+                **({"reason": self.terms.discount_reason} if self.terms.discount_reason else {}),
             },
         )
 

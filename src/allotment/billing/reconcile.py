@@ -11,6 +11,7 @@ soft limit passed, an override that granted more — so finance sees it before c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from allotment.billing.data import Gathered
 from allotment.billing.measure import ZERO, steps
 from allotment.billing.pricing import Interval, MeterTotal, Segment
+from allotment.contracts.addons import bought, total
 from allotment.contracts.terms import instance_limits
 from allotment.contracts.years import pieces
 from allotment.kit.clock import isoformat
@@ -41,8 +43,11 @@ def sweep(
 
 
 def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
+    """The meter limits of the segment's start, as `contracts.terms.effective_limits` gives
+    them: overrides replace the plan's limit, add-ons raise either."""
+    terms = gathered.terms[segment.revision]
     limits = dict(segment.plan.limits)
-    for override in gathered.terms[segment.revision].overrides:
+    for override in terms.overrides:
         if override.meter is None or override.limit is None:
             continue
         if override.expires_at is not None and override.expires_at <= segment.start:
@@ -54,6 +59,10 @@ def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
             base.period if base else "month",
             base.enforcement if base else "hard",
         )
+    raised = total(bought(terms, {addon.name: addon for addon in segment.addons})).limits
+    for meter, units in raised.items():
+        if meter in limits:
+            limits[meter] = replace(limits[meter], limit=limits[meter].limit + units)
     return limits
 
 
@@ -117,7 +126,11 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
                 found.append(
                     f"seats: {peak} held at peak over the limit of {segment.seat_limit} in {where}"
                 )
-        pool = instance_limits(gathered.terms[segment.revision], segment.plan)
+        pool = instance_limits(
+            gathered.terms[segment.revision],
+            segment.plan,
+            addons={addon.name: addon for addon in segment.addons},
+        )
         if pool is not None:
             peak_weight, _ = sweep(gathered.instances, segment.start, segment.end, pool.limit)
             instances.append(

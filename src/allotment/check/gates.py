@@ -154,20 +154,23 @@ checker passes its own (ALLOTMENT_USAGE_WARNING_THRESHOLDS) as `warn_at`."""
 
 
 def meter_limit(snapshot: Snapshot, meter: str, now: datetime) -> UsageLimit | None:
-    """The limit on `meter` in force at `now`: the latest unexpired override, else the plan's."""
+    """The limit on `meter` in force at `now`: the latest unexpired override, else the plan's,
+    plus what the contract's add-ons raise it by (docs/contracts.md, "Effective limits")."""
     contract = snapshot.contract
     base = snapshot.plan.limits.get(meter) if snapshot.plan is not None else None
-    if contract is not None:
-        for override in reversed(contract.limit_overrides):
-            if override.meter == meter and (
-                override.expires_at is None or now < override.expires_at
-            ):
-                return UsageLimit(
-                    meter=meter,
-                    limit=override.limit,
-                    period=base.period if base else "month",
-                    enforcement=base.enforcement if base else "hard",
-                )
+    if contract is None:
+        return base
+    raised = contract.limit_raises.get(meter, 0)
+    for override in reversed(contract.limit_overrides):
+        if override.meter == meter and (override.expires_at is None or now < override.expires_at):
+            return UsageLimit(
+                meter=meter,
+                limit=override.limit + raised,
+                period=base.period if base else "month",
+                enforcement=base.enforcement if base else "hard",
+            )
+    if base is not None and raised:
+        return UsageLimit(meter, base.limit + raised, base.period, base.enforcement)
     return base
 
 

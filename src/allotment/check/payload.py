@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from allotment.check import holdings
 from allotment.check.values import ContractView, FeatureOverride, LimitOverride, Snapshot
+from allotment.contracts import addons as contract_addons
 from allotment.contracts.terms import Terms, instance_limits, seat_limits
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog
@@ -98,8 +99,11 @@ def build(
             if o.meter is not None
         ),
         pinned=terms.policy_version is not None,
-        seats=seat_limits(terms, plan) if plan else None,
-        instances=instance_limits(terms, plan) if plan else None,
+        seats=seat_limits(terms, plan, addons=catalog.addons) if plan and catalog else None,
+        instances=instance_limits(terms, plan, addons=catalog.addons) if plan and catalog else None,
+        limit_raises=contract_addons.total(contract_addons.bought(terms, catalog.addons)).limits
+        if catalog
+        else {},
     )
     return Snapshot(
         customer=payload["customer"],

@@ -54,6 +54,8 @@ class ContractView:
     pinned: bool  # the revision pins its policy version (else it follows the active one)
     seats: SeatLimits | None  # the seat pool in force (contract over plan); None: no seats
     instances: InstancePool | None  # the instance pool in force; None: no instances
+    # Meter → units the bought add-ons add to its limit (contracts/addons.py).
+    limit_raises: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,18 @@ async def amend(
                 f"({isoformat(effective_at)}); to end a contract earlier, terminate it",
             }
         )
+    if (
+        terms.kind == "standard"
+        and terms.discount_percent not in (None, current.discount_percent)
+        and "discount_reason" not in changes
+        and not any(p["path"] == "discount_reason" for p in problems)
+    ):
+        problems.append(
+            {
+                "path": "discount_reason",
+                "message": "required with a changed discount: why the new one was negotiated",
+            }
+        )
     for guard in wiring.amendment_guards():
         problems += await guard(session, contract, terms, catalog, max(now, effective_at))
     refuse_problems(problems, "amendment")

@@ -75,9 +75,10 @@ async def convert(
         )
     terms = current.replace(
         kind="standard",
-        discount_percent=None,
         ends_at=data.ends_at,
-        **data.changes(),
+        # A trial carries no discount; the paid contract a negotiated one if the request
+        # gives it (with its reason).
+        **{"discount_percent": None, "discount_reason": None, **data.changes()},
     )
     version, catalog = await catalog_for(session, policy_version=terms.policy_version)
     problems = check_terms(terms, catalog, version=version)

@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -34,7 +36,7 @@ from allotment.contracts.terms import (
 )
 from allotment.customers.schemas import check_attributes
 from allotment.kit.clock import Instant
-from allotment.policy.document import AttributeValue, Currency, Name
+from allotment.policy.document import NAME_PATTERN, AttributeValue, Currency, Name
 from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
 from allotment.policy.schemas import MAX_VERSION
@@ -50,6 +52,7 @@ Percent = Annotated[
 
 MAX_ADDONS = 100
 MAX_OVERRIDES = 200
+MAX_QUANTITY = 1_000_000
 
 
 class Body(BaseModel):
@@ -146,6 +149,52 @@ class OverrideIn(Body):
         )
 
 
+class AddonIn(Body):
+    """An add-on bought `quantity` times; written as its bare name when bought once."""
+
+    name: Name
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
+
+
+def _addon_entry(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+# `"audit_pack"` or `{"name": "storage_pack", "quantity": 3}`: the bare name is the form every
+# request took before quantities, and still means one.
+AddonEntry = Annotated[
+    AddonIn,
+    BeforeValidator(_addon_entry),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": NAME_PATTERN},
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "pattern": NAME_PATTERN},
+                        "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
+                    },
+                    "required": ["name"],
+                    "additionalProperties": False,
+                },
+            ],
+            "description": "An add-on's name (bought once), or {name, quantity}.",
+        }
+    ),
+]
+
+
+def addon_terms(entries: list[AddonIn]) -> dict[str, Any]:
+    """The `Terms` fields of a list of add-ons: their names, and the quantities above 1."""
+    return {
+        "addons": tuple(entry.name for entry in entries),
+        "addon_quantities": tuple(
+            sorted((entry.name, entry.quantity) for entry in entries if entry.quantity != 1)
+        ),
+    }
+
+
 Attributes = dict[Name, AttributeValue]
 
 
@@ -173,10 +222,15 @@ class ContractCreate(Body):
         description="Bought seats / instance licences; required by a plan whose price has "
         "basis contracted (docs/contracts.md).",
     )
-    addons: list[Name] = Field(default_factory=list, max_length=MAX_ADDONS)
+    addons: list[AddonEntry] = Field(default_factory=list, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] = Field(default_factory=list, max_length=MAX_OVERRIDES)
     discount_percent: Percent | None = Field(
-        default=None, description="Educational and pilot contracts only (0 < p ≤ 100)."
+        default=None,
+        description="0 < p ≤ 100: required for educational and pilot contracts; a negotiated "
+        "discount on a standard one (with discount_reason); refused on a trial.",
+    )
+    discount_reason: Reason | None = Field(
+        default=None, description="Why the discount was given; required on a standard contract."
     )
     policy_version: int | None = Field(
         default=None,
@@ -202,6 +256,7 @@ AMENDABLE = (
     "addons",
     "overrides",
     "discount_percent",
+    "discount_reason",
     "ends_at",
     "policy_version",
 )
@@ -216,9 +271,13 @@ class ContractAmend(Body):
     seats: SeatsIn | None = Field(default=None, description="null: back to the plan's pool.")
     instances: InstancesIn | None = Field(default=None, description="null: the plan's pool.")
     quantities: QuantitiesIn | None = Field(default=None, description="null: none bought.")
-    addons: list[Name] | None = Field(default=None, max_length=MAX_ADDONS)
+    addons: list[AddonEntry] | None = Field(default=None, max_length=MAX_ADDONS)
     overrides: list[OverrideIn] | None = Field(default=None, max_length=MAX_OVERRIDES)
-    discount_percent: Percent | None = None
+    discount_percent: Percent | None = Field(default=None, description="null: no discount.")
+    discount_reason: Reason | None = Field(
+        default=None,
+        description="Required with a changed discount_percent on a standard contract.",
+    )
     ends_at: Instant | None = Field(default=None, description="null: open-ended.")
     policy_version: int | None = Field(
         default=None, ge=1, le=MAX_VERSION, description="null: unpin."
@@ -276,10 +335,13 @@ class ContractAmend(Body):
             if name in ("seats", "instances", "quantities"):
                 value = value.to_terms() if value is not None else None
             elif name == "addons":
-                value = tuple(value)
+                out.update(addon_terms(value))
+                continue
             elif name == "overrides":
                 value = tuple(o.to_terms() for o in value)
             out[name] = value
+        if "discount_percent" in out and out["discount_percent"] is None:
+            out.setdefault("discount_reason", None)  # no discount, nothing to give a reason for
         return out
 
 
@@ -288,9 +350,13 @@ class ContractConvert(Body):
     `quantities`, `seats` and `instances` sent as null clear them, as in an amendment."""
 
     plan: Name | None = Field(default=None, description="Default: the trial's plan.")
-    addons: list[Name] | None = Field(
+    addons: list[AddonEntry] | None = Field(
         default=None, max_length=MAX_ADDONS, description="Default: the trial's add-ons."
     )
+    discount_percent: Percent | None = Field(
+        default=None, description="A negotiated discount on the paid contract, with its reason."
+    )
+    discount_reason: Reason | None = Field(default=None, description="Why it was negotiated.")
     quantities: QuantitiesIn | None = Field(
         default=None, description="Bought seats / instance licences (basis contracted)."
     )
@@ -311,7 +377,10 @@ class ContractConvert(Body):
         if self.plan is not None:
             out["plan"] = self.plan
         if self.addons is not None:
-            out["addons"] = tuple(self.addons)
+            out.update(addon_terms(self.addons))
+        for name in ("discount_percent", "discount_reason"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         for name in ("quantities", "seats", "instances"):
             if name in self.model_fields_set:  # null clears, as in an amendment
                 value = getattr(self, name)
@@ -337,11 +406,12 @@ def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
         seats=data.seats.to_terms() if data.seats is not None else None,
         instances=data.instances.to_terms() if data.instances is not None else None,
         quantities=data.quantities.to_terms() if data.quantities is not None else None,
-        addons=tuple(data.addons),
         overrides=tuple(o.to_terms() for o in data.overrides),
         discount_percent=data.discount_percent,
+        discount_reason=data.discount_reason,
         policy_version=data.policy_version,
         currency=data.currency,
+        **addon_terms(data.addons),
     )
 
 
@@ -398,14 +468,28 @@ class TermsRead(BaseModel):
         default=None, description="Bought seats / instance licences; null: none."
     )
     addons: list[str]
+    addon_quantities: dict[str, int] = Field(
+        default_factory=dict, description="Each add-on's quantity (1 unless bought more)."
+    )
     overrides: list[FeatureOverrideRead | LimitOverrideRead]
     discount_percent: Decimal | None
+    discount_reason: str | None = None
     policy_version: int | None = Field(
         description="The pinned version; null follows the active one."
     )
     currency: str | None = Field(
         default=None, description="The currency it is billed in; null: the policy's."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_quantity(cls, value: Any) -> Any:
+        # Stored terms keep only the quantities above 1 (docs/contracts.md); shown, every one.
+        if isinstance(value, dict) and isinstance(value.get("addons"), list):
+            stored = value.get("addon_quantities") or {}
+            quantities = {name: stored.get(name, 1) for name in value["addons"]}
+            value = {**value, "addon_quantities": quantities}
+        return value
 
 
 class ContractRead(TermsRead):

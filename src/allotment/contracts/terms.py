@@ -5,6 +5,8 @@ limits it grants at a given moment. No I/O, no clock reads.
      ├── seats: SeatTerms | None         None: the plan's seat pool as is
      ├── instances: InstanceTerms | None None: the plan's instance pool as is
      ├── quantities: Quantities | None   bought seats / instance licences (basis contracted)
+     ├── addons, addon_quantities        names, and (name, quantity) of those bought > 1
+     ├── discount_percent, discount_reason
      └── overrides: (Override, ...)      grant/revoke a feature, or set a meter's limit
     check_terms(terms, catalog)  → [{path, message}]   every problem, by request path
     initial_attributes(plan, requested)                 the immutable attributes at creation
@@ -27,8 +29,10 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 
+from allotment.contracts import addons as contract_addons
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import (
+    Addon,
     Catalog,
     Enforcement,
     InstancePool,
@@ -41,8 +45,9 @@ from allotment.policy.durations import format_duration, parse_duration
 
 Kind = Literal["standard", "trial", "educational", "pilot"]
 KINDS: tuple[Kind, ...] = ("standard", "trial", "educational", "pilot")
-# Kinds that carry a discount percent and an expiry (docs/policy.md); a trial is credited in
-# full instead, and a standard contract is priced as the policy says.
+# Kinds that must carry a discount percent and an expiry (docs/contracts.md); a trial is
+# credited in full instead, and a standard contract may carry a negotiated discount, with its
+# reason.
 DISCOUNTED_KINDS = frozenset({"educational", "pilot"})
 EXPIRING_KINDS = frozenset({"trial", "educational", "pilot"})
 
@@ -149,9 +154,15 @@ class Terms:
     quantities: Quantities | None = None
     # The currency it is billed in (fixed at creation); None: the policy's own currency.
     currency: str | None = None
+    # (name, quantity) of the add-ons bought more than once; any other listed add-on: 1.
+    addon_quantities: tuple[tuple[str, int], ...] = ()
+    discount_reason: str | None = None  # required with a standard contract's discount
 
     def replace(self, **changes: Any) -> Terms:
         return dataclasses.replace(self, **changes)
+
+    def quantity(self, addon: str) -> int:
+        return dict(self.addon_quantities).get(addon, 1)
 
     def to_json(self) -> dict[str, Any]:
         # `quantities` only when bought: terms without it store the bytes they always did.
@@ -186,6 +197,9 @@ class Terms:
             "policy_version": self.policy_version,
             # Written only when chosen: terms stored before currencies existed read the same.
             **({"currency": self.currency} if self.currency is not None else {}),
+            # Written only when used, so terms stored before they existed read the same.
+            **({"addon_quantities": dict(self.addon_quantities)} if self.addon_quantities else {}),
+            **({"discount_reason": self.discount_reason} if self.discount_reason else {}),
         }
 
     @classmethod
@@ -220,6 +234,8 @@ class Terms:
             policy_version=value.get("policy_version"),
             quantities=None if quantities is None else Quantities.from_json(quantities),
             currency=value.get("currency"),
+            addon_quantities=tuple(sorted((value.get("addon_quantities") or {}).items())),
+            discount_reason=value.get("discount_reason"),
         )
 
 
@@ -284,11 +300,19 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
         problem("ends_at", f"a {terms.kind} contract needs an end (ends_at)")
     if terms.kind in DISCOUNTED_KINDS and terms.discount_percent is None:
         problem("discount_percent", f"a {terms.kind} contract carries a discount_percent")
-    if terms.kind not in DISCOUNTED_KINDS and terms.discount_percent is not None:
+    if terms.kind == "trial" and terms.discount_percent is not None:
+        problem("discount_percent", "a trial contract carries no discount: it is credited in full")
+    elif (
+        terms.kind == "standard"
+        and terms.discount_percent is not None
+        and not terms.discount_reason
+    ):
         problem(
-            "discount_percent",
-            f"a {terms.kind} contract carries no discount; only educational and pilot contracts do",
+            "discount_reason",
+            "required with a discount on a standard contract: why it was negotiated",
         )
+    if terms.discount_reason is not None and terms.discount_percent is None:
+        problem("discount_reason", "a reason goes with a discount_percent; there is none")
 
     currency = terms.currency or catalog.currency
     foreign = currency != catalog.currency  # priced by the plan's and add-ons' price lists
@@ -306,26 +330,7 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
             problem("instances", f"plan '{plan.name}' has no instance pool to size")
         _check_quantities(terms, plan, problem)
 
-    seen: set[str] = set()
-    for index, addon in enumerate(terms.addons):
-        if addon in seen:
-            problem(f"addons[{index}]", f"add-on '{addon}' is listed twice")
-        elif addon not in catalog.addons:
-            known = ", ".join(sorted(catalog.addons)) or "none"
-            problem(
-                f"addons[{index}]",
-                f"no add-on '{addon}' in policy version {version} (add-ons: {known})",
-            )
-        elif (
-            foreign
-            and catalog.addons[addon].price
-            and currency not in (catalog.addons[addon].price_lists)
-        ):
-            problem(
-                f"addons[{index}]",
-                f"add-on '{addon}' has no {currency} price in policy version {version}",
-            )
-        seen.add(addon)
+    problems += contract_addons.check(terms, catalog, version=version)
 
     targets: set[tuple[str, str]] = set()
     for index, override in enumerate(terms.overrides):
@@ -456,6 +461,7 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
         else:
             features.discard(override.feature)
 
+    raises = contract_addons.total(contract_addons.bought(terms, catalog.addons))
     meters = dict(plan.limits)
     for override in in_force:
         if override.meter is None or override.limit is None or override.meter not in catalog.meters:
@@ -469,18 +475,23 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
             period=base.period if base else DEFAULT_PERIOD,
             enforcement=base.enforcement if base else DEFAULT_ENFORCEMENT,
         )
+    for meter, units in raises.limits.items():  # on top of the plan's or an override's limit
+        if meter in meters:
+            meters[meter] = dataclasses.replace(meters[meter], limit=meters[meter].limit + units)
 
     return EffectiveLimits(
         plan=plan.name,
         features=frozenset(features),
-        seats=seat_limits(terms, plan),
-        instances=instance_limits(terms, plan),
+        seats=seat_limits(terms, plan, addons=catalog.addons),
+        instances=instance_limits(terms, plan, addons=catalog.addons),
         meters=MappingProxyType(dict(sorted(meters.items()))),
         overrides=in_force,
     )
 
 
-def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
+def seat_limits(terms: Terms, plan: Plan, *, addons: Mapping[str, Addon]) -> SeatLimits | None:
+    """The seat pool in force: the contract's limit, else the plan's, plus what the bought
+    add-ons (of `addons`, the catalog's) raise it by."""
     pool = plan.seats
     if pool is None:
         return None
@@ -496,7 +507,7 @@ def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     if extra == 0:
         window = None
     return SeatLimits(
-        limit=limit,
+        limit=limit + contract_addons.total(contract_addons.bought(terms, addons)).seats,
         model=pool.model,
         guests=pool.guests,
         burst_extra=extra,
@@ -506,12 +517,15 @@ def seat_limits(terms: Terms, plan: Plan) -> SeatLimits | None:
     )
 
 
-def instance_limits(terms: Terms, plan: Plan) -> InstancePool | None:
+def instance_limits(
+    terms: Terms, plan: Plan, *, addons: Mapping[str, Addon]
+) -> InstancePool | None:
     pool = plan.instances
     if pool is None:
         return None
+    raised = contract_addons.total(contract_addons.bought(terms, addons)).instances
     return InstancePool(
-        limit=terms.instances.limit if terms.instances is not None else pool.limit,
+        limit=(terms.instances.limit if terms.instances is not None else pool.limit) + raised,
         kinds=pool.kinds,
         lease_ttl=pool.lease_ttl,
     )

@@ -151,8 +151,8 @@ def _prices_changed(terms: Terms, current: Catalog, proposed: Catalog) -> bool:
     if before.price != after.price:
         return True
     return any(
-        (current.addons[a].price if a in current.addons else None)
-        != (proposed.addons[a].price if a in proposed.addons else None)
+        (current.addons[a].priced_terms if a in current.addons else None)
+        != (proposed.addons[a].priced_terms if a in proposed.addons else None)
         for a in terms.addons
     )
 

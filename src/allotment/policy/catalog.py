@@ -10,7 +10,7 @@
      │     ├── limits: {meter: UsageLimit}
      │     └── price: Price              seat: SeatPrice | None, meters: {meter: MeterPrice},
      │                                   instance_kinds, minimum, one_time, credits
-     ├── addons:   {name: Addon}
+     ├── addons:   {name: Addon}         pricing: AddonPrice | None, raises: Raises
      └── rules:    {feature: (Rule, ...)}
 
 Everything here is frozen and its collections are tuples, frozensets and read-only mappings,
@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 from allotment.policy.meter_filter import MeterFilter
@@ -211,14 +212,51 @@ class Plan:
     price_lists: Mapping[str, Price] = field(default_factory=dict)
 
 
+AddonPricing = Literal["seat", "instance", "unit", "percent"]
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class AddonPrice:
+    """How an add-on is priced when not by its monthly `price` (docs/billing.md, addon lines)."""
+
+    kind: AddonPricing
+    unit: Decimal  # per seat or instance a month; per unit of `meter`; the percentage
+    basis: SeatBasis | None = None  # seat (None: the plan's seat basis) and instance
+    meter: str | None = None  # unit
+    of: tuple[str, ...] = ()  # percent: the line codes it is a percentage of
+
+
+@dataclass(frozen=True)
+class Raises:
+    """What one unit of an add-on adds to a contract's allowances (× the quantity bought)."""
+
+    seats: int = 0
+    instances: int = 0
+    # meter → units added to its limit
+    limits: Mapping[str, int] = field(default_factory=lambda: _NOTHING)
+    # meter → units added to the free units of the line that prices it
+    included: Mapping[str, int | Decimal] = field(default_factory=lambda: _NOTHING)
+
+
+NO_RAISES = Raises()
+
+
 @dataclass(frozen=True)
 class Addon:
     name: str
     features: frozenset[str]
-    price: Decimal
+    price: Decimal  # the monthly fee (0 when priced otherwise)
     description: str | None = None
     interval: Interval = "month"  # year: `price` is a year's fee
     price_lists: Mapping[str, Decimal] = field(default_factory=dict)  # currency → price
+    pricing: AddonPrice | None = None  # None: priced by `price` alone
+    raises: Raises = NO_RAISES
+
+    @property
+    def priced_terms(self) -> tuple[object, ...]:
+        """What its invoice lines and allowances depend on (not its name or features)."""
+        return (self.price, self.interval, self.pricing, self.raises)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ skipped here rather than reported twice.
     burst on a concurrent pool (resolved)  plans.floating.seats.burst   (new documents only)
     bought quantities, devices per seat    see licensing.py
     add-on names an unknown feature        addons.audit_pack.features[0]
+    add-on pricing and allowances          addons.maintenance.of[0]   (addon_checks.py)
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
     price lists, yearly meters             (term_checks.py)
@@ -43,6 +44,7 @@ from typing import Any, TypeGuard
 from pydantic import ValidationError
 
 from allotment.policy import licensing
+from allotment.policy.addon_checks import check_priced_addons
 from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
@@ -96,6 +98,12 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
             for name, spec in _section(raw, "addons").items()
             if isinstance(spec, Mapping)
             for finding in check_addon_terms(name, spec, currency=raw.get("currency"))
+        ),
+        *check_priced_addons(
+            _section(raw, "addons"),
+            meter_names=meter_names,
+            levels=level_meters(meters),
+            plans=plans,
         ),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
     ]

@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 from allotment.kit.jsonx import canonical
 from allotment.policy.catalog import (
     DEFAULT_CREDITS_APPLY_TO,
+    NO_RAISES,
     Addon,
+    AddonPrice,
     Burst,
     Catalog,
     Credits,
@@ -33,13 +35,14 @@ from allotment.policy.catalog import (
     Package,
     Plan,
     Price,
+    Raises,
     SeatModel,
     SeatPool,
     SeatPrice,
     Tier,
     UsageLimit,
 )
-from allotment.policy.document import PolicyDocument, canonical_form
+from allotment.policy.document import AddonSpec, PolicyDocument, canonical_form
 from allotment.policy.graph import closures
 from allotment.policy.inheritance import InheritanceError, ResolvedPlan, resolve_plans
 from allotment.policy.meter_filter import compile_filter
@@ -101,20 +104,38 @@ def compile_policy(document: PolicyDocument) -> Catalog:
                 for name, plan in resolved.items()
             }
         ),
-        addons=_frozen(
-            {
-                name: Addon(
-                    name=name,
-                    features=frozenset(spec.features),
-                    price=spec.price if spec.price is not None else ZERO,
-                    description=spec.description,
-                    interval=spec.interval or "month",
-                    price_lists=_frozen(spec.price_lists or {}),
-                )
-                for name, spec in document.addons.items()
-            }
-        ),
+        addons=_frozen({name: _addon(name, spec) for name, spec in document.addons.items()}),
         rules=_frozen({feature: tuple(found) for feature, found in rules.items()}),
+    )
+
+
+def _addon(name: str, spec: AddonSpec) -> Addon:
+    pricing: AddonPrice | None = None
+    if spec.per_seat is not None:
+        pricing = AddonPrice("seat", spec.per_seat.unit, basis=spec.per_seat.basis)
+    elif spec.per_instance is not None:
+        pricing = AddonPrice("instance", spec.per_instance.unit, spec.per_instance.basis or "peak")
+    elif spec.per_unit is not None:
+        pricing = AddonPrice("unit", spec.per_unit.unit, meter=spec.per_unit.meter)
+    elif spec.percent is not None:
+        pricing = AddonPrice("percent", spec.percent, of=tuple(spec.of or ()))
+    raises = spec.raises
+    return Addon(
+        name=name,
+        features=frozenset(spec.features),
+        price=spec.price if spec.price is not None else ZERO,
+        description=spec.description,
+        interval=spec.interval or "month",
+        price_lists=_frozen(spec.price_lists or {}),
+        pricing=pricing,
+        raises=NO_RAISES
+        if raises is None
+        else Raises(
+            seats=raises.seats or 0,
+            instances=raises.instances or 0,
+            limits=_frozen(raises.limits or {}),
+            included=_frozen(raises.included or {}),
+        ),
     )
 
 

@@ -35,7 +35,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from allotment.policy.durations import Duration
-from allotment.policy.money import CURRENCY_PATTERN, ListCurrency, Money, PriceListsGuard, Rate
+from allotment.policy.money import (
+    CURRENCY_PATTERN,
+    ListCurrency,
+    Money,
+    Percentage,
+    PriceListsGuard,
+    Rate,
+)
 from allotment.policy.quantities import Multiplier, Percentile, Units
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -358,6 +365,46 @@ class PlanSpec(Spec):
 MAX_GRACE = timedelta(days=30)
 
 
+class AddonSeatPriceSpec(Spec):
+    unit: Money = Field(description="Per seat a month, prorated like the plan's seats line.")
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default: the plan's seat basis, else peak; contracted: the seats bought, "
+        "or the peak held when more.",
+    )
+
+
+class AddonInstancePriceSpec(Spec):
+    unit: Money = Field(description="Per live instance a month, prorated like a fee.")
+    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+        default=None,
+        description="Default peak; contracted: the instance licences bought, or the peak "
+        "held when more.",
+    )
+
+
+class AddonUnitPriceSpec(Spec):
+    meter: Name = Field(description="The meter whose units it prices (one no plan prices).")
+    unit: Rate
+
+
+class AddonRaisesSpec(Spec):
+    """What one unit of the add-on adds to the contract's allowances (× its quantity)."""
+
+    seats: NonNegative | None = Field(default=None, description="Added to the seat limit.")
+    instances: NonNegative | None = Field(
+        default=None, description="Added to the instance limit (total kind weight)."
+    )
+    limits: dict[Name, NonNegative] | None = Field(
+        default=None, description="Meter → units added to its limit per period."
+    )
+    included: dict[Name, Units] | None = Field(
+        default=None,
+        description="Meter → units added to the free units of its line (an integer, or a "
+        'decimal as "0.5").',
+    )
+
+
 class AddonSpec(Spec):
     features: list[Name] = Field(default_factory=list)
     price: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
@@ -367,6 +414,19 @@ class AddonSpec(Spec):
     price_lists: Annotated[dict[ListCurrency, Money], PriceListsGuard] | None = Field(
         default=None, description="Currency → its price in that currency."
     )
+    per_seat: AddonSeatPriceSpec | None = None
+    per_instance: AddonInstancePriceSpec | None = None
+    per_unit: AddonUnitPriceSpec | None = None
+    percent: Percentage | None = Field(
+        default=None, description="A percentage of the lines named in `of`."
+    )
+    of: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Line codes the percentage is of: base, seats, burst, instances, "
+        "meter:<meter>, addon:<add-on>.",
+    )
+    raises: AddonRaisesSpec | None = None
     description: str | None = None
 
 

@@ -18,7 +18,9 @@ entry).
 
 Rates are per unit of usage (an API call, an instance-hour) and are routinely fractions of
 the minor unit ("0.0005" per call); billing rounds each line, never each unit (docs/billing.md).
-Amounts are strings because a YAML or JSON number is a binary float: `0.1` is not 0.1.
+Amounts are strings because a YAML or JSON number is a binary float: `0.1` is not 0.1. A
+percentage (`addons.*.percent`) may be a whole number as well (`20`), or a string with at most
+PERCENT_MAX_PLACES decimals (`"12.5"`), above 0 and at most 100.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pydantic_core import PydanticCustomError
 
 DEFAULT_MINOR_DIGITS = 2
 RATE_MAX_PLACES = 10
+PERCENT_MAX_PLACES = 4
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN)
@@ -196,3 +199,50 @@ ListCurrency = Annotated[
 
 PriceListsGuard = WrapValidator(_price_lists)
 """Put on a `dict[ListCurrency, ...]`: no price list's currency leaks past the mapping."""
+
+
+def _validate_percentage(value: Any) -> Decimal:
+    if isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str | Decimal):
+        amount = _coerce(value)
+    else:
+        raise PydanticCustomError(
+            "money",
+            'a percentage is a whole number or a quoted decimal such as "12.5" (got {kind})',
+            {"kind": type(value).__name__},
+        )
+    if not 0 < amount <= 100:
+        raise PydanticCustomError(
+            "money",
+            "'{amount}' is not a percentage above 0 and at most 100",
+            {"amount": format_amount(amount)},
+        )
+    if decimal_places(amount) > PERCENT_MAX_PLACES:
+        raise PydanticCustomError(
+            "money",
+            "'{amount}' has {places} decimal places; a percentage allows at most {limit}",
+            {
+                "amount": format_amount(amount),
+                "places": decimal_places(amount),
+                "limit": PERCENT_MAX_PLACES,
+            },
+        )
+    return amount
+
+
+Percentage = Annotated[
+    Decimal,
+    PlainValidator(_validate_percentage),
+    _serialize,
+    WithJsonSchema(
+        {
+            "type": ["integer", "string"],
+            "pattern": AMOUNT_PATTERN,
+            "description": "A percentage above 0 and at most 100: a whole number, or a quoted "
+            f"decimal with at most {PERCENT_MAX_PLACES} places.",
+            "examples": [20, "12.5"],
+        }
+    ),
+]
+"""A percentage in (0, 100]: an integer or a decimal string."""

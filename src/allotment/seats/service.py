@@ -205,7 +205,7 @@ async def end_burst_under_new_limit(
     open burst episode then. (One taking effect later leaves it to the first assignment or
     release after it: members may change until then.)"""
     plan = catalog.plans.get(terms.plan)
-    pool = seat_limits(terms, plan) if plan is not None else None
+    pool = seat_limits(terms, plan, addons=catalog.addons) if plan is not None else None
     if pool is None or effective_at > now:
         return
     members = (await session.execute(_MEMBERS, {"c": contract.customer_id})).scalar_one()
