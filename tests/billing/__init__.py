@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from allotment.billing.pricing import Interval, Line, MeterTotal, Priced, PricingInput, Segment
+from allotment.billing.priced import Interval, Line, MeterTotal, Priced, PricingInput, Segment
 from allotment.policy import Catalog, compile_policy, load
 
 MAY = datetime(2026, 5, 1, tzinfo=UTC)

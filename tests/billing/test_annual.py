@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from allotment.billing.annual import annual_dues
 from allotment.billing.measure import money
-from allotment.billing.pricing import Priced, Segment, price
+from allotment.billing.priced import Priced, Segment
+from allotment.billing.pricing import price
 from allotment.billing.tiers import meter_priced
 from allotment.contracts.years import anniversary, contract_year, pieces
 from tests.billing import catalog, pricing, segment

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allotment.billing.measure import decimal, money
-from allotment.billing.pricing import Interval, Priced, price
+from allotment.billing.priced import Interval, Priced
+from allotment.billing.pricing import price
 from tests.billing import JUNE, MAY, by_code, codes, held, may, pricing, segment
 
 D = Decimal

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from allotment.billing.credit_line import applies, credits_line, month_charge
 from allotment.billing.measure import money
-from allotment.billing.pricing import Line
+from allotment.billing.priced import Line
 from allotment.billing.wallet import Charge, Grant, draw
 
 D = Decimal

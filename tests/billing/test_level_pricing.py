@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allotment.billing.measure import money
-from allotment.billing.pricing import MeterTotal, PricingInput, Segment, price
+from allotment.billing.priced import MeterTotal, PricingInput, Segment
+from allotment.billing.pricing import price
 from allotment.policy import compile_policy, load
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)

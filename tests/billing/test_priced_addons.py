@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.billing.pricing import Interval, Line, Priced, Segment, money, price
+from allotment.billing.priced import Interval, Line, Priced, Segment
+from allotment.billing.pricing import money, price
 from allotment.policy.catalog import Addon, AddonPrice
 from tests.billing import JUNE, MAY, by_code, catalog, codes, held, may, pricing, segment
 
@@ -368,7 +369,7 @@ def test_allowances_raise_the_seat_limit_priced_for_burst(quantity: int) -> None
 def test_per_unit_of_a_level_is_priced_per_month_like_the_plans_meter_lines() -> None:
     """An average meter (GB stored, say) priced by an add-on: max(0, level − included) × unit
     × the fee fraction. From May 16 12:00, 350 on average, 100 included: 250 × 0.02 × ½."""
-    from allotment.billing.pricing import MeterTotal
+    from allotment.billing.priced import MeterTotal
 
     def level(start, end, meter):  # type: ignore[no-untyped-def]
         return MeterTotal(meter, D("350"), 4, level=meter == "gpu_minutes")

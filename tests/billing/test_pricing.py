@@ -16,7 +16,8 @@ from fractions import Fraction
 import orjson
 import pytest
 
-from allotment.billing.pricing import Interval, Priced, money, price
+from allotment.billing.priced import Interval, Priced
+from allotment.billing.pricing import money, price
 from allotment.policy.catalog import MeterPrice, Tier
 from tests.billing import (
     DAY,

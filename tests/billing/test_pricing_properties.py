@@ -21,7 +21,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.billing.pricing import Interval, Priced, PricingInput, Segment, price
+from allotment.billing.priced import Interval, Priced, PricingInput, Segment
+from allotment.billing.pricing import price
 from allotment.policy.catalog import MeterPrice, Plan, Tier
 from tests.billing import catalog, segment, usage
 

@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 from allotment.billing.commitments import plan_starts
-from allotment.billing.pricing import Interval, Priced, Segment, price
+from allotment.billing.priced import Interval, Priced, Segment
+from allotment.billing.pricing import price
 from allotment.kit.clock import isoformat
 from tests.billing import JUNE, MAY, by_code, codes, held, may, pricing, segment
 

@@ -22,7 +22,8 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.billing.pricing import Priced, Segment, price
+from allotment.billing.priced import Priced, Segment
+from allotment.billing.pricing import price
 from allotment.billing.tiers import graduated, reached_tier, volume
 from allotment.policy.catalog import MeterPrice, Package, Tier
 from tests.billing import by_code, held, may, pricing, segment

@@ -32,7 +32,7 @@ from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
 
 if TYPE_CHECKING:
-    from allotment.billing.pricing import Interval, Line, PricingInput, Segment
+    from allotment.billing.priced import Interval, Line, PricingInput, Segment
 
 
 class GroupPricer(Protocol):

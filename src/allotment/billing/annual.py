@@ -44,7 +44,7 @@ from allotment.policy.catalog import MeterPrice
 from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 if TYPE_CHECKING:
-    from allotment.billing.pricing import PricingInput, Segment
+    from allotment.billing.priced import PricingInput, Segment
 
 UNPAID_KINDS = frozenset({"trial"})
 

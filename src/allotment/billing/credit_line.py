@@ -19,7 +19,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from allotment.billing.measure import ZERO, money
-from allotment.billing.pricing import Line
+from allotment.billing.priced import Line
 from allotment.billing.wallet import Ledger
 from allotment.policy.catalog import DEFAULT_CREDITS_APPLY_TO
 from allotment.policy.money import format_amount

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing.annual import Dues, annual_dues
 from allotment.billing.commitments import plan_starts
-from allotment.billing.pricing import Interval, MeterTotal, PricingInput, Segment
+from allotment.billing.priced import Interval, MeterTotal, PricingInput, Segment
 from allotment.contracts import history as contracts_history
 from allotment.contracts.terms import Terms, seat_limits
 from allotment.contracts.years import contract_year

@@ -50,7 +50,7 @@ an invoice serializes the same bytes every time. docs/billing.md works every rul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -58,7 +58,7 @@ from fractions import Fraction
 from typing import Any
 
 from allotment.billing import addons, contracted
-from allotment.billing.annual import Dues, group_drafts
+from allotment.billing.annual import group_drafts
 from allotment.billing.commitments import commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
@@ -76,98 +76,17 @@ from allotment.billing.measure import (
     steps,
     text,
 )
+from allotment.billing.priced import (
+    Line,
+    Priced,
+    PricingInput,
+    Segment,
+)
 from allotment.billing.tiers import meter_priced, seat_priced
 from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import Addon, MeterPrice, Plan, Price
+from allotment.policy.catalog import MeterPrice, Price
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
-
-# -- inputs and outputs ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One contract revision's share of the period: [start, end), already clipped to the
-    period, to the contract's term and (for the current month) to `now`."""
-
-    start: datetime
-    end: datetime
-    revision: int
-    policy_version: int
-    plan: Plan  # from the catalog of policy_version (prices inside)
-    addons: tuple[Addon, ...]  # the revision's add-ons that exist in that catalog
-    kind: str  # standard | trial | educational | pilot
-    discount_percent: Decimal | None
-    seat_limit: int | None  # the seat limit in force (for burst seat-days); None: no seat pool
-    seat_model: str | None  # "named" | "concurrent" | None
-    # Period fees (base, add-ons) run to here instead of `end`: for the current month, the
-    # segment ends now (usage, seats, instances to date) but its fees are the month's
-    # (docs/billing.md). None: `end`.
-    fee_end: datetime | None = None
-    # When the plan's one-time fees fall due for this contract (commitments.plan_starts);
-    # charged by the group this instant falls in. None: not due (a trial, or unknown).
-    plan_started: datetime | None = None
-    # Bought quantities (a `contracted` price basis: billing/contracted.py); None: none bought.
-    contracted_seats: int | None = None
-    contracted_instances: int | None = None
-    # Annual terms (billing/annual.py): where contract years count from, and when annual
-    # fees fall due. None: no annual line.
-    contract_start: datetime | None = None
-    dues: Dues = dataclasses.field(default_factory=Dues)
-    addon_quantities: tuple[tuple[str, int], ...] = ()  # (name, quantity) of those bought > 1
-    discount_reason: str | None = None  # a standard contract's negotiated discount
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A seat (members only; guests are never billed), a session (concurrent plans) or an
-    instance lease, as stored: [start, end); end None = still open (for a lease: its
-    expiry is given in `end` by the caller already, so None means open-ended seat)."""
-
-    start: datetime
-    end: datetime | None
-    weight: int = 1  # instances: the kind weight; seats/sessions: 1
-    kind: str | None = None  # instances: the kind (for the line's source)
-
-
-@dataclass(frozen=True)
-class MeterTotal:
-    meter: str
-    quantity: Decimal  # the meter's total over the segment group
-    events: int  # events counted
-    exact: Fraction | None = None  # an average's exact value (`quantity` is it rounded)
-    level: bool = False  # an average or percentile: priced per month, prorated like a fee
-
-
-@dataclass(frozen=True)
-class PricingInput:
-    period_start: datetime  # first instant of the calendar month (UTC)
-    period_end: datetime  # first instant of the next month
-    currency: str
-    minor_digits: int
-    segments: tuple[Segment, ...]  # ordered, non-overlapping
-    seats: tuple[Interval, ...]  # member seats (named model) or sessions (concurrent model)
-    instances: tuple[Interval, ...]
-    meters: Callable[[datetime, datetime, str], MeterTotal]  # total of meter over [start, end)
-
-
-@dataclass(frozen=True)
-class Line:
-    code: str  # base seats burst instances meter:<name> addon:<name> credit:trial discount:<kind>
-    description: str
-    quantity: Decimal
-    unit: str  # "month", "seat", "seat-day", "weighted instance-hour", a meter's name, the currency
-    unit_price: Decimal
-    amount: Decimal  # rounded half-even to the minor unit
-    source: dict[str, Any]  # JSON types only: revisions, policy_versions, and what was counted
-
-
-@dataclass(frozen=True)
-class Priced:
-    lines: tuple[Line, ...]
-    subtotal: Decimal  # sum of the rounded lines
-    policy_versions: tuple[int, ...]
-
 
 # -- pricing ---------------------------------------------------------------------------------
 

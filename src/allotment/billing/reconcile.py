@@ -18,7 +18,7 @@ from typing import Any
 
 from allotment.billing.data import Gathered
 from allotment.billing.measure import ZERO, steps
-from allotment.billing.pricing import Interval, MeterTotal, Segment
+from allotment.billing.priced import Interval, MeterTotal, Segment
 from allotment.contracts.addons import bought, total
 from allotment.contracts.terms import instance_limits
 from allotment.contracts.years import pieces

@@ -25,7 +25,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.billing import data, reconcile, wallet_ledger
-from allotment.billing.pricing import Priced, price
+from allotment.billing.priced import Priced
+from allotment.billing.pricing import price
 from allotment.billing.schemas import (
     InvoiceList,
     InvoiceRead,

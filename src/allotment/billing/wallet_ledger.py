@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.billing import data
 from allotment.billing.credit_balance import MonthWallet, OpenGrant
 from allotment.billing.credit_line import MonthCharge, applies, credits_line, month_charge
-from allotment.billing.pricing import Priced, price
+from allotment.billing.priced import Priced
+from allotment.billing.pricing import price
 from allotment.billing.wallet import Charge, Grant, Ledger, draw
 from allotment.contracts.models import Contract
 from allotment.contracts.terms import DISCOUNTED_KINDS
