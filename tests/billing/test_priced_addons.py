@@ -349,9 +349,10 @@ def test_quantity_times_an_addon_is_its_lines_times_the_quantity(
 
 @pytest.mark.parametrize("quantity", [1, 3])
 def test_allowances_raise_the_seat_limit_priced_for_burst(quantity: int) -> None:
-    """The segment's seat limit comes raised from billing/data.py (contracts/terms.seat_limits),
+    """The segment's seat limit comes raised from billing/data.py (contracts/limits.seat_limits),
     so the burst line counts seat-days over the raised limit, not the plan's."""
-    from allotment.contracts.terms import Terms, seat_limits
+    from allotment.contracts.limits import seat_limits
+    from allotment.contracts.terms import Terms
 
     compiled = catalog(ADDON_POLICY)
     terms = Terms(

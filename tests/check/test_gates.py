@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from allotment.check.evaluator import OK, evaluate
 from allotment.check.values import Holdings, InstanceHold, SessionHold, Snapshot
-from allotment.contracts.terms import SeatLimits
+from allotment.contracts.limits import SeatLimits
 from allotment.tenants.quotas import Quotas
 from tests.check.snapshots import NOW, catalog, contract, request, snapshot
 

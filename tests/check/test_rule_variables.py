@@ -23,7 +23,7 @@ from allotment.check.values import (
     Usage,
     Verdict,
 )
-from allotment.contracts.terms import SeatLimits
+from allotment.contracts.limits import SeatLimits
 from allotment.policy.catalog import InstancePool
 from allotment.tenants.quotas import Quotas
 from tests.check.snapshots import NOW, catalog, request, snapshot

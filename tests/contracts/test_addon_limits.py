@@ -1,4 +1,4 @@
-"""contracts/terms.effective_limits and contracts/addons.py, pure: what add-ons bought (× their
+"""contracts/limits.effective_limits and contracts/addons.py, pure: what add-ons bought (× their
 quantity) add to a contract's seat, instance and meter limits, alone and with overrides."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from allotment.contracts.addons import bought, total
-from allotment.contracts.terms import Override, Terms, effective_limits
+from allotment.contracts.limits import effective_limits
+from allotment.contracts.terms import Override, Terms
 from allotment.policy import compile_policy, load
 from allotment.policy.catalog import NO_RAISES, Catalog
 

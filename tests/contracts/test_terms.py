@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from allotment.contracts.limits import effective_limits
 from allotment.contracts.terms import (
     BurstTerms,
     InstanceTerms,
@@ -17,7 +18,6 @@ from allotment.contracts.terms import (
     Terms,
     TermsOutOfCatalog,
     check_terms,
-    effective_limits,
     initial_attributes,
     overlaps,
     status,

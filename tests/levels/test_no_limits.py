@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from allotment.contracts.terms import Override, Terms, effective_limits
+from allotment.contracts.limits import effective_limits
+from allotment.contracts.terms import Override, Terms
 from allotment.policy import compile_policy, validate
 from tests.policy.documents import base
 

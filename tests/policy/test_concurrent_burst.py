@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from allotment.contracts.terms import BurstTerms, SeatTerms, Terms, check_terms, effective_limits
+from allotment.contracts.limits import effective_limits
+from allotment.contracts.terms import BurstTerms, SeatTerms, Terms, check_terms
 from allotment.policy import compile_policy, validate
 from allotment.policy.validation import validate as validate_stored
 from tests.factories.policies_for_contracts import demo_catalog

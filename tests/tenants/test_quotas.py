@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from allotment.contracts.terms import Terms, effective_limits
+from allotment.contracts.limits import effective_limits
+from allotment.contracts.terms import Terms
 from allotment.tenants.quotas import Excess, Quotas, excesses, total
 from tests.factories.policies_for_contracts import demo_catalog as catalog
 

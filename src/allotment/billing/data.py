@@ -38,7 +38,8 @@ from allotment.billing.annual import Dues, annual_dues
 from allotment.billing.commitments import plan_starts
 from allotment.billing.priced import Interval, MeterTotal, PricingInput, Segment
 from allotment.contracts import history as contracts_history
-from allotment.contracts.terms import Terms, seat_limits
+from allotment.contracts.limits import seat_limits
+from allotment.contracts.terms import Terms
 from allotment.contracts.years import contract_year
 from allotment.errors import NotFound, ValidationFailed
 from allotment.instances import history as instances_history

@@ -20,7 +20,7 @@ from allotment.billing.data import Gathered
 from allotment.billing.measure import ZERO, steps
 from allotment.billing.priced import Interval, MeterTotal, Segment
 from allotment.contracts.addons import bought, total
-from allotment.contracts.terms import instance_limits
+from allotment.contracts.limits import instance_limits
 from allotment.contracts.years import pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import UsageLimit
@@ -43,7 +43,7 @@ def sweep(
 
 
 def _limits(segment: Segment, gathered: Gathered) -> dict[str, UsageLimit]:
-    """The meter limits of the segment's start, as `contracts.terms.effective_limits` gives
+    """The meter limits of the segment's start, as `contracts.limits.effective_limits` gives
     them: overrides replace the plan's limit, add-ons raise either."""
     terms = gathered.terms[segment.revision]
     limits = dict(segment.plan.limits)

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from allotment.check import holdings
 from allotment.check.values import ContractView, FeatureOverride, LimitOverride, Snapshot
 from allotment.contracts import addons as contract_addons
-from allotment.contracts.terms import Terms, instance_limits, seat_limits
+from allotment.contracts.limits import instance_limits, seat_limits
+from allotment.contracts.terms import Terms
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from allotment.billing.credit_balance import MonthWallet
-from allotment.contracts.terms import SeatLimits
+from allotment.contracts.limits import SeatLimits
 from allotment.policy.catalog import Catalog, InstancePool, Plan
 from allotment.tenants.quotas import Quotas
 

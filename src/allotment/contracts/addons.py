@@ -7,7 +7,7 @@ each add-on's `raises` (docs/policy.md, "addons") times the quantity the contrac
     total(bought)           → Raises                     seats, instances, meter limits and
                                                          included units, summed
 
-Checks (the seat and instance pools, meter limits: `terms.effective_limits`,
+Checks (the seat and instance pools, meter limits: `limits.effective_limits`,
 `check/payload.py`, `check/gates.py`) and pricing (included units: `billing/addons.py`) read
 the same sums, so a customer with the add-on is both allowed past the plan's limit and priced
 for it. An add-on a later policy removed adds nothing.

@@ -37,9 +37,9 @@ from typing import Any
 from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.contracts.limits import effective_limits as limits_of
 from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.terms import Problem, Terms, TermsOutOfCatalog, check_terms
-from allotment.contracts.terms import effective_limits as limits_of
 from allotment.customers.models import Customer
 from allotment.policy.catalog import Catalog
 from allotment.tenants.quotas import Quotas, excesses, total

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
 from allotment.contracts import service as contracts
-from allotment.contracts.terms import EffectiveLimits, SeatLimits, TermsOutOfCatalog
+from allotment.contracts.limits import EffectiveLimits, SeatLimits
+from allotment.contracts.terms import TermsOutOfCatalog
 from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFailed
 from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow

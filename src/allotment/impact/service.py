@@ -7,7 +7,7 @@ catalog of `version` (a draft or a published one), by the code that answers chec
 `payload.build` over the same payload the snapshot cache loads, then
 `evaluator.evaluate_many` over every feature of the catalog, catalog-only (`gates=()`, no
 subject, instance, tenant or context: the answer `GET /v1/customers/{key}/entitlements`
-gives). Limits come from `contracts.terms.effective_limits`. A customer appears when
+gives). Limits come from `contracts.limits.effective_limits`. A customer appears when
 anything differs:
 
     features_gained   allowed under `version`, not under the active one
@@ -50,9 +50,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.check import evaluator
 from allotment.check.payload import build, contract_payload, customer_payload
 from allotment.check.values import CheckRequest, Snapshot
+from allotment.contracts.limits import effective_limits
 from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.orphans import find_orphans
-from allotment.contracts.terms import Terms, TermsOutOfCatalog, effective_limits
+from allotment.contracts.terms import Terms, TermsOutOfCatalog
 from allotment.customers.models import Customer
 from allotment.errors import BadRequest
 from allotment.kit.clock import isoformat, utcnow

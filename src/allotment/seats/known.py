@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from allotment.contracts import pools
-from allotment.contracts.terms import SeatLimits
+from allotment.contracts.limits import SeatLimits
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
 from allotment.contracts import pools
+from allotment.contracts.limits import SeatLimits, seat_limits
 from allotment.contracts.models import Contract
-from allotment.contracts.terms import SeatLimits, Terms, seat_limits
+from allotment.contracts.terms import Terms
 from allotment.db import after_commit
 from allotment.errors import Conflict, NotFound
 from allotment.instances import service as instances

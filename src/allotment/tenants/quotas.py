@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from allotment.contracts.terms import EffectiveLimits
+from allotment.contracts.limits import EffectiveLimits
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.contracts import service as contracts
+from allotment.contracts.limits import effective_limits
 from allotment.contracts.models import Contract
 from allotment.contracts.pools import NoContractInForce
-from allotment.contracts.terms import Terms, TermsOutOfCatalog, effective_limits
+from allotment.contracts.terms import Terms, TermsOutOfCatalog
 from allotment.customers import service as customers
 from allotment.customers.models import Customer
 from allotment.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
