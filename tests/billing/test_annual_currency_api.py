@@ -262,3 +262,25 @@ async def test_a_check_is_refused_at_a_yearly_limit_counted_over_the_contract_ye
     assert refused["reason"] == "usage_limit_reached"
     assert refused["limit"]["used"] == 10000
     assert "this year" in refused["detail"]
+
+
+async def test_a_wallet_is_in_the_currency_the_customer_is_billed_in(
+    client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    await publish_policy(client, admin, currency_document())
+    await create_customer(client, admin, key="kyoto")
+    await create_contract(
+        client, admin, customer="kyoto", plan="team", starts_at=iso(OCTOBER), currency="JPY"
+    )
+    cents = await client.post(
+        "/v1/customers/kyoto/credits", json={"amount": "100.50"}, headers=admin
+    )
+    assert cents.status_code == 422 and error_paths(cents) == ["amount"]
+    assert "JPY allows at most 0" in cents.text
+    created = await client.post(
+        "/v1/customers/kyoto/credits", json={"amount": "5000"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["currency"] == "JPY"
+    wallet = (await client.get("/v1/customers/kyoto/credits", headers=finance)).json()
+    assert (wallet["currency"], Decimal(wallet["balance"])) == ("JPY", Decimal(5000))

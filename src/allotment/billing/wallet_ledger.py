@@ -155,9 +155,12 @@ async def build(
         for row in rows
     ]
     months: list[MonthUse] = []
-    # The grants' currency until a month priced says the policy's (they agree: a grant is
-    # recorded in the policy's currency).
+    # The grants' currency until a month priced says the contract's. A wallet is in one
+    # currency, the one the customer is billed in: a grant recorded in another (before a
+    # change of contract currency) is neither drawn nor counted, nor is a month billed in
+    # another (docs/billing.md, "Credit wallets").
     currency = rows[-1].currency if rows else "USD"
+    billed_in: dict[str, str] = {}  # month ref → its invoice's currency
     digits, credits = minor_digits(currency), None
     month = month_start(min(starts)) if starts else next_month(last)
     while month <= last:
@@ -183,6 +186,7 @@ async def build(
             if plan is not None and all(g.id != plan.id for g in grants):
                 grants.append(plan)
             at = min(now, end - INSTANT)
+            billed_in[f"{contract.id}:{month:%Y-%m}"] = gathered.currency
             months.append(
                 MonthUse(
                     ref=f"{contract.id}:{month:%Y-%m}",
@@ -193,6 +197,9 @@ async def build(
                 )
             )
         month = end
+    by_id = {row.id: row for row in rows}
+    grants = [g for g in grants if g.id not in by_id or by_id[g.id].currency == currency]
+    months = [m for m in months if billed_in.get(m.ref, currency) == currency]
     if not grants:
         return None
     ledger = draw(grants, [Charge(m.ref, m.at, m.charge.amount) for m in months], now)

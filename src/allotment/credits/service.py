@@ -19,6 +19,7 @@ from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.billing import wallet_ledger
 from allotment.billing.measure import money
+from allotment.contracts import service as contracts
 from allotment.credits.models import CreditGrant
 from allotment.credits.schemas import (
     ChargeRead,
@@ -33,7 +34,7 @@ from allotment.errors import ValidationFailed
 from allotment.kit.clock import in_utc, isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.policy import service as policies
-from allotment.policy.money import decimal_places, format_amount
+from allotment.policy.money import decimal_places, format_amount, minor_digits
 
 
 def _read(row: CreditGrant, customer: str) -> CreditGrantRead:
@@ -56,16 +57,21 @@ async def grant(
 ) -> CreditGrantRead:
     now = utcnow()
     customer = await customers.get(session, customer_key)
-    _, catalog = await policies.load_catalog(session)  # the amount is in its currency
+    _, catalog = await policies.load_catalog(session)
+    # A wallet is in the currency the customer is billed in: its contract's (in force now),
+    # else the policy's (docs/billing.md, "Credit wallets").
+    terms = await contracts.current_terms(session, customer_id=customer.id, at=now)
+    currency = (terms.terms.currency if terms is not None else None) or catalog.currency
+    digits = minor_digits(currency)
     problems = []
     if data.amount <= 0:
         problems.append({"path": "amount", "message": "must be above zero"})
-    elif decimal_places(data.amount) > catalog.minor_digits:
+    elif decimal_places(data.amount) > digits:
         problems.append(
             {
                 "path": "amount",
                 "message": f"'{format_amount(data.amount)}' has {decimal_places(data.amount)} "
-                f"decimal places; {catalog.currency} allows at most {catalog.minor_digits}",
+                f"decimal places; {currency} allows at most {digits}",
             }
         )
     granted_at = in_utc(data.granted_at, path="granted_at") if data.granted_at else now
@@ -84,7 +90,7 @@ async def grant(
         id=new_id("cr"),
         customer_id=customer.id,
         amount=data.amount,
-        currency=catalog.currency,
+        currency=currency,
         kind=data.kind,
         granted_at=granted_at,
         expires_at=expires_at,
@@ -118,12 +124,17 @@ async def wallet(
             f"`as_of` {isoformat(taken)} is in the future.",
             errors=[{"path": "as_of", "message": "in the future"}],
         )
-    found = await wallet_ledger.build(session, customer_id=customer.id, as_of=taken)
+    # Shown to the second, but read to the instant: a grant recorded earlier in this very
+    # second is in the wallet.
+    found = await wallet_ledger.build(
+        session, customer_id=customer.id, as_of=now if as_of is None else taken
+    )
     if found is None:
         _, catalog = await policies.load_catalog(session)
+        terms = await contracts.current_terms(session, customer_id=customer.id, at=now)
         return WalletRead(
             customer=customer.key,
-            currency=catalog.currency,
+            currency=(terms.terms.currency if terms is not None else None) or catalog.currency,
             as_of=taken,
             balance=Decimal(0),
             enforce=False,
