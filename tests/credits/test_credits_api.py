@@ -75,6 +75,7 @@ async def test_bad_grants_name_their_paths(
         ({"amount": "1.005"}, "amount"),  # USD has two decimal places
         ({"amount": 10.5}, "amount"),  # a float loses cents: amounts are strings
         ({"amount": "-5.00"}, "amount"),
+        ({"amount": "1000000000000.01"}, "amount"),  # above 10^12: a unit mistake
         (
             {"amount": "5.00", "granted_at": iso(NOVEMBER), "expires_at": iso(OCTOBER)},
             "expires_at",

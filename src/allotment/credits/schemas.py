@@ -13,7 +13,7 @@ class CreditGrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Money = Field(
-        description="Above zero, a quoted decimal with at most the policy currency's "
+        description="Above zero and at most 10^12, a quoted decimal with at most the billing currency's "
         "minor-unit places (USD 2, JPY 0)."
     )
     kind: Literal["purchased", "granted"] = Field(

@@ -52,6 +52,11 @@ def _read(row: CreditGrant, customer: str) -> CreditGrantRead:
     )
 
 
+# Larger grants would take wallet sums past the 28 significant digits of Decimal's default
+# context, which rounds them; no real top-up comes near this.
+MAX_GRANT = Decimal(10**12)
+
+
 async def grant(
     session: AsyncSession, *, customer_key: str, data: CreditGrantCreate, actor: str
 ) -> CreditGrantRead:
@@ -66,6 +71,10 @@ async def grant(
     problems = []
     if data.amount <= 0:
         problems.append({"path": "amount", "message": "must be above zero"})
+    elif data.amount > MAX_GRANT:
+        problems.append(
+            {"path": "amount", "message": f"at most {MAX_GRANT:,} in one grant (a unit mistake?)"}
+        )
     elif decimal_places(data.amount) > digits:
         problems.append(
             {
