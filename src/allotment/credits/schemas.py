@@ -13,8 +13,8 @@ class CreditGrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Money = Field(
-        description="Above zero and at most 10^12, a quoted decimal with at most the billing currency's "
-        "minor-unit places (USD 2, JPY 0)."
+        description="Above zero and at most 10^12, a quoted decimal with at most the "
+        "minor-unit places of the currency the customer is billed in (USD 2, JPY 0)."
     )
     kind: Literal["purchased", "granted"] = Field(
         default="purchased", description="purchased: a top-up; granted: free credits."
