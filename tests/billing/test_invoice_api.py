@@ -168,3 +168,30 @@ async def test_the_current_month_charges_the_whole_months_fees_and_usage_to_date
     assert amounts["base"] == Decimal("500.00")  # the whole month's, not to date
     assert amounts["addon:audit_pack"] == Decimal("100.00")
     assert amounts.get("seats", Decimal(0)) == 0 and amounts.get("instances", Decimal(0)) == 0
+
+
+async def test_a_backdated_contract_names_what_could_not_be_priced(
+    client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    # Version 1 has no plan 'late'; version 2 adds it, and a contract on it is dated back to
+    # October: October was under version 1, so nothing of it can be priced — and says so.
+    document = metered_document()
+    await publish_policy(client, admin, document)
+    document["plans"]["late"] = {"features": [], "price": {"base": "31.00"}}
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    contract = await create_contract(
+        client, admin, customer="acme", plan="late", starts_at=iso(MONTH_START)
+    )
+    response = await client.get(
+        f"/v1/contracts/{contract['id']}/invoice-preview",
+        params={"period": PERIOD},
+        headers=finance,
+    )
+    assert response.status_code == 200, response.text
+    invoice = response.json()
+    assert invoice["lines"] == [] and Decimal(invoice["subtotal"]) == 0
+    assert [(u["start"], u["end"]) for u in invoice["unpriced"]] == [
+        ("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
+    ]
+    assert "plan 'late' is not in policy version 1" in invoice["unpriced"][0]["reason"]

@@ -31,6 +31,12 @@ class LateRead(BaseModel):
     meters: list[LateMeterRead]
 
 
+class UnpricedRead(BaseModel):
+    start: datetime
+    end: datetime
+    reason: str
+
+
 class InvoiceRead(BaseModel):
     contract: str
     customer: str
@@ -48,6 +54,13 @@ class InvoiceRead(BaseModel):
     late: LateRead = Field(
         description="Events received after as_of whose time is in the period: what a later "
         "preview would add. The one part of a preview that later arrivals change."
+    )
+    unpriced: list[UnpricedRead] = Field(
+        default_factory=list,
+        description="Intervals of the period the contract was in force but nothing could be "
+        "priced: its plan is not in the policy version then in force (a contract backdated "
+        "before the version that has its plan), or has no price list in its currency. Empty "
+        "when every instant in force was priced.",
     )
 
 

@@ -35,6 +35,7 @@ from allotment.billing.schemas import (
     LateRead,
     LineRead,
     ReconciliationRead,
+    UnpricedRead,
 )
 from allotment.contracts.models import Contract
 from allotment.kit.pagination import paginate
@@ -99,6 +100,10 @@ async def preview(
                 for name, found in sorted(late.by_meter.items())
             ],
         ),
+        unpriced=[
+            UnpricedRead(start=start, end=stop, reason=why)
+            for start, stop, why in gathered.unpriced
+        ],
     )
 
 
