@@ -359,6 +359,23 @@ async def test_the_invoice_is_the_one_worked_in_the_doc(
         assert sources["discount:educational"]["reason"] == "university site licence"
 
 
+async def test_a_contract_from_the_12th_pays_for_the_load_test(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    """The monitoring model's note: p99 of the 456 hours from November 12 drops 4 of them,
+    so the six load-test hours at 90 hosts count."""
+    await _publish(client, admin, "host_monitoring")
+    await create_customer(client, admin, key="acme")
+    contract = await create_contract(
+        client, admin, plan="pro", starts_at=iso(NOV + 11 * DAY), addons=["apm"]
+    )
+    await _ingest(app, host_reports())
+    lines, _, _ = await _preview(client, finance, contract)
+    priced = {code: (quantity, unit_price, amount) for code, quantity, unit_price, amount in lines}
+    assert priced["meter:hosts"] == (Decimal(90), Decimal("15.00"), Decimal("855.00"))
+    assert priced["addon:apm"] == (Decimal(12), Decimal("31.00"), Decimal("235.60"))
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a percentage add-on counts nothing of an annual add-on's line that its `of` names",
