@@ -29,6 +29,7 @@ from allotment.db import session_scope
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract, iso
 from tests.factories.customers import create_customer
+from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.seats import assign, register
 from tests.factories.usage import event, ingest_at
 
@@ -374,6 +375,21 @@ async def test_a_contract_from_the_12th_pays_for_the_load_test(
     priced = {code: (quantity, unit_price, amount) for code, quantity, unit_price, amount in lines}
     assert priced["meter:hosts"] == (Decimal(90), Decimal("15.00"), Decimal("855.00"))
     assert priced["addon:apm"] == (Decimal(12), Decimal("31.00"), Decimal("235.60"))
+
+
+async def test_credits_that_apply_to_the_minimum_pay_the_true_up_too(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    """The usage model's note: with `applies_to: ["meter:*", minimum]` the wallet pays the
+    messages line and the true-up, 300.00 (25.00 of the monthly grant, 275.00 of the top-up)."""
+    document = policy("usage_api")
+    document["plans"]["committed"]["price"]["credits"]["applies_to"] = ["meter:*", "minimum"]
+    await publish_policy(client, admin, document)
+    contract = await usage_api(app, client, admin)
+    lines, subtotal, invoice = await _preview(client, finance, contract)
+    assert lines[-1] == ("credits", Decimal("300.00"), Decimal(-1), Decimal("-300.00"))
+    assert subtotal == Decimal("0.00")
+    assert invoice["lines"][-1]["source"]["balance_after"] == "225.00"
 
 
 @pytest.mark.xfail(
