@@ -392,16 +392,12 @@ async def test_credits_that_apply_to_the_minimum_pay_the_true_up_too(
     assert invoice["lines"][-1]["source"]["balance_after"] == "225.00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a percentage add-on counts nothing of an annual add-on's line that its `of` names",
-)
-async def test_a_percentage_of_an_annual_addon(
-    client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+async def test_a_percentage_of_an_annual_addon_is_refused_with_its_path(
+    client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     """Found while writing the cookbook (its section "What the models approximate", 4):
-    maintenance as 20 % of a licence sold as a yearly add-on. The policy validates, the
-    add-on's line is on the invoice, but the percentage leaves it out (0.00)."""
+    maintenance as 20 % of a licence sold as a yearly add-on. A yearly add-on's line is
+    priced after the percentages, which would count nothing of it: the policy is refused."""
     document = {
         "currency": "USD",
         "plans": {"site": {"price": {"base": "0"}}},
@@ -411,13 +407,7 @@ async def test_a_percentage_of_an_annual_addon(
         },
     }
     created = await client.post("/v1/policies", json=document, headers=admin)
-    assert created.status_code == 201, created.text
-    version = created.json()["version"]
-    assert (await client.post(f"/v1/policies/{version}/publish", headers=admin)).is_success
-    await create_customer(client, admin, key="acme")
-    contract = await create_contract(
-        client, admin, plan="site", starts_at=iso(NOV), addons=["licence", "maintenance"]
-    )
-    lines, subtotal, _ = await _preview(client, finance, contract)
-    assert ("addon:licence", Decimal(1), Decimal("1440.00"), Decimal("1440.00")) in lines
-    assert ("addon:maintenance", Decimal("1440.00"), Decimal("0.2"), Decimal("288.00")) in lines
+    assert created.status_code == 422, created.text
+    errors = created.json()["errors"]
+    assert [e["path"] for e in errors] == ["addons.maintenance.of[0]"]
+    assert "billed yearly" in errors[0]["message"]

@@ -5,6 +5,7 @@
     priced more than one way                          addons.support
     percent without `of`, `of` without percent        addons.maintenance.of
     `of` names a line that cannot exist               addons.maintenance.of[1]
+    (or a yearly add-on's, priced after it)
     per_unit of an unknown meter, or of one a plan    addons.gpu.per_unit.meter
       prices already
     raises a limit / included units of an unknown     addons.boost.raises.limits.foo,
@@ -201,6 +202,17 @@ def _check_of(
             yield location, "an add-on is not a percentage of itself"
         elif kind == "addon" and name not in addons:
             yield location, _unknown("add-on", name, set(addons) - {addon})
+        elif (
+            kind == "addon"
+            and isinstance(addons[name], Mapping)
+            and (addons[name].get("interval") == "year")
+        ):
+            yield (
+                location,
+                f"add-on '{name}' is billed yearly (interval: year), in the month its year "
+                "falls due, after the monthly lines a percentage is taken of; sell the "
+                "percentage as a yearly add-on priced at that share instead",
+            )
         elif kind == "addon" and _is_percent(addons[name]):
             yield (
                 location,
