@@ -68,6 +68,16 @@ async def test_quantities_name_something_and_are_counts(
         client, admin, plan="licensed", quantities={"seats": -1, "instances": 1}, expect=422
     )
     assert error_paths(negative) == ["quantities.seats"]
+    # Counts are JSON integers: "5" and 5.0 are refused, not converted, as elsewhere.
+    converted = await create_contract(
+        client,
+        admin,
+        plan="licensed",
+        quantities={"seats": "5", "instances": 5.0},
+        seats={"limit": "12"},
+        expect=422,
+    )
+    assert error_paths(converted) == ["seats.limit", "quantities.seats", "quantities.instances"]
 
 
 async def test_quantities_are_stored_revisioned_and_audited(

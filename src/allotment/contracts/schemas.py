@@ -41,7 +41,9 @@ from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
 from allotment.policy.schemas import MAX_VERSION
 
-Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+# Strict: a count written as "5" or 5.0 is a mistake to report, as the policy and the other
+# routes report it, not a value to convert.
+Count = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 # Stored and shown with two decimals ("12.50"), however it was written.
 Percent = Annotated[
@@ -153,7 +155,7 @@ class AddonIn(Body):
     """An add-on bought `quantity` times; written as its bare name when bought once."""
 
     name: Name
-    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY, strict=True)
 
 
 def _addon_entry(value: Any) -> Any:
