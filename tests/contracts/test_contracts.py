@@ -86,6 +86,10 @@ async def test_kind_rules_are_422_with_paths(
             {"discount_percent": 101, "kind": "pilot", "ends_at": days_from_now(9)},
             ["discount_percent"],
         ),
+        (  # a JSON fraction is a float: a fractional percent is written "12.5"
+            {"discount_percent": 12.5, "kind": "pilot", "ends_at": days_from_now(9)},
+            ["discount_percent"],
+        ),
         ({"starts_at": "2026-01-01T00:00:00"}, ["starts_at"]),  # no timezone
         ({"seats": {"limit": -1}}, ["seats.limit"]),
         ({"overrides": [{"feature": "sso", "reason": "x"}]}, ["overrides[0]"]),

@@ -46,8 +46,17 @@ from allotment.policy.schemas import MAX_VERSION
 Count = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 # Stored and shown with two decimals ("12.50"), however it was written.
+def _not_a_float(value: object) -> object:
+    # A JSON fraction arrives as a binary float (0.1 is not 0.1): a percent is written as an
+    # integer or a quoted decimal, as amounts are everywhere.
+    if isinstance(value, float):
+        raise ValueError('write a fractional percent as a quoted decimal ("12.5"), not a number')
+    return value
+
+
 Percent = Annotated[
     Decimal,
+    BeforeValidator(_not_a_float),
     Field(gt=0, le=100, max_digits=5, decimal_places=2),
     AfterValidator(lambda value: value.quantize(Decimal("0.01"))),
 ]
