@@ -141,10 +141,44 @@ async def amend(
                 "message": "required with a changed discount: why the new one was negotiated",
             }
         )
+    return await apply_revision(
+        session,
+        contract,
+        view,
+        terms,
+        catalog,
+        problems,
+        what="amendment",
+        action="contract.amended",
+        effective_at=effective_at,
+        now=now,
+        actor=actor,
+        check_overlap=terms.ends_at != current.ends_at,
+    )
+
+
+async def apply_revision(
+    session: AsyncSession,
+    contract: Contract,
+    view: ContractView,
+    terms: Terms,
+    catalog: Catalog,
+    problems: list[dict[str, str]],
+    *,
+    what: str,
+    action: str,
+    effective_at: datetime,
+    now: datetime,
+    actor: str,
+    check_overlap: bool,
+) -> ContractView:
+    """The steps an amendment and a trial's conversion share once `terms` are built: the
+    other domains' guards, the 422 of every problem, the overlap check (when the term's end
+    moved), the revision, its effects, the audit record and the customer's invalidation."""
     for guard in wiring.amendment_guards():
         problems += await guard(session, contract, terms, catalog, max(now, effective_at))
-    refuse_problems(problems, "amendment")
-    if terms.ends_at != current.ends_at:
+    refuse_problems(problems, what)
+    if check_overlap:
         await refuse_overlap(
             session,
             customer_id=contract.customer_id,
@@ -159,7 +193,7 @@ async def amend(
         await effect(session, contract, terms, catalog, effective_at, now)
     record(
         session,
-        action="contract.amended",
+        action=action,
         actor=actor,
         before=before,
         after=view,

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment import invalidation, wiring
-from allotment.contracts.amend import locked
+from allotment.contracts.amend import apply_revision, locked
 from allotment.contracts.schemas import ContractConvert
 from allotment.contracts.service import (
     ContractView,
-    add_revision,
     catalog_for,
-    record,
-    refuse_overlap,
-    refuse_problems,
 )
 from allotment.contracts.terms import Terms, check_terms
 from allotment.errors import Conflict, ValidationFailed
@@ -84,30 +79,17 @@ async def convert(
     problems = check_terms(terms, catalog, version=version)
     if terms.ends_at is not None and terms.ends_at <= at:
         problems.append({"path": "ends_at", "message": "must be after the conversion (at)"})
-    for guard in wiring.amendment_guards():
-        problems += await guard(session, contract, terms, catalog, max(now, at))
-    refuse_problems(problems, "conversion")
-    await refuse_overlap(
+    return await apply_revision(
         session,
-        customer_id=contract.customer_id,
-        starts_at=terms.starts_at,
-        ends_at=terms.ends_at,
-        exclude=contract.id,
-    )
-    before = view.snapshot()
-    add_revision(session, contract, terms=terms, effective_at=at, actor=actor, now=now)
-    await session.flush()
-    for effect in wiring.amendment_effects():
-        await effect(session, contract, terms, catalog, at, now)
-    record(
-        session,
+        contract,
+        view,
+        terms,
+        catalog,
+        problems,
+        what="conversion",
         action="contract.converted",
-        actor=actor,
-        before=before,
-        after=view,
         effective_at=at,
+        now=now,
+        actor=actor,
+        check_overlap=True,
     )
-    await invalidation.bump_customer(
-        session, customer_id=contract.customer_id, customer_key=view.customer_key
-    )
-    return view

@@ -10,13 +10,12 @@ from allotment.auth.principal import Principal
 from allotment.contracts import amend as amendments
 from allotment.contracts import convert as conversions
 from allotment.contracts import service as contracts
+from allotment.contracts.reads import ContractRead, RevisionRead
 from allotment.contracts.schemas import (
     ContractAmend,
     ContractConvert,
     ContractCreate,
-    ContractRead,
     ContractTerminate,
-    RevisionRead,
 )
 from allotment.deps import SessionDep, require
 from allotment.kit.etag import parse_if_match, set_etag

@@ -7,7 +7,6 @@ What needs the catalog — plans, add-ons, features, meters, kind rules — is c
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -31,7 +30,6 @@ from allotment.contracts.terms import (
     Override,
     Quantities,
     SeatTerms,
-    Status,
     Terms,
 )
 from allotment.customers.schemas import check_attributes
@@ -45,6 +43,8 @@ from allotment.policy.schemas import MAX_VERSION
 # routes report it, not a value to convert.
 Count = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
 # Stored and shown with two decimals ("12.50"), however it was written.
 def _not_a_float(value: object) -> object:
     # A JSON fraction arrives as a binary float (0.1 is not 0.1): a percent is written as an
@@ -424,99 +424,3 @@ def create_terms(data: ContractCreate, *, attributes: dict[str, Any]) -> Terms:
         currency=data.currency,
         **addon_terms(data.addons),
     )
-
-
-# -- responses -------------------------------------------------------------------------------
-
-
-class BurstRead(BaseModel):
-    extra: int
-    window: str | None
-
-
-class SeatsRead(BaseModel):
-    limit: int
-    burst: BurstRead | None
-
-
-class InstancesRead(BaseModel):
-    limit: int
-
-
-class QuantitiesRead(BaseModel):
-    seats: int | None
-    instances: int | None
-
-
-class FeatureOverrideRead(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    feature: str
-    action: Literal["grant", "revoke"]
-    expires_at: datetime | None
-    reason: str
-
-
-class LimitOverrideRead(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    meter: str
-    limit: int
-    expires_at: datetime | None
-    reason: str
-
-
-class TermsRead(BaseModel):
-    plan: str
-    kind: Kind
-    starts_at: datetime
-    ends_at: datetime | None
-    terminated_at: datetime | None
-    attributes: dict[str, Any]
-    seats: SeatsRead | None = Field(description="null: the plan's seat pool.")
-    instances: InstancesRead | None = Field(description="null: the plan's instance pool.")
-    quantities: QuantitiesRead | None = Field(
-        default=None, description="Bought seats / instance licences; null: none."
-    )
-    addons: list[str]
-    addon_quantities: dict[str, int] = Field(
-        default_factory=dict, description="Each add-on's quantity (1 unless bought more)."
-    )
-    overrides: list[FeatureOverrideRead | LimitOverrideRead]
-    discount_percent: Decimal | None
-    discount_reason: str | None = None
-    policy_version: int | None = Field(
-        description="The pinned version; null follows the active one."
-    )
-    currency: str | None = Field(
-        default=None, description="The currency it is billed in; null: the policy's."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _every_quantity(cls, value: Any) -> Any:
-        # Stored terms keep only the quantities above 1 (docs/contracts.md); shown, every one.
-        if isinstance(value, dict) and isinstance(value.get("addons"), list):
-            stored = value.get("addon_quantities") or {}
-            quantities = {name: stored.get(name, 1) for name in value["addons"]}
-            value = {**value, "addon_quantities": quantities}
-        return value
-
-
-class ContractRead(TermsRead):
-    id: str
-    customer: str
-    status: Status
-    revision: int
-    effective_at: datetime = Field(description="When the latest revision takes effect.")
-    created_at: datetime
-    updated_at: datetime
-
-
-class RevisionRead(BaseModel):
-    revision: int
-    effective_at: datetime
-    terms: TermsRead
-    actor: str
-    request_id: str | None
-    created_at: datetime

@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import invalidation
 from allotment.audit import service as audit
 from allotment.contracts.models import Contract, ContractRevision
-from allotment.contracts.schemas import ContractCreate, ContractRead, create_terms
+from allotment.contracts.reads import ContractRead
+from allotment.contracts.schemas import ContractCreate, create_terms
 from allotment.contracts.terms import (
     ContractTerms,
     Terms,
