@@ -359,7 +359,10 @@ def policy_publish(file: Path, force: bool) -> None:
     """Validate FILE, store it as a version and publish it, in one transaction.
 
     Refused (exit 1, each orphaned contract printed) when it would orphan live contracts,
-    unless --force (docs/policy.md#orphaned-contracts)."""
+    unless --force (docs/policy.md#orphaned-contracts). With ALLOTMENT_POLICY_REQUIRE_APPROVAL
+    it is refused too: a publish then needs a second admin key's approval, which the API
+    records (docs/release-notes.md#sign-off)."""
+    from allotment.policy import approvals
     from allotment.policy import service as policies
 
     _load_policy_file(file)  # errors are reported before any server starts
@@ -370,7 +373,13 @@ def policy_publish(file: Path, force: bool) -> None:
         row, created = await policies.create_draft(
             session, text=text, media_type=media_type, actor="cli"
         )
-        await policies.publish(session, version=row.version, actor="cli", force=force)
+        await policies.publish(
+            session,
+            version=row.version,
+            actor="cli",
+            force=force,
+            require_approval=get_settings().policy_require_approval,
+        )
         return row.version, created, (await policies.pointer(session)).global_version
 
     with _servers() as servers:
@@ -386,6 +395,13 @@ def policy_publish(file: Path, force: bool) -> None:
                         f"{problem['path']}: {problem['message']}",
                         err=True,
                     )
+            raise SystemExit(1) from None
+        except (approvals.ApprovalRequired, approvals.SelfApproval) as exc:
+            click.echo(
+                f"{exc.message} Post the draft with `POST /v1/policies`, and publish it "
+                "through the API once another admin key has approved it.",
+                err=True,
+            )
             raise SystemExit(1) from None
     origin = "a new version" if created else "the same content as an existing version"
     click.echo(
