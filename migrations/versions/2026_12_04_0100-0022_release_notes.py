@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0022"
 down_revision = "0020"
@@ -51,7 +50,7 @@ def upgrade() -> None:
         sa.Column("previous_version", sa.Integer, nullable=True),
         sa.Column("actor", sa.Text, nullable=False),
         sa.Column("created_at", TZ, nullable=False),
-        sa.Column("body", JSONB, nullable=False),
+        sa.Column("body", sa.JSON, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_release_notes"),
         sa.ForeignKeyConstraint(
             ["version"],

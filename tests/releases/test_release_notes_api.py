@@ -119,8 +119,8 @@ async def test_publish_stores_the_diff_in_words_and_the_dry_runs_impact(
     text = markdown.text
     assert text.startswith(f"# Policy version {v2}: published (after version {v1})\n")
     assert "> Audit log for team." in text
-    assert "- audit\\_log added to team (inherited by enterprise, floating)" in text
-    assert "- audit\\_log: gained by acme" in text
+    assert "- audit_log added to team (inherited by enterprise, floating)" in text
+    assert "- audit_log: gained by acme" in text
     assert f"- acme ({world['contracts']['acme']}): +{acme['estimated_invoice_change']}" in text
     assert "### Pinned customers (untouched)\n\n- initech" in text
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -16,7 +17,6 @@ from sqlalchemy import (
     Integer,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allotment.db import Base
@@ -39,4 +39,5 @@ class ReleaseNote(Base):
     previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    body: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the notes, as notes_for answers them
+    # `json`, not `jsonb`: the notes read back in the order they were written.
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the notes, as notes_for answers them

@@ -428,7 +428,7 @@ def markdown(body: Mapping[str, Any]) -> str:
         "",
         "## Impact",
         "",
-        f"{summary['customers_evaluated']} customers evaluated, "
+        f"{_count(summary['customers_evaluated'], 'customer')} evaluated, "
         f"{summary['customers_affected']} affected, "
         f"{summary['customers_pinned']} pinned to a version (untouched).",
     ]
@@ -470,11 +470,17 @@ def markdown(body: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _signed(amount: str) -> str:
     return amount if amount.startswith("-") else f"+{amount}"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+# An underscore inside a word (api_calls) is plain text to CommonMark; at a word's edge it
+# could open emphasis.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>#|]|(?<!\w)_|_(?!\w))")
 
 
 def _md(text: str) -> str:
