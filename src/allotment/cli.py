@@ -396,10 +396,12 @@ def policy_publish(file: Path, force: bool) -> None:
                         err=True,
                     )
             raise SystemExit(1) from None
-        except (approvals.ApprovalRequired, approvals.SelfApproval) as exc:
+        except (approvals.ApprovalRequired, approvals.SelfApproval):
             click.echo(
-                f"{exc.message} Post the draft with `POST /v1/policies`, and publish it "
-                "through the API once another admin key has approved it.",
+                "Publishing needs an approval from a second admin key "
+                "(ALLOTMENT_POLICY_REQUIRE_APPROVAL is on), which the CLI cannot give; nothing "
+                "was stored. Post the file with `POST /v1/policies`, have another admin key "
+                "`POST /v1/policies/{version}/approvals`, then publish it through the API.",
                 err=True,
             )
             raise SystemExit(1) from None
