@@ -4,7 +4,12 @@ forced publish leaves behind, markdown, the changelog, and sign-off with two adm
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -294,3 +299,24 @@ async def test_approving_an_unknown_version_is_a_404(
     response = await client.post("/v1/policies/42/approvals", headers=admin)
     assert response.status_code == 404
     assert response.json()["type"].endswith("/policy-not-found")
+
+
+async def test_the_cli_cannot_publish_when_sign_off_is_required(
+    stores: Any, client: httpx.AsyncClient, admin: dict[str, str], tmp_path: Path
+) -> None:
+    """`allotment policy publish FILE` posts and publishes in one step, so nothing can
+    approve it: with the setting on it is refused and stores nothing."""
+    document = tmp_path / "policy.json"
+    document.write_text(json.dumps(demo_document()))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "allotment"), "policy", "publish", str(document)],
+        env={**stores.env(), "ALLOTMENT_POLICY_REQUIRE_APPROVAL": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "needs an approval from a second admin key" in result.stderr
+    listed = await client.get("/v1/policies", headers=admin)
+    assert listed.json()["items"] == []
