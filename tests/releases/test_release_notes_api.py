@@ -226,6 +226,11 @@ async def test_a_summary_too_long_is_refused_with_its_path(
     )
     assert response.status_code == 422
     assert [e["path"] for e in response.json()["errors"]] == ["summary"]
+    nul = await client.post(
+        f"/v1/policies/{world['v2']}/publish", json={"summary": "a\u0000b"}, headers=admin
+    )
+    assert nul.status_code == 422, nul.text
+    assert (await client.get("/v1/policies/active", headers=admin)).json()["version"] == world["v1"]
 
 
 @pytest.fixture
@@ -286,7 +291,9 @@ async def test_sign_off_needs_a_second_admin_key_and_both_are_audited(
     audit = (await client.get("/v1/audit", params={"target": f"policy:{v2}"}, headers=admin)).json()
     actions = [(r["action"], r["actor"]) for r in audit["items"]]
     assert ("policy.approved", publisher) in actions and ("policy.approved", approver) in actions
-    assert ("policy.published", publisher) in actions
+    (published_record,) = [r for r in audit["items"] if r["action"] == "policy.published"]
+    assert published_record["actor"] == publisher
+    assert published_record["after"]["approved_by"] == approver
     # Each approval serves one publish: publishing again needs a fresh one.
     again = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
     assert again.status_code == 403
