@@ -277,9 +277,10 @@ async def publish(
     approved_by = (
         await use_approval(session, version=version, actor=actor) if require_approval else None
     )
+    now = utcnow()
     if row.status == DRAFT:
         row.status = PUBLISHED
-        row.published_at = utcnow()
+        row.published_at = now
         row.published_by = actor
         # Flushed before the pointer moves: the policy_state trigger refuses a draft.
         await session.flush()
@@ -288,7 +289,7 @@ async def publish(
         version=version,
         previous=state.active_version,
         actor=actor,
-        at=row.published_at or utcnow(),
+        at=now,
         summary=summary,
         approved_by=approved_by,
     )
