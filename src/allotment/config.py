@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".allotment")
     database_name: str = "allotment"
 
+    # A streaming replica of the database for reads that may go there (snapshot loads, usage
+    # reads, invoice previews); unset, every read is the primary's (docs/scale-out.md).
+    database_replica_url: str | None = None
+    # The replica serves only while it is known to hold every commit older than this.
+    replica_max_lag_s: float = Field(default=5.0, gt=0)
+    replica_check_s: float = Field(default=1.0, ge=0.1)  # how often its lag is measured
+
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
     redis_namespace: str = "allotment"

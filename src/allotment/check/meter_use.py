@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -265,6 +265,8 @@ class UsageCache:
         self._reads: dict[str, asyncio.Future[Usage]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Told of each customer whose use this worker changed (the read replica's note).
+        self.on_forget: list[Callable[[str], None]] = []
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -280,6 +282,8 @@ class UsageCache:
     def forget(self, customer: str) -> None:
         self._entries.pop(customer, None)
         self._reads.pop(customer, None)  # a read already running may predate the change
+        for listener in self.on_forget:
+            listener(customer)
 
     async def get(self, snapshot: Snapshot, now: datetime) -> Usage | None:
         """The customer's totals, at most `max_stale_s` old (the refresher keeps them at
