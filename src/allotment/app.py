@@ -85,7 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     servers = embedded.start(settings)
     engine = create_engine(servers.database_url, settings)
     replica = (
-        Replica.create(settings.database_replica_url, settings, primary=engine)
+        Replica.create(settings.database_replica_url, settings, primary_url=servers.database_url)
         if settings.database_replica_url
         else None
     )

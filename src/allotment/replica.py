@@ -121,12 +121,15 @@ class Replica:
         self._served = REPLICA_READS.labels("replica", "served")
 
     @classmethod
-    def create(cls, url: str, settings: Settings, *, primary: AsyncEngine) -> Replica:
+    def create(cls, url: str, settings: Settings, *, primary_url: str) -> Replica:
         # A replica that does not answer is given up on quickly: the primary is there.
         engine = create_engine(url, settings, connect_timeout_s=2)
+        # The primary's WAL position is read on a connection of its own, so a measurement
+        # never queues behind requests for the primary's pool.
+        one = settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
         return cls(
             engine=engine,
-            primary=primary,
+            primary=create_engine(primary_url, one, connect_timeout_s=2),
             max_lag_s=settings.replica_max_lag_s,
             check_s=settings.replica_check_s,
         )
@@ -278,6 +281,7 @@ class Replica:
                 await self._task
             self._task = None
         await self.engine.dispose()
+        await self.primary.dispose()
 
 
 @asynccontextmanager

@@ -59,3 +59,30 @@ async def test_publishing_with_redis_gone_is_not_an_error(stores: Any) -> None:
     await asyncio.wait_for(bus.flush(), timeout=5)
     assert seen == ["a", "b"]
     await redis.aclose()
+
+
+async def test_data_handlers_get_the_message_data_here_and_in_other_processes(
+    stores: Any,
+) -> None:
+    redis = Redis.from_url(stores.redis_url)
+    channel = f"{stores.namespace}:bus-test:{uuid.uuid4().hex}"
+    publisher, _ = await _started(redis, channel)
+    other, _ = await _started(redis, channel)
+    local: list[tuple[str, Any]] = []
+    remote: list[tuple[str, Any]] = []
+    publisher.subscribe_data("t", lambda payload, data: local.append((payload, data)))
+    other.subscribe_data("t", lambda payload, data: remote.append((payload, data)))
+    try:
+        await publisher.publish("t", "acme", data={"state_version": 7})
+        await publisher.publish("t", "beta")
+        assert local == [("acme", {"state_version": 7}), ("beta", None)]
+        await publisher.flush()
+        for _ in range(300):
+            if len(remote) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert remote == local
+    finally:
+        await publisher.stop()
+        await other.stop()
+        await redis.aclose()
