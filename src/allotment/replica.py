@@ -35,7 +35,6 @@ docs/scale-out.md, "Read replica", states what is guaranteed and what is not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
@@ -54,6 +53,7 @@ from allotment.config import Settings
 from allotment.db import create_engine, create_sessionmaker, guarded, transaction
 from allotment.errors import ServiceUnavailable
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
+from allotment.kit.background import cancel
 from allotment.kit.bus import Bus
 
 log = structlog.get_logger("allotment.replica")
@@ -275,11 +275,8 @@ class Replica:
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.engine.dispose()
         await self.primary.dispose()
 

@@ -28,7 +28,6 @@ never uses this cache: it reads the counters under the customer's lock (check/co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -45,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from allotment.check.metrics import USAGE_READ_SECONDS, USAGE_READS
 from allotment.check.values import MeterTotals, Snapshot, Usage
 from allotment.contracts.years import contract_year
+from allotment.kit.background import cancel
 from allotment.kit.clock import utcnow
 from allotment.kit.slicing import TimeSlice
 from allotment.usage.meters import hour_of, month_of
@@ -273,11 +273,8 @@ class UsageCache:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def forget(self, customer: str) -> None:
         self._entries.pop(customer, None)
