@@ -64,8 +64,8 @@ class Server:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def sql(self, statement: str) -> list[tuple[object, ...]]:
-        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
+    def sql(self, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
             cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 

@@ -55,10 +55,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pair, str, 
         pair.close()
 
 
-@pytest.fixture(scope="module")
-async def app(pair: tuple[Pair, str, RedisServer]) -> AsyncIterator[Any]:
+def settings(pair: tuple[Pair, str, RedisServer]) -> Settings:
     servers, database_url, redis = pair
-    settings = Settings(
+    return Settings(
         database_url=database_url,
         database_replica_url=servers.replica.url("allotment"),
         redis_url=redis.url,
@@ -68,7 +67,11 @@ async def app(pair: tuple[Pair, str, RedisServer]) -> AsyncIterator[Any]:
         replica_max_lag_s=MAX_LAG_S,
         replica_check_s=CHECK_S,
     )
-    application = create_app(settings)
+
+
+@pytest.fixture(scope="module")
+async def app(pair: tuple[Pair, str, RedisServer]) -> AsyncIterator[Any]:
+    application = create_app(settings(pair))
     async with application.router.lifespan_context(application):
         yield application
 
@@ -184,6 +187,32 @@ async def test_a_write_is_read_back_at_once_with_replay_paused(
     assert check.json()["reason"] != "customer_unknown", check.text
     assert reads("primary", "changed") > changed
     assert reads("primary", "behind") + reads("primary", "changed") > behind + changed + 1
+
+
+async def test_a_write_through_another_process_is_seen_once_it_is_heard(
+    app: Any, world: tuple[httpx.AsyncClient, dict[str, str]], pair: Any, paused: Pair
+) -> None:
+    """A second app (another process, as far as the bus can tell) creates a customer with
+    the replica's replay paused; this one reads it back as soon as the bus delivers the
+    announcement: from the primary, since the replica has not replayed it."""
+    client, admin = world
+    other = create_app(settings(pair))
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as writer:
+            await create_customer(writer, admin, key="gamma")
+
+        async def read_back() -> bool:
+            response = await client.get(
+                "/v1/customers/gamma/usage", params={"meter": "api_calls"}, headers=admin
+            )
+            assert response.status_code in (200, 404), response.text
+            return response.status_code == 200
+
+        await eventually(read_back, within=10)
+    # The replica still lacks it: the answer was the primary's.
+    gamma = "SELECT count(*) FROM customers WHERE key = 'gamma'"
+    assert paused.replica.sql(gamma, database="allotment") == [(0,)]
 
 
 async def test_a_stopped_replica_costs_no_error_and_is_used_again(
