@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -289,6 +290,7 @@ async def main() -> None:
             worker.terminate()
         redis.kill()
         pair.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
