@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from allotment.config import Settings
 from allotment.replica import Replica, lsn
 
 MAX_LAG_S = 5.0
@@ -106,3 +108,8 @@ async def test_customers_forgotten_past_the_bound_count_as_every_customer(
     assert not replica.may_serve("zzz", versioned=True)  # "a" was forgotten: anyone may be it
     caught_up(replica)
     assert replica.may_serve("zzz", versioned=True)
+
+
+def test_a_bound_no_measurement_can_keep_is_refused() -> None:
+    with pytest.raises(ValidationError, match="REPLICA_CHECK_S must be shorter"):
+        Settings(replica_max_lag_s=1.0, replica_check_s=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _replica_measured_within_its_bound(self) -> Settings:
+        if self.replica_check_s >= self.replica_max_lag_s:
+            raise ValueError(
+                "ALLOTMENT_REPLICA_CHECK_S must be shorter than ALLOTMENT_REPLICA_MAX_LAG_S: "
+                "the replica serves only while its last measurement is within the bound"
+            )
+        return self
 
 
 @lru_cache
