@@ -113,3 +113,11 @@ async def test_customers_forgotten_past_the_bound_count_as_every_customer(
 def test_a_bound_no_measurement_can_keep_is_refused() -> None:
     with pytest.raises(ValidationError, match="REPLICA_CHECK_S must be shorter"):
         Settings(replica_max_lag_s=1.0, replica_check_s=1.0)
+
+
+async def test_a_version_the_client_asks_for_is_a_floor_too(replica: Replica) -> None:
+    assert not replica.accepts("acme", 3, wanted=4)
+    assert replica.accepts("acme", 4, wanted=4)
+    assert not replica.accepts("acme", None, wanted=0)  # the replica lacks the customer
+    replica.note("acme", 6)
+    assert not replica.accepts("acme", 5, wanted=4)  # the version heard is higher

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,8 +24,21 @@ from allotment.replica import read_session
 SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]
 
 
-async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with read_session(request, customer=request.path_params.get("key")) as session:
+async def _read_session(
+    request: Request,
+    state_version: Annotated[
+        int | None,
+        Header(
+            alias="Allotment-State-Version",
+            ge=0,
+            description="Read at least this state version of the customer in the path (a "
+            "version seen in the change stream or an artifact). Matters only with a read "
+            "replica, and only on routes that read one customer (docs/scale-out.md).",
+        ),
+    ] = None,
+) -> AsyncIterator[AsyncSession]:
+    customer = request.path_params.get("key")
+    async with read_session(request, customer=customer, wanted=state_version) as session:
         yield session
 
 

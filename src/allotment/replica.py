@@ -78,6 +78,7 @@ REPLICA_READS = Counter(
 
 _PRIMARY_LSN = text("SELECT pg_current_wal_lsn()::text")
 _REPLICA_LSN = text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
+_CUSTOMER_VERSION = text("SELECT state_version FROM customers WHERE key = :key")
 MAX_SAMPLES = 3600  # unreplayed samples kept: an hour at one a second
 MAX_PENDING = 100_000  # customers with a change the replica may not hold yet
 
@@ -204,12 +205,16 @@ class Replica:
             return None
         return held
 
-    def accepts(self, customer: str, state_version: int | None) -> bool:
+    def accepts(
+        self, customer: str, state_version: int | None, *, wanted: int | None = None
+    ) -> bool:
         """Whether what the replica returned for `customer` (at `state_version`; None: no
-        such customer) is at least as new as every change heard; counts the read."""
+        such customer) is at least as new as every change heard, and as `wanted` (a state
+        version the client asked for); counts the read."""
         held = self._held(customer)
-        if held is not None and (
-            state_version is None or held[0] is None or state_version < held[0]
+        floors = [v for v in (held[0] if held else None, wanted) if v is not None]
+        if (held is not None and held[0] is None) or (
+            floors and (state_version is None or state_version < max(floors))
         ):
             self._reads["behind"].inc()
             return False
@@ -281,12 +286,30 @@ class Replica:
         await self.primary.dispose()
 
 
+async def _fresh_enough(
+    replica: Replica, session: AsyncSession, customer: str | None, wanted: int | None
+) -> bool:
+    """Whether the replica answers and, asked for a state version, holds it (counted)."""
+    try:
+        if customer is None or wanted is None:
+            await session.connection()
+            replica.served()
+            return True
+        found = (await session.execute(_CUSTOMER_VERSION, {"key": customer})).scalar()
+    except REPLICA_ERRORS as exc:
+        replica.failed(exc)
+        return False
+    return replica.accepts(customer, found, wanted=wanted)
+
+
 @asynccontextmanager
 async def read_session(
-    request: Request, *, customer: str | None = None
+    request: Request, *, customer: str | None = None, wanted: int | None = None
 ) -> AsyncIterator[AsyncSession]:
     """A transaction for reads only, on the replica when it may serve a read of `customer`
-    (None: a read that names no customer, or several), else on the primary."""
+    (None: a read that names no customer, or several) and, with `wanted` (a state version
+    of `customer` the client asked for: the Allotment-State-Version header), holds at least
+    that version; else on the primary."""
     state = request.app.state
     info = {
         "request_id": getattr(request.state, "request_id", None),
@@ -295,12 +318,7 @@ async def read_session(
     replica: Replica | None = getattr(state, "replica", None)
     if replica is not None and replica.may_serve(customer):
         async with replica.maker() as session:
-            try:
-                await session.connection()  # a replica that does not answer: the primary
-            except REPLICA_ERRORS as exc:
-                replica.failed(exc)
-            else:
-                replica.served()
+            if await _fresh_enough(replica, session, customer, wanted):
                 try:
                     async with guarded(session, **info):
                         yield session

@@ -23,7 +23,7 @@ from allotment.migrate import upgrade
 from tests.check.servers import RedisServer, eventually
 from tests.conftest import SIGNING_SECRET
 from tests.factories.auth import create_key
-from tests.factories.contracts import create_contract
+from tests.factories.contracts import create_contract, error_paths
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.usage import event, metered_document, send
@@ -129,6 +129,19 @@ def hidden_write(servers: Pair, database_url: str, amount: int) -> None:
         )
 
 
+def bump_state_version(database_url: str) -> int:
+    """Move acme's state version straight on the primary (no announcement); returns it."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "UPDATE customers SET state_version = state_version + 1 WHERE key = 'acme' "
+            "RETURNING state_version"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @pytest.fixture
 async def paused(pair: tuple[Pair, str, RedisServer], app: Any) -> AsyncIterator[Pair]:
     """The replica caught up, then its replay paused for the test; resumed after."""
@@ -161,6 +174,20 @@ async def test_reads_are_served_by_the_replica(
     preview = await client.get("/v1/invoice-preview", params={"period": period}, headers=admin)
     assert preview.status_code == 200, preview.text
     assert reads("replica", "served") >= served + 3
+    # A client that saw a newer state version of acme (the hidden write moved it) asks for
+    # it: the replica has an older one, so the primary answers.
+    version = bump_state_version(pair[1])
+    newer = {**admin, "Allotment-State-Version": str(version)}
+    assert await usage_total(client, newer, "acme") == before + 1000
+    older = {**admin, "Allotment-State-Version": str(version - 1)}
+    assert await usage_total(client, older, "acme") == before
+    bad = await client.get(
+        "/v1/customers/acme/usage",
+        params={"meter": "api_calls"},
+        headers={**admin, "Allotment-State-Version": "seven"},
+    )
+    assert bad.status_code == 422, bad.text
+    assert error_paths(bad) == ["header.Allotment-State-Version"]
     # Past the bound (replay still paused), reads are the primary's: the write shows.
     lagging = reads("primary", "lagging")
     await eventually(lambda: _true(app.state.replica.lag_s > MAX_LAG_S), within=20)
