@@ -8,7 +8,9 @@ primary's. Reads that may go to the replica:
                         not older than the newest this process has heard of
     read_session(...)   a read-only transaction for a route (ReadSessionDep in deps.py:
                         usage reads, invoice previews): the replica unless a change this
-                        process heard of may not be on it yet
+                        process heard of may not be on it yet, or it holds an older state
+                        version of the customer than the client asked for (`wanted`, the
+                        Allotment-State-Version header)
 
 The replica serves only while all of these hold; otherwise the read goes to the primary:
 
@@ -28,7 +30,9 @@ The replica serves only while all of these hold; otherwise the read goes to the 
                 replica has caught up past it
 
 A read that fails on the replica marks it down until the next measurement succeeds, and is
-answered by the primary: a replica that is down or unreachable never makes a request fail.
+answered by the primary: a replica that is down or unreachable never makes a request fail
+(but for a read_session whose replica connection breaks in the middle of its queries: that
+request answers 503, as it would on the primary).
 docs/scale-out.md, "Read replica", states what is guaranteed and what is not.
 """
 
