@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
     redis_namespace: str = "allotment"
+    # Seed nodes of a Redis Cluster (`redis://host:port`, comma-separated): set, the service
+    # keeps everything it keeps in Redis there and ALLOTMENT_REDIS_URL is not used
+    # (docs/scale-out.md, "Redis Cluster").
+    redis_cluster_urls: str | None = None
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -101,6 +105,10 @@ class Settings(BaseSettings):
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
     # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
     policy_require_approval: bool = False
+
+    @property
+    def redis_cluster_seeds(self) -> list[str]:
+        return [url.strip() for url in (self.redis_cluster_urls or "").split(",") if url.strip()]
 
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:
