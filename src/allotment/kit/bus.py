@@ -36,6 +36,8 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = structlog.get_logger("allotment.bus")
@@ -277,6 +279,8 @@ class Bus:
             password=kwargs.get("password"),
             socket_timeout=kwargs.get("socket_timeout"),
             socket_connect_timeout=kwargs.get("socket_connect_timeout"),
+            # No reconnect to this node: after a failover the slot is elsewhere.
+            retry=Retry(NoBackoff(), 0),
         ).pubsub()  # sees the server's SUNSUBSCRIBE when the slot moves
         if self.sharded:
             await pubsub.ssubscribe(self.channel)
