@@ -18,6 +18,7 @@ import httpx
 import pytest
 from redis.asyncio import RedisCluster
 
+from allotment import invalidation, redis_client
 from allotment.app import create_app
 from allotment.kit.keyspace import Keyspace
 from tests.check.servers import eventually
@@ -141,6 +142,25 @@ async def test_a_write_through_one_app_reaches_the_other(
 ) -> None:
     a, b = world
     await _publish_sso(a, b)
+
+
+async def test_a_process_that_only_publishes_is_heard(
+    apps: tuple[Any, Any], world: tuple[httpx.AsyncClient, ...]
+) -> None:
+    """The CLI and `allotment worker` publish without listening: their bus finds the mode
+    (sharded or not) before its first send, or the apps' listeners would not hear them."""
+    _, second = apps
+    heard: list[str] = []
+    second.state.bus.subscribe("cluster-test", heard.append)
+    settings = second.state.settings
+    redis = redis_client.connect(settings, "")
+    bus = invalidation.make_bus(redis, settings)
+    try:
+        await bus.publish("cluster-test", "from-a-publisher")
+        await bus.flush()
+        await eventually(lambda: _true(heard == ["from-a-publisher"]), within=5)
+    finally:
+        await redis.aclose()
 
 
 async def _publish_sso(a: httpx.AsyncClient, b: httpx.AsyncClient) -> float:

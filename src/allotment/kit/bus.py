@@ -86,8 +86,10 @@ class Bus:
         self.redis = redis
         self.cluster = isinstance(redis, RedisCluster)
         # A shard channel (SPUBLISH/SSUBSCRIBE): a Redis Cluster of Redis 7 or later, found
-        # when the listener connects.
+        # when the listener connects (or, in a process that only publishes, before its
+        # first send).
         self.sharded = False
+        self._probed = False
         self.channel = channel
         self.journal = journal
         self.origin = f"{os.getpid()}-{id(self)}"
@@ -155,6 +157,8 @@ class Bus:
         )
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
+                if self.cluster and not self._probed:
+                    await self._probe()
                 # With journal entries: one MULTI, so a batch is journaled whole or not at
                 # all, and a retry cannot journal a message twice.
                 async with self.redis.pipeline(transaction=journaled) as pipe:
@@ -260,15 +264,7 @@ class Bus:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(self.channel)
             return pubsub
-        # The slot map anew: after a failover the channel's slot has a new master.
-        cluster = self.redis
-        await cluster.initialize()
-        await cluster.nodes_manager.initialize()
-        node = cluster.get_node_from_key(self.channel)
-        if node is None:
-            raise RedisConnectionError("no master holds the channel's slot")
-        server = await cluster.info("server", target_nodes=node)
-        self.sharded = int(str(server["redis_version"]).split(".")[0]) >= 7
+        node = await self._probe()
         kwargs = node.connection_kwargs
         pubsub = Redis(
             host=node.host,
@@ -285,6 +281,21 @@ class Bus:
         else:
             await pubsub.subscribe(self.channel)
         return pubsub
+
+    async def _probe(self) -> Any:
+        """The master of the channel's slot, from the slot map read anew (after a failover
+        the slot has a new master), and whether it takes shard channels (Redis 7+)."""
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+        await cluster.initialize()
+        await cluster.nodes_manager.initialize()
+        node = cluster.get_node_from_key(self.channel)
+        if node is None:
+            raise RedisConnectionError("no master holds the channel's slot")
+        server = await cluster.info("server", target_nodes=node)
+        self.sharded = int(str(server["redis_version"]).split(".")[0]) >= 7
+        self._probed = True
+        return node
 
     async def _dispatch(self, raw: bytes) -> None:
         try:
