@@ -89,6 +89,11 @@ async def world(apps: tuple[Any, Any]) -> AsyncIterator[tuple[httpx.AsyncClient,
         yield a, b
 
 
+def _reattached(app: Any, epoch: str | None) -> bool:
+    stream = app.state.stream
+    return bool(stream.attached and stream.epoch not in (None, epoch))
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -205,6 +210,7 @@ async def test_a_killed_master_fails_over_and_checks_keep_answering(
     first, second = apps
     a, b = world
     victim = cluster.master_of(KEYS.channel)  # the bus, the journal and some customers
+    epoch = first.state.stream.epoch
     answered: list[tuple[float, int]] = []
     stop = asyncio.Event()
 
@@ -229,6 +235,8 @@ async def test_a_killed_master_fails_over_and_checks_keep_answering(
         promoted = time.monotonic() - killed
         for app in (first, second):  # both buses follow the slot to the promoted replica
             await eventually(lambda app=app: _true(app.state.bus.connected), within=20)
+            # ... and the change stream's reader the journal: a new epoch (the run id moved)
+            await eventually(lambda app=app: _true(_reattached(app, epoch)), within=20)
         await asyncio.sleep(0.3)
     finally:
         stop.set()

@@ -308,7 +308,9 @@ class Hub:
         if isinstance(reader, RedisCluster):
             # The run id of the master holding the journal: a failover to its replica (which
             # may lack the last entries) starts a new epoch, as a restart does.
-            info = await reader.info("server", target_nodes=reader.get_node_from_key(journal.key))
+            await reader.nodes_manager.initialize()  # the slot map anew: a failover moves it
+            node = reader.get_node_from_key(journal.key)
+            info = await reader.info("server", target_nodes=node)
         else:
             info = rest[0]
         epoch = token.decode() + str(info.get("run_id", ""))[:8]
