@@ -111,7 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         maker=maker,
         redis=redis,
         bus=bus,
-        namespace=settings.redis_namespace,
+        keys=invalidation.keyspace(settings),
         max_entries=settings.snapshot_cache_entries,
         ttl_s=settings.snapshot_ttl_s,
         ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,

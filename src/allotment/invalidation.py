@@ -40,10 +40,15 @@ POLICY_TOPIC = "policy_version"
 SIGNING_TOPIC = "signing_keys"
 
 
+def keyspace(settings: Settings) -> Keyspace:
+    """The names of the service's Redis keys: hash-tagged on a Redis Cluster."""
+    return Keyspace(settings.redis_namespace, tagged=bool(settings.redis_cluster_seeds))
+
+
 def make_bus(redis: Redis | RedisCluster, settings: Settings) -> Bus:
     """The bus of every process that writes (API workers, the CLI): the invalidation channel,
     and the journal of customer and policy changes the change stream reads."""
-    keys = Keyspace(settings.redis_namespace)
+    keys = keyspace(settings)
     journal = Journal(
         key=keys.journal,
         epoch_key=keys.journal_epoch,

@@ -33,7 +33,7 @@ from tests.scale.redis_cluster import Cluster, servers
 pytestmark = pytest.mark.scale
 
 NAMESPACE = "cluster-tests"
-KEYS = Keyspace(NAMESPACE)
+KEYS = Keyspace(NAMESPACE, tagged=True)
 
 
 SERVERS = servers()

@@ -111,7 +111,7 @@ class SnapshotCache:
         maker: async_sessionmaker[AsyncSession],
         redis: Redis | RedisCluster,
         bus: Bus,
-        namespace: str,
+        keys: Keyspace,
         max_entries: int = 100_000,
         ttl_s: float = 300.0,
         ttl_bus_down_s: float = 5.0,
@@ -122,8 +122,7 @@ class SnapshotCache:
         self.replica = replica
         self.redis = redis
         self.bus = bus
-        self.namespace = namespace
-        self.keys = Keyspace(namespace)
+        self.keys = keys
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self.ttl_bus_down_s = ttl_bus_down_s

@@ -170,6 +170,7 @@ class Hub:
         self.attached = False  # the reader is reading (Redis reachable)
         self.closing = False
         self._token: bytes | None = None
+        self._journal_node: str | None = None  # on a Redis Cluster: the journal's master
         self._task: asyncio.Task[None] | None = None
         self._attached = asyncio.Event()  # set at the first attach
 
@@ -311,6 +312,7 @@ class Hub:
             await reader.nodes_manager.initialize()  # the slot map anew: a failover moves it
             node = reader.get_node_from_key(journal.key)
             info = await reader.info("server", target_nodes=node)
+            self._journal_node = node.name if node is not None else None
         else:
             info = rest[0]
         epoch = token.decode() + str(info.get("run_id", ""))[:8]
@@ -348,6 +350,10 @@ class Hub:
             token, found = await pipe.execute()
         if token != self._token:  # the data went (FLUSHALL, a new server): a new epoch
             return False
+        if isinstance(self.reader, RedisCluster) and self._journal_moved(self.reader):
+            # The cluster client followed a failover on its own: the promoted replica may
+            # lack the last entries (asynchronous replication), so re-attach: a new epoch.
+            return False
         epoch = self.epoch
         for _stream, entries in found or ():
             for raw_id, fields in entries:
@@ -357,6 +363,10 @@ class Hub:
                 if item is not None:
                     self._fan_out(item)
         return True
+
+    def _journal_moved(self, reader: RedisCluster) -> bool:
+        node = reader.get_node_from_key(self.journal.key)
+        return node is None or node.name != self._journal_node
 
     def _fan_out(self, item: Item) -> None:
         for client in self.clients:
