@@ -48,10 +48,9 @@ DataHandler = Callable[[str, Mapping[str, Any] | None], Awaitable[None] | None]
 ReconnectHandler = Callable[[], Awaitable[None] | None]
 
 PUBLISH_ATTEMPTS = 3  # connection errors only: a refused connect fails in well under 1 ms
-RESYNC_TOPIC = "journal.resync"
-_MESSAGES = frozenset(
-    {"message", "smessage"}
-)  # not (un)subscribe confirmations  # a journal marker: messages may be missing before it
+RESYNC_TOPIC = "journal.resync"  # a journal marker: messages may be missing before it
+# What a listener dispatches: messages, not the (un)subscribe confirmations.
+_MESSAGES = frozenset({"message", "smessage"})
 
 
 @dataclass(frozen=True)
