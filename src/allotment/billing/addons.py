@@ -99,7 +99,9 @@ def lines(pricer: GroupPricer, priced: Sequence[Line]) -> list[Line | None]:
     out.extend(
         _percent(pricer, addon, before)
         for addon, _ in pairs
-        if addon.pricing is not None and addon.pricing.kind == "percent"
+        if addon.pricing is not None
+        and addon.pricing.kind == "percent"
+        and addon.interval == "month"  # a yearly percentage: billing/annual.py
     )
     return out
 

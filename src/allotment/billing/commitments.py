@@ -3,7 +3,8 @@
 
     commitment_lines(price, fraction, lines, ...)    → [Draft]  both below, for one group
     minimum_line(minimum, fraction, committed, ...)  → Draft    max(0, minimum × fraction − Σ)
-    one_time_lines(fees, due, start, end)            → [Draft]  when `due` falls in [start, end)
+    one_time_lines(price, due, start, end, bought=)  → [Draft]  when `due` falls in [start, end):
+                                                       each fee once, or × the quantity bought
     plan_starts(revisions, starts_at, ends_at)       → {plan: instant}  when each plan's
                                                        one-time fees fall due for a contract
 
@@ -27,6 +28,7 @@ from allotment.policy.catalog import Price
 from allotment.policy.money import format_amount
 
 UNPAID_KINDS = frozenset({"trial"})  # a trial's time never starts a plan's one-time fees
+Bought = Mapping[str, int | None]  # a contract's quantities: seats, instances
 
 
 class Charged(Protocol):
@@ -48,6 +50,7 @@ def commitment_lines(
     end: datetime,
     currency: str,
     minor_digits: int,
+    bought: Bought,
 ) -> list[Draft]:
     """The group's `minimum` true-up over the `committed` lines, then its one-time fees."""
     drafts = []
@@ -61,7 +64,7 @@ def commitment_lines(
                 minor_digits=minor_digits,
             )
         )
-    drafts.extend(one_time_lines(price.one_time, due, start, end))
+    drafts.extend(one_time_lines(price, due, start, end, bought=bought))
     return drafts
 
 
@@ -99,23 +102,30 @@ def minimum_line(
 
 
 def one_time_lines(
-    fees: Mapping[str, Decimal], due: datetime | None, start: datetime, end: datetime
+    price: Price, due: datetime | None, start: datetime, end: datetime, *, bought: Bought
 ) -> list[Draft]:
-    """Each one-time fee, in name order, when the plan's fees fall `due` within [start, end)."""
+    """Each one-time fee, in name order, when the plan's fees fall `due` within [start, end):
+    once, or once per unit `bought` of the quantity `price.one_time_per` names."""
     if due is None or not start <= due < end:
         return []
-    return [
-        Draft(
-            code=f"one_time:{name}",
-            description=f"one-time fee {name}",
-            quantity=Fraction(1),
-            unit="one-time",
-            unit_price=fees[name],
-            amount=Fraction(fees[name]),
-            source={"fee": name, "due": isoformat(due)},
+    drafts = []
+    for name in sorted(price.one_time):
+        fee = price.one_time[name]
+        per = price.one_time_per.get(name)
+        quantity = 1 if per is None else bought.get(per) or 0
+        drafts.append(
+            Draft(
+                code=f"one_time:{name}",
+                description=f"one-time fee {name}"
+                + ("" if per is None else f", per {per[:-1]} bought ({quantity})"),
+                quantity=Fraction(quantity),
+                unit="one-time" if per is None else per[:-1],
+                unit_price=fee,
+                amount=Fraction(fee) * quantity,
+                source={"fee": name, "due": isoformat(due), **({"per": per} if per else {})},
+            )
         )
-        for name in sorted(fees)
-    ]
+    return drafts
 
 
 def plan_starts(

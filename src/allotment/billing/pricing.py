@@ -229,6 +229,7 @@ class _Pricer:
             end=group.end,
             currency=self.data.currency,
             minor_digits=self.data.minor_digits,
+            bought=self._bought(),
         )
         priced.extend(line for line in map(self._draft, commitments) if line is not None)
         adjustment = self._adjustment(priced)
@@ -420,6 +421,13 @@ class _Pricer:
                 **({"reason": self.terms.discount_reason} if self.terms.discount_reason else {}),
             },
         )
+
+    def _bought(self) -> dict[str, int | None]:
+        """The contract's bought quantities, which one-time and yearly fees may be per."""
+        return {
+            "seats": self.terms.contracted_seats,
+            "instances": self.terms.contracted_instances,
+        }
 
     def _window(self) -> contracted.Window:
         g = self.group

@@ -39,6 +39,7 @@ UsageBasis = Literal["peak", "average", "end"]
 SeatBasis = Literal["peak", "average", "end", "contracted"]
 OnOutage = Literal["deny", "allow"]
 TierMode = Literal["graduated", "volume"]
+BoughtQuantity = Literal["seats", "instances"]  # a contract's quantities.<key>
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,8 @@ class Price:
     instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
+    # name → the bought quantity a one-time fee is charged per (docs/billing.md)
+    one_time_per: Mapping[str, BoughtQuantity] = field(default_factory=dict)
     instance_licence: LicencePrice | None = None
     interval: Interval = "month"  # year: `base` is a year's fee (billing/annual.py)
     credits: Credits | None = None  # the plan's wallet terms; None: defaults (NO_CREDITS)
@@ -252,11 +255,12 @@ class Addon:
     price_lists: Mapping[str, Decimal] = field(default_factory=dict)  # currency → price
     pricing: AddonPrice | None = None  # None: priced by `price` alone
     raises: Raises = NO_RAISES
+    per: BoughtQuantity | None = None  # a yearly fee × the contract's bought quantity
 
     @property
     def priced_terms(self) -> tuple[object, ...]:
         """What its invoice lines and allowances depend on (not its name or features)."""
-        return (self.price, self.interval, self.pricing, self.raises)
+        return (self.price, self.interval, self.pricing, self.raises, self.per)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ def _addon(name: str, spec: AddonSpec) -> Addon:
         interval=spec.interval or "month",
         price_lists=_frozen(spec.price_lists or {}),
         pricing=pricing,
+        per=spec.per,
         raises=NO_RAISES
         if raises is None
         else Raises(
@@ -264,6 +265,7 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         instance_kinds=_frozen(instances.get("kinds") or {}),
         minimum=block.get("minimum"),
         one_time=_frozen(block.get("one_time") or {}),
+        one_time_per=_frozen(block.get("one_time_per") or {}),
         interval=block.get("interval") or "month",
         credits=_credits(block.get("credits")),
     )

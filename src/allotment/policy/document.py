@@ -55,6 +55,7 @@ FeatureEntry = Annotated[str, StringConstraints(pattern=FEATURE_ENTRY_PATTERN)]
 """A plan's feature entry: `name`, or `+name` / `-name` in a plan that extends another."""
 
 Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+BoughtQuantity = Literal["seats", "instances"]  # a contract's `quantities` key
 # Bounds. Counts the service stores and enforces (seats, kind weights, meter limits) go as
 # far as a contract's own terms may (contracts/schemas.py `Count`); pricing volumes as far
 # as any invoice line can. Unbounded, a 10^20 published and then failed every assignment,
@@ -324,6 +325,11 @@ class PriceSpec(Spec):
     one_time: dict[Name, Money] | None = Field(
         default=None, description="Name → fee, charged once when the contract starts on the plan."
     )
+    one_time_per: dict[Name, BoughtQuantity] | None = Field(
+        default=None,
+        description="One-time fee name → seats or instances: the fee is charged once per unit "
+        "of the contract's quantities.seats or quantities.instances.",
+    )
     interval: Interval | None = Field(
         default=None,
         description="Of `base`: month (default), or year: a year's fee, charged in full once "
@@ -409,7 +415,14 @@ class AddonSpec(Spec):
     features: list[Name] = Field(default_factory=list)
     price: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
     interval: Interval | None = Field(
-        default=None, description="Of `price`: month (default), or year: a year's fee."
+        default=None,
+        description="Of `price` or `percent`: month (default), or year: a year's fee, or a "
+        "year's percentage of yearly and one-time lines.",
+    )
+    per: BoughtQuantity | None = Field(
+        default=None,
+        description="A yearly `price` times the contract's quantities.seats or "
+        "quantities.instances.",
     )
     price_lists: Annotated[dict[ListCurrency, Money], PriceListsGuard] | None = Field(
         default=None, description="Currency → its price in that currency."
@@ -424,7 +437,8 @@ class AddonSpec(Spec):
         default=None,
         min_length=1,
         description="Line codes the percentage is of: base, seats, burst, instances, "
-        "meter:<meter>, addon:<add-on>.",
+        "meter:<meter>, addon:<add-on>; with interval year, one_time:<fee> and yearly "
+        "addon:<add-on>.",
     )
     raises: AddonRaisesSpec | None = None
     description: str | None = None

@@ -15,6 +15,7 @@ every error.
     credits: a line no wallet pays             plans.team.price.credits.applies_to[0]
     resolved: credits for a meter not priced   plans.team.price.credits.applies_to[1]
     resolved: rollover without monthly         plans.team.price.credits.rollover
+    resolved: per for no one-time fee          plans.team.price.one_time_per.setup
 """
 
 from __future__ import annotations
@@ -146,6 +147,13 @@ def price_gaps(settings: Mapping[str, Any]) -> Iterator[Finding]:
                     )
             elif not meter_price.get("tiers"):
                 yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+    fees, per = price.get("one_time"), price.get("one_time_per")
+    for fee in per if isinstance(per, Mapping) else ():
+        if not isinstance(fees, Mapping) or fee not in fees:
+            yield (
+                ("price", "one_time_per", fee),
+                f"the plan has no one-time fee '{fee}' (price.one_time) to charge per unit",
+            )
     yield from _priced_kinds(price.get("instances"), settings.get("instances"))
     yield from _credit_gaps(price.get("credits"), meter_prices)
 
