@@ -16,6 +16,7 @@ it covers every positive line above it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from allotment.billing.drafts import Draft
 from allotment.billing.measure import ZERO, money, text
+from allotment.contracts.years import ContractYear
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Price
 from allotment.policy.money import format_amount
@@ -51,10 +53,19 @@ def commitment_lines(
     currency: str,
     minor_digits: int,
     bought: Bought,
+    year: YearToDate | None = None,
 ) -> list[Draft]:
-    """The group's `minimum` true-up over the `committed` lines, then its one-time fees."""
+    """The group's `minimum` true-up over the `committed` lines (a yearly minimum's over
+    the contract year's, `year`), then its one-time fees."""
     drafts = []
-    if price.minimum is not None:
+    if price.minimum is not None and price.minimum_period == "year":
+        if year is not None:
+            drafts.append(
+                yearly_minimum_line(
+                    price.minimum, year, currency=currency, minor_digits=minor_digits
+                )
+            )
+    elif price.minimum is not None:
         drafts.append(
             minimum_line(
                 price.minimum,
@@ -97,6 +108,50 @@ def minimum_line(
             "prorated": text(prorated),
             "committed": format_amount(money(spent, minor_digits)),
             "lines": [code for code, _ in committed],
+        },
+    )
+
+
+@dataclass(frozen=True)
+class YearToDate:
+    """A yearly minimum's contract year as of one group: what the year committed up to and
+    including the group (its lines before `minimum`, as rounded), and whether the year's
+    true-up falls in the group (the year, or the contract, ends within it)."""
+
+    year: ContractYear
+    due: datetime  # the year's end, or the contract's when sooner
+    committed: Fraction
+    ends: bool
+
+
+def yearly_minimum_line(
+    minimum: Decimal, year: YearToDate, *, currency: str, minor_digits: int
+) -> Draft:
+    """The contract year's true-up, max(0, minimum − the year's committed lines), in the
+    group the year ends in; in the year's other groups a 0.00 line that shows where the year
+    stands (committed to date, and what is left of the minimum)."""
+    left = max(ZERO, Fraction(minimum) - year.committed)
+    shortfall = left if year.ends else ZERO
+    return Draft(
+        code="minimum",
+        description=f"minimum spend {format_amount(minimum)} for contract year "
+        f"{year.year.number}: {format_amount(money(year.committed, minor_digits))} billed "
+        + ("in the year" if year.ends else f"so far, true-up at {isoformat(year.due)}"),
+        quantity=shortfall,
+        unit=currency,
+        unit_price=Decimal(1),
+        amount=shortfall,
+        places=minor_digits,
+        source={
+            "minimum": format_amount(minimum),
+            "period": "year",
+            "contract_year": year.year.number,
+            "year_start": isoformat(year.year.start),
+            "year_end": isoformat(year.year.end),
+            "due": isoformat(year.due),
+            "committed_to_date": format_amount(money(year.committed, minor_digits)),
+            "remaining": format_amount(money(left, minor_digits)),
+            "trued_up": year.ends,
         },
     )
 

@@ -31,6 +31,11 @@ its fee end: the month's end for the current month, where use is counted to date
 
 Meter lines count the included units the group's add-ons give on top of the plan's.
 
+Under a yearly minimum (`price.minimum_period: year`) a segment is cut at its contract's
+anniversaries, so each group lies in one contract year; `minimum` is then that year's line
+(billing/commitments.py, `yearly_minimum_line`), from `data.committed_before` and the
+year's groups so far, and `Priced.committed` says what this period added to each year.
+
 A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
 place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
 after `instances`: billing/contracted.py. An annual fee (`base`, `addon:<name>`) and a yearly
@@ -59,7 +64,7 @@ from typing import Any
 
 from allotment.billing import addons, contracted
 from allotment.billing.annual import group_drafts
-from allotment.billing.commitments import commitment_lines
+from allotment.billing.commitments import YearToDate, commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
 from allotment.billing.levels import json_units, level_terms
@@ -84,6 +89,7 @@ from allotment.billing.priced import (
 )
 from allotment.billing.tiers import meter_priced, seat_priced
 from allotment.contracts.terms import DISCOUNTED_KINDS
+from allotment.contracts.years import ContractYear, contract_year, pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import MeterPrice, Price
 from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
@@ -100,14 +106,20 @@ def price(data: PricingInput) -> Priced:
         raise ValueError("minor_digits must not be negative")
     lines: list[Line] = []
     versions: set[int] = set()
+    committed = {year: Fraction(amount) for year, amount in data.committed_before.items()}
     for group in _groups(data):
-        lines.extend(_Pricer(data, group).lines())
+        lines.extend(_Pricer(data, group, committed).lines())
         versions.update(segment.policy_version for segment in group.segments)
     subtotal = sum((Fraction(line.amount) for line in lines), ZERO)
+    before = data.committed_before
     return Priced(
         lines=tuple(lines),
         subtotal=money(subtotal, data.minor_digits),
         policy_versions=tuple(sorted(versions)),
+        committed={
+            year: money(amount - Fraction(before.get(year, 0)), data.minor_digits)
+            for year, amount in committed.items()
+        },
     )
 
 
@@ -116,6 +128,7 @@ class _Group:
     start: datetime
     end: datetime
     segments: tuple[Segment, ...]  # merged: equal priced terms, end to start
+    year: ContractYear | None = None  # a yearly minimum's plan: the contract year it lies in
 
     @property
     def terms(self) -> Segment:
@@ -141,12 +154,31 @@ def _priced_terms(segment: Segment) -> tuple[Any, ...]:
     )
 
 
+def _by_year(segments: Sequence[Segment]) -> list[tuple[Segment, ContractYear | None]]:
+    """Each segment whose plan has a yearly minimum cut at its contract's anniversaries, so
+    each part lies in one contract year (its committed lines count toward that year's)."""
+    out: list[tuple[Segment, ContractYear | None]] = []
+    for segment in segments:
+        starts_at = segment.contract_start
+        if segment.plan.price.minimum_period != "year" or starts_at is None:
+            out.append((segment, None))
+            continue
+        parts = pieces(starts_at, segment.start, segment.end) or [
+            (contract_year(starts_at, segment.start), segment.start, segment.end)
+        ]
+        for index, (year, a, b) in enumerate(parts):
+            last = index == len(parts) - 1
+            fee_end = segment.fee_end if last else None
+            out.append((dataclasses.replace(segment, start=a, end=b, fee_end=fee_end), year))
+    return out
+
+
 def _groups(data: PricingInput) -> list[_Group]:
     """The segments clipped to the period (empty ones dropped), adjacent ones with equal
-    priced terms merged."""
+    priced terms (and contract year, under a yearly minimum) merged."""
     groups: list[_Group] = []
     previous_end: datetime | None = None
-    for segment in data.segments:
+    for segment, year in _by_year(data.segments):
         if segment.end < segment.start:
             raise ValueError(f"revision {segment.revision}'s segment ends before it starts")
         if previous_end is not None and segment.start < previous_end:
@@ -163,20 +195,24 @@ def _groups(data: PricingInput) -> list[_Group]:
         if (
             last is not None
             and last.end == start
+            and last.year == year
             and _priced_terms(last.terms) == _priced_terms(segment)
         ):
-            groups[-1] = _Group(last.start, end, (*last.segments, segment))
+            groups[-1] = _Group(last.start, end, (*last.segments, segment), year)
         else:
-            groups.append(_Group(start, end, (segment,)))
+            groups.append(_Group(start, end, (segment,), year))
     return groups
 
 
 class _Pricer:
     """The lines of one group."""
 
-    def __init__(self, data: PricingInput, group: _Group) -> None:
+    def __init__(
+        self, data: PricingInput, group: _Group, committed: dict[int, Fraction] | None = None
+    ) -> None:
         self.data = data
         self.group = group
+        self.committed = {} if committed is None else committed  # by contract year, so far
         self.terms = group.terms
         self.plan = group.terms.plan
         self.seconds = seconds(group.end - group.start)
@@ -230,6 +266,7 @@ class _Pricer:
             currency=self.data.currency,
             minor_digits=self.data.minor_digits,
             bought=self._bought(),
+            year=self._year_to_date(priced),
         )
         priced.extend(line for line in map(self._draft, commitments) if line is not None)
         adjustment = self._adjustment(priced)
@@ -421,6 +458,20 @@ class _Pricer:
                 **({"reason": self.terms.discount_reason} if self.terms.discount_reason else {}),
             },
         )
+
+    def _year_to_date(self, priced: Sequence[Line]) -> YearToDate | None:
+        """Under a yearly minimum: the group's contract year, what it committed up to and
+        including this group, and whether the year (or the contract) ends with the group."""
+        year = self.group.year
+        if year is None:
+            return None
+        spent = sum((Fraction(line.amount) for line in priced), ZERO)
+        self.committed[year.number] = self.committed.get(year.number, ZERO) + spent
+        last = self.group.segments[-1]
+        due = min(year.end, last.contract_end or year.end)
+        fee_end = min(last.fee_end or self.group.end, self.data.period_end)
+        ends = self.group.start < due <= max(self.group.end, fee_end)
+        return YearToDate(year, due, self.committed[year.number], ends)
 
     def _bought(self) -> dict[str, int | None]:
         """The contract's bought quantities, which one-time and yearly fees may be per."""

@@ -191,6 +191,7 @@ class Price:
     # Per lease-hour of each kind named, unweighted; other kinds: instance_hour × weight.
     instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
+    minimum_period: Interval = "month"  # year: the least a contract year is billed
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
     # name → the bought quantity a one-time fee is charged per (docs/billing.md)
     one_time_per: Mapping[str, BoughtQuantity] = field(default_factory=dict)

@@ -264,6 +264,7 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         ),
         instance_kinds=_frozen(instances.get("kinds") or {}),
         minimum=block.get("minimum"),
+        minimum_period=block.get("minimum_period") or "month",
         one_time=_frozen(block.get("one_time") or {}),
         one_time_per=_frozen(block.get("one_time_per") or {}),
         interval=block.get("interval") or "month",

@@ -322,6 +322,11 @@ class PriceSpec(Spec):
     minimum: Money | None = Field(
         default=None, description="Least billed per month (prorated), as a `minimum` line."
     )
+    minimum_period: Interval | None = Field(
+        default=None,
+        description="Of `minimum`: month (default), or year: the least billed per contract "
+        "year, trued up in the month the year (or the contract) ends.",
+    )
     one_time: dict[Name, Money] | None = Field(
         default=None, description="Name → fee, charged once when the contract starts on the plan."
     )

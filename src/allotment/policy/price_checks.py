@@ -16,6 +16,7 @@ every error.
     resolved: credits for a meter not priced   plans.team.price.credits.applies_to[1]
     resolved: rollover without monthly         plans.team.price.credits.rollover
     resolved: per for no one-time fee          plans.team.price.one_time_per.setup
+    resolved: minimum_period without minimum   plans.team.price.minimum_period
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ def price_gaps(settings: Mapping[str, Any]) -> Iterator[Finding]:
                     )
             elif not meter_price.get("tiers"):
                 yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+    if price.get("minimum_period") is not None and price.get("minimum") is None:
+        yield (
+            ("price", "minimum_period"),
+            "minimum_period is of price.minimum: write the minimum too",
+        )
     fees, per = price.get("one_time"), price.get("one_time_per")
     for fee in per if isinstance(per, Mapping) else ():
         if not isinstance(fees, Mapping) or fee not in fees:
