@@ -55,7 +55,7 @@ an invoice serializes the same bytes every time. docs/billing.md works every rul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -63,6 +63,7 @@ from fractions import Fraction
 from typing import Any
 
 from allotment.billing import addons, contracted
+from allotment.billing.allowances import Drawn, draw
 from allotment.billing.annual import group_drafts
 from allotment.billing.commitments import YearToDate, commitment_lines
 from allotment.billing.drafts import Draft
@@ -83,6 +84,7 @@ from allotment.billing.measure import (
 )
 from allotment.billing.priced import (
     Line,
+    MeterTotal,
     Priced,
     PricingInput,
     Segment,
@@ -246,9 +248,13 @@ class _Pricer:
                 )
             )
         raised = addons.raises(self.terms)  # add-ons' included units, then their lines
+        meter_prices = {
+            name: addons.with_included(price_, raised)
+            for name, price_ in self.plan.price.meters.items()
+        }
+        shared = self._shared(meter_prices)
         lines.extend(
-            self._meter(name, addons.with_included(self.plan.price.meters[name], raised))
-            for name in sorted(self.plan.price.meters)
+            self._meter(name, meter_prices[name], shared.get(name)) for name in sorted(meter_prices)
         )
         lines.extend(map(self._draft, annual.meters))
         addons.note_included(lines, raised)
@@ -392,18 +398,39 @@ class _Pricer:
             },
         )
 
-    def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
+    def _used(self, name: str) -> tuple[MeterTotal, Fraction]:
+        measured = self.data.meters(self.group.start, self.group.end, name)
+        exact = Fraction(measured.quantity) if measured.exact is None else measured.exact
+        return measured, max(ZERO, exact)
+
+    def _shared(self, meter_prices: Mapping[str, MeterPrice]) -> dict[str, Drawn]:
+        """What each meter's line draws from the plan's shared allowances (allowances.py)."""
+        allowances = self.plan.price.allowances
+        drawing = {meter for allowance in allowances for meter, _ in allowance.draw}
+        billable = {
+            name: self._used(name)[1] - Fraction(meter_prices[name].included)
+            for name in sorted(drawing)
+            if name in meter_prices
+        }
+        return draw(allowances, billable)
+
+    def _meter(
+        self, name: str, meter_price: MeterPrice, shared: Drawn | None = None
+    ) -> Line | None:
         """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
-        volume tiers, flat fees, packages), with its unit_price rule."""
+        volume tiers, flat fees, packages), with its unit_price rule; `shared`: what it drew
+        from a shared allowance, added to its included units."""
         if meter_price.period == "year":
             return None  # counted over the contract year: billing/annual.py
-        measured = self.data.meters(self.group.start, self.group.end, name)
-        total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
+        measured, total = self._used(name)
+        covered = ZERO if shared is None else shared.covered
         places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
         package = meter_price.package
-        tiered = meter_priced(total, meter_price, places=places)
+        tiered = meter_priced(total, meter_price, places=places, shared=covered)
         level = level_terms(measured.level, self.fee_fraction, self.fee_days)
         described = f"{name}: {text(total, places)} used, {meter_price.included} included"
+        if shared is not None:
+            described += f", {text(covered, places)} from allowance {shared.allowance}"
         return self._line(
             f"meter:{name}",
             (described if package is None else f"{described}, packages of {package.size}")
@@ -420,6 +447,7 @@ class _Pricer:
                 "included": json_units(meter_price.included),
                 **tiered.source,
                 **level.source,
+                **({} if shared is None else {"shared": shared.source()}),
             },
         )
 

@@ -140,6 +140,16 @@ class MeterPrice:
 
 
 @dataclass(frozen=True)
+class SharedAllowance:
+    """Included units a month shared by several meters (`price.allowances`): each meter in
+    `draw` order takes what it can, a unit of it using `rate` allowance units."""
+
+    name: str
+    included: int | Decimal
+    draw: tuple[tuple[str, int | Decimal], ...]  # (meter, rate)
+
+
+@dataclass(frozen=True)
 class SeatPrice:
     unit: Decimal | None  # None: `tiers` price the seats
     basis: SeatBasis
@@ -192,6 +202,7 @@ class Price:
     instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
     minimum_period: Interval = "month"  # year: the least a contract year is billed
+    allowances: tuple[SharedAllowance, ...] = ()  # by name
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
     # name → the bought quantity a one-time fee is charged per (docs/billing.md)
     one_time_per: Mapping[str, BoughtQuantity] = field(default_factory=dict)

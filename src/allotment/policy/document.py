@@ -274,6 +274,20 @@ class MeterPriceSpec(Spec):
     )
 
 
+class AllowanceDrawSpec(Spec):
+    meter: Name = Field(description="A meter the plan prices monthly (price.meters).")
+    rate: Multiplier | None = Field(
+        default=None, description="Allowance units one unit of the meter uses (default 1)."
+    )
+
+
+class AllowanceSpec(Spec):
+    included: Units = Field(description="Allowance units a month, shared by the meters.")
+    draw: list[AllowanceDrawSpec] = Field(
+        min_length=1, description="The meters that draw on it, in the order they draw."
+    )
+
+
 class InstancePriceSpec(Spec):
     kinds: dict[Name, Rate] | None = Field(
         default=None,
@@ -318,6 +332,11 @@ class PriceSpec(Spec):
         default=None, description="A per-instance licence fee per month (docs/billing.md)."
     )
     meters: dict[Name, MeterPriceSpec] | None = None
+    allowances: dict[Name, AllowanceSpec] | None = Field(
+        default=None,
+        description="Name → included units shared by several meters, each drawing at its rate, "
+        "in order (docs/billing.md).",
+    )
     instances: InstancePriceSpec | None = None
     minimum: Money | None = Field(
         default=None, description="Least billed per month (prorated), as a `minimum` line."
