@@ -58,3 +58,18 @@ def test_an_allowance_draws_meters_the_plan_prices_monthly_each_once() -> None:
     assert result.errors == [] and result.document is not None
     (shared,) = compile_policy(result.document).plans["team"].price.allowances
     assert (shared.name, shared.included, shared.draw) == ("ci", 3000, (("linux", 2),))
+
+
+def test_a_quoted_negative_included_says_it_must_be_at_least_0() -> None:
+    meter = {"event_type": "api.call", "aggregation": "count"}
+    raw = {
+        "currency": "USD",
+        "meters": {"calls": meter},
+        "plans": {
+            "team": {
+                "price": {"meters": {"calls": {"included": "-1", "tiers": [{"unit": "0.01"}]}}}
+            }
+        },
+    }
+    message = assert_error(raw, "plans.team.price.meters.calls.included", "at least 0")
+    assert "not -1" in message

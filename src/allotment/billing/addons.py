@@ -26,10 +26,18 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol
 
 from allotment.billing.levels import json_units, level_terms
-from allotment.billing.measure import QUANTITY_PLACES, ZERO, days, decimal, steps, text
+from allotment.billing.measure import (
+    QUANTITY_PLACES,
+    ZERO,
+    days,
+    decimal,
+    shown_places,
+    steps,
+    text,
+)
 from allotment.contracts.addons import total
 from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
-from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
+from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 if TYPE_CHECKING:
     from allotment.billing.priced import Interval, Line, PricingInput, Segment
@@ -193,7 +201,7 @@ def _unit(pricer: GroupPricer, addon: Addon, raised: Raises) -> Line | None:
     used = max(ZERO, exact)
     included = raised.included.get(pricing.meter, 0)
     quantity = max(ZERO, used - Fraction(included))
-    places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+    places = shown_places(measured)
     # A level (an average, a percentile) is priced per month, as the plan's meter lines are.
     level = level_terms(measured.level, pricer.fee_fraction, pricer.fee_days)
     return pricer.line(

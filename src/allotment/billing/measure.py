@@ -12,9 +12,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from allotment.policy.money import format_amount
+from allotment.policy.money import decimal_places, format_amount
+
+if TYPE_CHECKING:
+    from allotment.billing.priced import MeterTotal
 
 QUANTITY_PLACES = 6
 SECONDS_PER_DAY = 86_400
@@ -96,3 +99,18 @@ def text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
 
 def days(days: Fraction) -> str:
     return text(days, 2)
+
+
+def shown_places(measured: MeterTotal) -> int:
+    """The decimals a meter line shows: QUANTITY_PLACES, or more for a sum of decimals that
+    needs them (exact); an average (known exactly, shown rounded) QUANTITY_PLACES."""
+    if measured.exact is not None:
+        return QUANTITY_PLACES
+    return max(QUANTITY_PLACES, decimal_places(measured.quantity))
+
+
+def min_places(value: Decimal, places: int) -> Decimal:
+    """`value` with at least `places` decimals (22 → 22.00; 0.008 stays 0.008)."""
+    if value.as_tuple().exponent >= -places:  # type: ignore[operator]
+        return value.quantize(Decimal(1).scaleb(-places))
+    return value

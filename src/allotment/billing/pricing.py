@@ -77,8 +77,10 @@ from allotment.billing.measure import (
     clip,
     days,
     decimal,
+    min_places,
     money,
     seconds,
+    shown_places,
     steps,
     text,
 )
@@ -94,7 +96,7 @@ from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.contracts.years import ContractYear, contract_year, pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import MeterPrice, Price
-from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
+from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 # -- pricing ---------------------------------------------------------------------------------
 
@@ -424,7 +426,7 @@ class _Pricer:
             return None  # counted over the contract year: billing/annual.py
         measured, total = self._used(name)
         covered = ZERO if shared is None else shared.covered
-        places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+        places = shown_places(measured)
         package = meter_price.package
         tiered = meter_priced(total, meter_price, places=places, shared=covered)
         level = level_terms(measured.level, self.fee_fraction, self.fee_days)
@@ -526,6 +528,8 @@ class _Pricer:
     ) -> Line | None:
         if quantity == 0 and unit_price == 0:
             return None
+        if unit != self.data.currency:  # a price, not a factor of an amount: docs/billing.md
+            unit_price = min_places(unit_price, self.data.minor_digits)
         return Line(
             code=code,
             description=description,
