@@ -31,12 +31,13 @@ from allotment.billing.measure import (
     ZERO,
     days,
     decimal,
+    hourly_percentile,
     shown_places,
     steps,
     text,
 )
 from allotment.contracts.addons import total
-from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
+from allotment.policy.catalog import Addon, AddonBasis, MeterPrice, Plan, Raises
 from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
         noun = "seat"
         intervals: Sequence[Interval] = pricer.data.seats
         seat_price = pricer.plan.price.seat
-        basis: SeatBasis = pricing.basis or (seat_price.basis if seat_price else "peak")
+        basis: AddonBasis = pricing.basis or (seat_price.basis if seat_price else "peak")
         bought = pricer.terms.contracted_seats
     else:
         noun = "instance"
@@ -169,6 +170,8 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
         held = Fraction(pieces[-1][1])
     elif basis == "average":
         held = sum((length * h for length, h in pieces), ZERO) / pricer.seconds
+    elif basis in ("p95", "p99"):
+        held = Fraction(hourly_percentile(intervals, *pricer.span, int(basis[1:])))
     else:  # contracted: what was bought, or the peak held above it (bought + overage)
         held = max(Fraction(bought or 0), peak)
     billed = held * quantity

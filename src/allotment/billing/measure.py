@@ -8,7 +8,7 @@ money / decimal / text / days  rounding half-even, for amounts and shown quantit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -114,3 +114,23 @@ def min_places(value: Decimal, places: int) -> Decimal:
     if value.as_tuple().exponent >= -places:  # type: ignore[operator]
         return value.quantize(Decimal(1).scaleb(-places))
     return value
+
+
+def hourly_percentile(
+    intervals: Sequence[Span], start: datetime, end: datetime, percentile: int
+) -> int:
+    """The nearest-rank `percentile` of the hourly peaks of what `intervals` hold over
+    [start, end): each UTC hour's (clipped to the span) highest count, as a `max` meter
+    with a percentile takes its hours (docs/usage.md)."""
+    peaks = []
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        following = hour + timedelta(hours=1)
+        pieces, _ = steps(intervals, max(hour, start), min(following, end))
+        peaks.append(max(held for _, held in pieces))
+        hour = following
+    if not peaks:
+        return 0
+    peaks.sort()
+    rank = -(-percentile * len(peaks) // 100)  # ceil: nearest rank
+    return peaks[max(rank, 1) - 1]

@@ -37,6 +37,8 @@ Interval = Literal["month", "year"]
 Enforcement = Literal["hard", "soft"]
 UsageBasis = Literal["peak", "average", "end"]
 SeatBasis = Literal["peak", "average", "end", "contracted"]
+# per_instance add-ons also: the 95th or 99th percentile of the hourly peaks of live leases
+AddonBasis = Literal["peak", "average", "end", "contracted", "p95", "p99"]
 OnOutage = Literal["deny", "allow"]
 TierMode = Literal["graduated", "volume"]
 BoughtQuantity = Literal["seats", "instances"]  # a contract's quantities.<key>
@@ -237,7 +239,7 @@ class AddonPrice:
 
     kind: AddonPricing
     unit: Decimal  # per seat or instance a month; per unit of `meter`; the percentage
-    basis: SeatBasis | None = None  # seat (None: the plan's seat basis) and instance
+    basis: AddonBasis | None = None  # seat (None: the plan's seat basis) and instance
     meter: str | None = None  # unit
     of: tuple[str, ...] = ()  # percent: the line codes it is a percentage of
 

@@ -406,10 +406,10 @@ class AddonSeatPriceSpec(Spec):
 
 class AddonInstancePriceSpec(Spec):
     unit: Money = Field(description="Per live instance a month, prorated like a fee.")
-    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+    basis: Literal["peak", "average", "end", "contracted", "p95", "p99"] | None = Field(
         default=None,
         description="Default peak; contracted: the instance licences bought, or the peak "
-        "held when more.",
+        "held when more; p95, p99: that percentile of the hourly peaks of live instances.",
     )
 
 
