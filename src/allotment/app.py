@@ -58,6 +58,9 @@ from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.privacy.endpoints import router as privacy_router
+from allotment.privacy.pseudonyms import INFO_KEY as PSEUDONYMS
+from allotment.privacy.pseudonyms import from_settings, loggable_path
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
 from allotment.signing.endpoints import router as signing_router
@@ -101,8 +104,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     bus.subscribe(REVOKED_TOPIC, principals.drop_key)
     bus.on_reconnect(principals.clear)
-    maker = create_sessionmaker(engine)
-    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
+    # Subjects' pseudonyms (privacy/pseudonyms.py): in every session, the fast paths' state,
+    # the decision log and the access log.
+    pseudonyms = from_settings(settings)
+    maker = create_sessionmaker(engine, info={PSEUDONYMS: pseudonyms})
+    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate, pseudonyms=pseudonyms)
     snapshots = SnapshotCache(
         maker=maker,
         redis=redis,
@@ -116,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
+    app.state.pseudonyms = pseudonyms
     app.state.redis = redis
     app.state.bus = bus
     app.state.stream = stream
@@ -313,6 +320,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contracts_router,
         tenants_router,
         seats_router,
+        privacy_router,
         instances_router,
         usage_router,
         billing_router,
@@ -332,5 +340,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, path_of=loggable_path)
     return app
