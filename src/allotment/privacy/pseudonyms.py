@@ -1,6 +1,7 @@
 """Subjects' keyed pseudonyms (docs/privacy.md).
 
-    of(customer_key, subject) = "psn_" + hex(HMAC-SHA256(key, customer_key NUL subject))[:32]
+    of(customer_key, subject) = "psn_" + hex(HMAC-SHA256(key, message))[:32]
+    message = f"{len(customer_key)}:{customer_key}{subject}"   (unambiguous)
 
 (128 bits of the MAC.) A pseudonym's own pseudonym is itself: a row whose subject was erased
 (replaced by its pseudonym) is recorded by the same pseudonym when it ends later.
@@ -51,7 +52,7 @@ class Pseudonyms:
     def _compute(self, customer_key: str, subject: str) -> str:
         if _PSEUDONYM.fullmatch(subject):  # an erased row's: it stays what it was
             return subject
-        message = f"{customer_key}\x00{subject}".encode()
+        message = f"{len(customer_key)}:{customer_key}{subject}".encode()  # unambiguous
         return PREFIX + hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
     def ref(self, customer_key: str, subject: str | None) -> str | None:
@@ -92,9 +93,11 @@ def loggable_path(scope: Any) -> str:
     params = scope.get("path_params")
     if not params or "subject" not in params:
         return str(scope["path"])
-    pseudonyms: Pseudonyms = scope["app"].state.pseudonyms
-    ref = pseudonyms.of(str(params.get("key", "")), str(params["subject"]))
     template: str = scope["route"].path
+    pseudonyms: Pseudonyms | None = getattr(scope["app"].state, "pseudonyms", None)
+    if pseudonyms is None:  # an app not started: the template, never the subject
+        return template
+    ref = pseudonyms.of(str(params.get("key", "")), str(params["subject"]))
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
