@@ -185,3 +185,44 @@ async def _scenario(app: Any, api: httpx.AsyncClient) -> None:
     assert members == 2  # "other" and the subject again
     seats = (await api.get("/v1/customers/acme/seats", headers=finance)).json()["items"]
     assert sorted(s["subject"] for s in seats) == sorted(["other", SUBJECT])
+
+
+async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudonym(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    from tests.factories.licensing import licensing_document
+    from tests.factories.seats import register
+
+    # Devices: two under the subject's seat, one of someone else's.
+    await publish_policy(client, admin, licensing_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, plan="licensed", quantities={"seats": 5, "instances": 5})
+    assert (await assign(client, backend, SUBJECT)).status_code == 201
+    assert (await assign(client, backend, "other")).status_code == 201
+    for fingerprint, holder in (("d1", SUBJECT), ("d2", SUBJECT), ("d3", "other")):
+        made = await register(client, backend, fingerprint, subject=holder)
+        assert made.status_code == 201, made.text
+    erased = await client.post(f"/v1/customers/acme/subjects/{SUBJECT}/erase", headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert (erased.json()["seats_released"], erased.json()["devices_ended"]) == (1, 2)
+    assert await _holders(app, SUBJECT) == []
+    live = (await client.get("/v1/customers/acme/instances", headers=admin)).json()["items"]
+    assert [i["fingerprint"] for i in live] == ["d3"]  # the other holder's device stays
+
+    # Sessions: a concurrent-seat customer (the demo policy's `floating` plan).
+    await publish_policy(client, admin, metered_document(), force=True)
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="globex", plan="floating")
+    opened = await client.post(
+        "/v1/customers/globex/sessions", json={"subject": SUBJECT}, headers=backend
+    )
+    assert opened.status_code == 201, opened.text
+    erased = await client.post(f"/v1/customers/globex/subjects/{SUBJECT}/erase", headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["sessions_closed"] == 1
+    ref = app.state.pseudonyms.of("globex", SUBJECT)
+    assert erased.json()["subject_ref"] == ref != app.state.pseudonyms.of("acme", SUBJECT)
+    assert await _holders(app, SUBJECT) == []
+    async with session_scope(app.state.sessionmaker) as session:
+        ended = (await session.execute(text("SELECT subject, end_reason FROM seat_sessions"))).all()
+    assert [tuple(r) for r in ended] == [(ref, "closed")]

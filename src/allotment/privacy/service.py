@@ -1,7 +1,7 @@
 """Erasing a subject (docs/privacy.md): `erase(session, customer_key=, subject=, actor=)`.
 
-Under the customer's pool lock: the subject's live seat is released (its devices end with
-it), its live sessions closed and any live device ended, each audited as usual; then every
+Under the customer's pool lock: the subject's live devices are ended, its live seat
+released and its live sessions closed, each audited as usual; then every
 row that still holds the raw identifier — past seats, sessions and devices, and records from
 before pseudonyms (decision log, lifecycle events) — holds its pseudonym instead, and the
 stored Idempotency-Key responses that name it are dropped. The erasure itself is audited by
@@ -42,15 +42,17 @@ async def erase(
     found = await pools.lock(session, customer_key=customer_key, at=now)  # 404: no customer
     now, c = found.at, found.customer_id
     ref = pseudonyms.of_session(session).of(customer_key, subject)
+    live = dict(customer_key=customer_key, subject=subject, ref=ref, actor=actor, now=now)
+    # Devices first (`instance.seat_released`, as the seat's release would end them), so
+    # the count says how many ended.
+    ended = await instances.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
     released = 0
     with contextlib.suppress(seats.SeatNotFound):
         await seats.release(
             session, customer_key=customer_key, subject=subject, actor=actor, now=now
         )
         released = 1
-    live = dict(customer_key=customer_key, subject=subject, ref=ref, actor=actor, now=now)
     closed = await sessions.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
-    ended = await instances.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
     rows = await seats.erase_subject(session, customer_id=c, subject=subject, ref=ref)
     rows += await lifecycle.erase_subject(session, customer_id=c, subject=subject, ref=ref)
     rows += await decisions.erase_subject(
