@@ -58,6 +58,9 @@ from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.privacy.endpoints import router as privacy_router
+from allotment.privacy.pseudonyms import INFO_KEY as PSEUDONYMS
+from allotment.privacy.pseudonyms import from_settings, loggable_path
 from allotment.releases.endpoints import router as releases_router
 from allotment.replica import Replica
 from allotment.seats.endpoints import router as seats_router
@@ -110,8 +113,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     bus.on_reconnect(principals.clear)
     if replica is not None:
         replica.watch(bus)
-    maker = create_sessionmaker(engine)
-    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
+    # Subjects' pseudonyms (privacy/pseudonyms.py): in every session, the fast paths' state,
+    # the decision log and the access log.
+    pseudonyms = from_settings(settings)
+    maker = create_sessionmaker(engine, info={PSEUDONYMS: pseudonyms})
+    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate, pseudonyms=pseudonyms)
     snapshots = SnapshotCache(
         maker=maker,
         redis=redis,
@@ -127,6 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.replica = replica
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
+    app.state.pseudonyms = pseudonyms
     app.state.redis = redis
     app.state.bus = bus
     app.state.stream = stream
@@ -331,6 +338,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contracts_router,
         tenants_router,
         seats_router,
+        privacy_router,
         instances_router,
         usage_router,
         billing_router,
@@ -350,5 +358,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, path_of=loggable_path)
     return app

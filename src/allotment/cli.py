@@ -208,7 +208,8 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
 )
 @click.option("--once", is_flag=True, help="Run one pass and exit.")
 def worker(interval: float, once: bool) -> None:
-    """Background jobs: the lease reaper (sessions, instances) and idempotency-key purge.
+    """Background jobs: the lease reaper (sessions, instances), idempotency-key purge, and
+    the decision log's and raw usage events' retention (docs/privacy.md).
 
     Safe to run as several replicas at once."""
     from allotment import worker as jobs
@@ -226,7 +227,7 @@ def worker(interval: float, once: bool) -> None:
         try:
             while not stop.is_set():
                 try:
-                    done = await jobs.run_once(maker, bus=bus)
+                    done = await jobs.run_once(maker, bus=bus, settings=settings)
                     if bus is not None:
                         with contextlib.suppress(Exception):  # Redis down: TTLs bound it
                             await asyncio.wait_for(bus.flush(), timeout=5)

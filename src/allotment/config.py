@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _duration(value: Any) -> Any:
+    """`30d`, `72h`, `90m`, `3600s` (or a number of seconds) → a timedelta, at least an hour."""
+    if isinstance(value, str) and value[-1:] in ("s", "m", "h", "d"):
+        from allotment.policy.durations import parse_duration
+
+        value = parse_duration(value.strip())
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=float(value))
+    if isinstance(value, timedelta) and value < timedelta(hours=1):
+        raise ValueError("a retention is at least 1h")
+    return value
+
+
+Retention = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -95,6 +113,13 @@ class Settings(BaseSettings):
     # under a key derived from this secret; unset, one is generated into
     # `<data_dir>/signing-secret` on first use.
     signing_secret: SecretStr | None = None
+    # Subjects' pseudonyms (docs/privacy.md): HMAC-SHA256 under a key derived from this
+    # secret; unset, from the signing secret (above). Changing it changes every pseudonym.
+    pseudonym_secret: SecretStr | None = None
+    # How long the decision log and raw usage events are kept; the worker purges older rows
+    # (usage counters, and so invoices, are kept). A duration such as `30d` or `72h`.
+    decisions_retention: Retention = timedelta(days=30)
+    events_retention: Retention = timedelta(days=400)
     artifact_issuer: str = "allotment"  # the artifacts' `iss`
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).

@@ -3,6 +3,8 @@
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
     partitions                       this month's and the next two months' usage partitions
+    retention                        the decision log and raw usage events past their
+                                     retention (privacy/retention.py)
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
 (the reapers skip rows another replica holds, and a row already ended no longer matches).
@@ -14,11 +16,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allotment.config import Settings, get_settings
 from allotment.db import session_scope
 from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
+from allotment.privacy import retention
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
 
@@ -27,9 +31,14 @@ PARTITIONS_AHEAD = 2
 
 
 async def run_once(
-    maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None, bus: Bus | None = None
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime | None = None,
+    bus: Bus | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, int]:
-    """Run every job once (each reaper until it finds fewer than a batch); what each did."""
+    """Run every job once (each reaper and purge until it finds fewer than a batch); what
+    each did. `settings` (default: the environment's) give the retentions."""
     done = {
         "sessions_expired": 0,
         "instances_expired": 0,
@@ -49,4 +58,7 @@ async def run_once(
                 break
     async with session_scope(maker) as session:
         done["idempotency_keys_purged"] = await purge_expired(session)
+    done.update(
+        await retention.purge(maker, settings or get_settings(), now=now or utcnow(), batch=BATCH)
+    )
     return done
