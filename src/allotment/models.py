@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def load_all() -> None:
+    from allotment.alerts import models as _alerts  # noqa: F401
     from allotment.audit import models as _audit  # noqa: F401
     from allotment.auth import models as _auth  # noqa: F401
     from allotment.check import decisions as _decisions  # noqa: F401

@@ -1,0 +1,94 @@
+"""usage.threshold_reached and usage.surge fire from ingestion, once per threshold and
+period, and never otherwise."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from allotment.kit.clock import utcnow
+from tests.factories.alerts import fired
+from tests.factories.contracts import create_contract
+from tests.factories.customers import create_customer
+from tests.factories.policies_for_contracts import publish_policy
+from tests.factories.usage import event, ingest_at, metered_document, send
+
+
+@pytest.fixture
+async def limited(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """acme with api_calls limited to 100 a month; a surge watch on storage."""
+    document = metered_document()
+    document["alerts"] = {
+        "usage_thresholds": [80, 100],
+        "usage_surge": {"storage": {"factor": 3, "window": "1h", "min": 50}},
+    }
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    overrides = [{"meter": "api_calls", "limit": 100, "reason": "test"}]
+    await create_contract(client, admin, customer="acme", plan="team", overrides=overrides)
+    return "acme"
+
+
+def calls(prefix: str, count: int, **fields: Any) -> dict[str, Any]:
+    return event(prefix, data={"count": count}, **fields)
+
+
+async def test_thresholds_fire_once_each_as_use_crosses_them(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    assert (await send(client, backend, calls("a", 79))).status_code == 200
+    assert await fired(app) == []  # 79 %: nothing
+    await send(client, backend, calls("b", 1))  # 80 %
+    first = await fired(app, "usage.threshold_reached")
+    assert [(a["subject"], a["threshold"]) for a in first] == [("api_calls", "80")]
+    assert first[0]["data"]["used"] == 80 and first[0]["data"]["limit"] == 100
+    await send(client, backend, calls("c", 1))  # 81 %: again nothing
+    await send(client, backend, calls("b", 1))  # a duplicate counts nothing
+    assert len(await fired(app)) == 1
+    await send(client, backend, calls("d", 30))  # 111 %: 100 crossed, once
+    assert [a["threshold"] for a in await fired(app)] == ["80", "100"]
+    # A new month: the same thresholds fire again in their new period.
+    later = utcnow().replace(day=1) + timedelta(days=40)
+    await ingest_at(app, [calls("e", 85, time=later)], received=later)
+    again = await fired(app, "usage.threshold_reached")
+    assert [a["threshold"] for a in again] == ["80", "100", "80"]
+    assert again[2]["period"] != again[0]["period"]
+
+
+async def test_one_batch_crossing_both_fires_both(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    await send(client, backend, [calls("a", 50), calls("b", 60)])
+    assert sorted(a["threshold"] for a in await fired(app)) == ["100", "80"]
+
+
+async def test_a_consuming_check_crosses_thresholds_too(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    await send(client, backend, calls("a", 79))
+    response = await client.post(
+        "/v1/check", json={"customer": "acme", "feature": "api", "consume": 1}, headers=backend
+    )
+    assert response.json()["allowed"] is True, response.text
+    assert [a["threshold"] for a in await fired(app)] == ["80"]
+
+
+async def test_usage_surge_fires_when_the_window_outgrows_the_one_before(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    now = utcnow()
+    before = now - timedelta(hours=1)
+    stored = [event(f"s{i}", type="storage.used", data={"gb": 10}, time=before) for i in range(2)]
+    await ingest_at(app, stored, received=now)
+    # 20 in the hour before; now 40 (2×, and a rise of 20 < min): nothing.
+    await ingest_at(app, [event("n1", type="storage.used", data={"gb": 40})], received=now)
+    assert await fired(app, "usage.surge") == []
+    # 70 (3.5×, a rise of 50): fires; more of the same in this window fires nothing more.
+    await ingest_at(app, [event("n2", type="storage.used", data={"gb": 30})], received=now)
+    await ingest_at(app, [event("n3", type="storage.used", data={"gb": 30})], received=now)
+    surges = await fired(app, "usage.surge")
+    assert len(surges) == 1
+    assert surges[0]["data"]["used"] == 70 and surges[0]["data"]["baseline"] == 20
