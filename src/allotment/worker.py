@@ -3,6 +3,8 @@
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
     partitions                       this month's and the next two months' usage partitions
+    contract alerts                  trials ending, renewals upcoming, terms and overrides
+                                     that ended (contracts/deadlines.py), each fired once
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
 (the reapers skip rows another replica holds, and a row already ended no longer matches).
@@ -14,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allotment.contracts import deadlines
 from allotment.db import session_scope
 from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
@@ -35,6 +38,7 @@ async def run_once(
         "instances_expired": 0,
         "idempotency_keys_purged": 0,
         "partitions_created": 0,
+        "alerts_fired": 0,
     }
     engine = maker.kw["bind"]
     done["partitions_created"] = await partitions.ensure_months(
@@ -49,4 +53,6 @@ async def run_once(
                 break
     async with session_scope(maker) as session:
         done["idempotency_keys_purged"] = await purge_expired(session)
+    async with session_scope(maker, actor="system:alerts", bus=bus) as session:
+        done["alerts_fired"] = await deadlines.run(session, now=now or utcnow())
     return done

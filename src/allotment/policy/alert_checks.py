@@ -49,8 +49,8 @@ def check_alerts(alerts: object, *, meter_names: set[str], levels: set[str]) -> 
         if not isinstance(meter, str):
             continue
         window = surge.get("window") if isinstance(surge, Mapping) else None
-        whole = not isinstance(window, str) or not _DURATION.fullmatch(window)
-        if not whole and parse_duration(str(window)) % HOUR:
+        readable = isinstance(window, str) and _DURATION.fullmatch(window) is not None
+        if readable and parse_duration(str(window)) % HOUR:
             yield (
                 ("alerts", "usage_surge", meter, "window"),
                 f"'{window}' is not a whole number of hours: use is counted by the hour, "

@@ -31,7 +31,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation
+from allotment.alerts import service as alerts
 from allotment.audit import service as audit
+from allotment.contracts import entitlements
 from allotment.contracts.orphans import Orphan, find_orphans
 from allotment.errors import Conflict, NotFound, UnsupportedMediaType, ValidationFailed
 from allotment.kit.clock import utcnow
@@ -396,4 +398,41 @@ async def _move_pointer(
         version=to.version,
         rollback=action == "policy.rolled_back",
     )
+    await _announce(session, state=state, to=to, action=action, actor=actor)
     return global_version
+
+
+async def _announce(
+    session: AsyncSession, *, state: PolicyPointer, to: PolicyVersion, action: str, actor: str
+) -> None:
+    """policy.published (a publish: the version and what it changed, by path), and
+    entitlements.changed for each contract in force the move changes (docs/webhooks.md)."""
+    previous = None if state.active_version is None else await get(session, state.active_version)
+    if action == "policy.published":
+        changes = diff_documents(previous.document, to.document) if previous else None
+        await alerts.announce(
+            session,
+            "policy.published",
+            {
+                "version": to.version,
+                "digest": to.digest,
+                "previous_version": state.active_version,
+                "published_by": actor,
+                "changes": None
+                if changes is None
+                else {
+                    "added": [entry["path"] for entry in changes["added"]],
+                    "removed": [entry["path"] for entry in changes["removed"]],
+                    "changed": [entry["path"] for entry in changes["changed"]],
+                },
+            },
+        )
+    if previous is None or previous.version == to.version:
+        return
+    await entitlements.announce_activation(
+        session,
+        current=await load_catalog(session, version=previous.version),
+        proposed=await load_catalog(session, version=to.version),
+        cause="publish" if action == "policy.published" else "rollback",
+        now=utcnow(),
+    )
