@@ -18,6 +18,7 @@ from tests.factories.alerts import fired
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
+from tests.factories.seats import amend_seats
 
 
 @pytest.fixture
@@ -105,3 +106,30 @@ async def test_a_slow_rise_is_no_surge(app: Any, client: httpx.AsyncClient, acme
     for index in range(12):  # one every 2 minutes: each window sees one more than before
         await register_at(app, f"slow-{index}", start + timedelta(minutes=2 * index))
     assert await fired(app, "instances.surge") == []
+
+
+async def test_reconciliation_announces_seats_held_over_the_contract_once(
+    app: Any,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    backend: dict[str, str],
+    finance: dict[str, str],
+    acme: str,
+) -> None:
+    for subject in ("ann", "bob", "cid"):
+        assert (await assign(client, backend, subject)).status_code == 201
+    url = f"/v1/contracts/{(await _contract(client, admin))['id']}/reconciliation"
+    period = {"period": utcnow().strftime("%Y-%m")}
+    assert (await client.get(url, params=period, headers=finance)).status_code == 200
+    assert await fired(app, "reconciliation.discrepancy") == []  # 3 of 3: within
+    await amend_seats(client, admin, limit=2, burst={"extra": 0})
+    for _ in range(2):
+        assert (await client.get(url, params=period, headers=finance)).status_code == 200
+    (found,) = await fired(app, "reconciliation.discrepancy")
+    assert found["data"]["pool"] == "seats"
+    assert found["data"]["limit"] == 2 and found["data"]["used"] == 3
+
+
+async def _contract(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    response = await client.get("/v1/customers/acme/contracts", headers=admin)
+    return response.json()["items"][0]  # type: ignore[no-any-return]
