@@ -36,9 +36,17 @@ def calls(prefix: str, count: int, **fields: Any) -> dict[str, Any]:
     return event(prefix, data={"count": count}, **fields)
 
 
+async def counted(client: httpx.AsyncClient, event_type: str) -> float:
+    """allotment_alert_events_total for `event_type`, from GET /metrics."""
+    prefix = f'allotment_alert_events_total{{type="{event_type}"}} '
+    lines = (await client.get("/metrics")).text.splitlines()
+    return next((float(line.removeprefix(prefix)) for line in lines if line.startswith(prefix)), 0)
+
+
 async def test_thresholds_fire_once_each_as_use_crosses_them(
     app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
 ) -> None:
+    metered = await counted(client, "usage.threshold_reached")
     assert (await send(client, backend, calls("a", 79))).status_code == 200
     assert await fired(app) == []  # 79 %: nothing
     await send(client, backend, calls("b", 1))  # 80 %
@@ -50,6 +58,7 @@ async def test_thresholds_fire_once_each_as_use_crosses_them(
     assert len(await fired(app)) == 1
     await send(client, backend, calls("d", 30))  # 111 %: 100 crossed, once
     assert [a["threshold"] for a in await fired(app)] == ["80", "100"]
+    assert await counted(client, "usage.threshold_reached") == metered + 2
     # A new month: the same thresholds fire again in their new period.
     later = utcnow().replace(day=1) + timedelta(days=40)
     await ingest_at(app, [calls("e", 85, time=later)], received=later)
