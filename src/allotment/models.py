@@ -18,3 +18,4 @@ def load_all() -> None:
     from allotment.signing import models as _signing  # noqa: F401
     from allotment.tenants import models as _tenants  # noqa: F401
     from allotment.usage import models as _usage  # noqa: F401
+    from allotment.webhooks import models as _webhooks  # noqa: F401
