@@ -1,7 +1,7 @@
 """Alerts fired, each once; a seat assignment says how many seats its pool holds.
 
 Revision ID: 0025
-Revises: 0020
+Revises: 0024
 Create Date: 2026-12-04
 
 `alerts_fired` holds one row per alert that went out, unique by customer, type, subject,
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0025"
-down_revision = "0020"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.alerts.metrics import EVENTS
 from allotment.db import after_commit
 from allotment.kit.jsonx import dumps
+from allotment.webhooks import outbox
 
 _CLAIM = text(
     "INSERT INTO alerts_fired (customer_id, type, subject, threshold, period, fired_at, data) "
@@ -42,7 +43,7 @@ async def announce(
     *,
     customer_key: str | None = None,
 ) -> None:
-    await _emit(session, event_type, data, customer_key=customer_key)
+    await outbox.emit(session, event_type, data, customer_key=customer_key)
     after_commit(session, EVENTS.labels(event_type).inc)
 
 
@@ -76,9 +77,3 @@ async def fire(
         return False
     await announce(session, event_type, data, customer_key=customer_key)
     return True
-
-
-async def _emit(
-    session: AsyncSession, event_type: str, data: Mapping[str, Any], *, customer_key: str | None
-) -> None:
-    """The webhook message (webhooks/outbox.py, once that pipe is in this tree)."""
