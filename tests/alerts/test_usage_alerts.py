@@ -3,14 +3,19 @@ period, and never otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from allotment.db import session_scope
 from allotment.kit.clock import utcnow
-from tests.factories.alerts import fired
+from allotment.usage import service as usage
+from allotment.usage.events import Window
+from tests.factories.alerts import announced, fired
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
@@ -101,3 +106,42 @@ async def test_usage_surge_fires_when_the_window_outgrows_the_one_before(
     surges = await fired(app, "usage.surge")
     assert len(surges) == 1
     assert surges[0]["data"]["used"] == 70 and surges[0]["data"]["baseline"] == 20
+
+
+async def test_concurrent_batches_crossing_one_threshold_fire_it_once(
+    app: Any, client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    await send(client, backend, calls("a", 70))
+    # Each alone would cross 80 %; together they also reach 100 %.
+    responses = await asyncio.gather(*(send(client, backend, calls(f"b{i}", 15)) for i in (1, 2)))
+    assert all(r.status_code == 200 for r in responses)
+    assert sorted(a["threshold"] for a in await fired(app)) == ["100", "80"]
+    assert len(await announced(app, "usage.threshold_reached")) == 2
+
+
+async def test_a_rolled_back_ingestion_announces_nothing(
+    app: Any, client: httpx.AsyncClient, limited: str
+) -> None:
+    checker = app.state.checker
+
+    async def snapshot_of(key: str) -> Any:
+        return (await checker.snapshot(key, utcnow()))[0]
+
+    with pytest.raises(RuntimeError):
+        async with session_scope(app.state.sessionmaker) as session:
+            await usage.ingest(
+                session,
+                raw_events=[calls("a", 90)],
+                snapshot_of=snapshot_of,
+                window=Window(now=utcnow(), late=timedelta(days=1), future=timedelta(days=1)),
+                engine=app.state.engine,
+                actor="test",
+            )
+            assert len(await _claimed(session)) == 1  # fired inside the transaction...
+            raise RuntimeError("the caller fails before the commit")
+    assert await fired(app) == []  # ...and gone with it
+    assert await announced(app, "usage.threshold_reached") == []
+
+
+async def _claimed(session: Any) -> list[Any]:
+    return list((await session.execute(text("SELECT id FROM alerts_fired"))).all())
