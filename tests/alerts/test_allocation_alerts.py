@@ -133,3 +133,17 @@ async def test_reconciliation_announces_seats_held_over_the_contract_once(
 async def _contract(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
     response = await client.get("/v1/customers/acme/contracts", headers=admin)
     return response.json()["items"][0]  # type: ignore[no-any-return]
+
+
+async def test_the_session_that_takes_the_last_concurrent_seat_fires(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="globex", plan="floating", seats={"limit": 2})
+    url = "/v1/customers/globex/sessions"
+    assert (await client.post(url, json={"subject": "a"}, headers=backend)).status_code == 201
+    assert await fired(app) == []
+    assert (await client.post(url, json={"subject": "b"}, headers=backend)).status_code == 201
+    (full,) = await fired(app, "seats.limit_reached")
+    assert full["data"]["pool"] == "sessions" and full["data"]["subject"] == "b"
