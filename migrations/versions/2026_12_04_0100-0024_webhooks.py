@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("last_status", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("delivered_at", TZ, nullable=True),
+        sa.Column("retried_at", TZ, nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
         sa.ForeignKeyConstraint(
@@ -80,7 +81,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.CheckConstraint(
-            "state IN ('pending', 'delivered', 'failed', 'disabled')",
+            "state IN ('pending', 'delivered', 'failed')",
             name="ck_webhook_deliveries_state",
         ),
     )

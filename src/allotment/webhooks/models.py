@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from allotment.db import Base
 
 TZ = DateTime(timezone=True)
-DELIVERY_STATES = ("pending", "delivered", "failed", "disabled")
+DELIVERY_STATES = ("pending", "delivered", "failed")
 
 
 class WebhookEndpoint(Base):
@@ -71,7 +71,7 @@ class WebhookMessage(Base):
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        CheckConstraint("state IN ('pending', 'delivered', 'failed', 'disabled')", name="state"),
+        CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
@@ -96,6 +96,7 @@ class WebhookDelivery(Base):
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    retried_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TZ)
 
 
