@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
+    policy_require_approval: bool = False
 
     # Webhooks (docs/webhooks.md). Private, loopback and link-local targets are refused unless
     # this is set (development and tests); checked at creation and again at every delivery.

@@ -79,10 +79,11 @@ async def test_publish_announces_the_version_and_each_changed_customer(
     assert team[0]["data"]["features_gained"] == ["audit_log"]
     assert team[0]["data"]["policy_version"] == version
     first, publish = await announced(app, "policy.published")
-    assert first["data"]["changes"] is None
+    assert first["data"]["previous_version"] is None
     assert publish["data"]["version"] == version
     assert publish["data"]["previous_version"] == version - 1
-    assert publish["data"]["changes"]["changed"] == ["plans.team.features"]
+    notes = await client.get(f"/v1/policies/{version}/release-notes", headers=admin)
+    assert publish["data"]["notes"] == notes.json()  # the notes, as the API answers them
     rolled = await client.post(
         "/v1/policies/rollback", json={"to_version": version - 1}, headers=admin
     )
