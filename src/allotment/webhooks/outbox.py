@@ -63,7 +63,9 @@ async def emit(
     customer_key: str | None = None,
 ) -> str:
     """Write a message of `event_type` (a name from webhooks/catalog.py) and its deliveries
-    in the caller's transaction; returns the message id (the `webhook-id` header)."""
+    in the caller's transaction; returns the message id (the `webhook-id` header). `data`
+    holds JSON values (an instant as `kit.clock.isoformat`; anything else is sent as its
+    `str()`)."""
     if event_type not in catalog.SUBSCRIBABLE:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     return await _write(session, event_type, data, customer_key=customer_key, endpoint_id=None)
