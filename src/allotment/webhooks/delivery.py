@@ -167,8 +167,8 @@ class DeliveryLoop:
         error: str | None = None
         retry_after: str | None = None
         try:
-            request = await self._request(item, at=at)
-            async with asyncio.timeout(self.settings.webhooks_timeout_s):
+            async with asyncio.timeout(self.settings.webhooks_timeout_s):  # the name's lookup too
+                request = await self._request(item, at=at)
                 response = await self.client.send(request, stream=True)
                 await response.aclose()  # the body is not read: only the status counts
             status = response.status_code

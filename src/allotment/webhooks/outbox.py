@@ -8,6 +8,8 @@ sends a notification only when its transaction commits, so a rolled-back change 
 nothing and a committed one wakes the delivery loop at once (webhooks/delivery.py); the
 loop also polls, so a missed notification only delays a message. The caller commits
 (docs/architecture.md, "The transaction boundary"): `emit` never does.
+
+`purge` (run by the worker) drops settled messages past ALLOTMENT_WEBHOOKS_RETENTION_S.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ _WRITE = text(
         RETURNING 1
     )
     SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM deliveries LIMIT 1) AS any_delivery
+    """
+)
+
+
+_PURGE = text(
+    """
+    DELETE FROM webhook_messages WHERE id IN (
+        SELECT m.id FROM webhook_messages m
+        WHERE m.created_at < :before AND NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id AND d.state = 'pending')
+        LIMIT :batch)
     """
 )
 
@@ -105,3 +118,10 @@ async def _write(
         },
     )
     return message_id
+
+
+async def purge(session: AsyncSession, *, before: datetime, batch: int) -> int:
+    """Delete up to `batch` messages written before `before` that nothing waits to send,
+    with their deliveries and attempts (ON DELETE CASCADE); how many went."""
+    result = await session.execute(_PURGE, {"before": before, "batch": batch})
+    return int(getattr(result, "rowcount", 0) or 0)
