@@ -240,7 +240,9 @@ def worker(interval: float, once: bool, metrics_port: int | None) -> None:
         try:
             while not stop.is_set():
                 try:
-                    done = await jobs.run_once(maker, bus=bus)
+                    done = await jobs.run_once(
+                        maker, bus=bus, webhooks_retention_s=settings.webhooks_retention_s
+                    )
                     if bus is not None:
                         with contextlib.suppress(Exception):  # Redis down: TTLs bound it
                             await asyncio.wait_for(bus.flush(), timeout=5)

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     webhooks_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
     # The delivery loop wakes on PostgreSQL NOTIFY at commit, and polls this often besides.
     webhooks_poll_s: float = Field(default=1.0, gt=0)
+    # Delivered or failed messages are deleted (with their attempts) after this long.
+    webhooks_retention_s: float = Field(default=30 * 86400.0, gt=0)
 
 
 @lru_cache

@@ -2,6 +2,8 @@
 
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
+    webhooks                         drop settled webhook messages past their retention
+                                     (the delivery loop itself runs beside this, cli.py)
     partitions                       this month's and the next two months' usage partitions
     contract alerts                  trials ending, renewals upcoming, terms and overrides
                                      that ended (contracts/deadlines.py), each fired once
@@ -12,7 +14,7 @@ Each job is a short transaction of its own, safe to run in any number of replica
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,13 +26,18 @@ from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
+from allotment.webhooks import outbox
 
 BATCH = 500
 PARTITIONS_AHEAD = 2
 
 
 async def run_once(
-    maker: async_sessionmaker[AsyncSession], *, now: datetime | None = None, bus: Bus | None = None
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime | None = None,
+    bus: Bus | None = None,
+    webhooks_retention_s: float = 30 * 86400,
 ) -> dict[str, int]:
     """Run every job once (each reaper until it finds fewer than a batch); what each did."""
     done = {
@@ -39,6 +46,7 @@ async def run_once(
         "idempotency_keys_purged": 0,
         "partitions_created": 0,
         "alerts_fired": 0,
+        "webhook_messages_purged": 0,
     }
     engine = maker.kw["bind"]
     done["partitions_created"] = await partitions.ensure_months(
@@ -55,4 +63,11 @@ async def run_once(
         done["idempotency_keys_purged"] = await purge_expired(session)
     async with session_scope(maker, actor="system:alerts", bus=bus) as session:
         done["alerts_fired"] = await deadlines.run(session, now=now or utcnow())
+    before = (now or utcnow()) - timedelta(seconds=webhooks_retention_s)
+    while True:
+        async with session_scope(maker) as session:
+            purged = await outbox.purge(session, before=before, batch=BATCH)
+        done["webhook_messages_purged"] += purged
+        if purged < BATCH:
+            break
     return done

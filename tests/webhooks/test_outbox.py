@@ -3,9 +3,11 @@ the delivery loop is woken only when that transaction commits."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from allotment.db import libpq_url, session_scope
 from allotment.kit import clock
@@ -87,3 +89,24 @@ async def test_emit_refuses_a_type_outside_the_catalog(app, client) -> None:
     async with session_scope(app.state.sessionmaker) as session:
         with pytest.raises(ValueError):
             await outbox.emit(session, "usage.made_up", {})
+
+
+async def test_purge_drops_settled_messages_and_keeps_what_waits(app, client) -> None:
+    await _endpoint(app, event_types=None)
+    async with session_scope(app.state.sessionmaker) as session:
+        settled = await outbox.emit(session, catalog.POLICY_PUBLISHED, {"version": 2})
+        waiting = await outbox.emit(session, catalog.POLICY_PUBLISHED, {"version": 3})
+    async with session_scope(app.state.sessionmaker) as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.message_id == settled)
+            .values(state="delivered")
+        )
+    later = clock.utcnow() + timedelta(days=31)
+    async with session_scope(app.state.sessionmaker) as session:
+        assert await outbox.purge(session, before=clock.utcnow() - timedelta(days=1), batch=10) == 0
+        assert await outbox.purge(session, before=later, batch=10) == 1
+    async with session_scope(app.state.sessionmaker) as session:
+        left = (await session.scalars(select(WebhookMessage.id))).all()
+    assert left == [waiting]
+    assert await _count(app, WebhookDelivery) == 1

@@ -167,8 +167,8 @@ class DeliveryLoop:
         error: str | None = None
         retry_after: str | None = None
         try:
-            request = await self._request(item, at=at)
-            async with asyncio.timeout(self.settings.webhooks_timeout_s):
+            async with asyncio.timeout(self.settings.webhooks_timeout_s):  # the name's lookup too
+                request = await self._request(item, at=at)
                 response = await self.client.send(request, stream=True)
                 await response.aclose()  # the body is not read: only the status counts
             status = response.status_code
@@ -181,6 +181,9 @@ class DeliveryLoop:
             error = f"no answer within {self.settings.webhooks_timeout_s:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # e.g. the secret does not open: recorded, retried, logged
+            log.exception("webhook_attempt_failed", delivery=item.id)
+            error = f"not sent: {type(exc).__name__}: {exc}"
         duration_ms = int((time.perf_counter() - started) * 1000)
         return Answer(status, error, retry_after, duration_ms, at)
 

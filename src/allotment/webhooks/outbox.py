@@ -8,6 +8,8 @@ sends a notification only when its transaction commits, so a rolled-back change 
 nothing and a committed one wakes the delivery loop at once (webhooks/delivery.py); the
 loop also polls, so a missed notification only delays a message. The caller commits
 (docs/architecture.md, "The transaction boundary"): `emit` never does.
+
+`purge` (run by the worker) drops settled messages past ALLOTMENT_WEBHOOKS_RETENTION_S.
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ _WRITE = text(
 )
 
 
+_PURGE = text(
+    """
+    DELETE FROM webhook_messages WHERE id IN (
+        SELECT m.id FROM webhook_messages m
+        WHERE m.created_at < :before AND NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id AND d.state = 'pending')
+        LIMIT :batch)
+    """
+)
+
+
 def body(event_type: str, data: Mapping[str, Any], *, at: datetime) -> str:
     """The body every endpoint receives for the message: `{type, timestamp, data}`."""
     return canonical({"type": event_type, "timestamp": clock.isoformat(at), "data": dict(data)})
@@ -63,7 +76,9 @@ async def emit(
     customer_key: str | None = None,
 ) -> str:
     """Write a message of `event_type` (a name from webhooks/catalog.py) and its deliveries
-    in the caller's transaction; returns the message id (the `webhook-id` header)."""
+    in the caller's transaction; returns the message id (the `webhook-id` header). `data`
+    holds JSON values (an instant as `kit.clock.isoformat`; anything else is sent as its
+    `str()`)."""
     if event_type not in catalog.SUBSCRIBABLE:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     return await _write(session, event_type, data, customer_key=customer_key, endpoint_id=None)
@@ -103,3 +118,10 @@ async def _write(
         },
     )
     return message_id
+
+
+async def purge(session: AsyncSession, *, before: datetime, batch: int) -> int:
+    """Delete up to `batch` messages written before `before` that nothing waits to send,
+    with their deliveries and attempts (ON DELETE CASCADE); how many went."""
+    result = await session.execute(_PURGE, {"before": before, "batch": batch})
+    return int(getattr(result, "rowcount", 0) or 0)
