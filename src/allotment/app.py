@@ -59,6 +59,7 @@ from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.releases.endpoints import router as releases_router
+from allotment.replica import Replica
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
 from allotment.signing.endpoints import router as signing_router
@@ -85,6 +86,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     servers = embedded.start(settings)
     engine = create_engine(servers.database_url, settings)
+    replica = (
+        Replica.create(settings.database_replica_url, settings, primary_url=servers.database_url)
+        if settings.database_replica_url
+        else None
+    )
     hot_pool = create_hot_pool(servers.database_url, settings)
     redis = redis_client(servers.redis_url)
     bus = invalidation.make_bus(redis, settings)
@@ -103,6 +109,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     bus.subscribe(REVOKED_TOPIC, principals.drop_key)
     bus.on_reconnect(principals.clear)
+    if replica is not None:
+        replica.watch(bus)
     maker = create_sessionmaker(engine)
     decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
     snapshots = SnapshotCache(
@@ -114,8 +122,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_s=settings.snapshot_ttl_s,
         ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
         stale_max_s=settings.snapshot_stale_max_s,
+        replica=replica,
     )
     app.state.engine = engine
+    app.state.replica = replica
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
     app.state.redis = redis
@@ -128,6 +138,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active_s=settings.usage_active_s,
         max_stale_s=max(1.0, 2 * settings.usage_refresh_s),
     )
+    if replica is not None:  # this worker's events and consumes: read from the primary
+        usage.on_forget.append(replica.note)
     app.state.checker = Checker(
         snapshots=snapshots,
         decisions=decisions,
@@ -138,6 +150,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
     app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)
     await hot_pool.open()
+    if replica is not None:
+        replica.start()
     await bus.start()
     await stream.start()
     # uvicorn waits for running requests before the lifespan ends: end the streams first.
@@ -162,6 +176,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.stop()
         await redis.aclose()
         await hot_pool.close()
+        if replica is not None:
+            await replica.stop()
         await engine.dispose()
         servers.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path(".allotment")
     database_name: str = "allotment"
+
+    # A streaming replica of the database for reads that may go there (snapshot loads, usage
+    # reads, invoice previews); unset, every read is the primary's (docs/scale-out.md).
+    database_replica_url: str | None = None
+    # The replica serves only while it is known to hold every commit older than this.
+    replica_max_lag_s: float = Field(default=5.0, gt=0)
+    replica_check_s: float = Field(default=1.0, ge=0.1)  # how often its lag is measured
 
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
@@ -116,6 +123,15 @@ class Settings(BaseSettings):
     webhooks_poll_s: float = Field(default=1.0, gt=0)
     # Delivered or failed messages are deleted (with their attempts) after this long.
     webhooks_retention_s: float = Field(default=30 * 86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replica_measured_within_its_bound(self) -> Settings:
+        if self.replica_check_s >= self.replica_max_lag_s:
+            raise ValueError(
+                "ALLOTMENT_REPLICA_CHECK_S must be shorter than ALLOTMENT_REPLICA_MAX_LAG_S: "
+                "the replica serves only while its last measurement is within the bound"
+            )
+        return self
 
 
 @lru_cache

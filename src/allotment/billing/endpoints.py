@@ -11,7 +11,7 @@ from pydantic import AwareDatetime
 from allotment.auth.principal import Principal
 from allotment.billing import service as billing
 from allotment.billing.schemas import InvoiceList, InvoiceRead, ReconciliationRead
-from allotment.deps import SessionDep, require
+from allotment.deps import ReadSessionDep, SessionDep, require
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -49,7 +49,7 @@ async def invoice_preview(
     period: Period,
     request: Request,
     principal: Finance,
-    session: SessionDep,
+    session: ReadSessionDep,
     as_of: AsOf = None,
 ) -> Response:
     """The contract's invoice for one calendar month (UTC), to date for the current month,
@@ -74,7 +74,7 @@ async def invoice_previews(
     period: Period,
     request: Request,
     principal: Finance,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
     as_of: AsOf = None,
@@ -108,6 +108,8 @@ async def reconciliation(
     contract_id: str, period: Period, principal: Finance, session: SessionDep
 ) -> ReconciliationRead:
     """What was enforced against what the contract allows, with each discrepancy."""
+    # The primary, not the replica (ReadSessionDep): a discrepancy found here is announced,
+    # once, by a write (reconciliation.discrepancy, docs/webhooks.md).
     return await billing.reconcile_contract(
         session, contract_id=contract_id, period=period, now=utcnow()
     )
