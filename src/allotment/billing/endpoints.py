@@ -19,8 +19,14 @@ from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["billing"])
 
 Finance = Annotated[Principal, require("finance")]
+# Checked by data.period (not by a Query pattern), so every bad period is reported at the
+# same path, `period`, as `as_of` is at `as_of`; the pattern stays in the OpenAPI schema.
 Period = Annotated[
-    str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="A calendar month, YYYY-MM.")
+    str,
+    Query(
+        description="A calendar month, YYYY-MM.",
+        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}$"},
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 AsOf = Annotated[
