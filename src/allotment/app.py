@@ -72,6 +72,7 @@ from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
+from allotment.webhooks.endpoints import router as webhooks_router
 
 log = structlog.get_logger("allotment.app")
 
@@ -348,6 +349,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts_router,
         signing_router,
         ofrep_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(router)

@@ -127,6 +127,28 @@ class Settings(BaseSettings):
     # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
     policy_require_approval: bool = False
 
+    # Webhooks (docs/webhooks.md). Private, loopback and link-local targets are refused unless
+    # this is set (development and tests); checked at creation and again at every delivery.
+    webhooks_allow_private: bool = False
+    webhooks_timeout_s: float = Field(default=15.0, gt=0, le=300)  # one whole attempt
+    # A claimed delivery is held this long; past it another worker may send it again (the
+    # sender was killed). Kept above the timeout, so two workers never send it at once.
+    webhooks_lease_s: float = Field(default=60.0, gt=0)
+    # Retries: a random delay in [0, min(cap, base * 2^(attempt-1))] ("full jitter"), until
+    # `webhooks_retry_window_s` after the message (or its last manual retry).
+    webhooks_backoff_base_s: float = Field(default=5.0, gt=0)
+    webhooks_backoff_cap_s: float = Field(default=7200.0, gt=0)
+    webhooks_retry_window_s: float = Field(default=86400.0, gt=0)
+    # A 429/502/504 without Retry-After holds the endpoint back this long (Retry-After is
+    # honoured up to an hour).
+    webhooks_slow_s: float = Field(default=60.0, ge=0)
+    webhooks_rotation_overlap_s: int = Field(default=86400, ge=0)  # both secrets sign
+    webhooks_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
+    # The delivery loop wakes on PostgreSQL NOTIFY at commit, and polls this often besides.
+    webhooks_poll_s: float = Field(default=1.0, gt=0)
+    # Delivered or failed messages are deleted (with their attempts) after this long.
+    webhooks_retention_s: float = Field(default=30 * 86400.0, gt=0)
+
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:
         if self.replica_check_s >= self.replica_max_lag_s:

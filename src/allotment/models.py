@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def load_all() -> None:
+    from allotment.alerts import models as _alerts  # noqa: F401
     from allotment.audit import models as _audit  # noqa: F401
     from allotment.auth import models as _auth  # noqa: F401
     from allotment.check import decisions as _decisions  # noqa: F401
@@ -18,3 +19,4 @@ def load_all() -> None:
     from allotment.signing import models as _signing  # noqa: F401
     from allotment.tenants import models as _tenants  # noqa: F401
     from allotment.usage import models as _usage  # noqa: F401
+    from allotment.webhooks import models as _webhooks  # noqa: F401

@@ -2,9 +2,13 @@
 
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
+    webhooks                         drop settled webhook messages past their retention
+                                     (the delivery loop itself runs beside this, cli.py)
     partitions                       this month's and the next two months' usage partitions
     retention                        the decision log and raw usage events past their
                                      retention (privacy/retention.py)
+    contract alerts                  trials ending, renewals upcoming, terms and overrides
+                                     that ended (contracts/deadlines.py), each fired once
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
 (the reapers skip rows another replica holds, and a row already ended no longer matches).
@@ -12,11 +16,12 @@ Each job is a short transaction of its own, safe to run in any number of replica
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allotment.config import Settings, get_settings
+from allotment.contracts import deadlines
 from allotment.db import session_scope
 from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
@@ -25,6 +30,7 @@ from allotment.kit.idempotency import purge_expired
 from allotment.privacy import retention
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
+from allotment.webhooks import outbox
 
 BATCH = 500
 PARTITIONS_AHEAD = 2
@@ -39,11 +45,14 @@ async def run_once(
 ) -> dict[str, int]:
     """Run every job once (each reaper and purge until it finds fewer than a batch); what
     each did. `settings` (default: the environment's) give the retentions."""
+    settings = settings or get_settings()
     done = {
         "sessions_expired": 0,
         "instances_expired": 0,
         "idempotency_keys_purged": 0,
         "partitions_created": 0,
+        "alerts_fired": 0,
+        "webhook_messages_purged": 0,
     }
     engine = maker.kw["bind"]
     done["partitions_created"] = await partitions.ensure_months(
@@ -58,7 +67,14 @@ async def run_once(
                 break
     async with session_scope(maker) as session:
         done["idempotency_keys_purged"] = await purge_expired(session)
-    done.update(
-        await retention.purge(maker, settings or get_settings(), now=now or utcnow(), batch=BATCH)
-    )
+    done.update(await retention.purge(maker, settings, now=now or utcnow(), batch=BATCH))
+    async with session_scope(maker, actor="system:alerts", bus=bus) as session:
+        done["alerts_fired"] = await deadlines.run(session, now=now or utcnow())
+    before = (now or utcnow()) - timedelta(seconds=settings.webhooks_retention_s)
+    while True:
+        async with session_scope(maker) as session:
+            purged = await outbox.purge(session, before=before, batch=BATCH)
+        done["webhook_messages_purged"] += purged
+        if purged < BATCH:
+            break
     return done

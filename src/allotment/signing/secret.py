@@ -70,15 +70,16 @@ class Sealer:
             ) from None
 
 
-def derive(secret: str) -> bytes:
-    """The 256-bit AES key for `secret` (HKDF-SHA256)."""
-    return HKDF(algorithm=SHA256(), length=32, salt=_SALT, info=_INFO).derive(secret.encode())
+def derive(secret: str, *, info: bytes = _INFO) -> bytes:
+    """The 256-bit AES key for `secret` (HKDF-SHA256); `info` names what it seals, so each
+    use (signing keys, webhook secrets) has a key of its own."""
+    return HKDF(algorithm=SHA256(), length=32, salt=_SALT, info=info).derive(secret.encode())
 
 
-def sealer(settings: Settings) -> Sealer:
+def sealer(settings: Settings, *, info: bytes = _INFO) -> Sealer:
     """The sealer for the configured secret, creating the secret file when there is none."""
     value, origin = secret(settings)
-    return Sealer(derive(value), origin)
+    return Sealer(derive(value, info=info), origin)
 
 
 def secret(settings: Settings) -> tuple[str, str]:
