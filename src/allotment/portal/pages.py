@@ -16,18 +16,23 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import RedirectResponse, Response
 
+from allotment.billing import service as billing
 from allotment.deps import SessionDep, SettingsDep, public
 from allotment.errors import AllotmentError
-from allotment.kit.clock import utcnow
+from allotment.kit.clock import isoformat, utcnow
 from allotment.portal import access, render, views
 from allotment.portal.models import PortalSession
+from allotment.seats import service as seats
+
+log = structlog.get_logger("allotment.portal")
 
 PREFIX = "/portal/"
 COOKIE = "allotment_portal"
@@ -68,6 +73,15 @@ class PortalRoute(APIRoute):
                 response = refusal_page(exc.status, exc.title, exc.message)
                 response.headers.update(exc.headers)
                 return response
+            except Exception:
+                log.exception("portal_page_failed", path=request.url.path)
+                request_id = getattr(request.state, "request_id", None) or "unknown"
+                return refusal_page(
+                    500,
+                    "Something went wrong",
+                    f"The page could not be shown. Quote request id {request_id} when you "
+                    "report it.",
+                )
 
         return handle
 
@@ -195,6 +209,92 @@ def _show(template: str, viewer: Viewer, page: str, context: dict[str, Any]) -> 
 async def overview(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     context = await views.overview(session, request.app.state.checker, viewer.customer, utcnow())
     return _show("overview.html", viewer, "overview", context)
+
+
+@router.get("/portal/customers/{key}/entitlements")
+async def entitlements(request: Request, viewer: ViewerDep) -> Response:
+    context = await views.entitlement_list(request.app.state.checker, viewer.customer, utcnow())
+    return _show("entitlements.html", viewer, "entitlements", context)
+
+
+@router.get("/portal/customers/{key}/graph")
+async def feature_graph(request: Request, viewer: ViewerDep) -> Response:
+    context = await views.feature_graph(request.app.state.checker, viewer.customer, utcnow())
+    return _show("graph.html", viewer, "graph", context)
+
+
+@router.get("/portal/customers/{key}/usage")
+async def usage(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    context = await views.usage(session, request.app.state.checker, viewer.customer, utcnow())
+    return _show("usage.html", viewer, "usage", context)
+
+
+@router.get("/portal/customers/{key}/seats")
+async def seat_list(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    cursor: str | None = None,
+    released: str | None = None,
+) -> Response:
+    context = await views.seats_page(
+        session,
+        request.app.state.checker,
+        customer=viewer.customer,
+        customer_id=viewer.portal_session.customer_id,
+        now=utcnow(),
+        cursor=cursor,
+    )
+    return _show("seats.html", viewer, "seats", {**context, "released": released})
+
+
+@router.post("/portal/customers/{key}/seats/release")
+async def release_seat(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    fields = await _form(request, viewer)
+    subject = fields.get("subject", "")
+    if not subject:
+        raise Refusal(422, "No seat chosen", "Choose the seat holder to release.")
+    await seats.release(session, customer_key=viewer.customer, subject=subject, actor=viewer.actor)
+    target = f"{_home(viewer.customer)}/seats?{urlencode({'released': subject})}"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/portal/customers/{key}/instances")
+async def instance_list(
+    request: Request, session: SessionDep, viewer: ViewerDep, cursor: str | None = None
+) -> Response:
+    context = await views.instances_page(
+        session, request.app.state.checker, viewer.customer, utcnow(), cursor
+    )
+    return _show("instances.html", viewer, "instances", context)
+
+
+@router.get("/portal/customers/{key}/invoice")
+async def invoice(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    context = await views.invoice_page(
+        session, request.app.state.checker, viewer.customer, utcnow()
+    )
+    return _show("invoice.html", viewer, "invoice", context)
+
+
+@router.get("/portal/customers/{key}/invoice.csv")
+async def invoice_csv(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    context = await views.invoice_page(
+        session, request.app.state.checker, viewer.customer, utcnow()
+    )
+    found = context["invoice"]
+    if found is None:
+        raise Refusal(404, "No invoice", "No contract is in force, so there is no invoice.")
+    name = f"invoice-{viewer.customer}-{found.period}.csv"
+    return Response(
+        billing.csv_lines(found),
+        media_type="text/csv",
+        headers={
+            **render.HEADERS,
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Allotment-As-Of": isoformat(found.as_of),
+        },
+    )
 
 
 def body_refusal(status: int, detail: str, path: str) -> Response:

@@ -7,13 +7,12 @@ from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
 ENV = Environment(
     loader=PackageLoader("allotment.portal", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )

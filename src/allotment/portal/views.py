@@ -2,13 +2,21 @@
 Checker's entitlements, usage reads, seats, instances, invoice previews), so a page's
 numbers are the API's.
 
-    overview(session, checker, customer, now)     contract, days left, the month so far
+    overview(session, checker, customer, now)          contract, days left, the month so far
+    entitlement_list(checker, customer, now)            each feature, why, what would unlock it
+    feature_graph(checker, customer, now)               the graph, laid out, with upgrade paths
+    usage(session, checker, customer, now)              each meter's days this period, its limit
+    seats_page(session, checker, viewer, now, cursor=)  held / limit, burst window, holders
+    instances_page(session, checker, customer, now)     live leases by kind
+    invoice(session, document, now)                     this month's preview (and its CSV)
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +26,16 @@ from allotment.billing.schemas import InvoiceRead
 from allotment.check.service import Checker
 from allotment.check.snapshot import StoreUnavailable
 from allotment.errors import ServiceUnavailable
+from allotment.instances import service as instances
+from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog
+from allotment.portal import charts, upgrades
+from allotment.seats import history as seat_history
+from allotment.seats import service as seats
+from allotment.usage import reads
+
+# Holders and instances shown per page; further ones are a "next page" link away.
+PAGE_SIZE = 100
 
 
 async def entitlements(
@@ -79,4 +96,142 @@ async def overview(
         "features_total": len(document["features"]),
         "limits": document["limits"],
         "now": now,
+    }
+
+
+async def entitlement_list(checker: Checker, customer: str, now: datetime) -> dict[str, Any]:
+    document, catalog = await entitlements(checker, customer, now)
+    contract = document["contract"]
+    rows = []
+    for verdict in document["features"]:
+        found = None
+        if catalog is not None and verdict["reason"] in upgrades.CATALOG_REASONS:
+            found = upgrades.unlock(catalog, contract, verdict["feature"])
+        spec = catalog.features.get(verdict["feature"]) if catalog is not None else None
+        rows.append(
+            {
+                **verdict,
+                "why": upgrades.describe(verdict["reason"]),
+                "description": spec.description if spec is not None else None,
+                "unlock": found,
+            }
+        )
+    return {"title": "Entitlements", "contract": contract, "features": rows}
+
+
+async def feature_graph(checker: Checker, customer: str, now: datetime) -> dict[str, Any]:
+    document, catalog = await entitlements(checker, customer, now)
+    if catalog is None:
+        return {"title": "Feature graph", "graph": None, "layout": None, "catalog": None}
+    found = upgrades.graph(catalog, document)
+    return {
+        "title": "Feature graph",
+        "contract": document["contract"],
+        "graph": found,
+        "layout": charts.graph_layout(found),
+        "catalog": catalog,
+    }
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    days, day = [], start.date()
+    while day < end.date():
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+async def usage(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime
+) -> dict[str, Any]:
+    """Each meter of the customer's catalog over the current billing period, by day, read
+    as GET /v1/customers/{key}/usage reads it (from the hourly counters)."""
+    document, catalog = await entitlements(checker, customer, now)
+    start, end = reads.billing_period(now)
+    days = _days(start, end)
+    meters = []
+    for name, meter in sorted((catalog.meters if catalog is not None else {}).items()):
+        read = await reads.usage(
+            session,
+            customer_key=customer,
+            meter=meter,
+            start=start,
+            end=end,
+            granularity="day",
+            tenant=None,
+            as_of=now,
+        )
+        values = {bucket.start.date(): bucket.value for bucket in read.buckets}
+        limit = document["limits"]["meters"].get(name)
+        cap = Decimal(str(limit["limit"])) if limit is not None else None
+        meters.append(
+            {
+                "name": name,
+                "meter": meter,
+                "read": read,
+                "limit": limit,
+                "rows": [(day, values.get(day, Decimal(0))) for day in days if day <= now.date()],
+                "chart": charts.usage_chart(
+                    days, values, limit=cap, limit_period=limit["period"] if limit else None
+                ),
+            }
+        )
+    return {"title": "Usage", "start": start, "end": end, "meters": meters}
+
+
+async def seats_page(
+    session: AsyncSession,
+    checker: Checker,
+    *,
+    customer: str,
+    customer_id: int,
+    now: datetime,
+    cursor: str | None,
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    pool = document["limits"]["seats"]
+    page = await seats.list_seats(session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor)
+    burst = await seat_history.open_burst(session, customer_id=customer_id)
+    return {
+        "title": "Seats",
+        "pool": pool,
+        "holders": [seats.read(row, customer) for row in page.items],
+        "next_cursor": page.next_cursor,
+        "burst": burst,
+        "burst_extra_left": None
+        if burst is None or pool is None
+        else max(0, burst.limit + burst.extra - pool["held"]),
+    }
+
+
+async def instances_page(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime, cursor: str | None
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    page = await instances.list_instances(
+        session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor, now=now
+    )
+    by_kind: dict[str, list[Any]] = defaultdict(list)
+    for row in page.items:
+        by_kind[row.kind].append(instances.read(row, customer))
+    return {
+        "title": "Instances",
+        "pool": document["limits"]["instances"],
+        "kinds": {
+            kind: {"leases": rows, "weight": sum(r.weight for r in rows)}
+            for kind, rows in sorted(by_kind.items())
+        },
+        "next_cursor": page.next_cursor,
+    }
+
+
+async def invoice_page(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    found = await invoice(session, document, now)
+    return {
+        "title": "Invoice",
+        "invoice": found,
+        "as_of": isoformat(found.as_of) if found is not None else None,
     }
