@@ -134,3 +134,42 @@ async def test_a_seat_is_released_through_the_form(
     assert [seat["subject"] for seat in held] == ["grace"]
     audit = (await client.get("/v1/audit?target=acme/ada", headers=admin)).json()
     assert any(r["actor"].startswith("portal:ps_") for r in audit.get("items", [])), audit
+
+
+async def test_a_trial_counts_down_its_days_and_the_overview_shows_the_month_so_far(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract, days_from_now
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="initech")
+    contract = await create_contract(
+        client, admin, customer="initech", kind="trial", ends_at=days_from_now(9.5)
+    )
+    async with signed_in(app, client, admin, "initech") as browser:
+        page = (await browser.get("/portal/customers/initech")).text
+        assert "Trial ends on" in page and text_of(page, "days-left") == "10"
+        assert text_of(page, "contract-kind") == "trial"
+        subtotal = text_of(page, "invoice-subtotal").split()[0]
+        as_of = attribute(page, "invoice-subtotal", "data-as-of")
+        preview = await client.get(
+            f"/v1/contracts/{contract['id']}/invoice-preview",
+            params={"period": as_of[:7], "as_of": as_of},
+            headers=admin,
+        )
+        assert subtotal == str(preview.json()["subtotal"])
+
+
+async def test_the_cookie_is_secure_over_https(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    from tests.factories.portal import portal_link
+
+    link = await portal_link(client, admin, team)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://test") as browser:
+        opened = await browser.get(link)
+        assert opened.status_code == 303
+        assert "secure" in opened.headers["set-cookie"].lower()

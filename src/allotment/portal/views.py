@@ -87,11 +87,13 @@ async def overview(
     document, _ = await entitlements(checker, customer, now)
     contract = document["contract"]
     allowed = sum(1 for f in document["features"] if f["allowed"])
+    found = await invoice(session, document, now)
     return {
         "title": "Overview",
         "contract": contract,
         "countdown": countdown(contract, now),
-        "invoice": await invoice(session, document, now),
+        "invoice": found,
+        "invoice_as_of": isoformat(found.as_of) if found is not None else None,
         "features_allowed": allowed,
         "features_total": len(document["features"]),
         "limits": document["limits"],
