@@ -1,7 +1,7 @@
 """Customer portal: one-time links and the browser sessions they open (docs/portal.md).
 
 Revision ID: 0026
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-04
 
 Only SHA-256 hashes of the links' and sessions' tokens are stored.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026"
-down_revision = "0020"
+down_revision = "0022"  # after release notes (0022), merged into this branch; the lead re-chains
 branch_labels = None
 depends_on = None
 

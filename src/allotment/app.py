@@ -60,6 +60,7 @@ from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.portal import pages as portal_pages
 from allotment.portal.endpoints import router as portal_router
+from allotment.releases.endpoints import router as releases_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
 from allotment.signing.endpoints import router as signing_router
@@ -312,6 +313,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         customers_router,
         policies_router,
         dry_run_router,
+        releases_router,
         contracts_router,
         tenants_router,
         seats_router,

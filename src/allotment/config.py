@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # and how long the browser session it opens lasts.
     portal_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     portal_session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
+    policy_require_approval: bool = False
 
 
 @lru_cache
