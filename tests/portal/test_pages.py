@@ -173,3 +173,24 @@ async def test_the_cookie_is_secure_over_https(
         opened = await browser.get(link)
         assert opened.status_code == 303
         assert "secure" in opened.headers["set-cookie"].lower()
+
+
+async def test_release_notes_show_the_policy_changes_that_touched_the_customer(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="globex", plan="starter")
+    document = demo_document()
+    document["plans"]["team"]["features"].append("audit_log")  # team gains the audit log
+    await publish_policy(client, admin, document)
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/releases")).text
+        assert "Version 2: published" in page
+        assert re.search(r"You gained: <span[^>]*>audit_log</span>", page)
+    async with signed_in(app, client, admin, "globex") as browser:
+        page = (await browser.get("/portal/customers/globex/releases")).text
+        assert 'id="releases-none"' in page and "Version 2" not in page

@@ -297,6 +297,12 @@ async def invoice_csv(request: Request, session: SessionDep, viewer: ViewerDep) 
     )
 
 
+@router.get("/portal/customers/{key}/releases")
+async def release_notes(session: SessionDep, viewer: ViewerDep) -> Response:
+    context = await views.release_notes(session, viewer.customer)
+    return _show("releases.html", viewer, "releases", context)
+
+
 def body_refusal(status: int, detail: str, path: str) -> Response:
     """The body guard's refusals (too large, a malformed request line) on portal paths, as
     pages. The guard lets any content type through here: the form routes check their own."""

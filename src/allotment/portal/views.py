@@ -9,6 +9,7 @@ numbers are the API's.
     seats_page(session, checker, viewer, now, cursor=)  held / limit, burst window, holders
     instances_page(session, checker, customer, now)     live leases by kind
     invoice(session, document, now)                     this month's preview (and its CSV)
+    release_notes(session, customer)                    the policy changes that touched it
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from allotment.instances import service as instances
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog
 from allotment.portal import charts, upgrades
+from allotment.releases import service as releases
 from allotment.seats import history as seat_history
 from allotment.seats import service as seats
 from allotment.usage import reads
@@ -237,3 +239,26 @@ async def invoice_page(
         "invoice": found,
         "as_of": isoformat(found.as_of) if found is not None else None,
     }
+
+
+# Release notes: the newest policy moves looked at for the customer's page.
+RELEASES_LOOKED_AT = 50
+
+
+async def release_notes(session: AsyncSession, customer: str) -> dict[str, Any]:
+    """The notes of the newest publishes and rollbacks (releases.notes_for) whose impact
+    names the customer: what it gained or lost, its limits and its invoice estimate."""
+    moves = await releases.changelog(session, limit=RELEASES_LOOKED_AT, cursor=None)
+    touched, seen = [], set()
+    for move in moves.items:
+        if move.version in seen:
+            continue
+        seen.add(move.version)
+        notes = await releases.notes_for(session, move.version)
+        impact = notes["impact"]
+        mine = next((c for c in impact["customers"] if c["customer"] == customer), None)
+        orphaned = [o for o in notes["orphaned"] if o["customer"] == customer]
+        if mine is None and not orphaned:
+            continue
+        touched.append({"notes": notes, "mine": mine, "orphaned": orphaned})
+    return {"title": "Release notes", "touched": touched, "looked_at": len(moves.items)}
