@@ -61,8 +61,16 @@ def last_month(now: datetime) -> tuple[datetime, datetime]:
 
 
 def fill(
-    libpq: str, *, customer_id: int, start: datetime, end: datetime, args: argparse.Namespace
+    libpq: str,
+    *,
+    customer_id: int,
+    start: datetime,
+    end: datetime,
+    args: argparse.Namespace,
+    on_time: bool = False,
 ) -> None:
+    """`on_time`: each event is received a second after its `time`, as a live stream arrives
+    (the current month, bench/portal.py), rather than all at the moment of seeding."""
     seconds = int((end - start).total_seconds())
     with psycopg.connect(libpq, autocommit=True) as conn:
         for month in (start, end):
@@ -76,7 +84,9 @@ def fill(
             "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
             "SELECT 'bench', 'e' || g, %(c)s, "
             "%(s)s + make_interval(secs => (g::bigint * %(secs)s / (%(n)s + 1))::int), "
-            "CASE WHEN %(late)s AND g %% 50 = 0 THEN now() + interval '1 hour' ELSE now() END "
+            "CASE WHEN %(late)s AND g %% 50 = 0 THEN now() + interval '1 hour' "
+            "WHEN %(on_time)s THEN %(s)s + make_interval(secs => "
+            "(g::bigint * %(secs)s / (%(n)s + 1))::int + 1) ELSE now() END "
             "FROM generate_series(1, %(n)s) g",
             {
                 "c": customer_id,
@@ -84,6 +94,7 @@ def fill(
                 "secs": seconds,
                 "n": args.events,
                 "late": args.boundaries,
+                "on_time": on_time,
             },
         )
         conn.execute(

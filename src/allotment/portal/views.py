@@ -59,13 +59,22 @@ def period_of(now: datetime) -> str:
 async def invoice(
     session: AsyncSession, document: dict[str, Any], now: datetime
 ) -> InvoiceRead | None:
-    """This month's invoice preview of the contract in force, to date."""
+    """This month's invoice preview of the contract in force, as of the last whole hour.
+
+    An hour's use comes from its hourly counter, except in an hour the preview's instant
+    cuts: that one is read event by event (docs/billing.md, "Taken at an instant"), which in
+    a busy hour is most of a preview's time. On the hour, nothing is cut, and the page is
+    exactly what the API answers with that `as_of`."""
     contract = document.get("contract")
     if contract is None:
         return None
     return await billing.preview(
-        session, contract_id=contract["id"], period=period_of(now), now=now
+        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=last_hour(now)
     )
+
+
+def last_hour(now: datetime) -> datetime:
+    return now.replace(minute=0, second=0, microsecond=0)
 
 
 def countdown(contract: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
