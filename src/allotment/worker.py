@@ -2,6 +2,7 @@
 
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
+    portal purge                     drop ended or expired portal sessions and links
     partitions                       this month's and the next two months' usage partitions
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
@@ -19,6 +20,7 @@ from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
+from allotment.portal import tasks as portal
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
 
@@ -35,6 +37,7 @@ async def run_once(
         "instances_expired": 0,
         "idempotency_keys_purged": 0,
         "partitions_created": 0,
+        "portal_rows_purged": 0,
     }
     engine = maker.kw["bind"]
     done["partitions_created"] = await partitions.ensure_months(
@@ -49,4 +52,6 @@ async def run_once(
                 break
     async with session_scope(maker) as session:
         done["idempotency_keys_purged"] = await purge_expired(session)
+    async with session_scope(maker) as session:
+        done["portal_rows_purged"] = await portal.purge(session, now=now or utcnow())
     return done

@@ -103,3 +103,26 @@ async def test_forged_csrf_is_refused_and_logout_ends_the_session(
         assert out.status_code == 200 and "signed out" in out.text.lower()
         # The cookie is gone from this browser, and the session from the server.
         assert (await browser.get("/portal/customers/acme")).status_code == 401
+
+
+async def test_the_worker_purges_what_can_no_longer_be_used(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    from sqlalchemy import func, select
+
+    from allotment.portal.models import PortalSession
+    from allotment.worker import run_once
+
+    async with signed_in(app, client, admin, "acme"):  # a live session, its link spent
+        pass
+    async with signed_in(app, client, admin, "acme") as browser:  # signed out
+        page = await browser.get("/portal/customers/acme")
+        await browser.post("/portal/logout", data={"csrf": csrf_of(page.text)})
+    await portal_link(client, admin, team)  # never opened
+    later = utcnow() + timedelta(hours=2)  # past the links' hour, within the session's 12
+    done = await run_once(app.state.sessionmaker, now=later)
+    assert done["portal_rows_purged"] == 3  # the ended session, its link, the unused link
+    async with session_scope(app.state.sessionmaker) as session:
+        links = (await session.execute(select(func.count()).select_from(PortalLink))).scalar()
+        live = (await session.execute(select(func.count()).select_from(PortalSession))).scalar()
+    assert (links, live) == (1, 1)
