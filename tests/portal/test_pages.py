@@ -212,3 +212,29 @@ async def test_release_notes_show_the_policy_changes_that_touched_the_customer(
     async with signed_in(app, client, admin, "globex") as browser:
         page = (await browser.get("/portal/customers/globex/releases")).text
         assert 'id="releases-none"' in page and "Version 2" not in page
+
+
+async def test_the_usage_page_reads_every_meter_as_the_api_reads_each(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import publish_policy
+    from tests.factories.usage import metered_document
+
+    await publish_policy(client, admin, metered_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    events = [event(f"c{n}", data={"count": n}) for n in range(1, 5)]
+    events += [event(f"l{n}", type="app.login", data={"user": f"u{n % 3}"}) for n in range(7)]
+    events += [event(f"j{n}", type="jobs.running", data={"n": n * 3 % 7}) for n in range(5)]
+    events += [event(f"s{n}", type="storage.used", data={"gb": 2}) for n in range(3)]
+    assert (await send(client, admin, events)).json()["accepted"] == len(events)
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/usage")).text
+    totals = {}
+    for meter in ("api_calls", "exports", "logins", "peak_jobs", "storage"):
+        read = await client.get(f"/v1/customers/acme/usage?meter={meter}", headers=admin)
+        totals[meter] = attribute(page, f"usage-total-{meter}", "data-value")
+        assert totals[meter] == str(read.json()["total"]), meter
+    assert (totals["api_calls"], totals["logins"], totals["peak_jobs"]) == ("10", "3", "6")
