@@ -4,6 +4,7 @@
     purge_expired                    drop idempotency keys past their TTL
     webhooks                         drop settled webhook messages past their retention
                                      (the delivery loop itself runs beside this, cli.py)
+    portal purge                     drop ended or expired portal sessions and links
     partitions                       this month's and the next two months' usage partitions
     retention                        the decision log and raw usage events past their
                                      retention (privacy/retention.py)
@@ -27,6 +28,7 @@ from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
+from allotment.portal import tasks as portal
 from allotment.privacy import retention
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
@@ -53,6 +55,7 @@ async def run_once(
         "partitions_created": 0,
         "alerts_fired": 0,
         "webhook_messages_purged": 0,
+        "portal_rows_purged": 0,
     }
     engine = maker.kw["bind"]
     done["partitions_created"] = await partitions.ensure_months(
@@ -77,4 +80,6 @@ async def run_once(
         done["webhook_messages_purged"] += purged
         if purged < BATCH:
             break
+    async with session_scope(maker) as session:
+        done["portal_rows_purged"] = await portal.purge(session, now=now or utcnow())
     return done
