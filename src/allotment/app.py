@@ -59,6 +59,9 @@ from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops import apidocs
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.portal import pages as portal_pages
+from allotment.portal.endpoints import router as portal_router
+from allotment.releases.endpoints import router as releases_router
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
 from allotment.signing.endpoints import router as signing_router
@@ -313,6 +316,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         customers_router,
         policies_router,
         dry_run_router,
+        releases_router,
         contracts_router,
         tenants_router,
         seats_router,
@@ -325,6 +329,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts_router,
         signing_router,
         ofrep_router,
+        portal_router,
+        portal_pages.router,
     )
     for router in routers:
         app.include_router(router)
@@ -334,7 +340,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CheckFastPath)
     app.add_middleware(OfrepFastPath, cors_origins=settings.ofrep_cors_origins)
     app.add_middleware(
-        BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        protocols={OFREP_PREFIX: body_refusal, portal_pages.PREFIX: portal_pages.body_refusal},
     )
     app.add_middleware(RequestContext)
     return app

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    # The customer portal (docs/portal.md): how long a one-time link may wait to be opened,
+    # and how long the browser session it opens lasts.
+    portal_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    portal_session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
+    policy_require_approval: bool = False
 
 
 @lru_cache

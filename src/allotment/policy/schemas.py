@@ -49,12 +49,46 @@ class PolicyVersionDetail(PolicyVersionRead):
         return cls(**summary.model_dump(), document=row.document)
 
 
+# A human summary or approval comment: a paragraph or a few, not a document.
+MAX_SUMMARY = 10_000
+Summary = Field(
+    default=None,
+    max_length=MAX_SUMMARY,
+    description="A human summary, stored with the release notes (docs/release-notes.md).",
+)
+
+
+class PolicyPublish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str | None = Summary
+
+
 class PolicyRollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to_version: int = Field(
         ge=1, le=MAX_VERSION, description="A published version other than the active one."
     )
+    summary: str | None = Summary
+
+
+class ApprovalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=MAX_SUMMARY)
+
+
+class ApprovalRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    version: int
+    approved_by: str = Field(description="The approving key, as the audit log names it.")
+    comment: str | None
+    created_at: datetime
+    used_at: datetime | None = Field(description="When a publish used it; each serves one.")
+    used_by: str | None
 
 
 class PathAdded(BaseModel):
