@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,15 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from invoice import fill  # noqa: E402
-from run import fresh_database  # noqa: E402
+from invoice import fill, in_process  # noqa: E402
 
-from allotment import embedded  # noqa: E402
-from allotment.app import create_app  # noqa: E402
-from allotment.auth import service as keys  # noqa: E402
-from allotment.config import Settings  # noqa: E402
-from allotment.db import libpq_url, session_scope  # noqa: E402
-from allotment.migrate import upgrade  # noqa: E402
+from allotment.db import libpq_url  # noqa: E402
 from allotment.policy import demo_policy  # noqa: E402
 
 # The API's reads the pages are built from, timed in the same run for comparison.
@@ -100,77 +93,59 @@ async def timed(client: httpx.AsyncClient, path: str, runs: int) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="allotment-bench-portal-"))
-    servers = embedded.start(Settings(data_dir=data_dir))
-    try:
-        database_url = fresh_database(servers, "bench_portal")
-        upgrade(database_url)
-        settings = Settings(
-            database_url=database_url,
-            redis_url=servers.redis_url,
-            redis_namespace="bench-portal",
-            log_level="WARNING",
-        )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            async with session_scope(app.state.sessionmaker) as session:
-                _, secret = await keys.create(
-                    session, name="bench", scopes=["admin"], actor="bench"
-                )
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport,
-                base_url="http://bench",
-                headers={"Authorization": f"Bearer {secret}"},
-                timeout=60,
-            ) as client:
-                now = datetime.now(UTC)
-                start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-                policy = await client.post("/v1/policies", json=yaml.safe_load(demo_policy()))
-                await client.post(f"/v1/policies/{policy.json()['version']}/publish")
-                await client.post("/v1/customers", json={"key": "acme", "name": "Acme"})
-                contract = await client.post(
-                    "/v1/customers/acme/contracts",
-                    json={
-                        "plan": "team",
-                        "kind": "standard",
-                        "starts_at": start.isoformat(),
-                        "seats": {"limit": 400},
-                        "instances": {"limit": 500},
-                    },
-                )
-                assert contract.status_code == 201, contract.text
-                libpq = libpq_url(database_url)
-                with psycopg.connect(libpq) as conn:
-                    row = conn.execute("SELECT id FROM customers WHERE key = 'acme'").fetchone()
-                    assert row is not None
-                    customer_id = row[0]
-                began = time.perf_counter()
-                args.boundaries = False
-                fill(libpq, customer_id=customer_id, start=start, end=now, args=args)
-                live_instances(libpq, customer_id=customer_id, count=args.live_instances)
-                print(
-                    f"seeded {args.events:,} events from {start:%Y-%m-%d} to now, "
-                    f"{args.seats} seat and {args.instances} instance intervals, "
-                    f"{args.live_instances} live leases in {time.perf_counter() - began:.1f} s"
-                )
-                link = await client.post("/v1/customers/acme/portal-sessions")
-                url = urlsplit(link.json()["url"])
-                for read in API_READS:
-                    path = read.format(contract=contract.json()["id"], period=f"{now:%Y-%m}")
-                    await timed(client, path, args.runs)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", timeout=60
-            ) as browser:
-                opened = await browser.get(f"{url.path}?{url.query}")
-                assert opened.status_code == 303, opened.text
-                usage = await browser.get("/portal/customers/acme/usage")
-                assert usage.status_code == 200, usage.text
-                print(f"usage page: {len(usage.content):,} bytes")
-                for page in PAGES:
-                    await timed(browser, f"/portal/customers/acme{page}", args.runs)
-    finally:
-        servers.stop()
+    async with in_process("portal") as (app, database_url, secret):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://bench",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=60,
+        ) as client:
+            now = datetime.now(UTC)
+            start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            policy = await client.post("/v1/policies", json=yaml.safe_load(demo_policy()))
+            await client.post(f"/v1/policies/{policy.json()['version']}/publish")
+            await client.post("/v1/customers", json={"key": "acme", "name": "Acme"})
+            contract = await client.post(
+                "/v1/customers/acme/contracts",
+                json={
+                    "plan": "team",
+                    "kind": "standard",
+                    "starts_at": start.isoformat(),
+                    "seats": {"limit": 400},
+                    "instances": {"limit": 500},
+                },
+            )
+            assert contract.status_code == 201, contract.text
+            libpq = libpq_url(database_url)
+            with psycopg.connect(libpq) as conn:
+                row = conn.execute("SELECT id FROM customers WHERE key = 'acme'").fetchone()
+                assert row is not None
+                customer_id = row[0]
+            began = time.perf_counter()
+            args.boundaries = False
+            fill(libpq, customer_id=customer_id, start=start, end=now, args=args)
+            live_instances(libpq, customer_id=customer_id, count=args.live_instances)
+            print(
+                f"seeded {args.events:,} events from {start:%Y-%m-%d} to now, "
+                f"{args.seats} seat and {args.instances} instance intervals, "
+                f"{args.live_instances} live leases in {time.perf_counter() - began:.1f} s"
+            )
+            link = await client.post("/v1/customers/acme/portal-sessions")
+            url = urlsplit(link.json()["url"])
+            for read in API_READS:
+                path = read.format(contract=contract.json()["id"], period=f"{now:%Y-%m}")
+                await timed(client, path, args.runs)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=60
+        ) as browser:
+            opened = await browser.get(f"{url.path}?{url.query}")
+            assert opened.status_code == 303, opened.text
+            usage = await browser.get("/portal/customers/acme/usage")
+            assert usage.status_code == 200, usage.text
+            print(f"usage page: {len(usage.content):,} bytes")
+            for page in PAGES:
+                await timed(browser, f"/portal/customers/acme{page}", args.runs)
 
 
 def main() -> None:

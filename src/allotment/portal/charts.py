@@ -63,7 +63,9 @@ def usage_chart(
     *,
     limit: Decimal | None,
     limit_period: str | None,
+    today: date | None = None,
 ) -> UsageChart:
+    """`today`: the running total stops there (the days after it have not happened)."""
     daily = [values.get(day, Decimal(0)) for day in days]
     running: list[Decimal] = []
     total = Decimal(0)
@@ -102,7 +104,8 @@ def usage_chart(
     if cumulative:
         points = " ".join(
             f"{LEFT + (i + 0.5) * step:.1f},{_scale(top, value):.1f}"
-            for i, value in enumerate(running)
+            for i, (day, value) in enumerate(zip(days, running, strict=True))
+            if today is None or day <= today
         )
     ticks = tuple((_scale(top, top * k / 4), top * k / 4) for k in range(5))
     return UsageChart(

@@ -7,6 +7,7 @@ from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 
+import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
@@ -35,7 +36,17 @@ def _number(value: Decimal | int | float | str | None) -> str:
     return f"{number:,}"
 
 
+def _plain(value: Any) -> str:
+    """A line source's value as a reader sees it: nested values as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+    return str(value)
+
+
 ENV.filters["when"] = _when
+ENV.filters["plain"] = _plain
 ENV.filters["number"] = _number
 
 # No script, no inline style, nothing from another origin; the link's token must not leak

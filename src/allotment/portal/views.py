@@ -176,7 +176,11 @@ async def usage(
                 "limit": limit,
                 "rows": [(day, values.get(day, Decimal(0))) for day in days if day <= now.date()],
                 "chart": charts.usage_chart(
-                    days, values, limit=cap, limit_period=limit["period"] if limit else None
+                    days,
+                    values,
+                    limit=cap,
+                    limit_period=limit["period"] if limit else None,
+                    today=now.date(),
                 ),
             }
         )
