@@ -65,9 +65,9 @@ async def test_redoc_lists_every_operation_air_gapped(open_tab: Any, served: Ser
     await tab.assert_accessible(exclude=[".api-content > div:nth-child(n+5)"])
 
 
-async def test_the_harness_aborts_and_reports_a_request_to_another_host(open_tab: Any) -> None:
-    """What makes the tests above a proof: a page with no policy of its own that asks another
-    host gets nothing, and the tab reports it."""
+async def test_the_harness_reports_other_hosts_and_axe_findings(open_tab: Any) -> None:
+    """What makes the browser tests a proof: a page with no policy of its own that asks
+    another host gets nothing, and the tab reports it; axe reports an unlabelled field."""
     tab = await open_tab()
     await tab.goto("/healthz")
     await tab.page.set_content('<img alt="" src="https://cdn.example.org/pixel.png">')
@@ -75,3 +75,6 @@ async def test_the_harness_aborts_and_reports_a_request_to_another_host(open_tab
     assert tab.foreign == ["https://cdn.example.org/pixel.png"]
     with pytest.raises(AssertionError, match="requests to other hosts"):
         tab.assert_clean()
+    # And axe-core, injected into every page, finds what it should.
+    await tab.page.set_content('<html><body><input type="text"></body></html>')
+    assert "label" in {violation["id"] for violation in await tab.axe()}
