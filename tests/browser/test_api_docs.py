@@ -60,9 +60,8 @@ async def test_redoc_lists_every_operation_air_gapped(open_tab: Any, served: Ser
     # ReDoc's sidebar shows its maker's logo from their CDN: the page's policy refuses it,
     # so the browser never asks (and ReDoc hides the image).
     tab.assert_clean(refused=frozenset({REDOC_LOGO}))
-    # The menu, the introduction, the first tag and its first two operations: the rest
-    # repeats the same markup.
-    await tab.assert_accessible(exclude=[".api-content > div:nth-child(n+5)"])
+    # No axe run here: over ReDoc's 17,000 elements it takes 5-15 s, however much of the
+    # page it is told to skip (docs/api-docs.md says what it found when last run by hand).
 
 
 async def test_the_harness_reports_other_hosts_and_axe_findings(open_tab: Any) -> None:
