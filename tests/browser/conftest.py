@@ -1,7 +1,7 @@
 """Pages in a real browser: Debian's Chromium driven by Playwright, the app served over real
 HTTP (uvicorn, as tests/stream serves it) on the test worker's PostgreSQL and Redis.
 
-    served             one app per test worker, over HTTP (session-scoped)
+    served             the app over HTTP, one per test module
     chromium           one headless Chromium per test module
     open_tab(...)      a fresh browser context (its own cookies) and page, with the network
                        blocked: a request to any host but the service is aborted and
@@ -62,7 +62,9 @@ def _why_no_browser() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: a served app left running would go on reading the journal and
+# flushing its buffers under the rest of the suite on this worker.
+@pytest.fixture(scope="module")
 async def served(stores: Stores) -> AsyncIterator[Served]:
     async with serve(stores) as running:
         yield running
