@@ -136,6 +136,24 @@ async def test_a_seat_is_released_through_the_form(
     assert any(r["actor"].startswith("portal:ps_") for r in audit.get("items", [])), audit
 
 
+async def test_the_seats_page_shows_an_open_burst_window(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    # team: 10 seats, 2 more for 72 h once they are full.
+    for n in range(11):
+        made = await client.post(
+            "/v1/customers/acme/seats", json={"subject": f"u{n}"}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+    window = made.json()["burst"]
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/seats")).text
+        assert text_of(page, "seats-held") == "11"
+        shown = text_of(page, "burst-window")
+        assert "1 extra seat left" in shown and window["extra_left"] == 1
+        assert window["ends_at"][:16].replace("T", " ") in shown
+
+
 async def test_a_trial_counts_down_its_days_and_the_overview_shows_the_month_so_far(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

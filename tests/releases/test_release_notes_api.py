@@ -185,9 +185,24 @@ async def test_notes_name_the_contracts_a_forced_publish_leaves_behind(
 ) -> None:
     for subject in ("u1", "u2", "u3"):
         assert (await assign(client, backend, subject)).status_code in (200, 201)
+    await create_customer(client, admin, key="hooli")
+    hooli = await create_contract(client, admin, customer="hooli", plan="team")
+    tenant = await client.post(
+        "/v1/customers/hooli/tenants",
+        json={"key": "eu", "quotas": {"meters": {"api_calls": 80_000}}},
+        headers=admin,
+    )
+    assert tenant.status_code == 201, tenant.text
+    await create_customer(client, admin, key="umbrella")
+    umbrella = await create_contract(
+        client, admin, customer="umbrella", plan="team", addons=["audit_pack"]
+    )
     document = demo_document()
     del document["plans"]["starter"]  # globex's plan
-    document["plans"]["team"]["seats"]["limit"] = 2  # acme holds 3
+    del document["addons"]["audit_pack"]  # umbrella's add-on
+    team = document["plans"]["team"]
+    team["seats"]["limit"] = 2  # acme holds 3
+    team["limits"]["api_calls"]["limit"] = 50_000  # hooli's tenant has a quota of 80,000
     version = await _draft(client, admin, document)
     refused = await client.post(f"/v1/policies/{version}/publish", headers=admin)
     assert refused.status_code == 409
@@ -195,16 +210,25 @@ async def test_notes_name_the_contracts_a_forced_publish_leaves_behind(
     assert forced.status_code == 200, forced.text
 
     notes = await _notes(client, admin, version)
-    orphaned = {o["customer"]: [p["path"] for p in o["problems"]] for o in notes["orphaned"]}
-    assert orphaned == {"acme": ["seats.limit"], "globex": ["plan"]}
-    assert notes["impact"]["summary"]["contracts_orphaned"] == 2
-    assert "plan starter removed" in [c["text"] for c in notes["changes"]]
+    orphaned = {o["contract"]: [p["path"] for p in o["problems"]] for o in notes["orphaned"]}
+    contracts = world["contracts"]
+    assert orphaned == {
+        contracts["acme"]: ["seats.limit"],
+        contracts["globex"]: ["plan"],
+        hooli["id"]: ["tenants.quotas.meters.api_calls"],
+        umbrella["id"]: ["addons[0]"],
+    }
+    assert notes["impact"]["summary"]["contracts_orphaned"] == 4
+    texts = [c["text"] for c in notes["changes"]]
+    assert "plan starter removed" in texts and "add-on audit_pack removed" in texts
     markdown = (
         await client.get(
             f"/v1/policies/{version}/release-notes", headers={**admin, "Accept": "text/markdown"}
         )
     ).text
-    assert f"- {world['contracts']['globex']} (globex): plan:" in markdown
+    assert "## Contracts left behind" in markdown
+    assert f"- {contracts['globex']} (globex): `plan`:" in markdown
+    assert f"- {umbrella['id']} (umbrella): `addons[0]`:" in markdown
 
 
 async def test_a_version_never_published_has_no_notes(
@@ -226,6 +250,11 @@ async def test_a_summary_too_long_is_refused_with_its_path(
     )
     assert response.status_code == 422
     assert [e["path"] for e in response.json()["errors"]] == ["summary"]
+    nul = await client.post(
+        f"/v1/policies/{world['v2']}/publish", json={"summary": "a\u0000b"}, headers=admin
+    )
+    assert nul.status_code == 422, nul.text
+    assert (await client.get("/v1/policies/active", headers=admin)).json()["version"] == world["v1"]
 
 
 @pytest.fixture
@@ -286,7 +315,9 @@ async def test_sign_off_needs_a_second_admin_key_and_both_are_audited(
     audit = (await client.get("/v1/audit", params={"target": f"policy:{v2}"}, headers=admin)).json()
     actions = [(r["action"], r["actor"]) for r in audit["items"]]
     assert ("policy.approved", publisher) in actions and ("policy.approved", approver) in actions
-    assert ("policy.published", publisher) in actions
+    (published_record,) = [r for r in audit["items"] if r["action"] == "policy.published"]
+    assert published_record["actor"] == publisher
+    assert published_record["after"]["approved_by"] == approver
     # Each approval serves one publish: publishing again needs a fresh one.
     again = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
     assert again.status_code == 403

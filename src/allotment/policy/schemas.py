@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from allotment.policy.models import PolicyVersion
 
@@ -49,11 +49,12 @@ class PolicyVersionDetail(PolicyVersionRead):
         return cls(**summary.model_dump(), document=row.document)
 
 
-# A human summary or approval comment: a paragraph or a few, not a document.
+# A human summary or an approval's comment: a paragraph or a few, not a document. NUL is
+# refused, as everywhere: PostgreSQL text cannot hold it.
 MAX_SUMMARY = 10_000
+Prose = Annotated[str, StringConstraints(max_length=MAX_SUMMARY, pattern=r"^[^\x00]*$")]
 Summary = Field(
     default=None,
-    max_length=MAX_SUMMARY,
     description="A human summary, stored with the release notes (docs/release-notes.md).",
 )
 
@@ -61,7 +62,7 @@ Summary = Field(
 class PolicyPublish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    summary: str | None = Summary
+    summary: Prose | None = Summary
 
 
 class PolicyRollback(BaseModel):
@@ -70,13 +71,13 @@ class PolicyRollback(BaseModel):
     to_version: int = Field(
         ge=1, le=MAX_VERSION, description="A published version other than the active one."
     )
-    summary: str | None = Summary
+    summary: Prose | None = Summary
 
 
 class ApprovalCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    comment: str | None = Field(default=None, max_length=MAX_SUMMARY)
+    comment: Prose | None = None
 
 
 class ApprovalRead(BaseModel):

@@ -277,9 +277,10 @@ async def publish(
     approved_by = (
         await use_approval(session, version=version, actor=actor) if require_approval else None
     )
+    now = utcnow()
     if row.status == DRAFT:
         row.status = PUBLISHED
-        row.published_at = utcnow()
+        row.published_at = now
         row.published_by = actor
         # Flushed before the pointer moves: the policy_state trigger refuses a draft.
         await session.flush()
@@ -288,13 +289,19 @@ async def publish(
         version=version,
         previous=state.active_version,
         actor=actor,
-        at=row.published_at or utcnow(),
+        at=now,
         summary=summary,
         approved_by=approved_by,
     )
     await _run_hooks(session, move)
     await _move_pointer(
-        session, state=state, to=row, action="policy.published", actor=actor, orphaned=orphaned
+        session,
+        state=state,
+        to=row,
+        action="policy.published",
+        actor=actor,
+        orphaned=orphaned,
+        approved_by=approved_by,
     )
     return row
 
@@ -411,11 +418,13 @@ async def _move_pointer(
     action: str,
     actor: str,
     orphaned: list[Orphan] | None = None,
+    approved_by: str | None = None,
 ) -> int:
     """Point the active version at `to` (the caller locked the row), bump the global version,
     audit the move and announce it after commit; returns the new global version.
 
-    `orphaned`: the move was forced over these contracts; the audit record says so."""
+    `orphaned`: the move was forced over these contracts; the audit record says so.
+    `approved_by`: the key whose approval the publish used; the audit record names it."""
     bumped: Any = (
         await session.execute(
             update(PolicyState)
@@ -440,6 +449,7 @@ async def _move_pointer(
             "active_version": to.version,
             "global_version": global_version,
             "digest": to.digest,
+            **({} if approved_by is None else {"approved_by": approved_by}),
             **(
                 {}
                 if not orphaned

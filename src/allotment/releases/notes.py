@@ -446,7 +446,7 @@ def markdown(body: Mapping[str, Any]) -> str:
     if impact["limits"]:
         lines += ["", "### Limits", ""]
         lines += [
-            f"- {_md(c['customer'])}: {_md(c['path'])} {_md(words(c['old']))} → "
+            f"- {_md(c['customer'])}: {_code(c['path'])} {_md(words(c['old']))} → "
             f"{_md(words(c['new']))}"
             for c in impact["limits"]
         ]
@@ -465,13 +465,18 @@ def markdown(body: Mapping[str, Any]) -> str:
             for problem in orphan["problems"]:
                 lines.append(
                     f"- {orphan['contract']} ({_md(orphan['customer'])}): "
-                    f"{_md(problem['path'])}: {_md(problem['message'])}"
+                    f"{_code(problem['path'])}: {_md(problem['message'])}"
                 )
     return "\n".join(lines) + "\n"
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _code(path: str) -> str:
+    """A path as a code span (paths are names, dots and brackets: never a backtick)."""
+    return f"`{path}`"
 
 
 def _signed(amount: str) -> str:
