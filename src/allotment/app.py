@@ -56,6 +56,7 @@ from allotment.ofrep import openapi as ofrep_openapi
 from allotment.ofrep.endpoints import router as ofrep_router
 from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
+from allotment.ops import apidocs
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
 from allotment.portal import pages as portal_pages
@@ -320,6 +321,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Centralized entitlements: seats, instances, features, usage and billing.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from the package: ops/apidocs.py
+        redoc_url=None,
         **_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
@@ -357,6 +360,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    apidocs.install(app)
     _declare_problems(app)
     app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(CheckFastPath)
