@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     webhooks_allow_private: bool = False
     webhooks_timeout_s: float = Field(default=15.0, gt=0, le=300)  # one whole attempt
     # A claimed delivery is held this long; past it another worker may send it again (the
-    # sender was killed). Kept above the timeout, so two workers never send it at once.
+    # sender was killed). Kept at 1.5 × the timeout at least, so two workers never send it at once.
     webhooks_lease_s: float = Field(default=60.0, gt=0)
     # Retries: a random delay in [0, min(cap, base * 2^(attempt-1))] ("full jitter"), until
     # `webhooks_retry_window_s` after the message (or its last manual retry).
