@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install worker lint typecheck bench clean
+.PHONY: run test test-scale install worker lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ install: $(INSTALLED)
 run: install
 	$(BIN)/allotment serve --migrate --demo
 
-## The whole suite, in parallel, against embedded servers (or ALLOTMENT_*_URL when set).
+## The whole suite, in parallel, against embedded servers (or ALLOTMENT_*_URL when set),
+## but for the scale-out tests, which start servers of their own: `make test-scale`.
 test: install
-	$(BIN)/python -m pytest -n auto -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -p no:cacheprovider -m "not scale" $(PYTEST_ARGS)
+
+## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, started here.
+test-scale: install
+	$(BIN)/python -m pytest -p no:cacheprovider -m scale tests/scale $(PYTEST_ARGS)
 
 worker: install
 	$(BIN)/allotment worker

@@ -2,7 +2,7 @@
 (docs/webhooks.md).
 
 Revision ID: 0024
-Revises: 0020
+Revises: 0023
 Create Date: 2026-12-04
 
 A message is written in the transaction of the change that caused it, with one delivery
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0024"
-down_revision = "0020"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 

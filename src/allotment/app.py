@@ -58,6 +58,11 @@ from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.privacy.endpoints import router as privacy_router
+from allotment.privacy.pseudonyms import INFO_KEY as PSEUDONYMS
+from allotment.privacy.pseudonyms import from_settings, loggable_path
+from allotment.releases.endpoints import router as releases_router
+from allotment.replica import Replica
 from allotment.seats.endpoints import router as seats_router
 from allotment.seats.fastpath import SeatFastPath
 from allotment.signing.endpoints import router as signing_router
@@ -84,6 +89,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     servers = embedded.start(settings)
     engine = create_engine(servers.database_url, settings)
+    replica = (
+        Replica.create(settings.database_replica_url, settings, primary_url=servers.database_url)
+        if settings.database_replica_url
+        else None
+    )
     hot_pool = create_hot_pool(servers.database_url, settings)
     redis = redis_client(servers.redis_url)
     bus = invalidation.make_bus(redis, settings)
@@ -102,8 +112,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     bus.subscribe(REVOKED_TOPIC, principals.drop_key)
     bus.on_reconnect(principals.clear)
-    maker = create_sessionmaker(engine)
-    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
+    if replica is not None:
+        replica.watch(bus)
+    # Subjects' pseudonyms (privacy/pseudonyms.py): in every session, the fast paths' state,
+    # the decision log and the access log.
+    pseudonyms = from_settings(settings)
+    maker = create_sessionmaker(engine, info={PSEUDONYMS: pseudonyms})
+    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate, pseudonyms=pseudonyms)
     snapshots = SnapshotCache(
         maker=maker,
         redis=redis,
@@ -113,10 +128,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_s=settings.snapshot_ttl_s,
         ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
         stale_max_s=settings.snapshot_stale_max_s,
+        replica=replica,
     )
     app.state.engine = engine
+    app.state.replica = replica
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
+    app.state.pseudonyms = pseudonyms
     app.state.redis = redis
     app.state.bus = bus
     app.state.stream = stream
@@ -127,6 +145,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active_s=settings.usage_active_s,
         max_stale_s=max(1.0, 2 * settings.usage_refresh_s),
     )
+    if replica is not None:  # this worker's events and consumes: read from the primary
+        usage.on_forget.append(replica.note)
     app.state.checker = Checker(
         snapshots=snapshots,
         decisions=decisions,
@@ -137,6 +157,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The signing keys: read (and on first use made) when an artifact or the JWKS is asked for.
     app.state.keyring = KeyRing(maker=maker, settings=settings, bus=bus)
     await hot_pool.open()
+    if replica is not None:
+        replica.start()
     await bus.start()
     await stream.start()
     # uvicorn waits for running requests before the lifespan ends: end the streams first.
@@ -161,6 +183,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.stop()
         await redis.aclose()
         await hot_pool.close()
+        if replica is not None:
+            await replica.stop()
         await engine.dispose()
         servers.stop()
 
@@ -311,9 +335,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         customers_router,
         policies_router,
         dry_run_router,
+        releases_router,
         contracts_router,
         tenants_router,
         seats_router,
+        privacy_router,
         instances_router,
         usage_router,
         billing_router,
@@ -334,5 +360,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, path_of=loggable_path)
     return app

@@ -214,8 +214,9 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
     help="Serve this worker's Prometheus metrics (webhook attempts) on this port.",
 )
 def worker(interval: float, once: bool, metrics_port: int | None) -> None:
-    """Background jobs: the lease reaper (sessions, instances), idempotency-key purge, and
-    webhook delivery (docs/webhooks.md).
+    """Background jobs: the lease reaper (sessions, instances), idempotency-key purge, the
+    decision log's and raw usage events' retention (docs/privacy.md), and webhook delivery
+    (docs/webhooks.md).
 
     Safe to run as several replicas at once."""
     from allotment import worker as jobs
@@ -240,9 +241,7 @@ def worker(interval: float, once: bool, metrics_port: int | None) -> None:
         try:
             while not stop.is_set():
                 try:
-                    done = await jobs.run_once(
-                        maker, bus=bus, webhooks_retention_s=settings.webhooks_retention_s
-                    )
+                    done = await jobs.run_once(maker, bus=bus, settings=settings)
                     if bus is not None:
                         with contextlib.suppress(Exception):  # Redis down: TTLs bound it
                             await asyncio.wait_for(bus.flush(), timeout=5)
@@ -380,7 +379,10 @@ def policy_publish(file: Path, force: bool) -> None:
     """Validate FILE, store it as a version and publish it, in one transaction.
 
     Refused (exit 1, each orphaned contract printed) when it would orphan live contracts,
-    unless --force (docs/policy.md#orphaned-contracts)."""
+    unless --force (docs/policy.md#orphaned-contracts). With ALLOTMENT_POLICY_REQUIRE_APPROVAL
+    it is refused too: a publish then needs a second admin key's approval, which the API
+    records (docs/release-notes.md#sign-off)."""
+    from allotment.policy import approvals
     from allotment.policy import service as policies
 
     _load_policy_file(file)  # errors are reported before any server starts
@@ -391,7 +393,13 @@ def policy_publish(file: Path, force: bool) -> None:
         row, created = await policies.create_draft(
             session, text=text, media_type=media_type, actor="cli"
         )
-        await policies.publish(session, version=row.version, actor="cli", force=force)
+        await policies.publish(
+            session,
+            version=row.version,
+            actor="cli",
+            force=force,
+            require_approval=get_settings().policy_require_approval,
+        )
         return row.version, created, (await policies.pointer(session)).global_version
 
     with _servers() as servers:
@@ -407,6 +415,15 @@ def policy_publish(file: Path, force: bool) -> None:
                         f"{problem['path']}: {problem['message']}",
                         err=True,
                     )
+            raise SystemExit(1) from None
+        except (approvals.ApprovalRequired, approvals.SelfApproval):
+            click.echo(
+                "Publishing needs an approval from a second admin key "
+                "(ALLOTMENT_POLICY_REQUIRE_APPROVAL is on), which the CLI cannot give; nothing "
+                "was stored. Post the file with `POST /v1/policies`, have another admin key "
+                "`POST /v1/policies/{version}/approvals`, then publish it through the API.",
+                err=True,
+            )
             raise SystemExit(1) from None
     origin = "a new version" if created else "the same content as an existing version"
     click.echo(

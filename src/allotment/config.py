@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _duration(value: Any) -> Any:
+    """`30d`, `72h`, `90m`, `3600s` (or a number of seconds) → a timedelta, at least an hour."""
+    if isinstance(value, str) and value[-1:] in ("s", "m", "h", "d"):
+        from allotment.policy.durations import parse_duration
+
+        value = parse_duration(value.strip())
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=float(value))
+    if isinstance(value, timedelta) and value < timedelta(hours=1):
+        raise ValueError("a retention is at least 1h")
+    return value
+
+
+Retention = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -17,6 +35,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path(".allotment")
     database_name: str = "allotment"
+
+    # A streaming replica of the database for reads that may go there (snapshot loads, usage
+    # reads, invoice previews); unset, every read is the primary's (docs/scale-out.md).
+    database_replica_url: str | None = None
+    # The replica serves only while it is known to hold every commit older than this.
+    replica_max_lag_s: float = Field(default=5.0, gt=0)
+    replica_check_s: float = Field(default=1.0, ge=0.1)  # how often its lag is measured
 
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
@@ -88,10 +113,28 @@ class Settings(BaseSettings):
     # under a key derived from this secret; unset, one is generated into
     # `<data_dir>/signing-secret` on first use.
     signing_secret: SecretStr | None = None
+    # Subjects' pseudonyms (docs/privacy.md): HMAC-SHA256 under a key derived from this
+    # secret; unset, from the signing secret (above). Changing it changes every pseudonym.
+    pseudonym_secret: SecretStr | None = None
+    # How long the decision log and raw usage events are kept; the worker purges older rows
+    # (usage counters, and so invoices, are kept). A duration such as `30d` or `72h`.
+    decisions_retention: Retention = timedelta(days=30)
+    events_retention: Retention = timedelta(days=400)
     artifact_issuer: str = "allotment"  # the artifacts' `iss`
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
+    policy_require_approval: bool = False
+
+    @model_validator(mode="after")
+    def _replica_measured_within_its_bound(self) -> Settings:
+        if self.replica_check_s >= self.replica_max_lag_s:
+            raise ValueError(
+                "ALLOTMENT_REPLICA_CHECK_S must be shorter than ALLOTMENT_REPLICA_MAX_LAG_S: "
+                "the replica serves only while its last measurement is within the bound"
+            )
+        return self
 
     # Webhooks (docs/webhooks.md). Private, loopback and link-local targets are refused unless
     # this is set (development and tests); checked at creation and again at every delivery.
@@ -112,8 +155,9 @@ class Settings(BaseSettings):
     webhooks_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
     # The delivery loop wakes on PostgreSQL NOTIFY at commit, and polls this often besides.
     webhooks_poll_s: float = Field(default=1.0, gt=0)
-    # Delivered or failed messages are deleted (with their attempts) after this long.
-    webhooks_retention_s: float = Field(default=30 * 86400.0, gt=0)
+    # Delivered or failed messages are deleted (with their attempts) after this long: a
+    # duration such as `30d`, as the retentions above.
+    webhooks_retention: Retention = timedelta(days=30)
 
 
 @lru_cache

@@ -82,7 +82,7 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, settings: Settings) -> AsyncEngine:
+def create_engine(url: str, settings: Settings, *, connect_timeout_s: int = 5) -> AsyncEngine:
     return create_async_engine(
         async_url(url),
         pool_size=settings.db_pool_size,
@@ -90,7 +90,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_pre_ping=True,
         pool_timeout=5,
         connect_args={
-            "connect_timeout": 5,
+            "connect_timeout": connect_timeout_s,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
@@ -161,8 +161,11 @@ async def hot_connection(
         raise
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, *, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """`info` starts every session's `info` (the app's pseudonyms: privacy/pseudonyms.py)."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 def after_commit(session: AsyncSession, hook: Hook) -> None:
@@ -215,35 +218,41 @@ def _unstorable() -> ValidationFailed:
 async def transaction(
     maker: async_sessionmaker[AsyncSession], **info: Any
 ) -> AsyncIterator[AsyncSession]:
-    async with maker() as session:
-        session.info.update(info)
-        try:
-            yield session
-            await commit(session)
-        except (
-            OperationalError,
-            InterfaceError,
-            # Straight from the driver (`driver()`): a lost connection is the same outage.
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            # Every pooled connection busy for pool_timeout: overloaded, try again shortly.
-            PoolTimeout,
-        ) as exc:
-            await _safe_rollback(session)
+    async with maker() as session, guarded(session, **info):
+        yield session
+
+
+@asynccontextmanager
+async def guarded(session: AsyncSession, **info: Any) -> AsyncIterator[AsyncSession]:
+    """`transaction` on a session already open (the replica's, replica.read_session)."""
+    session.info.update(info)
+    try:
+        yield session
+        await commit(session)
+    except (
+        OperationalError,
+        InterfaceError,
+        # Straight from the driver (`driver()`): a lost connection is the same outage.
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        # Every pooled connection busy for pool_timeout: overloaded, try again shortly.
+        PoolTimeout,
+    ) as exc:
+        await _safe_rollback(session)
+        raise _unavailable(exc) from exc
+    except (DataError, psycopg.DataError) as exc:
+        await _safe_rollback(session)
+        if _holds_nul(exc):  # the caller's text, not the service, is at fault: a 422
+            raise _unstorable() from exc
+        raise
+    except DBAPIError as exc:
+        await _safe_rollback(session)
+        if exc.connection_invalidated:
             raise _unavailable(exc) from exc
-        except (DataError, psycopg.DataError) as exc:
-            await _safe_rollback(session)
-            if _holds_nul(exc):  # the caller's text, not the service, is at fault: a 422
-                raise _unstorable() from exc
-            raise
-        except DBAPIError as exc:
-            await _safe_rollback(session)
-            if exc.connection_invalidated:
-                raise _unavailable(exc) from exc
-            raise
-        except BaseException:
-            await _safe_rollback(session)
-            raise
+        raise
+    except BaseException:
+        await _safe_rollback(session)
+        raise
 
 
 async def _safe_rollback(session: AsyncSession) -> None:

@@ -6,9 +6,10 @@ Every route declares who may call it, with exactly one of `require(...)` or `pub
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +19,33 @@ from allotment.auth.principal import Principal
 from allotment.config import Settings
 from allotment.db import request_session
 from allotment.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from allotment.replica import read_session
 
 SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]
+
+
+async def _read_session(
+    request: Request,
+    state_version: Annotated[
+        int | None,
+        Header(
+            alias="Allotment-State-Version",
+            ge=0,
+            description="Read at least this state version of the customer in the path (a "
+            "version seen in the change stream or an artifact). Matters only with a read "
+            "replica, and only on routes that read one customer (docs/scale-out.md).",
+        ),
+    ] = None,
+) -> AsyncIterator[AsyncSession]:
+    customer = request.path_params.get("key")
+    async with read_session(request, customer=customer, wanted=state_version) as session:
+        yield session
+
+
+# A transaction for a route that only reads and may read from the replica, when one is
+# configured (replica.py): the customer it reads is the path's `key`, when it has one;
+# otherwise the read counts as one of every customer. Elsewhere, `replica.read_session`.
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 
 
 def _settings(request: Request) -> Settings:

@@ -13,6 +13,7 @@ def load_all() -> None:
     from allotment.instances import models as _instances  # noqa: F401
     from allotment.kit import idempotency as _idempotency  # noqa: F401
     from allotment.policy import models as _policy  # noqa: F401
+    from allotment.releases import models as _releases  # noqa: F401
     from allotment.seats import models as _seats  # noqa: F401
     from allotment.signing import models as _signing  # noqa: F401
     from allotment.tenants import models as _tenants  # noqa: F401

@@ -14,6 +14,8 @@ tests — gets the same hooks). docs/architecture.md, "Wiring", lists them.
     amendment_effects()        contracts/amend.amend,          seats: an amendment that
                                contracts/convert.convert       puts members under the limit
                                                                ends the burst episode
+    pointer_move_hooks()       policy/service.publish,         releases: the release notes
+                               policy/service.rollback         of the move
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from allotment.contracts.amend import AmendmentEffect, AmendmentGuard
     from allotment.customers.service import DeleteGuard
+    from allotment.policy.service import PointerMoveHook
 
 
 @cache
@@ -45,3 +48,10 @@ def amendment_effects() -> tuple[AmendmentEffect, ...]:
     from allotment.seats.service import end_burst_under_new_limit
 
     return (end_burst_under_new_limit,)
+
+
+@cache
+def pointer_move_hooks() -> tuple[PointerMoveHook, ...]:
+    from allotment.releases.service import record
+
+    return (record,)

@@ -5,6 +5,8 @@
     webhooks                         drop settled webhook messages past their retention
                                      (the delivery loop itself runs beside this, cli.py)
     partitions                       this month's and the next two months' usage partitions
+    retention                        the decision log and raw usage events past their
+                                     retention (privacy/retention.py)
 
 Each job is a short transaction of its own, safe to run in any number of replicas at once
 (the reapers skip rows another replica holds, and a row already ended no longer matches).
@@ -12,15 +14,17 @@ Each job is a short transaction of its own, safe to run in any number of replica
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allotment.config import Settings, get_settings
 from allotment.db import session_scope
 from allotment.instances.tasks import reap_instances
 from allotment.kit.bus import Bus
 from allotment.kit.clock import utcnow
 from allotment.kit.idempotency import purge_expired
+from allotment.privacy import retention
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
 from allotment.webhooks import outbox
@@ -34,9 +38,10 @@ async def run_once(
     *,
     now: datetime | None = None,
     bus: Bus | None = None,
-    webhooks_retention_s: float = 30 * 86400,
+    settings: Settings | None = None,
 ) -> dict[str, int]:
-    """Run every job once (each reaper until it finds fewer than a batch); what each did."""
+    """Run every job once (each reaper and purge until it finds fewer than a batch); what
+    each did. `settings` (default: the environment's) give the retentions."""
     done = {
         "sessions_expired": 0,
         "instances_expired": 0,
@@ -57,7 +62,9 @@ async def run_once(
                 break
     async with session_scope(maker) as session:
         done["idempotency_keys_purged"] = await purge_expired(session)
-    before = (now or utcnow()) - timedelta(seconds=webhooks_retention_s)
+    settings = settings or get_settings()
+    done.update(await retention.purge(maker, settings, now=now or utcnow(), batch=BATCH))
+    before = (now or utcnow()) - settings.webhooks_retention
     while True:
         async with session_scope(maker) as session:
             purged = await outbox.purge(session, before=before, batch=BATCH)

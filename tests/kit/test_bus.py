@@ -32,16 +32,24 @@ async def test_a_burst_of_publishes_reaches_the_other_bus_whole_and_in_order(
     channel = f"{stores.namespace}:bus-test:{uuid.uuid4().hex}"
     publisher, local = await _started(redis, channel)
     other, remote = await _started(redis, channel)
+    # Handlers that read the data too: every other message carries some.
+    local_data: list[tuple[str, Any]] = []
+    remote_data: list[tuple[str, Any]] = []
+    publisher.subscribe_data("t", lambda payload, data: local_data.append((payload, data)))
+    other.subscribe_data("t", lambda payload, data: remote_data.append((payload, data)))
     try:
         sent = [str(n) for n in range(500)]
-        await asyncio.gather(*(publisher.publish("t", payload) for payload in sent))
+        with_data = [(p, {"n": int(p)} if int(p) % 2 else None) for p in sent]
+        await asyncio.gather(*(publisher.publish("t", p, data=d) for p, d in with_data))
         assert local == sent  # this process's handlers ran before publish returned
+        assert local_data == with_data
         await publisher.flush()
         for _ in range(300):
-            if len(remote) >= len(sent):
+            if len(remote) >= len(sent) and len(remote_data) >= len(sent):
                 break
             await asyncio.sleep(0.01)
         assert remote == sent  # nothing lost, nothing twice, nothing reordered
+        assert remote_data == with_data
         assert local == sent  # its own messages are not handled a second time
     finally:
         await publisher.stop()

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime
 from allotment.auth.principal import Principal
 from allotment.billing import service as billing
 from allotment.billing.schemas import InvoiceList, InvoiceRead, ReconciliationRead
-from allotment.deps import SessionDep, require
+from allotment.deps import ReadSessionDep, SessionDep, require
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -19,8 +19,14 @@ from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["billing"])
 
 Finance = Annotated[Principal, require("finance")]
+# Checked by data.period (not by a Query pattern), so every bad period is reported at the
+# same path, `period`, as `as_of` is at `as_of`; the pattern stays in the OpenAPI schema.
 Period = Annotated[
-    str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="A calendar month, YYYY-MM.")
+    str,
+    Query(
+        description="A calendar month, YYYY-MM.",
+        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}$"},
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 AsOf = Annotated[
@@ -49,7 +55,7 @@ async def invoice_preview(
     period: Period,
     request: Request,
     principal: Finance,
-    session: SessionDep,
+    session: ReadSessionDep,
     as_of: AsOf = None,
 ) -> Response:
     """The contract's invoice for one calendar month (UTC), to date for the current month,
@@ -74,7 +80,7 @@ async def invoice_previews(
     period: Period,
     request: Request,
     principal: Finance,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
     as_of: AsOf = None,

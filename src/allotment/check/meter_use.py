@@ -28,12 +28,11 @@ never uses this cache: it reads the counters under the customer's lock (check/co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -45,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from allotment.check.metrics import USAGE_READ_SECONDS, USAGE_READS
 from allotment.check.values import MeterTotals, Snapshot, Usage
 from allotment.contracts.years import contract_year
+from allotment.kit.background import cancel
 from allotment.kit.clock import utcnow
 from allotment.kit.slicing import TimeSlice
 from allotment.usage.meters import hour_of, month_of
@@ -265,21 +265,22 @@ class UsageCache:
         self._reads: dict[str, asyncio.Future[Usage]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Told of each customer whose use this worker changed (the read replica's note).
+        self.on_forget: list[Callable[[str], None]] = []
 
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def forget(self, customer: str) -> None:
         self._entries.pop(customer, None)
         self._reads.pop(customer, None)  # a read already running may predate the change
+        for listener in self.on_forget:
+            listener(customer)
 
     async def get(self, snapshot: Snapshot, now: datetime) -> Usage | None:
         """The customer's totals, at most `max_stale_s` old (the refresher keeps them at

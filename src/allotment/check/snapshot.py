@@ -8,6 +8,8 @@
            serialized, with the policy version and    PostgreSQL is down and L1 holds
            digest they were built with                nothing, served flagged stale
     L3     PostgreSQL: one select, then compiled      every L1 miss: the source of truth
+                                                      (or its read replica, when it holds
+                                                      every change heard: replica.py)
 
 An L1 miss reads the customer's versions, the active policy's digest and the contract rows
 in one select (`_LOAD`, autocommit: no BEGIN/ROLLBACK round trips), takes an already
@@ -56,6 +58,7 @@ from allotment.kit.bus import Bus
 from allotment.policy import catalog_cache
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalog_cache import load_catalog
+from allotment.replica import REPLICA_ERRORS, Replica
 
 log = structlog.get_logger("allotment.snapshot")
 
@@ -112,8 +115,10 @@ class SnapshotCache:
         ttl_s: float = 300.0,
         ttl_bus_down_s: float = 5.0,
         stale_max_s: float = 300.0,
+        replica: Replica | None = None,
     ) -> None:
         self.maker = maker
+        self.replica = replica
         self.redis = redis
         self.bus = bus
         self.namespace = namespace
@@ -225,7 +230,36 @@ class SnapshotCache:
             self._l1.popitem(last=False)
 
     async def _load(self, customer: str, now: datetime) -> tuple[Snapshot, datetime | None]:
-        async with self.maker() as session:
+        """The customer's snapshot from the replica when it may serve it and what it holds
+        is as new as every change this process heard of (replica.py), else the primary's."""
+        replica = self.replica
+        if replica is not None and replica.may_serve(customer, versioned=True):
+            try:
+                loaded = await self._read(replica.maker, customer, now)
+            except REPLICA_ERRORS as exc:
+                replica.failed(exc)
+            else:
+                snapshot = loaded[0]
+                if replica.accepts(customer, snapshot.state_version if snapshot.known else None):
+                    return self._keep(customer, *loaded)
+        return self._keep(customer, *await self._read(self.maker, customer, now))
+
+    def _keep(
+        self,
+        customer: str,
+        snapshot: Snapshot,
+        valid_until: datetime | None,
+        shared: dict[str, Any] | None,
+    ) -> tuple[Snapshot, datetime | None]:
+        if shared is not None:
+            self._l2_set_soon(customer, shared)
+        return snapshot, valid_until
+
+    async def _read(
+        self, maker: async_sessionmaker[AsyncSession], customer: str, now: datetime
+    ) -> tuple[Snapshot, datetime | None, dict[str, Any] | None]:
+        """(snapshot, valid until, the payload for L2: None for an unknown customer)."""
+        async with maker() as session:
             # Autocommit: one statement (plus, rarely, catalog selects of immutable rows)
             # needs no transaction, which saves the BEGIN and ROLLBACK round trips.
             connection = await session.connection(
@@ -235,7 +269,8 @@ class SnapshotCache:
             if not rows:
                 active = await _active_catalog(session)
                 unknown: dict[str, Any] = {"customer": customer, "known": False}
-                return build(unknown, active[1] if active else None, active and active[0]), None
+                snapshot = build(unknown, active[1] if active else None, active and active[0])
+                return snapshot, None, None
             row = rows[0]
             SNAPSHOT_CACHE.labels("l3", "load").inc()
             contract, valid_until, pinned_digest = pick_rows(rows, now)
@@ -262,16 +297,18 @@ class SnapshotCache:
             pinned = Terms.from_json(contract["terms"]).policy_version if contract else None
             version = pinned or row.active_version
             digest = pinned_digest if pinned else row.active_digest
-            self._l2_set_soon(
-                customer,
-                {**payload, "policy_version": version, "policy_digest": digest, "at": time.time()},
-            )
+            shared = {
+                **payload,
+                "policy_version": version,
+                "policy_digest": digest,
+                "at": time.time(),
+            }
             catalog: Catalog | None = None
             if version is not None:
                 catalog = catalog_cache.compiled(version, digest) if digest is not None else None
                 if catalog is None:  # not compiled here yet (or the version is missing)
                     version, catalog = await load_catalog(session, version=version)
-            return build(payload, catalog, version), valid_until
+            return build(payload, catalog, version), valid_until, shared
 
     def _l2_key(self, customer: str) -> str:
         return f"{self.namespace}:snap:{customer}"

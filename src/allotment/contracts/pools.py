@@ -32,6 +32,7 @@ from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.policy.catalog import InstancePool
+from allotment.privacy import pseudonyms
 from allotment.tenants.quotas import Quotas
 from allotment.usage import lifecycle
 
@@ -239,7 +240,12 @@ async def lease_gone(
 
 # -- leases: what sessions and instances share -------------------------------------------------
 
-LeaseView = Callable[[Any], dict[str, Any]]  # a row as its audit record and event show it
+# A row as its audit record and event show it, given its subject's pseudonym (docs/privacy.md).
+LeaseView = Callable[[Any, str | None], dict[str, Any]]
+
+
+def _view(session: AsyncSession, view: LeaseView, row: Any, customer_key: str) -> dict[str, Any]:
+    return view(row, pseudonyms.of_session(session).ref(customer_key, row.subject))
 
 
 async def _customer_key(session: AsyncSession, customer_id: int) -> str:
@@ -281,7 +287,7 @@ async def end_lease(
         action=f"{noun}.{row.end_reason}",
         target_type=noun,
         target_key=f"{customer_key}/{row.id}",
-        after=view(row),
+        after=_view(session, view, row, customer_key),
     )
     await invalidation.bump_customer(
         session, customer_id=row.customer_id, customer_key=customer_key
@@ -315,6 +321,6 @@ async def reap_leases(
             action=f"{noun}.expired",
             target_type=noun,
             target_key=f"{row.customer_key}/{row.id}",
-            after=view(row),
+            after=_view(session, view, row, row.customer_key),
         )
     return len(rows)

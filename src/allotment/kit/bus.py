@@ -34,6 +34,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 log = structlog.get_logger("allotment.bus")
 
 Handler = Callable[[str], Awaitable[None] | None]
+# A handler that also gets the message's `data` (None when it carried none).
+DataHandler = Callable[[str, Mapping[str, Any] | None], Awaitable[None] | None]
 ReconnectHandler = Callable[[], Awaitable[None] | None]
 
 PUBLISH_ATTEMPTS = 3  # connection errors only: a refused connect fails in well under 1 ms
@@ -56,7 +58,7 @@ class Journal:
         return secrets.token_hex(4)
 
 
-async def _call(fn: Callable[..., Awaitable[None] | None], *args: str) -> None:
+async def _call(fn: Callable[..., Awaitable[None] | None], *args: Any) -> None:
     try:
         result = fn(*args)
         if result is not None:
@@ -73,6 +75,7 @@ class Bus:
         self.origin = f"{os.getpid()}-{id(self)}"
         self.connected = False
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._data_handlers: dict[str, list[DataHandler]] = defaultdict(list)
         self._on_reconnect: list[ReconnectHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -86,6 +89,10 @@ class Bus:
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)
 
+    def subscribe_data(self, topic: str, handler: DataHandler) -> None:
+        """Like `subscribe`, for a handler that also reads the message's `data`."""
+        self._data_handlers[topic].append(handler)
+
     def on_reconnect(self, handler: ReconnectHandler) -> None:
         self._on_reconnect.append(handler)
 
@@ -95,10 +102,9 @@ class Bus:
         """Run this process's handlers now; send the message to the other workers in the
         background, in one pipeline with whatever else is published meanwhile (at a
         thousand seat assignments a second, one round trip to Redis per write was a tenth
-        of the worker's CPU). `data` rides along for the journal's readers; handlers get
-        `payload` only."""
-        for handler in self._handlers.get(topic, ()):
-            await _call(handler, payload)
+        of the worker's CPU). `data` rides along for the journal's readers and the
+        `subscribe_data` handlers; `subscribe` handlers get `payload` only."""
+        await self._run_handlers(topic, payload, data)
         message: dict[str, Any] = {"t": topic, "p": payload, "o": self.origin}
         if data is not None:
             message["d"] = data
@@ -223,8 +229,13 @@ class Bus:
             return
         if message.get("o") == self.origin:
             return  # already handled locally when published
-        for handler in self._handlers.get(message.get("t", ""), ()):
-            await _call(handler, message.get("p", ""))
+        await self._run_handlers(message.get("t", ""), message.get("p", ""), message.get("d"))
+
+    async def _run_handlers(self, topic: str, payload: str, data: Mapping[str, Any] | None) -> None:
+        for handler in self._handlers.get(topic, ()):
+            await _call(handler, payload)
+        for with_data in self._data_handlers.get(topic, ()):
+            await _call(with_data, payload, data)
 
 
 async def _close(pubsub: object) -> None:

@@ -39,6 +39,7 @@ from allotment.policy.catalog import (
     SeatModel,
     SeatPool,
     SeatPrice,
+    SharedAllowance,
     Tier,
     UsageLimit,
 )
@@ -128,6 +129,7 @@ def _addon(name: str, spec: AddonSpec) -> Addon:
         interval=spec.interval or "month",
         price_lists=_frozen(spec.price_lists or {}),
         pricing=pricing,
+        per=spec.per,
         raises=NO_RAISES
         if raises is None
         else Raises(
@@ -263,7 +265,17 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         ),
         instance_kinds=_frozen(instances.get("kinds") or {}),
         minimum=block.get("minimum"),
+        minimum_period=block.get("minimum_period") or "month",
+        allowances=tuple(
+            SharedAllowance(
+                name,
+                spec["included"],
+                tuple((entry["meter"], entry.get("rate") or 1) for entry in spec["draw"]),
+            )
+            for name, spec in sorted((block.get("allowances") or {}).items())
+        ),
         one_time=_frozen(block.get("one_time") or {}),
+        one_time_per=_frozen(block.get("one_time_per") or {}),
         interval=block.get("interval") or "month",
         credits=_credits(block.get("credits")),
     )

@@ -8,15 +8,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from allotment.auth.principal import Principal
-from allotment.deps import SessionDep, require
+from allotment.deps import SessionDep, SettingsDep, require
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from allotment.policy import approvals
 from allotment.policy import service as policies
 from allotment.policy.document import PolicyDocument
 from allotment.policy.schemas import (
     MAX_VERSION,
+    ApprovalCreate,
+    ApprovalRead,
     PolicyDiffRead,
+    PolicyPublish,
     PolicyRollback,
     PolicyVersionDetail,
     PolicyVersionRead,
@@ -195,20 +199,70 @@ async def rollback_policy(
 ) -> Response:
     """Make an earlier published version active again."""
     row = await policies.rollback(
-        session, to_version=body.to_version, actor=principal.actor, force=force
+        session,
+        to_version=body.to_version,
+        actor=principal.actor,
+        force=force,
+        summary=body.summary,
     )
     return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))
 
 
-@router.post("/{version}/publish", response_model=PolicyVersionRead, responses=_ORPHANS)
+@router.post(
+    "/{version}/publish",
+    response_model=PolicyVersionRead,
+    responses={
+        **_ORPHANS,
+        403: {"description": "Approval required, and only the publishing key approved it."},
+    },
+)
 async def publish_policy(
     version: Version,
     principal: Admin,
     session: SessionDep,
+    settings: SettingsDep,
     idempotency: IdempotencyDep,
     force: Force = False,
+    body: PolicyPublish | None = None,
 ) -> Response:
     """Publish a version (it can never change again) and make it the active one; refused
-    (409) when live contracts would be orphaned, unless `force=true`."""
-    row = await policies.publish(session, version=version, actor=principal.actor, force=force)
+    (409) when live contracts would be orphaned, unless `force=true`, and, when sign-off is
+    required, without another admin key's approval (409, or 403 for self-approval)."""
+    row = await policies.publish(
+        session,
+        version=version,
+        actor=principal.actor,
+        force=force,
+        summary=body.summary if body is not None else None,
+        require_approval=settings.policy_require_approval,
+    )
     return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))
+
+
+@router.post("/{version}/approvals", status_code=201, response_model=ApprovalRead)
+async def approve_policy(
+    version: Version,
+    principal: Admin,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    body: ApprovalCreate | None = None,
+) -> Response:
+    """Approve a version for publishing (sign-off, docs/release-notes.md#sign-off): one
+    publish by another admin key may then use it."""
+    row = await approvals.approve(
+        session,
+        version=version,
+        actor=principal.actor,
+        comment=body.comment if body is not None else None,
+    )
+    return await idempotency.respond(ApprovalRead.model_validate(row), status=201)
+
+
+@router.get("/{version}/approvals", response_model=list[ApprovalRead])
+async def list_policy_approvals(
+    version: Version, principal: Reader, session: SessionDep
+) -> list[ApprovalRead]:
+    """Every approval of the version, oldest first, and which publish used each."""
+    await policies.get(session, version)  # 404 for a version that does not exist
+    rows = await approvals.list_approvals(session, version=version)
+    return [ApprovalRead.model_validate(row) for row in rows]

@@ -3,6 +3,8 @@
     policy_versions   one row per distinct document: a draft, then published (frozen)
     policy_state      one row (id 1): the active pointer and the global policy version
     policy_activations  when each version became active (billing's history of the pointer)
+    policy_approvals  sign-offs: an admin key approves a version; a publish that needs one
+                      (ALLOTMENT_POLICY_REQUIRE_APPROVAL) uses it (policy/approvals.py)
 
 A published row never changes and is never deleted: triggers in migration 0003 refuse it in
 the database itself (docs/design.md, "Invariants", invariant 4), and refuse an active
@@ -14,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, Text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -70,3 +72,20 @@ class PolicyActivation(Base):
     version: Mapped[int] = mapped_column(Integer, ForeignKey("policy_versions.version"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     action: Mapped[str] = mapped_column(Text)
+
+
+class PolicyApproval(Base):
+    """An admin key's sign-off of a version; `used_*` set by the publish that relied on it."""
+
+    __tablename__ = "policy_approvals"
+    __table_args__ = (Index("ix_policy_approvals_version", "version"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # apr_…
+    version: Mapped[int] = mapped_column(
+        Integer, ForeignKey("policy_versions.version", ondelete="RESTRICT")
+    )
+    approved_by: Mapped[str] = mapped_column(Text)  # the approving key's actor, api_key:<id>
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    used_by: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -24,6 +24,8 @@ from pydantic_core import PydanticCustomError
 from allotment.policy.money import decimal_places, format_amount
 
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+# A quoted negative ("-1") is read, so the range check says what the bound is.
+_SIGNED = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 MAX_UNITS = 10**15
 MAX_MULTIPLIER = 10**9
 
@@ -52,7 +54,7 @@ def _exact(value: Any) -> int | Decimal:
             "a number is an integer or a quoted decimal (got {kind})",
             {"kind": type(value).__name__},
         )
-    if not _DECIMAL.fullmatch(text):
+    if not _SIGNED.fullmatch(text):
         raise PydanticCustomError(
             "quantity",
             "'{text}' is not a number: write digits with an optional decimal point",

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from allotment.policy.models import PolicyVersion
 
@@ -49,12 +49,47 @@ class PolicyVersionDetail(PolicyVersionRead):
         return cls(**summary.model_dump(), document=row.document)
 
 
+# A human summary or an approval's comment: a paragraph or a few, not a document. NUL is
+# refused, as everywhere: PostgreSQL text cannot hold it.
+MAX_SUMMARY = 10_000
+Prose = Annotated[str, StringConstraints(max_length=MAX_SUMMARY, pattern=r"^[^\x00]*$")]
+Summary = Field(
+    default=None,
+    description="A human summary, stored with the release notes (docs/release-notes.md).",
+)
+
+
+class PolicyPublish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    summary: Prose | None = Summary
+
+
 class PolicyRollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to_version: int = Field(
         ge=1, le=MAX_VERSION, description="A published version other than the active one."
     )
+    summary: Prose | None = Summary
+
+
+class ApprovalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Prose | None = None
+
+
+class ApprovalRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    version: int
+    approved_by: str = Field(description="The approving key, as the audit log names it.")
+    comment: str | None
+    created_at: datetime
+    used_at: datetime | None = Field(description="When a publish used it; each serves one.")
+    used_by: str | None
 
 
 class PathAdded(BaseModel):

@@ -4,8 +4,10 @@
     get(session, version), get_active(session)         → a version (404 when there is none)
     list_versions(session, limit=, cursor=)            → a page, newest first
     pointer(session)                                   → (active_version, global_version)
-    publish(session, version=, actor=, force=False)    → the version, now active
-    rollback(session, to_version=, actor=, force=False) → the version, active again
+    publish(session, version=, actor=, force=False, summary=None, require_approval=False)
+                                                       → the version, now active
+    rollback(session, to_version=, actor=, force=False, summary=None)
+                                                       → the version, active again
     diff(session, version=, against=)                  → added / removed / changed, by path
     load_catalog(session, version=None)                → (version, Catalog); see catalog_cache.py
 
@@ -17,26 +19,32 @@ contracts (`contracts.orphans.find_orphans`: 409 `policy-orphans-contracts`, nam
 contract and what it would lose) unless `force`; a forced move audits what it orphaned
 (docs/policy.md#orphaned-contracts). Draft creation takes the same lock, so versions are
 numbered 1, 2, 3… without gaps and two posts of one document make one draft.
+
+With `require_approval` (ALLOTMENT_POLICY_REQUIRE_APPROVAL) a publish first uses a second
+key's approval (policy/approvals.py). Before the pointer moves, while it still names the
+previous version, every `wiring.pointer_move_hooks()` hook sees the move (`PointerMove`):
+the release notes are written there (docs/release-notes.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment import invalidation
+from allotment import invalidation, wiring
 from allotment.audit import service as audit
 from allotment.contracts.orphans import Orphan, find_orphans
 from allotment.errors import Conflict, NotFound, UnsupportedMediaType, ValidationFailed
 from allotment.kit.clock import utcnow
 from allotment.kit.jsonx import canonical
 from allotment.kit.pagination import Page, paginate
+from allotment.policy.approvals import use_approval
 from allotment.policy.catalog_cache import (
     NoPublishedPolicy,
     PolicyNotFound,
@@ -58,6 +66,8 @@ __all__ = [
     "PolicyNotFound",
     "PolicyNotPublished",
     "PolicyOrphansContracts",
+    "PointerMove",
+    "PointerMoveHook",
     "PolicyPointer",
     "create_draft",
     "diff",
@@ -95,6 +105,24 @@ class PolicyAlreadyActive(Conflict):
 class PolicyPointer:
     active_version: int | None
     global_version: int
+
+
+@dataclass(frozen=True)
+class PointerMove:
+    """A publish or rollback about to move the active pointer from `previous` to `version`
+    (in the move's transaction, the pointer not yet moved)."""
+
+    action: Literal["publish", "rollback"]
+    version: int
+    previous: int | None
+    actor: str
+    at: datetime
+    summary: str | None = None
+    approved_by: str | None = None  # the key whose approval the publish used
+
+
+# What a hook does runs in the move's transaction: raising refuses the move.
+PointerMoveHook = Callable[[AsyncSession, PointerMove], Awaitable[None]]
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -228,31 +256,63 @@ async def create_draft(
 
 
 async def publish(
-    session: AsyncSession, *, version: int, actor: str, force: bool = False
+    session: AsyncSession,
+    *,
+    version: int,
+    actor: str,
+    force: bool = False,
+    summary: str | None = None,
+    require_approval: bool = False,
 ) -> PolicyVersion:
     """Publish `version` (freezing it) and make it active.
 
     Publishing a version that is already published makes it active again; the global
     version is bumped either way, so every worker rebuilds from the pointer it now names.
-    Refused (409) when it would orphan live contracts, unless `force`.
+    Refused (409) when it would orphan live contracts, unless `force`; with
+    `require_approval`, refused (409/403) without another key's unused approval.
     """
     state = await _lock_state(session)
     row = await get(session, version, for_update=True)
     orphaned = await _orphan_guard(session, state=state, to=version, force=force, verb="Publishing")
+    approved_by = (
+        await use_approval(session, version=version, actor=actor) if require_approval else None
+    )
+    now = utcnow()
     if row.status == DRAFT:
         row.status = PUBLISHED
-        row.published_at = utcnow()
+        row.published_at = now
         row.published_by = actor
         # Flushed before the pointer moves: the policy_state trigger refuses a draft.
         await session.flush()
+    move = PointerMove(
+        action="publish",
+        version=version,
+        previous=state.active_version,
+        actor=actor,
+        at=now,
+        summary=summary,
+        approved_by=approved_by,
+    )
+    await _run_hooks(session, move)
     await _move_pointer(
-        session, state=state, to=row, action="policy.published", actor=actor, orphaned=orphaned
+        session,
+        state=state,
+        to=row,
+        action="policy.published",
+        actor=actor,
+        orphaned=orphaned,
+        approved_by=approved_by,
     )
     return row
 
 
 async def rollback(
-    session: AsyncSession, *, to_version: int, actor: str, force: bool = False
+    session: AsyncSession,
+    *,
+    to_version: int,
+    actor: str,
+    force: bool = False,
+    summary: str | None = None,
 ) -> PolicyVersion:
     """Point the active pointer back at `to_version`, a published version that is not active."""
     state = await _lock_state(session)
@@ -267,10 +327,24 @@ async def rollback(
     orphaned = await _orphan_guard(
         session, state=state, to=to_version, force=force, verb="Rolling back to"
     )
+    move = PointerMove(
+        action="rollback",
+        version=to_version,
+        previous=state.active_version,
+        actor=actor,
+        at=utcnow(),
+        summary=summary,
+    )
+    await _run_hooks(session, move)
     await _move_pointer(
         session, state=state, to=row, action="policy.rolled_back", actor=actor, orphaned=orphaned
     )
     return row
+
+
+async def _run_hooks(session: AsyncSession, move: PointerMove) -> None:
+    for hook in wiring.pointer_move_hooks():
+        await hook(session, move)
 
 
 async def _orphan_guard(
@@ -344,11 +418,13 @@ async def _move_pointer(
     action: str,
     actor: str,
     orphaned: list[Orphan] | None = None,
+    approved_by: str | None = None,
 ) -> int:
     """Point the active version at `to` (the caller locked the row), bump the global version,
     audit the move and announce it after commit; returns the new global version.
 
-    `orphaned`: the move was forced over these contracts; the audit record says so."""
+    `orphaned`: the move was forced over these contracts; the audit record says so.
+    `approved_by`: the key whose approval the publish used; the audit record names it."""
     bumped: Any = (
         await session.execute(
             update(PolicyState)
@@ -373,6 +449,7 @@ async def _move_pointer(
             "active_version": to.version,
             "global_version": global_version,
             "digest": to.digest,
+            **({} if approved_by is None else {"approved_by": approved_by}),
             **(
                 {}
                 if not orphaned

@@ -32,6 +32,7 @@ from allotment.kit import idempotency
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
+from allotment.privacy.pseudonyms import Pseudonyms, of_session
 from allotment.seats import known
 from allotment.seats.known import KnownLimits
 from allotment.seats.schemas import BurstWindowRead
@@ -46,8 +47,8 @@ from allotment.seats.service import (
 )
 from allotment.usage import partitions
 
-_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
-_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 18) + ")"
+_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 18) + ")"
+_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 19) + ")"
 
 
 _APPEND = "SELECT allotment_audit_append(%s, 'seat.assigned', 'seat', %s, %s, %s)"
@@ -163,6 +164,7 @@ async def _in_session(
         actor=actor,
         request_id=session.info.get("request_id"),
         now=now,
+        pseudonyms=of_session(session),
     )
     if assignment is not None and assignment.created:
         after_commit(session, partial(count_direct, assignment))
@@ -189,6 +191,7 @@ async def assign_direct(
     request_id: str | None,
     now: datetime | None = None,
     keyed: Keyed | None = None,
+    pseudonyms: Pseudonyms,
 ) -> Assignment | None:
     """The assignment in one statement (`allotment_assign_seat`, migration 0014) on the
     psycopg connection `pg`, with `limits` (by default those this process last read for the
@@ -206,6 +209,8 @@ async def assign_direct(
     # The function writes the lifecycle event: its month's partition must exist.
     await partitions.ensure(engine, (now or utcnow(),))
     window = seats.burst_window if seats.burst_extra else None
+    # The audit record and the lifecycle event name the subject by pseudonym (0023).
+    subject_ref = pseudonyms.of(customer_key, subject)
     params = (
         customer_key,
         subject,
@@ -224,6 +229,7 @@ async def assign_direct(
         actor,
         request_id,
         new_id("evt"),
+        subject_ref,
     )
     if keyed is None:
         cursor = await pg.execute(_FAST, params)
@@ -233,7 +239,7 @@ async def assign_direct(
         # or rolls back. (Without actor and request id: the caller's append has them.)
         cursor = psycopg.AsyncClientCursor(pg)
         claim = (keyed.principal, keyed.key, keyed.request_hash)
-        await cursor.execute(_BEGIN_KEYED, (*claim, *params[:14], params[16]))
+        await cursor.execute(_BEGIN_KEYED, (*claim, *params[:14], *params[16:]))
         cursor.nextset()
     found = await cursor.fetchone()
     status = found[0]
@@ -270,7 +276,9 @@ async def assign_direct(
         refuse_members(seats, held, window_end, closed=status == "burst_closed")
     burst = BurstWindowRead(ends_at=window_end, extra_left=extra_left) if over else None
     audit_after = found[11] if keyed is not None else None
-    return Assignment(row, customer, created=True, burst=burst, audit_after=audit_after)
+    return Assignment(
+        row, customer, created=True, burst=burst, audit_after=audit_after, subject_ref=subject_ref
+    )
 
 
 def audit_append(
@@ -281,7 +289,7 @@ def audit_append(
     trip to this worker. None when there is nothing to append."""
     if assignment.audit_after is None:
         return None
-    target = f"{assignment.customer}/{assignment.seat.subject}"
+    target = f"{assignment.customer}/{assignment.subject_ref}"
     return _APPEND, (actor, target, assignment.audit_after, request_id)
 
 

@@ -112,6 +112,7 @@ async def _assign(
         actor=actor,
         request_id=request.scope["state"].get("request_id"),
         keyed=keyed,
+        pseudonyms=state.pseudonyms,
     )
     wait_s = state.settings.db_hot_wait_s
     async with _slot(state, wait_s), hot_connection(state.hot_pool, wait_s=wait_s) as pg:

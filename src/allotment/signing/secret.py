@@ -78,13 +78,20 @@ def derive(secret: str, *, info: bytes = _INFO) -> bytes:
 
 def sealer(settings: Settings, *, info: bytes = _INFO) -> Sealer:
     """The sealer for the configured secret, creating the secret file when there is none."""
+    value, origin = secret(settings)
+    return Sealer(derive(value, info=info), origin)
+
+
+def secret(settings: Settings) -> tuple[str, str]:
+    """The signing secret and where it came from, creating the secret file when there is
+    none. (Subjects' pseudonyms derive their key from it too: privacy/pseudonyms.py.)"""
     if settings.signing_secret is not None:
         value = settings.signing_secret.get_secret_value()
         if not value.strip():
             raise SigningSecretMismatch("ALLOTMENT_SIGNING_SECRET is set but empty.")
-        return Sealer(derive(value, info=info), "ALLOTMENT_SIGNING_SECRET")
+        return value, "ALLOTMENT_SIGNING_SECRET"
     path = (settings.data_dir / SECRET_FILE).resolve()
-    return Sealer(derive(_file_secret(path), info=info), str(path))
+    return _file_secret(path), str(path)
 
 
 def _file_secret(path: Path) -> str:

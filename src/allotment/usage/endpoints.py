@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.db import after_commit
-from allotment.deps import SessionDep, require
+from allotment.deps import ReadSessionDep, SessionDep, require
 from allotment.errors import (
     Conflict,
     NotFound,
@@ -197,7 +197,7 @@ async def read_usage(
     key: CustomerKey,
     request: Request,
     principal: Finance,
-    session: SessionDep,
+    session: ReadSessionDep,
     meter: Annotated[str, Query(description="A meter of the customer's policy version.")],
     from_: Annotated[
         AwareDatetime | None,

@@ -1,0 +1,1 @@
+"""Release notes and the changelog of policy publishes and rollbacks (docs/release-notes.md)."""

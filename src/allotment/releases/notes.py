@@ -1,0 +1,493 @@
+"""Release notes in words: a policy diff as sentences, the dry-run's impact regrouped, and
+the markdown rendering. Pure: no I/O (docs/release-notes.md).
+
+    changes(old, new)   → [{kind, path, text}]   "sso added to team",
+                                                 "api_calls limit 100,000 → 50,000 on team"
+    impact_of(report)   → the dry-run report regrouped: per feature, per limit, invoices
+    markdown(body)      → the notes as a markdown document
+
+`changes` words the diff of `policy/diff.py` (the same paths GET …/diff answers): a plan's
+feature list by member ("sso added to team"), `extends` as inheritance, limits, seats,
+instances and prices by name, add-ons, meters and rules; any other path is worded from the
+path itself, so no kind of change is ever left out. A change to a plan also names the plans
+that inherit it (`extends`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Literal, TypedDict
+
+from allotment.policy.diff import diff
+from allotment.policy.document import NAMED_SECTIONS
+
+__all__ = ["Change", "changes", "impact_of", "markdown", "words"]
+
+Kind = Literal["added", "removed", "changed"]
+Location = tuple[str | int, ...]
+
+
+class Change(TypedDict):
+    kind: Kind
+    path: str
+    text: str
+
+
+# -- values and paths ------------------------------------------------------------------------
+
+
+def words(value: Any) -> str:
+    """A document value as a reader would write it: 100,000; yes; sso, audit_log."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return ", ".join(words(v) for v in value) if value else "none"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {words(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+_TOKEN = re.compile(r'\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]|\.?([^.\[\]]+)')
+
+
+def _location(path: str) -> Location:
+    """`plans.team.limits.api_calls.limit` → ("plans", "team", "limits", "api_calls", "limit")."""
+    parts: list[str | int] = []
+    for index, quoted, plain in _TOKEN.findall(path):
+        if index:
+            parts.append(int(index))
+        elif quoted:
+            parts.append(json.loads(quoted))
+        else:
+            parts.append(plain)
+    return tuple(parts)
+
+
+# What a path under a plan (or an add-on) is called; "*" matches any one part, and {0}, {1}
+# name the parts it matched. Tier numbers are shown from 1.
+_THINGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("limits", "*"), "{0} limit"),
+    (("limits", "*", "limit"), "{0} limit"),
+    (("limits", "*", "period"), "{0} limit period"),
+    (("limits", "*", "enforcement"), "{0} limit enforcement"),
+    (("seats",), "seats"),
+    (("seats", "limit"), "seat limit"),
+    (("seats", "guests"), "guest seats"),
+    (("seats", "model"), "seat model"),
+    (("seats", "burst"), "seat burst"),
+    (("seats", "burst", "extra"), "seat burst extra"),
+    (("seats", "burst", "window"), "seat burst window"),
+    (("seats", "session_ttl"), "session lease"),
+    (("instances",), "instances"),
+    (("instances", "limit"), "instance limit"),
+    (("instances", "kinds", "*"), "{0} instance weight"),
+    (("instances", "lease_ttl"), "instance lease"),
+    (("price",), "price"),
+    (("price", "base"), "base price"),
+    (("price", "seat"), "seat pricing"),
+    (("price", "seat", "unit"), "seat price"),
+    (("price", "seat", "included"), "seats included"),
+    (("price", "seat", "basis"), "seat price basis"),
+    (("price", "burst_seat_day"), "burst seat-day price"),
+    (("price", "instance_hour"), "instance-hour price"),
+    (("price", "minimum"), "minimum charge"),
+    (("price", "meters", "*"), "{0} pricing"),
+    (("price", "meters", "*", "included"), "{0} units included"),
+    (("price", "meters", "*", "tiers"), "{0} tiers"),
+    (("price", "meters", "*", "tiers", "#"), "{0} tier {1}"),
+    (("price", "meters", "*", "tiers", "#", "unit"), "{0} tier {1} unit price"),
+    (("price", "meters", "*", "tiers", "#", "up_to"), "{0} tier {1} upper bound"),
+    (("price", "meters", "*", "tiers", "#", "flat"), "{0} tier {1} flat fee"),
+    (("attributes", "*"), "attribute {0}"),
+    (("price_lists", "*"), "{0} price list"),
+    # add-ons
+    (("raises", "seats"), "seats it adds"),
+    (("raises", "instances"), "instances it adds"),
+    (("raises", "limits", "*"), "{0} limit it adds"),
+    (("per_seat", "unit"), "per-seat price"),
+    (("per_instance", "unit"), "per-instance price"),
+    (("per_unit", "unit"), "per-unit price"),
+)
+
+
+def _thing(rest: Location) -> str:
+    """The name of the path `rest` under a plan or an add-on, in words."""
+    for pattern, template in _THINGS:
+        if len(pattern) != len(rest):
+            continue
+        captured: list[str] = []
+        for want, part in zip(pattern, rest, strict=True):
+            if want == "#" and isinstance(part, int):
+                captured.append(str(part + 1))
+            elif want == "*" and isinstance(part, str):
+                captured.append(part)
+            elif want != part:
+                break
+        else:
+            return template.format(*captured)
+    if rest and rest[0] == "price_lists" and len(rest) > 1:
+        return f"{rest[1]} {_thing(('price', *rest[2:]))}"
+    return " ".join(str(p + 1) if isinstance(p, int) else str(p).replace("_", " ") for p in rest)
+
+
+# -- the diff in words -----------------------------------------------------------------------
+
+
+def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Change]:
+    """Every change from `old` (None: nothing was published before) to `new`, in words,
+    ordered by path."""
+    # Nothing before: each feature, plan, add-on, meter and rule is added one by one.
+    before: Mapping[str, Any] = old or {**{section: {} for section in NAMED_SECTIONS}, "rules": []}
+    result = diff(before, new)
+    heirs = _heirs(new)
+    found: list[Change] = []
+    for added in result["added"]:
+        found.extend(_worded("added", added["path"], None, added["value"], before, new, heirs))
+    for removed in result["removed"]:
+        found.extend(
+            _worded("removed", removed["path"], removed["value"], None, before, new, heirs)
+        )
+    for changed in result["changed"]:
+        found.extend(
+            _worded("changed", changed["path"], changed["old"], changed["new"], before, new, heirs)
+        )
+    found.sort(key=lambda c: (c["path"], c["text"]))
+    return found
+
+
+def _heirs(document: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Plan → every plan that extends it, directly or not (nearest first), by name."""
+    parents = {name: spec.get("extends") for name, spec in document.get("plans", {}).items()}
+    heirs: dict[str, list[str]] = {}
+    for name in sorted(parents):
+        seen: set[str] = set()
+        parent = parents.get(name)
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            heirs.setdefault(parent, []).append(name)
+            parent = parents.get(parent)
+    return heirs
+
+
+def _inherited_by(
+    document: Mapping[str, Any], plan: str, rest: Location, heirs: list[str]
+) -> list[str]:
+    """The heirs of `plan` that inherit the change at `rest`: those with no plan between
+    them and `plan` writing that path itself (policy/inheritance.py: the child's value wins;
+    a feature list always merges; `extends` and `description` are not inherited)."""
+    if rest[:1] in (("extends",), ("description",)):
+        return []
+    if rest[:1] == ("features",):
+        return sorted(heirs)
+    plans = document.get("plans", {})
+    inheriting = []
+    for heir in heirs:
+        name: str | None = heir
+        while name is not None and name != plan:
+            if _writes(plans.get(name, {}), rest):
+                break
+            name = plans.get(name, {}).get("extends")
+        else:
+            inheriting.append(heir)
+    return sorted(inheriting)
+
+
+def _writes(spec: Mapping[str, Any], rest: Location) -> bool:
+    """Whether a plan's own spec writes the value at `rest` (a list replaced as a whole)."""
+    value: Any = spec
+    for part in rest:
+        if isinstance(part, int):
+            return True  # the list holding it is the plan's own
+        if not isinstance(value, Mapping) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def _worded(
+    kind: Kind,
+    path: str,
+    old: Any,
+    new: Any,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    heirs: Mapping[str, list[str]],
+) -> Iterator[Change]:
+    location = _location(path)
+    inheriting: list[str] = []
+    if location[:1] == ("plans",) and len(location) > 2:
+        plan = str(location[1])
+        inheriting = _inherited_by(after, plan, location[2:], heirs.get(plan, []))
+    for text in _sentences(kind, location, old, new, before, after):
+        if inheriting:
+            text += f" (inherited by {', '.join(inheriting)})"
+        yield {"kind": kind, "path": path, "text": text}
+
+
+def _sentences(
+    kind: Kind,
+    location: Location,
+    old: Any,
+    new: Any,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+) -> Iterator[str]:
+    section, name, rest = (
+        location[0] if location else "",
+        location[1] if len(location) > 1 else None,
+        location[2:],
+    )
+    if section == "currency" and kind == "changed":
+        yield f"currency {words(old)} → {words(new)}"
+    elif section in ("features", "meters") and name is not None:
+        label = "feature" if section == "features" else "meter"
+        if not rest:
+            about = _spec(str(section), new) if kind == "added" else ""
+            yield f"{label} {name} {kind}" + (f" ({about})" if about else "")
+        else:
+            yield _sentence(kind, f"{label} {name} {_thing(rest)}", None, old, new)
+    elif section == "plans" and name is not None:
+        if not rest:
+            yield f"plan {name} {kind}"
+        elif rest == ("features",):
+            yield from _members(str(name), old or [], new or [])
+        elif rest == ("extends",):
+            yield {
+                "added": f"{name} now extends {new}",
+                "removed": f"{name} no longer extends {old}",
+                "changed": f"{name} now extends {new} (was {old})",
+            }[kind]
+        else:
+            yield _sentence(kind, _thing(rest), str(name), old, new)
+    elif section == "addons" and name is not None:
+        if not rest:
+            yield f"add-on {name} {kind}"
+        elif rest == ("features",):
+            yield from _members(f"add-on {name}", old or [], new or [])
+        else:
+            yield _sentence(kind, _thing(rest), f"add-on {name}", old, new)
+    elif section == "rules" and isinstance(name, int):
+        rule = (after if kind != "removed" else before).get("rules", [])[name]
+        label = f"rule {name + 1} ({rule.get('feature')})"
+        if not rest:
+            yield (
+                f"{label} {kind}: allowed only when {rule.get('when')} (else {rule.get('reason')})"
+            )
+        else:
+            yield _sentence(kind, f"{label} {_thing(rest)}", None, old, new)
+    else:
+        yield _sentence(kind, _thing(location), None, old, new)
+
+
+def _sentence(kind: Kind, thing: str, scope: str | None, old: Any, new: Any) -> str:
+    if kind == "added":
+        return f"{thing} {words(new)} added" + (f" to {scope}" if scope else "")
+    if kind == "removed":
+        return f"{thing} {words(old)} removed" + (f" from {scope}" if scope else "")
+    return f"{thing} {words(old)} → {words(new)}" + (f" on {scope}" if scope else "")
+
+
+def _spec(section: str, value: Any) -> str:
+    """What an added feature or meter is, briefly: what differs from the defaults."""
+    if not isinstance(value, Mapping):
+        return words(value)
+    if section == "meters":
+        parts = [f"{value.get('aggregation')} of {value.get('event_type')}"]
+        if value.get("property"):
+            parts[0] = f"{value['aggregation']} of {value['property']} in {value['event_type']}"
+    else:
+        parts = []
+        if value.get("meter"):
+            parts.append(f"metered by {value['meter']}")
+        if value.get("requires"):
+            parts.append(f"requires {words(value['requires'])}")
+        for holding in ("seat", "instance"):
+            if value.get(holding) == "required":
+                parts.append(f"needs {'a seat' if holding == 'seat' else 'an instance'}")
+        if value.get("guests"):
+            parts.append("guests may use it")
+        if value.get("on_outage") == "allow":
+            parts.append("allowed during an outage")
+    if value.get("description"):
+        parts.append(str(value["description"]))
+    return "; ".join(parts)
+
+
+def _members(owner: str, old: Sequence[str], new: Sequence[str]) -> Iterator[str]:
+    """A feature list's change by member. In a plan that `extends` another, `+f` adds to
+    what it inherits and `-f` takes away."""
+
+    def signs(entries: Sequence[str]) -> dict[str, str]:
+        return {e.lstrip("+-"): ("-" if e.startswith("-") else "+") for e in entries}
+
+    was, now = signs(old), signs(new)
+    if was == now:  # the same members in another order: no change to what is granted
+        yield f"features of {owner} reordered: {words(list(new))}"
+        return
+    for feature in sorted(was.keys() | now.keys()):
+        if was.get(feature) == now.get(feature):
+            continue
+        # Present with "+" means granted; with "-" or absent means not granted by this list.
+        granted = now.get(feature) == "+"
+        if feature in now and feature not in was and not granted:
+            yield f"{feature} removed from {owner}"
+        elif feature in was and feature not in now and was[feature] == "-":
+            yield f"{feature} no longer removed from {owner}"
+        else:
+            yield f"{feature} {'added to' if granted else 'removed from'} {owner}"
+
+
+# -- the impact, regrouped -------------------------------------------------------------------
+
+
+def impact_of(report: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dry-run report (impact/service.dry_run) regrouped for readers: who gains or loses
+    each feature, each limit change, each non-zero invoice change (in the contract's own
+    currency, so they are not summed). None (nothing was
+    active before) is an impact on no one."""
+    if report is None:
+        return {
+            "summary": {
+                "customers_evaluated": 0,
+                "customers_affected": 0,
+                "customers_pinned": 0,
+                "contracts_orphaned": 0,
+            },
+            "complete": True,
+            "features": [],
+            "limits": [],
+            "invoices": [],
+            "pinned": [],
+            "customers": [],
+        }
+    gained: dict[str, list[str]] = {}
+    lost: dict[str, list[str]] = {}
+    limits: list[dict[str, Any]] = []
+    invoices: list[dict[str, Any]] = []
+    for entry in report["customers"]:
+        for feature in entry["features_gained"]:
+            gained.setdefault(feature, []).append(entry["customer"])
+        for feature in entry["features_lost"]:
+            lost.setdefault(feature, []).append(entry["customer"])
+        for change in entry["limits_changed"]:
+            limits.append({"customer": entry["customer"], "contract": entry["contract"], **change})
+        change = entry["estimated_invoice_change"]
+        if change is not None and Decimal(change) != 0:
+            invoices.append(
+                {
+                    "customer": entry["customer"],
+                    "contract": entry["contract"],
+                    "estimated_invoice_change": change,
+                }
+            )
+    return {
+        "summary": dict(report["summary"]),
+        # False when more customers were affected than the notes list (the summary counts all).
+        "complete": report["next_cursor"] is None,
+        "features": [
+            {"feature": f, "gained_by": gained.get(f, []), "lost_by": lost.get(f, [])}
+            for f in sorted(gained.keys() | lost.keys())
+        ],
+        "limits": limits,
+        "invoices": invoices,
+        "pinned": list(report["pinned"]),
+        "customers": list(report["customers"]),
+    }
+
+
+# -- markdown --------------------------------------------------------------------------------
+
+
+def markdown(body: Mapping[str, Any]) -> str:
+    """The notes (`releases.service.notes_for`) as a markdown document."""
+    version, previous = body["version"], body["previous_version"]
+    if body["action"] == "rollback":
+        title = f"# Policy version {version}: rolled back from version {previous}"
+    else:
+        title = f"# Policy version {version}: published" + (
+            f" (after version {previous})" if previous is not None else ""
+        )
+    lines = [title, "", f"{body['at']} by {body['actor']}"]
+    if body.get("approved_by"):
+        lines[-1] += f", approved by {body['approved_by']}"
+    lines.append("")
+    if body.get("summary"):
+        lines += [*(f"> {line}".rstrip() for line in body["summary"].splitlines()), ""]
+    lines += ["## Changes", ""]
+    lines += [f"- {_md(c['text'])}" for c in body["changes"]] or ["No change to the catalog."]
+    impact = body["impact"]
+    summary = impact["summary"]
+    lines += [
+        "",
+        "## Impact",
+        "",
+        f"{_count(summary['customers_evaluated'], 'customer')} evaluated, "
+        f"{summary['customers_affected']} affected, "
+        f"{summary['customers_pinned']} pinned to a version (untouched).",
+    ]
+    if not impact["complete"]:
+        lines.append("Only the first customers affected are listed; the counts cover all.")
+    if impact["features"]:
+        lines += ["", "### Features", ""]
+        for f in impact["features"]:
+            parts = []
+            if f["gained_by"]:
+                parts.append(f"gained by {_md(', '.join(f['gained_by']))}")
+            if f["lost_by"]:
+                parts.append(f"lost by {_md(', '.join(f['lost_by']))}")
+            lines.append(f"- {_md(f['feature'])}: {'; '.join(parts)}")
+    if impact["limits"]:
+        lines += ["", "### Limits", ""]
+        lines += [
+            f"- {_md(c['customer'])}: {_code(c['path'])} {_md(words(c['old']))} → "
+            f"{_md(words(c['new']))}"
+            for c in impact["limits"]
+        ]
+    if impact["invoices"]:
+        lines += ["", "### Estimated invoice change this period", ""]
+        lines += [
+            f"- {_md(i['customer'])} ({i['contract']}): {_signed(i['estimated_invoice_change'])}"
+            for i in impact["invoices"]
+        ]
+    if impact["pinned"]:
+        lines += ["", "### Pinned customers (untouched)", ""]
+        lines += [f"- {_md(p)}" for p in impact["pinned"]]
+    if body["orphaned"]:
+        lines += ["", "## Contracts left behind", ""]
+        for orphan in body["orphaned"]:
+            for problem in orphan["problems"]:
+                lines.append(
+                    f"- {orphan['contract']} ({_md(orphan['customer'])}): "
+                    f"{_code(problem['path'])}: {_md(problem['message'])}"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _code(path: str) -> str:
+    """A path as a code span (paths are names, dots and brackets: never a backtick)."""
+    return f"`{path}`"
+
+
+def _signed(amount: str) -> str:
+    return amount if amount.startswith("-") else f"+{amount}"
+
+
+# An underscore inside a word (api_calls) is plain text to CommonMark; at a word's edge it
+# could open emphasis.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>#|]|(?<!\w)_|_(?!\w))")
+
+
+def _md(text: str) -> str:
+    """Text from documents and keys, escaped so it reads as itself in markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
