@@ -56,8 +56,11 @@ from allotment.ofrep import openapi as ofrep_openapi
 from allotment.ofrep.endpoints import router as ofrep_router
 from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
+from allotment.ops import apidocs
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.portal import pages as portal_pages
+from allotment.portal.endpoints import router as portal_router
 from allotment.privacy.endpoints import router as privacy_router
 from allotment.privacy.pseudonyms import INFO_KEY as PSEUDONYMS
 from allotment.privacy.pseudonyms import from_settings, loggable_path
@@ -318,6 +321,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Centralized entitlements: seats, instances, features, usage and billing.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from the package: ops/apidocs.py
+        redoc_url=None,
         **_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
@@ -350,15 +355,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signing_router,
         ofrep_router,
         webhooks_router,
+        portal_router,
+        portal_pages.router,
     )
     for router in routers:
         app.include_router(router)
+    apidocs.install(app)
     _declare_problems(app)
     app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(CheckFastPath)
     app.add_middleware(OfrepFastPath, cors_origins=settings.ofrep_cors_origins)
     app.add_middleware(
-        BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        protocols={OFREP_PREFIX: body_refusal, portal_pages.PREFIX: portal_pages.body_refusal},
     )
     app.add_middleware(RequestContext, path_of=loggable_path)
     return app

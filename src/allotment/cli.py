@@ -215,8 +215,8 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
 )
 def worker(interval: float, once: bool, metrics_port: int | None) -> None:
     """Background jobs: the lease reaper (sessions, instances), idempotency-key purge, the
-    decision log's and raw usage events' retention (docs/privacy.md), and webhook delivery
-    (docs/webhooks.md).
+    decision log's and raw usage events' retention (docs/privacy.md), contract alerts and
+    webhook delivery (docs/webhooks.md).
 
     Safe to run as several replicas at once."""
     from allotment import worker as jobs

@@ -124,17 +124,12 @@ class Settings(BaseSettings):
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    # The customer portal (docs/portal.md): how long a one-time link may wait to be opened,
+    # and how long the browser session it opens lasts.
+    portal_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    portal_session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
     policy_require_approval: bool = False
-
-    @model_validator(mode="after")
-    def _replica_measured_within_its_bound(self) -> Settings:
-        if self.replica_check_s >= self.replica_max_lag_s:
-            raise ValueError(
-                "ALLOTMENT_REPLICA_CHECK_S must be shorter than ALLOTMENT_REPLICA_MAX_LAG_S: "
-                "the replica serves only while its last measurement is within the bound"
-            )
-        return self
 
     # Webhooks (docs/webhooks.md). Private, loopback and link-local targets are refused unless
     # this is set (development and tests); checked at creation and again at every delivery.
@@ -158,6 +153,15 @@ class Settings(BaseSettings):
     # Delivered or failed messages are deleted (with their attempts) after this long: a
     # duration such as `30d`, as the retentions above.
     webhooks_retention: Retention = timedelta(days=30)
+
+    @model_validator(mode="after")
+    def _replica_measured_within_its_bound(self) -> Settings:
+        if self.replica_check_s >= self.replica_max_lag_s:
+            raise ValueError(
+                "ALLOTMENT_REPLICA_CHECK_S must be shorter than ALLOTMENT_REPLICA_MAX_LAG_S: "
+                "the replica serves only while its last measurement is within the bound"
+            )
+        return self
 
 
 @lru_cache

@@ -114,6 +114,8 @@ async def reconciliation(
     contract_id: str, period: Period, principal: Finance, session: SessionDep
 ) -> ReconciliationRead:
     """What was enforced against what the contract allows, with each discrepancy."""
+    # The primary, not the replica (ReadSessionDep): a discrepancy found here is announced,
+    # once, by a write (reconciliation.discrepancy, docs/webhooks.md).
     return await billing.reconcile_contract(
         session, contract_id=contract_id, period=period, now=utcnow()
     )

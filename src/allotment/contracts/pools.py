@@ -31,7 +31,7 @@ from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFaile
 from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.metrics import ALLOCATIONS
-from allotment.policy.catalog import InstancePool
+from allotment.policy.catalog import DEFAULT_ALERTS, Alerts, InstancePool
 from allotment.privacy import pseudonyms
 from allotment.tenants.quotas import Quotas
 from allotment.usage import lifecycle
@@ -64,6 +64,7 @@ class Pools:
     contract_id: str | None = None
     revision: int | None = None
     active_version: int | None = None
+    alerts: Alerts = DEFAULT_ALERTS  # the catalog's `alerts` (instances.surge reads it)
 
     def _in_force(self) -> EffectiveLimits:
         if self.limits is None:
@@ -128,6 +129,7 @@ async def lock(session: AsyncSession, *, customer_key: str, at: datetime | None 
         contract_id=current.contract_id,
         revision=current.revision,
         active_version=None if current.terms.policy_version is not None else version,
+        alerts=catalog.alerts,
     )
 
 

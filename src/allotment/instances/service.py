@@ -24,7 +24,7 @@ from allotment import invalidation
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import Conflict, ValidationFailed
-from allotment.instances import devices
+from allotment.instances import devices, surge
 from allotment.instances.models import Instance
 from allotment.instances.schemas import InstanceRead, InstanceRegister
 from allotment.kit import leases
@@ -218,6 +218,13 @@ async def register(
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(session, ALLOCATIONS.labels("instances", "granted").inc)
+    await surge.on_registered(
+        session,
+        surge=found.alerts.instance_surge,
+        customer_id=c,
+        customer_key=customer_key,
+        now=now,
+    )
     return Registration(row, customer_key, created=True)
 
 

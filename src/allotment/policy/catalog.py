@@ -278,6 +278,32 @@ class Addon:
 
 
 @dataclass(frozen=True)
+class Surge:
+    """A rise past `factor` times the baseline of `window` ago, by at least `min`."""
+
+    factor: Decimal
+    window: timedelta
+    min: int
+
+    def surged(self, *, now: int | Decimal, then: int | Decimal) -> bool:
+        return now - then >= self.min and now > self.factor * then
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """The policy's `alerts` section, defaults filled (docs/policy.md, `alerts`)."""
+
+    usage_thresholds: tuple[int, ...] = (80, 100)  # percentages of a meter's limit, ascending
+    instance_surge: Surge | None = None
+    usage_surge: Mapping[str, Surge] = field(default_factory=lambda: MappingProxyType({}))
+    trial_ending_days: tuple[int, ...] = (7, 1)  # descending
+    renewal_upcoming_days: tuple[int, ...] = (30, 7)  # descending
+
+
+DEFAULT_ALERTS = Alerts()
+
+
+@dataclass(frozen=True)
 class Catalog:
     currency: str
     minor_digits: int
@@ -287,6 +313,7 @@ class Catalog:
     plans: Mapping[str, Plan]
     addons: Mapping[str, Addon]
     rules: Mapping[str, tuple[Rule, ...]]  # by feature, in document order
+    alerts: Alerts = DEFAULT_ALERTS
 
     def rules_for(self, feature: str) -> tuple[Rule, ...]:
         return self.rules.get(feature, ())

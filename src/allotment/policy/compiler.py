@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 
 from allotment.kit.jsonx import canonical
 from allotment.policy.catalog import (
+    DEFAULT_ALERTS,
     DEFAULT_CREDITS_APPLY_TO,
     NO_RAISES,
     Addon,
     AddonPrice,
+    Alerts,
     Burst,
     Catalog,
     Credits,
@@ -40,10 +42,17 @@ from allotment.policy.catalog import (
     SeatPool,
     SeatPrice,
     SharedAllowance,
+    Surge,
     Tier,
     UsageLimit,
 )
-from allotment.policy.document import AddonSpec, PolicyDocument, canonical_form
+from allotment.policy.document import (
+    AddonSpec,
+    AlertsSpec,
+    PolicyDocument,
+    SurgeSpec,
+    canonical_form,
+)
 from allotment.policy.graph import closures
 from allotment.policy.inheritance import InheritanceError, ResolvedPlan, resolve_plans
 from allotment.policy.meter_filter import compile_filter
@@ -107,6 +116,30 @@ def compile_policy(document: PolicyDocument) -> Catalog:
         ),
         addons=_frozen({name: _addon(name, spec) for name, spec in document.addons.items()}),
         rules=_frozen({feature: tuple(found) for feature, found in rules.items()}),
+        alerts=_alerts(document.alerts),
+    )
+
+
+def _surge(spec: SurgeSpec) -> Surge:
+    return Surge(factor=Decimal(spec.factor), window=spec.window, min=spec.min)
+
+
+def _alerts(spec: AlertsSpec | None) -> Alerts:
+    if spec is None:
+        return DEFAULT_ALERTS
+    default = DEFAULT_ALERTS
+    return Alerts(
+        usage_thresholds=default.usage_thresholds
+        if spec.usage_thresholds is None
+        else tuple(sorted(set(spec.usage_thresholds))),
+        instance_surge=None if spec.instance_surge is None else _surge(spec.instance_surge),
+        usage_surge=_frozen({m: _surge(s) for m, s in (spec.usage_surge or {}).items()}),
+        trial_ending_days=default.trial_ending_days
+        if spec.trial_ending_days is None
+        else tuple(sorted(set(spec.trial_ending_days), reverse=True)),
+        renewal_upcoming_days=default.renewal_upcoming_days
+        if spec.renewal_upcoming_days is None
+        else tuple(sorted(set(spec.renewal_upcoming_days), reverse=True)),
     )
 
 

@@ -43,7 +43,7 @@ from allotment.policy.money import (
     PriceListsGuard,
     Rate,
 )
-from allotment.policy.quantities import Multiplier, Percentile, Units
+from allotment.policy.quantities import Multiplier, Percentile, SurgeFactor, Units
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 FEATURE_ENTRY_PATTERN = r"^[+-]?[a-z][a-z0-9_]{0,62}$"
@@ -475,6 +475,37 @@ class RuleSpec(Spec):
     description: str | None = None
 
 
+ThresholdPercent = Annotated[int, Field(gt=0, le=1000)]
+DaysBefore = Annotated[int, Field(gt=0, le=3660)]
+
+
+class SurgeSpec(Spec):
+    factor: SurgeFactor = Field(description="The rise must exceed this many times the baseline.")
+    window: Duration = Field(description="How far back the baseline is taken.")
+    min: Positive = Field(default=1, description="The smallest rise that counts (default 1).")
+
+
+class AlertsSpec(Spec):
+    """When the service announces what a customer is about to run into (docs/policy.md,
+    `alerts`). Omitted lists take their defaults; an empty list turns that alert off."""
+
+    usage_thresholds: list[ThresholdPercent] | None = Field(
+        default=None, description="Percentages of a meter's limit (default [80, 100])."
+    )
+    instance_surge: SurgeSpec | None = Field(
+        default=None, description="Live instances rising fast (default: off)."
+    )
+    usage_surge: dict[Name, SurgeSpec] | None = Field(
+        default=None, description="Per meter: its use over a window rising fast (default: off)."
+    )
+    trial_ending_days: list[DaysBefore] | None = Field(
+        default=None, description="Days before a trial ends (default [7, 1])."
+    )
+    renewal_upcoming_days: list[DaysBefore] | None = Field(
+        default=None, description="Days before a term ends (default [30, 7])."
+    )
+
+
 NAMED_SECTIONS = ("features", "meters", "plans", "addons")
 
 
@@ -505,6 +536,7 @@ class PolicyDocument(Spec):
     plans: dict[Name, PlanSpec] = Field(default_factory=dict)
     addons: dict[Name, AddonSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
+    alerts: AlertsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

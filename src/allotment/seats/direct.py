@@ -34,10 +34,12 @@ from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
 from allotment.privacy.pseudonyms import Pseudonyms, of_session
 from allotment.seats import known
+from allotment.seats.filled import announce_filled
 from allotment.seats.known import KnownLimits
 from allotment.seats.schemas import BurstWindowRead
 from allotment.seats.service import (
     Assignment,
+    PoolFilled,
     SeatType,
     WrongSeatModel,
     already_held,
@@ -169,6 +171,8 @@ async def _in_session(
     if assignment is not None and assignment.created:
         after_commit(session, partial(count_direct, assignment))
         invalidation.customer_changed(session, customer_key=customer_key)
+        if assignment.filled is not None:
+            await announce_filled(session, assignment, now=assignment.seat.assigned_at)
     return assignment
 
 
@@ -277,8 +281,23 @@ async def assign_direct(
     burst = BurstWindowRead(ends_at=window_end, extra_left=extra_left) if over else None
     audit_after = found[11] if keyed is not None else None
     return Assignment(
-        row, customer, created=True, burst=burst, audit_after=audit_after, subject_ref=subject_ref
+        row,
+        customer,
+        created=True,
+        burst=burst,
+        audit_after=audit_after,
+        subject_ref=subject_ref,
+        filled=filled(_customer_id, seat_type, held, seats),
     )
+
+
+def filled(customer_id: int, seat_type: str, held: int | None, seats: Any) -> PoolFilled | None:
+    """Whether a created seat took its pool's last one: the function returns the seats its
+    pool holds with it (migration 0025). A seat over the limit (a burst) is past that point."""
+    limit = seats.guests if seat_type == "guest" else seats.limit
+    if held is None or held != limit:
+        return None
+    return PoolFilled(customer_id, "guests" if seat_type == "guest" else "members", limit)
 
 
 def audit_append(

@@ -75,6 +75,15 @@ class WrongSeatModel(Conflict):
 
 
 @dataclass(frozen=True)
+class PoolFilled:
+    """An assignment that took its pool's last seat: seats.limit_reached (seats/filled.py)."""
+
+    customer_id: int
+    pool: str  # members | guests
+    limit: int
+
+
+@dataclass(frozen=True)
 class Assignment:
     seat: Any  # a row of _COLUMNS
     customer: str
@@ -84,6 +93,7 @@ class Assignment:
     # in the same transaction (the keyed fast path: seats/fastpath.py).
     audit_after: str | None = None
     subject_ref: str | None = None  # the subject's pseudonym, the audit record's target
+    filled: PoolFilled | None = None  # this assignment took the last seat of its pool
 
     def read(self) -> SeatRead:
         return read(self.seat, self.customer, burst=self.burst)

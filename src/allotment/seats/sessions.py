@@ -25,6 +25,7 @@ from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.reads import from_row
 from allotment.privacy import pseudonyms
+from allotment.seats.filled import announce_pool_full
 from allotment.seats.schemas import SessionRead
 from allotment.seats.service import WrongSeatModel
 from allotment.usage import lifecycle
@@ -133,6 +134,16 @@ async def open_session(
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(session, ALLOCATIONS.labels("sessions", "granted").inc)
+    if live.live + 1 == seats.limit:  # this session took the last concurrent seat
+        await announce_pool_full(
+            session,
+            customer_id=c,
+            customer_key=customer_key,
+            pool="sessions",
+            limit=seats.limit,
+            subject=subject,
+            now=now,
+        )
     return row
 
 

@@ -1,4 +1,4 @@
-"""The event types a webhook endpoint can subscribe to (docs/webhooks.md, "Event catalog").
+"""The event types a webhook endpoint can subscribe to (docs/webhooks.md, "Event types").
 
 One name per kind of message; an endpoint's `event_types` filter is checked against
 `SUBSCRIBABLE`. `webhook.test` is sent only by `POST /v1/webhook-endpoints/{id}/test`, to
