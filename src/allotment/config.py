@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     webhooks_allow_private: bool = False
     webhooks_timeout_s: float = Field(default=15.0, gt=0, le=300)  # one whole attempt
     # A claimed delivery is held this long; past it another worker may send it again (the
-    # sender was killed). Kept above the timeout, so two workers never send it at once.
+    # sender was killed). Kept at 1.5 × the timeout at least, so two workers never send it at once.
     webhooks_lease_s: float = Field(default=60.0, gt=0)
     # Retries: a random delay in [0, min(cap, base * 2^(attempt-1))] ("full jitter"), until
     # `webhooks_retry_window_s` after the message (or its last manual retry).
@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     webhooks_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
     # The delivery loop wakes on PostgreSQL NOTIFY at commit, and polls this often besides.
     webhooks_poll_s: float = Field(default=1.0, gt=0)
-    # Delivered or failed messages are deleted (with their attempts) after this long.
-    webhooks_retention_s: float = Field(default=30 * 86400.0, gt=0)
+    # Delivered or failed messages are deleted (with their attempts) after this long: a
+    # duration such as `30d`, as the retentions above.
+    webhooks_retention: Retention = timedelta(days=30)
 
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:

@@ -17,7 +17,7 @@ Each job is a short transaction of its own, safe to run in any number of replica
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -73,7 +73,7 @@ async def run_once(
     done.update(await retention.purge(maker, settings, now=now or utcnow(), batch=BATCH))
     async with session_scope(maker, actor="system:alerts", bus=bus) as session:
         done["alerts_fired"] = await deadlines.run(session, now=now or utcnow())
-    before = (now or utcnow()) - timedelta(seconds=settings.webhooks_retention_s)
+    before = (now or utcnow()) - settings.webhooks_retention
     while True:
         async with session_scope(maker) as session:
             purged = await outbox.purge(session, before=before, batch=BATCH)

@@ -26,8 +26,8 @@ ALLOTMENT = str(Path(sys.executable).parent / "allotment")
 # Seconds, not hours: retries within a test's patience; the lease outlasts the timeout.
 FAST = {
     "webhooks_allow_private": True,
-    "webhooks_timeout_s": 1.0,
-    "webhooks_lease_s": 2.0,
+    "webhooks_timeout_s": 3.0,
+    "webhooks_lease_s": 4.0,
     "webhooks_backoff_base_s": 0.2,
     "webhooks_backoff_cap_s": 0.5,
     "webhooks_poll_s": 0.2,
@@ -46,7 +46,7 @@ def fast_env(stores: Stores, **overrides: Any) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def hooks_app(stores: Stores) -> AsyncIterator[Any]:
     application = create_app(stores.settings(**FAST))
     async with application.router.lifespan_context(application):

@@ -10,6 +10,7 @@ import httpx
 
 from allotment.db import session_scope
 from allotment.webhooks import catalog, outbox
+from allotment.webhooks.delivery import DeliveryLoop
 from tests.webhooks.conftest import until
 from tests.webhooks.receiver import Receiver
 
@@ -178,3 +179,25 @@ async def test_metrics_count_deliveries_and_the_queue(api, receiver, hooks_app) 
     assert "allotment_webhook_queue_depth 1.0" in text
     assert 'allotment_webhook_deliveries{state="pending"} 1.0' in text
     assert "allotment_webhook_oldest_due_seconds" in text
+
+
+async def test_a_private_target_is_refused_again_at_delivery(
+    api, receiver, hooks_app, stores
+) -> None:
+    """An endpoint accepted while private targets were allowed is not sent to by a worker
+    that does not allow them: the attempt says why, and it is retried later."""
+    created = await _create(api, receiver)
+    await api.post(f"{BASE}/{created['id']}/test")
+    strict = DeliveryLoop(
+        hooks_app.state.sessionmaker,
+        hooks_app.state.settings.model_copy(update={"webhooks_allow_private": False}),
+        database_url=stores.database_url,
+    )
+    try:
+        assert await strict.drain() == 1
+    finally:
+        await strict.aclose()
+    (delivery,) = (await api.get(f"{BASE}/{created['id']}/deliveries")).json()["items"]
+    assert delivery["state"] == "pending" and delivery["last_status"] is None
+    assert delivery["last_error"].startswith("refused: host '127.0.0.1' resolves to 127.0.0.1")
+    assert receiver.received == []

@@ -41,7 +41,9 @@ from allotment.webhooks.service import secrets_sealer
 log = structlog.get_logger("allotment.webhooks")
 
 USER_AGENT = "Allotment-Webhooks/1"
-LEASE_MARGIN_S = 5.0  # beyond the attempt's timeout: recording the outcome takes a moment
+# A lease outlasts the attempt's timeout by half as much again: recording the outcome takes
+# a moment, and another worker must not claim the delivery meanwhile.
+LEASE_OVER_TIMEOUT = 1.5
 
 _CLAIM = text(
     """
@@ -50,7 +52,7 @@ _CLAIM = text(
     FROM (
         SELECT due.id FROM webhook_deliveries due
         JOIN webhook_endpoints target ON target.id = due.endpoint_id
-        WHERE due.state = 'pending' AND due.next_attempt_at <= :now
+        WHERE due.state = 'pending' AND due.next_attempt_at <= :due_by
           AND (due.lease_until IS NULL OR due.lease_until <= :now)
           AND target.enabled AND (target.slowed_until IS NULL OR target.slowed_until <= :now)
         ORDER BY due.next_attempt_at
@@ -133,7 +135,9 @@ class DeliveryLoop:
         self.database_url = database_url
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
         self.sealer = secrets_sealer(settings)
-        self.lease_s = max(settings.webhooks_lease_s, settings.webhooks_timeout_s + LEASE_MARGIN_S)
+        self.lease_s = max(
+            settings.webhooks_lease_s, settings.webhooks_timeout_s * LEASE_OVER_TIMEOUT
+        )
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(
             follow_redirects=False,
@@ -146,13 +150,15 @@ class DeliveryLoop:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def claim(self, limit: int) -> list[Claimed]:
+    async def claim(self, limit: int, *, due_by: datetime | None = None) -> list[Claimed]:
+        """Up to `limit` deliveries due by `due_by` (default: now), leased to this loop."""
         now = utcnow()
         async with session_scope(self.maker) as session:
             rows = await session.execute(
                 _CLAIM,
                 {
                     "now": now,
+                    "due_by": due_by or now,
                     "lease_until": now + timedelta(seconds=self.lease_s),
                     "owner": self.owner,
                     "limit": limit,
@@ -291,10 +297,12 @@ class DeliveryLoop:
             log.exception("webhook_settle_failed", delivery=item.id)
 
     async def drain(self) -> int:
-        """Send everything due now (as one worker would), then return how many were tried."""
+        """Send everything due now (as one worker would; retries falling due meanwhile are
+        left for later), then return how many were tried."""
         tried = 0
+        started = utcnow()
         while True:
-            claimed = await self.claim(self.settings.webhooks_concurrency)
+            claimed = await self.claim(self.settings.webhooks_concurrency, due_by=started)
             if not claimed:
                 return tried
             await asyncio.gather(*(self.deliver(item) for item in claimed))

@@ -9,7 +9,7 @@ nothing and a committed one wakes the delivery loop at once (webhooks/delivery.p
 loop also polls, so a missed notification only delays a message. The caller commits
 (docs/architecture.md, "The transaction boundary"): `emit` never does.
 
-`purge` (run by the worker) drops settled messages past ALLOTMENT_WEBHOOKS_RETENTION_S.
+`purge` (run by the worker) drops settled messages past ALLOTMENT_WEBHOOKS_RETENTION.
 """
 
 from __future__ import annotations
