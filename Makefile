@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-scale install worker lint typecheck bench clean
+.PHONY: run test test-scale install browser worker lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,22 @@ install: $(INSTALLED)
 run: install
 	$(BIN)/allotment serve --migrate --demo
 
+## The browser tests' Chromium (tests/browser): Debian's package, installed when it is missing
+## and this runs as root with apt-get; otherwise those tests skip and say why. Never fails.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for tests/browser"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: tests/browser will skip"; \
+	  else echo "no $(CHROMIUM) (install Debian's chromium as root): tests/browser will skip"; fi; }
+
 ## The whole suite, in parallel, against embedded servers (or ALLOTMENT_*_URL when set),
 ## but for the scale-out tests, which start servers of their own: `make test-scale`.
-test: install
+test: install browser
 	$(BIN)/python -m pytest -n auto -p no:cacheprovider -m "not scale" $(PYTEST_ARGS)
 
 ## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, and a Redis

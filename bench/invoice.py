@@ -29,8 +29,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -58,8 +61,16 @@ def last_month(now: datetime) -> tuple[datetime, datetime]:
 
 
 def fill(
-    libpq: str, *, customer_id: int, start: datetime, end: datetime, args: argparse.Namespace
+    libpq: str,
+    *,
+    customer_id: int,
+    start: datetime,
+    end: datetime,
+    args: argparse.Namespace,
+    on_time: bool = False,
 ) -> None:
+    """`on_time`: each event is received a second after its `time`, as a live stream arrives
+    (the current month, bench/portal.py), rather than all at the moment of seeding."""
     seconds = int((end - start).total_seconds())
     with psycopg.connect(libpq, autocommit=True) as conn:
         for month in (start, end):
@@ -73,7 +84,9 @@ def fill(
             "INSERT INTO usage_event_ids (source, id, customer_id, time, received_at) "
             "SELECT 'bench', 'e' || g, %(c)s, "
             "%(s)s + make_interval(secs => (g::bigint * %(secs)s / (%(n)s + 1))::int), "
-            "CASE WHEN %(late)s AND g %% 50 = 0 THEN now() + interval '1 hour' ELSE now() END "
+            "CASE WHEN %(late)s AND g %% 50 = 0 THEN now() + interval '1 hour' "
+            "WHEN %(on_time)s THEN %(s)s + make_interval(secs => "
+            "(g::bigint * %(secs)s / (%(n)s + 1))::int + 1) ELSE now() END "
             "FROM generate_series(1, %(n)s) g",
             {
                 "c": customer_id,
@@ -81,6 +94,7 @@ def fill(
                 "secs": seconds,
                 "n": args.events,
                 "late": args.boundaries,
+                "on_time": on_time,
             },
         )
         conn.execute(
@@ -120,16 +134,19 @@ def fill(
         conn.execute("ANALYZE")
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="allotment-bench-invoice-"))
+@asynccontextmanager
+async def in_process(name: str) -> AsyncIterator[tuple[Any, str, str]]:
+    """A fresh database `bench_<name>` in embedded servers under a temp dir, migrated, and
+    the app started in process on it: (app, database URL, an admin key)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"allotment-bench-{name}-"))
     servers = embedded.start(Settings(data_dir=data_dir))
     try:
-        database_url = fresh_database(servers, "bench_invoice")
+        database_url = fresh_database(servers, f"bench_{name}")
         upgrade(database_url)
         settings = Settings(
             database_url=database_url,
             redis_url=servers.redis_url,
-            redis_namespace="bench-invoice",
+            redis_namespace=f"bench-{name}",
             log_level="WARNING",
         )
         app = create_app(settings)
@@ -138,86 +155,91 @@ async def main_async(args: argparse.Namespace) -> None:
                 _, secret = await keys.create(
                     session, name="bench", scopes=["admin"], actor="bench"
                 )
-            headers = {"Authorization": f"Bearer {secret}"}
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", headers=headers, timeout=60
-            ) as client:
-                now = datetime.now(UTC)
-                start, end = last_month(now)
-                policy = await client.post("/v1/policies", json=yaml.safe_load(demo_policy()))
-                version = policy.json()["version"]
-                await client.post(f"/v1/policies/{version}/publish")
-                await client.post("/v1/customers", json={"key": "acme", "name": "Acme"})
-                terms: dict[str, object] = {
-                    "plan": "team",
-                    "kind": "standard",
-                    "starts_at": start.isoformat(),
-                    "seats": {"limit": 400},
-                    "instances": {"limit": 500},
-                }
-                if args.boundaries:
-                    terms["starts_at"] = (
-                        start + timedelta(hours=19, minutes=53, seconds=17)
-                    ).isoformat()
-                    terms["ends_at"] = (end - timedelta(hours=3, minutes=12, seconds=5)).isoformat()
-                contract = (await client.post("/v1/customers/acme/contracts", json=terms)).json()
-                if args.boundaries:
-                    amended = await client.patch(
-                        f"/v1/contracts/{contract['id']}",
-                        json={
-                            "seats": {"limit": 450},
-                            "effective_at": (
-                                start + timedelta(days=14, hours=10, minutes=17, seconds=45)
-                            ).isoformat(),
-                        },
-                        headers={"If-Match": str(contract["revision"])},
-                    )
-                    assert amended.status_code == 200, amended.text
-                libpq = libpq_url(database_url)
-                with psycopg.connect(libpq) as conn:
-                    customer_id = conn.execute(
-                        "SELECT id FROM customers WHERE key = 'acme'"
-                    ).fetchone()[0]
-                began = time.perf_counter()
-                fill(libpq, customer_id=customer_id, start=start, end=end, args=args)
-                print(
-                    f"seeded {args.events:,} events, {args.seats} seat and {args.instances} "
-                    f"instance intervals in {time.perf_counter() - began:.1f} s"
-                )
-                url = f"/v1/contracts/{contract['id']}/invoice-preview"
-                period = start.strftime("%Y-%m")
-                params = {"period": period}
-                if args.boundaries:
-                    params["as_of"] = datetime.now(UTC).replace(microsecond=0).isoformat()
-                first = await client.get(url, params=params)
-                assert first.status_code == 200, first.text
-                timings = []
-                for _ in range(args.runs):
-                    t0 = time.perf_counter()
-                    response = await client.get(url, params=params)
-                    timings.append((time.perf_counter() - t0) * 1000)
-                    assert response.json()["lines"] == first.json()["lines"]
-                timings.sort()
-                p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
-                print(
-                    f"invoice preview, {period}: min {timings[0]:.1f} ms, "
-                    f"p50 {statistics.median(timings):.1f} ms, p99 {p99:.1f} ms, "
-                    f"max {timings[-1]:.1f} ms over {args.runs} runs"
-                )
-                for line in first.json()["lines"]:
-                    print(
-                        f"  {line['code']:<18} {line['quantity']:>14} "
-                        f"{line['unit']:<24} {line['amount']:>12}"
-                    )
-                    if line["code"].startswith("meter:"):
-                        print(
-                            f"    {line['source']['start']} – {line['source']['end']}: "
-                            f"{line['source']['total']} from {line['source']['events']} events"
-                        )
-                print(f"  subtotal {first.json()['subtotal']}")
+            yield app, database_url, secret
     finally:
         servers.stop()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    async with in_process("invoice") as (app, database_url, secret):
+        headers = {"Authorization": f"Bearer {secret}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers, timeout=60
+        ) as client:
+            now = datetime.now(UTC)
+            start, end = last_month(now)
+            policy = await client.post("/v1/policies", json=yaml.safe_load(demo_policy()))
+            version = policy.json()["version"]
+            await client.post(f"/v1/policies/{version}/publish")
+            await client.post("/v1/customers", json={"key": "acme", "name": "Acme"})
+            terms: dict[str, object] = {
+                "plan": "team",
+                "kind": "standard",
+                "starts_at": start.isoformat(),
+                "seats": {"limit": 400},
+                "instances": {"limit": 500},
+            }
+            if args.boundaries:
+                terms["starts_at"] = (
+                    start + timedelta(hours=19, minutes=53, seconds=17)
+                ).isoformat()
+                terms["ends_at"] = (end - timedelta(hours=3, minutes=12, seconds=5)).isoformat()
+            contract = (await client.post("/v1/customers/acme/contracts", json=terms)).json()
+            if args.boundaries:
+                amended = await client.patch(
+                    f"/v1/contracts/{contract['id']}",
+                    json={
+                        "seats": {"limit": 450},
+                        "effective_at": (
+                            start + timedelta(days=14, hours=10, minutes=17, seconds=45)
+                        ).isoformat(),
+                    },
+                    headers={"If-Match": str(contract["revision"])},
+                )
+                assert amended.status_code == 200, amended.text
+            libpq = libpq_url(database_url)
+            with psycopg.connect(libpq) as conn:
+                customer_id = conn.execute(
+                    "SELECT id FROM customers WHERE key = 'acme'"
+                ).fetchone()[0]
+            began = time.perf_counter()
+            fill(libpq, customer_id=customer_id, start=start, end=end, args=args)
+            print(
+                f"seeded {args.events:,} events, {args.seats} seat and {args.instances} "
+                f"instance intervals in {time.perf_counter() - began:.1f} s"
+            )
+            url = f"/v1/contracts/{contract['id']}/invoice-preview"
+            period = start.strftime("%Y-%m")
+            params = {"period": period}
+            if args.boundaries:
+                params["as_of"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+            first = await client.get(url, params=params)
+            assert first.status_code == 200, first.text
+            timings = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                response = await client.get(url, params=params)
+                timings.append((time.perf_counter() - t0) * 1000)
+                assert response.json()["lines"] == first.json()["lines"]
+            timings.sort()
+            p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+            print(
+                f"invoice preview, {period}: min {timings[0]:.1f} ms, "
+                f"p50 {statistics.median(timings):.1f} ms, p99 {p99:.1f} ms, "
+                f"max {timings[-1]:.1f} ms over {args.runs} runs"
+            )
+            for line in first.json()["lines"]:
+                print(
+                    f"  {line['code']:<18} {line['quantity']:>14} "
+                    f"{line['unit']:<24} {line['amount']:>12}"
+                )
+                if line["code"].startswith("meter:"):
+                    print(
+                        f"    {line['source']['start']} – {line['source']['end']}: "
+                        f"{line['source']['total']} from {line['source']['events']} events"
+                    )
+            print(f"  subtotal {first.json()['subtotal']}")
 
 
 def main() -> None:

@@ -56,8 +56,14 @@ from allotment.ofrep import openapi as ofrep_openapi
 from allotment.ofrep.endpoints import router as ofrep_router
 from allotment.ofrep.fastpath import PREFIX as OFREP_PREFIX
 from allotment.ofrep.fastpath import OfrepFastPath, body_refusal
+from allotment.ops import apidocs
 from allotment.ops.endpoints import router as ops_router
 from allotment.policy.endpoints import router as policies_router
+from allotment.portal import pages as portal_pages
+from allotment.portal.endpoints import router as portal_router
+from allotment.privacy.endpoints import router as privacy_router
+from allotment.privacy.pseudonyms import INFO_KEY as PSEUDONYMS
+from allotment.privacy.pseudonyms import from_settings, loggable_path
 from allotment.releases.endpoints import router as releases_router
 from allotment.replica import Replica
 from allotment.seats.endpoints import router as seats_router
@@ -69,6 +75,7 @@ from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
 from allotment.usage.endpoints import router as usage_router
+from allotment.webhooks.endpoints import router as webhooks_router
 
 log = structlog.get_logger("allotment.app")
 
@@ -105,8 +112,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     bus.on_reconnect(principals.clear)
     if replica is not None:
         replica.watch(bus)
-    maker = create_sessionmaker(engine)
-    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
+    # Subjects' pseudonyms (privacy/pseudonyms.py): in every session, the fast paths' state,
+    # the decision log and the access log.
+    pseudonyms = from_settings(settings)
+    maker = create_sessionmaker(engine, info={PSEUDONYMS: pseudonyms})
+    decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate, pseudonyms=pseudonyms)
     snapshots = SnapshotCache(
         maker=maker,
         redis=redis,
@@ -122,6 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.replica = replica
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
+    app.state.pseudonyms = pseudonyms
     app.state.redis = redis
     app.state.bus = bus
     app.state.stream = stream
@@ -305,6 +316,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Centralized entitlements: seats, instances, features, usage and billing.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from the package: ops/apidocs.py
+        redoc_url=None,
         **_NO_OPENTELEMETRY,
     )
     app.state.settings = settings
@@ -326,6 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contracts_router,
         tenants_router,
         seats_router,
+        privacy_router,
         instances_router,
         usage_router,
         billing_router,
@@ -335,15 +349,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts_router,
         signing_router,
         ofrep_router,
+        webhooks_router,
+        portal_router,
+        portal_pages.router,
     )
     for router in routers:
         app.include_router(router)
+    apidocs.install(app)
     _declare_problems(app)
     app.add_middleware(SeatFastPath)  # innermost of ours: after ids, logs and body limits
     app.add_middleware(CheckFastPath)
     app.add_middleware(OfrepFastPath, cors_origins=settings.ofrep_cors_origins)
     app.add_middleware(
-        BodyGuard, max_bytes=settings.max_body_bytes, protocols={OFREP_PREFIX: body_refusal}
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        protocols={OFREP_PREFIX: body_refusal, portal_pages.PREFIX: portal_pages.body_refusal},
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, path_of=loggable_path)
     return app

@@ -205,12 +205,21 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
     "--interval", type=float, default=5.0, show_default=True, help="Seconds between passes."
 )
 @click.option("--once", is_flag=True, help="Run one pass and exit.")
-def worker(interval: float, once: bool) -> None:
-    """Background jobs: the lease reaper (sessions, instances) and idempotency-key purge.
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve this worker's Prometheus metrics (webhook attempts) on this port.",
+)
+def worker(interval: float, once: bool, metrics_port: int | None) -> None:
+    """Background jobs: the lease reaper (sessions, instances), idempotency-key purge, the
+    decision log's and raw usage events' retention (docs/privacy.md), contract alerts and
+    webhook delivery (docs/webhooks.md).
 
     Safe to run as several replicas at once."""
     from allotment import worker as jobs
     from allotment.db import create_engine, create_sessionmaker
+    from allotment.webhooks.delivery import DeliveryLoop
 
     async def loop(database_url: str) -> None:
         settings = get_settings()
@@ -220,11 +229,17 @@ def worker(interval: float, once: bool) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        if metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr=settings.host)
+        webhooks = DeliveryLoop(maker, settings, database_url=database_url)
+        delivering = asyncio.create_task(webhooks.run(stop)) if not once else None
         click.echo("worker started", err=True)
         try:
             while not stop.is_set():
                 try:
-                    done = await jobs.run_once(maker, bus=bus)
+                    done = await jobs.run_once(maker, bus=bus, settings=settings)
                     if bus is not None:
                         with contextlib.suppress(Exception):  # Redis down: TTLs bound it
                             await asyncio.wait_for(bus.flush(), timeout=5)
@@ -233,10 +248,15 @@ def worker(interval: float, once: bool) -> None:
                 except Exception as exc:  # keep running through outages
                     click.echo(f"worker pass failed: {exc}", err=True)
                 if once:
+                    await webhooks.drain()
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
         finally:
+            stop.set()
+            if delivering is not None:
+                await delivering
+            await webhooks.aclose()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _duration(value: Any) -> Any:
+    """`30d`, `72h`, `90m`, `3600s` (or a number of seconds) → a timedelta, at least an hour."""
+    if isinstance(value, str) and value[-1:] in ("s", "m", "h", "d"):
+        from allotment.policy.durations import parse_duration
+
+        value = parse_duration(value.strip())
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=float(value))
+    if isinstance(value, timedelta) and value < timedelta(hours=1):
+        raise ValueError("a retention is at least 1h")
+    return value
+
+
+Retention = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -99,12 +117,46 @@ class Settings(BaseSettings):
     # under a key derived from this secret; unset, one is generated into
     # `<data_dir>/signing-secret` on first use.
     signing_secret: SecretStr | None = None
+    # Subjects' pseudonyms (docs/privacy.md): HMAC-SHA256 under a key derived from this
+    # secret; unset, from the signing secret (above). Changing it changes every pseudonym.
+    pseudonym_secret: SecretStr | None = None
+    # How long the decision log and raw usage events are kept; the worker purges older rows
+    # (usage counters, and so invoices, are kept). A duration such as `30d` or `72h`.
+    decisions_retention: Retention = timedelta(days=30)
+    events_retention: Retention = timedelta(days=400)
     artifact_issuer: str = "allotment"  # the artifacts' `iss`
     # Seconds an artifact still grants access after its `exp` (its `grace_until`), with the
     # warning `grace_period`, where the customer's plan sets no `grace` (docs/artifacts.md).
     artifact_grace_s: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    # The customer portal (docs/portal.md): how long a one-time link may wait to be opened,
+    # and how long the browser session it opens lasts.
+    portal_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    portal_session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     # Sign-off: a publish needs an approval from a second admin key (docs/release-notes.md).
     policy_require_approval: bool = False
+
+    # Webhooks (docs/webhooks.md). Private, loopback and link-local targets are refused unless
+    # this is set (development and tests); checked at creation and again at every delivery.
+    webhooks_allow_private: bool = False
+    webhooks_timeout_s: float = Field(default=15.0, gt=0, le=300)  # one whole attempt
+    # A claimed delivery is held this long; past it another worker may send it again (the
+    # sender was killed). Kept at 1.5 × the timeout at least, so two workers never send it at once.
+    webhooks_lease_s: float = Field(default=60.0, gt=0)
+    # Retries: a random delay in [0, min(cap, base * 2^(attempt-1))] ("full jitter"), until
+    # `webhooks_retry_window_s` after the message (or its last manual retry).
+    webhooks_backoff_base_s: float = Field(default=5.0, gt=0)
+    webhooks_backoff_cap_s: float = Field(default=7200.0, gt=0)
+    webhooks_retry_window_s: float = Field(default=86400.0, gt=0)
+    # A 429/502/504 without Retry-After holds the endpoint back this long (Retry-After is
+    # honoured up to an hour).
+    webhooks_slow_s: float = Field(default=60.0, ge=0)
+    webhooks_rotation_overlap_s: int = Field(default=86400, ge=0)  # both secrets sign
+    webhooks_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
+    # The delivery loop wakes on PostgreSQL NOTIFY at commit, and polls this often besides.
+    webhooks_poll_s: float = Field(default=1.0, gt=0)
+    # Delivered or failed messages are deleted (with their attempts) after this long: a
+    # duration such as `30d`, as the retentions above.
+    webhooks_retention: Retention = timedelta(days=30)
 
     @property
     def redis_cluster_seeds(self) -> list[str]:

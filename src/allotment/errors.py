@@ -345,7 +345,10 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_exception", path=request.url.path)
+        from allotment.privacy.pseudonyms import loggable_path  # it imports this module
+
+        # A subject in the path is logged by pseudonym, as the access log does.
+        log.exception("unhandled_exception", path=loggable_path(request.scope))
         request_id = _request_id(request)
         # This handler answers from outside the request middleware, so it adds the header.
         return problem_response(

@@ -15,7 +15,9 @@ tests — gets the same hooks). docs/architecture.md, "Wiring", lists them.
                                contracts/convert.convert       puts members under the limit
                                                                ends the burst episode
     pointer_move_hooks()       policy/service.publish,         releases: the release notes
-                               policy/service.rollback         of the move
+                               policy/service.rollback         of the move; alerts: a
+                                                               publish's policy.published,
+                                                               with those notes
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def amendment_effects() -> tuple[AmendmentEffect, ...]:
 
 @cache
 def pointer_move_hooks() -> tuple[PointerMoveHook, ...]:
+    from allotment.alerts.published import announce_published
     from allotment.releases.service import record
 
-    return (record,)
+    return (record, announce_published)  # in this order: the event carries the notes

@@ -358,6 +358,10 @@ async def test_the_invoice_is_the_one_worked_in_the_doc(
         assert sources["seats_overage"]["held"] == "28"
         assert sources["instance_licences_overage"]["held"] == "5"
         assert sources["discount:educational"]["reason"] == "university site licence"
+        assert sources["addon:maintenance"]["base"] == {
+            "one_time:designer_licence": "75000.00",
+            "one_time:server_licence": "48000.00",
+        }
 
 
 async def test_a_contract_from_the_12th_pays_for_the_load_test(
@@ -392,12 +396,12 @@ async def test_credits_that_apply_to_the_minimum_pay_the_true_up_too(
     assert invoice["lines"][-1]["source"]["balance_after"] == "225.00"
 
 
-async def test_a_percentage_of_an_annual_addon_is_refused_with_its_path(
+async def test_a_monthly_percentage_of_an_annual_addon_is_refused_with_its_path(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """Found while writing the cookbook (its section "What the models approximate", 4):
-    maintenance as 20 % of a licence sold as a yearly add-on. A yearly add-on's line is
-    priced after the percentages, which would count nothing of it: the policy is refused."""
+    """Found while writing the cookbook: a monthly percentage of a yearly add-on's line would
+    count nothing in the months it is not due; it is refused, and the message says to make
+    the percentage yearly (as the on-premises model's maintenance is)."""
     document = {
         "currency": "USD",
         "plans": {"site": {"price": {"base": "0"}}},
@@ -411,3 +415,19 @@ async def test_a_percentage_of_an_annual_addon_is_refused_with_its_path(
     errors = created.json()["errors"]
     assert [e["path"] for e in errors] == ["addons.maintenance.of[0]"]
     assert "billed yearly" in errors[0]["message"]
+    assert "interval: year" in errors[0]["message"]
+
+
+async def test_a_licence_per_bought_seat_needs_the_contract_to_say_how_many(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await _publish(client, admin, "onprem_licence")
+    await create_customer(client, admin, key="acme")
+    response = await client.post(
+        "/v1/customers/acme/contracts",
+        json={"plan": "site", "starts_at": iso(NOV), "quantities": {"instances": 4}},
+        headers=admin,
+    )
+    assert response.status_code == 422, response.text
+    errors = {e["path"]: e["message"] for e in response.json()["errors"]}
+    assert "price.one_time_per.designer_licence" in errors["quantities.seats"]

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from allotment.db import session_scope
 from tests.factories.auth import create_key
-from tests.factories.contracts import create_contract, iso
+from tests.factories.contracts import create_contract, error_paths, iso
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
 from tests.factories.seats import assign, register
@@ -111,8 +111,10 @@ async def test_period_rules(
     url = f"/v1/contracts/{contract['id']}/invoice-preview"
     future = await client.get(url, params={"period": "2099-01"}, headers=finance)
     assert future.status_code == 422 and future.json()["errors"][0]["path"] == "period"
-    bad = await client.get(url, params={"period": "2026-13"}, headers=finance)
-    assert bad.status_code == 422
+    # Every bad period at the same path, whether it is no month or not written YYYY-MM.
+    for wrong in ("2026-13", "2026-1", "november"):
+        bad = await client.get(url, params={"period": wrong}, headers=finance)
+        assert bad.status_code == 422 and error_paths(bad) == ["period"], bad.text
     missing = await client.get(
         "/v1/contracts/ctr_nope/invoice-preview", params={"period": "2026-10"}, headers=finance
     )

@@ -107,6 +107,11 @@ def test_the_exact_average_is_priced_not_its_rounded_display() -> None:
     assert lines["meter:storage_gb"].amount == Decimal("0.00")
 
 
+def test_an_average_is_shown_to_6_decimals_like_every_quantity() -> None:
+    line = priced({"storage_gb": Fraction(1, 6)}, segment("cheap"))["meter:storage_gb"]
+    assert line.quantity == Decimal("0.166667") and line.source["total"] == "0.166667"
+
+
 def test_a_level_over_part_of_the_month_is_prorated_like_a_fee() -> None:
     # Team for the first ten days, cheap for the rest: each group's own average, priced for
     # its share of the month. Team: (20 − 0.5) × 0.10 × 10/30 = 0.65.

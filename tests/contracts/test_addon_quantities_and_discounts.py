@@ -4,10 +4,13 @@ standard contract's discount carries its reason, audited and amended by revision
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import httpx
 
+from tests.artifacts.helpers import artifact
 from tests.factories.contracts import create_contract, error_paths
 
 
@@ -148,3 +151,20 @@ async def test_a_trial_converts_with_addon_quantities_and_a_negotiated_discount(
     assert paid["kind"] == "standard" and paid["addon_quantities"] == {"audit_pack": 2}
     assert paid["discount_percent"] == "15.00"
     assert paid["discount_reason"] == "converted in the launch month"
+
+
+async def test_entitlements_and_the_artifact_show_the_bought_quantities(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str
+) -> None:
+    await create_contract(
+        client, admin, addons=["audit_pack", {"name": "priority_support", "quantity": 3}]
+    )
+    response = await client.get("/v1/customers/acme/entitlements", headers=admin)
+    assert response.status_code == 200, response.text
+    contract = response.json()["contract"]
+    assert contract["addons"] == ["audit_pack", "priority_support"]
+    assert contract["addon_quantities"] == {"audit_pack": 1, "priority_support": 3}
+    assert contract["quantities"] is None  # no seats or instance licences bought
+    token = await artifact(client, admin)
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["contract"]["addon_quantities"] == {"audit_pack": 1, "priority_support": 3}

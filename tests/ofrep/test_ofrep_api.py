@@ -314,7 +314,8 @@ async def test_ofrep_decisions_are_logged_and_counted_as_checks_are(
     await app.state.checker.decisions.flush()
     logged = (await client.get("/v1/decisions", params=ACME, headers=finance)).json()["items"]
     (record,) = [r for r in logged if r["decision_id"] == denied["metadata"]["decision_id"]]
-    assert record["feature"] == "sso" and record["subject"] == "ann"
+    ann = app.state.pseudonyms.of(ACME["customer"], "ann")  # logged by pseudonym
+    assert record["feature"] == "sso" and record["subject"] == ann
     assert record["reason"] == "feature_not_in_plan" and record["allowed"] is False
     denials = sample("allotment_decisions_total", allowed="false", reason="feature_not_in_plan")
     assert denials == before_denials + 1

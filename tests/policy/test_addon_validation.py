@@ -148,7 +148,7 @@ def _with(**addon: Any) -> dict[str, Any]:
         ({"per_seat": {"unit": "1.234"}}, "addons.probe.per_seat.unit", ("USD allows at most 2",)),
         ({"per_seat": {}}, "addons.probe.per_seat.unit", ("required",)),
         (
-            {"per_instance": {"unit": "1.00", "basis": "p95"}},
+            {"per_instance": {"unit": "1.00", "basis": "p90"}},
             "addons.probe.per_instance.basis",
             ("must be",),
         ),

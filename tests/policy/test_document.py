@@ -22,6 +22,7 @@ def test_json_schema_describes_every_section_and_forbids_unknown_keys() -> None:
         "plans",
         "addons",
         "rules",
+        "alerts",
     }
     assert schema["required"] == ["currency"]
     assert schema["additionalProperties"] is False

@@ -92,7 +92,7 @@ def test_an_integral_decimal_is_the_integer_in_the_canonical_form() -> None:
     ("value", "words"),
     [
         (0.5, ['quoted, as "0.5"']),
-        ("-1", ["not a number"]),
+        ("-1", ["at least 0", "not -1"]),
         ("0.1234567", ["more than 6 decimal places"]),
         ("1000000000000001", ["at most 1000000000000000"]),
         (True, ["integer or a quoted decimal"]),

@@ -57,15 +57,17 @@ async def test_a_known_customer_is_served_without_the_route_and_fully_recorded(
     bob = await assign(client, backend, "bob")
     assert bob.status_code == 201, bob.text
     assert route.subjects == ["ann"]  # bob never reached the route
-    # The same three records the general path writes, in the same transaction.
+    # The same three records the general path writes, in the same transaction; the audit
+    # record and the event name bob by pseudonym (docs/privacy.md).
+    ref = app.state.pseudonyms.of("acme", "bob")
     audit = await rows(
         app, "SELECT actor, action, target_key, after FROM audit_log WHERE target_key = :k",
-        k="acme/bob",
+        k=f"acme/{ref}",
     )  # fmt: skip
-    assert [(a.action, a.target_key) for a in audit] == [("seat.assigned", "acme/bob")]
+    assert [(a.action, a.target_key) for a in audit] == [("seat.assigned", f"acme/{ref}")]
     assert audit[0].after["id"] == bob.json()["id"] and audit[0].after["since"].endswith("Z")
     events = await rows(
-        app, "SELECT type, data FROM usage_events WHERE data->>'subject' = 'bob'"
+        app, "SELECT type, data FROM usage_events WHERE data->>'subject' = :s", s=ref
     )  # fmt: skip
     assert [e.type for e in events] == ["allotment.seat.assigned"]
     assert events[0].data == audit[0].after
@@ -187,7 +189,8 @@ async def test_idempotency_keys_on_the_fast_path(
     assert route.subjects == ["ann"]
     stored = await rows(app, "SELECT status, body FROM idempotency_keys WHERE key = 'k1'")
     assert [(r.status, bytes(r.body)) for r in stored] == [(201, first.content)]
-    audited = await rows(app, "SELECT id FROM audit_log WHERE target_key = 'acme/kay'")
+    kay = f"acme/{app.state.pseudonyms.of('acme', 'kay')}"  # audited by pseudonym
+    audited = await rows(app, "SELECT id FROM audit_log WHERE target_key = :k", k=kay)
     assert len(audited) == 1
     # The same key for another request: 422, nothing assigned.
     other = await client.post(seats, json={"subject": "ivy"}, headers=_keyed("k1", backend))
@@ -219,7 +222,8 @@ async def test_idempotency_keys_on_the_fast_path(
     # The keyed path appends the audit record in the committing query: the chain holds.
     audited = await rows(app, "SELECT target_key FROM audit_log WHERE action = 'seat.assigned'")
     assert sorted(a.target_key for a in audited) == sorted(
-        f"acme/{s}" for s in ["ann", "kay", "late", *(f"u{n}" for n in range(10))]
+        f"acme/{app.state.pseudonyms.of('acme', s)}"
+        for s in ["ann", "kay", "late", *(f"u{n}" for n in range(10))]
     )
     verified = await client.get("/v1/audit/verify", headers=finance)
     assert verified.json()["ok"] is True, verified.text

@@ -58,7 +58,9 @@ async def test_changes_emit_lifecycle_events(
     ]
     assert events[0].customer is None and events[0].data["version"] == 1
     assert all(e.customer == "acme" for e in events[1:])
-    assert events[2].data["subject"] == "ann" and events[4].data["fingerprint"] == "host-1"
+    ann = app.state.pseudonyms.of("acme", "ann")  # events name subjects by pseudonym
+    assert events[2].data["subject"] == ann and events[3].data["subject"] == ann
+    assert events[4].data["fingerprint"] == "host-1"
     assert events[6].data["revision"] == 2
 
 

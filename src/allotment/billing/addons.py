@@ -26,10 +26,19 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol
 
 from allotment.billing.levels import json_units, level_terms
-from allotment.billing.measure import QUANTITY_PLACES, ZERO, days, decimal, steps, text
+from allotment.billing.measure import (
+    QUANTITY_PLACES,
+    ZERO,
+    days,
+    decimal,
+    hourly_percentile,
+    shown_places,
+    steps,
+    text,
+)
 from allotment.contracts.addons import total
-from allotment.policy.catalog import Addon, MeterPrice, Plan, Raises, SeatBasis
-from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
+from allotment.policy.catalog import Addon, AddonBasis, MeterPrice, Plan, Raises
+from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 if TYPE_CHECKING:
     from allotment.billing.priced import Interval, Line, PricingInput, Segment
@@ -99,7 +108,9 @@ def lines(pricer: GroupPricer, priced: Sequence[Line]) -> list[Line | None]:
     out.extend(
         _percent(pricer, addon, before)
         for addon, _ in pairs
-        if addon.pricing is not None and addon.pricing.kind == "percent"
+        if addon.pricing is not None
+        and addon.pricing.kind == "percent"
+        and addon.interval == "month"  # a yearly percentage: billing/annual.py
     )
     return out
 
@@ -144,7 +155,7 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
         noun = "seat"
         intervals: Sequence[Interval] = pricer.data.seats
         seat_price = pricer.plan.price.seat
-        basis: SeatBasis = pricing.basis or (seat_price.basis if seat_price else "peak")
+        basis: AddonBasis = pricing.basis or (seat_price.basis if seat_price else "peak")
         bought = pricer.terms.contracted_seats
     else:
         noun = "instance"
@@ -159,6 +170,8 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
         held = Fraction(pieces[-1][1])
     elif basis == "average":
         held = sum((length * h for length, h in pieces), ZERO) / pricer.seconds
+    elif basis in ("p95", "p99"):
+        held = Fraction(hourly_percentile(intervals, *pricer.span, int(basis[1:])))
     else:  # contracted: what was bought, or the peak held above it (bought + overage)
         held = max(Fraction(bought or 0), peak)
     billed = held * quantity
@@ -191,7 +204,7 @@ def _unit(pricer: GroupPricer, addon: Addon, raised: Raises) -> Line | None:
     used = max(ZERO, exact)
     included = raised.included.get(pricing.meter, 0)
     quantity = max(ZERO, used - Fraction(included))
-    places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+    places = shown_places(measured)
     # A level (an average, a percentile) is priced per month, as the plan's meter lines are.
     level = level_terms(measured.level, pricer.fee_fraction, pricer.fee_days)
     return pricer.line(

@@ -26,6 +26,7 @@ once, round(f(year's total)).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +41,7 @@ from allotment.billing.measure import QUANTITY_PLACES, ZERO, decimal, money, tex
 from allotment.billing.tiers import meter_priced
 from allotment.contracts.years import contract_year, pieces
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import MeterPrice
+from allotment.policy.catalog import Addon, MeterPrice
 from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 if TYPE_CHECKING:
@@ -100,8 +101,11 @@ def annual_fee(
     end: datetime,
     starts_at: datetime,
     source: Mapping[str, Any] | None = None,
+    quantity: Fraction = Fraction(1),
+    unit: str = "year",
+    places: int = QUANTITY_PLACES,
 ) -> list[Draft]:
-    """The year's `price`, once for each due instant in [start, end)."""
+    """The year's `price` × `quantity`, once for each due instant in [start, end)."""
     drafts = []
     for due in dues:
         if not start <= due < end:
@@ -112,10 +116,11 @@ def annual_fee(
                 code=code,
                 description=f"{label}, annual fee for contract year {year.number} "
                 f"({isoformat(year.start)} to {isoformat(year.end)})",
-                quantity=Fraction(1),
-                unit="year",
+                quantity=quantity,
+                unit=unit,
                 unit_price=price,
-                amount=Fraction(price),
+                amount=Fraction(price) * quantity,
+                places=places,
                 source={
                     **(source or {}),
                     "interval": "year",
@@ -235,23 +240,111 @@ def group_drafts(
                 )
             )
     fees = []
-    quantities = dict(terms.addon_quantities)  # bought more than once (docs/contracts.md)
-    for addon in sorted(terms.addons, key=lambda a: a.name):
-        if addon.interval == "year":
-            quantity = quantities.get(addon.name, 1)
+    bought = {"seats": terms.contracted_seats, "instances": terms.contracted_instances}
+    for addon, quantity in _yearly_addons(terms):
+        if addon.pricing is not None:  # a yearly percentage
             fees.extend(
-                annual_fee(
-                    f"addon:{addon.name}",
-                    f"add-on {addon.name}" + (f" × {quantity}" if quantity != 1 else ""),
-                    addon.price * quantity,
-                    dues.addons.get(addon.name, ()),
-                    start=start,
-                    end=fee_end,
-                    starts_at=starts_at,
-                    source={"addon": addon.name, "quantity": quantity},
-                )
+                _yearly_percent(addon, terms, bought, dues, start, fee_end, starts_at, data)
             )
+            continue
+        units = quantity * (bought.get(addon.per) or 0) if addon.per else 1
+        noun = f" × {units} {addon.per}" if addon.per else ""
+        fees.extend(
+            annual_fee(
+                f"addon:{addon.name}",
+                f"add-on {addon.name}" + (f" × {quantity}" if quantity != 1 else "") + noun,
+                addon.price * (1 if addon.per else quantity),
+                dues.addons.get(addon.name, ()),
+                start=start,
+                end=fee_end,
+                starts_at=starts_at,
+                quantity=Fraction(units),
+                unit=f"{addon.per[:-1]}-year" if addon.per else "year",
+                source={
+                    "addon": addon.name,
+                    "quantity": quantity,
+                    **({"per": addon.per} if addon.per else {}),
+                },
+            )
+        )
     return AnnualDrafts(base, yearly, fees)
+
+
+def _yearly_addons(segment: Segment) -> list[tuple[Addon, int]]:
+    """The segment's yearly add-ons by name, each with the quantity bought."""
+    quantities = dict(segment.addon_quantities)  # bought more than once (docs/contracts.md)
+    return [
+        (addon, quantities.get(addon.name, 1))
+        for addon in sorted(segment.addons, key=lambda a: a.name)
+        if addon.interval == "year"
+    ]
+
+
+def yearly_base(segment: Segment, codes: Sequence[str]) -> dict[str, Fraction]:
+    """What each named yearly or one-time line charges in full when it falls due, on the
+    segment's terms: `one_time:<fee>` the plan's fee (× the quantity it is per), `addon:<a>`
+    a bought yearly add-on's fee (× its quantity, × the quantity it is per). A code the
+    segment has no such line for is left out."""
+    price = segment.plan.price
+    bought = {"seats": segment.contracted_seats, "instances": segment.contracted_instances}
+    found: dict[str, Fraction] = {}
+    yearly = {addon.name: (addon, q) for addon, q in _yearly_addons(segment)}
+    for code in codes:
+        kind, _, name = code.partition(":")
+        if kind == "one_time" and name in price.one_time:
+            per = price.one_time_per.get(name)
+            units = 1 if per is None else bought.get(per) or 0
+            found[code] = Fraction(price.one_time[name]) * units
+        elif kind == "addon" and name in yearly and yearly[name][0].pricing is None:
+            addon, quantity = yearly[name]
+            units = quantity * (bought.get(addon.per) or 0) if addon.per else quantity
+            found[code] = Fraction(addon.price) * units
+    return found
+
+
+def _yearly_percent(
+    addon: Addon,
+    terms: Segment,
+    bought: Mapping[str, int | None],
+    dues: Dues,
+    start: datetime,
+    end: datetime,
+    starts_at: datetime,
+    data: PricingInput,
+) -> list[Draft]:
+    """A yearly percentage: due as a yearly fee is, of the full price of the named lines."""
+    pricing = addon.pricing
+    assert pricing is not None and pricing.kind == "percent"
+    named = yearly_base(terms, pricing.of)
+    base = sum(named.values(), ZERO)
+    rate = Fraction(pricing.unit) / 100
+    return [
+        dataclasses.replace(draft, unit_price=decimal(rate, RATE_MAX_PLACES), amount=base * rate)
+        for draft in annual_fee(
+            f"addon:{addon.name}",
+            f"add-on {addon.name}, {format_amount(pricing.unit)}% a year of "
+            + (", ".join(named) or "no line"),
+            Decimal(0),
+            dues.addons.get(addon.name, ()),
+            start=start,
+            end=end,
+            starts_at=starts_at,
+            quantity=base,
+            unit=data.currency,
+            places=data.minor_digits,
+            source={
+                "addon": addon.name,
+                "quantity": 1,
+                "percent": format_amount(pricing.unit),
+                "of": list(pricing.of),
+                "lines": list(named),
+                "base": {
+                    code: format_amount(money(amount, data.minor_digits))
+                    for code, amount in named.items()
+                },
+            },
+        )
+    ]
 
 
 def _measure(data: PricingInput, name: str, start: datetime, end: datetime) -> Fraction:

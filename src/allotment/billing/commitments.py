@@ -3,7 +3,8 @@
 
     commitment_lines(price, fraction, lines, ...)    → [Draft]  both below, for one group
     minimum_line(minimum, fraction, committed, ...)  → Draft    max(0, minimum × fraction − Σ)
-    one_time_lines(fees, due, start, end)            → [Draft]  when `due` falls in [start, end)
+    one_time_lines(price, due, start, end, bought=)  → [Draft]  when `due` falls in [start, end):
+                                                       each fee once, or × the quantity bought
     plan_starts(revisions, starts_at, ends_at)       → {plan: instant}  when each plan's
                                                        one-time fees fall due for a contract
 
@@ -15,6 +16,7 @@ it covers every positive line above it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -22,11 +24,13 @@ from typing import Protocol
 
 from allotment.billing.drafts import Draft
 from allotment.billing.measure import ZERO, money, text
+from allotment.contracts.years import ContractYear
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Price
 from allotment.policy.money import format_amount
 
 UNPAID_KINDS = frozenset({"trial"})  # a trial's time never starts a plan's one-time fees
+Bought = Mapping[str, int | None]  # a contract's quantities: seats, instances
 
 
 class Charged(Protocol):
@@ -48,10 +52,20 @@ def commitment_lines(
     end: datetime,
     currency: str,
     minor_digits: int,
+    bought: Bought,
+    year: YearToDate | None = None,
 ) -> list[Draft]:
-    """The group's `minimum` true-up over the `committed` lines, then its one-time fees."""
+    """The group's `minimum` true-up over the `committed` lines (a yearly minimum's over
+    the contract year's, `year`), then its one-time fees."""
     drafts = []
-    if price.minimum is not None:
+    if price.minimum is not None and price.minimum_period == "year":
+        if year is not None:
+            drafts.append(
+                yearly_minimum_line(
+                    price.minimum, year, currency=currency, minor_digits=minor_digits
+                )
+            )
+    elif price.minimum is not None:
         drafts.append(
             minimum_line(
                 price.minimum,
@@ -61,7 +75,7 @@ def commitment_lines(
                 minor_digits=minor_digits,
             )
         )
-    drafts.extend(one_time_lines(price.one_time, due, start, end))
+    drafts.extend(one_time_lines(price, due, start, end, bought=bought))
     return drafts
 
 
@@ -98,24 +112,75 @@ def minimum_line(
     )
 
 
+@dataclass(frozen=True)
+class YearToDate:
+    """A yearly minimum's contract year as of one group: what the year committed up to and
+    including the group (its lines before `minimum`, as rounded), and whether the year's
+    true-up falls in the group (the year, or the contract, ends within it)."""
+
+    year: ContractYear
+    due: datetime  # the year's end, or the contract's when sooner
+    committed: Fraction
+    ends: bool
+
+
+def yearly_minimum_line(
+    minimum: Decimal, year: YearToDate, *, currency: str, minor_digits: int
+) -> Draft:
+    """The contract year's true-up, max(0, minimum − the year's committed lines), in the
+    group the year ends in; in the year's other groups a 0.00 line that shows where the year
+    stands (committed to date, and what is left of the minimum)."""
+    left = max(ZERO, Fraction(minimum) - year.committed)
+    shortfall = left if year.ends else ZERO
+    return Draft(
+        code="minimum",
+        description=f"minimum spend {format_amount(minimum)} for contract year "
+        f"{year.year.number}: {format_amount(money(year.committed, minor_digits))} billed "
+        + ("in the year" if year.ends else f"so far, true-up at {isoformat(year.due)}"),
+        quantity=shortfall,
+        unit=currency,
+        unit_price=Decimal(1),
+        amount=shortfall,
+        places=minor_digits,
+        source={
+            "minimum": format_amount(minimum),
+            "period": "year",
+            "contract_year": year.year.number,
+            "year_start": isoformat(year.year.start),
+            "year_end": isoformat(year.year.end),
+            "due": isoformat(year.due),
+            "committed_to_date": format_amount(money(year.committed, minor_digits)),
+            "remaining": format_amount(money(left, minor_digits)),
+            "trued_up": year.ends,
+        },
+    )
+
+
 def one_time_lines(
-    fees: Mapping[str, Decimal], due: datetime | None, start: datetime, end: datetime
+    price: Price, due: datetime | None, start: datetime, end: datetime, *, bought: Bought
 ) -> list[Draft]:
-    """Each one-time fee, in name order, when the plan's fees fall `due` within [start, end)."""
+    """Each one-time fee, in name order, when the plan's fees fall `due` within [start, end):
+    once, or once per unit `bought` of the quantity `price.one_time_per` names."""
     if due is None or not start <= due < end:
         return []
-    return [
-        Draft(
-            code=f"one_time:{name}",
-            description=f"one-time fee {name}",
-            quantity=Fraction(1),
-            unit="one-time",
-            unit_price=fees[name],
-            amount=Fraction(fees[name]),
-            source={"fee": name, "due": isoformat(due)},
+    drafts = []
+    for name in sorted(price.one_time):
+        fee = price.one_time[name]
+        per = price.one_time_per.get(name)
+        quantity = 1 if per is None else bought.get(per) or 0
+        drafts.append(
+            Draft(
+                code=f"one_time:{name}",
+                description=f"one-time fee {name}"
+                + ("" if per is None else f", per {per[:-1]} bought ({quantity})"),
+                quantity=Fraction(quantity),
+                unit="one-time" if per is None else per[:-1],
+                unit_price=fee,
+                amount=Fraction(fee) * quantity,
+                source={"fee": name, "due": isoformat(due), **({"per": per} if per else {})},
+            )
         )
-        for name in sorted(fees)
-    ]
+    return drafts
 
 
 def plan_starts(

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,10 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.billing.annual import Dues, annual_dues
 from allotment.billing.commitments import plan_starts
 from allotment.billing.priced import Interval, MeterTotal, PricingInput, Segment
+from allotment.billing.pricing import price
 from allotment.contracts import history as contracts_history
 from allotment.contracts.limits import seat_limits
 from allotment.contracts.terms import Terms
-from allotment.contracts.years import contract_year
+from allotment.contracts.years import contract_year, pieces
 from allotment.errors import NotFound, ValidationFailed
 from allotment.instances import history as instances_history
 from allotment.kit.clock import in_utc, isoformat
@@ -100,6 +101,8 @@ class Gathered:
     terms: dict[int, Terms]  # by revision, for reconciliation
     # Parts of the contract's active time no policy version could price: (start, end, why).
     unpriced: tuple[tuple[datetime, datetime, str], ...] = ()
+    # A yearly minimum: what each contract year the month touches committed before it.
+    committed_before: Mapping[int, Decimal] = dataclasses.field(default_factory=dict)
 
     def pricing_input(self) -> PricingInput:
         return PricingInput(
@@ -111,6 +114,7 @@ class Gathered:
             seats=self.seats,
             instances=self.instances,
             meters=self.meters(),
+            committed_before=self.committed_before,
         )
 
     def meters(self) -> Callable[[datetime, datetime, str], MeterTotal]:
@@ -203,10 +207,12 @@ async def gather(
     end: datetime,
     as_of: datetime,
     override: tuple[int, Catalog] | None = None,
+    year_to_date: bool = True,
 ) -> Gathered:
     """Everything the month's invoice is computed from, as known at `as_of`. `override`
     prices every unpinned segment with that (version, catalog) instead (the policy dry-run's
-    estimate)."""
+    estimate). Under a yearly minimum, the months of the contract year before this one are
+    gathered and priced too, unless `year_to_date` is false (`_committed_before`)."""
     revisions = await contracts_history.revisions(session, contract.id, as_of=as_of)
     terms = {r.revision: Terms.from_json(r.terms) for r in revisions}
     activations = list(await policies.activations(session, as_of=as_of))
@@ -228,9 +234,11 @@ async def gather(
     dues = Dues()  # when annual fees fall due (billing/annual.py)
     chosen: str | None = None  # the contract's currency; None: its catalog's
     contract_start: datetime | None = None
+    contract_end: datetime | None = None
     if revisions:
         latest = terms[revisions[-1].revision]  # its term bounds are the contract's own
         chosen, contract_start = latest.currency, latest.starts_at
+        contract_end = latest.ends_at
         window_start = max(start, latest.starts_at)
         term_end = min(end, latest.ends_at or end)
         window_end = min(as_of, term_end)
@@ -337,6 +345,7 @@ async def gather(
                     contracted_seats=bought.seats if bought is not None else None,
                     contracted_instances=bought.instances if bought is not None else None,
                     contract_start=contract_start,
+                    contract_end=contract_end,
                     dues=dues,
                 )
             )
@@ -376,7 +385,7 @@ async def gather(
         # not only up to as_of (use after as_of is late too).
         report=(window_start, max(window_start, term_end)),
     )
-    return Gathered(
+    gathered = Gathered(
         contract=contract,
         period_start=start,
         period_end=end,
@@ -398,6 +407,56 @@ async def gather(
         terms=terms,
         unpriced=tuple(unpriced),
     )
+    if not year_to_date or contract_start is None:
+        return gathered
+    committed = await _committed_before(
+        session,
+        contract=contract,
+        segments=segments,
+        contract_start=contract_start,
+        start=start,
+        as_of=as_of,
+        override=override,
+    )
+    return dataclasses.replace(gathered, committed_before=committed)
+
+
+async def _committed_before(
+    session: AsyncSession,
+    *,
+    contract: ContractRow,
+    segments: Sequence[Segment],
+    contract_start: datetime,
+    start: datetime,
+    as_of: datetime,
+    override: tuple[int, Catalog] | None,
+) -> dict[int, Decimal]:
+    """For each contract year a yearly minimum's segment of the month lies in, what the
+    year's months before this one committed (docs/billing.md, "minimum"): each such month
+    gathered and priced as its own preview, as known at `as_of`. At most 11 months a year."""
+    yearly = [s for s in segments if s.plan.price.minimum_period == "year"]
+    years = {year for s in yearly for year, _, _ in pieces(contract_start, s.start, s.end)}
+    committed: dict[int, Decimal] = {}
+    for year in sorted(years, key=lambda y: y.number):
+        committed[year.number] = Decimal(0)
+        month = max(year.start, contract_start).replace(
+            day=1, hour=0, minute=0, second=0, microsecond=0
+        )
+        while month < start:
+            following = (month + timedelta(days=32)).replace(day=1)
+            earlier = await gather(
+                session,
+                contract=contract,
+                start=month,
+                end=following,
+                as_of=as_of,
+                override=override,
+                year_to_date=False,
+            )
+            priced = price(earlier.pricing_input())
+            committed[year.number] += priced.committed.get(year.number, Decimal(0))
+            month = following
+    return committed
 
 
 def _in_currency(

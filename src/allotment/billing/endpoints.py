@@ -19,8 +19,14 @@ from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["billing"])
 
 Finance = Annotated[Principal, require("finance")]
+# Checked by data.period (not by a Query pattern), so every bad period is reported at the
+# same path, `period`, as `as_of` is at `as_of`; the pattern stays in the OpenAPI schema.
 Period = Annotated[
-    str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="A calendar month, YYYY-MM.")
+    str,
+    Query(
+        description="A calendar month, YYYY-MM.",
+        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}$"},
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 AsOf = Annotated[
@@ -108,6 +114,8 @@ async def reconciliation(
     contract_id: str, period: Period, principal: Finance, session: SessionDep
 ) -> ReconciliationRead:
     """What was enforced against what the contract allows, with each discrepancy."""
+    # The primary, not the replica (ReadSessionDep): a discrepancy found here is announced,
+    # once, by a write (reconciliation.discrepancy, docs/webhooks.md).
     return await billing.reconcile_contract(
         session, contract_id=contract_id, period=period, now=utcnow()
     )

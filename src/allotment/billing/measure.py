@@ -8,13 +8,16 @@ money / decimal / text / days  rounding half-even, for amounts and shown quantit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from allotment.policy.money import format_amount
+from allotment.policy.money import decimal_places, format_amount
+
+if TYPE_CHECKING:
+    from allotment.billing.priced import MeterTotal
 
 QUANTITY_PLACES = 6
 SECONDS_PER_DAY = 86_400
@@ -96,3 +99,38 @@ def text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
 
 def days(days: Fraction) -> str:
     return text(days, 2)
+
+
+def shown_places(measured: MeterTotal) -> int:
+    """The decimals a meter line shows: QUANTITY_PLACES, or more for a sum of decimals that
+    needs them (exact); an average (known exactly, shown rounded) QUANTITY_PLACES."""
+    if measured.exact is not None:
+        return QUANTITY_PLACES
+    return max(QUANTITY_PLACES, decimal_places(measured.quantity))
+
+
+def min_places(value: Decimal, places: int) -> Decimal:
+    """`value` with at least `places` decimals (22 → 22.00; 0.008 stays 0.008)."""
+    if value.as_tuple().exponent >= -places:  # type: ignore[operator]
+        return value.quantize(Decimal(1).scaleb(-places))
+    return value
+
+
+def hourly_percentile(
+    intervals: Sequence[Span], start: datetime, end: datetime, percentile: int
+) -> int:
+    """The nearest-rank `percentile` of the hourly peaks of what `intervals` hold over
+    [start, end): each UTC hour's (clipped to the span) highest count, as a `max` meter
+    with a percentile takes its hours (docs/usage.md)."""
+    peaks = []
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        following = hour + timedelta(hours=1)
+        pieces, _ = steps(intervals, max(hour, start), min(following, end))
+        peaks.append(max(held for _, held in pieces))
+        hour = following
+    if not peaks:
+        return 0
+    peaks.sort()
+    rank = -(-percentile * len(peaks) // 100)  # ceil: nearest rank
+    return peaks[max(rank, 1) - 1]

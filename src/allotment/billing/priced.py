@@ -7,7 +7,7 @@ Priced         the lines, the subtotal and the policy versions priced
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +48,7 @@ class Segment:
     # Annual terms (billing/annual.py): where contract years count from, and when annual
     # fees fall due. None: no annual line.
     contract_start: datetime | None = None
+    contract_end: datetime | None = None  # the term's end (ends_at); a yearly minimum's last due
     dues: Dues = dataclasses.field(default_factory=Dues)
     addon_quantities: tuple[tuple[str, int], ...] = ()  # (name, quantity) of those bought > 1
     discount_reason: str | None = None  # a standard contract's negotiated discount
@@ -84,6 +85,9 @@ class PricingInput:
     seats: tuple[Interval, ...]  # member seats (named model) or sessions (concurrent model)
     instances: tuple[Interval, ...]
     meters: Callable[[datetime, datetime, str], MeterTotal]  # total of meter over [start, end)
+    # A yearly minimum (billing/commitments.py): what each contract year the period touches
+    # committed in the months before the period, by contract year number.
+    committed_before: Mapping[int, Decimal] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,6 @@ class Priced:
     lines: tuple[Line, ...]
     subtotal: Decimal  # sum of the rounded lines
     policy_versions: tuple[int, ...]
+    # Under a yearly minimum: the lines each contract year committed in this period, by
+    # contract year number (the next months' `committed_before`).
+    committed: Mapping[int, Decimal] = dataclasses.field(default_factory=dict)

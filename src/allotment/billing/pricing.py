@@ -31,6 +31,11 @@ its fee end: the month's end for the current month, where use is counted to date
 
 Meter lines count the included units the group's add-ons give on top of the plan's.
 
+Under a yearly minimum (`price.minimum_period: year`) a segment is cut at its contract's
+anniversaries, so each group lies in one contract year; `minimum` is then that year's line
+(billing/commitments.py, `yearly_minimum_line`), from `data.committed_before` and the
+year's groups so far, and `Priced.committed` says what this period added to each year.
+
 A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
 place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
 after `instances`: billing/contracted.py. An annual fee (`base`, `addon:<name>`) and a yearly
@@ -50,7 +55,7 @@ an invoice serializes the same bytes every time. docs/billing.md works every rul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -58,8 +63,9 @@ from fractions import Fraction
 from typing import Any
 
 from allotment.billing import addons, contracted
+from allotment.billing.allowances import Drawn, draw
 from allotment.billing.annual import group_drafts
-from allotment.billing.commitments import commitment_lines
+from allotment.billing.commitments import YearToDate, commitment_lines
 from allotment.billing.drafts import Draft
 from allotment.billing.instance_kinds import kind_lines
 from allotment.billing.levels import json_units, level_terms
@@ -71,22 +77,26 @@ from allotment.billing.measure import (
     clip,
     days,
     decimal,
+    min_places,
     money,
     seconds,
+    shown_places,
     steps,
     text,
 )
 from allotment.billing.priced import (
     Line,
+    MeterTotal,
     Priced,
     PricingInput,
     Segment,
 )
 from allotment.billing.tiers import meter_priced, seat_priced
 from allotment.contracts.terms import DISCOUNTED_KINDS
+from allotment.contracts.years import ContractYear, contract_year, pieces
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import MeterPrice, Price
-from allotment.policy.money import RATE_MAX_PLACES, decimal_places, format_amount
+from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 # -- pricing ---------------------------------------------------------------------------------
 
@@ -100,14 +110,20 @@ def price(data: PricingInput) -> Priced:
         raise ValueError("minor_digits must not be negative")
     lines: list[Line] = []
     versions: set[int] = set()
+    committed = {year: Fraction(amount) for year, amount in data.committed_before.items()}
     for group in _groups(data):
-        lines.extend(_Pricer(data, group).lines())
+        lines.extend(_Pricer(data, group, committed).lines())
         versions.update(segment.policy_version for segment in group.segments)
     subtotal = sum((Fraction(line.amount) for line in lines), ZERO)
+    before = data.committed_before
     return Priced(
         lines=tuple(lines),
         subtotal=money(subtotal, data.minor_digits),
         policy_versions=tuple(sorted(versions)),
+        committed={
+            year: money(amount - Fraction(before.get(year, 0)), data.minor_digits)
+            for year, amount in committed.items()
+        },
     )
 
 
@@ -116,6 +132,7 @@ class _Group:
     start: datetime
     end: datetime
     segments: tuple[Segment, ...]  # merged: equal priced terms, end to start
+    year: ContractYear | None = None  # a yearly minimum's plan: the contract year it lies in
 
     @property
     def terms(self) -> Segment:
@@ -141,12 +158,31 @@ def _priced_terms(segment: Segment) -> tuple[Any, ...]:
     )
 
 
+def _by_year(segments: Sequence[Segment]) -> list[tuple[Segment, ContractYear | None]]:
+    """Each segment whose plan has a yearly minimum cut at its contract's anniversaries, so
+    each part lies in one contract year (its committed lines count toward that year's)."""
+    out: list[tuple[Segment, ContractYear | None]] = []
+    for segment in segments:
+        starts_at = segment.contract_start
+        if segment.plan.price.minimum_period != "year" or starts_at is None:
+            out.append((segment, None))
+            continue
+        parts = pieces(starts_at, segment.start, segment.end) or [
+            (contract_year(starts_at, segment.start), segment.start, segment.end)
+        ]
+        for index, (year, a, b) in enumerate(parts):
+            last = index == len(parts) - 1
+            fee_end = segment.fee_end if last else None
+            out.append((dataclasses.replace(segment, start=a, end=b, fee_end=fee_end), year))
+    return out
+
+
 def _groups(data: PricingInput) -> list[_Group]:
     """The segments clipped to the period (empty ones dropped), adjacent ones with equal
-    priced terms merged."""
+    priced terms (and contract year, under a yearly minimum) merged."""
     groups: list[_Group] = []
     previous_end: datetime | None = None
-    for segment in data.segments:
+    for segment, year in _by_year(data.segments):
         if segment.end < segment.start:
             raise ValueError(f"revision {segment.revision}'s segment ends before it starts")
         if previous_end is not None and segment.start < previous_end:
@@ -163,20 +199,24 @@ def _groups(data: PricingInput) -> list[_Group]:
         if (
             last is not None
             and last.end == start
+            and last.year == year
             and _priced_terms(last.terms) == _priced_terms(segment)
         ):
-            groups[-1] = _Group(last.start, end, (*last.segments, segment))
+            groups[-1] = _Group(last.start, end, (*last.segments, segment), year)
         else:
-            groups.append(_Group(start, end, (segment,)))
+            groups.append(_Group(start, end, (segment,), year))
     return groups
 
 
 class _Pricer:
     """The lines of one group."""
 
-    def __init__(self, data: PricingInput, group: _Group) -> None:
+    def __init__(
+        self, data: PricingInput, group: _Group, committed: dict[int, Fraction] | None = None
+    ) -> None:
         self.data = data
         self.group = group
+        self.committed = {} if committed is None else committed  # by contract year, so far
         self.terms = group.terms
         self.plan = group.terms.plan
         self.seconds = seconds(group.end - group.start)
@@ -210,9 +250,13 @@ class _Pricer:
                 )
             )
         raised = addons.raises(self.terms)  # add-ons' included units, then their lines
+        meter_prices = {
+            name: addons.with_included(price_, raised)
+            for name, price_ in self.plan.price.meters.items()
+        }
+        shared = self._shared(meter_prices)
         lines.extend(
-            self._meter(name, addons.with_included(self.plan.price.meters[name], raised))
-            for name in sorted(self.plan.price.meters)
+            self._meter(name, meter_prices[name], shared.get(name)) for name in sorted(meter_prices)
         )
         lines.extend(map(self._draft, annual.meters))
         addons.note_included(lines, raised)
@@ -229,6 +273,8 @@ class _Pricer:
             end=group.end,
             currency=self.data.currency,
             minor_digits=self.data.minor_digits,
+            bought=self._bought(),
+            year=self._year_to_date(priced),
         )
         priced.extend(line for line in map(self._draft, commitments) if line is not None)
         adjustment = self._adjustment(priced)
@@ -354,18 +400,39 @@ class _Pricer:
             },
         )
 
-    def _meter(self, name: str, meter_price: MeterPrice) -> Line | None:
+    def _used(self, name: str) -> tuple[MeterTotal, Fraction]:
+        measured = self.data.meters(self.group.start, self.group.end, name)
+        exact = Fraction(measured.quantity) if measured.exact is None else measured.exact
+        return measured, max(ZERO, exact)
+
+    def _shared(self, meter_prices: Mapping[str, MeterPrice]) -> dict[str, Drawn]:
+        """What each meter's line draws from the plan's shared allowances (allowances.py)."""
+        allowances = self.plan.price.allowances
+        drawing = {meter for allowance in allowances for meter, _ in allowance.draw}
+        billable = {
+            name: self._used(name)[1] - Fraction(meter_prices[name].included)
+            for name in sorted(drawing)
+            if name in meter_prices
+        }
+        return draw(allowances, billable)
+
+    def _meter(
+        self, name: str, meter_price: MeterPrice, shared: Drawn | None = None
+    ) -> Line | None:
         """The group's total priced as `meter_price` says (billing/tiers.py: graduated or
-        volume tiers, flat fees, packages), with its unit_price rule."""
+        volume tiers, flat fees, packages), with its unit_price rule; `shared`: what it drew
+        from a shared allowance, added to its included units."""
         if meter_price.period == "year":
             return None  # counted over the contract year: billing/annual.py
-        measured = self.data.meters(self.group.start, self.group.end, name)
-        total = max(ZERO, Fraction(measured.quantity) if measured.exact is None else measured.exact)
-        places = max(QUANTITY_PLACES, decimal_places(measured.quantity))
+        measured, total = self._used(name)
+        covered = ZERO if shared is None else shared.covered
+        places = shown_places(measured)
         package = meter_price.package
-        tiered = meter_priced(total, meter_price, places=places)
+        tiered = meter_priced(total, meter_price, places=places, shared=covered)
         level = level_terms(measured.level, self.fee_fraction, self.fee_days)
         described = f"{name}: {text(total, places)} used, {meter_price.included} included"
+        if shared is not None:
+            described += f", {text(covered, places)} from allowance {shared.allowance}"
         return self._line(
             f"meter:{name}",
             (described if package is None else f"{described}, packages of {package.size}")
@@ -382,6 +449,7 @@ class _Pricer:
                 "included": json_units(meter_price.included),
                 **tiered.source,
                 **level.source,
+                **({} if shared is None else {"shared": shared.source()}),
             },
         )
 
@@ -421,6 +489,27 @@ class _Pricer:
             },
         )
 
+    def _year_to_date(self, priced: Sequence[Line]) -> YearToDate | None:
+        """Under a yearly minimum: the group's contract year, what it committed up to and
+        including this group, and whether the year (or the contract) ends with the group."""
+        year = self.group.year
+        if year is None:
+            return None
+        spent = sum((Fraction(line.amount) for line in priced), ZERO)
+        self.committed[year.number] = self.committed.get(year.number, ZERO) + spent
+        last = self.group.segments[-1]
+        due = min(year.end, last.contract_end or year.end)
+        fee_end = min(last.fee_end or self.group.end, self.data.period_end)
+        ends = self.group.start < due <= max(self.group.end, fee_end)
+        return YearToDate(year, due, self.committed[year.number], ends)
+
+    def _bought(self) -> dict[str, int | None]:
+        """The contract's bought quantities, which one-time and yearly fees may be per."""
+        return {
+            "seats": self.terms.contracted_seats,
+            "instances": self.terms.contracted_instances,
+        }
+
     def _window(self) -> contracted.Window:
         g = self.group
         return contracted.Window(g.start, g.end, self.seconds, self.fee_fraction, self.fee_days)
@@ -439,6 +528,8 @@ class _Pricer:
     ) -> Line | None:
         if quantity == 0 and unit_price == 0:
             return None
+        if unit != self.data.currency:  # a price, not a factor of an amount: docs/billing.md
+            unit_price = min_places(unit_price, self.data.minor_digits)
         return Line(
             code=code,
             description=description,

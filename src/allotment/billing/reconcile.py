@@ -6,6 +6,9 @@ meter's use against its limit (month limits over the segment, day and hour limit
 busiest day or hour); and the overrides in force. `discrepancies` says in words each place
 where the held or used figure passed the contract's — a downgrade below the seats held, a
 soft limit passed, an override that granted more — so finance sees it before customers do.
+`passed` lists the places where enforced use passed the contracted terms (seats, instances, a
+meter), each once per pool or meter: billing/service.py announces each as
+reconciliation.discrepancy (docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
     meters: list[dict[str, Any]] = []
     overrides: list[dict[str, Any]] = []
     found: list[str] = []
+    passed: dict[str, dict[str, Any]] = {}  # by pool or meter: the first place it passed
     totals = gathered.meters()
     for segment in gathered.segments:
         where = (
@@ -126,6 +130,9 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
                 found.append(
                     f"seats: {peak} held at peak over the limit of {segment.seat_limit} in {where}"
                 )
+                passed.setdefault(
+                    "seats", {"pool": "seats", "limit": segment.seat_limit, "used": peak}
+                )
         pool = instance_limits(
             gathered.terms[segment.revision],
             segment.plan,
@@ -141,6 +148,9 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
                     f"instances: weight {peak_weight} at peak over the limit of {pool.limit} "
                     f"in {where}"
                 )
+                passed.setdefault(
+                    "instances", {"pool": "instances", "limit": pool.limit, "used": peak_weight}
+                )
         for name, limit in sorted(_limits(segment, gathered).items()):
             used = _busiest(totals, segment, name, limit.period)
             status = "within"
@@ -149,6 +159,16 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
                 found.append(
                     f"meter {name}: {used} used, over its {limit.enforcement} limit of "
                     f"{limit.limit} per {limit.period} in {where}"
+                )
+                passed.setdefault(
+                    f"meter:{name}",
+                    {
+                        "meter": name,
+                        "limit": limit.limit,
+                        "used": str(used),
+                        "period": limit.period,
+                        "enforcement": limit.enforcement,
+                    },
                 )
             meters.append(
                 {
@@ -175,4 +195,5 @@ def report(gathered: Gathered, bursts: Sequence[Any]) -> dict[str, Any]:
         "meters": meters,
         "overrides": overrides,
         "discrepancies": found,
+        "passed": passed,
     }

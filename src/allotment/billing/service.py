@@ -7,7 +7,10 @@
     csv_lines(invoice)                                     → text/csv of the lines
     list_previews(session, period=, …)                     → every contract's subtotal, paginated
     csv_summaries(invoices)                                → text/csv of that list
-    reconcile(session, contract_id=, period=, now=)        → what was enforced vs allowed
+    reconcile(session, contract_id=, period=, now=)        → what was enforced vs allowed;
+                                                             each place enforced use passed
+                                                             the terms fires, once per period,
+                                                             reconciliation.discrepancy
 
 Deterministic: a preview is a function of stored data and its `as_of` instant; the same
 `as_of` gives the same lines, byte for byte, whatever arrived since (that shows in `late`).
@@ -24,6 +27,7 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.alerts import service as alerts
 from allotment.billing import data, reconcile, wallet_ledger
 from allotment.billing.priced import Priced
 from allotment.billing.pricing import price
@@ -185,6 +189,24 @@ async def reconcile_contract(
         await session.execute(_BURSTS, {"c": contract.customer_id, "from": start, "to": end})
     ).all()
     report: dict[str, Any] = reconcile.report(gathered, bursts)
+    for subject, facts in report.pop("passed").items():
+        await alerts.fire(
+            session,
+            "reconciliation.discrepancy",
+            {
+                "customer": contract.customer,
+                "contract": contract.id,
+                "period": period,
+                **facts,
+                "discrepancies": report["discrepancies"],
+            },
+            customer_id=contract.customer_id,
+            customer_key=contract.customer,
+            subject=f"{contract.id}:{subject}",
+            threshold="",
+            period=period,
+            at=now,
+        )
     return ReconciliationRead(
         contract=contract.id,
         customer=contract.customer,

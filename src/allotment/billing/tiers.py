@@ -39,9 +39,12 @@ class Tiered:
     source: dict[str, Any] = field(default_factory=dict)  # mode, tiers or package: JSON types
 
 
-def meter_priced(total: Fraction, price: MeterPrice, *, places: int) -> Tiered:
-    """A meter's total as its price says: by package when it has one, else in tiers."""
-    included = Fraction(price.included)
+def meter_priced(
+    total: Fraction, price: MeterPrice, *, places: int, shared: Fraction = ZERO
+) -> Tiered:
+    """A meter's total as its price says: by package when it has one, else in tiers.
+    `shared`: units a shared allowance covered, free on top of `included`."""
+    included = Fraction(price.included) + shared
     if price.package is not None:
         return packages(total, included, price.package)
     return _in_tiers(total, included, price.tiers, price.mode, places)

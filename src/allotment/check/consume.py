@@ -133,4 +133,9 @@ async def _record(
     reading = Reading(snapshot.customer_id, request.tenant, event)  # type: ignore[arg-type]
     claimed = await usage.claim(session, [reading], now, engine, digests=[digest(event)])
     if claimed:
-        await usage.store(session, [(reading, usage.meters_of(snapshot.catalog))], now)
+        await usage.store(
+            session,
+            [(reading, usage.meters_of(snapshot.catalog))],
+            now,
+            snapshots={reading.customer_id: snapshot},
+        )

@@ -3,7 +3,9 @@
 `DecisionLog.record()` never blocks and never fails a check: it appends to a bounded
 in-memory queue; a background task writes batches. When the queue is full (overload) or
 the database is down, records are dropped and counted (`allotment_decisions_dropped_total`),
-never the checks themselves.
+never the checks themselves. A record's subject is stored as its pseudonym, computed by the
+writer (docs/privacy.md); the worker purges records older than
+`ALLOTMENT_DECISIONS_RETENTION` (privacy/retention.py).
 """
 
 from __future__ import annotations
@@ -16,20 +18,25 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Boolean, DateTime, Index, Integer, Text
+from sqlalchemy import Boolean, DateTime, Index, Integer, Text, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allotment.check.metrics import DECISIONS_DROPPED
 from allotment.db import Base, session_scope
 from allotment.kit.slicing import TimeSlice
+from allotment.privacy.pseudonyms import Pseudonyms
+from allotment.privacy.pseudonyms import default as default_pseudonyms
 
 log = structlog.get_logger("allotment.decisions")
 
 
 class DecisionRecord(Base):
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_customer", "customer", "allowed", "id"),)
+    __table_args__ = (
+        Index("ix_decisions_customer", "customer", "allowed", "id"),
+        Index("ix_decisions_at", "at"),  # the retention purge (migration 0023)
+    )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)  # dec_<ULID>: sortable by time
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -76,8 +83,10 @@ class DecisionLog:
         # ~3,000 rows/s under a saturated check load). Formatting yields every 2 ms.
         batch_size: int = 2_000,
         interval_s: float = 0.1,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self.maker = maker
+        self._pseudonyms = pseudonyms  # None: the environment's (a log built outside the app)
         self.sample_rate = sample_rate
         self.capacity = capacity
         self.batch_size = batch_size
@@ -142,8 +151,20 @@ class DecisionLog:
             async with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
                 pause = TimeSlice().pause  # checks go on between slices
                 for row in batch:
-                    await copy.write_row([row[column] for column in COLUMNS])
+                    await copy.write_row(self._stored(row))
                     await pause()
+
+    def _stored(self, row: dict[str, Any]) -> list[Any]:
+        """The row as stored: the subject's pseudonym in place of the subject, also in the
+        detail that names it (docs/privacy.md). Done here, off the check's path."""
+        subject = row["subject"]
+        if subject is not None:
+            ref = (self._pseudonyms or default_pseudonyms()).of(row["customer"], subject)
+            detail = row["detail"]
+            row = {**row, "subject": ref}
+            if detail is not None:  # the gates name a subject quoted (check/gates.py)
+                row["detail"] = detail.replace(f"'{subject}'", f"'{ref}'")
+        return [row[column] for column in COLUMNS]
 
     async def _run(self) -> None:
         while True:
@@ -151,3 +172,32 @@ class DecisionLog:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
             self._wake.clear()
             await self.flush()
+
+
+_ERASE = text(
+    "UPDATE decisions SET subject = :ref, detail = replace(detail, :quoted, :quoted_ref) "
+    "WHERE customer = :customer AND subject = :s"
+)
+_PURGE = text(
+    "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE at < :before LIMIT :batch)"
+)
+
+
+async def erase_subject(session: AsyncSession, *, customer_key: str, subject: str, ref: str) -> int:
+    """Records written with the raw subject (before pseudonyms: migration 0023) take its
+    pseudonym; newer ones already hold it."""
+    params = {
+        "customer": customer_key,
+        "s": subject,
+        "ref": ref,
+        "quoted": f"'{subject}'",
+        "quoted_ref": f"'{ref}'",
+    }
+    result = await session.execute(_ERASE, params)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge(session: AsyncSession, *, before: datetime, batch: int) -> int:
+    """Delete up to `batch` records decided before `before` (the retention: the worker)."""
+    result = await session.execute(_PURGE, {"before": before, "batch": batch})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -105,6 +105,8 @@ def build(
         limit_raises=contract_addons.total(contract_addons.bought(terms, catalog.addons)).limits
         if catalog
         else {},
+        addon_quantities={addon: terms.quantity(addon) for addon in sorted(terms.addons)},
+        quantities=None if terms.quantities is None else terms.quantities.to_json(),
     )
     return Snapshot(
         customer=payload["customer"],

@@ -338,6 +338,8 @@ class Checker:
                 "renews_at": None if contract.ends_at is None else isoformat(contract.ends_at),
                 "attributes": dict(contract.attributes),
                 "addons": sorted(contract.addons),
+                "addon_quantities": dict(contract.addon_quantities),
+                "quantities": None if contract.quantities is None else dict(contract.quantities),
             },
             "features": [
                 {

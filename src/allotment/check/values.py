@@ -56,6 +56,10 @@ class ContractView:
     instances: InstancePool | None  # the instance pool in force; None: no instances
     # Meter → units the bought add-ons add to its limit (contracts/addons.py).
     limit_raises: Mapping[str, int] = field(default_factory=dict)
+    # Each bought add-on's quantity (1 unless bought more), and the bought seats and
+    # instance licences (docs/contracts.md, "Bought quantities"): shown, never decided on.
+    addon_quantities: Mapping[str, int] = field(default_factory=dict)
+    quantities: Mapping[str, int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

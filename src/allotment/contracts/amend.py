@@ -25,6 +25,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation, wiring
+from allotment.contracts import entitlements
+from allotment.contracts.entitlements import entitled
 from allotment.contracts.models import Contract
 from allotment.contracts.schemas import ContractAmend
 from allotment.contracts.service import (
@@ -187,10 +189,24 @@ async def apply_revision(
             exclude=contract.id,
         )
     before = view.snapshot()
+    previous = Terms.from_json(contract.terms)
+    at = max(now, effective_at)
+    _, previous_catalog = await catalog_for(session, policy_version=previous.policy_version)
+    entitled_before = entitled(previous, previous_catalog, at)
     add_revision(session, contract, terms=terms, effective_at=effective_at, actor=actor, now=now)
     await session.flush()
     for effect in wiring.amendment_effects():
         await effect(session, contract, terms, catalog, effective_at, now)
+    await entitlements.announce(
+        session,
+        customer_key=view.customer_key,
+        contract_id=contract.id,
+        cause=what,
+        before=entitled_before,
+        after=entitled(terms, catalog, at),
+        at=at,
+        revision=contract.revision,
+    )
     record(
         session,
         action=action,

@@ -4,6 +4,7 @@ raises, and the overrides in force (docs/contracts.md, "Effective limits"). No I
 reads.
 
     effective_limits(terms, catalog, at=)  → EffectiveLimits
+    flat_limits(effective)                 → {path: value}: seats.limit, meters.<m>.limit, …
     seat_limits(terms, plan, addons=)      → SeatLimits | None
     instance_limits(...)                   → InstancePool | None
 """
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
+from typing import Any
 
 from allotment.contracts import addons as contract_addons
 from allotment.contracts.terms import (
@@ -109,6 +111,22 @@ def effective_limits(terms: Terms, catalog: Catalog, *, at: datetime) -> Effecti
         meters=MappingProxyType(dict(sorted(meters.items()))),
         overrides=in_force,
     )
+
+
+def flat_limits(effective: EffectiveLimits) -> dict[str, Any]:
+    """The limits by path, as the dry-run and entitlements.changed compare them."""
+    flat: dict[str, Any] = {}
+    if effective.seats is not None:
+        flat["seats.limit"] = effective.seats.limit
+        flat["seats.guests"] = effective.seats.guests
+        flat["seats.burst_extra"] = effective.seats.burst_extra
+    if effective.instances is not None:
+        flat["instances.limit"] = effective.instances.limit
+    for meter, limit in effective.meters.items():
+        flat[f"meters.{meter}.limit"] = limit.limit
+        flat[f"meters.{meter}.period"] = limit.period
+        flat[f"meters.{meter}.enforcement"] = limit.enforcement
+    return flat
 
 
 def seat_limits(terms: Terms, plan: Plan, *, addons: Mapping[str, Addon]) -> SeatLimits | None:

@@ -31,7 +31,8 @@ from allotment.errors import AllotmentError, Conflict, NotFound, ValidationFaile
 from allotment.kit import leases
 from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.metrics import ALLOCATIONS
-from allotment.policy.catalog import InstancePool
+from allotment.policy.catalog import DEFAULT_ALERTS, Alerts, InstancePool
+from allotment.privacy import pseudonyms
 from allotment.tenants.quotas import Quotas
 from allotment.usage import lifecycle
 
@@ -63,6 +64,7 @@ class Pools:
     contract_id: str | None = None
     revision: int | None = None
     active_version: int | None = None
+    alerts: Alerts = DEFAULT_ALERTS  # the catalog's `alerts` (instances.surge reads it)
 
     def _in_force(self) -> EffectiveLimits:
         if self.limits is None:
@@ -127,6 +129,7 @@ async def lock(session: AsyncSession, *, customer_key: str, at: datetime | None 
         contract_id=current.contract_id,
         revision=current.revision,
         active_version=None if current.terms.policy_version is not None else version,
+        alerts=catalog.alerts,
     )
 
 
@@ -239,7 +242,12 @@ async def lease_gone(
 
 # -- leases: what sessions and instances share -------------------------------------------------
 
-LeaseView = Callable[[Any], dict[str, Any]]  # a row as its audit record and event show it
+# A row as its audit record and event show it, given its subject's pseudonym (docs/privacy.md).
+LeaseView = Callable[[Any, str | None], dict[str, Any]]
+
+
+def _view(session: AsyncSession, view: LeaseView, row: Any, customer_key: str) -> dict[str, Any]:
+    return view(row, pseudonyms.of_session(session).ref(customer_key, row.subject))
 
 
 async def _customer_key(session: AsyncSession, customer_id: int) -> str:
@@ -281,7 +289,7 @@ async def end_lease(
         action=f"{noun}.{row.end_reason}",
         target_type=noun,
         target_key=f"{customer_key}/{row.id}",
-        after=view(row),
+        after=_view(session, view, row, customer_key),
     )
     await invalidation.bump_customer(
         session, customer_id=row.customer_id, customer_key=customer_key
@@ -315,6 +323,6 @@ async def reap_leases(
             action=f"{noun}.expired",
             target_type=noun,
             target_key=f"{row.customer_key}/{row.id}",
-            after=view(row),
+            after=_view(session, view, row, row.customer_key),
         )
     return len(rows)

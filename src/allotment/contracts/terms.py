@@ -22,7 +22,7 @@ change (docs/design.md, "Concepts": the immutable layer).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from allotment.contracts import addons as contract_addons
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import (
+    Addon,
     Catalog,
     Enforcement,
     Period,
@@ -329,7 +330,8 @@ def check_terms(terms: Terms, catalog: Catalog, *, version: int) -> list[Problem
         _check_seats(terms, plan, problem)
         if terms.instances is not None and plan.instances is None:
             problem("instances", f"plan '{plan.name}' has no instance pool to size")
-        _check_quantities(terms, plan, problem)
+        bought_addons = [catalog.addons[n] for n in terms.addons if n in catalog.addons]
+        _check_quantities(terms, plan, bought_addons, problem)
 
     problems += contract_addons.check(terms, catalog, version=version)
 
@@ -379,8 +381,11 @@ def _check_seats(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) 
         )
 
 
-def _check_quantities(terms: Terms, plan: Plan, problem: Callable[[str, str], None]) -> None:
-    """A `contracted` price needs its quantity; a quantity nothing bills is a mistake."""
+def _check_quantities(
+    terms: Terms, plan: Plan, addons: Sequence[Addon], problem: Callable[[str, str], None]
+) -> None:
+    """A price on the bought quantity (basis contracted, a one-time fee or a yearly add-on
+    charged per unit) needs it; a quantity nothing bills is a mistake."""
     bought = terms.quantities or Quantities()
     seat = plan.price.seat
     licence = plan.price.instance_licence
@@ -389,17 +394,22 @@ def _check_quantities(terms: Terms, plan: Plan, problem: Callable[[str, str], No
         ("instances", licence, bought.instances, "price.instance_licence"),
     ):
         contracted = price is not None and price.basis == "contracted"
-        if contracted and quantity is None:
+        users = [f"{what}.basis contracted"] if contracted else []
+        per_fee = plan.price.one_time_per
+        users += [f"price.one_time_per.{fee}" for fee, per in per_fee.items() if per == name]
+        users += [f"add-on '{addon.name}' (per: {name})" for addon in addons if addon.per == name]
+        if users and quantity is None:
             problem(
                 f"quantities.{name}",
-                f"plan '{plan.name}' bills {name} on the contracted quantity ({what}.basis "
-                f"contracted): give quantities.{name}",
+                f"plan '{plan.name}' bills {name} on the contracted quantity "
+                f"({', '.join(users)}): give quantities.{name}",
             )
-        elif not contracted and quantity is not None:
+        elif not users and quantity is not None:
             problem(
                 f"quantities.{name}",
                 f"plan '{plan.name}' does not bill {name} on a contracted quantity ({what} "
-                f"is not basis contracted): leave quantities.{name} out",
+                f"is not basis contracted, and no one-time fee or add-on is charged per "
+                f"{name[:-1]}): leave quantities.{name} out",
             )
 
 

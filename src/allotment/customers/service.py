@@ -71,6 +71,13 @@ async def get(session: AsyncSession, key: str, *, for_update: bool = False) -> C
     return customer
 
 
+async def key_of(session: AsyncSession, customer_id: int) -> str:
+    """The key of the customer with id `customer_id` (which must exist)."""
+    return (
+        await session.execute(select(Customer.key).where(Customer.id == customer_id))
+    ).scalar_one()
+
+
 async def list_customers(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> Page[Customer]:

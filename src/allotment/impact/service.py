@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.check import evaluator
 from allotment.check.payload import build, contract_payload, customer_payload
 from allotment.check.values import CheckRequest, Snapshot
-from allotment.contracts.limits import effective_limits
+from allotment.contracts.limits import effective_limits, flat_limits
 from allotment.contracts.models import Contract, ContractRevision
 from allotment.contracts.orphans import find_orphans
 from allotment.contracts.terms import Terms, TermsOutOfCatalog
@@ -173,21 +173,9 @@ def allowed_features(snapshot: Snapshot, now: datetime) -> frozenset[str]:
 def limits(terms: Terms, catalog: Catalog, now: datetime) -> dict[str, Any]:
     """The contract's limits under `catalog`, flat by path; {} when the plan is missing."""
     try:
-        effective = effective_limits(terms, catalog, at=now)
+        return flat_limits(effective_limits(terms, catalog, at=now))
     except TermsOutOfCatalog:
         return {}
-    flat: dict[str, Any] = {}
-    if effective.seats is not None:
-        flat["seats.limit"] = effective.seats.limit
-        flat["seats.guests"] = effective.seats.guests
-        flat["seats.burst_extra"] = effective.seats.burst_extra
-    if effective.instances is not None:
-        flat["instances.limit"] = effective.instances.limit
-    for meter, limit in effective.meters.items():
-        flat[f"meters.{meter}.limit"] = limit.limit
-        flat[f"meters.{meter}.period"] = limit.period
-        flat[f"meters.{meter}.enforcement"] = limit.enforcement
-    return flat
 
 
 def _limit_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[LimitChange, ...]:

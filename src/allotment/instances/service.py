@@ -24,7 +24,7 @@ from allotment import invalidation
 from allotment.contracts import pools
 from allotment.db import after_commit
 from allotment.errors import Conflict, ValidationFailed
-from allotment.instances import devices
+from allotment.instances import devices, surge
 from allotment.instances.models import Instance
 from allotment.instances.schemas import InstanceRead, InstanceRegister
 from allotment.kit import leases
@@ -33,6 +33,7 @@ from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.kit.reads import from_row
+from allotment.privacy import pseudonyms
 from allotment.usage import lifecycle
 
 COLUMNS = (
@@ -89,7 +90,9 @@ def read(row: Any, customer: str) -> InstanceRead:
     return from_row(InstanceRead, row, customer=customer)
 
 
-def audit_view(row: Any) -> dict[str, Any]:
+def audit_view(row: Any, subject_ref: str | None) -> dict[str, Any]:
+    """The instance as its audit record and lifecycle event show it: a device's holder by
+    pseudonym (docs/privacy.md)."""
     return {
         "id": row.id,
         "fingerprint": row.fingerprint,
@@ -97,7 +100,7 @@ def audit_view(row: Any) -> dict[str, Any]:
         "weight": row.weight,
         "environment": row.environment,
         "tenant": row.tenant,
-        "subject": row.subject,
+        "subject": subject_ref,
         "registered_at": isoformat(row.registered_at),
         "lease_expires_at": isoformat(row.lease_expires_at),
         "ended_at": None if row.ended_at is None else isoformat(row.ended_at),
@@ -159,7 +162,7 @@ async def register(
             action="instance.expired",
             target_type="instance",
             target_key=f"{customer_key}/{current.id}",
-            after=audit_view(current),
+            after=audit_view(current, _ref(session, customer_key, current)),
         )
     if data.subject is not None:  # a device: its holder's seat and device limit
         await devices.admit(session, pools=found, subject=data.subject, now=now)
@@ -211,11 +214,22 @@ async def register(
         action="instance.registered",
         target_type="instance",
         target_key=f"{customer_key}/{row.id}",
-        after=audit_view(row),
+        after=audit_view(row, _ref(session, customer_key, row)),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(session, ALLOCATIONS.labels("instances", "granted").inc)
+    await surge.on_registered(
+        session,
+        surge=found.alerts.instance_surge,
+        customer_id=c,
+        customer_key=customer_key,
+        now=now,
+    )
     return Registration(row, customer_key, created=True)
+
+
+def _ref(session: AsyncSession, customer_key: str, row: Any) -> str | None:
+    return pseudonyms.of_session(session).ref(customer_key, row.subject)
 
 
 async def end_devices(
@@ -239,7 +253,7 @@ async def end_devices(
             action="instance.seat_released",
             target_type="instance",
             target_key=f"{customer_key}/{row.id}",
-            after=audit_view(row),
+            after=audit_view(row, _ref(session, customer_key, row)),
         )
     return len(rows)
 
@@ -276,3 +290,30 @@ async def list_instances(
         table.c.lease_expires_at > (now or utcnow()),
     )
     return await paginate(session, query, Instance.id, limit=limit, cursor=cursor, scalars=False)
+
+
+_ERASE = text("UPDATE instances SET subject = :ref WHERE customer_id = :c AND subject = :s")
+
+
+async def erase_subject(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    customer_key: str,
+    subject: str,
+    ref: str,
+    actor: str,
+    now: datetime,
+) -> int:
+    """An erasure (privacy/service.py): end `subject`'s live devices (as a seat's release
+    does), then keep its pseudonym `ref` on every device row instead. Returns those ended."""
+    ended = await end_devices(
+        session,
+        customer_id=customer_id,
+        customer_key=customer_key,
+        subject=subject,
+        actor=actor,
+        now=now,
+    )
+    await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return ended

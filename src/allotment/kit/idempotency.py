@@ -204,3 +204,14 @@ async def purge_expired(session: AsyncSession) -> int:
         delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= func.now())
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+_FORGET = text("DELETE FROM idempotency_keys WHERE position(:needle IN body) > 0")
+
+
+async def forget_holding(session: AsyncSession, value: str) -> int:
+    """Drop the stored responses whose body holds `value` as a JSON string (an erased
+    subject: docs/privacy.md); a retry with their key then runs anew."""
+    needle = orjson.dumps(value)
+    result = await session.execute(_FORGET, {"needle": needle})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

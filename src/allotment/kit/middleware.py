@@ -25,8 +25,11 @@ class RequestContext:
     """Gives each request an id (or keeps a sane incoming X-Request-Id), binds it to every
     log line, returns it in `X-Request-Id`, and records latency by route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, path_of: Callable[[Scope], str] | None = None) -> None:
         self.app = app
+        # The path the access line shows for a route with path parameters (default: as
+        # requested). The app's hides subjects (docs/privacy.md).
+        self._path_of: Callable[[Scope], str] = path_of or _requested
         self._histograms: dict[tuple[str, str, int], Any] = {}
         # A concrete logger, bound once (the configuration in force when the app's
         # middleware stack is built): a lazy proxy re-binds on every call.
@@ -73,11 +76,16 @@ class RequestContext:
             self._log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                # Only a route with path parameters may need another path (not /v1/check's).
+                path=self._path_of(scope) if scope.get("path_params") else scope["path"],
                 route=template,
                 status=status,
                 ms=round(elapsed * 1000, 3),
             )
+
+
+def _requested(scope: Scope) -> str:
+    return str(scope["path"])
 
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}

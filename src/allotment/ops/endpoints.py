@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from allotment.deps import public
 from allotment.errors import problem_response
+from allotment.webhooks import metrics as webhook_metrics
 
 router = APIRouter(tags=["operations"], dependencies=[public()])
 
@@ -55,5 +56,6 @@ async def readyz(request: Request) -> Any:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    await webhook_metrics.refresh(request.app.state.engine)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

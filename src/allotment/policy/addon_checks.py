@@ -5,7 +5,9 @@
     priced more than one way                          addons.support
     percent without `of`, `of` without percent        addons.maintenance.of
     `of` names a line that cannot exist               addons.maintenance.of[1]
-    (or a yearly add-on's, priced after it)
+    (monthly: a yearly add-on's or a one-time fee's;
+    yearly: any but one_time:<fee>, a yearly add-on's)
+    per without a yearly price                        addons.licence.per
     per_unit of an unknown meter, or of one a plan    addons.gpu.per_unit.meter
       prices already
     raises a limit / included units of an unknown     addons.boost.raises.limits.foo,
@@ -36,10 +38,10 @@ FIXED_LINES = (
     "instance_licences_overage",
 )
 _NAME = re.compile(NAME_PATTERN)
-_LINE = re.compile(r"^(?:(meter|addon|instances):)?([a-z][a-z0-9_]{0,62})$")
+_LINE = re.compile(r"^(?:(meter|addon|instances|one_time):)?([a-z][a-z0-9_]{0,62})$")
 _FORMS = (
     "base, seats, seats_overage, burst, instances, instances:<kind>, instance_licences, "
-    "instance_licences_overage, meter:<meter> or addon:<add-on>"
+    "instance_licences_overage, meter:<meter>, addon:<add-on> or one_time:<fee>"
 )
 
 
@@ -80,14 +82,22 @@ def check_priced_addons(
             )
         priced_otherwise = [key for key in written if key != "price"]
         for key in ("interval", "price_lists"):
-            if spec.get(key) is not None and priced_otherwise:
+            # A percentage may be yearly: of yearly and one-time lines (docs/billing.md).
+            other = [k for k in priced_otherwise if key != "interval" or k != "percent"]
+            if spec.get(key) is not None and other:
                 yield (
                     (*where, key),
-                    (
-                        f"{key} is of `price`, a fee; an add-on priced by {priced_otherwise[0]} "
-                        "takes none"
-                    ),
+                    (f"{key} is of `price`, a fee; an add-on priced by {other[0]} takes none"),
                 )
+        if spec.get("per") is not None and (
+            spec.get("interval") != "year" or spec.get("price") is None
+        ):
+            yield (
+                (*where, "per"),
+                "per multiplies a yearly fee (price with interval: year) by a bought quantity; "
+                "a monthly fee per seat or instance is per_seat or per_instance with basis "
+                "contracted",
+            )
         if spec.get("percent") is not None and spec.get("of") is None:
             yield (*where, "of"), "required with percent: the line codes it is a percentage of"
         if spec.get("of") is not None and spec.get("percent") is None:
@@ -101,6 +111,8 @@ def check_priced_addons(
             priced_kinds=_plan_kinds(plans),
             seats_priced=seats_priced,
             priced_keys=_price_keys(plans),
+            yearly=spec.get("interval") == "year",
+            one_time=_one_time_fees(plans),
         )
         per_unit = spec.get("per_unit")
         meter = per_unit.get("meter") if isinstance(per_unit, Mapping) else None
@@ -158,6 +170,8 @@ def _check_of(
     priced_kinds: set[str],
     seats_priced: bool,
     priced_keys: set[str],
+    yearly: bool,
+    one_time: set[str],
 ) -> Iterator[Finding]:
     seen: set[str] = set()
     for index, code in enumerate(_list(codes)):
@@ -174,7 +188,18 @@ def _check_of(
             continue
         seen.add(code)
         kind, name = found.group(1), found.group(2)
-        if code == "seats" and not seats_priced:
+        if yearly:
+            yield from _check_yearly_of(location, kind, name, addon=addon, addons=addons)
+            if kind == "one_time" and name not in one_time:
+                yield location, _unknown("one-time fee", name, one_time)
+            continue
+        if kind == "one_time":
+            yield (
+                location,
+                f"{code} is charged once, not monthly: a percentage of it is yearly (give "
+                "this add-on interval: year)",
+            )
+        elif code == "seats" and not seats_priced:
             yield location, "no plan prices seats (price.seat), so there is no seats line"
         elif code == "seats_overage" and "contracted_seats" not in priced_keys:
             yield location, "no plan prices seats on basis contracted, so there is no " + code
@@ -209,15 +234,52 @@ def _check_of(
         ):
             yield (
                 location,
-                f"add-on '{name}' is billed yearly (interval: year), in the month its year "
-                "falls due, after the monthly lines a percentage is taken of; sell the "
-                "percentage as a yearly add-on priced at that share instead",
+                f"add-on '{name}' is billed yearly (interval: year): a percentage of it is "
+                "yearly too (give this add-on interval: year)",
             )
         elif kind == "addon" and _is_percent(addons[name]):
             yield (
                 location,
                 (f"add-on '{name}' is a percentage too: a percentage is taken of the other lines"),
             )
+
+
+def _check_yearly_of(
+    location: Location, kind: str | None, name: str, *, addon: str, addons: Mapping[str, Any]
+) -> Iterator[Finding]:
+    """A yearly percentage is of the full price of yearly and one-time lines, so it can be
+    charged each contract year whatever month those lines fall in (docs/billing.md)."""
+    if kind == "one_time":
+        return
+    if kind != "addon":
+        yield (
+            location,
+            "a yearly percentage (interval: year) is of one-time fees and yearly add-ons: "
+            "write one_time:<fee> or addon:<add-on>",
+        )
+    elif name == addon:
+        yield location, "an add-on is not a percentage of itself"
+    elif name not in addons:
+        yield location, _unknown("add-on", name, set(addons) - {addon})
+    else:
+        spec = addons[name]
+        if not isinstance(spec, Mapping) or spec.get("interval") != "year" or _is_percent(spec):
+            yield (
+                location,
+                f"add-on '{name}' is not a yearly fee (price with interval: year): a yearly "
+                "percentage is of one-time fees and yearly add-on fees",
+            )
+
+
+def _one_time_fees(plans: Mapping[str, Any]) -> set[str]:
+    """The one-time fees some plan names (`price.one_time`)."""
+    found: set[str] = set()
+    for spec in plans.values():
+        price = spec.get("price") if isinstance(spec, Mapping) else None
+        fees = price.get("one_time") if isinstance(price, Mapping) else None
+        if isinstance(fees, Mapping):
+            found.update(fee for fee in fees if isinstance(fee, str))
+    return found
 
 
 def _price_keys(plans: Mapping[str, Any]) -> set[str]:

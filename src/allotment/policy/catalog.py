@@ -37,8 +37,11 @@ Interval = Literal["month", "year"]
 Enforcement = Literal["hard", "soft"]
 UsageBasis = Literal["peak", "average", "end"]
 SeatBasis = Literal["peak", "average", "end", "contracted"]
+# per_instance add-ons also: the 95th or 99th percentile of the hourly peaks of live leases
+AddonBasis = Literal["peak", "average", "end", "contracted", "p95", "p99"]
 OnOutage = Literal["deny", "allow"]
 TierMode = Literal["graduated", "volume"]
+BoughtQuantity = Literal["seats", "instances"]  # a contract's quantities.<key>
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,16 @@ class MeterPrice:
 
 
 @dataclass(frozen=True)
+class SharedAllowance:
+    """Included units a month shared by several meters (`price.allowances`): each meter in
+    `draw` order takes what it can, a unit of it using `rate` allowance units."""
+
+    name: str
+    included: int | Decimal
+    draw: tuple[tuple[str, int | Decimal], ...]  # (meter, rate)
+
+
+@dataclass(frozen=True)
 class SeatPrice:
     unit: Decimal | None  # None: `tiers` price the seats
     basis: SeatBasis
@@ -190,7 +203,11 @@ class Price:
     # Per lease-hour of each kind named, unweighted; other kinds: instance_hour × weight.
     instance_kinds: Mapping[str, Decimal] = field(default_factory=dict)
     minimum: Decimal | None = None  # the least a month is billed, before adjustments
+    minimum_period: Interval = "month"  # year: the least a contract year is billed
+    allowances: tuple[SharedAllowance, ...] = ()  # by name
     one_time: Mapping[str, Decimal] = field(default_factory=dict)  # name → fee, once
+    # name → the bought quantity a one-time fee is charged per (docs/billing.md)
+    one_time_per: Mapping[str, BoughtQuantity] = field(default_factory=dict)
     instance_licence: LicencePrice | None = None
     interval: Interval = "month"  # year: `base` is a year's fee (billing/annual.py)
     credits: Credits | None = None  # the plan's wallet terms; None: defaults (NO_CREDITS)
@@ -222,7 +239,7 @@ class AddonPrice:
 
     kind: AddonPricing
     unit: Decimal  # per seat or instance a month; per unit of `meter`; the percentage
-    basis: SeatBasis | None = None  # seat (None: the plan's seat basis) and instance
+    basis: AddonBasis | None = None  # seat (None: the plan's seat basis) and instance
     meter: str | None = None  # unit
     of: tuple[str, ...] = ()  # percent: the line codes it is a percentage of
 
@@ -252,11 +269,38 @@ class Addon:
     price_lists: Mapping[str, Decimal] = field(default_factory=dict)  # currency → price
     pricing: AddonPrice | None = None  # None: priced by `price` alone
     raises: Raises = NO_RAISES
+    per: BoughtQuantity | None = None  # a yearly fee × the contract's bought quantity
 
     @property
     def priced_terms(self) -> tuple[object, ...]:
         """What its invoice lines and allowances depend on (not its name or features)."""
-        return (self.price, self.interval, self.pricing, self.raises)
+        return (self.price, self.interval, self.pricing, self.raises, self.per)
+
+
+@dataclass(frozen=True)
+class Surge:
+    """A rise past `factor` times the baseline of `window` ago, by at least `min`."""
+
+    factor: Decimal
+    window: timedelta
+    min: int
+
+    def surged(self, *, now: int | Decimal, then: int | Decimal) -> bool:
+        return now - then >= self.min and now > self.factor * then
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """The policy's `alerts` section, defaults filled (docs/policy.md, `alerts`)."""
+
+    usage_thresholds: tuple[int, ...] = (80, 100)  # percentages of a meter's limit, ascending
+    instance_surge: Surge | None = None
+    usage_surge: Mapping[str, Surge] = field(default_factory=lambda: MappingProxyType({}))
+    trial_ending_days: tuple[int, ...] = (7, 1)  # descending
+    renewal_upcoming_days: tuple[int, ...] = (30, 7)  # descending
+
+
+DEFAULT_ALERTS = Alerts()
 
 
 @dataclass(frozen=True)
@@ -269,6 +313,7 @@ class Catalog:
     plans: Mapping[str, Plan]
     addons: Mapping[str, Addon]
     rules: Mapping[str, tuple[Rule, ...]]  # by feature, in document order
+    alerts: Alerts = DEFAULT_ALERTS
 
     def rules_for(self, feature: str) -> tuple[Rule, ...]:
         return self.rules.get(feature, ())

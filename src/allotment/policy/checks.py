@@ -32,6 +32,7 @@ skipped here rather than reported twice.
     rule names an unknown feature          rules[0].feature
     rule does not compile / unknown name   rules[0].when
     price lists, yearly meters             (term_checks.py)
+    usage surges, repeated percentages     alerts.usage_surge.foo  (alert_checks.py)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pydantic import ValidationError
 
 from allotment.policy import licensing
 from allotment.policy.addon_checks import check_priced_addons
+from allotment.policy.alert_checks import check_alerts
 from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
@@ -106,6 +108,7 @@ def check_document(raw: Mapping[str, Any], *, stored: bool = False) -> list[Find
             plans=plans,
         ),
         *_check_rules(raw.get("rules"), feature_names=feature_names),
+        *check_alerts(raw.get("alerts"), meter_names=meter_names, levels=level_meters(meters)),
     ]
 
 

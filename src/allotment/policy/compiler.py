@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 
 from allotment.kit.jsonx import canonical
 from allotment.policy.catalog import (
+    DEFAULT_ALERTS,
     DEFAULT_CREDITS_APPLY_TO,
     NO_RAISES,
     Addon,
     AddonPrice,
+    Alerts,
     Burst,
     Catalog,
     Credits,
@@ -39,10 +41,18 @@ from allotment.policy.catalog import (
     SeatModel,
     SeatPool,
     SeatPrice,
+    SharedAllowance,
+    Surge,
     Tier,
     UsageLimit,
 )
-from allotment.policy.document import AddonSpec, PolicyDocument, canonical_form
+from allotment.policy.document import (
+    AddonSpec,
+    AlertsSpec,
+    PolicyDocument,
+    SurgeSpec,
+    canonical_form,
+)
 from allotment.policy.graph import closures
 from allotment.policy.inheritance import InheritanceError, ResolvedPlan, resolve_plans
 from allotment.policy.meter_filter import compile_filter
@@ -106,6 +116,30 @@ def compile_policy(document: PolicyDocument) -> Catalog:
         ),
         addons=_frozen({name: _addon(name, spec) for name, spec in document.addons.items()}),
         rules=_frozen({feature: tuple(found) for feature, found in rules.items()}),
+        alerts=_alerts(document.alerts),
+    )
+
+
+def _surge(spec: SurgeSpec) -> Surge:
+    return Surge(factor=Decimal(spec.factor), window=spec.window, min=spec.min)
+
+
+def _alerts(spec: AlertsSpec | None) -> Alerts:
+    if spec is None:
+        return DEFAULT_ALERTS
+    default = DEFAULT_ALERTS
+    return Alerts(
+        usage_thresholds=default.usage_thresholds
+        if spec.usage_thresholds is None
+        else tuple(sorted(set(spec.usage_thresholds))),
+        instance_surge=None if spec.instance_surge is None else _surge(spec.instance_surge),
+        usage_surge=_frozen({m: _surge(s) for m, s in (spec.usage_surge or {}).items()}),
+        trial_ending_days=default.trial_ending_days
+        if spec.trial_ending_days is None
+        else tuple(sorted(set(spec.trial_ending_days), reverse=True)),
+        renewal_upcoming_days=default.renewal_upcoming_days
+        if spec.renewal_upcoming_days is None
+        else tuple(sorted(set(spec.renewal_upcoming_days), reverse=True)),
     )
 
 
@@ -128,6 +162,7 @@ def _addon(name: str, spec: AddonSpec) -> Addon:
         interval=spec.interval or "month",
         price_lists=_frozen(spec.price_lists or {}),
         pricing=pricing,
+        per=spec.per,
         raises=NO_RAISES
         if raises is None
         else Raises(
@@ -263,7 +298,17 @@ def _price(block: Mapping[str, Any], *, where: str) -> Price:
         ),
         instance_kinds=_frozen(instances.get("kinds") or {}),
         minimum=block.get("minimum"),
+        minimum_period=block.get("minimum_period") or "month",
+        allowances=tuple(
+            SharedAllowance(
+                name,
+                spec["included"],
+                tuple((entry["meter"], entry.get("rate") or 1) for entry in spec["draw"]),
+            )
+            for name, spec in sorted((block.get("allowances") or {}).items())
+        ),
         one_time=_frozen(block.get("one_time") or {}),
+        one_time_per=_frozen(block.get("one_time_per") or {}),
         interval=block.get("interval") or "month",
         credits=_credits(block.get("credits")),
     )

@@ -43,7 +43,7 @@ from allotment.policy.money import (
     PriceListsGuard,
     Rate,
 )
-from allotment.policy.quantities import Multiplier, Percentile, Units
+from allotment.policy.quantities import Multiplier, Percentile, SurgeFactor, Units
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 FEATURE_ENTRY_PATTERN = r"^[+-]?[a-z][a-z0-9_]{0,62}$"
@@ -55,6 +55,7 @@ FeatureEntry = Annotated[str, StringConstraints(pattern=FEATURE_ENTRY_PATTERN)]
 """A plan's feature entry: `name`, or `+name` / `-name` in a plan that extends another."""
 
 Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+BoughtQuantity = Literal["seats", "instances"]  # a contract's `quantities` key
 # Bounds. Counts the service stores and enforces (seats, kind weights, meter limits) go as
 # far as a contract's own terms may (contracts/schemas.py `Count`); pricing volumes as far
 # as any invoice line can. Unbounded, a 10^20 published and then failed every assignment,
@@ -273,6 +274,20 @@ class MeterPriceSpec(Spec):
     )
 
 
+class AllowanceDrawSpec(Spec):
+    meter: Name = Field(description="A meter the plan prices monthly (price.meters).")
+    rate: Multiplier | None = Field(
+        default=None, description="Allowance units one unit of the meter uses (default 1)."
+    )
+
+
+class AllowanceSpec(Spec):
+    included: Units = Field(description="Allowance units a month, shared by the meters.")
+    draw: list[AllowanceDrawSpec] = Field(
+        min_length=1, description="The meters that draw on it, in the order they draw."
+    )
+
+
 class InstancePriceSpec(Spec):
     kinds: dict[Name, Rate] | None = Field(
         default=None,
@@ -317,12 +332,27 @@ class PriceSpec(Spec):
         default=None, description="A per-instance licence fee per month (docs/billing.md)."
     )
     meters: dict[Name, MeterPriceSpec] | None = None
+    allowances: dict[Name, AllowanceSpec] | None = Field(
+        default=None,
+        description="Name → included units shared by several meters, each drawing at its rate, "
+        "in order (docs/billing.md).",
+    )
     instances: InstancePriceSpec | None = None
     minimum: Money | None = Field(
         default=None, description="Least billed per month (prorated), as a `minimum` line."
     )
+    minimum_period: Interval | None = Field(
+        default=None,
+        description="Of `minimum`: month (default), or year: the least billed per contract "
+        "year, trued up in the month the year (or the contract) ends.",
+    )
     one_time: dict[Name, Money] | None = Field(
         default=None, description="Name → fee, charged once when the contract starts on the plan."
+    )
+    one_time_per: dict[Name, BoughtQuantity] | None = Field(
+        default=None,
+        description="One-time fee name → seats or instances: the fee is charged once per unit "
+        "of the contract's quantities.seats or quantities.instances.",
     )
     interval: Interval | None = Field(
         default=None,
@@ -376,10 +406,10 @@ class AddonSeatPriceSpec(Spec):
 
 class AddonInstancePriceSpec(Spec):
     unit: Money = Field(description="Per live instance a month, prorated like a fee.")
-    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
+    basis: Literal["peak", "average", "end", "contracted", "p95", "p99"] | None = Field(
         default=None,
         description="Default peak; contracted: the instance licences bought, or the peak "
-        "held when more.",
+        "held when more; p95, p99: that percentile of the hourly peaks of live instances.",
     )
 
 
@@ -409,7 +439,14 @@ class AddonSpec(Spec):
     features: list[Name] = Field(default_factory=list)
     price: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
     interval: Interval | None = Field(
-        default=None, description="Of `price`: month (default), or year: a year's fee."
+        default=None,
+        description="Of `price` or `percent`: month (default), or year: a year's fee, or a "
+        "year's percentage of yearly and one-time lines.",
+    )
+    per: BoughtQuantity | None = Field(
+        default=None,
+        description="A yearly `price` times the contract's quantities.seats or "
+        "quantities.instances.",
     )
     price_lists: Annotated[dict[ListCurrency, Money], PriceListsGuard] | None = Field(
         default=None, description="Currency → its price in that currency."
@@ -424,7 +461,8 @@ class AddonSpec(Spec):
         default=None,
         min_length=1,
         description="Line codes the percentage is of: base, seats, burst, instances, "
-        "meter:<meter>, addon:<add-on>.",
+        "meter:<meter>, addon:<add-on>; with interval year, one_time:<fee> and yearly "
+        "addon:<add-on>.",
     )
     raises: AddonRaisesSpec | None = None
     description: str | None = None
@@ -435,6 +473,37 @@ class RuleSpec(Spec):
     when: str = Field(min_length=1, description="CEL: the feature is allowed only while true.")
     reason: Name = Field(description="The reason code a denial carries.")
     description: str | None = None
+
+
+ThresholdPercent = Annotated[int, Field(gt=0, le=1000)]
+DaysBefore = Annotated[int, Field(gt=0, le=3660)]
+
+
+class SurgeSpec(Spec):
+    factor: SurgeFactor = Field(description="The rise must exceed this many times the baseline.")
+    window: Duration = Field(description="How far back the baseline is taken.")
+    min: Positive = Field(default=1, description="The smallest rise that counts (default 1).")
+
+
+class AlertsSpec(Spec):
+    """When the service announces what a customer is about to run into (docs/policy.md,
+    `alerts`). Omitted lists take their defaults; an empty list turns that alert off."""
+
+    usage_thresholds: list[ThresholdPercent] | None = Field(
+        default=None, description="Percentages of a meter's limit (default [80, 100])."
+    )
+    instance_surge: SurgeSpec | None = Field(
+        default=None, description="Live instances rising fast (default: off)."
+    )
+    usage_surge: dict[Name, SurgeSpec] | None = Field(
+        default=None, description="Per meter: its use over a window rising fast (default: off)."
+    )
+    trial_ending_days: list[DaysBefore] | None = Field(
+        default=None, description="Days before a trial ends (default [7, 1])."
+    )
+    renewal_upcoming_days: list[DaysBefore] | None = Field(
+        default=None, description="Days before a term ends (default [30, 7])."
+    )
 
 
 NAMED_SECTIONS = ("features", "meters", "plans", "addons")
@@ -467,6 +536,7 @@ class PolicyDocument(Spec):
     plans: dict[Name, PlanSpec] = Field(default_factory=dict)
     addons: dict[Name, AddonSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
+    alerts: AlertsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,10 @@ every error.
     credits: a line no wallet pays             plans.team.price.credits.applies_to[0]
     resolved: credits for a meter not priced   plans.team.price.credits.applies_to[1]
     resolved: rollover without monthly         plans.team.price.credits.rollover
+    resolved: per for no one-time fee          plans.team.price.one_time_per.setup
+    resolved: minimum_period without minimum   plans.team.price.minimum_period
+    resolved: an allowance's meter not priced   plans.team.price.allowances.ci.draw[1].meter
+      monthly, or drawing twice
 """
 
 from __future__ import annotations
@@ -146,8 +150,53 @@ def price_gaps(settings: Mapping[str, Any]) -> Iterator[Finding]:
                     )
             elif not meter_price.get("tiers"):
                 yield ("price", "meters", meter, "tiers"), "required: at least one tier"
+    if price.get("minimum_period") is not None and price.get("minimum") is None:
+        yield (
+            ("price", "minimum_period"),
+            "minimum_period is of price.minimum: write the minimum too",
+        )
+    fees, per = price.get("one_time"), price.get("one_time_per")
+    for fee in per if isinstance(per, Mapping) else ():
+        if not isinstance(fees, Mapping) or fee not in fees:
+            yield (
+                ("price", "one_time_per", fee),
+                f"the plan has no one-time fee '{fee}' (price.one_time) to charge per unit",
+            )
+    yield from _allowance_gaps(price.get("allowances"), meter_prices)
     yield from _priced_kinds(price.get("instances"), settings.get("instances"))
     yield from _credit_gaps(price.get("credits"), meter_prices)
+
+
+def _allowance_gaps(allowances: object, meter_prices: object) -> Iterator[Finding]:
+    """Each meter drawing on a shared allowance is priced monthly by the plan, and draws on
+    one allowance once."""
+    if not isinstance(allowances, Mapping):
+        return
+    priced = meter_prices if isinstance(meter_prices, Mapping) else {}
+    drawn: dict[str, str] = {}
+    for name, spec in allowances.items():
+        draw = spec.get("draw") if isinstance(spec, Mapping) else None
+        for index, entry in enumerate(draw if isinstance(draw, list) else []):
+            meter = entry.get("meter") if isinstance(entry, Mapping) else None
+            if not isinstance(meter, str):
+                continue
+            location: Location = ("price", "allowances", name, "draw", index, "meter")
+            meter_price = priced.get(meter)
+            if meter in drawn:
+                yield (
+                    location,
+                    f"meter '{meter}' draws on allowance '{drawn[meter]}' already: a meter "
+                    "draws on one allowance, once",
+                )
+            elif not isinstance(meter_price, Mapping):
+                yield location, f"the plan prices no meter '{meter}' (price.meters) to draw"
+            elif meter_price.get("period") == "year":
+                yield (
+                    location,
+                    f"meter '{meter}' is priced over the contract year (period: year); a "
+                    "shared allowance is monthly",
+                )
+            drawn.setdefault(meter, name)
 
 
 def _credit_gaps(credits: object, meter_prices: object) -> Iterator[Finding]:

@@ -4,6 +4,7 @@
     Units         price.meters.*.included                  0 … 10^15          at most 6
     Multiplier    meters.*.multiplier                      > 0 … 10^9         at most 12
     Percentile    meters.*.percentile                      > 0 … 100          at most 4
+    SurgeFactor   alerts.instance_surge.factor, …          > 1 … 1000         at most 2
 
 A decimal is a quoted string ("0.5"), as amounts are (money.py): a YAML or JSON number with
 a fraction is a binary float, and 0.1 is not 0.1. Integers stay integers in the canonical
@@ -24,6 +25,8 @@ from pydantic_core import PydanticCustomError
 from allotment.policy.money import decimal_places, format_amount
 
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+# A quoted negative ("-1") is read, so the range check says what the bound is.
+_SIGNED = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 MAX_UNITS = 10**15
 MAX_MULTIPLIER = 10**9
 
@@ -52,7 +55,7 @@ def _exact(value: Any) -> int | Decimal:
             "a number is an integer or a quoted decimal (got {kind})",
             {"kind": type(value).__name__},
         )
-    if not _DECIMAL.fullmatch(text):
+    if not _SIGNED.fullmatch(text):
         raise PydanticCustomError(
             "quantity",
             "'{text}' is not a number: write digits with an optional decimal point",
@@ -104,6 +107,10 @@ def _percentile(value: Any) -> int | Decimal:
     return _bounded(value, low=0, high=100, places=4, low_open=True, what="a percentile")
 
 
+def _surge_factor(value: Any) -> int | Decimal:
+    return _bounded(value, low=1, high=1000, places=2, low_open=True, what="a surge factor")
+
+
 def _serialize(value: int | Decimal) -> int | str:
     return value if isinstance(value, int) else format_amount(value)
 
@@ -140,4 +147,10 @@ Percentile = Annotated[
     PlainValidator(_percentile),
     _JSON,
     _schema("A percentile above 0 and at most 100 (at most 4 decimal places).", "99.9"),
+]
+SurgeFactor = Annotated[
+    int | Decimal,
+    PlainValidator(_surge_factor),
+    _JSON,
+    _schema("How many times the baseline a rise must exceed: above 1, at most 1000.", "1.5"),
 ]

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import invalidation, wiring
 from allotment.audit import service as audit
+from allotment.contracts import entitlements
 from allotment.contracts.orphans import Orphan, find_orphans
 from allotment.errors import Conflict, NotFound, UnsupportedMediaType, ValidationFailed
 from allotment.kit.clock import utcnow
@@ -473,4 +474,22 @@ async def _move_pointer(
         version=to.version,
         rollback=action == "policy.rolled_back",
     )
+    await _announce(session, state=state, to=to, action=action)
     return global_version
+
+
+async def _announce(
+    session: AsyncSession, *, state: PolicyPointer, to: PolicyVersion, action: str
+) -> None:
+    """entitlements.changed for each contract in force the move changes (docs/webhooks.md);
+    policy.published goes out from a pointer-move hook, with the release notes."""
+    previous = None if state.active_version is None else await get(session, state.active_version)
+    if previous is None or previous.version == to.version:
+        return
+    await entitlements.announce_activation(
+        session,
+        current=await load_catalog(session, version=previous.version),
+        proposed=await load_catalog(session, version=to.version),
+        cause="publish" if action == "policy.published" else "rollback",
+        now=utcnow(),
+    )

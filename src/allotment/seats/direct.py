@@ -32,11 +32,14 @@ from allotment.kit import idempotency
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import AUDIT_RECORDS
+from allotment.privacy.pseudonyms import Pseudonyms, of_session
 from allotment.seats import known
+from allotment.seats.filled import announce_filled
 from allotment.seats.known import KnownLimits
 from allotment.seats.schemas import BurstWindowRead
 from allotment.seats.service import (
     Assignment,
+    PoolFilled,
     SeatType,
     WrongSeatModel,
     already_held,
@@ -46,8 +49,8 @@ from allotment.seats.service import (
 )
 from allotment.usage import partitions
 
-_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 17) + ")"
-_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 18) + ")"
+_FAST = "SELECT * FROM allotment_assign_seat(" + ", ".join(["%s"] * 18) + ")"
+_BEGIN_KEYED = "BEGIN; SELECT * FROM allotment_assign_seat_keyed(" + ", ".join(["%s"] * 19) + ")"
 
 
 _APPEND = "SELECT allotment_audit_append(%s, 'seat.assigned', 'seat', %s, %s, %s)"
@@ -163,10 +166,13 @@ async def _in_session(
         actor=actor,
         request_id=session.info.get("request_id"),
         now=now,
+        pseudonyms=of_session(session),
     )
     if assignment is not None and assignment.created:
         after_commit(session, partial(count_direct, assignment))
         invalidation.customer_changed(session, customer_key=customer_key)
+        if assignment.filled is not None:
+            await announce_filled(session, assignment, now=assignment.seat.assigned_at)
     return assignment
 
 
@@ -189,6 +195,7 @@ async def assign_direct(
     request_id: str | None,
     now: datetime | None = None,
     keyed: Keyed | None = None,
+    pseudonyms: Pseudonyms,
 ) -> Assignment | None:
     """The assignment in one statement (`allotment_assign_seat`, migration 0014) on the
     psycopg connection `pg`, with `limits` (by default those this process last read for the
@@ -206,6 +213,8 @@ async def assign_direct(
     # The function writes the lifecycle event: its month's partition must exist.
     await partitions.ensure(engine, (now or utcnow(),))
     window = seats.burst_window if seats.burst_extra else None
+    # The audit record and the lifecycle event name the subject by pseudonym (0023).
+    subject_ref = pseudonyms.of(customer_key, subject)
     params = (
         customer_key,
         subject,
@@ -224,6 +233,7 @@ async def assign_direct(
         actor,
         request_id,
         new_id("evt"),
+        subject_ref,
     )
     if keyed is None:
         cursor = await pg.execute(_FAST, params)
@@ -233,7 +243,7 @@ async def assign_direct(
         # or rolls back. (Without actor and request id: the caller's append has them.)
         cursor = psycopg.AsyncClientCursor(pg)
         claim = (keyed.principal, keyed.key, keyed.request_hash)
-        await cursor.execute(_BEGIN_KEYED, (*claim, *params[:14], params[16]))
+        await cursor.execute(_BEGIN_KEYED, (*claim, *params[:14], *params[16:]))
         cursor.nextset()
     found = await cursor.fetchone()
     status = found[0]
@@ -270,7 +280,24 @@ async def assign_direct(
         refuse_members(seats, held, window_end, closed=status == "burst_closed")
     burst = BurstWindowRead(ends_at=window_end, extra_left=extra_left) if over else None
     audit_after = found[11] if keyed is not None else None
-    return Assignment(row, customer, created=True, burst=burst, audit_after=audit_after)
+    return Assignment(
+        row,
+        customer,
+        created=True,
+        burst=burst,
+        audit_after=audit_after,
+        subject_ref=subject_ref,
+        filled=filled(_customer_id, seat_type, held, seats),
+    )
+
+
+def filled(customer_id: int, seat_type: str, held: int | None, seats: Any) -> PoolFilled | None:
+    """Whether a created seat took its pool's last one: the function returns the seats its
+    pool holds with it (migration 0025). A seat over the limit (a burst) is past that point."""
+    limit = seats.guests if seat_type == "guest" else seats.limit
+    if held is None or held != limit:
+        return None
+    return PoolFilled(customer_id, "guests" if seat_type == "guest" else "members", limit)
 
 
 def audit_append(
@@ -281,7 +308,7 @@ def audit_append(
     trip to this worker. None when there is nothing to append."""
     if assignment.audit_after is None:
         return None
-    target = f"{assignment.customer}/{assignment.seat.subject}"
+    target = f"{assignment.customer}/{assignment.subject_ref}"
     return _APPEND, (actor, target, assignment.audit_after, request_id)
 
 

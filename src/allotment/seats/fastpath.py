@@ -33,13 +33,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allotment import invalidation
-from allotment.db import HotPoolUnavailable, hot_connection
+from allotment.db import HotPoolUnavailable, hot_connection, session_scope
 from allotment.errors import AllotmentError, render_domain_error
 from allotment.kit import idempotency
 from allotment.kit.idempotency import HEADER
 from allotment.kit.jsonx import dumps
 from allotment.seats import direct, known
 from allotment.seats.endpoints import ASSIGN_GUARD
+from allotment.seats.filled import announce_filled
 from allotment.seats.schemas import SeatAssign
 
 _PATH = re.compile(r"/v1/customers/([^/]+)/seats")
@@ -112,6 +113,7 @@ async def _assign(
         actor=actor,
         request_id=request.scope["state"].get("request_id"),
         keyed=keyed,
+        pseudonyms=state.pseudonyms,
     )
     wait_s = state.settings.db_hot_wait_s
     async with _slot(state, wait_s), hot_connection(state.hot_pool, wait_s=wait_s) as pg:
@@ -145,6 +147,9 @@ async def _assign(
     if assignment is not None and assignment.created:  # committed: tell the caches
         direct.count_direct(assignment)
         await invalidation.customer_committed(state.bus, key)
+        if assignment.filled is not None:  # rare: a transaction of its own (seats/filled.py)
+            async with session_scope(state.sessionmaker, bus=state.bus) as session:
+                await announce_filled(session, assignment, now=assignment.seat.assigned_at)
     return answer
 
 

@@ -43,6 +43,17 @@ _SESSIONS = text(
     "AND coalesce(ended_at, least(expires_at, :now)) > :from ORDER BY opened_at, id"
 )
 
+_OPEN_BURST = text(
+    'SELECT started_at, window_ends_at, "limit", extra FROM seat_bursts '
+    "WHERE customer_id = :c AND ended_at IS NULL"
+)
+
+
+async def open_burst(session: AsyncSession, *, customer_id: int) -> Any | None:
+    """The customer's open burst episode (members over the limit): when it started, when
+    its window ends, and the limit and extra it opened with; None when there is none."""
+    return (await session.execute(_OPEN_BURST, {"c": customer_id})).one_or_none()
+
 
 async def members(
     session: AsyncSession, *, customer_id: int, start: datetime, end: datetime

@@ -41,6 +41,7 @@ from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.pagination import Page, paginate
 from allotment.kit.reads import from_row
 from allotment.policy.catalog import Catalog
+from allotment.privacy import pseudonyms
 from allotment.seats.models import Seat
 from allotment.seats.schemas import BurstWindowRead, SeatRead
 from allotment.usage import lifecycle
@@ -74,6 +75,15 @@ class WrongSeatModel(Conflict):
 
 
 @dataclass(frozen=True)
+class PoolFilled:
+    """An assignment that took its pool's last seat: seats.limit_reached (seats/filled.py)."""
+
+    customer_id: int
+    pool: str  # members | guests
+    limit: int
+
+
+@dataclass(frozen=True)
 class Assignment:
     seat: Any  # a row of _COLUMNS
     customer: str
@@ -82,6 +92,8 @@ class Assignment:
     # The canonical `after` of the seat.assigned audit record its caller must still append
     # in the same transaction (the keyed fast path: seats/fastpath.py).
     audit_after: str | None = None
+    subject_ref: str | None = None  # the subject's pseudonym, the audit record's target
+    filled: PoolFilled | None = None  # this assignment took the last seat of its pool
 
     def read(self) -> SeatRead:
         return read(self.seat, self.customer, burst=self.burst)
@@ -91,10 +103,12 @@ def read(row: Any, customer: str, *, burst: BurstWindowRead | None = None) -> Se
     return from_row(SeatRead, row, customer=customer, since=row.assigned_at, burst=burst)
 
 
-def _audit_view(row: Any) -> dict[str, Any]:
+def audit_view(row: Any, subject_ref: str) -> dict[str, Any]:
+    """The seat as its audit record and lifecycle event show it: the subject's pseudonym,
+    never the subject (docs/privacy.md; migration 0023 builds the same in SQL)."""
     return {
         "id": row.id,
-        "subject": row.subject,
+        "subject": subject_ref,
         "type": row.type,
         "tenant": row.tenant,
         "over_limit": row.over_limit,
@@ -167,6 +181,7 @@ async def release(
     now = found.at
     c = found.customer_id
     row = (await session.execute(_RELEASE, {"c": c, "s": subject, "now": now})).one_or_none()
+    ref = pseudonyms.of_session(session).of(customer_key, subject)
     if row is None:
         raise SeatNotFound(f"Subject {subject!r} holds no seat of customer {customer_key!r}.")
     if row.type == "member":
@@ -184,8 +199,8 @@ async def release(
         actor=actor,
         action="seat.released",
         target_type="seat",
-        target_key=f"{customer_key}/{subject}",
-        after=_audit_view(row),
+        target_key=f"{customer_key}/{ref}",
+        after=audit_view(row, ref),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(
@@ -221,3 +236,13 @@ async def list_seats(
     table = Seat.__table__
     query = select(*table.c).where(table.c.customer_id == c, table.c.released_at.is_(None))
     return await paginate(session, query, Seat.id, limit=limit, cursor=cursor, scalars=False)
+
+
+_ERASE = text("UPDATE seats SET subject = :ref WHERE customer_id = :c AND subject = :s")
+
+
+async def erase_subject(session: AsyncSession, *, customer_id: int, subject: str, ref: str) -> int:
+    """Past seats of `subject` keep its pseudonym `ref` instead (an erasure: privacy/service.py;
+    the caller released the live one). Billing reads the intervals, never the subject."""
+    result = await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

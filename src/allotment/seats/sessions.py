@@ -24,6 +24,8 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.ids import new_id
 from allotment.kit.metrics import ALLOCATIONS
 from allotment.kit.reads import from_row
+from allotment.privacy import pseudonyms
+from allotment.seats.filled import announce_pool_full
 from allotment.seats.schemas import SessionRead
 from allotment.seats.service import WrongSeatModel
 from allotment.usage import lifecycle
@@ -52,10 +54,12 @@ def read(row: Any, customer: str) -> SessionRead:
     return from_row(SessionRead, row, customer=customer)
 
 
-def audit_view(row: Any) -> dict[str, Any]:
+def audit_view(row: Any, subject_ref: str | None) -> dict[str, Any]:
+    """The session as its audit record and lifecycle event show it: the subject's pseudonym
+    (docs/privacy.md)."""
     return {
         "id": row.id,
-        "subject": row.subject,
+        "subject": subject_ref,
         "tenant": row.tenant,
         "opened_at": isoformat(row.opened_at),
         "expires_at": isoformat(row.expires_at),
@@ -126,10 +130,20 @@ async def open_session(
         action="session.opened",
         target_type="session",
         target_key=f"{customer_key}/{row.id}",
-        after=audit_view(row),
+        after=audit_view(row, pseudonyms.of_session(session).of(customer_key, subject)),
     )
     await invalidation.bump_customer(session, customer_id=c, customer_key=customer_key)
     after_commit(session, ALLOCATIONS.labels("sessions", "granted").inc)
+    if live.live + 1 == seats.limit:  # this session took the last concurrent seat
+        await announce_pool_full(
+            session,
+            customer_id=c,
+            customer_key=customer_key,
+            pool="sessions",
+            limit=seats.limit,
+            subject=subject,
+            now=now,
+        )
     return row
 
 
@@ -146,3 +160,42 @@ async def close(
     return await pools.end_lease(
         session, TABLE, session_id, "session", actor=actor, view=audit_view, now=now or utcnow()
     )
+
+
+_LIVE_OF = text(
+    "SELECT id FROM seat_sessions WHERE customer_id = :c AND subject = :s AND ended_at IS NULL "
+    "ORDER BY id"
+)
+_ERASE = text("UPDATE seat_sessions SET subject = :ref WHERE customer_id = :c AND subject = :s")
+
+
+async def erase_subject(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    customer_key: str,
+    subject: str,
+    ref: str,
+    actor: str,
+    now: datetime,
+) -> int:
+    """An erasure (privacy/service.py): close `subject`'s live sessions (`session.closed`,
+    audited), then keep its pseudonym `ref` in every session row instead (a lapsed one is
+    left to the reaper, whose record shows `ref` too). Returns the sessions closed."""
+    rows = (await session.execute(_LIVE_OF, {"c": customer_id, "s": subject})).scalars().all()
+    closed = 0
+    for session_id in rows:
+        row = await leases.end(session, TABLE, session_id, now)
+        if row is not None:
+            closed += 1
+            lifecycle.record(
+                session,
+                customer_id=customer_id,
+                actor=actor,
+                action="session.closed",
+                target_type="session",
+                target_key=f"{customer_key}/{row.id}",
+                after=audit_view(row, ref),
+            )
+    await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return closed

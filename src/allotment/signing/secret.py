@@ -70,20 +70,28 @@ class Sealer:
             ) from None
 
 
-def derive(secret: str) -> bytes:
-    """The 256-bit AES key for `secret` (HKDF-SHA256)."""
-    return HKDF(algorithm=SHA256(), length=32, salt=_SALT, info=_INFO).derive(secret.encode())
+def derive(secret: str, *, info: bytes = _INFO) -> bytes:
+    """The 256-bit AES key for `secret` (HKDF-SHA256); `info` names what it seals, so each
+    use (signing keys, webhook secrets) has a key of its own."""
+    return HKDF(algorithm=SHA256(), length=32, salt=_SALT, info=info).derive(secret.encode())
 
 
-def sealer(settings: Settings) -> Sealer:
+def sealer(settings: Settings, *, info: bytes = _INFO) -> Sealer:
     """The sealer for the configured secret, creating the secret file when there is none."""
+    value, origin = secret(settings)
+    return Sealer(derive(value, info=info), origin)
+
+
+def secret(settings: Settings) -> tuple[str, str]:
+    """The signing secret and where it came from, creating the secret file when there is
+    none. (Subjects' pseudonyms derive their key from it too: privacy/pseudonyms.py.)"""
     if settings.signing_secret is not None:
         value = settings.signing_secret.get_secret_value()
         if not value.strip():
             raise SigningSecretMismatch("ALLOTMENT_SIGNING_SECRET is set but empty.")
-        return Sealer(derive(value), "ALLOTMENT_SIGNING_SECRET")
+        return value, "ALLOTMENT_SIGNING_SECRET"
     path = (settings.data_dir / SECRET_FILE).resolve()
-    return Sealer(derive(_file_secret(path)), str(path))
+    return _file_secret(path), str(path)
 
 
 def _file_secret(path: Path) -> str:

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.audit import service as audit
@@ -121,3 +122,16 @@ def record(
         after=after,
     )
     emit(session, type=action, customer_id=customer_id, data=after, tenant=tenant, time=time)
+
+
+_ERASE = text(
+    "UPDATE usage_events SET data = jsonb_set(data, '{subject}', to_jsonb(CAST(:ref AS text))) "
+    "WHERE customer_id = :c AND source = 'allotment' AND data ->> 'subject' = :s"
+)
+
+
+async def erase_subject(session: AsyncSession, *, customer_id: int, subject: str, ref: str) -> int:
+    """Lifecycle events written with the raw subject (before pseudonyms: migration 0023)
+    take its pseudonym; newer ones already hold it. Lifecycle events are not metered."""
+    result = await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

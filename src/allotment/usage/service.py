@@ -17,7 +17,9 @@ One batch is one transaction (the request's):
        UPSERT the hourly counters by what 4 and 5 added; a new event with a negative quantity
        for a `corrections: true` meter (the only place one gets past step 1) queues an audit
        record, `usage.corrected`, appended with the commit
-    6  commit (the request dependency), then answer; new events of a type no meter of the
+    6  fire the alerts the new counts crossed (usage/watch.py: one select, and only when a
+       watched meter moved)
+    7  commit (the request dependency), then answer; new events of a type no meter of the
        customer's policy reads are stored and reported as `unmetered`
 
 An id is never marked seen unless its event and counters commit with it, and a replay —
@@ -53,6 +55,7 @@ from allotment.usage.meters import (
     data_problems,
     deltas,
 )
+from allotment.usage.watch import watch
 
 SnapshotOf = Callable[[str], Awaitable[Snapshot | None]]
 
@@ -215,7 +218,8 @@ async def ingest(
     ]
     outcome.customers = {c.reading.event.subject for c in fresh}
     counted = [(c.reading, c.meters) for c in fresh]
-    await store(session, counted, window.now)
+    watched = {s.customer_id: s for s in snapshots.values() if s is not None and s.customer_id}
+    await store(session, counted, window.now, snapshots=watched)
     audit_corrections(session, counted, actor=actor)
     return outcome
 
@@ -264,11 +268,15 @@ async def store(
     session: AsyncSession,
     fresh: list[tuple[Reading, dict[str, tuple[Meter, ...]]]],
     received: datetime,
+    *,
+    snapshots: Mapping[int, Snapshot],
 ) -> None:
-    """Write events whose ids this transaction claimed, and count them."""
+    """Write events whose ids this transaction claimed, count them, and fire the alerts the
+    counts crossed (`watch.watch`: the customers' snapshots by id say what is watched)."""
     if fresh:
         await _insert_events(session, [r for r, _ in fresh], received)
-        await _count(session, fresh)
+        counters = await _count(session, fresh)
+        await watch(session, snapshots=snapshots, counters=counters, now=received)
 
 
 async def claim(
@@ -329,7 +337,8 @@ async def _insert_events(
 
 async def _count(
     session: AsyncSession, fresh: list[tuple[Reading, dict[str, tuple[Meter, ...]]]]
-) -> None:
+) -> dict[CounterKey, Delta]:
+    """Upsert the counters the readings move; what each moved by."""
     counters: dict[CounterKey, Delta] = {}
     kinds: dict[CounterKey, str] = {}
     uniques: dict[Any, datetime] = {}
@@ -367,7 +376,7 @@ async def _count(
                 kinds[key] = "add"
             counters[key].value += Decimal(1)
     if not counters:
-        return
+        return counters
     ordered_counters = sorted(
         counters.items(), key=lambda item: (item[0][0], item[0][2], item[0][3], item[0][1])
     )
@@ -383,3 +392,4 @@ async def _count(
             "events": [d.events for _, d in ordered_counters],
         },
     )
+    return counters

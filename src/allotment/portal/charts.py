@@ -1,0 +1,186 @@
+"""Inline SVG geometry for the portal's charts: pure functions of numbers, no I/O.
+
+usage_chart(days, values, limit=, limit_period=)   daily bars, a running total when the
+                                                   limit is per month or year, the limit
+                                                   and 80 % lines
+graph_layout(graph)                                plans, add-ons and features in three
+                                                   columns, with their edges
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from allotment.portal.upgrades import Graph
+
+WIDTH, HEIGHT = 720, 240
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 12, 28
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: date
+    value: Decimal
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    value: Decimal
+    y: float
+
+
+@dataclass(frozen=True)
+class UsageChart:
+    width: int
+    height: int
+    bars: tuple[Bar, ...]
+    lines: tuple[Line, ...]  # the limit and its 80 %, where a limit applies to the scale
+    running: str | None  # polyline points of the running total, or None
+    top: Decimal  # the value at the top of the plot
+    ticks: tuple[tuple[float, Decimal], ...]  # (y, value) of the axis labels
+    base_y: float
+    left: int
+    right: float
+
+
+def _scale(top: Decimal, value: Decimal) -> float:
+    plot = HEIGHT - TOP - BOTTOM
+    if top <= 0:
+        return float(HEIGHT - BOTTOM)
+    return HEIGHT - BOTTOM - float(value / top) * plot
+
+
+def usage_chart(
+    days: list[date],
+    values: dict[date, Decimal],
+    *,
+    limit: Decimal | None,
+    limit_period: str | None,
+    today: date | None = None,
+) -> UsageChart:
+    """`today`: the running total stops there (the days after it have not happened)."""
+    daily = [values.get(day, Decimal(0)) for day in days]
+    running: list[Decimal] = []
+    total = Decimal(0)
+    for value in daily:
+        total += value
+        running.append(total)
+    cumulative = limit is not None and limit_period in ("month", "year")
+    lined = limit is not None and limit_period in ("month", "year", "day")
+    candidates = [*daily, Decimal(0)]
+    if cumulative:
+        candidates.extend(running)
+    if lined and limit is not None:
+        candidates.append(limit)
+    top = max(candidates)
+    top = top * Decimal("1.1") if top > 0 else Decimal(1)
+    step = (WIDTH - LEFT - RIGHT) / max(1, len(days))
+    bars = tuple(
+        Bar(
+            day=day,
+            value=value,
+            x=LEFT + i * step + step * 0.15,
+            y=_scale(top, value),
+            width=step * 0.7,
+            height=(HEIGHT - BOTTOM) - _scale(top, value),
+        )
+        for i, (day, value) in enumerate(zip(days, daily, strict=True))
+    )
+    lines: tuple[Line, ...] = ()
+    if lined and limit is not None:
+        eighty = limit * Decimal("0.8")
+        lines = (
+            Line("limit", limit, _scale(top, limit)),
+            Line("80 %", eighty, _scale(top, eighty)),
+        )
+    points = None
+    if cumulative:
+        points = " ".join(
+            f"{LEFT + (i + 0.5) * step:.1f},{_scale(top, value):.1f}"
+            for i, (day, value) in enumerate(zip(days, running, strict=True))
+            if today is None or day <= today
+        )
+    ticks = tuple((_scale(top, top * k / 4), top * k / 4) for k in range(5))
+    return UsageChart(
+        width=WIDTH,
+        height=HEIGHT,
+        bars=bars,
+        lines=lines,
+        running=points,
+        top=top,
+        ticks=ticks,
+        base_y=HEIGHT - BOTTOM,
+        left=LEFT,
+        right=WIDTH - RIGHT,
+    )
+
+
+NODE_W, NODE_H, ROW = 170, 26, 36
+COLUMNS = {"plan": 10, "addon": 250, "feature": 490}
+GRAPH_WIDTH = 760
+
+
+@dataclass(frozen=True)
+class Node:
+    key: str  # kind:name
+    kind: str
+    name: str
+    state: str
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    kind: str
+    state: str
+    path: str  # SVG path data
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class GraphLayout:
+    width: int
+    height: int
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    node_w: int = NODE_W
+    node_h: int = NODE_H
+
+
+def graph_layout(graph: Graph) -> GraphLayout:
+    rows: dict[str, int] = {"plan": 0, "addon": 0, "feature": 0}
+    placed: dict[str, Node] = {}
+    for kind, name, state in graph.nodes:
+        y = 30 + rows[kind] * ROW
+        rows[kind] += 1
+        key = f"{kind}:{name}"
+        placed[key] = Node(key, kind, name, state, COLUMNS[kind], y)
+    edges = []
+    # Drawn in order of emphasis: plain edges first, so the highlighted ones lie on top.
+    order = {"other": 0, "requires": 1, "held": 2, "upgrade": 3}
+    for kind, source, target, state in sorted(graph.edges, key=lambda e: order[e[3]]):
+        a, b = placed.get(source), placed.get(target)
+        if a is None or b is None:
+            continue
+        if kind == "requires":  # feature to feature: an arc right of the column
+            x = a.x + NODE_W
+            ya, yb = a.y + NODE_H / 2, b.y + NODE_H / 2
+            bulge = x + 30 + abs(ya - yb) / 6
+            path = f"M{x},{ya:.0f} C{bulge:.0f},{ya:.0f} {bulge:.0f},{yb:.0f} {x},{yb:.0f}"
+        else:
+            x1, y1 = a.x + NODE_W, a.y + NODE_H / 2
+            x2, y2 = b.x, b.y + NODE_H / 2
+            mid = (x1 + x2) / 2
+            path = f"M{x1},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2},{y2:.0f}"
+        edges.append(Edge(kind, state, path, source, target))
+    height = 30 + max(rows.values(), default=0) * ROW + 10
+    return GraphLayout(GRAPH_WIDTH, height, tuple(placed.values()), tuple(edges))

@@ -1,0 +1,278 @@
+"""What each portal page shows, gathered through the services the API answers with (the
+Checker's entitlements, usage reads, seats, instances, invoice previews), so a page's
+numbers are the API's.
+
+    overview(session, checker, customer, now)          contract, days left, the month so far
+    entitlement_list(checker, customer, now)            each feature, why, what would unlock it
+    feature_graph(checker, customer, now)               the graph, laid out, with upgrade paths
+    usage(session, checker, customer, now)              each meter's days this period, its limit
+    seats_page(session, checker, viewer, now, cursor=)  held / limit, burst window, holders
+    instances_page(session, checker, customer, now)     live leases by kind
+    invoice(session, document, now)                     this month's preview (and its CSV)
+    release_notes(session, customer)                    the policy changes that touched it
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.billing import service as billing
+from allotment.billing.schemas import InvoiceRead
+from allotment.check.service import Checker
+from allotment.check.snapshot import StoreUnavailable
+from allotment.errors import ServiceUnavailable
+from allotment.instances import service as instances
+from allotment.kit.clock import isoformat
+from allotment.policy.catalog import Catalog
+from allotment.portal import charts, upgrades
+from allotment.releases import service as releases
+from allotment.seats import history as seat_history
+from allotment.seats import service as seats
+from allotment.usage import reads
+
+# Holders and instances shown per page; further ones are a "next page" link away.
+PAGE_SIZE = 100
+
+
+async def entitlements(
+    checker: Checker, customer: str, now: datetime
+) -> tuple[dict[str, Any], Catalog | None]:
+    """The entitlements document GET /v1/customers/{key}/entitlements answers, and the
+    catalog it was decided with."""
+    try:
+        document, snapshot = await checker.entitlements_of(customer, now)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable("The store is unavailable and nothing is cached.") from exc
+    return document, snapshot.catalog
+
+
+def period_of(now: datetime) -> str:
+    return now.strftime("%Y-%m")
+
+
+async def invoice(
+    session: AsyncSession, document: dict[str, Any], now: datetime
+) -> InvoiceRead | None:
+    """This month's invoice preview of the contract in force, as of the last whole hour.
+
+    An hour's use comes from its hourly counter, except in an hour the preview's instant
+    cuts: that one is read event by event (docs/billing.md, "Taken at an instant"), which in
+    a busy hour is most of a preview's time. On the hour, nothing is cut, and the page is
+    exactly what the API answers with that `as_of`."""
+    contract = document.get("contract")
+    if contract is None:
+        return None
+    return await billing.preview(
+        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=last_hour(now)
+    )
+
+
+def last_hour(now: datetime) -> datetime:
+    return now.replace(minute=0, second=0, microsecond=0)
+
+
+def countdown(contract: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """The contract's end: a trial's end or the renewal, with whole days left (rounded up,
+    so the last day shows 1)."""
+    if contract is None or contract.get("ends_at") is None:
+        return None
+    ends_at = datetime.fromisoformat(contract["ends_at"].replace("Z", "+00:00"))
+    seconds = (ends_at - now).total_seconds()
+    return {
+        "what": "Trial ends" if contract["kind"] == "trial" else "Renews",
+        "at": ends_at,
+        "days_left": max(0, math.ceil(seconds / 86400)),
+        "past": seconds <= 0,
+    }
+
+
+async def overview(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    contract = document["contract"]
+    allowed = sum(1 for f in document["features"] if f["allowed"])
+    found = await invoice(session, document, now)
+    return {
+        "title": "Overview",
+        "contract": contract,
+        "countdown": countdown(contract, now),
+        "invoice": found,
+        "invoice_as_of": isoformat(found.as_of) if found is not None else None,
+        "features_allowed": allowed,
+        "features_total": len(document["features"]),
+        "limits": document["limits"],
+        "now": now,
+    }
+
+
+async def entitlement_list(checker: Checker, customer: str, now: datetime) -> dict[str, Any]:
+    document, catalog = await entitlements(checker, customer, now)
+    contract = document["contract"]
+    rows = []
+    for verdict in document["features"]:
+        found = None
+        if catalog is not None and verdict["reason"] in upgrades.CATALOG_REASONS:
+            found = upgrades.unlock(catalog, contract, verdict["feature"])
+        spec = catalog.features.get(verdict["feature"]) if catalog is not None else None
+        rows.append(
+            {
+                **verdict,
+                "why": upgrades.describe(verdict["reason"]),
+                "description": spec.description if spec is not None else None,
+                "unlock": found,
+            }
+        )
+    return {"title": "Entitlements", "contract": contract, "features": rows}
+
+
+async def feature_graph(checker: Checker, customer: str, now: datetime) -> dict[str, Any]:
+    document, catalog = await entitlements(checker, customer, now)
+    if catalog is None:
+        return {"title": "Feature graph", "graph": None, "layout": None, "catalog": None}
+    found = upgrades.graph(catalog, document)
+    return {
+        "title": "Feature graph",
+        "contract": document["contract"],
+        "graph": found,
+        "layout": charts.graph_layout(found),
+        "catalog": catalog,
+    }
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    days, day = [], start.date()
+    while day < end.date():
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+async def usage(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime
+) -> dict[str, Any]:
+    """Each meter of the customer's catalog over the current billing period, by day, read
+    as GET /v1/customers/{key}/usage reads it (from the hourly counters), all in one go."""
+    document, catalog = await entitlements(checker, customer, now)
+    start, end = reads.billing_period(now)
+    days = _days(start, end)
+    catalog_meters = sorted((catalog.meters if catalog is not None else {}).items())
+    found = await reads.usage_of_meters(
+        session,
+        customer_key=customer,
+        meters=[meter for _, meter in catalog_meters],
+        start=start,
+        end=end,
+        granularity="day",
+        tenant=None,
+        as_of=now,
+    )
+    meters = []
+    for (name, meter), read in zip(catalog_meters, found, strict=True):
+        values = {bucket.start.date(): bucket.value for bucket in read.buckets}
+        limit = document["limits"]["meters"].get(name)
+        cap = Decimal(str(limit["limit"])) if limit is not None else None
+        meters.append(
+            {
+                "name": name,
+                "meter": meter,
+                "read": read,
+                "limit": limit,
+                "rows": [(day, values.get(day, Decimal(0))) for day in days if day <= now.date()],
+                "chart": charts.usage_chart(
+                    days,
+                    values,
+                    limit=cap,
+                    limit_period=limit["period"] if limit else None,
+                    today=now.date(),
+                ),
+            }
+        )
+    return {"title": "Usage", "start": start, "end": end, "meters": meters}
+
+
+async def seats_page(
+    session: AsyncSession,
+    checker: Checker,
+    *,
+    customer: str,
+    customer_id: int,
+    now: datetime,
+    cursor: str | None,
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    pool = document["limits"]["seats"]
+    page = await seats.list_seats(session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor)
+    burst = await seat_history.open_burst(session, customer_id=customer_id)
+    return {
+        "title": "Seats",
+        "pool": pool,
+        "holders": [seats.read(row, customer) for row in page.items],
+        "next_cursor": page.next_cursor,
+        "burst": burst,
+        "burst_extra_left": None
+        if burst is None or pool is None
+        else max(0, burst.limit + burst.extra - pool["held"]),
+    }
+
+
+async def instances_page(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime, cursor: str | None
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    page = await instances.list_instances(
+        session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor, now=now
+    )
+    by_kind: dict[str, list[Any]] = defaultdict(list)
+    for row in page.items:
+        by_kind[row.kind].append(instances.read(row, customer))
+    return {
+        "title": "Instances",
+        "pool": document["limits"]["instances"],
+        "kinds": {
+            kind: {"leases": rows, "weight": sum(r.weight for r in rows)}
+            for kind, rows in sorted(by_kind.items())
+        },
+        "next_cursor": page.next_cursor,
+    }
+
+
+async def invoice_page(
+    session: AsyncSession, checker: Checker, customer: str, now: datetime
+) -> dict[str, Any]:
+    document, _ = await entitlements(checker, customer, now)
+    found = await invoice(session, document, now)
+    return {
+        "title": "Invoice",
+        "invoice": found,
+        "as_of": isoformat(found.as_of) if found is not None else None,
+    }
+
+
+# Release notes: the newest policy moves looked at for the customer's page.
+RELEASES_LOOKED_AT = 50
+
+
+async def release_notes(session: AsyncSession, customer: str) -> dict[str, Any]:
+    """The notes of the newest publishes and rollbacks (releases.notes_for) whose impact
+    names the customer: what it gained or lost, its limits and its invoice estimate."""
+    moves = await releases.changelog(session, limit=RELEASES_LOOKED_AT, cursor=None)
+    touched, seen = [], set()
+    for move in moves.items:
+        if move.version in seen:
+            continue
+        seen.add(move.version)
+        notes = await releases.notes_for(session, move.version)
+        impact = notes["impact"]
+        mine = next((c for c in impact["customers"] if c["customer"] == customer), None)
+        orphaned = [o for o in notes["orphaned"] if o["customer"] == customer]
+        if mine is None and not orphaned:
+            continue
+        touched.append({"notes": notes, "mine": mine, "orphaned": orphaned})
+    return {"title": "Release notes", "touched": touched, "looked_at": len(moves.items)}

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, the transactional outbox and delivery (docs/webhooks.md)."""

@@ -1,0 +1,241 @@
+"""Every portal page, read as a customer: its numbers are the API's, and a seat is released
+through the page's form."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tests.factories.portal import csrf_of, signed_in
+from tests.factories.usage import event, send
+
+
+def text_of(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{re.escape(element_id)}"[^>]*>([^<]*)<', html)
+    assert found is not None, f"no #{element_id} in the page"
+    return found.group(1).strip()
+
+
+def attribute(html: str, element_id: str, name: str) -> str:
+    found = re.search(rf'id="{re.escape(element_id)}"[^>]*?{name}="([^"]*)"', html)
+    assert found is not None, f"no #{element_id}[{name}] in the page"
+    return found.group(1)
+
+
+async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    for subject in ("ada", "grace", "linus"):
+        made = await client.post(
+            "/v1/customers/acme/seats", json={"subject": subject}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+    for n, kind in enumerate(("vm", "container")):
+        made = await client.post(
+            "/v1/customers/acme/instances",
+            json={"fingerprint": f"host-{n}", "kind": kind, "environment": "production"},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+    calls = [event(f"e{n}", data={"count": n + 1}) for n in range(12)]
+    calls += [event(f"x{n}", type="export.created", data={}) for n in range(3)]
+    sent = await send(client, admin, calls)
+    assert sent.json()["accepted"] == 15, sent.text
+
+
+async def test_every_page_shows_the_apis_numbers(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    await seed(client, admin)
+    api = (await client.get("/v1/customers/acme/entitlements", headers=admin)).json()
+    async with signed_in(app, client, admin, "acme") as browser:
+        base = "/portal/customers/acme"
+        overview = (await browser.get(base)).text
+        assert text_of(overview, "contract-plan") == "team"
+        assert text_of(overview, "overview-seats") == f"{api['limits']['seats']['held']} of 10"
+
+        page = (await browser.get(f"{base}/usage")).text
+        for meter in ("api_calls", "exports"):
+            read = await client.get(f"/v1/customers/acme/usage?meter={meter}", headers=admin)
+            total = read.json()["total"]
+            assert attribute(page, f"usage-total-{meter}", "data-value") == str(total)
+        assert text_of(page, "usage-total-api_calls") == "78"  # 1 + 2 + … + 12
+        assert '<title id="chart-api_calls-title">' in page and "<desc" in page
+        assert 'id="usage-table-api_calls"' in page
+
+        page = (await browser.get(f"{base}/seats")).text
+        held = (await client.get("/v1/customers/acme/seats", headers=admin)).json()["items"]
+        assert text_of(page, "seats-held") == str(api["limits"]["seats"]["held"]) == "3"
+        assert text_of(page, "seats-limit") == "10"
+        for seat in held:
+            assert f'<option value="{seat["subject"]}">' in page
+        assert '<label for="release-subject">' in page
+
+        page = (await browser.get(f"{base}/instances")).text
+        assert text_of(page, "instances-held") == str(api["limits"]["instances"]["held"]) == "2"
+        assert 'id="instances-vm"' in page and 'id="instances-container"' in page
+
+        page = (await browser.get(f"{base}/invoice")).text
+        as_of = attribute(page, "invoice-lines", "data-as-of")
+        contract = api["contract"]["id"]
+        preview = await client.get(
+            f"/v1/contracts/{contract}/invoice-preview?period={as_of[:7]}&as_of={quote(as_of)}",
+            headers=admin,
+        )
+        assert text_of(page, "invoice-subtotal") == str(preview.json()["subtotal"])
+        assert len(re.findall(r"<tr><th scope=\"row\">", page)) == len(preview.json()["lines"])
+        csv = await browser.get(f"{base}/invoice.csv")
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert "attachment" in csv.headers["content-disposition"]
+        assert csv.text.splitlines()[0] == "code,description,quantity,unit,unit_price,amount,source"
+        assert len(csv.text.splitlines()) == len(preview.json()["lines"]) + 1
+
+        page = (await browser.get(f"{base}/entitlements")).text
+        for feature in api["features"]:
+            row = re.search(rf'id="feature-{feature["feature"]}".*?</tr>', page, re.S)
+            assert row is not None, feature
+            shown = "true" if feature["allowed"] else "false"
+            assert f'data-allowed="{shown}"' in row.group(0), feature
+            assert f'data-reason="{feature["reason"]}"' in row.group(0), feature
+        # What would unlock a feature not in the plan: sso needs the enterprise plan; the audit
+        # log comes with it, or with the audit_pack add-on.
+        sso = re.search(r'id="feature-sso".*?</tr>', page, re.S)
+        assert sso is not None and "Plan: enterprise</td>" in sso.group(0)
+        audit = re.search(r'id="feature-audit_log".*?</tr>', page, re.S)
+        assert audit is not None
+        assert "Plan: enterprise" in audit.group(0) and "Add-on: audit_pack" in audit.group(0)
+
+        page = (await browser.get(f"{base}/graph")).text
+        assert re.search(r'class="node plan held" id="node-plan-team"', page)
+        assert '<title id="graph-title">' in page and 'id="graph-grants"' in page
+
+
+async def test_a_seat_is_released_through_the_form(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    for subject in ("ada", "grace"):
+        await client.post("/v1/customers/acme/seats", json={"subject": subject}, headers=admin)
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = await browser.get("/portal/customers/acme/seats")
+        token = csrf_of(page.text)
+        forged = await browser.post(
+            "/portal/customers/acme/seats/release", data={"subject": "ada", "csrf": "f" * 64}
+        )
+        assert forged.status_code == 403
+        done = await browser.post(
+            "/portal/customers/acme/seats/release", data={"subject": "ada", "csrf": token}
+        )
+        assert done.status_code == 303
+        after = await browser.get(done.headers["location"])
+        assert "Released the seat of ada" in after.text
+        assert text_of(after.text, "seats-held") == "1"
+    held = (await client.get("/v1/customers/acme/seats", headers=admin)).json()["items"]
+    assert [seat["subject"] for seat in held] == ["grace"]
+    ada = app.state.pseudonyms.of("acme", "ada")  # the audit trail names subjects by pseudonym
+    audit = (await client.get(f"/v1/audit?target=acme/{ada}", headers=admin)).json()
+    assert any(r["actor"].startswith("portal:ps_") for r in audit.get("items", [])), audit
+
+
+async def test_the_seats_page_shows_an_open_burst_window(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    # team: 10 seats, 2 more for 72 h once they are full.
+    for n in range(11):
+        made = await client.post(
+            "/v1/customers/acme/seats", json={"subject": f"u{n}"}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+    window = made.json()["burst"]
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/seats")).text
+        assert text_of(page, "seats-held") == "11"
+        shown = text_of(page, "burst-window")
+        assert "1 extra seat left" in shown and window["extra_left"] == 1
+        assert window["ends_at"][:16].replace("T", " ") in shown
+
+
+async def test_a_trial_counts_down_its_days_and_the_overview_shows_the_month_so_far(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract, days_from_now
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    await create_customer(client, admin, key="initech")
+    contract = await create_contract(
+        client, admin, customer="initech", kind="trial", ends_at=days_from_now(9.5)
+    )
+    async with signed_in(app, client, admin, "initech") as browser:
+        page = (await browser.get("/portal/customers/initech")).text
+        assert "Trial ends on" in page and text_of(page, "days-left") == "10"
+        assert text_of(page, "contract-kind") == "trial"
+        subtotal = text_of(page, "invoice-subtotal").split()[0]
+        as_of = attribute(page, "invoice-subtotal", "data-as-of")
+        preview = await client.get(
+            f"/v1/contracts/{contract['id']}/invoice-preview",
+            params={"period": as_of[:7], "as_of": as_of},
+            headers=admin,
+        )
+        assert subtotal == str(preview.json()["subtotal"])
+
+
+async def test_the_cookie_is_secure_over_https(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    from tests.factories.portal import portal_link
+
+    link = await portal_link(client, admin, team)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://test") as browser:
+        opened = await browser.get(link)
+        assert opened.status_code == 303
+        assert "secure" in opened.headers["set-cookie"].lower()
+
+
+async def test_release_notes_show_the_policy_changes_that_touched_the_customer(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await create_customer(client, admin, key="globex")
+    await create_contract(client, admin, customer="globex", plan="starter")
+    document = demo_document()
+    document["plans"]["team"]["features"].append("audit_log")  # team gains the audit log
+    await publish_policy(client, admin, document)
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/releases")).text
+        assert "Version 2: published" in page
+        assert re.search(r"You gained: <span[^>]*>audit_log</span>", page)
+    async with signed_in(app, client, admin, "globex") as browser:
+        page = (await browser.get("/portal/customers/globex/releases")).text
+        assert 'id="releases-none"' in page and "Version 2" not in page
+
+
+async def test_the_usage_page_reads_every_meter_as_the_api_reads_each(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import publish_policy
+    from tests.factories.usage import metered_document
+
+    await publish_policy(client, admin, metered_document())
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    events = [event(f"c{n}", data={"count": n}) for n in range(1, 5)]
+    events += [event(f"l{n}", type="app.login", data={"user": f"u{n % 3}"}) for n in range(7)]
+    events += [event(f"j{n}", type="jobs.running", data={"n": n * 3 % 7}) for n in range(5)]
+    events += [event(f"s{n}", type="storage.used", data={"gb": 2}) for n in range(3)]
+    assert (await send(client, admin, events)).json()["accepted"] == len(events)
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/usage")).text
+    totals = {}
+    for meter in ("api_calls", "exports", "logins", "peak_jobs", "storage"):
+        read = await client.get(f"/v1/customers/acme/usage?meter={meter}", headers=admin)
+        totals[meter] = attribute(page, f"usage-total-{meter}", "data-value")
+        assert totals[meter] == str(read.json()["total"]), meter
+    assert (totals["api_calls"], totals["logins"], totals["peak_jobs"]) == ("10", "3", "6")
