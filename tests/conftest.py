@@ -140,7 +140,7 @@ async def reset(app: object) -> None:
     known_seat_limits.clear()  # remembered for the one-round-trip seat assignment
     app.state.keyring.clear()  # type: ignore[attr-defined]  # the signing keys were truncated
     redis = app.state.redis  # type: ignore[attr-defined]
-    stale = [k async for k in redis.scan_iter(match=f"{checker.snapshots.namespace}:snap:*")]
+    stale = [k async for k in redis.scan_iter(match=checker.snapshots.keys.snapshot_pattern)]
     if stale:
         await redis.delete(*stale)
 

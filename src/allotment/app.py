@@ -20,11 +20,11 @@ import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
-from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from allotment import embedded, invalidation
+from allotment import redis_client as redis_store
 from allotment.artifacts.endpoints import router as artifacts_router
 from allotment.audit.endpoints import router as audit_router
 from allotment.auth.cache import REVOKED_TOPIC, PrincipalCache
@@ -80,13 +80,6 @@ from allotment.webhooks.endpoints import router as webhooks_router
 log = structlog.get_logger("allotment.app")
 
 
-def redis_client(url: str, *, timeout_s: float = 0.5) -> Redis:
-    # Short timeouts: Redis is a cache and a bus; waiting on it must never stall a check.
-    return Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=0.5, health_check_interval=10
-    )
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -98,13 +91,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else None
     )
     hot_pool = create_hot_pool(servers.database_url, settings)
-    redis = redis_client(servers.redis_url)
+    redis = redis_store.connect(settings, servers.redis_url)
     bus = invalidation.make_bus(redis, settings)
     assert bus.journal is not None
     stream = Hub(
         redis=redis,
         # XREAD BLOCK waits up to READ_BLOCK_MS on a connection of its own.
-        reader=redis_client(servers.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 2.0),
+        reader=redis_store.connect(
+            settings, servers.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 2.0
+        ),
         journal=bus.journal,
         client_queue=settings.stream_client_queue,
     )
@@ -126,7 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         maker=maker,
         redis=redis,
         bus=bus,
-        namespace=settings.redis_namespace,
+        keys=invalidation.keyspace(settings),
         max_entries=settings.snapshot_cache_entries,
         ttl_s=settings.snapshot_ttl_s,
         ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,

@@ -57,13 +57,11 @@ def _bus(settings: Any) -> tuple[Any, Any]:
     """The servers' Redis and bus (None, None without Redis): a change made by a command (a
     publish, a key revoked, a lease reaped) reaches running workers at once, as one made
     through the API does, not after their cache TTL."""
-    from redis.asyncio import Redis
+    from allotment import invalidation, redis_client
 
-    from allotment import invalidation
-
-    if not settings.redis_url:
+    if not settings.redis_url and not settings.redis_cluster_seeds:
         return None, None
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client.connect(settings, settings.redis_url or "", timeout_s=5.0)
     return redis, invalidation.make_bus(redis, settings)
 
 

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
     redis_namespace: str = "allotment"
+    # Seed nodes of a Redis Cluster (`redis://host:port`, comma-separated): set, the service
+    # keeps everything it keeps in Redis there and ALLOTMENT_REDIS_URL is not used
+    # (docs/scale-out.md, "Redis Cluster").
+    redis_cluster_urls: str | None = None
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -153,6 +157,10 @@ class Settings(BaseSettings):
     # Delivered or failed messages are deleted (with their attempts) after this long: a
     # duration such as `30d`, as the retentions above.
     webhooks_retention: Retention = timedelta(days=30)
+
+    @property
+    def redis_cluster_seeds(self) -> list[str]:
+        return [url.strip() for url in (self.redis_cluster_urls or "").split(",") if url.strip()]
 
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:

@@ -56,7 +56,8 @@ class Servers:
     def export(self) -> None:
         """Put the URLs in the environment so child processes (uvicorn workers) reuse them."""
         os.environ["ALLOTMENT_DATABASE_URL"] = self.database_url
-        os.environ["ALLOTMENT_REDIS_URL"] = self.redis_url
+        if self.redis_url:  # "" with a Redis Cluster
+            os.environ["ALLOTMENT_REDIS_URL"] = self.redis_url
 
 
 def _prune_dead(handles: Path) -> None:
@@ -172,15 +173,17 @@ def _wait_gone(pid: int, *, timeout: float) -> None:
 def start(settings: Settings) -> Servers:
     handles: list[Any] = []
     db_url, redis_url = settings.database_url, settings.redis_url
-    if not db_url or not redis_url:
+    # A Redis Cluster (ALLOTMENT_REDIS_CLUSTER_URLS) takes the single Redis's place.
+    need_redis = not redis_url and not settings.redis_cluster_seeds
+    if not db_url or need_redis:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         if not db_url:
             log.info("starting embedded PostgreSQL under %s", data_dir / "pg")
             db_url, stop_pg = _start_postgres(data_dir, settings.database_name)
             handles.append(stop_pg)
-        if not redis_url:
+        if need_redis:
             log.info("starting embedded Redis under %s", data_dir)
             redis_url, stop_redis = _start_redis(data_dir)
             handles.append(stop_redis)
-    return Servers(database_url=db_url, redis_url=redis_url, _handles=handles)
+    return Servers(database_url=db_url, redis_url=redis_url or "", _handles=handles)

@@ -26,30 +26,36 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.config import Settings
 from allotment.db import after_commit
 from allotment.kit.bus import Bus, Journal
+from allotment.kit.keyspace import Keyspace
 
 CUSTOMER_TOPIC = "customer_state"
 POLICY_TOPIC = "policy_version"
 SIGNING_TOPIC = "signing_keys"
 
 
-def make_bus(redis: Redis, settings: Settings) -> Bus:
+def keyspace(settings: Settings) -> Keyspace:
+    """The names of the service's Redis keys: hash-tagged on a Redis Cluster."""
+    return Keyspace(settings.redis_namespace, tagged=bool(settings.redis_cluster_seeds))
+
+
+def make_bus(redis: Redis | RedisCluster, settings: Settings) -> Bus:
     """The bus of every process that writes (API workers, the CLI): the invalidation channel,
     and the journal of customer and policy changes the change stream reads."""
-    namespace = settings.redis_namespace
+    keys = keyspace(settings)
     journal = Journal(
-        key=f"{namespace}:journal",
-        epoch_key=f"{namespace}:journal:epoch",
+        key=keys.journal,
+        epoch_key=keys.journal_epoch,
         topics=frozenset({CUSTOMER_TOPIC, POLICY_TOPIC}),
         maxlen=settings.stream_journal_max,
     )
-    return Bus(redis, channel=f"{namespace}:invalidate", journal=journal)
+    return Bus(redis, channel=keys.channel, journal=journal)
 
 
 def _broadcast(

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from allotment.kit.keyspace import Keyspace
 from tests.check.servers import Worker, eventually, free_port
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
@@ -50,7 +51,7 @@ async def test_writes_on_one_worker_reach_the_other_within_one_second(
     await create_customer(client, admin, key="acme")
     contract = await create_contract(client, admin, customer="acme", plan="team")
 
-    channel = f"{stores.namespace}:invalidate"
+    channel = Keyspace(stores.namespace).channel
 
     async def listeners() -> int:
         counts = dict(await app.state.redis.pubsub_numsub(channel))

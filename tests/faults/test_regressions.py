@@ -30,6 +30,7 @@ import pytest
 from allotment.app import create_app
 from allotment.config import Settings
 from allotment.db import libpq_url
+from allotment.kit.keyspace import Keyspace
 from tests.factories.policies_for_contracts import demo_document
 from tests.faults.cluster import mint_key, start_stores
 
@@ -116,7 +117,7 @@ async def test_consume_never_stores_an_answer_it_did_not_decide_by_consuming(
         marked down moments ago (loads are not retried for STORE_RETRY_S). PostgreSQL
         itself is up."""
         snapshots._l1.clear()
-        await app.state.redis.delete(f"{NAMESPACE}:snap:acme")
+        await app.state.redis.delete(Keyspace(NAMESPACE).snapshot("acme"))
         snapshots.store_down_at = time.monotonic()
 
     body = {"customer": "acme", "feature": "api", "consume": 1}

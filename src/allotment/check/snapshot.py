@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,6 +55,7 @@ from allotment.check.values import (
 from allotment.contracts.terms import Terms
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.bus import Bus
+from allotment.kit.keyspace import Keyspace
 from allotment.policy import catalog_cache
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalog_cache import load_catalog
@@ -108,9 +109,9 @@ class SnapshotCache:
         self,
         *,
         maker: async_sessionmaker[AsyncSession],
-        redis: Redis,
+        redis: Redis | RedisCluster,
         bus: Bus,
-        namespace: str,
+        keys: Keyspace,
         max_entries: int = 100_000,
         ttl_s: float = 300.0,
         ttl_bus_down_s: float = 5.0,
@@ -121,7 +122,7 @@ class SnapshotCache:
         self.replica = replica
         self.redis = redis
         self.bus = bus
-        self.namespace = namespace
+        self.keys = keys
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self.ttl_bus_down_s = ttl_bus_down_s
@@ -311,7 +312,7 @@ class SnapshotCache:
             return build(payload, catalog, version), valid_until, shared
 
     def _l2_key(self, customer: str) -> str:
-        return f"{self.namespace}:snap:{customer}"
+        return self.keys.snapshot(customer)
 
     def _l2_set_soon(self, customer: str, payload: dict[str, Any]) -> None:
         self._soon(self._l2_set(customer, payload))

@@ -13,6 +13,13 @@ MULTI as their PUBLISH (so every process sees them in one order, with ids a clie
 from: the change stream, stream/hub.py). Messages that could not be sent leave a gap: the
 next send that succeeds journals a `RESYNC_TOPIC` marker before anything else, which tells
 readers that something may be missing before it.
+
+On a Redis Cluster (docs/scale-out.md) the channel is a shard channel when the server is
+Redis 7 or later: SPUBLISH in the journal's MULTI (kit/keyspace.py puts the channel, the
+journal and its epoch in one slot), SSUBSCRIBE on the master that owns that slot, found
+anew at each (re)connection, so after a failover the listener follows the slot to the
+promoted replica. On an older cluster the channel is a plain one: PUBLISH reaches every
+node, and the listener subscribes on that same master.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = structlog.get_logger("allotment.bus")
@@ -40,6 +49,8 @@ ReconnectHandler = Callable[[], Awaitable[None] | None]
 
 PUBLISH_ATTEMPTS = 3  # connection errors only: a refused connect fails in well under 1 ms
 RESYNC_TOPIC = "journal.resync"  # a journal marker: messages may be missing before it
+# What a listener dispatches: messages, not the (un)subscribe confirmations.
+_MESSAGES = frozenset({"message", "smessage"})
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,16 @@ async def _call(fn: Callable[..., Awaitable[None] | None], *args: Any) -> None:
 
 
 class Bus:
-    def __init__(self, redis: Redis, *, channel: str, journal: Journal | None = None) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, *, channel: str, journal: Journal | None = None
+    ) -> None:
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
+        # A shard channel (SPUBLISH/SSUBSCRIBE): a Redis Cluster of Redis 7 or later, found
+        # when the listener connects (or, in a process that only publishes, before its
+        # first send).
+        self.sharded = False
+        self._probed = False
         self.channel = channel
         self.journal = journal
         self.origin = f"{os.getpid()}-{id(self)}"
@@ -137,6 +156,8 @@ class Bus:
         )
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
+                if self.cluster and not self._probed:
+                    await self._probe()
                 # With journal entries: one MULTI, so a batch is journaled whole or not at
                 # all, and a retry cannot journal a message twice.
                 async with self.redis.pipeline(transaction=journaled) as pipe:
@@ -145,10 +166,15 @@ class Bus:
                         if self.gap:
                             self._journal(pipe, journal, self._marker)
                     for topic, message in batch:
-                        pipe.publish(self.channel, message)
+                        if self.sharded:
+                            pipe.spublish(self.channel, message)
+                        elif not self.cluster:
+                            pipe.publish(self.channel, message)
                         if journal is not None and topic in journal.topics:
                             self._journal(pipe, journal, message)
                     await pipe.execute()
+                if self.cluster and not self.sharded:
+                    await self._publish_plain(batch)
                 if journaled:
                     self.gap = False
                 return
@@ -164,6 +190,12 @@ class Bus:
                 break
         if journaled:
             self.gap = True
+
+    async def _publish_plain(self, batch: list[tuple[str, bytes]]) -> None:
+        """A cluster older than Redis 7: PUBLISH has no slot, so it cannot join the journal's
+        MULTI (nor a cluster pipeline); any node takes it and the cluster broadcasts it."""
+        for _topic, message in batch:
+            await self.redis.publish(self.channel, message)
 
     @staticmethod
     def _journal(pipe: Any, journal: Journal, message: bytes) -> None:
@@ -188,9 +220,9 @@ class Bus:
         first = True
         pubsub = None
         while not self._stopping:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
-                await pubsub.subscribe(self.channel)
+                pubsub = await self._subscribe()
                 self.connected = True
                 delay = 0.1
                 if not first:
@@ -204,7 +236,11 @@ class Bus:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
-                    await self._dispatch(message["data"])
+                    kind = message["type"]
+                    if kind == "sunsubscribe":  # the slot left this node: follow it
+                        raise RedisConnectionError("shard channel unsubscribed")
+                    if kind in _MESSAGES:
+                        await self._dispatch(message["data"])
             except asyncio.CancelledError:
                 self.connected = False
                 await _close(pubsub)
@@ -221,6 +257,44 @@ class Bus:
                 delay = min(delay * 2, 2.0)
         self.connected = False
         await _close(pubsub)
+
+    async def _subscribe(self) -> Any:
+        if not isinstance(self.redis, RedisCluster):
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(self.channel)
+            return pubsub
+        node = await self._probe()
+        kwargs = node.connection_kwargs
+        pubsub = Redis(
+            host=node.host,
+            port=int(node.port),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            socket_timeout=kwargs.get("socket_timeout"),
+            socket_connect_timeout=kwargs.get("socket_connect_timeout"),
+            # No reconnect to this node: after a failover the slot is elsewhere.
+            retry=Retry(NoBackoff(), 0),
+        ).pubsub()  # sees the server's SUNSUBSCRIBE when the slot moves
+        if self.sharded:
+            await pubsub.ssubscribe(self.channel)
+        else:
+            await pubsub.subscribe(self.channel)
+        return pubsub
+
+    async def _probe(self) -> Any:
+        """The master of the channel's slot, from the slot map read anew (after a failover
+        the slot has a new master), and whether it takes shard channels (Redis 7+)."""
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+        await cluster.initialize()
+        await cluster.nodes_manager.initialize()
+        node = cluster.get_node_from_key(self.channel)
+        if node is None:
+            raise RedisConnectionError("no master holds the channel's slot")
+        server = await cluster.info("server", target_nodes=node)
+        self.sharded = int(str(server["redis_version"]).split(".")[0]) >= 7
+        self._probed = True
+        return node
 
     async def _dispatch(self, raw: bytes) -> None:
         try:

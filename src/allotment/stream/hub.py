@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.bus import RESYNC_TOPIC, Journal
@@ -152,7 +152,14 @@ class Client:
 class Hub:
     """The worker's journal reader and its connected clients."""
 
-    def __init__(self, *, redis: Redis, reader: Redis, journal: Journal, client_queue: int) -> None:
+    def __init__(
+        self,
+        *,
+        redis: Redis | RedisCluster,
+        reader: Redis | RedisCluster,
+        journal: Journal,
+        client_queue: int,
+    ) -> None:
         self.redis = redis  # the app's client (short timeouts): resumes
         self.reader = reader  # a client of the reader's own, its timeout above READ_BLOCK_MS
         self.journal = journal
@@ -163,6 +170,7 @@ class Hub:
         self.attached = False  # the reader is reading (Redis reachable)
         self.closing = False
         self._token: bytes | None = None
+        self._journal_node: str | None = None  # on a Redis Cluster: the journal's master
         self._task: asyncio.Task[None] | None = None
         self._attached = asyncio.Event()  # set at the first attach
 
@@ -289,13 +297,24 @@ class Hub:
         """Read the epoch and the journal's ends; go on from `position` when the journal
         proves nothing after it was lost, else resync every client from the journal's end."""
         journal = self.journal
-        async with self.reader.pipeline(transaction=False) as pipe:
+        reader = self.reader
+        async with reader.pipeline(transaction=False) as pipe:
             pipe.set(journal.epoch_key, journal.new_epoch(), nx=True)
             pipe.get(journal.epoch_key)
-            pipe.info("server")
             pipe.xrange(journal.key, "-", "+", count=1)
             pipe.xrevrange(journal.key, "+", "-", count=1)
-            _, token, info, first, last = await pipe.execute()
+            if not isinstance(reader, RedisCluster):
+                pipe.info("server")
+            _, token, first, last, *rest = await pipe.execute()
+        if isinstance(reader, RedisCluster):
+            # The run id of the master holding the journal: a failover to its replica (which
+            # may lack the last entries) starts a new epoch, as a restart does.
+            await reader.nodes_manager.initialize()  # the slot map anew: a failover moves it
+            node = reader.get_node_from_key(journal.key)
+            info = await reader.info("server", target_nodes=node)
+            self._journal_node = node.name if node is not None else None
+        else:
+            info = rest[0]
         epoch = token.decode() + str(info.get("run_id", ""))[:8]
         first_at = ids.position(first[0][0]) if first else None
         last_at = ids.position(last[0][0]) if last else ids.ORIGIN
@@ -331,6 +350,10 @@ class Hub:
             token, found = await pipe.execute()
         if token != self._token:  # the data went (FLUSHALL, a new server): a new epoch
             return False
+        if isinstance(self.reader, RedisCluster) and self._journal_moved(self.reader):
+            # The cluster client followed a failover on its own: the promoted replica may
+            # lack the last entries (asynchronous replication), so re-attach: a new epoch.
+            return False
         epoch = self.epoch
         for _stream, entries in found or ():
             for raw_id, fields in entries:
@@ -340,6 +363,10 @@ class Hub:
                 if item is not None:
                     self._fan_out(item)
         return True
+
+    def _journal_moved(self, reader: RedisCluster) -> bool:
+        node = reader.get_node_from_key(self.journal.key)
+        return node is None or node.name != self._journal_node
 
     def _fan_out(self, item: Item) -> None:
         for client in self.clients:
