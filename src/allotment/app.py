@@ -68,6 +68,7 @@ from allotment.stream.endpoints import router as stream_router
 from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
+from allotment.usage.broker import Broker
 from allotment.usage.endpoints import router as usage_router
 
 log = structlog.get_logger("allotment.app")
@@ -125,6 +126,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.engine = engine
     app.state.replica = replica
+    # Events through JetStream when a broker is set (usage/broker.py), else straight in.
+    broker = Broker(settings) if settings.events_broker else None
+    app.state.broker = broker
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
     app.state.redis = redis
@@ -151,6 +155,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hot_pool.open()
     if replica is not None:
         replica.start()
+    if broker is not None:
+        broker.start()
     await bus.start()
     await stream.start()
     # uvicorn waits for running requests before the lifespan ends: end the streams first.
@@ -172,6 +178,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stream.stop()
         await usage.stop()
         await decisions.stop()
+        if broker is not None:
+            await broker.stop()
         await bus.stop()
         await redis.aclose()
         await hot_pool.close()
