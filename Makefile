@@ -25,7 +25,8 @@ run: install
 test: install
 	$(BIN)/python -m pytest -n auto -p no:cacheprovider -m "not scale" $(PYTEST_ARGS)
 
-## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, started here.
+## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, and a 3-node
+## NATS JetStream cluster with two aggregators, started here.
 test-scale: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m scale tests/scale $(PYTEST_ARGS)
 

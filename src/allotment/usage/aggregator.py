@@ -35,7 +35,7 @@ from allotment.config import Settings
 from allotment.db import session_scope
 from allotment.kit.clock import utcnow
 from allotment.usage import service
-from allotment.usage.broker import CONSUMER, RECEIVED, SUBJECT, connect, ensure_stream
+from allotment.usage.broker import CONSUMER, RECEIVED, connect, ensure_stream, subject
 from allotment.usage.events import Window
 
 log = structlog.get_logger("allotment.aggregator")
@@ -92,7 +92,9 @@ class Aggregator:
                 try:
                     await ensure_stream(js, self.settings)
                     subscription = await js.pull_subscribe(
-                        SUBJECT, durable=CONSUMER, stream=self.settings.events_stream
+                        subject(self.settings),
+                        durable=CONSUMER,
+                        stream=self.settings.events_stream,
                     )
                     break
                 except Exception as exc:

@@ -40,7 +40,6 @@ from allotment.usage.service import Candidate, EventKey, Outcome, SnapshotOf, sc
 
 log = structlog.get_logger("allotment.broker")
 
-SUBJECT = "allotment.events"
 CONSUMER = "aggregators"  # the durable pull consumer every aggregator shares
 RECEIVED = "Allotment-Received"  # when the API took the event (RFC 3339)
 MSG_ID = "Nats-Msg-Id"
@@ -71,6 +70,12 @@ def servers(url: str) -> list[str]:
     return found
 
 
+def subject(settings: Settings) -> str:
+    """The stream's one subject, `<stream>.events`: streams of several deployments can share
+    a cluster (a subject belongs to one stream)."""
+    return f"{settings.events_stream}.events"
+
+
 def message_id(key: EventKey) -> str:
     source, id_ = key
     return f"{source}/{id_.replace('%', '%25').replace('/', '%2F')}"
@@ -98,7 +103,7 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         await js.add_stream(
             api.StreamConfig(
                 name=settings.events_stream,
-                subjects=[SUBJECT],
+                subjects=[subject(settings)],
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 num_replicas=settings.events_stream_replicas,
@@ -113,7 +118,7 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
             ack_wait=settings.aggregator_ack_wait_s,
             max_ack_pending=-1,
             max_deliver=-1,
-            filter_subject=SUBJECT,
+            filter_subject=subject(settings),
         ),
     )
 
@@ -183,10 +188,11 @@ class Broker:
             raise BrokerUnavailable("not connected to NATS")
         at = isoformat(received)
         timeout = self.settings.events_publish_timeout_s
+        to = subject(self.settings)
 
         async def one(candidate: Candidate) -> api.PubAck:
             return await js.publish(
-                SUBJECT,
+                to,
                 orjson.dumps(raw_events[candidate.index]),
                 timeout=timeout,
                 stream=self.settings.events_stream,
