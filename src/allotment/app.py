@@ -113,16 +113,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         replica.watch(bus)
     maker = create_sessionmaker(engine)
     decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate)
-    snapshots = SnapshotCache(
-        maker=maker,
-        redis=redis,
-        bus=bus,
-        namespace=settings.redis_namespace,
-        max_entries=settings.snapshot_cache_entries,
-        ttl_s=settings.snapshot_ttl_s,
-        ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
-        stale_max_s=settings.snapshot_stale_max_s,
-        replica=replica,
+    snapshots = SnapshotCache.from_settings(
+        settings, maker=maker, redis=redis, bus=bus, replica=replica
     )
     app.state.engine = engine
     app.state.replica = replica

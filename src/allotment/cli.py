@@ -268,16 +268,7 @@ def aggregator() -> None:
         redis = redis_client(settings.redis_url or "")
         bus = make_bus(redis, settings)  # policy and customer changes reach its snapshots
         maker = create_sessionmaker(engine)
-        snapshots = SnapshotCache(
-            maker=maker,
-            redis=redis,
-            bus=bus,
-            namespace=settings.redis_namespace,
-            max_entries=settings.snapshot_cache_entries,
-            ttl_s=settings.snapshot_ttl_s,
-            ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
-            stale_max_s=settings.snapshot_stale_max_s,
-        )
+        snapshots = SnapshotCache.from_settings(settings, maker=maker, redis=redis, bus=bus)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
