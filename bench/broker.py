@@ -18,8 +18,9 @@ NATS modes add 1 or 2 `allotment aggregator` processes. Then:
    follows the commit), on an idle system; p50 / max.
 
 Checks exactness: the counters equal the sum of data.count of the distinct acknowledged
-ids. A benchmark, not a test: timings are reported, not asserted; only inexact counters
-make it exit non-zero. Writes bench/results/broker-<time>.json.
+ids; reports what the stored events take on disk per event. A benchmark, not a test:
+timings are reported, not asserted; only inexact counters make it exit non-zero. Writes
+bench/results/broker-<time>.json.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def counters(database_url: str) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def bytes_per_event(database_url: str, events: int) -> int:
+    """What the stored events take on disk (usage_events' partitions and usage_event_ids,
+    indexes included), per event."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sum(pg_total_relation_size(oid)) FROM pg_class WHERE relkind = 'r' "
+            "AND (relname LIKE 'usage_events_y%%' OR relname = 'usage_event_ids')"
+        ).fetchone()
+    return round(int(row[0] or 0) / max(events, 1)) if row else 0
 
 
 def has_id(conn: psycopg.Connection[Any], event_id: str) -> bool:
@@ -198,6 +210,7 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path, shared: dict
             "staleness_ms_p50": round(statistics.median(stale), 1),
             "staleness_ms_max": round(max(stale), 1),
             "exact": (total, events) == (want, len(sent)),
+            "bytes_per_event": bytes_per_event(database_url, len(sent)),
         }
     finally:
         for proc in aggregators:
