@@ -68,13 +68,26 @@ class NatsCluster:
         )
         log.close()
 
-    def start(self, timeout: float = 20.0) -> NatsCluster:
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> NatsCluster:
+        """Every node up; a port taken meanwhile by another process (free_port can only
+        tell it was free) means new ports for all, up to `attempts` times."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for index in range(len(self.ports)):
-            self.start_node(index)
-        for index in range(len(self.ports)):
-            self.wait_port(index, timeout)
-        return self
+        for attempt in range(attempts):
+            for index in range(len(self.ports)):
+                self.start_node(index)
+            try:
+                for index in range(len(self.ports)):
+                    self.wait_port(index, timeout)
+                time.sleep(0.2)  # a route port taken fails the node just after its client port
+                if all(proc is not None and proc.poll() is None for proc in self.procs):
+                    return self
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+            self.close()
+            self.ports = [free_port() for _ in self.ports]
+            self.routes = [free_port() for _ in self.routes]
+        raise RuntimeError(f"nats nodes did not start: {self.log(0)[-2000:]}")
 
     def wait_port(self, index: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -85,6 +98,9 @@ class NatsCluster:
             ):
                 return
             time.sleep(0.05)
+            proc = self.procs[index]
+            if proc is not None and proc.poll() is not None:
+                break
         raise RuntimeError(f"nats node {index} did not start: {self.log(index)[-2000:]}")
 
     def kill(self, index: int) -> None:

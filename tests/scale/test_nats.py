@@ -212,9 +212,20 @@ async def test_every_event_counted_once_through_node_and_aggregator_kills(
         await eventually(lambda: _true(len(counts) > 3000), within=60)
         js = app.state.broker.js
 
+        async def consumer() -> tuple[int, int] | None:
+            """(pending, ack pending); None while the cluster cannot answer (a node was
+            just killed: the client reconnects, the consumer may elect a leader)."""
+            try:
+                info = await js.consumer_info(
+                    app.state.settings.events_stream, CONSUMER, timeout=1.0
+                )
+            except Exception:
+                return None
+            return info.num_pending, info.num_ack_pending
+
         async def holding_a_batch() -> bool:
-            info = await js.consumer_info(app.state.settings.events_stream, CONSUMER)
-            return bool(info.num_ack_pending)
+            state = await consumer()
+            return state is not None and state[1] > 0
 
         await eventually(holding_a_batch, within=30)
         aggregators.procs[0].send_signal(signal.SIGKILL)  # mid-batch: never acknowledged
@@ -233,10 +244,17 @@ async def test_every_event_counted_once_through_node_and_aggregator_kills(
         async def all_acknowledged() -> bool:
             # A batch committed by the killed aggregator but never acknowledged comes back
             # after ACK_WAIT_S: the other one finds its ids claimed, moves nothing, acks.
-            info = await js.consumer_info(app.state.settings.events_stream, CONSUMER)
-            return (info.num_pending, info.num_ack_pending) == (0, 0)
+            return await consumer() == (0, 0)
 
         await eventually(all_acknowledged, within=60)
+
+        async def lag_in_metrics() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return 'allotment_events_broker_lag{state="pending"} 0.0' in metrics and (
+                'allotment_events_broker_lag{state="ack_pending"} 0.0' in metrics
+            )
+
+        await eventually(lag_in_metrics, within=10)
         assert counted(stores["database_url"]) == (expected_total, len(counts), len(counts))
         assert answered["accepted"] <= len(counts) and answered["duplicates"] > 0
         assert aggregators.procs[1].poll() is None
