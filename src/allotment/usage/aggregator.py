@@ -116,8 +116,10 @@ class Aggregator:
                     continue
                 await self.handle(messages)
         finally:
+            with contextlib.suppress(Exception):  # the last acks go out, then the socket
+                await client.flush(timeout=2)
             with contextlib.suppress(Exception):
-                await client.drain()
+                await asyncio.wait_for(client.close(), timeout=2)
 
     async def handle(self, messages: Sequence[Msg]) -> Done | None:
         """Ingest one fetched batch and acknowledge it after the commit (None: it failed,

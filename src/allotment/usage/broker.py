@@ -81,10 +81,16 @@ def message_id(key: EventKey) -> str:
     return f"{source}/{id_.replace('%', '%25').replace('/', '%2F')}"
 
 
+async def _report(error: Exception) -> None:
+    # One line per error, not the client's default traceback on every reconnect attempt.
+    log.warning("nats_error", error=str(error) or type(error).__name__)
+
+
 async def connect(settings: Settings, *, name: str) -> Client:
     """A client that keeps reconnecting to any of the servers for as long as it lives."""
     assert settings.events_broker is not None
     return await nats.connect(
+        error_cb=_report,
         servers=servers(settings.events_broker),
         name=name,
         connect_timeout=2,
