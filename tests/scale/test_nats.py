@@ -29,13 +29,10 @@ from allotment.db import libpq_url
 from allotment.usage.broker import CONSUMER
 from tests.check.servers import eventually
 from tests.conftest import SIGNING_SECRET
-from tests.factories.auth import create_key
-from tests.factories.contracts import create_contract
-from tests.factories.customers import create_customer
-from tests.factories.policies_for_contracts import publish_policy
-from tests.factories.usage import BATCH, event, metered_document
+from tests.factories.usage import BATCH, event
 from tests.faults.cluster import start_stores
 from tests.scale.nats import NatsCluster, binary
+from tests.scale.world import acme_on_team
 
 pytestmark = pytest.mark.scale
 
@@ -139,10 +136,7 @@ async def _true(value: bool) -> bool:
 async def world(app: Any) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        admin = await create_key(app, scopes=["admin"])
-        await publish_policy(client, admin, metered_document())
-        await create_customer(client, admin, key="acme")
-        await create_contract(client, admin, customer="acme", plan="team")
+        admin = await acme_on_team(app, client)
         yield client, admin
 
 
