@@ -83,6 +83,7 @@ class NatsCluster:
                     return self
             except RuntimeError:
                 if attempt == attempts - 1:
+                    self.close()  # no node outlives a failed start
                     raise
             self.close()
             self.ports = [free_port() for _ in self.ports]
