@@ -38,8 +38,9 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -n auto -p no:cacheprovider -m "not scale" $(PYTEST_ARGS)
 
-## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, and a Redis
-## Cluster (3 masters, a replica each), started here.
+## Scale-out (docs/scale-out.md): a PostgreSQL primary and its streaming replica, a Redis
+## Cluster (3 masters, a replica each) and a 3-node NATS JetStream cluster with two
+## aggregators, started here.
 test-scale: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m scale tests/scale $(PYTEST_ARGS)
 

@@ -183,3 +183,9 @@ async def test_allotment_agent_hands_its_options_to_the_client_agent(
     assert refused.returncode == 1
     assert refused.stderr.strip().endswith("is held by another agent")
     assert "Traceback" not in refused.stderr
+
+
+async def test_the_aggregator_without_a_broker_says_what_to_set(stores: Any) -> None:
+    result = await run_cli(stores, "aggregator")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ALLOTMENT_EVENTS_BROKER" in result.stderr

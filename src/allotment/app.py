@@ -74,6 +74,7 @@ from allotment.stream.endpoints import router as stream_router
 from allotment.stream.hub import READ_BLOCK_MS, Hub
 from allotment.tenants.endpoints import router as tenants_router
 from allotment.usage import partitions
+from allotment.usage.broker import Broker
 from allotment.usage.endpoints import router as usage_router
 from allotment.webhooks.endpoints import router as webhooks_router
 
@@ -117,19 +118,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pseudonyms = from_settings(settings)
     maker = create_sessionmaker(engine, info={PSEUDONYMS: pseudonyms})
     decisions = DecisionLog(maker, sample_rate=settings.decision_sample_rate, pseudonyms=pseudonyms)
-    snapshots = SnapshotCache(
-        maker=maker,
-        redis=redis,
-        bus=bus,
-        keys=invalidation.keyspace(settings),
-        max_entries=settings.snapshot_cache_entries,
-        ttl_s=settings.snapshot_ttl_s,
-        ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
-        stale_max_s=settings.snapshot_stale_max_s,
-        replica=replica,
+    snapshots = SnapshotCache.from_settings(
+        settings, maker=maker, redis=redis, bus=bus, replica=replica
     )
     app.state.engine = engine
     app.state.replica = replica
+    # Events through JetStream when a broker is set (usage/broker.py), else straight in.
+    broker = Broker(settings) if settings.events_broker else None
+    app.state.broker = broker
     app.state.hot_pool = hot_pool
     app.state.sessionmaker = maker
     app.state.pseudonyms = pseudonyms
@@ -157,6 +153,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hot_pool.open()
     if replica is not None:
         replica.start()
+    if broker is not None:
+        broker.start()
     await bus.start()
     await stream.start()
     # uvicorn waits for running requests before the lifespan ends: end the streams first.
@@ -178,6 +176,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stream.stop()
         await usage.stop()
         await decisions.stop()
+        if broker is not None:
+            await broker.stop()
         await bus.stop()
         await redis.aclose()
         await hot_pool.close()

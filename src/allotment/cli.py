@@ -2,6 +2,7 @@
 
     serve [--host] [--port] [--workers] [--migrate] [--demo]   run the API
     worker                                                      background jobs
+    aggregator                                                  events from NATS JetStream
     migrate                                                     apply migrations
     api-keys create --name NAME --scope SCOPE...                mint a key (last line: the key)
     policy validate FILE                                        every error, by path (no database)
@@ -263,6 +264,43 @@ def worker(interval: float, once: bool, metrics_port: int | None) -> None:
 
     with _servers() as servers:
         asyncio.run(loop(servers.database_url))
+
+
+@main.command()
+def aggregator() -> None:
+    """Usage events from NATS JetStream into PostgreSQL (ALLOTMENT_EVENTS_BROKER set).
+
+    Safe to run as several replicas at once: they share one consumer."""
+    from allotment.app import redis_client
+    from allotment.check.snapshot import SnapshotCache
+    from allotment.db import create_engine, create_sessionmaker
+    from allotment.invalidation import make_bus
+    from allotment.usage.aggregator import Aggregator
+
+    if not get_settings().events_broker:
+        raise click.ClickException("set ALLOTMENT_EVENTS_BROKER (nats://host:port[,…]) first")
+
+    async def run(database_url: str) -> None:
+        settings = get_settings()
+        engine = create_engine(database_url, settings)
+        redis = redis_client(settings.redis_url or "")
+        bus = make_bus(redis, settings)  # policy and customer changes reach its snapshots
+        maker = create_sessionmaker(engine)
+        snapshots = SnapshotCache.from_settings(settings, maker=maker, redis=redis, bus=bus)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await bus.start()
+        click.echo("aggregator started", err=True)
+        try:
+            await Aggregator(settings, maker=maker, engine=engine, snapshots=snapshots).run(stop)
+        finally:
+            await bus.stop()
+            await redis.aclose()
+            await engine.dispose()
+
+    with _servers() as servers:
+        asyncio.run(run(servers.database_url))
 
 
 @main.command()

@@ -89,6 +89,23 @@ class Settings(BaseSettings):
     # Usage events: how late (and how far ahead, for clock skew) an event's `time` may be.
     events_late_window_s: int = Field(default=7 * 24 * 3600, ge=60)
     events_future_s: int = Field(default=300, ge=0)
+    # NATS JetStream between ingestion and aggregation (docs/scale-out.md, "NATS JetStream"):
+    # `nats://host:port[,nats://host:port…]`. Set, POST /v1/events validates, publishes each
+    # event to the stream and answers once JetStream acknowledged it; `allotment aggregator`
+    # writes them into PostgreSQL. Unset (the default): events go straight to PostgreSQL.
+    events_broker: str | None = None
+    events_stream: str = "ALLOTMENT-EVENTS"  # the stream (created when missing)
+    events_stream_replicas: int = Field(default=1, ge=1, le=5)  # 3 on a 3-node cluster
+    # How long JetStream drops a re-sent (source, id) itself (the database dedupes past it).
+    events_dedupe_window_s: float = Field(default=120.0, gt=0)
+    events_publish_timeout_s: float = Field(default=5.0, gt=0)  # past it: a 503
+    # Aggregators: messages per fetch, how long a fetch waits for them, and how long a
+    # fetched batch stays unacknowledged before JetStream hands it to another aggregator.
+    aggregator_batch: int = Field(default=1000, ge=1, le=10_000)
+    aggregator_wait_s: float = Field(default=0.2, gt=0)
+    aggregator_ack_wait_s: float = Field(default=30.0, ge=1)
+    # How often an API worker reads the consumer's lag for /metrics.
+    events_lag_check_s: float = Field(default=5.0, gt=0)
     # Meter use for plain checks is reread at most this often per customer and worker (the
     # worker that took the events or the consume sees them at once).
     usage_refresh_s: float = Field(default=0.25, ge=0.0)

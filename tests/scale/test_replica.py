@@ -22,12 +22,11 @@ from allotment.config import Settings
 from allotment.migrate import upgrade
 from tests.check.servers import RedisServer, eventually
 from tests.conftest import SIGNING_SECRET
-from tests.factories.auth import create_key
-from tests.factories.contracts import create_contract, error_paths
+from tests.factories.contracts import error_paths
 from tests.factories.customers import create_customer
-from tests.factories.policies_for_contracts import publish_policy
-from tests.factories.usage import event, metered_document, send
+from tests.factories.usage import event, send
 from tests.scale.pair import Pair, binaries
+from tests.scale.world import acme_on_team
 
 pytestmark = pytest.mark.scale
 
@@ -81,10 +80,7 @@ async def world(app: Any) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, st
     """acme on the team plan, with 5 API calls recorded; a client and a finance+admin key."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        admin = await create_key(app, scopes=["admin"])
-        await publish_policy(client, admin, metered_document())
-        await create_customer(client, admin, key="acme")
-        await create_contract(client, admin, customer="acme", plan="team")
+        admin = await acme_on_team(app, client)
         response = await send(client, admin, event("e-1", data={"count": 5}))
         assert response.status_code in (200, 201, 202), response.text
         yield client, admin

@@ -52,8 +52,9 @@ from allotment.check.payload import build, customer_payload, instant, pick_rows
 from allotment.check.values import (
     Snapshot,
 )
+from allotment.config import Settings
 from allotment.contracts.terms import Terms
-from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
+from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC, keyspace
 from allotment.kit.bus import Bus
 from allotment.kit.keyspace import Keyspace
 from allotment.policy import catalog_cache
@@ -139,6 +140,29 @@ class SnapshotCache:
         bus.subscribe(CUSTOMER_TOPIC, self._on_customer)
         bus.subscribe(POLICY_TOPIC, self._on_policy)
         bus.on_reconnect(self.clear)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        maker: async_sessionmaker[AsyncSession],
+        redis: Redis | RedisCluster,
+        bus: Bus,
+        replica: Replica | None = None,
+    ) -> SnapshotCache:
+        """An API worker's cache, or an aggregator's (usage/aggregator.py)."""
+        return cls(
+            maker=maker,
+            redis=redis,
+            bus=bus,
+            keys=keyspace(settings),
+            max_entries=settings.snapshot_cache_entries,
+            ttl_s=settings.snapshot_ttl_s,
+            ttl_bus_down_s=settings.snapshot_ttl_bus_down_s,
+            stale_max_s=settings.snapshot_stale_max_s,
+            replica=replica,
+        )
 
     # -- invalidation ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.identifiers import CustomerKey
 from allotment.usage import binding, reads
 from allotment.usage import service as usage
+from allotment.usage.broker import BrokerUnavailable
 from allotment.usage.events import Window
 from allotment.usage.metrics import EVENTS_CONFLICTS, EVENTS_UNMETERED
 from allotment.usage.schemas import IngestRead, UsageRead
@@ -115,7 +116,8 @@ async def ingest_events(
     `data` as the body), or a batch of up to 1,000. A batch answers 200 with each bad event
     rejected by index, each conflicting one (an id reused with another payload) in
     `conflicts`, and each accepted one no meter reads in `unmetered`; a single bad event is a
-    422, a single conflicting one a 409. Acknowledged only after commit."""
+    422, a single conflicting one a 409. Acknowledged only after commit (with
+    ALLOTMENT_EVENTS_BROKER: after JetStream acknowledged it; a 503 when it did not)."""
     raw_events, batch, binary = binding.parse_body(request.headers.raw, await request.body())
     if len(raw_events) > MAX_BATCH:
         raise PayloadTooLarge(f"A batch holds at most {MAX_BATCH} events; split it.")
@@ -129,18 +131,29 @@ async def ingest_events(
             raise ServiceUnavailable("The store is unavailable; nothing was accepted.")
         return snapshot
 
-    outcome = await usage.ingest(
-        session,
-        raw_events=raw_events,
-        snapshot_of=snapshot_of,
-        window=Window(
-            now=now,
-            late=timedelta(seconds=settings.events_late_window_s),
-            future=timedelta(seconds=settings.events_future_s),
-        ),
-        engine=request.app.state.engine,
-        actor=principal.actor,
+    window = Window(
+        now=now,
+        late=timedelta(seconds=settings.events_late_window_s),
+        future=timedelta(seconds=settings.events_future_s),
     )
+    broker = getattr(request.app.state, "broker", None)
+    if broker is not None:  # through JetStream to the aggregators (docs/scale-out.md)
+        try:
+            outcome = await broker.ingest(raw_events, snapshot_of=snapshot_of, window=window)
+        except BrokerUnavailable as exc:
+            raise ServiceUnavailable(
+                f"The event broker did not acknowledge the events ({exc}); send them again "
+                "(events it did store are then duplicates)."
+            ) from None
+    else:
+        outcome = await usage.ingest(
+            session,
+            raw_events=raw_events,
+            snapshot_of=snapshot_of,
+            window=window,
+            engine=request.app.state.engine,
+            actor=principal.actor,
+        )
     if outcome.customers and checker.usage is not None:
         # This worker's checks see the new use at once; other workers within usage_refresh_s.
         def forget() -> None:

@@ -29,7 +29,10 @@ class ConflictingEvent(BaseModel):
 
 
 class IngestRead(BaseModel):
-    accepted: int = Field(description="New events, committed before this answer.")
+    accepted: int = Field(
+        description="New events, committed before this answer (with an event broker: stored "
+        "by NATS JetStream before it, and counted by the aggregators after it)."
+    )
     duplicates: int = Field(
         description="Events whose (source, id) was accepted before with the same payload "
         "(type, subject, time, tenant, data), or earlier in this batch."

@@ -147,15 +147,19 @@ def meters_of(catalog: Catalog | None) -> dict[str, tuple[Meter, ...]]:
     return found
 
 
-async def ingest(
-    session: AsyncSession,
-    *,
-    raw_events: Sequence[Any],
-    snapshot_of: SnapshotOf,
-    window: Window,
-    engine: AsyncEngine,
-    actor: str,
-) -> Outcome:
+@dataclass
+class Screened:
+    """A batch after step 1 and 2: what was rejected (in `outcome`), the first copy of each
+    valid (source, id), the later copies, and each first copy's digest."""
+
+    outcome: Outcome
+    firsts: list[Candidate]
+    repeats: list[Candidate]
+    sent: dict[EventKey, bytes]
+
+
+async def screen(raw_events: Sequence[Any], *, snapshot_of: SnapshotOf, window: Window) -> Screened:
+    """Steps 1 and 2: no writes. The broker path (usage/broker.py) publishes `firsts`."""
     outcome = Outcome()
     firsts: list[Candidate] = []  # the first copy of each (source, id) in the batch
     repeats: list[Candidate] = []  # later copies of one
@@ -193,6 +197,34 @@ async def ingest(
             continue
         sent[key] = candidate.digest
         firsts.append(candidate)
+    return Screened(outcome, firsts, repeats, sent)
+
+
+def unmetered(fresh: Sequence[Candidate]) -> list[dict[str, Any]]:
+    """The new events no meter of their customer's policy reads, by index."""
+    return [
+        {"index": c.index, "type": c.reading.event.type}
+        for c in fresh
+        if not c.meters.get(c.reading.event.type)
+    ]
+
+
+async def ingest(
+    session: AsyncSession,
+    *,
+    raw_events: Sequence[Any],
+    snapshot_of: SnapshotOf,
+    window: Window,
+    engine: AsyncEngine,
+    actor: str,
+) -> Outcome:
+    screened = await screen(raw_events, snapshot_of=snapshot_of, window=window)
+    outcome, firsts, repeats, sent = (
+        screened.outcome,
+        screened.firsts,
+        screened.repeats,
+        screened.sent,
+    )
     if not firsts:  # nothing valid, so no repeats either
         return outcome
     new = await claim(
@@ -211,11 +243,7 @@ async def ingest(
         winners.update(await stored_digests(session, [c.key for c in taken]))
     outcome.settle(taken + repeats, winners)
     outcome.accepted = len(fresh)
-    outcome.unmetered = [
-        {"index": c.index, "type": c.reading.event.type}
-        for c in fresh
-        if not c.meters.get(c.reading.event.type)
-    ]
+    outcome.unmetered = unmetered(fresh)
     outcome.customers = {c.reading.event.subject for c in fresh}
     counted = [(c.reading, c.meters) for c in fresh]
     watched = {s.customer_id: s for s in snapshots.values() if s is not None and s.customer_id}
