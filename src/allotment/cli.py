@@ -271,7 +271,7 @@ def aggregator() -> None:
     """Usage events from NATS JetStream into PostgreSQL (ALLOTMENT_EVENTS_BROKER set).
 
     Safe to run as several replicas at once: they share one consumer."""
-    from allotment.app import redis_client
+    from allotment import redis_client
     from allotment.check.snapshot import SnapshotCache
     from allotment.db import create_engine, create_sessionmaker
     from allotment.invalidation import make_bus
@@ -283,7 +283,7 @@ def aggregator() -> None:
     async def run(database_url: str) -> None:
         settings = get_settings()
         engine = create_engine(database_url, settings)
-        redis = redis_client(settings.redis_url or "")
+        redis = redis_client.connect(settings, settings.redis_url or "")
         bus = make_bus(redis, settings)  # policy and customer changes reach its snapshots
         maker = create_sessionmaker(engine)
         snapshots = SnapshotCache.from_settings(settings, maker=maker, redis=redis, bus=bus)

@@ -156,6 +156,7 @@ class Screened:
     firsts: list[Candidate]
     repeats: list[Candidate]
     sent: dict[EventKey, bytes]
+    snapshots: dict[str, Snapshot | None]  # each customer's, by key (the alerts watch them)
 
 
 async def screen(raw_events: Sequence[Any], *, snapshot_of: SnapshotOf, window: Window) -> Screened:
@@ -197,7 +198,7 @@ async def screen(raw_events: Sequence[Any], *, snapshot_of: SnapshotOf, window: 
             continue
         sent[key] = candidate.digest
         firsts.append(candidate)
-    return Screened(outcome, firsts, repeats, sent)
+    return Screened(outcome, firsts, repeats, sent, snapshots)
 
 
 def unmetered(fresh: Sequence[Candidate]) -> list[dict[str, Any]]:
@@ -246,7 +247,9 @@ async def ingest(
     outcome.unmetered = unmetered(fresh)
     outcome.customers = {c.reading.event.subject for c in fresh}
     counted = [(c.reading, c.meters) for c in fresh]
-    watched = {s.customer_id: s for s in snapshots.values() if s is not None and s.customer_id}
+    watched = {
+        s.customer_id: s for s in screened.snapshots.values() if s is not None and s.customer_id
+    }
     await store(session, counted, window.now, snapshots=watched)
     audit_corrections(session, counted, actor=actor)
     return outcome
