@@ -265,7 +265,7 @@ async def test_as_of_is_within_or_after_the_period_and_never_ahead(
         refused = await client.get(url, params={"period": OCTOBER, "as_of": value}, headers=finance)
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
-        assert [e["path"] for e in refused.json()["errors"]] == ["as_of"]
+        assert [e["path"] for e in refused.json()["errors"]] == ["query.as_of"]
     naive = await client.get(
         url, params={"period": OCTOBER, "as_of": "2026-10-20T00:00:00"}, headers=finance
     )
