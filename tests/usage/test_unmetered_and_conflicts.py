@@ -256,3 +256,14 @@ def test_by_value_keeps_data_without_floats_as_it_is() -> None:
         "a": [1, 2.5, {"b": 0}],
         "c": 1e300,  # too large for a 64-bit integer: stays a float
     }
+
+
+async def test_data_that_is_not_an_object_is_reported_at_data(
+    client: httpx.AsyncClient, backend: dict[str, str], metered: str
+) -> None:
+    for data in ([5], 5, "five"):
+        refused = await send(client, backend, event("arr", data=data))
+        assert refused.status_code == 422, refused.text
+        errors = refused.json()["errors"]
+        assert [e["path"] for e in errors] == ["data"], errors
+        assert errors[0]["message"].startswith("must be an object"), errors
