@@ -250,8 +250,10 @@ async def test_an_id_stored_with_the_older_digest_still_takes_a_retry_of_the_sam
 def test_by_value_keeps_data_without_floats_as_it_is() -> None:
     from allotment.usage.events import by_value
 
-    plain = {"count": 5, "tags": ["a", 1, True], "deep": {"n": None}}
-    assert by_value(plain) is plain  # no float: the digest is the one stored before
+    flat = {"count": 5, "model": "m", "ok": True, "none": None}
+    assert by_value(flat) is flat  # no float: the digest is the one stored before
+    nested = {"count": 5, "tags": ["a", 1, True], "deep": {"n": None}}
+    assert by_value(nested) == nested
     assert by_value({"a": [1.0, 2.5, {"b": -0.0}], "c": 1e300}) == {
         "a": [1, 2.5, {"b": 0}],
         "c": 1e300,  # too large for a 64-bit integer: stays a float

@@ -182,20 +182,23 @@ def digest(event: Event, *, legacy: bool = False) -> bytes:
 # A whole float in this range is written as the integer it equals; one outside stays a float
 # (orjson writes integers of 64 bits at most). Other floats are already one text per value.
 _WHOLE = float(2**63)
+_NOT_PLAIN = (float, dict, list)  # values by_value must look into
 
 
 def by_value(value: Any) -> Any:
     """`value` with each whole float as the integer it equals (1e3, 1000.0 → 1000), so two
-    JSON texts of equal numbers give the same digest; returns `value` itself when it holds no
-    float (the common case, and the same digest as before)."""
-    if isinstance(value, float):
+    JSON texts of equal numbers give the same digest. Data without a float comes out equal
+    to what went in (the digest it had before); a flat object of scalars, the common case,
+    is returned as it is, unwalked."""
+    kind = type(value)
+    if kind is float:
         return int(value) if value.is_integer() and -_WHOLE <= value < _WHOLE else value
-    if isinstance(value, dict):
-        changed = {key: by_value(item) for key, item in value.items()}
-        return value if all(changed[k] is value[k] for k in value) else changed
-    if isinstance(value, list):
-        items = [by_value(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if kind is dict:
+        if not any(type(item) in _NOT_PLAIN for item in value.values()):
+            return value
+        return {key: by_value(item) for key, item in value.items()}
+    if kind is list:
+        return [by_value(item) for item in value]
     return value
 
 
