@@ -137,6 +137,17 @@ async def test_422_on_query_parameters(client: httpx.AsyncClient, admin: dict[st
     assert body["errors"][0]["path"] == "query.limit"
 
 
+async def test_a_validators_message_comes_without_pydantics_prefix(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_customer(client, admin, key="acme")
+    body = {"plan": "team", "starts_at": "2027-01-01T00:00:00Z", "discount_percent": 12.5}
+    response = await client.post("/v1/customers/acme/contracts", json=body, headers=admin)
+    errors = assert_problem(response, 422)["errors"]
+    assert [e["path"] for e in errors] == ["discount_percent"]
+    assert errors[0]["message"].startswith("write a fractional percent"), errors
+
+
 async def test_500_is_a_problem_with_request_id_and_no_trace(stores: Any) -> None:
     app = create_app(stores.settings())
 

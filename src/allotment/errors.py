@@ -271,6 +271,8 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
         message = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             message = "Unknown field"
+        # A validator's own ValueError carries its message; pydantic's prefix says nothing.
+        message = message.removeprefix("Value error, ")
         result.append({"path": _loc_to_path(err.get("loc", ())), "message": message})
     return result
 

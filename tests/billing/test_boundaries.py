@@ -232,6 +232,30 @@ async def test_a_preview_as_of_an_instant_never_moves_when_late_events_arrive(
     assert now["late"]["events"] == 0
 
 
+async def test_late_counts_only_events_a_meter_counted(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+) -> None:
+    policy = tokens_policy()
+    policy["meters"]["tokens"]["filter"] = "data.model != 'free'"
+    await publish_policy(client, admin, policy)
+    await create_customer(client, admin, key="acme")
+    contract = (await create_contract(client, admin, plan="team", starts_at=iso(OCT)))["id"]
+    await _recorded_before(app)
+    as_of = datetime(2026, 11, 2, tzinfo=UTC)
+    late = [
+        event("paid", type="llm.tokens", time=OCT, data={"tokens": 40, "model": "pro"}),
+        event("free", type="llm.tokens", time=OCT, data={"tokens": 7, "model": "free"}),
+        tokens("bare", OCT, 7),  # no model: the filter fails on it, so leaves it out
+    ]
+    await ingest_at(app, late, received=as_of + timedelta(hours=1))
+    invoice = await _preview(client, finance, contract, OCTOBER, as_of=iso(as_of))
+    # Only the event the meter counted is late usage; the other two are billed nowhere.
+    assert invoice["late"] == {
+        "events": 1,
+        "meters": [{"meter": "tokens", "events": 1, "units": "40"}],
+    }
+
+
 async def test_as_of_is_within_or_after_the_period_and_never_ahead(
     client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
 ) -> None:
@@ -241,7 +265,7 @@ async def test_as_of_is_within_or_after_the_period_and_never_ahead(
         refused = await client.get(url, params={"period": OCTOBER, "as_of": value}, headers=finance)
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
-        assert [e["path"] for e in refused.json()["errors"]] == ["as_of"]
+        assert [e["path"] for e in refused.json()["errors"]] == ["query.as_of"]
     naive = await client.get(
         url, params={"period": OCTOBER, "as_of": "2026-10-20T00:00:00"}, headers=finance
     )

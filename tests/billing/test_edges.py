@@ -57,7 +57,7 @@ async def test_instants_at_the_ends_of_the_calendar_are_422s_or_answers(
     ):
         refused = await client.get(url, params={"period": period, "as_of": as_of}, headers=finance)
         assert refused.status_code == 422, refused.text
-        assert refused.json()["errors"][0]["path"] == "as_of"
+        assert refused.json()["errors"][0]["path"] == "query.as_of"
     for start, end, granularity in (
         ("2026-10-01T00:00:00Z", "9999-12-31T00:00:00Z", "month"),
         ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "day"),
@@ -197,4 +197,4 @@ async def test_a_usage_read_for_an_unknown_tenant_is_a_422(
     refused = await client.get(
         "/v1/customers/acme/usage", params={"meter": "tokens", "tenant": "zzz"}, headers=finance
     )
-    assert refused.status_code == 422 and refused.json()["errors"][0]["path"] == "tenant"
+    assert refused.status_code == 422 and refused.json()["errors"][0]["path"] == "query.tenant"

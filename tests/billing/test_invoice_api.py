@@ -110,11 +110,18 @@ async def test_period_rules(
     contract = await create_contract(client, admin, customer="acme", plan="team")
     url = f"/v1/contracts/{contract['id']}/invoice-preview"
     future = await client.get(url, params={"period": "2099-01"}, headers=finance)
-    assert future.status_code == 422 and future.json()["errors"][0]["path"] == "period"
+    assert future.status_code == 422 and future.json()["errors"][0]["path"] == "query.period"
     # Every bad period at the same path, whether it is no month or not written YYYY-MM.
     for wrong in ("2026-13", "2026-1", "november"):
         bad = await client.get(url, params={"period": wrong}, headers=finance)
-        assert bad.status_code == 422 and error_paths(bad) == ["period"], bad.text
+        assert bad.status_code == 422 and error_paths(bad) == ["query.period"], bad.text
+    # One form for a query parameter, whoever finds the fault: no period, an as_of without an
+    # offset (FastAPI) or before the period (the service).
+    absent = await client.get(url, headers=finance)
+    assert error_paths(absent) == ["query.period"]
+    for as_of in ("2026-10-20T00:00:00", "2000-01-01T00:00:00Z"):
+        early = await client.get(url, params={"period": "2026-10", "as_of": as_of}, headers=finance)
+        assert early.status_code == 422 and error_paths(early) == ["query.as_of"], early.text
     missing = await client.get(
         "/v1/contracts/ctr_nope/invoice-preview", params={"period": "2026-10"}, headers=finance
     )

@@ -170,6 +170,18 @@ def test_per_unit_prices_the_meter_above_its_included_units() -> None:
     assert line.source["events"] == 2
 
 
+def test_quantities_show_at_most_6_decimals_and_amounts_come_from_the_exact_value() -> None:
+    # 200.2500004 GPU minutes, 100 included: 100.2500004 × 0.02 = 2.005000008 → 2.01 (from
+    # 100.25 as shown it would be 2.00); api_calls 1,500.0000001, 1,000 included.
+    events = [(may(3), "gpu_minutes", D("200.2500004")), (may(4), "api_calls", D("1500.0000001"))]
+    lines = by_code(price(pricing(bought("team", "gpu"), events=events)))  # type: ignore[arg-type]
+    gpu, calls = lines["addon:gpu"], lines["meter:api_calls"]
+    assert str(gpu.quantity) == "100.25" and gpu.amount == D("2.01")
+    assert gpu.source["total"] == "200.25" and "200.25 used" in gpu.description
+    assert str(calls.quantity) == "500" and calls.source["total"] == "1500"
+    assert calls.amount == D("5.00")
+
+
 def test_an_addon_raises_the_included_units_of_the_plans_meter_line() -> None:
     # api_boost × 2: included 1,000 + 2 × 10,000 = 21,000; 30,000 calls → 9,000 × 0.01
     events = [(may(5), "api_calls", 30_000)]

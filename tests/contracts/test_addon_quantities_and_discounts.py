@@ -168,3 +168,30 @@ async def test_entitlements_and_the_artifact_show_the_bought_quantities(
     token = await artifact(client, admin)
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert claims["contract"]["addon_quantities"] == {"audit_pack": 1, "priority_support": 3}
+
+
+async def test_a_blank_reason_is_refused_on_create_and_amend(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str
+) -> None:
+    for blank in ("", "   ", "\t\n"):
+        refused = await create_contract(
+            client, admin, expect=422, discount_percent=10, discount_reason=blank
+        )
+        assert error_paths(refused) == ["discount_reason"], repr(blank)
+    created = await create_contract(client, admin, discount_percent=10, discount_reason="deal")
+    patched = await amend(client, admin, created, discount_percent=15, discount_reason="   ")
+    assert patched.status_code == 422 and error_paths(patched) == ["discount_reason"]
+
+
+async def test_a_blank_reason_is_refused_on_convert(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: str
+) -> None:
+    from tests.factories.contracts import days_from_now
+
+    trial = await create_contract(client, admin, kind="trial", ends_at=days_from_now(14))
+    converted = await client.post(
+        f"/v1/contracts/{trial['id']}/convert",
+        json={"discount_percent": 15, "discount_reason": " "},
+        headers=admin,
+    )
+    assert converted.status_code == 422 and error_paths(converted) == ["discount_reason"]

@@ -161,4 +161,4 @@ async def test_a_wallet_read_before_a_grant_was_recorded_does_not_see_it(
         params={"as_of": iso(datetime.now(UTC) + timedelta(days=1))},
         headers=finance,
     )
-    assert future.status_code == 422 and error_paths(future) == ["as_of"]
+    assert future.status_code == 422 and error_paths(future) == ["query.as_of"]

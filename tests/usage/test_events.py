@@ -184,7 +184,7 @@ async def test_usage_read_rules(
         params={"meter": "nope", "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"},
         headers=finance,
     )
-    assert unknown.status_code == 422 and unknown.json()["errors"][0]["path"] == "meter"
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["path"] == "query.meter"
     backwards = await client.get(
         "/v1/customers/acme/usage",
         params={"meter": "exports", "from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},

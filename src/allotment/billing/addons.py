@@ -32,7 +32,6 @@ from allotment.billing.measure import (
     days,
     decimal,
     hourly_percentile,
-    shown_places,
     steps,
     text,
 )
@@ -204,24 +203,22 @@ def _unit(pricer: GroupPricer, addon: Addon, raised: Raises) -> Line | None:
     used = max(ZERO, exact)
     included = raised.included.get(pricing.meter, 0)
     quantity = max(ZERO, used - Fraction(included))
-    places = shown_places(measured)
     # A level (an average, a percentile) is priced per month, as the plan's meter lines are.
     level = level_terms(measured.level, pricer.fee_fraction, pricer.fee_days)
     return pricer.line(
         f"addon:{addon.name}",
-        f"add-on {addon.name}: {pricing.meter} {text(used, places)} used, {included} included"
+        f"add-on {addon.name}: {pricing.meter} {text(used)} used, {included} included"
         + level.description,
         quantity=quantity,
         unit=pricing.meter,
         unit_price=pricing.unit,
         amount=quantity * Fraction(pricing.unit) * level.fraction,
-        places=places,
         source={
             "addon": addon.name,
             "quantity": 1,
             "meter": pricing.meter,
             "events": measured.events,
-            "total": text(used, places),
+            "total": text(used),
             "included": json_units(included),
             **level.source,
         },

@@ -61,13 +61,13 @@ def period(value: str, now: datetime) -> tuple[datetime, datetime]:
     if found is None or not 1 <= month <= 12 or year < 1:  # there is no year 0000
         raise ValidationFailed(
             f"period {value!r} is not a month: write YYYY-MM",
-            errors=[{"path": "period", "message": "a month, as YYYY-MM"}],
+            errors=[{"path": "query.period", "message": "a month, as YYYY-MM"}],
         )
     start = datetime(year, month, 1, tzinfo=UTC)
     if start > now:  # before `end`, which 9999-12 has not (year 10000)
         raise ValidationFailed(
             f"period {value} has not started: a preview is of this month or an earlier one",
-            errors=[{"path": "period", "message": "a future month"}],
+            errors=[{"path": "query.period", "message": "a future month"}],
         )
     end = (
         datetime(year + 1, 1, 1, tzinfo=UTC)
@@ -149,15 +149,16 @@ def as_of(value: datetime | None, start: datetime, now: datetime) -> datetime:
         return now.replace(microsecond=0)
     if value.tzinfo is None:
         raise ValidationFailed(
-            "`as_of` needs a UTC offset.", errors=[{"path": "as_of", "message": "needs an offset"}]
+            "`as_of` needs a UTC offset.",
+            errors=[{"path": "query.as_of", "message": "needs an offset"}],
         )
-    value = in_utc(value, path="as_of")  # shown in UTC: one instant, one text
+    value = in_utc(value, path="query.as_of")  # shown in UTC: one instant, one text
     if value < start or value > now:
         where = "before the period starts" if value < start else "in the future"
         raise ValidationFailed(
             f"`as_of` {isoformat(value)} is {where}: a preview is taken within or after its "
             "period, and not later than now.",
-            errors=[{"path": "as_of", "message": where}],
+            errors=[{"path": "query.as_of", "message": where}],
         )
     return value
 

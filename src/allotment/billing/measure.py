@@ -12,13 +12,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from allotment.policy.money import decimal_places, format_amount
+from allotment.policy.money import format_amount
 
-if TYPE_CHECKING:
-    from allotment.billing.priced import MeterTotal
-
+# The most decimals an invoice shows of a quantity (a line's quantity, its description, its
+# source): rounded half-even, trailing zeros dropped. Amounts come from the exact value.
 QUANTITY_PLACES = 6
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_HOUR = 3_600
@@ -99,14 +98,6 @@ def text(value: Fraction, places: int = QUANTITY_PLACES) -> str:
 
 def days(days: Fraction) -> str:
     return text(days, 2)
-
-
-def shown_places(measured: MeterTotal) -> int:
-    """The decimals a meter line shows: QUANTITY_PLACES, or more for a sum of decimals that
-    needs them (exact); an average (known exactly, shown rounded) QUANTITY_PLACES."""
-    if measured.exact is not None:
-        return QUANTITY_PLACES
-    return max(QUANTITY_PLACES, decimal_places(measured.quantity))
 
 
 def min_places(value: Decimal, places: int) -> Decimal:

@@ -47,7 +47,7 @@ price of zero shows what it did not charge for as a 0.00 line.
 Arithmetic is exact: `Decimal` in and out, `fractions.Fraction` in between (a 31-day month
 makes 1/31, which no Decimal holds), never a float. Each line's amount is rounded once,
 half-even, to the currency's minor unit, from the exact value; the subtotal is the sum of the
-rounded amounts. Quantities are shown to QUANTITY_PLACES decimals (exact when they fit),
+rounded amounts. Quantities are shown to at most QUANTITY_PLACES decimals (billing/measure.py),
 an averaged rate to RATE_MAX_PLACES. `source` holds only JSON types (Decimals as strings), so
 an invoice serializes the same bytes every time. docs/billing.md works every rule by hand.
 """
@@ -80,7 +80,6 @@ from allotment.billing.measure import (
     min_places,
     money,
     seconds,
-    shown_places,
     steps,
     text,
 )
@@ -426,13 +425,12 @@ class _Pricer:
             return None  # counted over the contract year: billing/annual.py
         measured, total = self._used(name)
         covered = ZERO if shared is None else shared.covered
-        places = shown_places(measured)
         package = meter_price.package
-        tiered = meter_priced(total, meter_price, places=places, shared=covered)
+        tiered = meter_priced(total, meter_price, places=QUANTITY_PLACES, shared=covered)
         level = level_terms(measured.level, self.fee_fraction, self.fee_days)
-        described = f"{name}: {text(total, places)} used, {meter_price.included} included"
+        described = f"{name}: {text(total)} used, {meter_price.included} included"
         if shared is not None:
-            described += f", {text(covered, places)} from allowance {shared.allowance}"
+            described += f", {text(covered)} from allowance {shared.allowance}"
         return self._line(
             f"meter:{name}",
             (described if package is None else f"{described}, packages of {package.size}")
@@ -441,11 +439,10 @@ class _Pricer:
             unit=name if package is None else f"package of {package.size} {name}",
             unit_price=tiered.unit_price,
             amount=tiered.amount * level.fraction,
-            places=places,
             source={
                 "meter": name,
                 "events": measured.events,
-                "total": text(total, places),
+                "total": text(total),
                 "included": json_units(meter_price.included),
                 **tiered.source,
                 **level.source,

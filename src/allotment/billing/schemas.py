@@ -27,7 +27,10 @@ class LateMeterRead(BaseModel):
 
 
 class LateRead(BaseModel):
-    events: int = Field(description="Every late event for the customer, metered or not.")
+    events: int = Field(
+        description="The late events some meter of the plan counted (each once, however many "
+        "meters count it); an event every filter leaves out is billed nowhere and not here."
+    )
     meters: list[LateMeterRead]
 
 

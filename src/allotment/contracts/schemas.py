@@ -42,7 +42,17 @@ from allotment.policy.schemas import MAX_VERSION
 # Strict: a count written as "5" or 5.0 is a mistake to report, as the policy and the other
 # routes report it, not a value to convert.
 Count = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _not_blank(value: str) -> str:
+    # A reason is read by an auditor and printed on the invoice line: spaces alone explain
+    # nothing, so "   " is refused as "" is. The text is kept as written.
+    if not value.strip():
+        raise PydanticCustomError("blank_reason", "a reason must say something; it is blank")
+    return value
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_not_blank)]
 
 
 # Stored and shown with two decimals ("12.50"), however it was written.

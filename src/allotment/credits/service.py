@@ -127,11 +127,11 @@ async def wallet(
     session: AsyncSession, *, customer_key: str, as_of: datetime | None, now: datetime
 ) -> WalletRead:
     customer = await customers.get(session, customer_key)
-    taken = now.replace(microsecond=0) if as_of is None else in_utc(as_of, path="as_of")
+    taken = now.replace(microsecond=0) if as_of is None else in_utc(as_of, path="query.as_of")
     if taken > now:
         raise ValidationFailed(
             f"`as_of` {isoformat(taken)} is in the future.",
-            errors=[{"path": "as_of", "message": "in the future"}],
+            errors=[{"path": "query.as_of", "message": "in the future"}],
         )
     # Shown to the second, but read to the instant: a grant recorded earlier in this very
     # second is in the wallet.

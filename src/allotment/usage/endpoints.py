@@ -230,12 +230,12 @@ async def read_usage(
     if found is None:
         message = f"no meter '{meter}' in the customer's policy version"
         raise ValidationFailed(
-            f"The request names {message}.", errors=[{"path": "meter", "message": message}]
+            f"The request names {message}.", errors=[{"path": "query.meter", "message": message}]
         )
     if tenant is not None and snapshot is not None and tenant not in snapshot.holdings.tenants:
         message = f"no tenant '{tenant}' for this customer"
         raise ValidationFailed(
-            f"The request names {message}.", errors=[{"path": "tenant", "message": message}]
+            f"The request names {message}.", errors=[{"path": "query.tenant", "message": message}]
         )
     now = utcnow()
     period_start, period_end = reads.billing_period(now)

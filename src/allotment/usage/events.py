@@ -19,7 +19,8 @@ problem documents do (`time`, `data.count`, …).
                   (CloudEvents' naming rule), kept as they came
 
 `digest(event)` is what the event says, as 32 bytes: SHA-256 of the canonical JSON (sorted
-keys) of its type, subject, time (UTC; none when it was not sent), tenant and data. Two
+keys) of its type, subject, time (UTC; none when it was not sent), tenant and data, numbers
+by value (`1e3` is `1000`). Two
 copies of a (source, id) with the same digest are one event sent twice (a duplicate); with
 different digests, a conflict (docs/usage.md). Extension attributes are not part of it: they
 describe the delivery.
@@ -160,12 +161,14 @@ def parse(raw: Any, window: Window) -> Event | list[Problem]:
     return Event(source, event_id, kind, subject, moment, data, tenant, extensions, timed)
 
 
-def digest(event: Event) -> bytes:
+def digest(event: Event, *, legacy: bool = False) -> bytes:
     """SHA-256 of the event's canonical (type, subject, time in UTC, tenant, data). The time
     as sent: an event sent without one has none here, so its retry (received later) is
-    still the same event."""
+    still the same event. Numbers count by value: `1000`, `1000.0` and `1e3` are one number
+    (`by_value`). `legacy`: the digest as stored before numbers were compared by value (the
+    data as parsed), which an id stored then may hold (`matches`)."""
     content = {
-        "data": event.data,
+        "data": event.data if legacy else by_value(event.data),
         "subject": event.subject,
         "tenant": event.tenant,
         # orjson writes an aware datetime as RFC 3339 itself, several times faster than
@@ -174,6 +177,36 @@ def digest(event: Event) -> bytes:
         "type": event.type,
     }
     return hashlib.sha256(orjson.dumps(content, option=_DIGEST_OPTIONS)).digest()
+
+
+# A whole float in this range is written as the integer it equals; one outside stays a float
+# (orjson writes integers of 64 bits at most). Other floats are already one text per value.
+_WHOLE = float(2**63)
+_NOT_PLAIN = (float, dict, list)  # values by_value must look into
+
+
+def by_value(value: Any) -> Any:
+    """`value` with each whole float as the integer it equals (1e3, 1000.0 → 1000), so two
+    JSON texts of equal numbers give the same digest. Data without a float comes out equal
+    to what went in (the digest it had before); a flat object of scalars, the common case,
+    is returned as it is, unwalked."""
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() and -_WHOLE <= value < _WHOLE else value
+    if kind is dict:
+        if not any(type(item) in _NOT_PLAIN for item in value.values()):
+            return value
+        return {key: by_value(item) for key, item in value.items()}
+    if kind is list:
+        return [by_value(item) for item in value]
+    return value
+
+
+def matches(stored: bytes, event: Event, sent: bytes) -> bool:
+    """Whether a stored digest is this event's: the digest by value (`sent`), or, for an id
+    stored before numbers were compared by value, the digest of the data as parsed (the same
+    bytes retried after an upgrade stay a duplicate)."""
+    return stored == sent or stored == digest(event, legacy=True)
 
 
 class DataError(ValueError):

@@ -68,8 +68,16 @@ def data_problems(event: Event, meters: Sequence[Meter]) -> list[Problem]:
             continue
         if not meter.counts(event.data):
             continue
+        if not isinstance(event.data, dict):  # an array or a scalar has no properties
+            return [
+                {
+                    "path": "data",
+                    "message": f"must be an object: meter '{meter.name}' reads its "
+                    f"property '{meter.property}'",
+                }
+            ]
         path = f"data.{meter.property}"
-        value = event.data.get(meter.property) if isinstance(event.data, dict) else None
+        value = event.data.get(meter.property)
         if value is None:
             problems.append({"path": path, "message": f"meter '{meter.name}' needs this property"})
         elif meter.aggregation in ("sum", "max", "average"):

@@ -78,15 +78,21 @@ async def usage_of_meters(
 ) -> list[UsageRead]:
     """`usage` of several meters, in their order, read together: the same answers as one
     call each, in one set of reads (the portal's usage page shows every meter)."""
-    start, end = in_utc(start, path="from"), in_utc(end, path="to")  # UTC hours, days, months
+    start, end = (
+        in_utc(start, path="query.from"),
+        in_utc(end, path="query.to"),
+    )  # UTC hours, days, months
     if end <= start:
         raise ValidationFailed(
-            "`to` must be after `from`.", errors=[{"path": "to", "message": "must be after from"}]
+            "`to` must be after `from`.",
+            errors=[{"path": "query.to", "message": "must be after from"}],
         )
     if granularity == "hour" and (end - start).total_seconds() / 3600 > MAX_BUCKETS:
         raise ValidationFailed(
             f"At most {MAX_BUCKETS} hourly buckets; ask for days or months.",
-            errors=[{"path": "granularity", "message": "too many hourly buckets for the range"}],
+            errors=[
+                {"path": "query.granularity", "message": "too many hourly buckets for the range"}
+            ],
         )
     customer_id = await pools.customer_id(session, customer_key=customer_key)
     # No event lies outside these (the late window and the future tolerance are days and

@@ -45,7 +45,7 @@ from allotment.check.values import Snapshot
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog, Meter
 from allotment.usage import partitions
-from allotment.usage.events import Event, Problem, Window, digest, parse
+from allotment.usage.events import Event, Problem, Window, digest, matches, parse
 from allotment.usage.meters import (
     CounterKey,
     Delta,
@@ -127,7 +127,7 @@ class Outcome:
         """Copies of ids already taken (stored, or earlier in the batch): each a duplicate,
         or a conflict when it says something other than the copy that won."""
         for copy in sorted(copies, key=lambda c: c.index):
-            if conflicts_with(winners.get(copy.key), copy.digest):
+            if conflicts_with(winners.get(copy.key), copy.reading.event, copy.digest):
                 event = copy.reading.event
                 self.conflicts.append({"index": copy.index, "source": event.source, "id": event.id})
             else:
@@ -255,10 +255,12 @@ async def ingest(
     return outcome
 
 
-def conflicts_with(stored: bytes | None, sent: bytes) -> bool:
+def conflicts_with(stored: bytes | None, event: Event, sent: bytes) -> bool:
     """A copy of an accepted (source, id) conflicts when it says something else; an id
-    stored without a digest (before migration 0013) cannot tell, and is a duplicate."""
-    return stored is not None and stored != sent
+    stored without a digest (before migration 0013) cannot tell, and is a duplicate. An id
+    stored before numbers were compared by value holds the older digest form, also matched
+    (`events.matches`)."""
+    return stored is not None and not matches(stored, event, sent)
 
 
 async def stored_digests(

@@ -51,7 +51,7 @@ from allotment.policy.catalog import Meter
 from allotment.usage import levels
 from allotment.usage.gauges import read_series
 from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
-from allotment.usage.readings import Reading, readings_of, shown
+from allotment.usage.readings import Reading, reading, readings_of, shown
 
 HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
@@ -60,12 +60,6 @@ _TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
 _COUNTERS = text(
     "SELECT meter, hour, value, events FROM usage_counters WHERE customer_id = :c "
     f"AND meter = ANY(:meters) AND hour >= :f AND hour < :t AND {_TENANT}"
-)
-# Events received after `as_of` whose time is in [f, t): few (they arrive inside the late
-# window), found through ix_usage_events_customer_id_received_at (migration 0012).
-_LATE_COUNT = text(
-    "SELECT count(*) FROM usage_events WHERE customer_id = :c AND received_at > :as_of "
-    f"AND type = ANY(:types) AND time >= :f AND time < :t AND {_TENANT}"
 )
 # Per additive meter and hour: the late events' count and sum (a count meter's value is its
 # count; an event without the meter's property adds nothing, as at ingest).
@@ -85,6 +79,8 @@ _LATE_SUMS = text(
     "AND e.received_at > :as_of AND e.time >= :f AND e.time < :t "
     "WHERE (CAST(:tenant AS text) IS NULL OR e.tenant = :tenant) GROUP BY 1, 2"
 )
+# Events received after `as_of` whose time is in [f, t): few (they arrive inside the late
+# window), found through ix_usage_events_customer_id_received_at (migration 0012).
 _LATE = text(
     "SELECT type, time, coalesce(tenant, '') AS tenant, data FROM usage_events "
     "WHERE customer_id = :c AND received_at > :as_of AND type = ANY(:types) "
@@ -192,17 +188,18 @@ class Ledger:
         first = self.first_seen.get(hour, set())
         placed: set[tuple[str, str]] = set()
         counted = 0
-        for reading in readings:  # in time order: the first event carrying a value places it
-            key = (reading.tenant, reading.value)
+        for one in readings:  # in time order: the first event carrying a value places it
+            key = (one.tenant, one.value)
             if key in first and key not in placed:
                 placed.add(key)
-                counted += start <= reading.time < end
+                counted += start <= one.time < end
         return Decimal(counted), len(inside)
 
 
 @dataclass(frozen=True)
 class Late:
-    """Events received after `as_of` with a time in the range: what a later look would add."""
+    """Events received after `as_of` with a time in the range that some meter counts: what a
+    later look would add."""
 
     events: int
     by_meter: Mapping[str, Total]
@@ -259,17 +256,18 @@ async def read(
     floor = hour_of(start)
     ceiling = hour_of(end) if hour_of(end) == end else hour_of(end) + HOUR
     shown = report or (start, end)
-    reported = (
+    reported = _counted(
+        meters,
         await session.execute(
-            _LATE_COUNT,
+            _LATE,
             {
                 **params,
                 "f": shown[0],
                 "t": shown[1],
                 "types": sorted({m.event_type for m in meters}),
             },
-        )
-    ).scalar_one()
+        ),
+    )
     ledgers = {m.name: Ledger(m) for m in meters}
     late_by_meter: dict[str, Total] = {}
     bounds = cut_hours((start, end, *cuts), start, end)
@@ -414,7 +412,23 @@ async def read(
             )
     return Ledgers(
         by_meter=ledgers,
-        late=Late(events=int(reported), by_meter=late_by_meter),
+        late=Late(events=reported, by_meter=late_by_meter),
+    )
+
+
+def _counted(meters: Sequence[Meter], rows: Iterable[Any]) -> int:
+    """How many of `rows` some meter counts: an event of a metered type that every meter's
+    filter leaves out (or that lacks the property each reads) is billed nowhere, so it is
+    not late usage either (docs/billing.md, "Taken at an instant")."""
+    by_type: dict[str, list[Meter]] = {}
+    for meter in meters:
+        by_type.setdefault(meter.event_type, []).append(meter)
+    return sum(
+        any(
+            reading(meter, row.time, row.tenant, row.data) is not None
+            for meter in by_type.get(row.type, ())
+        )
+        for row in rows
     )
 
 
