@@ -47,6 +47,8 @@ GLOBAL_LISTS = [
     "/v1/policies/active",
     "/v1/policies/schema",
     "/v1/api-keys",
+    "/v1/changelog",
+    "/v1/webhook-endpoints",
 ]
 
 
@@ -84,6 +86,8 @@ def path_for(route: APIRoute, owner: Tenancy, world: World) -> str:
         "subject": owner.seat_subject or f"nobody@{owner.key}",
         "version": str(world.policy_version),
         "key_id": "key_none",
+        "endpoint_id": "whe_none",  # webhook endpoints and deliveries: admin routes
+        "delivery_id": "whd_none",
     }
 
     def value(match: re.Match[str]) -> str:
