@@ -18,7 +18,7 @@ from tests.billing.test_boundaries import tokens, tokens_policy
 from tests.factories.contracts import create_contract, iso
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
-from tests.factories.usage import ingest_at
+from tests.factories.usage import event, ingest_at
 
 START = datetime(2026, 10, 14, 19, 53, tzinfo=UTC)
 AMENDED = datetime(2026, 10, 17, 10, 17, 45, tzinfo=UTC)
@@ -35,6 +35,7 @@ async def _reads(client: httpx.AsyncClient, finance: dict[str, str], contract: s
         ("/v1/customers/acme/usage", {"meter": "tokens", "from": iso(START), "to": iso(END)}),
         ("/v1/customers/acme/usage", {"meter": "tokens", "from": iso(AMENDED), "to": iso(END)}),
         ("/v1/customers/acme/usage", {"meter": "tokens"}),
+        ("/v1/customers/acme/usage", {"meter": "level", "from": iso(START), "to": iso(END)}),
     ]
     answers = []
     for path, params in asks:
@@ -49,7 +50,13 @@ async def _reads(client: httpx.AsyncClient, finance: dict[str, str], contract: s
 async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
 ) -> None:
-    await publish_policy(client, admin, tokens_policy())
+    policy = tokens_policy()
+    policy["meters"]["level"] = {
+        "event_type": "gauge.level",
+        "aggregation": "average",
+        "property": "value",
+    }
+    await publish_policy(client, admin, policy)
     await create_customer(client, admin, key="acme")
     contract = str(
         (await create_contract(client, admin, plan="team", starts_at=iso(START), ends_at=iso(END)))[
@@ -63,7 +70,7 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
         headers={**admin, "If-Match": str(current["revision"])},
     )
     assert patched.status_code == 200, patched.text
-    await publish_policy(client, admin, tokens_policy("v2"))
+    await publish_policy(client, admin, {**tokens_policy("v2"), "meters": policy["meters"]})
     async with session_scope(app.state.sessionmaker) as session:
         await session.execute(text("UPDATE contract_revisions SET created_at = :t"), {"t": START})
         await session.execute(
@@ -81,10 +88,20 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
     whole_hours = [
         tokens(f"whole-{n}", START + timedelta(days=1, hours=n, minutes=7), 100) for n in range(3)
     ]
+    # an average meter's readings: each one counts in the period's average
+    readings = [
+        event(
+            f"level-{n}",
+            type="gauge.level",
+            time=START + timedelta(days=1, hours=n),
+            data={"value": v},
+        )
+        for n, v in ((1, 10), (2, 30), (3, 50))
+    ]
     # the newest of the series, kept anyway: the purge must still find something to delete
     newest = [tokens("newest", END + timedelta(days=2), 1)]
-    outcome = await ingest_at(app, cut_hours + whole_hours + newest, received=RECEIVED)
-    assert outcome.accepted == 10
+    outcome = await ingest_at(app, cut_hours + whole_hours + readings + newest, received=RECEIVED)
+    assert outcome.accepted == 13
 
     before = await _reads(client, finance, contract)
     settings = app.state.settings.model_copy(update={"events_retention": timedelta(days=1)})
@@ -96,5 +113,5 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
             .scalars()
             .all()
         )
-    assert sorted(kept) == sorted(e["id"] for e in cut_hours + newest)
+    assert sorted(kept) == sorted(e["id"] for e in cut_hours + readings + newest)
     assert await _reads(client, finance, contract) == before

@@ -4,7 +4,8 @@
     usage events    raw events whose time is before now − ALLOTMENT_EVENTS_RETENTION (counters,
                     unique sets, the newest event of each series and every event a total or
                     an invoice still reads kept: the hours a contract's boundaries or a
-                    policy activation cut, the months holding late events; usage/retention.py)
+                    policy activation cut, the months holding late events, the readings of
+                    average meters; usage/retention.py)
 
 A row exactly at the cutoff is kept. Each batch is a short transaction of its own; any
 number of workers may purge at once.
@@ -38,7 +39,13 @@ async def purge(
         # an instant up to an hour past the cutoff may cut the hour the cutoff is in
         keep = await history.boundaries(session, before=events_before + HOUR)
         moves = await policy.activations(session, as_of=events_before + HOUR)
-    events = partial(usage_retention.purge, keep=keep, activations=[m.at for m in moves])
+        averaged = await policy.averaged_event_types(session)
+    events = partial(
+        usage_retention.purge,
+        keep=keep,
+        activations=[m.at for m in moves],
+        averaged=averaged,
+    )
     jobs: tuple[tuple[str, Purge, datetime], ...] = (
         ("decisions_purged", decisions.purge, now - settings.decisions_retention),
         ("events_purged", events, events_before),

@@ -10,6 +10,8 @@ total, invoice or reconciliation changes (docs/privacy.md, "Retention"):
     late months    every event of a customer, type and calendar month that holds an event
                    received at or after the cutoff (a read as of any instant since the cutoff
                    takes those late events off, and rebuilds a unique meter's month)
+    averaged       every event of a type in `averaged`: an `average` meter reads its readings
+                   in a period one by one (usage/gauges.py)
     series ends    the newest event of each customer, type and tenant: an `average` meter
                    carries the latest reading before a period in (usage/gauges.py)
 
@@ -37,6 +39,7 @@ _PURGE = text(
     "AND coalesce(n.tenant, '') = coalesce(e.tenant, '') AND n.time < :before "
     "AND (n.time, n.source, n.id) > (e.time, e.source, e.id)) "
     f"AND NOT ({_HOUR} = ANY(CAST(:everyone AS timestamptz[]))) "
+    "AND NOT (e.type = ANY(CAST(:averaged AS text[]))) "
     "AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:kc AS bigint[]), CAST(:kh AS timestamptz[])) "
     f"AS k(c, h) WHERE k.c = e.customer_id AND k.h = {_HOUR}) "
     "AND NOT EXISTS (SELECT 1 FROM usage_events r WHERE r.customer_id = e.customer_id "
@@ -58,6 +61,7 @@ async def purge(
     batch: int,
     keep: Iterable[tuple[int, datetime]] = (),
     activations: Iterable[datetime] = (),
+    averaged: Iterable[str] = (),
 ) -> int:
     """Delete up to `batch` events whose time is before `before`, but those billing or a
     usage read still reads (above); how many."""
@@ -66,6 +70,7 @@ async def purge(
         "before": before,
         "batch": batch,
         "everyone": sorted(cut(activations)),
+        "averaged": sorted(averaged),
         "kc": [customer for customer, _ in kept],
         "kh": [hour for _, hour in kept],
     }
