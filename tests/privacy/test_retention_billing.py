@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from allotment.db import session_scope
@@ -37,7 +38,13 @@ async def _reads(client: httpx.AsyncClient, finance: dict[str, str], contract: s
         ("/v1/customers/acme/usage", {"meter": "tokens"}),
         ("/v1/customers/acme/usage", {"meter": "level", "from": iso(START), "to": iso(END)}),
     ]
-    answers = []
+    answers: list[Any] = []
+    # `from` cuts an hour no boundary cuts, older than the cutoff: refused before the purge
+    # and after it alike (part of that hour may be gone)
+    cutting = {"meter": "tokens", "from": iso(START + timedelta(days=1, minutes=30))}
+    refused = await client.get("/v1/customers/acme/usage", params=cutting, headers=finance)
+    assert refused.status_code == 422, refused.text
+    assert [e["path"] for e in refused.json()["errors"]] == ["from"]
     for path, params in asks:
         response = await client.get(path, params=params, headers=finance)
         assert response.status_code == 200, response.text
@@ -48,7 +55,11 @@ async def _reads(client: httpx.AsyncClient, finance: dict[str, str], contract: s
 
 
 async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
-    app: Any, client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
+    app: Any,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    finance: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     policy = tokens_policy()
     policy["meters"]["level"] = {
@@ -103,8 +114,9 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
     outcome = await ingest_at(app, cut_hours + whole_hours + readings + newest, received=RECEIVED)
     assert outcome.accepted == 13
 
-    before = await _reads(client, finance, contract)
     settings = app.state.settings.model_copy(update={"events_retention": timedelta(days=1)})
+    monkeypatch.setattr(app.state, "settings", settings)  # the API's too
+    before = await _reads(client, finance, contract)
     done = await run_once(app.state.sessionmaker, now=utcnow(), settings=settings)
     assert done["events_purged"] == len(whole_hours)
     async with session_scope(app.state.sessionmaker) as session:

@@ -5,7 +5,7 @@ key, and its revisions as recorded by an instant. The contracts domain owns thes
                                              ends_at), or None
     revisions(session, contract_id, as_of=)  (revision, effective_at, terms) rows created by
                                              `as_of`, in revision order
-    boundaries(session, before=)             (customer_id, at): every instant before `before`
+    boundaries(session, before=[, customer_id=])  (customer_id, at): every instant before `before`
                                              where a contract starts, ends, takes a revision
                                              or turns a contract year (the raw events'
                                              retention keeps the hours these cut)
@@ -40,18 +40,22 @@ async def revisions(session: AsyncSession, contract_id: str, *, as_of: datetime)
     return (await session.execute(_REVISIONS, {"id": contract_id, "as_of": as_of})).all()
 
 
+_ONE = "(CAST(:c AS bigint) IS NULL OR customer_id = :c)"
 _BOUNDS = text(
     "SELECT customer_id, starts_at AS at, ends_at, true AS term FROM contracts "
-    "WHERE starts_at < :before UNION ALL SELECT customer_id, effective_at, NULL, false "
-    "FROM contract_revisions WHERE effective_at < :before"
+    f"WHERE starts_at < :before AND {_ONE} UNION ALL SELECT customer_id, effective_at, NULL, "
+    f"false FROM contract_revisions WHERE effective_at < :before AND {_ONE}"
 )
 
 
-async def boundaries(session: AsyncSession, *, before: datetime) -> list[tuple[int, datetime]]:
+async def boundaries(
+    session: AsyncSession, *, before: datetime, customer_id: int | None = None
+) -> list[tuple[int, datetime]]:
     """Every contract's start, end, revisions and anniversaries before `before`, with its
-    customer (billing cuts a month at each: billing/data.py)."""
+    customer (billing cuts a month at each: billing/data.py); one customer's, given one."""
     found: list[tuple[int, datetime]] = []
-    for row in (await session.execute(_BOUNDS, {"before": before})).all():
+    params = {"before": before, "c": customer_id}
+    for row in (await session.execute(_BOUNDS, params)).all():
         found.append((row.customer_id, row.at))
         if not row.term:
             continue
