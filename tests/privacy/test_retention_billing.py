@@ -49,6 +49,7 @@ async def _reads(client: httpx.AsyncClient, finance: dict[str, str], contract: s
         response = await client.get(path, params=params, headers=finance)
         assert response.status_code == 200, response.text
         answer = response.json()
+        assert answer.get("meters") != [], answer  # the reconciliation's meter figures
         answer.pop("computed_at", None)  # when the answer was computed: now
         answers.append(answer)
     return answers
@@ -67,6 +68,8 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
         "aggregation": "average",
         "property": "value",
     }
+    # a limit, so the reconciliation reads the meter too
+    policy["plans"]["team"]["limits"] = {"tokens": {"limit": 1_000_000, "period": "month"}}
     await publish_policy(client, admin, policy)
     await create_customer(client, admin, key="acme")
     contract = str(
@@ -81,7 +84,7 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
         headers={**admin, "If-Match": str(current["revision"])},
     )
     assert patched.status_code == 200, patched.text
-    await publish_policy(client, admin, {**tokens_policy("v2"), "meters": policy["meters"]})
+    await publish_policy(client, admin, {**policy, "features": tokens_policy("v2")["features"]})
     async with session_scope(app.state.sessionmaker) as session:
         await session.execute(text("UPDATE contract_revisions SET created_at = :t"), {"t": START})
         await session.execute(
