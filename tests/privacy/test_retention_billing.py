@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 
 from allotment.db import session_scope
@@ -60,7 +59,6 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
     client: httpx.AsyncClient,
     admin: dict[str, str],
     finance: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     policy = tokens_policy()
     policy["meters"]["level"] = {
@@ -118,15 +116,19 @@ async def test_the_purge_keeps_every_event_a_bill_or_a_usage_read_needs(
     assert outcome.accepted == 13
 
     settings = app.state.settings.model_copy(update={"events_retention": timedelta(days=1)})
-    monkeypatch.setattr(app.state, "settings", settings)  # the API's too
-    before = await _reads(client, finance, contract)
-    done = await run_once(app.state.sessionmaker, now=utcnow(), settings=settings)
-    assert done["events_purged"] == len(whole_hours)
-    async with session_scope(app.state.sessionmaker) as session:
-        kept = (
-            (await session.execute(text("SELECT id FROM usage_events WHERE source = 'tests'")))
-            .scalars()
-            .all()
-        )
-    assert sorted(kept) == sorted(e["id"] for e in cut_hours + readings + newest)
-    assert await _reads(client, finance, contract) == before
+    shared = app.state.settings
+    app.state.settings = settings  # the API's too
+    try:
+        before = await _reads(client, finance, contract)
+        done = await run_once(app.state.sessionmaker, now=utcnow(), settings=settings)
+        assert done["events_purged"] == len(whole_hours)
+        async with session_scope(app.state.sessionmaker) as session:
+            kept = (
+                (await session.execute(text("SELECT id FROM usage_events WHERE source = 'tests'")))
+                .scalars()
+                .all()
+            )
+        assert sorted(kept) == sorted(e["id"] for e in cut_hours + readings + newest)
+        assert await _reads(client, finance, contract) == before
+    finally:
+        app.state.settings = shared
