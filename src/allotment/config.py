@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -13,10 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def _duration(value: Any) -> Any:
     """`30d`, `72h`, `90m`, `3600s` (or a number of seconds) → a timedelta, at least an hour."""
-    if isinstance(value, str) and value[-1:] in ("s", "m", "h", "d"):
+    if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+)?", value.strip()):
         from allotment.policy.durations import parse_duration
 
-        value = parse_duration(value.strip())
+        value = parse_duration(value.strip())  # `abc` is refused with the same message
     elif isinstance(value, str | int | float) and not isinstance(value, bool):
         value = timedelta(seconds=float(value))
     if isinstance(value, timedelta) and value < timedelta(hours=1):

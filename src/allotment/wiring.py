@@ -18,6 +18,10 @@ tests — gets the same hooks). docs/architecture.md, "Wiring", lists them.
                                policy/service.rollback         of the move; alerts: a
                                                                publish's policy.published,
                                                                with those notes
+    usage_read_guards()        usage/endpoints.get_usage      privacy: a range cutting an
+                                                               hour whose raw events the
+                                                               retention may have purged
+                                                               is refused
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from allotment.contracts.amend import AmendmentEffect, AmendmentGuard
     from allotment.customers.service import DeleteGuard
     from allotment.policy.service import PointerMoveHook
+    from allotment.usage.reads import UsageReadGuard
 
 
 @cache
@@ -58,3 +63,10 @@ def pointer_move_hooks() -> tuple[PointerMoveHook, ...]:
     from allotment.releases.service import record
 
     return (record, announce_published)  # in this order: the event carries the notes
+
+
+@cache
+def usage_read_guards() -> tuple[UsageReadGuard, ...]:
+    from allotment.privacy.retention import refuse_purged_cuts
+
+    return (refuse_purged_cuts,)

@@ -168,6 +168,16 @@ async def _scenario(app: Any, api: httpx.AsyncClient) -> None:
     )
     assert (await api.post("/v1/customers/nope/subjects/x/erase", headers=admin)).status_code == 404
 
+    # A retry of the keyed assignment neither replays the erased answer nor re-creates the
+    # seat: its key's answer is a tombstone that does not name the subject.
+    retried = await api.post(
+        "/v1/customers/acme/seats", json={"subject": SUBJECT, "type": "member"}, headers=keyed
+    )
+    assert retried.status_code == 409, retried.text
+    assert retried.headers["content-type"] == "application/problem+json"
+    assert retried.json()["type"].endswith("/idempotency-key-erased")
+    assert SUBJECT not in retried.text
+
     # Taken on again: the same pseudonym in the audit trail, and counted once.
     assert (await assign(api, backend, SUBJECT)).status_code == 201
     async with session_scope(app.state.sessionmaker) as session:

@@ -56,13 +56,20 @@ async def test_the_worker_purges_exactly_what_is_older_than_each_window(
         )
         for event_id, kind, at in series:
             await session.execute(text(_EVENT), {"type": kind, "id": event_id, "at": at})
+        # c.late arrived after the cutoff (a read as of any instant since takes it off again,
+        # and a unique meter is then counted from its month's events): its month is kept
+        for event_id, at in (("c.old", happened - timedelta(days=2)), ("c.late", happened - tick)):
+            await session.execute(text(_EVENT), {"type": "c", "id": event_id, "at": at})
+        await session.execute(
+            text("UPDATE usage_events SET received_at = :now WHERE id = 'c.late'"), {"now": NOW}
+        )
         await session.execute(text(_COUNTER), {"at": happened - timedelta(hours=1)})
     done = await run_once(app.state.sessionmaker, now=NOW, settings=settings)
     assert (done["decisions_purged"], done["events_purged"]) == (1, 2)
     async with session_scope(app.state.sessionmaker) as session:
         assert await _ids(session, "SELECT id FROM decisions") == ["dec_edge", "dec_new"]
         kept = await _ids(session, "SELECT id FROM usage_events WHERE source = 'tests'")
-        assert kept == ["a.edge", "a.old", "b.old"]
+        assert kept == ["a.edge", "a.old", "b.old", "c.late", "c.old"]
         counters = await _ids(session, "SELECT CAST(value AS text) FROM usage_counters")
         assert counters == ["5"]
     again = await run_once(app.state.sessionmaker, now=NOW, settings=settings)

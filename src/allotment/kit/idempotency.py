@@ -6,6 +6,9 @@ with the effect.
     retry, same body       the stored response, replayed byte for byte (`Idempotent-Replayed`)
     retry, other body      422
     retry while in flight  409 (the first still holds the lock)
+    after an erasure       a stored response naming the erased subject becomes a tombstone:
+                           the retry gets 409 `idempotency-key-erased`, not the old answer
+                           and not a new effect (docs/privacy.md)
     after 24 h             the key is forgotten (`allotment worker` purges it)
 
 A request that fails stores nothing, so its retry runs again. Keys are scoped to the API
@@ -31,7 +34,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from starlette.responses import Response
 
 from allotment.db import Base, driver, request_session
-from allotment.errors import AllotmentError, BadRequest, Conflict, ValidationFailed
+from allotment.errors import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPE_BASE,
+    AllotmentError,
+    BadRequest,
+    Conflict,
+    ValidationFailed,
+)
 from allotment.kit.jsonx import dumps
 
 HEADER = "Idempotency-Key"
@@ -185,9 +195,8 @@ def replay_response(exc: IdempotentReplay) -> Response:
     revision = _revision(exc.body) if 200 <= exc.status < 300 else None
     if revision is not None:
         headers["ETag"] = f'"{revision}"'
-    return Response(
-        exc.body, status_code=exc.status, media_type="application/json", headers=headers
-    )
+    media = PROBLEM_MEDIA_TYPE if exc.status >= 400 else "application/json"  # a tombstone
+    return Response(exc.body, status_code=exc.status, media_type=media, headers=headers)
 
 
 def _revision(body: bytes) -> int | None:
@@ -206,12 +215,30 @@ async def purge_expired(session: AsyncSession) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-_FORGET = text("DELETE FROM idempotency_keys WHERE position(:needle IN body) > 0")
+# The stored answer is replaced by a tombstone: the row (and its request digest, so a retry
+# of that very request is still recognised, by the seat fast path's SQL too) stays until the
+# key expires; its answer, which named the subject, is gone.
+_FORGET = text(
+    "UPDATE idempotency_keys SET status = :status, body = :tombstone "
+    "WHERE position(:needle IN body) > 0"
+)
+ERASED_STATUS = 409
+TOMBSTONE = dumps(
+    {
+        "type": PROBLEM_TYPE_BASE + "idempotency-key-erased",
+        "title": "Conflict",
+        "status": ERASED_STATUS,
+        "detail": f"The answer to this {HEADER} named a subject that has since been erased, "
+        "so it is neither replayed nor run again; to act for the subject again, send the "
+        "request with a new key.",
+    }
+)
 
 
 async def forget_holding(session: AsyncSession, value: str) -> int:
-    """Drop the stored responses whose body holds `value` as a JSON string (an erased
-    subject: docs/privacy.md); a retry with their key then runs anew."""
+    """Replace the stored responses whose body holds `value` as a JSON string (an erased
+    subject: docs/privacy.md) with the tombstone; a retry with their key gets it."""
     needle = orjson.dumps(value)
-    result = await session.execute(_FORGET, {"needle": needle})
+    params = {"needle": needle, "status": ERASED_STATUS, "tombstone": TOMBSTONE}
+    result = await session.execute(_FORGET, params)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

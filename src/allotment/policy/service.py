@@ -151,6 +151,19 @@ async def activations(session: AsyncSession, *, as_of: datetime) -> Sequence[Any
     return (await session.execute(_ACTIVATIONS, {"as_of": as_of})).all()
 
 
+_AVERAGED = text(
+    "SELECT DISTINCT m.value ->> 'event_type' FROM policy_versions v "
+    "CROSS JOIN LATERAL jsonb_each(v.document -> 'meters') m "
+    "WHERE v.status = 'published' AND m.value ->> 'aggregation' = 'average'"
+)
+
+
+async def averaged_event_types(session: AsyncSession) -> list[str]:
+    """The event types an `average` meter of any published version reads: its readings
+    in a period are read one by one (usage/gauges.py), so the retention keeps them."""
+    return sorted((await session.execute(_AVERAGED)).scalars().all())
+
+
 async def get(session: AsyncSession, version: int, *, for_update: bool = False) -> PolicyVersion:
     query = select(PolicyVersion).where(PolicyVersion.version == version)
     if for_update:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
+from allotment import wiring
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
 from allotment.db import after_commit
 from allotment.deps import ReadSessionDep, SessionDep, require
@@ -238,6 +239,15 @@ async def read_usage(
             f"The request names {message}.", errors=[{"path": "query.tenant", "message": message}]
         )
     now = utcnow()
+    for guard in wiring.usage_read_guards():
+        await guard(
+            session,
+            settings=request.app.state.settings,
+            customer_key=key,
+            event_type=found.event_type,
+            instants={"from": from_, "to": to},
+            now=now,
+        )
     period_start, period_end = reads.billing_period(now)
     return await reads.usage(
         session,

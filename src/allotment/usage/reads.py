@@ -21,7 +21,7 @@ is it for one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -36,6 +36,8 @@ from allotment.usage import totals
 from allotment.usage.schemas import UsageBucket, UsageRead
 
 Granularity = Literal["hour", "day", "month"]
+# Refuses a read (raises a problem) before it runs: wiring.usage_read_guards()
+UsageReadGuard = Callable[..., Awaitable[None]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AHEAD = timedelta(days=366)
 MAX_BUCKETS = 10_000
