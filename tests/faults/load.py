@@ -184,7 +184,13 @@ class Load:
     # -- running ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Load:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        # Idle connections are dropped well before uvicorn closes them (its keep-alive timeout
+        # is 5 s, httpx's default expiry too): a request sent on a connection the server is
+        # closing at that moment fails with ReadError, a race of HTTP/1.1 keep-alive that
+        # says nothing about the service (seen under heavy machine load).
+        limits = httpx.Limits(
+            max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0
+        )
         self._clients = [
             httpx.AsyncClient(base_url=url, headers=self.headers, timeout=15.0, limits=limits)
             for url in self.urls
