@@ -19,8 +19,9 @@ from allotment.kit import logs
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
+from tests.factories.licensing import licensing_document
 from tests.factories.policies_for_contracts import publish_policy
-from tests.factories.seats import assign, check
+from tests.factories.seats import assign, check, register
 from tests.factories.usage import event, metered_document, send
 
 SUBJECT = "zq-erase/Mé ωx"  # distinctive: found only where it really is
@@ -188,16 +189,18 @@ async def _scenario(app: Any, api: httpx.AsyncClient) -> None:
     assert sorted(s["subject"] for s in seats) == sorted(["other", SUBJECT])
 
 
-async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudonym(
-    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
-) -> None:
-    from tests.factories.licensing import licensing_document
-    from tests.factories.seats import register
-
-    # Devices: two under the subject's seat, one of someone else's.
+async def _licensed_acme(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """acme on `licensed`: two devices per seat."""
     await publish_policy(client, admin, licensing_document())
     await create_customer(client, admin, key="acme")
     await create_contract(client, admin, plan="licensed", quantities={"seats": 5, "instances": 5})
+
+
+async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudonym(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    # Devices: two under the subject's seat, one of someone else's.
+    await _licensed_acme(client, admin)
     assert (await assign(client, backend, SUBJECT)).status_code == 201
     assert (await assign(client, backend, "other")).status_code == 201
     for fingerprint, holder in (("d1", SUBJECT), ("d2", SUBJECT), ("d3", "other")):
@@ -232,13 +235,8 @@ async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudon
 async def test_the_erasure_answer_counts_exactly_what_it_rewrote_and_says_if_found(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
 ) -> None:
-    from tests.factories.licensing import licensing_document
-    from tests.factories.seats import register
-
     # docs/privacy.md's example: one seat, two devices; then a past seat of the same subject.
-    await publish_policy(client, admin, licensing_document())
-    await create_customer(client, admin, key="acme")
-    await create_contract(client, admin, plan="licensed", quantities={"seats": 5, "instances": 5})
+    await _licensed_acme(client, admin)
     subject = "ann%2Fb@Example.com"  # a literal "%": sent percent-encoded as "%25"
     sent = subject.replace("%", "%25")
     assert (await assign(client, backend, subject)).status_code == 201
