@@ -108,3 +108,28 @@ async def test_a_plan_without_devices_per_seat_binds_devices_without_a_cap(
     for n in range(4):
         assert (await device(client, backend, f"d{n}", "ann")).status_code == 201
     assert (await device(client, backend, "stranger", "zed")).status_code == 409
+
+
+async def _instances_held(client: httpx.AsyncClient, backend: dict[str, str]) -> Any:
+    got = await client.get("/v1/customers/acme/entitlements", headers=backend)
+    assert got.status_code == 200, got.text
+    return got.json()["limits"]["instances"]
+
+
+async def test_devices_ended_by_a_release_or_an_erasure_no_longer_count_as_held(
+    client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str], acme: str
+) -> None:
+    for subject in ("ann", "bob"):
+        assert (await assign(client, backend, subject)).status_code == 201
+        assert (await device(client, backend, f"{subject}-laptop", subject)).status_code == 201
+    assert (await register(client, backend, "server")).status_code == 201
+    before = await _instances_held(client, backend)  # the snapshot is cached from here on
+    assert (before["count"], before["held"]) == (3, 3)
+    released = await client.delete("/v1/customers/acme/seats/ann", headers=backend)
+    assert released.status_code == 204
+    after = await _instances_held(client, backend)
+    assert (after["count"], after["held"], after["available"]) == (2, 2, before["available"] + 1)
+    erased = await client.post("/v1/customers/acme/subjects/bob/erase", headers=admin)
+    assert erased.status_code == 200 and erased.json()["devices_ended"] == 1, erased.text
+    after = await _instances_held(client, backend)
+    assert (after["count"], after["held"], after["available"]) == (1, 1, before["available"] + 2)

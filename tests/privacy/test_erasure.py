@@ -19,8 +19,9 @@ from allotment.kit import logs
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
+from tests.factories.licensing import licensing_document
 from tests.factories.policies_for_contracts import publish_policy
-from tests.factories.seats import assign, check
+from tests.factories.seats import assign, check, register
 from tests.factories.usage import event, metered_document, send
 
 SUBJECT = "zq-erase/Mé ωx"  # distinctive: found only where it really is
@@ -143,7 +144,8 @@ async def _scenario(app: Any, api: httpx.AsyncClient) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["subject_ref"] == ref and body["seats_released"] == 1
-    assert body["responses_forgotten"] == 1 and body["rows_pseudonymized"] >= 2
+    assert body["responses_forgotten"] == 1 and body["found"] is True
+    assert body["rows_pseudonymized"] == body["pseudonymized"]["seats"] == 2  # two seat rows
     await app.state.checker.decisions.flush()
     await app.state.bus.flush()
     assert await _holders(app, SUBJECT) == []
@@ -197,16 +199,18 @@ async def _scenario(app: Any, api: httpx.AsyncClient) -> None:
     assert sorted(s["subject"] for s in seats) == sorted(["other", SUBJECT])
 
 
-async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudonym(
-    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
-) -> None:
-    from tests.factories.licensing import licensing_document
-    from tests.factories.seats import register
-
-    # Devices: two under the subject's seat, one of someone else's.
+async def _licensed_acme(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """acme on `licensed`: two devices per seat."""
     await publish_policy(client, admin, licensing_document())
     await create_customer(client, admin, key="acme")
     await create_contract(client, admin, plan="licensed", quantities={"seats": 5, "instances": 5})
+
+
+async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudonym(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    # Devices: two under the subject's seat, one of someone else's.
+    await _licensed_acme(client, admin)
     assert (await assign(client, backend, SUBJECT)).status_code == 201
     assert (await assign(client, backend, "other")).status_code == 201
     for fingerprint, holder in (("d1", SUBJECT), ("d2", SUBJECT), ("d3", "other")):
@@ -229,10 +233,51 @@ async def test_erasure_ends_devices_and_sessions_and_keeps_their_rows_by_pseudon
     assert opened.status_code == 201, opened.text
     erased = await client.post(f"/v1/customers/globex/subjects/{SUBJECT}/erase", headers=admin)
     assert erased.status_code == 200, erased.text
-    assert erased.json()["sessions_closed"] == 1
+    assert erased.json()["sessions_closed"] == erased.json()["pseudonymized"]["sessions"] == 1
     ref = app.state.pseudonyms.of("globex", SUBJECT)
     assert erased.json()["subject_ref"] == ref != app.state.pseudonyms.of("acme", SUBJECT)
     assert await _holders(app, SUBJECT) == []
     async with session_scope(app.state.sessionmaker) as session:
         ended = (await session.execute(text("SELECT subject, end_reason FROM seat_sessions"))).all()
     assert [tuple(r) for r in ended] == [(ref, "closed")]
+
+
+async def test_the_erasure_answer_counts_exactly_what_it_rewrote_and_says_if_found(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], backend: dict[str, str]
+) -> None:
+    # docs/privacy.md's example: one seat, two devices; then a past seat of the same subject.
+    await _licensed_acme(client, admin)
+    subject = "ann%2Fb@Example.com"  # a literal "%": sent percent-encoded as "%25"
+    sent = subject.replace("%", "%25")
+    assert (await assign(client, backend, subject)).status_code == 201
+    assert (
+        await client.delete(f"/v1/customers/acme/seats/{sent}", headers=backend)
+    ).status_code == 204
+    assert (await assign(client, backend, subject)).status_code == 201
+    for fingerprint in ("d1", "d2"):
+        assert (await register(client, backend, fingerprint, subject=subject)).status_code == 201
+    # Not this subject: another case, or its "%2F" decoded to "/": found false, nothing done.
+    for other in (sent.replace("Example", "example"), subject):
+        missed = await client.post(f"/v1/customers/acme/subjects/{other}/erase", headers=admin)
+        assert missed.status_code == 200, missed.text
+        body = missed.json()
+        assert body["found"] is False and body["rows_pseudonymized"] == 0, body
+        assert body["seats_released"] == body["devices_ended"] == 0
+    erased = await client.post(f"/v1/customers/acme/subjects/{sent}/erase", headers=admin)
+    assert erased.status_code == 200, erased.text
+    body = erased.json()
+    assert body["found"] is True and (body["seats_released"], body["devices_ended"]) == (1, 2)
+    assert body["pseudonymized"] == {
+        "seats": 2,
+        "sessions": 0,
+        "devices": 2,
+        "decision_records": 0,
+        "events": 0,
+    }
+    assert body["rows_pseudonymized"] == 4
+    # Again, or by the pseudonym itself: nothing holds the subject any more.
+    for again in (sent, body["subject_ref"]):
+        repeat = await client.post(f"/v1/customers/acme/subjects/{again}/erase", headers=admin)
+        assert repeat.status_code == 200, repeat.text
+        assert repeat.json()["found"] is False and repeat.json()["rows_pseudonymized"] == 0
+        assert set(repeat.json()["pseudonymized"].values()) == {0}

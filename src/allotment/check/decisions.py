@@ -176,7 +176,7 @@ class DecisionLog:
 
 _ERASE = text(
     "UPDATE decisions SET subject = :ref, detail = replace(detail, :quoted, :quoted_ref) "
-    "WHERE customer = :customer AND subject = :s"
+    "WHERE customer = :customer AND subject = :s AND subject <> :ref"
 )
 _PURGE = text(
     "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE at < :before LIMIT :batch)"

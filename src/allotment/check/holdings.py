@@ -54,7 +54,9 @@ def payload(rows: Sequence[Any], now: datetime) -> tuple[dict[str, Any], datetim
         elif row.k == "x":
             sessions.append([row.name, row.tenant, isoformat(row.until)])
         elif row.k == "i":
-            if row.detail == "deregistered":
+            if row.detail not in ("live", "expired"):
+                # Deregistered, or ended with its holder's seat (a release or an erasure):
+                # no longer held, and a check on it reads as unknown (docs/seats.md).
                 continue
             ended = row.detail == "expired"
             # [fingerprint, weight, tenant, lease_expires_at, ended, kind, environment,

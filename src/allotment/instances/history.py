@@ -3,7 +3,8 @@ the domains that price or decide on them.
 
     HELD_NOW   for checks (check/holdings.py, in its row shape): each fingerprint's latest
                registration among the live ones and those ended since `:recent` (a
-               deregistered one then reads as unknown, a lapsed one as lease_expired), with
+               deregistered one, or one ended with its holder's seat, then reads as unknown, a
+               lapsed one as lease_expired), with
                its kind, environment and metadata (what rules read) as one JSON array
 
 For the signed artifacts (artifacts/service.py), which bind one to a machine:

@@ -292,7 +292,10 @@ async def list_instances(
     return await paginate(session, query, Instance.id, limit=limit, cursor=cursor, scalars=False)
 
 
-_ERASE = text("UPDATE instances SET subject = :ref WHERE customer_id = :c AND subject = :s")
+_ERASE = text(
+    "UPDATE instances SET subject = :ref WHERE customer_id = :c AND subject = :s "
+    "AND subject <> :ref"
+)
 
 
 async def erase_subject(
@@ -304,9 +307,10 @@ async def erase_subject(
     ref: str,
     actor: str,
     now: datetime,
-) -> int:
+) -> tuple[int, int]:
     """An erasure (privacy/service.py): end `subject`'s live devices (as a seat's release
-    does), then keep its pseudonym `ref` on every device row instead. Returns those ended."""
+    does), then keep its pseudonym `ref` on every device row instead. Returns the devices
+    ended and the rows rewritten."""
     ended = await end_devices(
         session,
         customer_id=customer_id,
@@ -315,5 +319,5 @@ async def erase_subject(
         actor=actor,
         now=now,
     )
-    await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
-    return ended
+    result = await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return ended, int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -5,9 +5,11 @@ released and its live sessions closed, each audited as usual; then every
 row that still holds the raw identifier — past seats, sessions and devices, and records from
 before pseudonyms (decision log, lifecycle events) — holds its pseudonym instead, and the
 stored Idempotency-Key responses that name it are dropped. The erasure itself is audited by
-pseudonym (`subject.erased`). Seats' intervals, counters and the audit chain are untouched,
-so invoices, usage totals and `GET /v1/audit/verify` read exactly as before. Running it
-again finds nothing more to do.
+pseudonym (`subject.erased`). The answer counts exactly the rows rewritten, by kind, and says
+whether anything held the subject at all (`found`): a subject is an exact, case-sensitive
+string, and erasing by its pseudonym rewrites nothing. Seats' intervals, counters and the
+audit chain are untouched, so invoices, usage totals and `GET /v1/audit/verify` read exactly
+as before. Running it again finds nothing more to do.
 
 Above the domains it changes: each owner erases its own rows (`erase_subject`).
 """
@@ -25,7 +27,7 @@ from allotment.contracts import pools
 from allotment.instances import service as instances
 from allotment.kit import idempotency
 from allotment.privacy import pseudonyms
-from allotment.privacy.schemas import ErasureRead
+from allotment.privacy.schemas import ErasureRead, Pseudonymized
 from allotment.seats import service as seats
 from allotment.seats import sessions
 from allotment.usage import lifecycle
@@ -45,27 +47,33 @@ async def erase(
     live = dict(customer_key=customer_key, subject=subject, ref=ref, actor=actor, now=now)
     # Devices first (`instance.seat_released`, as the seat's release would end them), so
     # the count says how many ended.
-    ended = await instances.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
+    ended, devices = await instances.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
     released = 0
     with contextlib.suppress(seats.SeatNotFound):
         await seats.release(
             session, customer_key=customer_key, subject=subject, actor=actor, now=now
         )
         released = 1
-    closed = await sessions.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
-    rows = await seats.erase_subject(session, customer_id=c, subject=subject, ref=ref)
-    rows += await lifecycle.erase_subject(session, customer_id=c, subject=subject, ref=ref)
-    rows += await decisions.erase_subject(
-        session, customer_key=customer_key, subject=subject, ref=ref
+    closed, held = await sessions.erase_subject(session, customer_id=c, **live)  # type: ignore[arg-type]
+    rows = Pseudonymized(
+        seats=await seats.erase_subject(session, customer_id=c, subject=subject, ref=ref),
+        sessions=held,
+        devices=devices,
+        decision_records=await decisions.erase_subject(
+            session, customer_key=customer_key, subject=subject, ref=ref
+        ),
+        events=await lifecycle.erase_subject(session, customer_id=c, subject=subject, ref=ref),
     )
     forgotten = await idempotency.forget_holding(session, subject)
     erasure = ErasureRead(
         customer=customer_key,
         subject_ref=ref,
+        found=bool(released or closed or ended or rows.total or forgotten),
         seats_released=released,
         sessions_closed=closed,
         devices_ended=ended,
-        rows_pseudonymized=rows,
+        rows_pseudonymized=rows.total,
+        pseudonymized=rows,
         responses_forgotten=forgotten,
     )
     lifecycle.record(

@@ -238,7 +238,9 @@ async def list_seats(
     return await paginate(session, query, Seat.id, limit=limit, cursor=cursor, scalars=False)
 
 
-_ERASE = text("UPDATE seats SET subject = :ref WHERE customer_id = :c AND subject = :s")
+_ERASE = text(
+    "UPDATE seats SET subject = :ref WHERE customer_id = :c AND subject = :s AND subject <> :ref"
+)
 
 
 async def erase_subject(session: AsyncSession, *, customer_id: int, subject: str, ref: str) -> int:

@@ -166,7 +166,10 @@ _LIVE_OF = text(
     "SELECT id FROM seat_sessions WHERE customer_id = :c AND subject = :s AND ended_at IS NULL "
     "ORDER BY id"
 )
-_ERASE = text("UPDATE seat_sessions SET subject = :ref WHERE customer_id = :c AND subject = :s")
+_ERASE = text(
+    "UPDATE seat_sessions SET subject = :ref WHERE customer_id = :c AND subject = :s "
+    "AND subject <> :ref"
+)
 
 
 async def erase_subject(
@@ -178,10 +181,11 @@ async def erase_subject(
     ref: str,
     actor: str,
     now: datetime,
-) -> int:
+) -> tuple[int, int]:
     """An erasure (privacy/service.py): close `subject`'s live sessions (`session.closed`,
     audited), then keep its pseudonym `ref` in every session row instead (a lapsed one is
-    left to the reaper, whose record shows `ref` too). Returns the sessions closed."""
+    left to the reaper, whose record shows `ref` too). Returns the sessions closed and the
+    rows rewritten."""
     rows = (await session.execute(_LIVE_OF, {"c": customer_id, "s": subject})).scalars().all()
     closed = 0
     for session_id in rows:
@@ -197,5 +201,5 @@ async def erase_subject(
                 target_key=f"{customer_key}/{row.id}",
                 after=audit_view(row, ref),
             )
-    await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
-    return closed
+    result = await session.execute(_ERASE, {"c": customer_id, "s": subject, "ref": ref})
+    return closed, int(result.rowcount or 0)  # type: ignore[attr-defined]

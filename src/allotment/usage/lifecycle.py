@@ -126,7 +126,8 @@ def record(
 
 _ERASE = text(
     "UPDATE usage_events SET data = jsonb_set(data, '{subject}', to_jsonb(CAST(:ref AS text))) "
-    "WHERE customer_id = :c AND source = 'allotment' AND data ->> 'subject' = :s"
+    "WHERE customer_id = :c AND source = 'allotment' AND data ->> 'subject' = :s "
+    "AND data ->> 'subject' <> :ref"
 )
 
 
