@@ -128,6 +128,7 @@ async def test_reconciliation_announces_seats_held_over_the_contract_once(
     (found,) = await fired(app, "reconciliation.discrepancy")
     assert found["data"]["pool"] == "seats"
     assert found["data"]["limit"] == 2 and found["data"]["used"] == 3
+    assert found["data"]["month"] == period["period"]
 
 
 async def _contract(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:

@@ -4,13 +4,15 @@ test_worker_faults.py runs it as `allotment worker` processes)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import httpx
 
 from allotment.db import session_scope
-from allotment.webhooks import catalog, outbox
-from allotment.webhooks.delivery import DeliveryLoop
+from allotment.kit.clock import utcnow
+from allotment.webhooks import catalog, outbox, targets
+from allotment.webhooks.delivery import Answer, DeliveryLoop
 from tests.webhooks.conftest import until
 from tests.webhooks.receiver import Receiver
 
@@ -84,11 +86,72 @@ async def test_private_targets_are_refused_by_default(client, admin) -> None:
         "http://[::1]/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://[::ffff:192.168.0.1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+        "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 of 169.254.169.254
+        "http://[::7f00:1]/hook",  # IPv4-compatible 127.0.0.1
     ):
         response = await client.post(BASE, json={"url": url}, headers=admin)
         assert response.status_code == 422, url
         assert response.json()["errors"][0]["path"] == "url"
         assert "ALLOTMENT_WEBHOOKS_ALLOW_PRIVATE" in response.json()["errors"][0]["message"]
+
+
+def test_embedded_ipv4_addresses_are_judged_by_it() -> None:
+    public = {"64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111"}
+    for text in public | {"64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:c0a8:1::", "::ffff:10.0.0.1"}:
+        assert targets.is_public(ipaddress.ip_address(text)) is (text in public), text
+    teredo = ipaddress.IPv6Address("2001:0:4136:e378:8000:63bf:80ff:fffe")  # client 127.0.0.1
+    assert targets.embedded_ipv4(teredo) == ipaddress.IPv4Address("127.0.0.1")
+    assert not targets.is_public(teredo)
+
+
+async def test_urls_the_sender_would_refuse_are_refused_at_url(api) -> None:
+    """Whitespace around, line breaks, tabs, other control characters: a 422 at `url`, on
+    create and on PATCH, rather than an endpoint whose every delivery fails."""
+    good = await api.post(BASE, json={"url": "http://127.0.0.1:1/x"})
+    assert good.status_code == 201
+    for url in (
+        " http://127.0.0.1:1/x",
+        "http://127.0.0.1:1/x ",
+        "http://127.0.0.1:1/x\n",
+        "http://127.0.0.1:1/x\r\nX-Injected: 1",
+        "http://127.0.0.1:1/a\tb",
+        "http://127.0.0.1:1/a\x7fb",
+        "http://exa mple.com/x",
+    ):
+        for response in (
+            await api.post(BASE, json={"url": url}),
+            await api.patch(f"{BASE}/{good.json()['id']}", json={"url": url}),
+        ):
+            assert response.status_code == 422, (url, response.text)
+            assert [e["path"] for e in response.json()["errors"]] == ["url"], url
+    assert (await api.get(f"{BASE}/{good.json()['id']}")).json()["url"] == "http://127.0.0.1:1/x"
+
+
+async def test_enabled_takes_json_booleans_only(api) -> None:
+    created = await api.post(BASE, json={"url": "http://127.0.0.1:1/x"})
+    for value in ("no", "off", "false", 0, 1, "yes"):
+        for response in (
+            await api.post(BASE, json={"url": "http://127.0.0.1:1/x", "enabled": value}),
+            await api.patch(f"{BASE}/{created.json()['id']}", json={"enabled": value}),
+        ):
+            assert response.status_code == 422, (value, response.text)
+            assert response.json()["errors"][0]["path"] == "enabled"
+    assert (await api.get(f"{BASE}/{created.json()['id']}")).json()["enabled"] is True
+
+
+async def test_a_retry_on_a_disabled_endpoint_is_a_conflict(api, receiver) -> None:
+    created = await _create(api, receiver)
+    sent = (await api.post(f"{BASE}/{created['id']}/test")).json()
+    await api.patch(f"{BASE}/{created['id']}", json={"enabled": False})
+    refused = await api.post(f"/v1/webhook-deliveries/{sent['delivery_id']}/retry")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("webhook-endpoint-disabled")
+    await api.patch(f"{BASE}/{created['id']}", json={"enabled": True})
+    assert (
+        await api.post(f"/v1/webhook-deliveries/{sent['delivery_id']}/retry")
+    ).status_code == 202
 
 
 async def test_only_admins_manage_endpoints(api, hooks_app) -> None:
@@ -201,3 +264,40 @@ async def test_a_private_target_is_refused_again_at_delivery(
     assert delivery["state"] == "pending" and delivery["last_status"] is None
     assert delivery["last_error"].startswith("refused: host '127.0.0.1' resolves to 127.0.0.1")
     assert receiver.received == []
+
+
+async def test_deliveries_page_through_every_one_once(api, receiver, hooks_app) -> None:
+    """More deliveries than a page: every page answers, newest first, each id once."""
+    created = await _create(api, receiver)
+    async with session_scope(hooks_app.state.sessionmaker) as session:
+        for n in range(25):
+            await outbox.emit(session, catalog.POLICY_PUBLISHED, {"version": n})
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(6):  # five pages of five, then none
+        params = {"limit": 5} | ({"cursor": cursor} if cursor else {})
+        page = await api.get(f"{BASE}/{created['id']}/deliveries", params=params)
+        assert page.status_code == 200, page.text
+        seen += [d["id"] for d in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert cursor is None and len(seen) == 25 and len(set(seen)) == 25
+    assert seen == sorted(seen, reverse=True)
+
+
+async def test_an_attempt_settled_after_its_endpoint_was_deleted_is_dropped_quietly(
+    api, receiver, hooks_app, stores
+) -> None:
+    """DELETE while a delivery is being sent: the answer has nothing left to record."""
+    created = await _create(api, receiver)
+    await api.post(f"{BASE}/{created['id']}/test")
+    loop = DeliveryLoop(
+        hooks_app.state.sessionmaker, hooks_app.state.settings, database_url=stores.database_url
+    )
+    try:
+        (item,) = await loop.claim(1)
+        assert (await api.delete(f"{BASE}/{created['id']}")).status_code == 204
+        assert await loop.settle(item, Answer(200, None, None, 5, utcnow())) == "deleted"
+    finally:
+        await loop.aclose()

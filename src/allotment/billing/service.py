@@ -197,7 +197,8 @@ async def reconcile_contract(
                 "customer": contract.customer,
                 "contract": contract.id,
                 "period": period,
-                **facts,
+                **facts,  # a meter's `period` is its own (month, day…): `month` says which
+                "month": period,
                 "discrepancies": report["discrepancies"],
             },
             customer_id=contract.customer_id,

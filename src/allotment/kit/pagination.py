@@ -70,5 +70,15 @@ async def paginate(
     next_cursor = None
     if more and rows:
         last_row = rows[-1]
-        next_cursor = encode_cursor(getattr(last_row, column.key))
+        next_cursor = encode_cursor(_value_of(last_row, column))
     return Page(items=rows, next_cursor=next_cursor)
+
+
+def _value_of(row: Any, column: InstrumentedAttribute[Any]) -> Any:
+    """The column's value in a row: an entity, a row of columns, or a row of entities
+    (`select(A, B)`: taken from the one that is of the column's class)."""
+    if hasattr(row, column.key):
+        return getattr(row, column.key)
+    owner: Any = column.class_
+    (entity,) = (item for item in row if isinstance(item, owner))
+    return getattr(entity, column.key)

@@ -65,6 +65,9 @@ _CLAIM = text(
               e.previous_secret_sealed, e.previous_secret_until
     """
 )
+# The delivery, locked while its attempt is recorded: gone when its endpoint was deleted
+# meanwhile (the cascade waits for this lock otherwise).
+_HELD = text("SELECT id FROM webhook_deliveries WHERE id = :id FOR UPDATE")
 _ATTEMPT = text(
     """
     INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, status, error)
@@ -221,12 +224,16 @@ class DeliveryLoop:
         )
 
     async def settle(self, item: Claimed, answer: Answer) -> str:
-        """Record the attempt and what follows; the outcome's name (for the metrics)."""
+        """Record the attempt and what follows; the outcome's name (for the metrics), or
+        "deleted" when the endpoint was deleted while it was sent (nothing to record)."""
         settings = self.settings
         now = utcnow()
         delivered = answer.status is not None and 200 <= answer.status < 300
         due: datetime | None = None
         async with session_scope(self.maker) as session:
+            if (await session.execute(_HELD, {"id": item.id})).first() is None:
+                log.info("webhook_settle_skipped", delivery=item.id, reason="endpoint deleted")
+                return "deleted"
             await session.execute(
                 _ATTEMPT,
                 {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 EVENT_TYPES_DOC = (
     "Event types this endpoint receives (names from the event catalog); null or omitted: "
@@ -19,7 +19,7 @@ class WebhookEndpointCreate(BaseModel):
     url: str = Field(min_length=1, max_length=2048, description="An http(s) URL.")
     description: str | None = Field(default=None, max_length=500)
     event_types: list[str] | None = Field(default=None, description=EVENT_TYPES_DOC)
-    enabled: bool = True
+    enabled: StrictBool = Field(default=True, description="true or false (JSON booleans only).")
 
 
 class WebhookEndpointUpdate(BaseModel):
@@ -28,7 +28,7 @@ class WebhookEndpointUpdate(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=2048)
     description: str | None = Field(default=None, max_length=500)
     event_types: list[str] | None = Field(default=None, description=EVENT_TYPES_DOC)
-    enabled: bool | None = Field(
+    enabled: StrictBool | None = Field(
         default=None,
         description="false pauses deliveries (they wait); true resumes them and clears "
         "`disabled_reason` (set when the endpoint answered 410 Gone).",

@@ -338,7 +338,8 @@ async def deliveries(
 
 
 async def retry(session: AsyncSession, *, delivery_id: str, actor: str) -> WebhookDeliveryRead:
-    """Due now, whatever its state; a delivery a worker is sending right now is a 409."""
+    """Due now, whatever its state; a delivery a worker is sending right now, or one whose
+    endpoint is disabled, is a 409 (as a test ping to a disabled endpoint is)."""
     now = utcnow()
     found = (
         await session.execute(
@@ -353,6 +354,13 @@ async def retry(session: AsyncSession, *, delivery_id: str, actor: str) -> Webho
             f"Webhook delivery {delivery_id!r} does not exist.", type="webhook-delivery-not-found"
         )
     delivery, message = found
+    endpoint = await get(session, delivery.endpoint_id)
+    if not endpoint.enabled:
+        raise Conflict(
+            f"Webhook endpoint {endpoint.id!r} is disabled; enable it (PATCH enabled: true) "
+            "before retrying its deliveries.",
+            type="webhook-endpoint-disabled",
+        )
     if delivery.lease_until is not None and delivery.lease_until > now:
         raise Conflict(
             f"Webhook delivery {delivery_id!r} is being sent right now; see its attempts.",
