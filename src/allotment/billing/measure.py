@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 from typing import Protocol
 
@@ -102,8 +102,11 @@ def days(days: Fraction) -> str:
 
 def min_places(value: Decimal, places: int) -> Decimal:
     """`value` with at least `places` decimals (22 → 22.00; 0.008 stays 0.008)."""
-    if value.as_tuple().exponent >= -places:  # type: ignore[operator]
-        return value.quantize(Decimal(1).scaleb(-places))
+    shape = value.as_tuple()
+    if shape.exponent >= -places:  # type: ignore[operator]
+        # Exact whatever its size: the default context (28 digits) refuses a 40-digit price.
+        wide = Context(prec=len(shape.digits) + places + abs(int(shape.exponent)) + 1)
+        return value.quantize(Decimal(1).scaleb(-places), context=wide)
     return value
 
 
