@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tests.factories.portal import csrf_of, signed_in
+from tests.factories.portal import csrf_of, portal_link, signed_in
 from tests.factories.usage import event, send
 
 
@@ -239,3 +239,44 @@ async def test_the_usage_page_reads_every_meter_as_the_api_reads_each(
         totals[meter] = attribute(page, f"usage-total-{meter}", "data-value")
         assert totals[meter] == str(read.json()["total"]), meter
     assert (totals["api_calls"], totals["logins"], totals["peak_jobs"]) == ("10", "3", "6")
+
+
+async def test_bad_release_forms_wrong_methods_and_forged_notices_get_pages(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    await client.post("/v1/customers/acme/seats", json={"subject": "ada"}, headers=admin)
+    base = "/portal/customers/acme"
+    async with signed_in(app, client, admin, "acme") as browser:
+        token = csrf_of((await browser.get(f"{base}/seats")).text)
+        for subject in ("a\x00b", "x" * 257):
+            refused = await browser.post(
+                f"{base}/seats/release", data={"subject": subject, "csrf": token}
+            )
+            assert refused.status_code == 422, subject[:8]
+            assert refused.headers["content-type"].startswith("text/html")
+            assert "256 characters" in refused.text
+
+        spoof = "nobody - your account is suspended"
+        page = await browser.get(f"{base}/seats", params={"released": spoof})
+        assert page.status_code == 200 and "suspended" not in page.text
+        forged = await browser.get(f"{base}/seats", params={"released": spoof, "notice": "1.ab"})
+        assert "suspended" not in forged.text
+        done = await browser.post(f"{base}/seats/release", data={"subject": "ada", "csrf": token})
+        after = await browser.get(done.headers["location"])
+        assert "Released the seat of ada" in after.text
+
+        for method in ("PUT", "DELETE", "PATCH"):
+            wrong = await browser.request(method, base)
+            assert wrong.status_code == 405, method
+            assert wrong.headers["content-type"].startswith("text/html")
+            assert wrong.headers["allow"] == "GET, HEAD"
+        wrong = await browser.request("DELETE", f"{base}/seats/release")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+        head = await browser.head(f"{base}/seats")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"].startswith("text/html")
+    link = await portal_link(client, admin, "acme")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as b:
+        head = await b.head(link)  # HEAD spends no link
+        assert head.status_code == 405 and head.headers["allow"] == "GET"
+        assert (await b.get(link)).status_code == 303
