@@ -280,3 +280,35 @@ async def test_bad_release_forms_wrong_methods_and_forged_notices_get_pages(
         head = await b.head(link)  # HEAD spends no link
         assert head.status_code == 405 and head.headers["allow"] == "GET"
         assert (await b.get(link)).status_code == 303
+
+
+async def test_a_limit_reached_or_passed_is_said_in_words_on_entitlements_and_usage(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    document = demo_document()
+    document["plans"]["team"]["limits"]["api_calls"]["limit"] = 5
+    document["plans"]["team"]["limits"]["exports"]["limit"] = 2
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    calls = [event(f"c{n}", data={"count": 3}) for n in range(2)]
+    calls += [event(f"x{n}", type="export.created", data={}) for n in range(3)]
+    assert (await send(client, admin, calls)).json()["accepted"] == 5
+    check = await client.post(
+        "/v1/check", json={"customer": "acme", "feature": "api"}, headers=admin
+    )
+    assert check.json()["reason"] == "usage_limit_reached", check.text
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/entitlements")).text
+        usage_page = (await browser.get("/portal/customers/acme/usage")).text
+    assert attribute(page, "limit-api", "data-limit") == "limit_reached"
+    assert text_of(page, "limit-api").startswith("Limit reached")
+    assert re.search(r'id="feature-api">.*?<td class="denied"[^>]*>Limit reached<', page, re.S)
+    assert attribute(page, "limit-exports", "data-limit") == "over_soft_limit"
+    assert attribute(usage_page, "usage-state-api_calls", "data-limit") == "limit_reached"
+    assert text_of(usage_page, "usage-state-exports").startswith("Over the soft limit")
+    assert "approaching_limit" not in usage_page and "soft_limit_exceeded" not in usage_page

@@ -121,12 +121,15 @@ async def entitlement_list(checker: Checker, customer: str, now: datetime) -> di
         if catalog is not None and verdict["reason"] in upgrades.CATALOG_REASONS:
             found = upgrades.unlock(catalog, contract, verdict["feature"])
         spec = catalog.features.get(verdict["feature"]) if catalog is not None else None
+        limit = document["limits"]["meters"].get(verdict.get("meter") or "")
         rows.append(
             {
                 **verdict,
                 "why": upgrades.describe(verdict["reason"]),
                 "description": spec.description if spec is not None else None,
                 "unlock": found,
+                "limit": limit,
+                "limit_state": upgrades.limit_state(limit),
             }
         )
     return {"title": "Entitlements", "contract": contract, "features": rows}
@@ -184,6 +187,7 @@ async def usage(
                 "meter": meter,
                 "read": read,
                 "limit": limit,
+                "state": upgrades.limit_state(limit),
                 "rows": [(day, values.get(day, Decimal(0))) for day in days if day <= now.date()],
                 "chart": charts.usage_chart(
                     days,
