@@ -282,7 +282,7 @@ async def test_bad_release_forms_wrong_methods_and_forged_notices_get_pages(
         assert (await b.get(link)).status_code == 303
 
 
-async def test_a_limit_reached_or_passed_is_said_in_words_on_entitlements_and_usage(
+async def test_limits_reached_are_said_in_words_and_floating_seats_list_their_sessions(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     from tests.factories.contracts import create_contract
@@ -312,3 +312,18 @@ async def test_a_limit_reached_or_passed_is_said_in_words_on_entitlements_and_us
     assert attribute(usage_page, "usage-state-api_calls", "data-limit") == "limit_reached"
     assert text_of(usage_page, "usage-state-exports").startswith("Over the soft limit")
     assert "approaching_limit" not in usage_page and "soft_limit_exceeded" not in usage_page
+
+    # A concurrent (floating) pool holds sessions, not seats: the page lists them.
+    await create_customer(client, admin, key="umbrella")
+    await create_contract(client, admin, customer="umbrella", plan="floating")
+    for subject in ("u1", "u1", "u2"):
+        opened = await client.post(
+            "/v1/customers/umbrella/sessions", json={"subject": subject}, headers=admin
+        )
+        assert opened.status_code == 201, opened.text
+    async with signed_in(app, client, admin, "umbrella") as browser:
+        page = (await browser.get("/portal/customers/umbrella/seats")).text
+    assert text_of(page, "seats-held") == "3"
+    rows = re.findall(r'<td class="subject">([^<]*)</td>', page)
+    assert sorted(rows) == ["u1", "u1", "u2"]
+    assert "No seats are held" not in page

@@ -34,6 +34,7 @@ from allotment.portal import charts, upgrades
 from allotment.releases import service as releases
 from allotment.seats import history as seat_history
 from allotment.seats import service as seats
+from allotment.seats import sessions as seat_sessions
 from allotment.usage import reads
 
 # Holders and instances shown per page; further ones are a "next page" link away.
@@ -214,9 +215,16 @@ async def seats_page(
     pool = document["limits"]["seats"]
     page = await seats.list_seats(session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor)
     burst = await seat_history.open_burst(session, customer_id=customer_id)
+    live = []
+    if pool is not None and pool["model"] == "concurrent":  # sessions, not seats, are held
+        rows = await seat_sessions.live_sessions(
+            session, customer_id=customer_id, now=now, limit=PAGE_SIZE
+        )
+        live = [seat_sessions.read(row, customer) for row in rows]
     return {
         "title": "Seats",
         "pool": pool,
+        "sessions": live,
         "holders": [seats.read(row, customer) for row in page.items],
         "next_cursor": page.next_cursor,
         "burst": burst,
