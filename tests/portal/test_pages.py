@@ -85,6 +85,8 @@ async def test_every_page_shows_the_apis_numbers(
         )
         assert text_of(page, "invoice-subtotal") == str(preview.json()["subtotal"])
         assert len(re.findall(r"<tr><th scope=\"row\">", page)) == len(preview.json()["lines"])
+        # Made in this hour, after it began: taken now, not an empty hour's 0.00.
+        assert preview.json()["lines"] and "taken now" in text_of(page, "invoice-as-of")
         csv = await browser.get(f"{base}/invoice.csv")
         assert csv.headers["content-type"].startswith("text/csv")
         assert "attachment" in csv.headers["content-disposition"]

@@ -60,7 +60,8 @@ def period_of(now: datetime) -> str:
 async def invoice(
     session: AsyncSession, document: dict[str, Any], now: datetime
 ) -> InvoiceRead | None:
-    """This month's invoice preview of the contract in force, as of the last whole hour.
+    """This month's invoice preview of the contract in force, as of the last whole hour (or
+    now, when nothing was priced as of that hour).
 
     An hour's use comes from its hourly counter, except in an hour the preview's instant
     cuts: that one is read event by event (docs/billing.md, "Taken at an instant"), which in
@@ -69,9 +70,18 @@ async def invoice(
     contract = document.get("contract")
     if contract is None:
         return None
-    return await billing.preview(
-        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=last_hour(now)
+    hour = last_hour(now)
+    found = await billing.preview(
+        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=hour
     )
+    if not found.lines and hour < now:
+        # Nothing was priced as of the hour: the contract was recorded after it began (a new
+        # customer's first hour). Taken now instead, so the page does not say "0.00"; from
+        # the next whole hour on, it is taken on the hour again (docs/portal.md#speed).
+        found = await billing.preview(
+            session, contract_id=contract["id"], period=period_of(now), now=now, as_of=None
+        )
+    return found
 
 
 def last_hour(now: datetime) -> datetime:
