@@ -113,3 +113,26 @@ async def test_binary_content_mode_is_declared_for_generated_clients(
     operation = (await _document(client))["paths"]["/v1/events"]["post"]
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     assert {"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject"} <= headers
+
+
+def _texts(node: Any, key: str = "") -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        return [t for k, v in node.items() for t in _texts(v, k)]
+    if isinstance(node, list):
+        return [t for v in node for t in _texts(v, key)]
+    return [(key, node)] if key in ("description", "summary") and isinstance(node, str) else []
+
+
+async def test_no_description_holds_text_that_markdown_would_take_for_html(
+    client: httpx.AsyncClient,
+) -> None:
+    """/docs and /redoc render descriptions as Markdown, where `customer:<key>` outside a code
+    span loses its `<key>` as an unknown HTML tag."""
+    document = await _document(client)
+    bare = []
+    for key, text in _texts(document):
+        outside = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+        bare += [(key, tag) for tag in re.findall(r"<[A-Za-z/][^>]*>", outside)]
+    assert bare == []
+    scheme = document["components"]["securitySchemes"]["bearer"]["description"]
+    assert "`customer:{key}`" in scheme

@@ -218,7 +218,7 @@ def _declare_security(document: dict[str, Any], *, public: set[tuple[str, str]])
             "type": "http",
             "scheme": "bearer",
             "description": "An API key (`allotment api-keys create`, or POST /v1/api-keys): "
-            "`Authorization: Bearer alm_…`. Scopes: admin, check, finance, customer:<key>.",
+            "`Authorization: Bearer alm_…`. Scopes: `admin`, `check`, `finance`, `customer:{key}`.",
         }
     }
     for path, operations in document.get("paths", {}).items():

@@ -153,7 +153,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],
     "properties": {
-        "type": {"type": "string", "description": PROBLEM_TYPE_BASE + "<slug>"},
+        "type": {"type": "string", "description": f"`{PROBLEM_TYPE_BASE}{{slug}}`"},
         "title": {"type": "string"},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},

@@ -235,3 +235,26 @@ async def test_another_customers_pages_are_not_found(open_tab: Any, world: World
     held = (await world.get("/v1/customers/globex/seats"))["items"]
     assert [seat["subject"] for seat in held] == ["eve"]
     tab.assert_clean()
+
+
+async def test_a_narrow_screen_and_a_long_subject_never_scroll_the_page_sideways(
+    open_tab: Any, world: World
+) -> None:
+    subject = "l" * 240 + "@long.example"  # within the 256 a subject may have
+    made = await world.api.post(
+        "/v1/customers/acme/seats", json={"subject": subject}, headers=world.admin
+    )
+    assert made.status_code == 201, made.text
+    tab = await sign_in(open_tab, world)
+    page = tab.page
+    for width in (1280, 375):
+        await page.set_viewport_size({"width": width, "height": 800})
+        for name in (*PAGES, "releases"):
+            path = "/portal/customers/acme" + ("" if name == "overview" else f"/{name}")
+            await tab.goto(path)
+            wide = await page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width, f"{name} at {width} px is {wide} px wide"
+            if width == 375 and name in ("seats", "graph"):
+                await tab.assert_accessible()
+                await tab.screenshot(f"{name}-375")
+    tab.assert_clean()

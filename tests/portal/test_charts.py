@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -80,3 +81,17 @@ def test_the_graph_marks_the_customers_plan_and_the_upgrade_paths() -> None:
     assert ("requires", "feature:scim", "feature:sso", "requires") in graph.edges
     layout = charts.graph_layout(graph)
     assert len(layout.nodes) == len(graph.nodes) and len(layout.edges) == len(graph.edges)
+    # Every grant starts at its own node's right edge, and no box lies between a plan or
+    # add-on and the features it grants, so no line seems to leave another node.
+    at = {node.key: node for node in layout.nodes}
+    for edge in layout.edges:
+        start = re.match(r"M([\d.]+),([\d.]+)", edge.path)
+        assert start is not None
+        source = at[edge.source]
+        assert float(start.group(1)) == source.x + layout.node_w, edge
+        assert source.y <= float(start.group(2)) <= source.y + layout.node_h, edge
+        if edge.kind == "grants":
+            end = at[edge.target].x
+            between = [n for n in layout.nodes if source.x < n.x < end]
+            assert between == [], edge
+    assert max(n.x for n in layout.nodes) + layout.node_w < layout.width

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tests.factories.portal import csrf_of, signed_in
+from tests.factories.portal import csrf_of, portal_link, signed_in
 from tests.factories.usage import event, send
 
 
@@ -85,6 +85,8 @@ async def test_every_page_shows_the_apis_numbers(
         )
         assert text_of(page, "invoice-subtotal") == str(preview.json()["subtotal"])
         assert len(re.findall(r"<tr><th scope=\"row\">", page)) == len(preview.json()["lines"])
+        # Made in this hour, after it began: taken now, not an empty hour's 0.00.
+        assert preview.json()["lines"] and "taken now" in text_of(page, "invoice-as-of")
         csv = await browser.get(f"{base}/invoice.csv")
         assert csv.headers["content-type"].startswith("text/csv")
         assert "attachment" in csv.headers["content-disposition"]
@@ -239,3 +241,91 @@ async def test_the_usage_page_reads_every_meter_as_the_api_reads_each(
         totals[meter] = attribute(page, f"usage-total-{meter}", "data-value")
         assert totals[meter] == str(read.json()["total"]), meter
     assert (totals["api_calls"], totals["logins"], totals["peak_jobs"]) == ("10", "3", "6")
+
+
+async def test_bad_release_forms_wrong_methods_and_forged_notices_get_pages(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    await client.post("/v1/customers/acme/seats", json={"subject": "ada"}, headers=admin)
+    base = "/portal/customers/acme"
+    async with signed_in(app, client, admin, "acme") as browser:
+        token = csrf_of((await browser.get(f"{base}/seats")).text)
+        for subject in ("a\x00b", "x" * 257):
+            refused = await browser.post(
+                f"{base}/seats/release", data={"subject": subject, "csrf": token}
+            )
+            assert refused.status_code == 422, subject[:8]
+            assert refused.headers["content-type"].startswith("text/html")
+            assert "256 characters" in refused.text
+
+        spoof = "nobody - your account is suspended"
+        page = await browser.get(f"{base}/seats", params={"released": spoof})
+        assert page.status_code == 200 and "suspended" not in page.text
+        forged = await browser.get(f"{base}/seats", params={"released": spoof, "notice": "1.ab"})
+        assert "suspended" not in forged.text
+        done = await browser.post(f"{base}/seats/release", data={"subject": "ada", "csrf": token})
+        after = await browser.get(done.headers["location"])
+        assert "Released the seat of ada" in after.text
+
+        for method in ("PUT", "DELETE", "PATCH"):
+            wrong = await browser.request(method, base)
+            assert wrong.status_code == 405, method
+            assert wrong.headers["content-type"].startswith("text/html")
+            assert wrong.headers["allow"] == "GET, HEAD"
+        wrong = await browser.request("DELETE", f"{base}/seats/release")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+        head = await browser.head(f"{base}/seats")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"].startswith("text/html")
+    link = await portal_link(client, admin, "acme")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as b:
+        head = await b.head(link)  # HEAD spends no link
+        assert head.status_code == 405 and head.headers["allow"] == "GET"
+        assert (await b.get(link)).status_code == 303
+
+
+async def test_limits_reached_are_said_in_words_and_floating_seats_list_their_sessions(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    document = demo_document()
+    document["plans"]["team"]["limits"]["api_calls"]["limit"] = 5
+    document["plans"]["team"]["limits"]["exports"]["limit"] = 2
+    await publish_policy(client, admin, document)
+    await create_customer(client, admin, key="acme")
+    await create_contract(client, admin, customer="acme", plan="team")
+    calls = [event(f"c{n}", data={"count": 3}) for n in range(2)]
+    calls += [event(f"x{n}", type="export.created", data={}) for n in range(3)]
+    assert (await send(client, admin, calls)).json()["accepted"] == 5
+    check = await client.post(
+        "/v1/check", json={"customer": "acme", "feature": "api"}, headers=admin
+    )
+    assert check.json()["reason"] == "usage_limit_reached", check.text
+    async with signed_in(app, client, admin, "acme") as browser:
+        page = (await browser.get("/portal/customers/acme/entitlements")).text
+        usage_page = (await browser.get("/portal/customers/acme/usage")).text
+    assert attribute(page, "limit-api", "data-limit") == "limit_reached"
+    assert text_of(page, "limit-api").startswith("Limit reached")
+    assert re.search(r'id="feature-api">.*?<td class="denied"[^>]*>Limit reached<', page, re.S)
+    assert attribute(page, "limit-exports", "data-limit") == "over_soft_limit"
+    assert attribute(usage_page, "usage-state-api_calls", "data-limit") == "limit_reached"
+    assert text_of(usage_page, "usage-state-exports").startswith("Over the soft limit")
+    assert "approaching_limit" not in usage_page and "soft_limit_exceeded" not in usage_page
+
+    # A concurrent (floating) pool holds sessions, not seats: the page lists them.
+    await create_customer(client, admin, key="umbrella")
+    await create_contract(client, admin, customer="umbrella", plan="floating")
+    for subject in ("u1", "u1", "u2"):
+        opened = await client.post(
+            "/v1/customers/umbrella/sessions", json={"subject": subject}, headers=admin
+        )
+        assert opened.status_code == 201, opened.text
+    async with signed_in(app, client, admin, "umbrella") as browser:
+        page = (await browser.get("/portal/customers/umbrella/seats")).text
+    assert text_of(page, "seats-held") == "3"
+    rows = re.findall(r'<td class="subject">([^<]*)</td>', page)
+    assert sorted(rows) == ["u1", "u1", "u2"]
+    assert "No seats are held" not in page

@@ -29,7 +29,7 @@ class CreditGrantCreate(BaseModel):
 
 
 class CreditGrantRead(BaseModel):
-    id: str = Field(description="cr_<ulid>; a plan's monthly grant is plan:<YYYY-MM>.")
+    id: str = Field(description="`cr_{ulid}`; a plan's monthly grant is `plan:{YYYY-MM}`.")
     customer: str
     kind: Literal["purchased", "granted", "plan"]
     amount: Decimal
@@ -49,7 +49,7 @@ class GrantState(CreditGrantRead):
 
 class DrawRead(BaseModel):
     grant: str
-    charge: str = Field(description="<contract>:<YYYY-MM>: that month's applicable lines.")
+    charge: str = Field(description="`{contract}:{YYYY-MM}`: that month's applicable lines.")
     amount: Decimal
 
 

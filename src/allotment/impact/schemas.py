@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 
 class LimitChangeRead(BaseModel):
-    path: str = Field(description="seats.limit, instances.limit, meters.<meter>.limit, …")
+    path: str = Field(description="`seats.limit`, `instances.limit`, `meters.{meter}.limit`, …")
     old: int | str | None
     new: int | str | None
 

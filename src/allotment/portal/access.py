@@ -61,6 +61,30 @@ def csrf_matches(token: str, sent: str | None) -> bool:
     return sent is not None and hmac.compare_digest(csrf_token(token), sent)
 
 
+NOTICE_TTL_S = 300  # how long the "released" notice after a release may be shown
+
+
+def _notice_mac(token: str, subject: str, stamp: int) -> str:
+    message = f"released\x00{subject}\x00{stamp}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def release_notice(token: str, subject: str, now: datetime) -> str:
+    """The signed value the release form's redirect carries, so the Seats page shows its
+    "released" notice only for a release this session made in the last few minutes."""
+    stamp = int(now.timestamp())
+    return f"{stamp}.{_notice_mac(token, subject, stamp)}"
+
+
+def notice_is_genuine(token: str, subject: str, sent: str | None, now: datetime) -> bool:
+    stamp_text, _, mac = (sent or "").partition(".")
+    if not stamp_text.isdigit() or len(stamp_text) > 12:
+        return False
+    stamp = int(stamp_text)
+    fresh = 0 <= now.timestamp() - stamp <= NOTICE_TTL_S
+    return fresh and hmac.compare_digest(_notice_mac(token, subject, stamp), mac)
+
+
 async def open_link(
     session: AsyncSession, *, customer_key: str, actor: str, ttl_s: int, now: datetime
 ) -> tuple[str, PortalLink]:

@@ -9,6 +9,7 @@ graph_layout(graph)                                plans, add-ons and features i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -123,8 +124,9 @@ def usage_chart(
 
 
 NODE_W, NODE_H, ROW = 170, 26, 36
-COLUMNS = {"plan": 10, "addon": 250, "feature": 490}
-GRAPH_WIDTH = 760
+# Plans, then add-ons below them, on the left; features on the right. Nothing lies between a
+# source and its features, so every edge visibly starts at its own node (docs/portal.md).
+SOURCE_X, FEATURE_X, TOP = 10, 400, 30
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class Node:
 class Edge:
     kind: str
     state: str
-    path: str  # SVG path data
+    path: str  # SVG path data, from the source (a feature that needs: from that one)
     source: str
     target: str
 
@@ -152,35 +154,49 @@ class GraphLayout:
     height: int
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
+    labels: tuple[tuple[str, int, int], ...]  # (text, x, y) of the column headings
     node_w: int = NODE_W
     node_h: int = NODE_H
 
 
 def graph_layout(graph: Graph) -> GraphLayout:
-    rows: dict[str, int] = {"plan": 0, "addon": 0, "feature": 0}
     placed: dict[str, Node] = {}
-    for kind, name, state in graph.nodes:
-        y = 30 + rows[kind] * ROW
-        rows[kind] += 1
-        key = f"{kind}:{name}"
-        placed[key] = Node(key, kind, name, state, COLUMNS[kind], y)
+    kinds = {kind: [n for n in graph.nodes if n[0] == kind] for kind in ("plan", "addon")}
+    labels = [("Plans", SOURCE_X, 18), ("Features", FEATURE_X, 18)]
+    y = TOP
+    for kind, name, state in kinds["plan"]:
+        placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, SOURCE_X, y)
+        y += ROW
+    if kinds["addon"]:
+        y += ROW // 2
+        labels.append(("Add-ons", SOURCE_X, y - 8))
+    for kind, name, state in kinds["addon"]:
+        placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, SOURCE_X, y)
+        y += ROW
+    bottom = y
+    y = TOP
+    for kind, name, state in (n for n in graph.nodes if n[0] == "feature"):
+        placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, FEATURE_X, y)
+        y += ROW
+    bottom = max(bottom, y)
     edges = []
+    right = FEATURE_X + NODE_W
     # Drawn in order of emphasis: plain edges first, so the highlighted ones lie on top.
     order = {"other": 0, "requires": 1, "held": 2, "upgrade": 3}
     for kind, source, target, state in sorted(graph.edges, key=lambda e: order[e[3]]):
         a, b = placed.get(source), placed.get(target)
         if a is None or b is None:
             continue
-        if kind == "requires":  # feature to feature: an arc right of the column
+        if kind == "requires":  # feature to the feature it needs: an arc right of the column
             x = a.x + NODE_W
             ya, yb = a.y + NODE_H / 2, b.y + NODE_H / 2
             bulge = x + 30 + abs(ya - yb) / 6
-            path = f"M{x},{ya:.0f} C{bulge:.0f},{ya:.0f} {bulge:.0f},{yb:.0f} {x},{yb:.0f}"
+            right = max(right, math.ceil(bulge))
+            path = f"M{x},{ya:.0f} C{bulge:.0f},{ya:.0f} {bulge:.0f},{yb:.0f} {x + 4},{yb:.0f}"
         else:
             x1, y1 = a.x + NODE_W, a.y + NODE_H / 2
             x2, y2 = b.x, b.y + NODE_H / 2
             mid = (x1 + x2) / 2
             path = f"M{x1},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2},{y2:.0f}"
         edges.append(Edge(kind, state, path, source, target))
-    height = 30 + max(rows.values(), default=0) * ROW + 10
-    return GraphLayout(GRAPH_WIDTH, height, tuple(placed.values()), tuple(edges))
+    return GraphLayout(right + 10, bottom + 10, tuple(placed.values()), tuple(edges), tuple(labels))

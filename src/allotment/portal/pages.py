@@ -22,12 +22,15 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match
 
 from allotment.billing import service as billing
 from allotment.deps import SessionDep, SettingsDep, public
 from allotment.errors import AllotmentError
 from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.identifiers import MAX_SUBJECT, Subject
 from allotment.portal import access, render, views
 from allotment.portal.models import PortalSession
 from allotment.seats import service as seats
@@ -38,6 +41,10 @@ PREFIX = "/portal/"
 COOKIE = "allotment_portal"
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 4096
+SUBJECT = TypeAdapter(Subject)  # the API's one definition of a subject (docs/seats.md)
+# GET routes that answer no HEAD: a link checker must not spend a link, and a HEAD on an
+# unknown path is the last route's (a 404, or a 405 naming the methods the path takes).
+NO_HEAD = frozenset({"portal_login", "unknown_page"})
 
 
 class Refusal(Exception):
@@ -57,33 +64,47 @@ def refusal_page(status: int, title: str, message: str) -> Response:
 
 
 class PortalRoute(APIRoute):
-    """Routes whose every refusal is an HTML page."""
+    """Routes whose every refusal is an HTML page; a page also answers HEAD (no body)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.methods is not None and "GET" in self.methods and self.name not in NO_HEAD:
+            self.methods.add("HEAD")
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (Refusal, access.LinkRefused) as exc:
-                return refusal_page(exc.status, exc.title, exc.message)
-            except RequestValidationError:
-                return refusal_page(404, "Not found", "There is no such page.")
-            except AllotmentError as exc:
-                response = refusal_page(exc.status, exc.title, exc.message)
-                response.headers.update(exc.headers)
-                return response
-            except Exception:
-                log.exception("portal_page_failed", path=request.url.path)
-                request_id = getattr(request.state, "request_id", None) or "unknown"
-                return refusal_page(
-                    500,
-                    "Something went wrong",
-                    f"The page could not be shown. Quote request id {request_id} when you "
-                    "report it.",
-                )
+            response = await self._answer(handler, request)
+            if request.method == "HEAD":
+                # The GET's headers, its Content-Length too, and no body.
+                return Response(status_code=response.status_code, headers=response.headers)
+            return response
 
         return handle
+
+    @staticmethod
+    async def _answer(
+        handler: Callable[[Request], Coroutine[Any, Any, Response]], request: Request
+    ) -> Response:
+        try:
+            return await handler(request)
+        except (Refusal, access.LinkRefused) as exc:
+            return refusal_page(exc.status, exc.title, exc.message)
+        except RequestValidationError:
+            return refusal_page(404, "Not found", "There is no such page.")
+        except AllotmentError as exc:
+            response = refusal_page(exc.status, exc.title, exc.message)
+            response.headers.update(exc.headers)
+            return response
+        except Exception:
+            log.exception("portal_page_failed", path=request.url.path)
+            request_id = getattr(request.state, "request_id", None) or "unknown"
+            return refusal_page(
+                500,
+                "Something went wrong",
+                f"The page could not be shown. Quote request id {request_id} when you report it.",
+            )
 
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False, dependencies=[public()])
@@ -236,6 +257,7 @@ async def seat_list(
     viewer: ViewerDep,
     cursor: str | None = None,
     released: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     context = await views.seats_page(
         session,
@@ -245,7 +267,13 @@ async def seat_list(
         now=utcnow(),
         cursor=cursor,
     )
-    return _show("seats.html", viewer, "seats", {**context, "released": released})
+    # The notice is shown only for a release this session made just now, never for any
+    # text a link puts in the query.
+    token = request.cookies.get(COOKIE, "")
+    genuine = released is not None and access.notice_is_genuine(token, released, notice, utcnow())
+    return _show(
+        "seats.html", viewer, "seats", {**context, "released": released if genuine else None}
+    )
 
 
 @router.post("/portal/customers/{key}/seats/release")
@@ -254,9 +282,19 @@ async def release_seat(request: Request, session: SessionDep, viewer: ViewerDep)
     subject = fields.get("subject", "")
     if not subject:
         raise Refusal(422, "No seat chosen", "Choose the seat holder to release.")
+    try:
+        SUBJECT.validate_python(subject)
+    except ValidationError:
+        raise Refusal(
+            422,
+            "Not a seat holder",
+            f"A seat holder's name is 1 to {MAX_SUBJECT} characters and holds no NUL "
+            "character; this one is not. Choose the seat holder from the list.",
+        ) from None
     await seats.release(session, customer_key=viewer.customer, subject=subject, actor=viewer.actor)
-    target = f"{_home(viewer.customer)}/seats?{urlencode({'released': subject})}"
-    return RedirectResponse(target, status_code=303)
+    notice = access.release_notice(request.cookies.get(COOKIE, ""), subject, utcnow())
+    query = urlencode({"released": subject, "notice": notice})
+    return RedirectResponse(f"{_home(viewer.customer)}/seats?{query}", status_code=303)
 
 
 @router.get("/portal/customers/{key}/instances")
@@ -309,7 +347,31 @@ def body_refusal(status: int, detail: str, path: str) -> Response:
     return refusal_page(status, "Request refused", detail)
 
 
+OTHER_METHODS = ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+
+
 @router.api_route("/portal/{rest:path}", methods=["GET", "POST"])
 async def unknown_page(rest: str) -> Response:
-    """Last of the portal's routes: any other path under /portal is a page that is not."""
+    """Last but one of the portal's routes: any other path under /portal is a page that is
+    not."""
     return refusal_page(404, "Not found", "There is no such page.")
+
+
+@router.api_route("/portal/{rest:path}", methods=OTHER_METHODS)
+async def other_method(request: Request, rest: str) -> Response:
+    """Last: a method no portal route takes is a 405 page naming those the path takes (or
+    a 404 page if no route has the path)."""
+    allowed: set[str] = set()
+    for route in router.routes:
+        if not isinstance(route, PortalRoute) or route.endpoint in (unknown_page, other_method):
+            continue
+        if route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= route.methods or set()
+    if not allowed:
+        return refusal_page(404, "Not found", "There is no such page.")
+    allow = ", ".join(sorted(allowed))
+    response = refusal_page(
+        405, "Method not allowed", f"This page takes {allow}, not {request.method}."
+    )
+    response.headers["Allow"] = allow
+    return response

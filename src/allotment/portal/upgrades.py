@@ -47,6 +47,29 @@ def describe(reason: str) -> str:
     return REASONS.get(reason, reason.replace("_", " ").capitalize())
 
 
+def limit_state(limit: dict[str, Any] | None) -> dict[str, str] | None:
+    """A meter limit of the entitlements document (`limits.meters.<name>`) in words: a hard
+    limit reached (`exhausted`: a check is refused), a soft limit passed, or one approached;
+    None while far from it. The feature's own verdict stays `ok` in all three (docs/check.md),
+    so the portal reads the limit to say so (docs/portal.md)."""
+    if not limit:
+        return None
+    warnings = limit.get("warnings") or []
+    if limit.get("exhausted"):
+        return {
+            "code": "limit_reached",
+            "words": "Limit reached: checks are refused until the period ends",
+        }
+    if "soft_limit_exceeded" in warnings:
+        return {
+            "code": "over_soft_limit",
+            "words": "Over the soft limit: still allowed, and the excess is reported",
+        }
+    if "approaching_limit" in warnings:
+        return {"code": "approaching_limit", "words": "Approaching the limit"}
+    return None
+
+
 @dataclass(frozen=True)
 class Unlock:
     plans: tuple[str, ...]

@@ -34,6 +34,7 @@ from allotment.portal import charts, upgrades
 from allotment.releases import service as releases
 from allotment.seats import history as seat_history
 from allotment.seats import service as seats
+from allotment.seats import sessions as seat_sessions
 from allotment.usage import reads
 
 # Holders and instances shown per page; further ones are a "next page" link away.
@@ -59,7 +60,8 @@ def period_of(now: datetime) -> str:
 async def invoice(
     session: AsyncSession, document: dict[str, Any], now: datetime
 ) -> InvoiceRead | None:
-    """This month's invoice preview of the contract in force, as of the last whole hour.
+    """This month's invoice preview of the contract in force, as of the last whole hour (or
+    now, when nothing was priced as of that hour).
 
     An hour's use comes from its hourly counter, except in an hour the preview's instant
     cuts: that one is read event by event (docs/billing.md, "Taken at an instant"), which in
@@ -68,9 +70,18 @@ async def invoice(
     contract = document.get("contract")
     if contract is None:
         return None
-    return await billing.preview(
-        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=last_hour(now)
+    hour = last_hour(now)
+    found = await billing.preview(
+        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=hour
     )
+    if not found.lines and hour < now:
+        # Nothing was priced as of the hour: the contract was recorded after it began (a new
+        # customer's first hour). Taken now instead, so the page does not say "0.00"; from
+        # the next whole hour on, it is taken on the hour again (docs/portal.md#speed).
+        found = await billing.preview(
+            session, contract_id=contract["id"], period=period_of(now), now=now, as_of=None
+        )
+    return found
 
 
 def last_hour(now: datetime) -> datetime:
@@ -121,12 +132,15 @@ async def entitlement_list(checker: Checker, customer: str, now: datetime) -> di
         if catalog is not None and verdict["reason"] in upgrades.CATALOG_REASONS:
             found = upgrades.unlock(catalog, contract, verdict["feature"])
         spec = catalog.features.get(verdict["feature"]) if catalog is not None else None
+        limit = document["limits"]["meters"].get(verdict.get("meter") or "")
         rows.append(
             {
                 **verdict,
                 "why": upgrades.describe(verdict["reason"]),
                 "description": spec.description if spec is not None else None,
                 "unlock": found,
+                "limit": limit,
+                "limit_state": upgrades.limit_state(limit),
             }
         )
     return {"title": "Entitlements", "contract": contract, "features": rows}
@@ -184,6 +198,7 @@ async def usage(
                 "meter": meter,
                 "read": read,
                 "limit": limit,
+                "state": upgrades.limit_state(limit),
                 "rows": [(day, values.get(day, Decimal(0))) for day in days if day <= now.date()],
                 "chart": charts.usage_chart(
                     days,
@@ -210,9 +225,16 @@ async def seats_page(
     pool = document["limits"]["seats"]
     page = await seats.list_seats(session, customer_key=customer, limit=PAGE_SIZE, cursor=cursor)
     burst = await seat_history.open_burst(session, customer_id=customer_id)
+    live = []
+    if pool is not None and pool["model"] == "concurrent":  # sessions, not seats, are held
+        rows = await seat_sessions.live_sessions(
+            session, customer_id=customer_id, now=now, limit=PAGE_SIZE
+        )
+        live = [seat_sessions.read(row, customer) for row in rows]
     return {
         "title": "Seats",
         "pool": pool,
+        "sessions": live,
         "holders": [seats.read(row, customer) for row in page.items],
         "next_cursor": page.next_cursor,
         "burst": burst,

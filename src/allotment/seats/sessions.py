@@ -46,6 +46,21 @@ _INSERT = text(
 )
 
 
+_LIVE_ROWS = text(
+    f"SELECT {COLUMNS} FROM seat_sessions WHERE customer_id = :c AND ended_at IS NULL "
+    "AND expires_at > :now ORDER BY opened_at, id LIMIT :limit"
+)
+
+
+async def live_sessions(
+    session: AsyncSession, *, customer_id: int, now: datetime, limit: int
+) -> list[Any]:
+    """The oldest `limit` live sessions, the ones a concurrent pool counts as held (the
+    portal's Seats page, docs/portal.md)."""
+    result = await session.execute(_LIVE_ROWS, {"c": customer_id, "now": now, "limit": limit})
+    return list(result.all())
+
+
 class SessionNotFound(NotFound):
     type = "session-not-found"
 

@@ -36,7 +36,7 @@ class WebhookEndpointUpdate(BaseModel):
 
 
 class WebhookEndpointRead(BaseModel):
-    id: str = Field(description="we_<ulid>")
+    id: str = Field(description="`we_{ulid}`")
     url: str
     description: str | None
     event_types: list[str] | None
@@ -64,7 +64,7 @@ class WebhookSecretRotated(BaseModel):
 
 
 class WebhookTestSent(BaseModel):
-    message_id: str = Field(description="msg_<ulid>: the webhook-id header it is sent with.")
+    message_id: str = Field(description="`msg_{ulid}`: the webhook-id header it is sent with.")
     delivery_id: str
 
 
