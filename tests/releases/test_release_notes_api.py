@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,13 @@ async def test_notes_name_the_contracts_a_forced_publish_leaves_behind(
     assert "## Contracts left behind" in markdown
     assert f"- {contracts['globex']} (globex): `plan`:" in markdown
     assert f"- {umbrella['id']} (umbrella): `addons[0]`:" in markdown
+    # globex's plan is gone: its invoice change is listed (its fees stop at the move), and
+    # said to be unpriced after it, never left out as "no invoice impact".
+    (globex,) = [i for i in notes["impact"]["invoices"] if i["customer"] == "globex"]
+    assert Decimal(globex["estimated_invoice_change"]) < 0
+    assert globex["not_priced_after_the_move"] is True
+    assert f"- globex ({contracts['globex']}): -" in markdown
+    assert "(its plan is not in this version: not priced after the move)" in markdown
 
 
 async def test_a_version_never_published_has_no_notes(

@@ -399,12 +399,16 @@ def impact_of(report: Mapping[str, Any] | None) -> dict[str, Any]:
         for change in entry["limits_changed"]:
             limits.append({"customer": entry["customer"], "contract": entry["contract"], **change})
         change = entry["estimated_invoice_change"]
-        if change is not None and Decimal(change) != 0:
+        # A contract left on a plan the version drops is always listed: its plan is not
+        # priced after the move, which a reader must not take for "no invoice impact".
+        missing = bool(entry.get("plan_missing"))
+        if change is not None and (Decimal(change) != 0 or missing):
             invoices.append(
                 {
                     "customer": entry["customer"],
                     "contract": entry["contract"],
                     "estimated_invoice_change": change,
+                    **({"not_priced_after_the_move": True} if missing else {}),
                 }
             )
     return {
@@ -474,6 +478,11 @@ def markdown(body: Mapping[str, Any]) -> str:
         lines += ["", "### Estimated invoice change this period", ""]
         lines += [
             f"- {_md(i['customer'])} ({i['contract']}): {_signed(i['estimated_invoice_change'])}"
+            + (
+                " (its plan is not in this version: not priced after the move)"
+                if i.get("not_priced_after_the_move")
+                else ""
+            )
             for i in impact["invoices"]
         ]
     if impact["pinned"]:
