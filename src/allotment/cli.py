@@ -452,6 +452,10 @@ def policy_publish(file: Path, force: bool) -> None:
                         err=True,
                     )
             raise SystemExit(1) from None
+        except policies.PolicyAlreadyActive:
+            # A deploy that publishes the same file again is not an error: nothing changes.
+            click.echo("policy version unchanged: the file's content is already the active version")
+            return
         except (approvals.ApprovalRequired, approvals.SelfApproval):
             click.echo(
                 "Publishing needs an approval from a second admin key "

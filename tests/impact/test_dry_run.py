@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,10 +12,12 @@ import pytest
 
 from allotment.db import session_scope
 from allotment.impact.service import dry_run
+from allotment.kit.clock import isoformat
 from tests.factories.auth import create_key
 from tests.factories.contracts import create_contract, days_from_now
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
+from tests.factories.seats import assign
 
 
 async def _draft(client: httpx.AsyncClient, admin: dict[str, str], document: dict) -> int:
@@ -362,3 +366,68 @@ async def test_a_price_change_affects_customers_and_estimates_their_invoice(
     # 300.00 more a month, prorated over the day or so acme's contract has run this month.
     change = Decimal(acme["estimated_invoice_change"])
     assert Decimal("0") < change < Decimal("300.00")
+
+
+async def _subtotal(client: httpx.AsyncClient, admin: dict[str, str], contract: str) -> Decimal:
+    """The contract's preview of this month to date, taken now (to the microsecond: a preview
+    left to default is taken at the second, which may come before a publish just made)."""
+    now = datetime.now(UTC)
+    params = {"period": now.strftime("%Y-%m"), "as_of": isoformat(now)}
+    response = await client.get(
+        f"/v1/contracts/{contract}/invoice-preview", params=params, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    return Decimal(response.json()["subtotal"])
+
+
+async def _published_then_priced(
+    client: httpx.AsyncClient, admin: dict[str, str], document: dict, contract: str
+) -> tuple[Decimal, Decimal]:
+    """(the dry-run's estimate for `contract`, its preview after publishing minus before)."""
+    version = await _draft(client, admin, document)
+    before = await _subtotal(client, admin, contract)
+    (entry,) = (await _dry_run(client, admin, version))["customers"]
+    published = await client.post(f"/v1/policies/{version}/publish?force=true", headers=admin)
+    assert published.status_code == 200, published.text
+    after = await _subtotal(client, admin, contract)
+    return Decimal(entry["estimated_invoice_change"]), after - before
+
+
+async def test_the_estimate_is_what_the_publish_does_to_a_month_already_split(
+    client: httpx.AsyncClient, admin: dict[str, str], active: int
+) -> None:
+    """The month was split by an earlier publish (seat and base price up); the next version
+    only cuts prices. The estimate is the preview after the publish minus before (the
+    earlier split kept), so it is a decrease, to the cent."""
+    await create_customer(client, admin, key="hooli")
+    contract = await create_contract(
+        client, admin, customer="hooli", plan="team", starts_at=days_from_now(-1)
+    )
+    for n in range(7):
+        await assign(client, admin, f"user{n}@hooli.example", customer="hooli")
+    raised = demo_document()
+    raised["plans"]["team"]["price"]["base"] = "600.00"
+    raised["plans"]["team"]["price"]["seat"]["unit"] = "25.00"
+    await publish_policy(client, admin, raised)
+
+    cut = copy.deepcopy(raised)
+    cut["plans"]["team"]["price"]["base"] = "550.00"
+    cut["plans"]["team"]["price"]["seat"]["unit"] = "22.50"
+    estimate, actual = await _published_then_priced(client, admin, cut, contract["id"])
+    assert estimate < 0
+    assert estimate == actual
+
+
+async def test_a_plan_the_version_drops_is_estimated_as_unpriced_after_the_move(
+    client: httpx.AsyncClient, admin: dict[str, str], active: int
+) -> None:
+    await create_customer(client, admin, key="stark")
+    contract = await create_contract(
+        client, admin, customer="stark", plan="starter", starts_at=days_from_now(-1)
+    )
+    dropped = demo_document()
+    del dropped["plans"]["starter"]
+    estimate, actual = await _published_then_priced(client, admin, dropped, contract["id"])
+    # The rest of the month's base fee is no longer priced: a decrease, never left out.
+    assert estimate < 0
+    assert estimate == actual

@@ -93,11 +93,11 @@ async def test_publish_validates_stores_and_publishes(
         ("policy.created", "cli"),
         ("policy.published", "cli"),
     ]
-    # The same file again: no new version, published (and so announced) again.
+    # The same file again: it is already the active version, so nothing moves or is announced.
     again = await run_cli(stores, "policy", "publish", file)
     assert again.returncode == 0, again.stderr
-    assert "published policy version 1 (the same content" in again.stdout
-    assert (await pointer(app)).global_version == 2
+    assert "already the active version" in again.stdout
+    assert (await pointer(app)).global_version == 1
 
 
 async def test_publish_of_an_invalid_file_stores_nothing(

@@ -42,11 +42,15 @@ def test_a_feature_added_to_a_plan_names_the_plans_that_inherit_it(old: dict[str
     new["plans"]["team"]["features"].append("sso")
     new["plans"]["team"]["features"].append("audit_log")
     new["plans"]["team"]["features"].remove("exports")
+    # enterprise lists +sso and +audit_log itself: it had them already, so it inherits nothing.
     assert texts(old, new) == [
-        "audit_log added to team (inherited by enterprise, floating)",
+        "audit_log added to team (inherited by floating)",
         "exports removed from team (inherited by enterprise, floating)",
-        "sso added to team (inherited by enterprise, floating)",
+        "sso added to team (inherited by floating)",
     ]
+    # A plan that takes the feature away itself does not inherit its addition either.
+    new["plans"]["floating"]["features"] = ["-sso"]
+    assert "sso added to team" in texts(old, new)
 
 
 def test_limits_seats_and_instances_in_words(old: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ async def test_publish_stores_the_diff_in_words_and_the_dry_runs_impact(
     assert (notes["version"], notes["action"], notes["previous_version"]) == (v2, "publish", v1)
     assert notes["summary"] == "Audit log for team." and notes["approved_by"] is None
     texts = [c["text"] for c in notes["changes"]]
-    assert "audit_log added to team (inherited by enterprise, floating)" in texts
+    # enterprise lists +audit_log itself, so it does not inherit the addition.
+    assert "audit_log added to team (inherited by floating)" in texts
     assert "api_calls limit 100,000 → 50,000 on team (inherited by floating)" in texts
     assert "base price 500.00 → 650.00 on team (inherited by floating)" in texts
     assert len(texts) == 3
@@ -124,7 +126,7 @@ async def test_publish_stores_the_diff_in_words_and_the_dry_runs_impact(
     text = markdown.text
     assert text.startswith(f"# Policy version {v2}: published (after version {v1})\n")
     assert "> Audit log for team." in text
-    assert "- audit_log added to team (inherited by enterprise, floating)" in text
+    assert "- audit_log added to team (inherited by floating)" in text
     assert "- audit_log: gained by acme" in text
     assert f"- acme ({world['contracts']['acme']}): +{acme['estimated_invoice_change']}" in text
     assert "### Pinned customers (untouched)\n\n- initech" in text
@@ -147,7 +149,7 @@ async def test_rollback_notes_and_the_changelog_newest_first_in_pages(
         "Back out.",
     )
     texts = [c["text"] for c in notes["changes"]]
-    assert "audit_log removed from team (inherited by enterprise, floating)" in texts
+    assert "audit_log removed from team (inherited by floating)" in texts
     assert "api_calls limit 50,000 → 100,000 on team (inherited by floating)" in texts
     assert notes["impact"]["features"] == [
         {"feature": "audit_log", "gained_by": [], "lost_by": ["acme"]}
@@ -165,9 +167,7 @@ async def test_rollback_notes_and_the_changelog_newest_first_in_pages(
         (v2, "publish"),
     ]
     assert page["items"][0]["impact"]["customers_affected"] == 1
-    assert (
-        "audit_log added to team (inherited by enterprise, floating)" in page["items"][1]["changes"]
-    )
+    assert "audit_log added to team (inherited by floating)" in page["items"][1]["changes"]
     rest = await client.get(
         "/v1/changelog", params={"limit": 2, "cursor": page["next_cursor"]}, headers=admin
     )
@@ -229,6 +229,13 @@ async def test_notes_name_the_contracts_a_forced_publish_leaves_behind(
     assert "## Contracts left behind" in markdown
     assert f"- {contracts['globex']} (globex): `plan`:" in markdown
     assert f"- {umbrella['id']} (umbrella): `addons[0]`:" in markdown
+    # globex's plan is gone: its invoice change is listed (its fees stop at the move), and
+    # said to be unpriced after it, never left out as "no invoice impact".
+    (globex,) = [i for i in notes["impact"]["invoices"] if i["customer"] == "globex"]
+    assert Decimal(globex["estimated_invoice_change"]) < 0
+    assert globex["not_priced_after_the_move"] is True
+    assert f"- globex ({contracts['globex']}): -" in markdown
+    assert "(its plan is not in this version: not priced after the move)" in markdown
 
 
 async def test_a_version_never_published_has_no_notes(
@@ -318,10 +325,92 @@ async def test_sign_off_needs_a_second_admin_key_and_both_are_audited(
     (published_record,) = [r for r in audit["items"] if r["action"] == "policy.published"]
     assert published_record["actor"] == publisher
     assert published_record["after"]["approved_by"] == approver
-    # Each approval serves one publish: publishing again needs a fresh one.
+    # Each approval serves one publish: re-activating v2 later needs a fresh one (the only
+    # unused approval is the publisher's own).
+    back = await client.post(
+        "/v1/policies/rollback", json={"to_version": world["v1"]}, headers=admin
+    )
+    assert back.status_code == 200, back.text
     again = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
     assert again.status_code == 403
     assert (await client.get("/v1/audit/verify", headers=admin)).json()["ok"] is True
+
+
+async def test_a_key_approves_a_version_once_per_publish_and_a_revoked_key_counts_for_nothing(
+    app: Any,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    world: dict,
+    require_approval: None,
+) -> None:
+    v1, v2 = world["v1"], world["v2"]
+    second = await create_key(app, scopes=["admin"], name="second")
+    third = await create_key(app, scopes=["admin"], name="third")
+    approver = await _actor(client, second, v2)
+    # A second approval by the same key, while its first is unused, is refused: no stock of
+    # approvals for later re-activations.
+    twice = await client.post(f"/v1/policies/{v2}/approvals", json={}, headers=second)
+    assert twice.status_code == 409, twice.text
+    assert twice.headers["content-type"] == "application/problem+json"
+    assert twice.json()["type"].endswith("/already-approved")
+    published = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
+    assert published.status_code == 200, published.text
+    assert (await _notes(client, admin, v2))["approved_by"] == approver
+    back = await client.post("/v1/policies/rollback", json={"to_version": v1}, headers=admin)
+    assert back.status_code == 200, back.text
+    # Re-activating needs a new review: nothing was stocked.
+    stocked = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
+    assert stocked.status_code == 409, stocked.text
+    assert stocked.json()["type"].endswith("/approval-required")
+
+    # An approval by a key revoked since no longer counts.
+    revoked = await _actor(client, third, v2)
+    key_id = revoked.removeprefix("api_key:")
+    assert (await client.delete(f"/v1/api-keys/{key_id}", headers=admin)).status_code == 204
+    refused = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/approval-required")
+    assert "revoked" in refused.json()["detail"]
+    # The used approval's key may approve again for this new publish.
+    again = await _actor(client, second, v2)
+    assert again == approver
+    published = await client.post(f"/v1/policies/{v2}/publish", headers=admin)
+    assert published.status_code == 200, published.text
+    assert (await _notes(client, admin, v2))["approved_by"] == approver
+    listed = (await client.get(f"/v1/policies/{v2}/approvals", headers=admin)).json()
+    assert [(a["approved_by"], a["used_by"] is not None) for a in listed] == [
+        (approver, True),
+        (revoked, False),
+        (approver, True),
+    ]
+
+
+async def test_publishing_the_active_version_is_refused_and_uses_no_approval_or_notes(
+    app: Any,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    world: dict,
+    require_approval: None,
+) -> None:
+    v2 = world["v2"]
+    second = await create_key(app, scopes=["admin"], name="second")
+    await _actor(client, second, v2)
+    assert (await client.post(f"/v1/policies/{v2}/publish", headers=admin)).status_code == 200
+    notes = await _notes(client, admin, v2)
+    await _actor(client, second, v2)  # a fresh approval, unused
+
+    active = await client.post(f"/v1/policies/{v2}/publish", json={"summary": "x"}, headers=admin)
+    assert active.status_code == 409, active.text
+    assert active.headers["content-type"] == "application/problem+json"
+    assert active.json()["type"].endswith("/policy-already-active")
+    assert await _notes(client, admin, v2) == notes
+    changelog = (await client.get("/v1/changelog", headers=admin)).json()["items"]
+    assert [(e["version"], e["action"]) for e in changelog] == [
+        (v2, "publish"),
+        (world["v1"], "publish"),
+    ]
+    approvals = (await client.get(f"/v1/policies/{v2}/approvals", headers=admin)).json()
+    assert [a["used_by"] is None for a in approvals] == [False, True]
 
 
 async def test_approving_an_unknown_version_is_a_404(

@@ -127,6 +127,14 @@ async def test_customers_created_and_deleted_and_seats_assigned_are_announced(
         )
 
 
+def _reworded() -> dict[str, Any]:
+    """The demo catalog with one description changed: a new version that changes nothing a
+    customer holds (publishing the version already active is refused)."""
+    document = demo_document()
+    document["plans"]["team"]["description"] = "The plan most customers buy, reworded."
+    return document
+
+
 async def test_a_filtered_stream_gets_its_customer_and_the_policy_only(
     app: Any, served: Served, client: httpx.AsyncClient, admin: dict[str, str], backend: Any
 ) -> None:
@@ -139,7 +147,7 @@ async def test_a_filtered_stream_gets_its_customer_and_the_policy_only(
     ):
         await amend(client, admin, world["contracts"]["globex"], 13)
         await amend(client, admin, world["contracts"]["acme"], 14)
-        version = await publish_policy(client, admin, demo_document())  # same document again
+        version = await publish_policy(client, admin, _reworded())
         for stream in (everyone, by_check_key, by_own_key):
             await stream.next("policy.published", version=version)
         await everyone.next("customer.changed", customer="globex")
@@ -203,7 +211,7 @@ async def test_a_resumed_stream_gets_exactly_what_it_missed_in_order(
             contracts["acme"] = await amend(client, admin, contracts["acme"], limit)
             contracts["globex"] = await amend(client, admin, contracts["globex"], limit)
             if limit == 22:
-                await publish_policy(client, admin, demo_document())
+                await publish_policy(client, admin, _reworded())
         missed = await witness.until(lambda events: len(events) >= 7)
     assert [e.event for e in missed].count("customer.changed") == 6
 

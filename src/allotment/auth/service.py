@@ -112,3 +112,19 @@ async def first_admin(session: AsyncSession, *, actor: str) -> str | None:
         return None
     _, secret = await create(session, name=FIRST_ADMIN_NAME, scopes=["admin"], actor=actor)
     return secret
+
+
+async def unusable_actors(session: AsyncSession, actors: Sequence[str]) -> set[str]:
+    """Of `actors` (`api_key:<id>`), those whose key is revoked or does not exist: what such a
+    key did earlier (a policy approval) no longer speaks for anyone. Other actors are kept."""
+    ids = {a.removeprefix("api_key:") for a in actors if a.startswith("api_key:")}
+    if not ids:
+        return set()
+    live = set(
+        (
+            await session.execute(
+                select(ApiKey.id).where(ApiKey.id.in_(ids), ApiKey.revoked_at.is_(None))
+            )
+        ).scalars()
+    )
+    return {f"api_key:{key_id}" for key_id in ids - live}

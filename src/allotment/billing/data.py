@@ -78,6 +78,23 @@ def period(value: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 @dataclass(frozen=True)
+class Proposed:
+    """A policy version taken as activated at `at`, after every activation recorded before
+    it (the policy dry-run's estimate: the month keeps the versions it was priced under so
+    far, and `version` applies from `at` on, as a publish at `at` would make it)."""
+
+    version: int
+    catalog: Catalog
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _Activation:
+    version: int
+    at: datetime
+
+
+@dataclass(frozen=True)
 class ContractRow:
     id: str
     customer_id: int
@@ -207,21 +224,25 @@ async def gather(
     start: datetime,
     end: datetime,
     as_of: datetime,
-    override: tuple[int, Catalog] | None = None,
+    override: Proposed | None = None,
     year_to_date: bool = True,
 ) -> Gathered:
     """Everything the month's invoice is computed from, as known at `as_of`. `override`
-    prices every unpinned segment with that (version, catalog) instead (the policy dry-run's
-    estimate). Under a yearly minimum, the months of the contract year before this one are
-    gathered and priced too, unless `year_to_date` is false (`_committed_before`)."""
+    adds an activation of the proposed version (the policy dry-run's estimate): unpinned
+    segments from its instant on are priced with it, earlier ones as they were. Under a
+    yearly minimum, the months of the contract year before this one are gathered and priced
+    too, unless `year_to_date` is false (`_committed_before`)."""
     revisions = await contracts_history.revisions(session, contract.id, as_of=as_of)
     terms = {r.revision: Terms.from_json(r.terms) for r in revisions}
-    activations = list(await policies.activations(session, as_of=as_of))
+    activations: list[Any] = list(await policies.activations(session, as_of=as_of))
+    if override is not None:
+        activations = [a for a in activations if a.at < override.at]
+        activations.append(_Activation(override.version, override.at))
     catalogs: dict[int, Catalog] = {}
 
     async def catalog(version: int) -> Catalog:
-        if override is not None and version == override[0]:
-            return override[1]
+        if override is not None and version == override.version:
+            return override.catalog
         if version not in catalogs:
             catalogs[version] = (await load_catalog(session, version=version))[1]
         return catalogs[version]
@@ -283,17 +304,14 @@ async def gather(
         for activation in activations:  # a pinned revision is not cut by unrelated publishes
             if window_start < activation.at < window_end:
                 pinned = terms[_in_force(revisions, activation.at).revision].policy_version
-                if pinned is None or override is not None:
+                if pinned is None:
                     cuts.add(activation.at)
         bounds = sorted(cuts)
         for seg_start, seg_end in zip(bounds, bounds[1:], strict=False):
             revision = _in_force(revisions, seg_start)
             revision_terms = terms[revision.revision]
             pinned = revision_terms.policy_version
-            if pinned is None and override is not None:
-                version: int | None = override[0]
-            else:
-                version = pinned or _version_at(activations, seg_start)
+            version = pinned or _version_at(activations, seg_start)
             if version is None:
                 unpriced.append((seg_start, seg_end, "no policy version was ever published"))
                 continue
@@ -430,7 +448,7 @@ async def _committed_before(
     contract_start: datetime,
     start: datetime,
     as_of: datetime,
-    override: tuple[int, Catalog] | None,
+    override: Proposed | None,
 ) -> dict[int, Decimal]:
     """For each contract year a yearly minimum's segment of the month lies in, what the
     year's months before this one committed (docs/billing.md, "minimum"): each such month

@@ -43,7 +43,6 @@ from allotment.billing.schemas import (
 )
 from allotment.contracts.models import Contract
 from allotment.kit.pagination import paginate
-from allotment.policy.catalog import Catalog
 
 _CSV_COLUMNS = ("code", "description", "quantity", "unit", "unit_price", "amount", "source")
 
@@ -59,7 +58,7 @@ async def preview(
     period: str,
     now: datetime,
     as_of: datetime | None = None,
-    override: tuple[int, Catalog] | None = None,
+    override: data.Proposed | None = None,
 ) -> InvoiceRead:
     start, end = data.period(period, now)
     taken = data.as_of(as_of, start, now)

@@ -39,7 +39,7 @@ from allotment.contracts.models import Contract
 from allotment.contracts.terms import DISCOUNTED_KINDS
 from allotment.credits.models import CreditGrant
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import DEFAULT_CREDITS_APPLY_TO, Catalog, Credits
+from allotment.policy.catalog import DEFAULT_CREDITS_APPLY_TO, Credits
 from allotment.policy.money import minor_digits
 
 INSTANT = timedelta(microseconds=1)
@@ -131,7 +131,7 @@ async def build(
     as_of: datetime,
     until: datetime | None = None,
     known: Mapping[tuple[str, datetime], tuple[data.Gathered, Priced]] | None = None,
-    override: tuple[int, Catalog] | None = None,
+    override: data.Proposed | None = None,
     rows: Sequence[CreditGrant] | None = None,
 ) -> Wallet | None:
     """The wallet as of `as_of`, its ledger taken at the end of `until`'s month (or at
@@ -224,7 +224,7 @@ async def with_credits(
     contract_id: str,
     gathered: data.Gathered,
     priced: Priced,
-    override: tuple[int, Catalog] | None = None,
+    override: data.Proposed | None = None,
 ) -> Priced:
     """`priced` with its `credits` line (billing/credit_line.py) when the customer has a
     wallet: a grant recorded by the preview's `as_of`, or plan credits in this month. Else

@@ -25,8 +25,9 @@ class CustomerImpactRead(BaseModel):
     )
     estimated_invoice_change: str | None = Field(
         default=None,
-        description="This month's invoice preview to date under the proposed version minus "
-        "as it stands; null when the plan is missing from the proposed version.",
+        description="This month's invoice preview to date with the proposed version active "
+        "from now minus the preview as it stands (the month's earlier versions kept). A plan "
+        "missing from the proposed version is not priced after the move.",
     )
 
 

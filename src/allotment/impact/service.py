@@ -31,8 +31,10 @@ each, and `next_cursor` pages on.
 
 Billing impact: a customer whose plan or add-on prices differ counts as affected
 (`prices_changed`), and each listed customer carries `estimated_invoice_change`: this
-month's invoice preview to date priced under the proposed version minus the preview as it
-stands (billing/service.py; null when the plan is missing from the proposed version).
+month's invoice preview to date with the proposed version active from now minus the preview
+as it stands (billing/service.py). Both keep the month's earlier activations, so the change
+is what the move does, not what earlier moves did. A contract whose plan the version drops
+is estimated too: from now on its plan is not priced, so its fees stop at the move.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -128,19 +130,25 @@ class CustomerImpact:
 async def estimated_invoice_change(
     session: AsyncSession, impact: CustomerImpact, *, proposed: Version, now: datetime
 ) -> str | None:
-    """This month's invoice preview to date priced under `proposed` (for the unpinned
-    part of the month) minus the preview as it stands, as a decimal string; None when the
-    contract cannot be priced (its plan is missing from the proposed version)."""
+    """This month's invoice preview to date with `proposed` made active at `now` minus the
+    preview as it stands, as a decimal string: what a publish at `now` would change. Both
+    are taken a microsecond after `now`, so the moved part of the month is not empty (its
+    fees run to the month's end, as they would after a real publish)."""
+    from allotment.billing import data
     from allotment.billing import service as billing
 
-    if impact.plan_missing:
-        return None
     period = now.strftime("%Y-%m")
+    taken = now + timedelta(microseconds=1)
     before = await billing.preview(
-        session, contract_id=impact.contract, period=period, now=now, as_of=now
+        session, contract_id=impact.contract, period=period, now=taken, as_of=taken
     )
     after = await billing.preview(
-        session, contract_id=impact.contract, period=period, now=now, as_of=now, override=proposed
+        session,
+        contract_id=impact.contract,
+        period=period,
+        now=taken,
+        as_of=taken,
+        override=data.Proposed(version=proposed[0], catalog=proposed[1], at=now),
     )
     return str(after.subtotal - before.subtotal)
 

@@ -7,8 +7,11 @@
 With `ALLOTMENT_POLICY_REQUIRE_APPROVAL=true` a publish needs an unused approval of the
 version by a key other than the one asking to publish (docs/release-notes.md#sign-off):
 none at all is a 409 `approval-required`; approvals only by the publishing key are a 403
-`self-approval`. Each approval serves one publish. A rollback needs none: it returns to a
-version that was published before, and it is the way out of a bad publish.
+`self-approval`. Each approval serves one publish, and a key holds at most one unused
+approval of a version (a second is a 409 `already-approved`), so no approvals are stocked for
+later re-activations. An approval by a key revoked since then no longer counts. A rollback
+needs none: it returns to a version that was published before, and it is the way out of a
+bad publish.
 """
 
 from __future__ import annotations
@@ -19,18 +22,31 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.audit import service as audit
+from allotment.auth import service as api_keys
 from allotment.errors import Conflict, Forbidden
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import new_id
 from allotment.policy.catalog_cache import PolicyNotFound
 from allotment.policy.models import PolicyApproval, PolicyVersion
 
-__all__ = ["ApprovalRequired", "SelfApproval", "approve", "list_approvals", "use_approval"]
+__all__ = [
+    "AlreadyApproved",
+    "ApprovalRequired",
+    "SelfApproval",
+    "approve",
+    "list_approvals",
+    "use_approval",
+]
 
 
 class ApprovalRequired(Conflict):
     type = "approval-required"
     title = "The version needs an approval"
+
+
+class AlreadyApproved(Conflict):
+    type = "already-approved"
+    title = "The key already approved the version"
 
 
 class SelfApproval(Forbidden):
@@ -41,11 +57,30 @@ class SelfApproval(Forbidden):
 async def approve(
     session: AsyncSession, *, version: int, actor: str, comment: str | None = None
 ) -> PolicyApproval:
+    # The version's row lock makes two approvals of it (and a publish) take turns, so two
+    # concurrent approvals by one key cannot both find none unused.
     exists = (
-        await session.execute(select(PolicyVersion.version).where(PolicyVersion.version == version))
+        await session.execute(
+            select(PolicyVersion.version).where(PolicyVersion.version == version).with_for_update()
+        )
     ).scalar_one_or_none()
     if exists is None:
         raise PolicyNotFound(f"Policy version {version} does not exist.")
+    held = (
+        await session.execute(
+            select(PolicyApproval.id).where(
+                PolicyApproval.version == version,
+                PolicyApproval.approved_by == actor,
+                PolicyApproval.used_at.is_(None),
+            )
+        )
+    ).scalar_one_or_none()
+    if held is not None:
+        raise AlreadyApproved(
+            f"This key already approved policy version {version} ({held}) and that approval "
+            "is not used yet: a key approves a version once per publish. Approve again after "
+            "the publish that uses it, if the version is to be published again."
+        )
     row = PolicyApproval(
         id=new_id("apr"),
         version=version,
@@ -96,11 +131,14 @@ async def use_approval(session: AsyncSession, *, version: int, actor: str) -> st
         .scalars()
         .all()
     )
+    revoked = await api_keys.unusable_actors(session, [row.approved_by for row in unused])
+    unused = [row for row in unused if row.approved_by not in revoked]
     if not unused:
         raise ApprovalRequired(
             f"Publishing policy version {version} needs an approval from a second admin key "
             f"(ALLOTMENT_POLICY_REQUIRE_APPROVAL is on): have another admin "
-            f"`POST /v1/policies/{version}/approvals`, then publish again."
+            f"`POST /v1/policies/{version}/approvals`, then publish again"
+            + (" (an approval by a key revoked since does not count)." if revoked else ".")
         )
     usable = next((row for row in unused if row.approved_by != actor), None)
     if usable is None:

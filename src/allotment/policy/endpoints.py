@@ -227,7 +227,8 @@ async def publish_policy(
 ) -> Response:
     """Publish a version (it can never change again) and make it the active one; refused
     (409) when live contracts would be orphaned, unless `force=true`, and, when sign-off is
-    required, without another admin key's approval (409, or 403 for self-approval)."""
+    required, without another admin key's approval (409, or 403 for self-approval). The
+    version already active is refused (409 policy-already-active), as rollback refuses it."""
     row = await policies.publish(
         session,
         version=version,
@@ -239,7 +240,12 @@ async def publish_policy(
     return await idempotency.respond(PolicyVersionRead.of(row, active_version=row.version))
 
 
-@router.post("/{version}/approvals", status_code=201, response_model=ApprovalRead)
+@router.post(
+    "/{version}/approvals",
+    status_code=201,
+    response_model=ApprovalRead,
+    responses={409: {"description": "This key holds an unused approval of the version."}},
+)
 async def approve_policy(
     version: Version,
     principal: Admin,
@@ -248,7 +254,8 @@ async def approve_policy(
     body: ApprovalCreate | None = None,
 ) -> Response:
     """Approve a version for publishing (sign-off, docs/release-notes.md#sign-off): one
-    publish by another admin key may then use it."""
+    publish by another admin key may then use it. A key holds at most one unused approval
+    of a version (409 already-approved)."""
     row = await approvals.approve(
         session,
         version=version,

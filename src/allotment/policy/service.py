@@ -282,11 +282,18 @@ async def publish(
 
     Publishing a version that is already published makes it active again; the global
     version is bumped either way, so every worker rebuilds from the pointer it now names.
+    Refused (409 policy-already-active) for the version already active, as rollback is.
     Refused (409) when it would orphan live contracts, unless `force`; with
     `require_approval`, refused (409/403) without another key's unused approval.
     """
     state = await _lock_state(session)
     row = await get(session, version, for_update=True)
+    if state.active_version == version:
+        # As rollback refuses it: the move would change nothing, so it must not use an
+        # approval or replace the notes that explain the version.
+        raise PolicyAlreadyActive(
+            f"Policy version {version} is already the active version: nothing to publish."
+        )
     orphaned = await _orphan_guard(session, state=state, to=version, force=force, verb="Publishing")
     approved_by = (
         await use_approval(session, version=version, actor=actor) if require_approval else None

@@ -184,8 +184,6 @@ def _inherited_by(
     a feature list always merges; `extends` and `description` are not inherited)."""
     if rest[:1] in (("extends",), ("description",)):
         return []
-    if rest[:1] == ("features",):
-        return sorted(heirs)
     plans = document.get("plans", {})
     inheriting = []
     for heir in heirs:
@@ -200,7 +198,11 @@ def _inherited_by(
 
 
 def _writes(spec: Mapping[str, Any], rest: Location) -> bool:
-    """Whether a plan's own spec writes the value at `rest` (a list replaced as a whole)."""
+    """Whether a plan's own spec writes the value at `rest` (a list replaced as a whole).
+    A feature list merges, so a plan writes `("features", name)` when its own list names the
+    feature (`name`, `+name` or `-name`): what it inherits for that feature does not matter."""
+    if len(rest) == 2 and rest[0] == "features":
+        return any(str(entry).lstrip("+-") == rest[1] for entry in spec.get("features") or ())
     value: Any = spec
     for part in rest:
         if isinstance(part, int):
@@ -222,6 +224,16 @@ def _worded(
 ) -> Iterator[Change]:
     location = _location(path)
     inheriting: list[str] = []
+    if location[:1] == ("plans",) and location[2:] == ("features",):
+        # Each feature on its own: a plan that names the feature itself does not inherit it.
+        plan = str(location[1])
+        for feature, text in _member_changes(plan, old or [], new or []):
+            if feature is not None:
+                inheriting = _inherited_by(after, plan, ("features", feature), heirs.get(plan, []))
+                if inheriting:
+                    text += f" (inherited by {', '.join(inheriting)})"
+            yield {"kind": kind, "path": path, "text": text}
+        return
     if location[:1] == ("plans",) and len(location) > 2:
         plan = str(location[1])
         inheriting = _inherited_by(after, plan, location[2:], heirs.get(plan, []))
@@ -321,15 +333,23 @@ def _spec(section: str, value: Any) -> str:
 
 
 def _members(owner: str, old: Sequence[str], new: Sequence[str]) -> Iterator[str]:
-    """A feature list's change by member. In a plan that `extends` another, `+f` adds to
-    what it inherits and `-f` takes away."""
+    for _, text in _member_changes(owner, old, new):
+        yield text
+
+
+def _member_changes(
+    owner: str, old: Sequence[str], new: Sequence[str]
+) -> Iterator[tuple[str | None, str]]:
+    """A feature list's change by member, as (feature, sentence); the feature is None when
+    the members were only reordered. In a plan that `extends` another, `+f` adds to what it
+    inherits and `-f` takes away."""
 
     def signs(entries: Sequence[str]) -> dict[str, str]:
         return {e.lstrip("+-"): ("-" if e.startswith("-") else "+") for e in entries}
 
     was, now = signs(old), signs(new)
     if was == now:  # the same members in another order: no change to what is granted
-        yield f"features of {owner} reordered: {words(list(new))}"
+        yield None, f"features of {owner} reordered: {words(list(new))}"
         return
     for feature in sorted(was.keys() | now.keys()):
         if was.get(feature) == now.get(feature):
@@ -337,11 +357,11 @@ def _members(owner: str, old: Sequence[str], new: Sequence[str]) -> Iterator[str
         # Present with "+" means granted; with "-" or absent means not granted by this list.
         granted = now.get(feature) == "+"
         if feature in now and feature not in was and not granted:
-            yield f"{feature} removed from {owner}"
+            yield feature, f"{feature} removed from {owner}"
         elif feature in was and feature not in now and was[feature] == "-":
-            yield f"{feature} no longer removed from {owner}"
+            yield feature, f"{feature} no longer removed from {owner}"
         else:
-            yield f"{feature} {'added to' if granted else 'removed from'} {owner}"
+            yield feature, f"{feature} {'added to' if granted else 'removed from'} {owner}"
 
 
 # -- the impact, regrouped -------------------------------------------------------------------
@@ -379,12 +399,16 @@ def impact_of(report: Mapping[str, Any] | None) -> dict[str, Any]:
         for change in entry["limits_changed"]:
             limits.append({"customer": entry["customer"], "contract": entry["contract"], **change})
         change = entry["estimated_invoice_change"]
-        if change is not None and Decimal(change) != 0:
+        # A contract left on a plan the version drops is always listed: its plan is not
+        # priced after the move, which a reader must not take for "no invoice impact".
+        missing = bool(entry.get("plan_missing"))
+        if change is not None and (Decimal(change) != 0 or missing):
             invoices.append(
                 {
                     "customer": entry["customer"],
                     "contract": entry["contract"],
                     "estimated_invoice_change": change,
+                    **({"not_priced_after_the_move": True} if missing else {}),
                 }
             )
     return {
@@ -454,6 +478,11 @@ def markdown(body: Mapping[str, Any]) -> str:
         lines += ["", "### Estimated invoice change this period", ""]
         lines += [
             f"- {_md(i['customer'])} ({i['contract']}): {_signed(i['estimated_invoice_change'])}"
+            + (
+                " (its plan is not in this version: not priced after the move)"
+                if i.get("not_priced_after_the_move")
+                else ""
+            )
             for i in impact["invoices"]
         ]
     if impact["pinned"]:
