@@ -124,6 +124,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 row = conn.execute("SELECT id FROM customers WHERE key = 'acme'").fetchone()
                 assert row is not None
                 customer_id = row[0]
+                if not args.recorded_now:
+                    # Recorded at the month's start, as a customer of some weeks is: a preview
+                    # as of the last whole hour then sees the contract (a contract recorded in
+                    # this hour takes the first hour's fallback, priced as of now).
+                    for statement in (
+                        "UPDATE contracts SET created_at = %(at)s, updated_at = %(at)s",
+                        "UPDATE contract_revisions SET created_at = %(at)s",
+                        "UPDATE policy_activations SET at = %(at)s",
+                    ):
+                        conn.execute(statement, {"at": start})
             began = time.perf_counter()
             args.boundaries = False
             fill(libpq, customer_id=customer_id, start=start, end=now, args=args, on_time=True)
@@ -157,6 +167,11 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--live-instances", type=int, default=40)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--recorded-now",
+        action="store_true",
+        help="leave the contract recorded now (its first hour: the invoice pages price as of now)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
