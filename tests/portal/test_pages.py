@@ -4,10 +4,15 @@ through the page's form."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from sqlalchemy import text
+
+from allotment.db import session_scope
+from allotment.portal import views
 
 from tests.factories.portal import csrf_of, portal_link, signed_in
 from tests.factories.usage import event, send
@@ -329,3 +334,25 @@ async def test_limits_reached_are_said_in_words_and_floating_seats_list_their_se
     rows = re.findall(r'<td class="subject">([^<]*)</td>', page)
     assert sorted(rows) == ["u1", "u1", "u2"]
     assert "No seats are held" not in page
+
+
+async def test_a_contract_recorded_earlier_in_the_same_second_is_priced(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    """The first hour's fallback takes the preview at the page's instant itself: taken at now
+    to the second, a contract recorded earlier in that second would price as nothing."""
+    api = (await client.get("/v1/customers/acme/entitlements", headers=admin)).json()
+    async with session_scope(app.state.sessionmaker) as session:
+        recorded = (
+            await session.execute(
+                text("SELECT min(created_at) FROM contract_revisions WHERE contract_id = :c"),
+                {"c": api["contract"]["id"]},
+            )
+        ).scalar_one()
+        # Within the second the contract was recorded in, just after it.
+        now = recorded + timedelta(microseconds=1)
+        if now.second != recorded.second:
+            now = recorded
+        found = await views.invoice(session, api, now)
+    assert found is not None and found.lines, "the first hour's preview priced nothing"
+    assert found.as_of == now

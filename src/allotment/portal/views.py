@@ -77,9 +77,11 @@ async def invoice(
     if not found.lines and hour < now:
         # Nothing was priced as of the hour: the contract was recorded after it began (a new
         # customer's first hour). Taken now instead, so the page does not say "0.00"; from
-        # the next whole hour on, it is taken on the hour again (docs/portal.md#speed).
+        # the next whole hour on, it is taken on the hour again (docs/portal.md#speed). At
+        # `now` itself, not the API's default of now to the second: a contract recorded
+        # earlier in this same second would fall after that instant and price as nothing.
         found = await billing.preview(
-            session, contract_id=contract["id"], period=period_of(now), now=now, as_of=None
+            session, contract_id=contract["id"], period=period_of(now), now=now, as_of=now
         )
     return found
 
