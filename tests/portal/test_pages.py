@@ -13,7 +13,6 @@ from sqlalchemy import text
 
 from allotment.db import session_scope
 from allotment.portal import views
-
 from tests.factories.portal import csrf_of, portal_link, signed_in
 from tests.factories.usage import event, send
 
