@@ -256,6 +256,62 @@ async def test_late_counts_only_events_a_meter_counted(
     }
 
 
+@pytest.mark.parametrize("filtered", [True, False], ids=["with-a-filtered-meter", "plain"])
+async def test_late_counts_what_plain_and_filtered_meters_read(
+    app: Any,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    finance: dict[str, str],
+    filtered: bool,
+) -> None:
+    """A meter without a filter decides in the database (an event of its type, with the
+    property it reads present and not null), a filtered one in Python; an event some meter
+    counts is late usage once. With one plain meter per type, the late sums say it alone."""
+    policy = tokens_policy()
+    if filtered:
+        policy["meters"]["pro_calls"] = {
+            "event_type": "llm.request",
+            "aggregation": "count",
+            "filter": "data.model == 'pro'",
+        }
+        policy["plans"]["team"]["price"]["meters"]["pro_calls"] = {"tiers": [{"unit": "0.01"}]}
+    await publish_policy(client, admin, policy)
+    await create_customer(client, admin, key="acme")
+    contract = (await create_contract(client, admin, plan="team", starts_at=iso(OCT)))["id"]
+    await _recorded_before(app)
+    as_of = datetime(2026, 11, 2, tzinfo=UTC)
+    received = as_of + timedelta(hours=1)
+    late = [
+        tokens("a", OCT, 40),
+        tokens("b", OCT, 5),
+        event("pro", type="llm.request", time=OCT, data={"model": "pro"}),
+        event("free", type="llm.request", time=OCT, data={"model": "free"}),
+    ]
+    outcome = await ingest_at(app, late, received=received)
+    assert outcome.accepted == 4, outcome  # unmetered ones are stored too
+    # Stored before the tokens meter read its property (ingest refuses them now): billed
+    # nowhere, so not late usage either.
+    for n, data in enumerate(('{"tokens": null}', '{"other": 1}', "[1]")):
+        await _sql(
+            app,
+            "INSERT INTO usage_events (customer_id, tenant, type, source, id, time, data, "
+            "received_at) SELECT id, NULL, 'llm.tokens', 'old', :id, :t, CAST(:d AS jsonb), "
+            ":r FROM customers WHERE key = 'acme'",
+            id=f"old{n}",
+            t=OCT,
+            d=data,
+            r=received,
+        )
+    invoice = await _preview(client, finance, contract, OCTOBER, as_of=iso(as_of))
+    by_meter = {m["meter"]: (m["events"], m["units"]) for m in invoice["late"]["meters"]}
+    if filtered:
+        assert invoice["late"]["events"] == 3
+        assert by_meter == {"tokens": (2, "45"), "pro_calls": (1, "1")}
+    else:
+        assert invoice["late"]["events"] == 2
+        assert by_meter == {"tokens": (2, "45")}
+
+
 async def test_as_of_is_within_or_after_the_period_and_never_ahead(
     client: httpx.AsyncClient, admin: dict[str, str], finance: dict[str, str]
 ) -> None:
