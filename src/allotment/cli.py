@@ -418,7 +418,7 @@ def policy_publish(file: Path, force: bool) -> None:
     unless --force (docs/policy.md#orphaned-contracts). With ALLOTMENT_POLICY_REQUIRE_APPROVAL
     it is refused too: a publish then needs a second admin key's approval, which the API
     records (docs/release-notes.md#sign-off)."""
-    from allotment.policy import approvals
+    from allotment.policy import approvals, moves
     from allotment.policy import service as policies
 
     _load_policy_file(file)  # errors are reported before any server starts
@@ -429,7 +429,7 @@ def policy_publish(file: Path, force: bool) -> None:
         row, created = await policies.create_draft(
             session, text=text, media_type=media_type, actor="cli"
         )
-        await policies.publish(
+        await moves.publish(
             session,
             version=row.version,
             actor="cli",
@@ -441,7 +441,7 @@ def policy_publish(file: Path, force: bool) -> None:
     with _servers() as servers:
         try:
             version, created, global_version = _run_in_session(publish, servers.database_url)
-        except policies.PolicyOrphansContracts as exc:
+        except moves.PolicyOrphansContracts as exc:
             advice = exc.message.replace("the request with ?force=true", "with --force")
             click.echo(advice, err=True)
             for orphan in exc.extra["orphaned"]:
@@ -452,7 +452,7 @@ def policy_publish(file: Path, force: bool) -> None:
                         err=True,
                     )
             raise SystemExit(1) from None
-        except policies.PolicyAlreadyActive:
+        except moves.PolicyAlreadyActive:
             # A deploy that publishes the same file again is not an error: nothing changes.
             click.echo("policy version unchanged: the file's content is already the active version")
             return

@@ -28,7 +28,7 @@ from allotment.customers import service as customers
 from allotment.customers.models import Customer
 from allotment.customers.schemas import CustomerCreate
 from allotment.kit.clock import utcnow
-from allotment.policy import demo_policy
+from allotment.policy import demo_policy, moves
 from allotment.policy import service as policies
 
 DEMO_KEY_NAME = "demo-admin"
@@ -95,7 +95,7 @@ async def seed(session: AsyncSession) -> DemoResult:
         draft, _ = await policies.create_draft(
             session, text=demo_policy(), media_type="application/yaml", actor=ACTOR
         )
-        await policies.publish(session, version=draft.version, actor=ACTOR)
+        await moves.publish(session, version=draft.version, actor=ACTOR)
         published = draft.version
     existing = set((await session.execute(select(Customer.key))).scalars())
     with_contracts = set(

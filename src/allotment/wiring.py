@@ -14,8 +14,8 @@ tests — gets the same hooks). docs/architecture.md, "Wiring", lists them.
     amendment_effects()        contracts/amend.amend,          seats: an amendment that
                                contracts/convert.convert       puts members under the limit
                                                                ends the burst episode
-    pointer_move_hooks()       policy/service.publish,         releases: the release notes
-                               policy/service.rollback         of the move; alerts: a
+    pointer_move_hooks()       policy/moves.publish,           releases: the release notes
+                               policy/moves.rollback           of the move; alerts: a
                                                                publish's policy.published,
                                                                with those notes
     usage_read_guards()        usage/endpoints.get_usage      privacy: a range cutting an
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from allotment.contracts.amend import AmendmentEffect, AmendmentGuard
     from allotment.customers.service import DeleteGuard
-    from allotment.policy.service import PointerMoveHook
+    from allotment.policy.moves import PointerMoveHook
     from allotment.usage.reads import UsageReadGuard
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from allotment.db import session_scope
-from allotment.policy import service as policies
+from allotment.policy import moves
 from tests.factories.policies import create_policy, policy_document, published_policy
 from tests.policy_api.helpers import audit_records, pointer
 
@@ -62,13 +62,13 @@ async def test_a_publish_waits_for_the_one_holding_the_pointer(
 
     async def slow_publish() -> None:
         async with session_scope(maker) as session:
-            await policies.publish(session, version=a["version"], actor="test:first")
+            await moves.publish(session, version=a["version"], actor="test:first")
             first_holds.set()
             await release.wait()
 
     async def second_publish() -> None:
         async with session_scope(maker) as session:
-            await policies.publish(session, version=b["version"], actor="test:second")
+            await moves.publish(session, version=b["version"], actor="test:second")
 
     slow = asyncio.create_task(slow_publish())
     await first_holds.wait()

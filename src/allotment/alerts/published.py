@@ -3,7 +3,7 @@
 A policy pointer-move hook (wiring.pointer_move_hooks), run after the notes are written
 (releases/service.record) in the publish's transaction, so the event carries exactly the
 notes `GET /v1/policies/{v}/release-notes` answers. A rollback publishes nothing: its
-entitlement changes go out as entitlements.changed (policy/service.py).
+entitlement changes go out as entitlements.changed (policy/moves.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.alerts import service as alerts
 from allotment.policy import service as policies
-from allotment.policy.service import PointerMove
+from allotment.policy.moves import PointerMove
 from allotment.releases.service import notes_for
 
 

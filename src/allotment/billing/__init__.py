@@ -4,6 +4,7 @@ The modules:
 
     module        job
     pricing.py    the pure core: segments, seats, instances and meter totals → rounded lines
+    groups.py     the pure core's first step: segments merged into the groups it prices
     data.py       gathers a contract's segments, intervals and meter totals for a period
     service.py    previews, finance's list of them, CSV, reconciliation
     reconcile.py  what was enforced against what the contract allows

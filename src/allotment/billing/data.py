@@ -194,7 +194,7 @@ def _version_at(activations: list[Any], moment: datetime) -> int | None:
 
 
 def _priced(terms: Terms) -> tuple[Any, ...]:
-    """What of a revision's terms its invoice lines depend on (billing/pricing.py merges
+    """What of a revision's terms its invoice lines depend on (billing/groups.py merges
     segments whose prices, add-ons, kind, discount and seat terms are equal)."""
     return (
         terms.plan,

@@ -8,10 +8,11 @@ it held and used, to rounded lines (docs/billing.md). No I/O, no clock reads.
      └── meters(start, end, name)        → MeterTotal
     price(data) → Priced                 lines, subtotal, the policy versions priced
 
-Adjacent segments whose priced terms are equal are merged into one group first (`_groups`),
-so an amendment that changes nothing priced changes nothing on the invoice. Each group then
-gives these lines, in this order (fee fr. = the group's fraction of the month, by seconds, to
-its fee end: the month's end for the current month, where use is counted to date):
+Adjacent segments whose priced terms are equal are merged into one group first
+(billing/groups.py), so an amendment that changes nothing priced changes nothing on the
+invoice. Each group then gives these lines, in this order (fee fr. = the group's fraction of
+the month, by seconds, to its fee end: the month's end for the current month, where use is
+counted to date):
 
     code             quantity                   unit           unit_price      amount
     base             fee fraction               month          price.base      price × fee fr.
@@ -32,9 +33,10 @@ its fee end: the month's end for the current month, where use is counted to date
 Meter lines count the included units the group's add-ons give on top of the plan's.
 
 Under a yearly minimum (`price.minimum_period: year`) a segment is cut at its contract's
-anniversaries, so each group lies in one contract year; `minimum` is then that year's line
-(billing/commitments.py, `yearly_minimum_line`), from `data.committed_before` and the
-year's groups so far, and `Priced.committed` says what this period added to each year.
+anniversaries (billing/groups.py), so each group lies in one contract year; `minimum` is
+then that year's line (billing/commitments.py, `yearly_minimum_line`), from
+`data.committed_before` and the year's groups so far, and `Priced.committed` says what this
+period added to each year.
 
 A `contracted` seat basis gives `seats` on the bought quantity and `seats_overage` in its
 place; `price.instance_licence` gives `instance_licences` (and `instance_licences_overage`)
@@ -56,8 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -67,6 +67,7 @@ from allotment.billing.allowances import Drawn, draw
 from allotment.billing.annual import group_drafts
 from allotment.billing.commitments import YearToDate, commitment_lines
 from allotment.billing.drafts import Draft
+from allotment.billing.groups import Group, groups
 from allotment.billing.instance_kinds import kind_lines
 from allotment.billing.levels import json_units, level_terms
 from allotment.billing.measure import (
@@ -88,13 +89,11 @@ from allotment.billing.priced import (
     MeterTotal,
     Priced,
     PricingInput,
-    Segment,
 )
 from allotment.billing.tiers import meter_priced, seat_priced
 from allotment.contracts.terms import DISCOUNTED_KINDS
-from allotment.contracts.years import ContractYear, contract_year, pieces
 from allotment.kit.clock import isoformat
-from allotment.policy.catalog import MeterPrice, Price
+from allotment.policy.catalog import MeterPrice
 from allotment.policy.money import RATE_MAX_PLACES, format_amount
 
 # -- pricing ---------------------------------------------------------------------------------
@@ -110,7 +109,7 @@ def price(data: PricingInput) -> Priced:
     lines: list[Line] = []
     versions: set[int] = set()
     committed = {year: Fraction(amount) for year, amount in data.committed_before.items()}
-    for group in _groups(data):
+    for group in groups(data):
         lines.extend(_Pricer(data, group, committed).lines())
         versions.update(segment.policy_version for segment in group.segments)
     subtotal = sum((Fraction(line.amount) for line in lines), ZERO)
@@ -126,92 +125,11 @@ def price(data: PricingInput) -> Priced:
     )
 
 
-@dataclass(frozen=True)
-class _Group:
-    start: datetime
-    end: datetime
-    segments: tuple[Segment, ...]  # merged: equal priced terms, end to start
-    year: ContractYear | None = None  # a yearly minimum's plan: the contract year it lies in
-
-    @property
-    def terms(self) -> Segment:
-        return self.segments[0]
-
-
-def _priced_terms(segment: Segment) -> tuple[Any, ...]:
-    """What a segment's lines depend on besides time: equal terms price alike."""
-    prices: Price = segment.plan.price
-    bought = tuple(sorted((addon.name, addon.priced_terms) for addon in segment.addons))
-    return (
-        segment.plan.name,
-        prices,
-        bought,
-        segment.addon_quantities,
-        segment.kind,
-        segment.discount_percent,
-        segment.discount_reason,
-        segment.seat_limit,
-        segment.seat_model,
-        segment.contracted_seats,
-        segment.contracted_instances,
-    )
-
-
-def _by_year(segments: Sequence[Segment]) -> list[tuple[Segment, ContractYear | None]]:
-    """Each segment whose plan has a yearly minimum cut at its contract's anniversaries, so
-    each part lies in one contract year (its committed lines count toward that year's)."""
-    out: list[tuple[Segment, ContractYear | None]] = []
-    for segment in segments:
-        starts_at = segment.contract_start
-        if segment.plan.price.minimum_period != "year" or starts_at is None:
-            out.append((segment, None))
-            continue
-        parts = pieces(starts_at, segment.start, segment.end) or [
-            (contract_year(starts_at, segment.start), segment.start, segment.end)
-        ]
-        for index, (year, a, b) in enumerate(parts):
-            last = index == len(parts) - 1
-            fee_end = segment.fee_end if last else None
-            out.append((dataclasses.replace(segment, start=a, end=b, fee_end=fee_end), year))
-    return out
-
-
-def _groups(data: PricingInput) -> list[_Group]:
-    """The segments clipped to the period (empty ones dropped), adjacent ones with equal
-    priced terms (and contract year, under a yearly minimum) merged."""
-    groups: list[_Group] = []
-    previous_end: datetime | None = None
-    for segment, year in _by_year(data.segments):
-        if segment.end < segment.start:
-            raise ValueError(f"revision {segment.revision}'s segment ends before it starts")
-        if previous_end is not None and segment.start < previous_end:
-            raise ValueError(
-                f"revision {segment.revision}'s segment overlaps the one before it; "
-                "segments are ordered and non-overlapping"
-            )
-        previous_end = segment.end
-        start = max(segment.start, data.period_start)
-        end = min(segment.end, data.period_end)
-        if end <= start:
-            continue
-        last = groups[-1] if groups else None
-        if (
-            last is not None
-            and last.end == start
-            and last.year == year
-            and _priced_terms(last.terms) == _priced_terms(segment)
-        ):
-            groups[-1] = _Group(last.start, end, (*last.segments, segment), year)
-        else:
-            groups.append(_Group(start, end, (segment,), year))
-    return groups
-
-
 class _Pricer:
     """The lines of one group."""
 
     def __init__(
-        self, data: PricingInput, group: _Group, committed: dict[int, Fraction] | None = None
+        self, data: PricingInput, group: Group, committed: dict[int, Fraction] | None = None
     ) -> None:
         self.data = data
         self.group = group

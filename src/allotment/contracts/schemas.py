@@ -34,10 +34,10 @@ from allotment.contracts.terms import (
 )
 from allotment.customers.schemas import check_attributes
 from allotment.kit.clock import Instant
-from allotment.policy.document import NAME_PATTERN, AttributeValue, Currency, Name
 from allotment.policy.durations import Duration
 from allotment.policy.paths import format_path
 from allotment.policy.schemas import MAX_VERSION
+from allotment.policy.spec import NAME_PATTERN, AttributeValue, Currency, Name
 
 # Strict: a count written as "5" or 5.0 is a mistake to report, as the policy and the other
 # routes report it, not a value to convert.

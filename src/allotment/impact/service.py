@@ -21,7 +21,7 @@ Pinned contracts do not move on publish: they are not evaluated, only listed (`p
 `orphaned` names every live contract (in force or scheduled, unpinned) the version would
 orphan and what each would lose: `contracts.orphans.find_orphans`, the very computation that
 makes publish and rollback refuse the version (409) unless forced. It is not paginated
-(at most `policy.service.MAX_ORPHANS_LISTED`, with `summary.contracts_orphaned` the total).
+(at most `policy.moves.MAX_ORPHANS_LISTED`, with `summary.contracts_orphaned` the total).
 
 Customers are read with Core selects in keyset batches of `BATCH_SIZE` (two queries a
 batch), so memory stays flat however many there are, and evaluation yields to the event
@@ -62,7 +62,7 @@ from allotment.kit.clock import isoformat, utcnow
 from allotment.kit.pagination import decode_cursor, encode_cursor
 from allotment.policy.catalog import Catalog
 from allotment.policy.catalog_cache import load_catalog
-from allotment.policy.service import MAX_ORPHANS_LISTED
+from allotment.policy.moves import MAX_ORPHANS_LISTED
 
 __all__ = ["BATCH_SIZE", "CustomerImpact", "LimitChange", "dry_run", "impact"]
 

@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN
-from allotment.policy.document import NAME_PATTERN
+from allotment.policy.spec import NAME_PATTERN
 
 __all__ = [
     "MAX_ENVIRONMENT",

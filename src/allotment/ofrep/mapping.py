@@ -38,7 +38,7 @@ from allotment.check import evaluator
 from allotment.check.values import CheckRequest, Snapshot
 from allotment.kit.identifiers import MAX_FINGERPRINT, MAX_SUBJECT
 from allotment.policy.catalog import Catalog
-from allotment.policy.document import NAME_PATTERN
+from allotment.policy.spec import NAME_PATTERN
 
 FlagKind = Literal["feature", "limit", "remaining"]
 ErrorCode = Literal[

@@ -4,6 +4,8 @@ The pure core, no I/O:
 
     module          job
     document.py     the document's models; `PolicyDocument.model_json_schema()`
+    price_specs.py  the models of its price blocks (a plan's `price`, an add-on's prices)
+    spec.py         the base model and the field types they share (names, counts)
     validation.py   parse YAML/JSON, validate with a path for every error
     checks.py       whole-document checks: references, cycles, inheritance, tiers, CEL
     inheritance.py  `extends`: how a plan is merged onto its parent

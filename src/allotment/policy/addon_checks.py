@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeGuard
 
-from allotment.policy.document import NAME_PATTERN
 from allotment.policy.paths import Location
+from allotment.policy.spec import NAME_PATTERN
 
 Finding = tuple[Location, str]
 

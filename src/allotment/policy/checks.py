@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from allotment.policy import licensing
 from allotment.policy.addon_checks import check_priced_addons
 from allotment.policy.alert_checks import check_alerts
-from allotment.policy.document import FEATURE_ENTRY_PATTERN, NAME_PATTERN, PlanSpec
+from allotment.policy.document import PlanSpec
 from allotment.policy.graph import describe_cycle, find_cycles
 from allotment.policy.inheritance import ResolvedPlan, resolve_plans, split_entry
 from allotment.policy.meter_filter import filter_problems
@@ -55,6 +55,7 @@ from allotment.policy.paths import Location
 from allotment.policy.price_checks import check_written as check_written_price
 from allotment.policy.price_checks import price_gaps
 from allotment.policy.rules import RULE_VARIABLES, compile_condition, unknown_variables
+from allotment.policy.spec import FEATURE_ENTRY_PATTERN, NAME_PATTERN
 from allotment.policy.term_checks import check_addon_terms, check_plan_terms, resolved_terms
 
 Finding = tuple[Location, str]

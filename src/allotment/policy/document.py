@@ -6,7 +6,14 @@
      ├── meters:   {name: MeterSpec}
      ├── plans:    {name: PlanSpec}    seats, instances, limits, price (partial when `extends`)
      ├── addons:   {name: AddonSpec}
-     └── rules:    [RuleSpec]          CEL conditions on a feature
+     ├── rules:    [RuleSpec]          CEL conditions on a feature
+     └── alerts:   AlertsSpec          usage thresholds, surges, trial and renewal notices
+    fill_empty_entries(raw)            `name:` with nothing after it is the entry `name: {}`
+    canonical_form(document)           → plain JSON values: what is stored and digested
+
+The price blocks (a plan's `price` and `price_lists`, an add-on's per-seat, per-instance and
+per-unit prices) are modelled in price_specs.py; the base model and the field types every
+model shares (names, counts, attribute values) in spec.py.
 
 These models check what one value can say about itself: unknown keys, types, name syntax,
 durations, amounts. What needs the whole document — references, cycles, inheritance, CEL —
@@ -22,85 +29,28 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    StringConstraints,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from allotment.policy.durations import Duration
-from allotment.policy.money import (
-    CURRENCY_PATTERN,
-    ListCurrency,
-    Money,
-    Percentage,
-    PriceListsGuard,
-    Rate,
+from allotment.policy.money import ListCurrency, Money, Percentage, PriceListsGuard
+from allotment.policy.price_specs import (
+    AddonInstancePriceSpec,
+    AddonSeatPriceSpec,
+    AddonUnitPriceSpec,
+    Interval,
+    PriceSpec,
 )
 from allotment.policy.quantities import Multiplier, Percentile, SurgeFactor, Units
-
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-FEATURE_ENTRY_PATTERN = r"^[+-]?[a-z][a-z0-9_]{0,62}$"
-
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-"""A feature, meter, plan, add-on, kind or attribute name: a lowercase identifier."""
-
-FeatureEntry = Annotated[str, StringConstraints(pattern=FEATURE_ENTRY_PATTERN)]
-"""A plan's feature entry: `name`, or `+name` / `-name` in a plan that extends another."""
-
-Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
-BoughtQuantity = Literal["seats", "instances"]  # a contract's `quantities` key
-# Bounds. Counts the service stores and enforces (seats, kind weights, meter limits) go as
-# far as a contract's own terms may (contracts/schemas.py `Count`); pricing volumes as far
-# as any invoice line can. Unbounded, a 10^20 published and then failed every assignment,
-# check or invoice on the plan: database integers, the JSON encoder's 64 bits.
-MAX_COUNT = 1_000_000_000
-MAX_VOLUME = 10**15
-NonNegative = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Positive = Annotated[int, Field(gt=0, le=MAX_COUNT)]
-Volume = Annotated[int, Field(ge=0, le=MAX_VOLUME)]
-
-
-def _attribute_value(value: Any) -> str | int | bool:
-    # One validator rather than a union, so an error points at the attribute itself and
-    # not at a union member.
-    if isinstance(value, str | int | bool):
-        return value
-    raise PydanticCustomError(
-        "attribute",
-        "an attribute is a string, an integer or a boolean (got {kind})",
-        {"kind": type(value).__name__},
-    )
-
-
-AttributeValue = Annotated[
-    str | int | bool,
-    PlainValidator(_attribute_value),
-    WithJsonSchema({"type": ["string", "integer", "boolean"]}),
-]
-
-
-class Spec(BaseModel):
-    """Base of every document model: unknown keys are errors, types are taken as written."""
-
-    # strict: YAML and JSON already carry types, so "10" where a count belongs is a mistake
-    # to report, not a string to convert.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_not_written(cls, value: Any) -> Any:
-        # `features:` left empty in YAML is a null; everywhere, a null means "not written"
-        # (the default applies, a required key is missing), as the canonical form drops it.
-        if isinstance(value, dict):
-            return {key: item for key, item in value.items() if item is not None}
-        return value
+from allotment.policy.spec import (
+    AttributeValue,
+    BoughtQuantity,
+    Currency,
+    FeatureEntry,
+    Name,
+    NonNegative,
+    Positive,
+    Spec,
+)
 
 
 class FeatureSpec(Spec):
@@ -197,173 +147,6 @@ class LimitSpec(Spec):
     enforcement: Literal["hard", "soft"] | None = Field(default=None, description="Default hard.")
 
 
-class TierSpec(Spec):
-    up_to: Annotated[int, Field(gt=0, le=MAX_VOLUME)] | None = Field(
-        default=None, description="The total count this tier prices up to; omitted: no bound."
-    )
-    unit: Rate
-    flat: Money | None = Field(
-        default=None,
-        description="Charged once when the tier is reached: graduated, every tier reached; "
-        "volume, the tier the total reaches.",
-    )
-
-
-TierModeSpec = Literal["graduated", "volume"]
-UsageBasis = Literal["peak", "average", "end"]
-Interval = Literal["month", "year"]
-
-
-class SeatPriceSpec(Spec):
-    unit: Money | None = Field(default=None, description="Price per seat above `included`.")
-    tiers: list[TierSpec] | None = Field(
-        default=None, min_length=1, description="Seat tiers instead of `unit` (one or the other)."
-    )
-    mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
-    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
-        default=None,
-        description="Default peak; contracted: the contract's `quantities.seats` "
-        "(docs/billing.md).",
-    )
-    included: NonNegative | None = Field(default=None, description="Seats in the base fee.")
-    overage: UsageBasis | None = Field(
-        default=None,
-        description="basis contracted only: how use above the contracted seats is measured "
-        "(default peak).",
-    )
-    overage_unit: Money | None = Field(
-        default=None,
-        description="basis contracted only: the price of a seat over the contracted ones "
-        "(default `unit`).",
-    )
-
-
-class InstanceLicencePriceSpec(Spec):
-    unit: Money | None = Field(default=None, description="Per instance licence and month.")
-    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
-        default=None,
-        description="Default peak (of live instances); contracted: the contract's "
-        "`quantities.instances`.",
-    )
-    overage: UsageBasis | None = Field(
-        default=None, description="basis contracted only: how use above it is measured."
-    )
-    overage_unit: Money | None = Field(
-        default=None, description="basis contracted only: default `unit`."
-    )
-
-
-class PackageSpec(Spec):
-    size: Annotated[int, Field(gt=0, le=MAX_VOLUME)] = Field(description="Units per package.")
-    price: Money = Field(description="Per package started.")
-
-
-class MeterPriceSpec(Spec):
-    included: Units | None = Field(
-        default=None, description='Free units (default 0): an integer, or a decimal as "0.5".'
-    )
-    tiers: list[TierSpec] | None = Field(default=None, min_length=1)
-    mode: TierModeSpec | None = Field(default=None, description="Of `tiers`; default graduated.")
-    package: PackageSpec | None = Field(
-        default=None, description="Per started package of units, instead of `tiers`."
-    )
-    period: Interval | None = Field(
-        default=None,
-        description="Default month; year: `included` and the tiers count over the contract "
-        "year, billed month by month as the year's use crosses them.",
-    )
-
-
-class AllowanceDrawSpec(Spec):
-    meter: Name = Field(description="A meter the plan prices monthly (price.meters).")
-    rate: Multiplier | None = Field(
-        default=None, description="Allowance units one unit of the meter uses (default 1)."
-    )
-
-
-class AllowanceSpec(Spec):
-    included: Units = Field(description="Allowance units a month, shared by the meters.")
-    draw: list[AllowanceDrawSpec] = Field(
-        min_length=1, description="The meters that draw on it, in the order they draw."
-    )
-
-
-class InstancePriceSpec(Spec):
-    kinds: dict[Name, Rate] | None = Field(
-        default=None,
-        description="Kind → price per lease-hour, unweighted; kinds not named: instance_hour.",
-    )
-
-
-# A line code (`burst`, `meter:api_calls`) or a prefix of codes ending in `*` (`meter:*`).
-CREDIT_LINE_PATTERN = r"^[a-z][a-z_]*(:([a-z][a-z0-9_]{0,62}|\*)?)?\*?$"
-CreditLine = Annotated[str, StringConstraints(pattern=CREDIT_LINE_PATTERN, max_length=80)]
-
-
-class CreditsSpec(Spec):
-    monthly: Money | None = Field(
-        default=None, description="Credits granted at the start of each month on the plan."
-    )
-    rollover: Annotated[int, Field(ge=0, le=120)] | None = Field(
-        default=None,
-        description="Months a monthly grant stays valid after its own (default 0).",
-    )
-    applies_to: list[CreditLine] | None = Field(
-        default=None,
-        min_length=1,
-        description="The lines the wallet pays: codes, or prefixes ending in `*`. Default: "
-        "meter:*, instances, instances:*, burst.",
-    )
-    enforce: bool | None = Field(
-        default=None,
-        description="Deny metered features whose line the wallet pays once it is empty "
-        "(credits_exhausted). Default false.",
-    )
-
-
-class PriceSpec(Spec):
-    base: Money | None = Field(default=None, description="Monthly fee, prorated by active days.")
-    seat: SeatPriceSpec | None = None
-    burst_seat_day: Money | None = Field(default=None, description="Per seat-day over the limit.")
-    instance_hour: Rate | None = Field(
-        default=None, description="Per lease-hour and unit of kind weight."
-    )
-    instance_licence: InstanceLicencePriceSpec | None = Field(
-        default=None, description="A per-instance licence fee per month (docs/billing.md)."
-    )
-    meters: dict[Name, MeterPriceSpec] | None = None
-    allowances: dict[Name, AllowanceSpec] | None = Field(
-        default=None,
-        description="Name → included units shared by several meters, each drawing at its rate, "
-        "in order (docs/billing.md).",
-    )
-    instances: InstancePriceSpec | None = None
-    minimum: Money | None = Field(
-        default=None, description="Least billed per month (prorated), as a `minimum` line."
-    )
-    minimum_period: Interval | None = Field(
-        default=None,
-        description="Of `minimum`: month (default), or year: the least billed per contract "
-        "year, trued up in the month the year (or the contract) ends.",
-    )
-    one_time: dict[Name, Money] | None = Field(
-        default=None, description="Name → fee, charged once when the contract starts on the plan."
-    )
-    one_time_per: dict[Name, BoughtQuantity] | None = Field(
-        default=None,
-        description="One-time fee name → seats or instances: the fee is charged once per unit "
-        "of the contract's quantities.seats or quantities.instances.",
-    )
-    interval: Interval | None = Field(
-        default=None,
-        description="Of `base`: month (default), or year: a year's fee, charged in full once "
-        "per contract year.",
-    )
-    credits: CreditsSpec | None = Field(
-        default=None, description="Prepaid credits: a monthly grant, what the wallet pays."
-    )
-
-
 class PlanSpec(Spec):
     extends: Name | None = Field(default=None, description="The plan this one starts from.")
     attributes: dict[Name, AttributeValue] | None = None
@@ -393,29 +176,6 @@ class PlanSpec(Spec):
 
 
 MAX_GRACE = timedelta(days=30)
-
-
-class AddonSeatPriceSpec(Spec):
-    unit: Money = Field(description="Per seat a month, prorated like the plan's seats line.")
-    basis: Literal["peak", "average", "end", "contracted"] | None = Field(
-        default=None,
-        description="Default: the plan's seat basis, else peak; contracted: the seats bought, "
-        "or the peak held when more.",
-    )
-
-
-class AddonInstancePriceSpec(Spec):
-    unit: Money = Field(description="Per live instance a month, prorated like a fee.")
-    basis: Literal["peak", "average", "end", "contracted", "p95", "p99"] | None = Field(
-        default=None,
-        description="Default peak; contracted: the instance licences bought, or the peak "
-        "held when more; p95, p99: that percentile of the hourly peaks of live instances.",
-    )
-
-
-class AddonUnitPriceSpec(Spec):
-    meter: Name = Field(description="The meter whose units it prices (one no plan prices).")
-    unit: Rate
 
 
 class AddonRaisesSpec(Spec):

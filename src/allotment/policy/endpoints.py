@@ -12,7 +12,7 @@ from allotment.deps import SessionDep, SettingsDep, require
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
-from allotment.policy import approvals
+from allotment.policy import approvals, moves
 from allotment.policy import service as policies
 from allotment.policy.document import PolicyDocument
 from allotment.policy.schemas import (
@@ -198,7 +198,7 @@ async def rollback_policy(
     force: Force = False,
 ) -> Response:
     """Make an earlier published version active again."""
-    row = await policies.rollback(
+    row = await moves.rollback(
         session,
         to_version=body.to_version,
         actor=principal.actor,
@@ -229,7 +229,7 @@ async def publish_policy(
     (409) when live contracts would be orphaned, unless `force=true`, and, when sign-off is
     required, without another admin key's approval (409, or 403 for self-approval). The
     version already active is refused (409 policy-already-active), as rollback refuses it."""
-    row = await policies.publish(
+    row = await moves.publish(
         session,
         version=version,
         actor=principal.actor,

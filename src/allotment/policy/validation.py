@@ -29,16 +29,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from allotment.policy.checks import check_document, level_meters
-from allotment.policy.document import (
-    FEATURE_ENTRY_PATTERN,
-    NAME_PATTERN,
-    PolicyDocument,
-    fill_empty_entries,
-)
+from allotment.policy.document import PolicyDocument, fill_empty_entries
 from allotment.policy.money import CURRENCY_PATTERN, minor_digits
 from allotment.policy.paths import ROOT, Location, format_path
 from allotment.policy.rule_fields import field_errors
 from allotment.policy.rules import compile_condition, unknown_variables
+from allotment.policy.spec import FEATURE_ENTRY_PATTERN, NAME_PATTERN
 
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 JSON_MEDIA_TYPES = frozenset({"application/json", "text/json"})

@@ -23,7 +23,7 @@ from allotment.impact.service import dry_run
 from allotment.kit.clock import isoformat
 from allotment.kit.pagination import Page, paginate
 from allotment.policy import service as policies
-from allotment.policy.service import PointerMove
+from allotment.policy.moves import PointerMove
 from allotment.releases.models import ReleaseNote
 from allotment.releases.notes import changes, impact_of
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.kit.identifiers import TenantKey
-from allotment.policy.document import Name
+from allotment.policy.spec import Name
 from allotment.tenants.quotas import Quotas
 
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]

@@ -5,7 +5,7 @@
     allotment.session.opened|closed|expired          seats/sessions.py, seats/tasks.py
     allotment.instance.registered|deregistered|expired  instances/service.py, …/tasks.py
     allotment.contract.created|amended|terminated    contracts/service.py (record)
-    allotment.policy.published|rolled_back           policy/service.py (the pointer move)
+    allotment.policy.published|rolled_back           policy/moves.py (the pointer move)
     allotment.artifact.issued                        artifacts/service.py (a signed artifact)
 
 Source `allotment`; `subject` is the customer's key (none for policy events); `data` holds the
