@@ -49,5 +49,5 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_attempts_in_flight", table_name="webhook_attempts")
     op.execute("DELETE FROM webhook_attempts WHERE duration_ms IS NULL")
     op.alter_column("webhook_attempts", "duration_ms", nullable=False)
-    op.drop_constraint("ck_webhook_attempts_outcome", "webhook_attempts", type_="check")
+    op.drop_constraint(op.f("ck_webhook_attempts_outcome"), "webhook_attempts", type_="check")
     op.drop_column("webhook_attempts", "outcome")

@@ -206,6 +206,8 @@ async def test_a_message_no_notify_announced_is_swept_up(
     slow = workers.start(webhooks_poll_s=60.0)
     (heard,) = await _emit(hooks_app)
     await until(lambda: heard in receiver.ids(), what="the notified message")
+    await until(lambda: _delivered(hooks_app, 1), what="recorded as delivered")
+    await asyncio.sleep(0.5)  # a finished delivery wakes the loop once more: let it sleep
     unheard = await _emit_silently(hooks_app, endpoint)
     await asyncio.sleep(2.0)
     assert unheard not in receiver.ids()  # nothing but the poll would send it
