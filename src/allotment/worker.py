@@ -2,8 +2,10 @@
 
     reap_sessions / reap_instances   end lapsed leases at their expiry, in batches
     purge_expired                    drop idempotency keys past their TTL
-    webhooks                         drop settled webhook messages past their retention
-                                     (the delivery loop itself runs beside this, cli.py)
+    webhooks                         drop settled webhook messages past their retention,
+                                     close attempts a dead worker left open, drop previous
+                                     secrets past their overlap (webhooks/sweep.py; the
+                                     delivery loop itself runs beside this, cli.py)
     portal purge                     drop ended or expired portal sessions and links
     partitions                       this month's and the next two months' usage partitions
     retention                        the decision log and raw usage events past their
@@ -32,7 +34,7 @@ from allotment.portal import tasks as portal
 from allotment.privacy import retention
 from allotment.seats.tasks import reap_sessions
 from allotment.usage import partitions
-from allotment.webhooks import outbox
+from allotment.webhooks import outbox, sweep
 
 BATCH = 500
 PARTITIONS_AHEAD = 2
@@ -55,6 +57,8 @@ async def run_once(
         "partitions_created": 0,
         "alerts_fired": 0,
         "webhook_messages_purged": 0,
+        "webhook_attempts_interrupted": 0,
+        "webhook_secrets_expired": 0,
         "portal_rows_purged": 0,
     }
     engine = maker.kw["bind"]
@@ -80,6 +84,16 @@ async def run_once(
         done["webhook_messages_purged"] += purged
         if purged < BATCH:
             break
+    for name, tidy in (
+        ("webhook_attempts_interrupted", sweep.close_interrupted),
+        ("webhook_secrets_expired", sweep.expire_previous_secrets),
+    ):
+        while True:
+            async with session_scope(maker) as session:
+                tidied = await tidy(session, now=now or utcnow(), batch=BATCH)
+            done[name] += tidied
+            if tidied < BATCH:
+                break
     async with session_scope(maker) as session:
         done["portal_rows_purged"] = await portal.purge(session, now=now or utcnow())
     return done

@@ -1,9 +1,12 @@
 """Faults, with `allotment worker` as real processes and a real receiver: errors, outages,
-a killed worker, two workers sharing the queue, a 410, a rolled-back change. Every
-delivery is verified with the `standardwebhooks` package."""
+a killed worker (and its attempt in the log), two workers sharing the queue, a 410, a
+rolled-back change, a message no NOTIFY announced. Every delivery is verified with the
+`standardwebhooks` package."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -11,8 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from allotment.db import session_scope
+from allotment.kit import clock
+from allotment.kit.ids import new_id
 from allotment.webhooks import catalog, outbox
-from allotment.webhooks.models import WebhookAttempt, WebhookDelivery
+from allotment.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookMessage
 from tests.webhooks.conftest import Workers, until
 from tests.webhooks.receiver import Receiver
 
@@ -33,9 +38,46 @@ async def _emit(app: Any, count: int = 1, **data: Any) -> list[str]:
         ]
 
 
-async def _attempts(app: Any) -> int:
+async def _emit_silently(app: Any, endpoint_id: str) -> str:
+    """A message and its delivery written as `emit` writes them, but with no NOTIFY: what a
+    worker sees when the notification was lost (its connection dropped at the commit)."""
+    now = clock.utcnow()
+    message_id = new_id("msg")
     async with session_scope(app.state.sessionmaker) as session:
-        return int(await session.scalar(select(func.count()).select_from(WebhookAttempt)) or 0)
+        session.add(
+            WebhookMessage(
+                id=message_id,
+                event_type=catalog.USAGE_THRESHOLD_REACHED,
+                body=outbox.body(catalog.USAGE_THRESHOLD_REACHED, {"silent": True}, at=now),
+                created_at=now,
+            )
+        )
+        await session.flush()
+        session.add(
+            WebhookDelivery(
+                id=f"whd_{message_id[4:]}_{endpoint_id[3:]}",
+                message_id=message_id,
+                endpoint_id=endpoint_id,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return message_id
+
+
+async def _attempts(app: Any) -> int:
+    """Attempts that got their answer (or none): not those still in flight."""
+    async with session_scope(app.state.sessionmaker) as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(WebhookAttempt)
+                .where(WebhookAttempt.outcome != "in_flight")
+            )
+            or 0
+        )
 
 
 async def _states(app: Any) -> dict[str, int]:
@@ -126,16 +168,59 @@ async def _delivered(app: Any, count: int) -> bool:
 async def test_a_worker_killed_mid_delivery_is_followed_by_a_delivery_after_restart(
     api, hooks_app, receiver, workers: Workers
 ) -> None:
-    await _endpoint(api, receiver)
+    endpoint = await _endpoint(api, receiver)
     receiver.hold_s = 1.5  # below the 3 s timeout: the worker is still waiting when killed
     doomed = workers.start()
     (message,) = await _emit(hooks_app)
     await until(lambda: receiver.ids() == [message], what="the first attempt in flight")
+    (delivery,) = (await api.get(f"{BASE}/{endpoint}/deliveries")).json()["items"]
+    assert [a["outcome"] for a in delivery["attempt_log"]] == ["in_flight"]
     workers.kill(doomed)
     receiver.hold_s = 0.0
     workers.start()  # its claim waits for the killed worker's lease to lapse
     await until(lambda: receiver.ids() == [message, message], what="sent again after restart")
     await until(lambda: _delivered(hooks_app, 1), what="recorded as delivered")
+    assert _all_verified(receiver)
+
+    # The log holds both attempts: the cut one, closed as interrupted by the claim that took
+    # the delivery over, then the one that was answered; one message, one webhook-id.
+    (delivery,) = (await api.get(f"{BASE}/{endpoint}/deliveries")).json()["items"]
+    assert delivery["message_id"] == message and delivery["attempts"] == 2
+    cut, answered = delivery["attempt_log"]
+    assert cut["outcome"] == "interrupted" and cut["status"] is None
+    assert cut["duration_ms"] is None and cut["error"].startswith("interrupted")
+    assert answered["outcome"] == "delivered" and answered["status"] == 200
+    assert answered["duration_ms"] >= 0 and answered["error"] is None
+    assert datetime.fromisoformat(cut["attempted_at"]) < datetime.fromisoformat(
+        answered["attempted_at"]
+    )
+
+
+async def test_a_message_no_notify_announced_is_swept_up(
+    api, hooks_app, receiver, workers: Workers
+) -> None:
+    """Delivery is woken by NOTIFY at commit; a message whose notification was lost still
+    goes out, found by the loop's poll (ALLOTMENT_WEBHOOKS_POLL_S)."""
+    endpoint = await _endpoint(api, receiver)
+    # A worker that polls once a minute: the notified message at once, the silent one not.
+    slow = workers.start(webhooks_poll_s=60.0)
+    (heard,) = await _emit(hooks_app)
+    await until(lambda: heard in receiver.ids(), what="the notified message")
+    await until(lambda: _delivered(hooks_app, 1), what="recorded as delivered")
+    await asyncio.sleep(0.5)  # a finished delivery wakes the loop once more: let it sleep
+    unheard = await _emit_silently(hooks_app, endpoint)
+    await asyncio.sleep(2.0)
+    assert unheard not in receiver.ids()  # nothing but the poll would send it
+    workers.kill(slow)
+
+    # Written while no worker runs: sent once one starts.
+    workers.start(webhooks_poll_s=0.5)
+    await until(lambda: unheard in receiver.ids(), what="the message written while down")
+    # With the worker up and listening, a message no NOTIFY announces goes out at the poll.
+    silent = await _emit_silently(hooks_app, endpoint)
+    await until(lambda: silent in receiver.ids(), within=5, what="the silent message, swept")
+    await until(lambda: _delivered(hooks_app, 3), what="all recorded as delivered")
+    assert sorted(receiver.ids()) == sorted([heard, unheard, silent])
     assert _all_verified(receiver)
 
 

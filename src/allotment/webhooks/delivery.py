@@ -4,14 +4,19 @@
     DeliveryLoop(…).drain()                                    what is due now, then return
 
 A pass claims due deliveries in one statement: `FOR UPDATE SKIP LOCKED` picks rows no other
-worker is claiming, and the claim writes a lease (`lease_until`, `lease_owner`) and commits
-before anything is sent. So any number of workers share the queue, each delivery is sent by
-one at a time (the lease outlasts the attempt's timeout), and a worker killed mid-send
-leaves a lease that lapses, after which the delivery is claimed again: at least once. The
-attempt is recorded only by the lease holder (`lease_owner` and `attempts` as claimed).
+worker is claiming, and the claim writes a lease (`lease_until`, `lease_owner`) and the
+attempt, open (`in_flight`), and commits before anything is sent. So any number of workers
+share the queue, each delivery is sent by one at a time (the lease outlasts the attempt's
+timeout), and a worker killed mid-send leaves a lease that lapses, after which the delivery
+is claimed again: at least once. That claim closes the attempt the dead worker left open as
+`interrupted` (webhooks/sweep.py closes those no claim comes for). The delivery's outcome is
+recorded only by the lease holder (`lease_owner` and `attempts` as claimed).
 
 The loop sleeps until PostgreSQL notifies it (outbox.emit's NOTIFY, sent at commit), a sent
-delivery frees a slot, or `webhooks_poll_s` passes (retries falling due, missed notifies).
+delivery frees a slot, or `webhooks_poll_s` passes. Every wake claims whatever is due,
+notified or not, so the poll is also the reconciliation sweep: retries falling due, leases
+lapsed, and messages whose NOTIFY no loop heard (none listening at the commit, a dropped
+connection) go out within `webhooks_poll_s` (docs/webhooks.md, "Delivery").
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from allotment.config import Settings
 from allotment.db import libpq_url, session_scope
 from allotment.kit.clock import utcnow
 from allotment.kit.ids import ulid
-from allotment.webhooks import metrics, outbox, schedule, signature, targets
+from allotment.webhooks import metrics, outbox, schedule, signature, sweep, targets
 from allotment.webhooks.service import secrets_sealer
 
 log = structlog.get_logger("allotment.webhooks")
@@ -45,33 +50,54 @@ USER_AGENT = "Allotment-Webhooks/1"
 # a moment, and another worker must not claim the delivery meanwhile.
 LEASE_OVER_TIMEOUT = 1.5
 
+# The claim also opens each delivery's attempt (`in_flight`, so a worker killed before it
+# records the answer still leaves the attempt in the log) and closes as `interrupted` the
+# attempt a dead worker left open on it. All data-modifying parts run, read or not.
 _CLAIM = text(
     """
-    UPDATE webhook_deliveries d
-    SET lease_until = :lease_until, lease_owner = :owner, attempts = d.attempts + 1
-    FROM (
-        SELECT due.id FROM webhook_deliveries due
-        JOIN webhook_endpoints target ON target.id = due.endpoint_id
-        WHERE due.state = 'pending' AND due.next_attempt_at <= :due_by
-          AND (due.lease_until IS NULL OR due.lease_until <= :now)
-          AND target.enabled AND (target.slowed_until IS NULL OR target.slowed_until <= :now)
-        ORDER BY due.next_attempt_at
-        LIMIT :limit
-        FOR UPDATE OF due SKIP LOCKED
-    ) AS claimed, webhook_messages m, webhook_endpoints e
-    WHERE d.id = claimed.id AND m.id = d.message_id AND e.id = d.endpoint_id
-    RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, d.created_at, d.retried_at,
-              m.created_at AS message_at, m.body, e.url, e.secret_sealed,
-              e.previous_secret_sealed, e.previous_secret_until
+    WITH claimed AS (
+        UPDATE webhook_deliveries d
+        SET lease_until = :lease_until, lease_owner = :owner, attempts = d.attempts + 1
+        FROM (
+            SELECT due.id FROM webhook_deliveries due
+            JOIN webhook_endpoints target ON target.id = due.endpoint_id
+            WHERE due.state = 'pending' AND due.next_attempt_at <= :due_by
+              AND (due.lease_until IS NULL OR due.lease_until <= :now)
+              AND target.enabled AND (target.slowed_until IS NULL OR target.slowed_until <= :now)
+            ORDER BY due.next_attempt_at
+            LIMIT :limit
+            FOR UPDATE OF due SKIP LOCKED
+        ) AS claimed, webhook_messages m, webhook_endpoints e
+        WHERE d.id = claimed.id AND m.id = d.message_id AND e.id = d.endpoint_id
+        RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, d.created_at, d.retried_at,
+                  m.created_at AS message_at, m.body, e.url, e.secret_sealed,
+                  e.previous_secret_sealed, e.previous_secret_until
+    ), interrupted AS (
+        UPDATE webhook_attempts a SET outcome = 'interrupted', error = :interrupted
+        FROM claimed WHERE a.delivery_id = claimed.id AND a.outcome = 'in_flight'
+        RETURNING a.delivery_id
+    ), started AS (
+        INSERT INTO webhook_attempts (delivery_id, attempted_at, outcome)
+        SELECT claimed.id, :now, 'in_flight' FROM claimed
+        RETURNING id, delivery_id
+    )
+    SELECT claimed.*, started.id AS attempt_id,
+           (SELECT count(*) FROM interrupted WHERE interrupted.delivery_id = claimed.id)
+               AS interrupted
+    FROM claimed JOIN started ON started.delivery_id = claimed.id
     """
 )
 # The delivery, locked while its attempt is recorded: gone when its endpoint was deleted
 # meanwhile (the cascade waits for this lock otherwise).
 _HELD = text("SELECT id FROM webhook_deliveries WHERE id = :id FOR UPDATE")
-_ATTEMPT = text(
+# Closed with what it got, whoever closed it meanwhile: an attempt marked interrupted by a
+# worker that took over a lapsed lease did get an answer after all.
+_CLOSE = text(
     """
-    INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, status, error)
-    VALUES (:id, :at, :duration_ms, :status, :error)
+    UPDATE webhook_attempts
+    SET outcome = :outcome, attempted_at = :at, duration_ms = :duration_ms, status = :status,
+        error = :error
+    WHERE id = :attempt_id
     """
 )
 _SETTLE = text(
@@ -111,6 +137,8 @@ class Claimed:
     secret_sealed: bytes
     previous_secret_sealed: bytes | None
     previous_secret_until: datetime | None
+    attempt_id: int  # the attempt opened by the claim (`in_flight`)
+    interrupted: int  # open attempts of an earlier claim this one closed as `interrupted`
 
 
 @dataclass(frozen=True)
@@ -165,9 +193,15 @@ class DeliveryLoop:
                     "lease_until": now + timedelta(seconds=self.lease_s),
                     "owner": self.owner,
                     "limit": limit,
+                    "interrupted": sweep.INTERRUPTED,
                 },
             )
-            return [Claimed(**row._mapping) for row in rows]
+            claimed = [Claimed(**row._mapping) for row in rows]
+        for item in claimed:
+            if item.interrupted:
+                log.info("webhook_attempt_interrupted", delivery=item.id, closed=item.interrupted)
+                metrics.ATTEMPTS.labels(outcome="interrupted").inc(item.interrupted)
+        return claimed
 
     async def send(self, item: Claimed) -> Answer:
         at = utcnow()
@@ -235,9 +269,10 @@ class DeliveryLoop:
                 log.info("webhook_settle_skipped", delivery=item.id, reason="endpoint deleted")
                 return "deleted"
             await session.execute(
-                _ATTEMPT,
+                _CLOSE,
                 {
-                    "id": item.id,
+                    "attempt_id": item.attempt_id,
+                    "outcome": "delivered" if delivered else "failed",
                     "at": answer.at,
                     "duration_ms": answer.duration_ms,
                     "status": answer.status,

@@ -1,7 +1,9 @@
 """Webhook metrics (docs/webhooks.md, "Metrics").
 
 Counted by the worker that sends (`allotment worker --metrics-port`):
-    allotment_webhook_attempts_total{outcome}   delivered, retried, given_up, gone, refused
+    allotment_webhook_attempts_total{outcome}   delivered, retried, given_up, gone, refused;
+                                                interrupted: counted by the worker whose
+                                                claim closed an attempt a dead one left open
     allotment_webhook_delivery_seconds          message written → receiver answered 2xx
 Read from the database when the API's /metrics is scraped (any process can answer them):
     allotment_webhook_deliveries{state}         deliveries by state (pending, delivered, failed)
@@ -22,7 +24,8 @@ log = structlog.get_logger("allotment.webhooks")
 
 ATTEMPTS = Counter(
     "allotment_webhook_attempts_total",
-    "Webhook delivery attempts by outcome (delivered, retried, given_up, gone, refused)",
+    "Webhook delivery attempts by outcome (delivered, retried, given_up, gone, refused, "
+    "interrupted)",
     ["outcome"],
 )
 DELIVERY_SECONDS = Histogram(

@@ -11,7 +11,9 @@ webhook_deliveries  id whd_<ulid>: one message to one endpoint; state pending â†
                     delivered | failed (gave up) | disabled (endpoint turned off);
                     `next_attempt_at` when it is due, `lease_until`/`lease_owner` while
                     a worker sends it
-webhook_attempts    one row per try: when, how long, the status or the error
+webhook_attempts    one row per try, written when it starts (`in_flight`) and closed with
+                    its outcome: `delivered`, `failed`, or `interrupted` (the worker died
+                    before recording an answer); when, how long, the status or the error
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from allotment.db import Base
 
 TZ = DateTime(timezone=True)
 DELIVERY_STATES = ("pending", "delivered", "failed")
+ATTEMPT_OUTCOMES = ("in_flight", "delivered", "failed", "interrupted")
 
 
 class WebhookEndpoint(Base):
@@ -102,13 +105,24 @@ class WebhookDelivery(Base):
 
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
-    __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('in_flight', 'delivered', 'failed', 'interrupted')", name="outcome"
+        ),
+        Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),
+        Index(
+            "ix_webhook_attempts_in_flight",
+            "delivery_id",
+            postgresql_where=text("outcome = 'in_flight'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     delivery_id: Mapped[str] = mapped_column(
         Text, ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
     )
     attempted_at: Mapped[datetime] = mapped_column(TZ)
-    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -43,8 +43,8 @@ class WebhookEndpointRead(BaseModel):
     enabled: bool
     disabled_reason: str | None
     previous_secret_expires_at: datetime | None = Field(
-        description="While set and in the future, deliveries are signed with the previous "
-        "secret as well as the current one."
+        description="Until then deliveries are signed with the previous secret as well as "
+        "the current one; null when there is none, or its overlap has passed."
     )
     slowed_until: datetime | None
     created_at: datetime
@@ -69,9 +69,17 @@ class WebhookTestSent(BaseModel):
 
 
 class WebhookAttemptRead(BaseModel):
-    attempted_at: datetime
+    attempted_at: datetime = Field(description="When the attempt started.")
+    outcome: Literal["in_flight", "delivered", "failed", "interrupted"] = Field(
+        description="`in_flight` while it is being sent; `delivered` (a 2xx), `failed` (any "
+        "other answer, or none: see `error`), or `interrupted`: the worker sending it stopped "
+        "before recording an answer (the receiver may have had it), and another worker took "
+        "the delivery over."
+    )
     status: int | None = Field(description="The HTTP status answered; null when none was.")
-    duration_ms: int
+    duration_ms: int | None = Field(
+        description="How long the exchange took; null while in flight and when interrupted."
+    )
     error: str | None
 
 

@@ -51,6 +51,12 @@ def secrets_sealer(settings: Settings) -> Sealer:
 
 
 def read(row: WebhookEndpoint) -> WebhookEndpointRead:
+    """The endpoint as the API shows it. A previous secret past its overlap no longer signs,
+    so its expiry is not shown, whether or not the worker's pass dropped it yet
+    (webhooks/sweep.py)."""
+    previous_until = row.previous_secret_until
+    if previous_until is not None and previous_until <= utcnow():
+        previous_until = None
     return WebhookEndpointRead(
         id=row.id,
         url=row.url,
@@ -58,7 +64,7 @@ def read(row: WebhookEndpoint) -> WebhookEndpointRead:
         event_types=row.event_types,
         enabled=row.enabled,
         disabled_reason=row.disabled_reason,
-        previous_secret_expires_at=row.previous_secret_until,
+        previous_secret_expires_at=previous_until,
         slowed_until=row.slowed_until,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -290,6 +296,7 @@ def _delivery_read(
         attempt_log=[
             WebhookAttemptRead(
                 attempted_at=a.attempted_at,
+                outcome=a.outcome,  # type: ignore[arg-type]
                 status=a.status,
                 duration_ms=a.duration_ms,
                 error=a.error,
