@@ -24,11 +24,14 @@ from allotment.usage.meters import quantity, scaled, token
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One event as a meter reads it: when, in which tenant, what it adds (a unique value's
-    token for unique_count)."""
+    token for unique_count). Or, with `until`, the sum of the `events` a count or sum meter
+    read in [time, until), a piece of an hour summed in the database (usage/segments.py)."""
 
     time: datetime
     tenant: str
     value: Any
+    events: int = 1
+    until: datetime | None = None
 
 
 def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | None:

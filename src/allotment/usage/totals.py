@@ -48,7 +48,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.policy.catalog import Meter
-from allotment.usage import levels
+from allotment.usage import levels, segments
 from allotment.usage.gauges import read_series
 from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
 from allotment.usage.readings import Reading, reading, readings_of, shown
@@ -200,7 +200,15 @@ class Ledger:
         inside = [r for r in readings if start <= r.time < end]
         aggregation = self.meter.aggregation
         if aggregation in ("count", "sum"):  # a count's reading is 1, times its multiplier
-            return exact_sum(r.value for r in inside), len(inside)
+            for piece in readings:
+                if piece.until is not None and (
+                    piece.time < start < piece.until or piece.time < end < piece.until
+                ):
+                    raise segments.SplitPiece(
+                        f"{self.meter.name}: a total from {start} to {end} splits the piece "
+                        f"[{piece.time}, {piece.until}) it was read in"
+                    )
+            return exact_sum(r.value for r in inside), sum(r.events for r in inside)
         if aggregation == "max":
             return (max(r.value for r in inside) if inside else ZERO), len(inside)
         first = self.first_seen.get(hour, set())
@@ -373,9 +381,23 @@ async def read(
                     EXACT.add(value, Decimal(row.value)),
                     events + int(row.events),
                 )
+    # Count and sum meters without a filter: their exact hours summed piece by piece in the
+    # database (usage/segments.py); the rest, and any with odd stored values, event by event.
+    pieces = await segments.read_pieces(
+        session,
+        meters=[m for m in meters if segments.summed(m)],
+        hours=bounds,
+        instants=(start, end, *cuts),
+        params=params,
+    )
+    for name, by_hour in pieces.by_meter.items():
+        ledgers[name].exact.update(by_hour)
+    by_event = [m for m in meters if m.name not in pieces.by_meter]
     # The events behind the exact hours (and whole months, for rebuilt unique meters).
     spans: list[tuple[datetime, datetime]] = []
     for name, hours in wanted.items():
+        if name in pieces.by_meter:
+            continue
         if name in rebuilt:
             spans.append((month_of(floor), _next_month(month_of(hour_of(end - HOUR)))))
         spans.extend((h, h + HOUR) for h in hours)
@@ -386,13 +408,13 @@ async def read(
                 _EVENTS,
                 {
                     **params,
-                    "types": sorted({m.event_type for m in meters}),
+                    "types": sorted({m.event_type for m in by_event}),
                     "f": [f for f, _ in merged],
                     "t": [t for _, t in merged],
                 },
             )
         ).all()
-        for meter in meters:
+        for meter in by_event:
             ledger = ledgers[meter.name]
             readings = readings_of(meter, rows)
             if meter.name in rebuilt:
