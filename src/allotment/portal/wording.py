@@ -180,14 +180,17 @@ def _what(code: str, source: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...
                 )
     if "kind" in source and "hours" in source:
         yield ("kind", "hours"), f"{source['kind']}: {_plural(source['hours'], 'hour')}"
+    if "included" in source:  # nothing included goes without saying
+        included = source["included"]
+        yield ("included",), "" if included in (None, 0, "0") else f"{_value(included)} included"
     tiers = source.get("tiers")
     if isinstance(tiers, list) and tiers:
         shown = []
-        for row in tiers:
+        for n, row in enumerate(tiers, start=1):
             if isinstance(row, Mapping):
-                bound = "the rest" if row.get("up_to") is None else f"to {number(row['up_to'])}"
-                shown.append(f"{number(row.get('quantity'))} {bound} at {row.get('unit')}")
-        yield ("tiers", "mode"), f"{source.get('mode', '')} tiers: {'; '.join(shown)}".strip()
+                bound = "" if row.get("up_to") is None else f" (to {number(row['up_to'])})"
+                shown.append(f"tier {n}{bound} {number(row.get('quantity'))} at {row.get('unit')}")
+        yield ("tiers", "mode"), f"{source.get('mode', '')}: {'; '.join(shown)}".strip(": ")
     package = source.get("package")
     if isinstance(package, Mapping):
         yield (
@@ -195,9 +198,6 @@ def _what(code: str, source: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...
             f"{_plural(int(package.get('packages') or 0), 'package')} of "
             f"{number(package.get('size'))} for {number(package.get('units'))} units",
         )
-    if "included" in source:  # nothing included goes without saying
-        included = source["included"]
-        yield ("included",), "" if included in (None, 0, "0") else f"{_value(included)} included"
     if "intervals" in source:
         yield ("intervals",), _plural(int(source["intervals"]), "interval")
     if "active_days" in source:
