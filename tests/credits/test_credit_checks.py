@@ -75,7 +75,8 @@ async def test_checks_deny_when_the_credits_are_spent_and_allow_after_a_top_up(
     assert (held["balance"], held["exhausted"]) == ("0.00", True)
     entitlements = await client.get("/v1/customers/acme/entitlements", headers=backend)
     api = next(f for f in entitlements.json()["features"] if f["feature"] == "api")
-    assert api["allowed"] is True  # catalog-only: the meter's use is in `limits` and `credits`
+    # The entitlements say what a check says (docs/check.md, "GET …/entitlements").
+    assert (api["allowed"], api["reason"]) == (False, "credits_exhausted")
 
     # A top-up of 5.00: allowed again at once.
     await grant(client, admin, "5.00")

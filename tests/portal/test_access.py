@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -46,16 +46,45 @@ async def test_an_expired_or_unknown_link_gets_a_page_not_a_trace(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
 ) -> None:
     link = await portal_link(client, admin, team)
+    at = datetime(2026, 12, 3, 14, 5, 30, tzinfo=UTC)  # in the past
     async with session_scope(app.state.sessionmaker) as session:
-        await session.execute(update(PortalLink).values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.execute(update(PortalLink).values(expires_at=at))
     async with new_browser(app) as browser:
         expired = await browser.get(link)
-        assert expired.status_code == 401 and "expired" in expired.text
+        assert expired.status_code == 401
+        # When, in words: not an ISO timestamp.
+        assert "expired on 3 December 2026 at 14:05 UTC." in expired.text
+        assert "2026-12-03T" not in expired.text
+        # No session: how to get a new link, and no link to pages it cannot open.
+        assert "ask your account contact for a new portal link" in expired.text
+        assert 'id="back-home"' not in expired.text
         unknown = await browser.get("/portal/login?token=nope")
         assert unknown.status_code == 401 and "not valid" in unknown.text
         assert "set-cookie" not in unknown.headers
         signed_out = await browser.get("/portal/customers/acme")
         assert signed_out.status_code == 401 and "Signed out" in signed_out.text
+
+
+async def test_refusal_pages_lead_back_to_the_overview_of_a_live_session(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    link = await portal_link(client, admin, team)
+    async with new_browser(app) as browser:
+        assert (await browser.get(link)).status_code == 303
+        home = '<a id="back-home" href="/portal/customers/acme">Back to your overview</a>'
+        reused = await browser.get(link)  # the same link again, signed in
+        assert reused.status_code == 410 and home in reused.text
+        for path in ("/portal/nothing-here", "/portal/customers/globex"):
+            missing = await browser.get(path)
+            assert missing.status_code == 404 and home in missing.text, path
+        forged = await browser.post("/portal/logout", data={"csrf": "0" * 64})
+        assert forged.status_code == 403 and home in forged.text
+    async with new_browser(app) as stranger:  # no session: a sentence, no link
+        missing = await stranger.get("/portal/nothing-here")
+        assert missing.status_code == 404 and 'id="back-home"' not in missing.text
+        assert 'id="next-step">To sign in, ask your account contact' in missing.text
+        reused = await stranger.get(link)
+        assert reused.status_code == 410 and "for a new portal link" in reused.text
 
 
 async def test_only_admin_or_finance_open_links(

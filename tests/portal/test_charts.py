@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from allotment.portal import charts, upgrades
+from allotment.portal import charts, upgrades, wording
 from tests.factories.policies_for_contracts import demo_catalog
 
 DAYS = [date(2026, 12, 1) + timedelta(days=n) for n in range(31)]
@@ -95,3 +95,97 @@ def test_the_graph_marks_the_customers_plan_and_the_upgrade_paths() -> None:
             between = [n for n in layout.nodes if source.x < n.x < end]
             assert between == [], edge
     assert max(n.x for n in layout.nodes) + layout.node_w < layout.width
+
+
+ROUND_STEPS = {1, 2, 5}
+
+
+@settings(max_examples=200)
+@given(
+    st.one_of(
+        st.integers(min_value=0, max_value=10**12).map(Decimal),
+        st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False),
+    )
+)
+def test_axis_ticks_are_round_steps_from_zero_past_the_maximum(maximum: Decimal) -> None:
+    ticks = charts.axis_ticks(maximum)
+    assert ticks[0] == 0 and ticks[-1] >= maximum and 2 <= len(ticks) <= 5
+    step = ticks[1] - ticks[0]
+    assert all(b - a == step for a, b in zip(ticks, ticks[1:], strict=False))
+    digits = step.normalize().as_tuple().digits
+    assert len(digits) == 1 and digits[0] in ROUND_STEPS, step  # 1, 2 or 5 × 10^n
+    assert ticks[-1] - step < maximum or maximum == 0  # no empty step above the maximum
+    labels = [charts.tick_label(t, step) for t in ticks]
+    assert len(set(labels)) == len(labels)  # readable: no two alike
+    for label, tick in zip(labels, ticks, strict=True):
+        assert Decimal(label.replace(",", "")) == tick
+
+
+def test_axis_labels_examples() -> None:
+    def labels(maximum: str) -> list[str]:
+        ticks = charts.axis_ticks(Decimal(maximum))
+        return [charts.tick_label(t, ticks[1]) for t in ticks]
+
+    assert labels("0") == ["0", "1"]
+    assert labels("78") == ["0", "20", "40", "60", "80"]
+    assert labels("86.9") == ["0", "50", "100"]
+    assert labels("110000") == ["0", "50,000", "100,000", "150,000"]
+    assert labels("1234") == ["0", "500", "1,000", "1,500"]
+    assert labels("0.3") == ["0.0", "0.1", "0.2", "0.3"]
+    assert labels("1") == ["0.0", "0.5", "1.0"]
+    chart = charts.usage_chart(DAYS, {DAYS[0]: Decimal(78)}, limit=None, limit_period=None)
+    assert [label for _, _, label in chart.ticks] == ["0", "20", "40", "60", "80"]
+    assert chart.top == 80  # the last tick is the top of the plot
+
+
+def test_time_left_says_hours_or_minutes_under_a_day() -> None:
+    assert wording.time_left(9.5 * 86400) == "10 days"
+    assert wording.time_left(86400) == "1 day"
+    assert wording.time_left(86400 + 1) == "2 days"
+    assert wording.time_left(3 * 3600 + 1200) == "3 hours"
+    assert wording.time_left(5400) == "1 hour 30 minutes"
+    assert wording.time_left(3600) == "1 hour"
+    assert wording.time_left(2400) == "40 minutes"
+    assert wording.time_left(5) == "1 minute"
+
+
+def test_moments_and_line_sources_in_words() -> None:
+    assert wording.moment("2026-12-03T14:05:59.000000Z") == "3 December 2026 at 14:05 UTC"
+    meter = wording.source(
+        "meter:api_calls",
+        {
+            "revisions": [1],
+            "policy_versions": [1, 2],
+            "plan": "team",
+            "start": "2026-12-01T00:00:00.000000Z",
+            "end": "2026-12-04T00:00:00.000000Z",
+            "meter": "api_calls",
+            "events": 1234,
+            "total": "5678",
+            "included": 0,
+        },
+    )
+    assert meter == (
+        "meter api_calls, 1,234 events, total 5,678, 2026-12-01 → 2026-12-03; "
+        "plan team, policy versions 1, 2, contract revision 1"
+    )
+    seats = wording.source("seats", {"basis": "peak", "held": "5", "model": "named"})
+    assert seats.startswith("5 seats held (peak)") and "{" not in seats
+    credits = wording.source(
+        "credits",
+        {"charged": "4.00", "lines": ["meter:api_calls"], "grants": [{"grant": "g1"}]},
+    )
+    assert credits == "on meter:api_calls, charged 4.00, grants grant g1"  # unknown keys too
+
+
+def test_requirements_say_whether_each_is_met() -> None:
+    verdicts = {
+        "audit_log": {"feature": "audit_log", "allowed": False, "reason": "usage_limit_reached"},
+        "sso": {"feature": "sso", "allowed": False, "reason": "feature_not_in_plan"},
+        "scim": {"feature": "scim", "requires": ["audit_log", "sso"], "reason": "ok"},
+    }
+    assert upgrades.requirements(verdicts["scim"], verdicts) == [
+        {"feature": "audit_log", "met": True},  # held: its meter does not unmeet it
+        {"feature": "sso", "met": False},
+    ]
+    assert upgrades.requirements(verdicts["sso"], verdicts) == []

@@ -4,7 +4,7 @@ through the page's form."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +15,8 @@ from allotment.db import session_scope
 from allotment.portal import views
 from tests.factories.portal import csrf_of, portal_link, signed_in
 from tests.factories.usage import event, send
+
+NOW = datetime(2026, 12, 3, 14, 5, tzinfo=UTC)
 
 
 def text_of(html: str, element_id: str) -> str:
@@ -88,6 +90,11 @@ async def test_every_page_shows_the_apis_numbers(
             headers=admin,
         )
         assert text_of(page, "invoice-subtotal") == str(preview.json()["subtotal"])
+        # Each line's source in words, not a dump of its JSON (the CSV keeps that).
+        sources = re.findall(r'<small class="source">([^<]*)</small>', page)
+        assert len(sources) == len(preview.json()["lines"])
+        assert not any("{" in shown or "revisions:" in shown for shown in sources), sources
+        assert any(shown.startswith("meter api_calls, 12 events, total 78") for shown in sources)
         assert len(re.findall(r"<tr><th scope=\"row\">", page)) == len(preview.json()["lines"])
         # Made in this hour, after it began: taken now, not an empty hour's 0.00.
         assert preview.json()["lines"] and "taken now" in text_of(page, "invoice-as-of")
@@ -111,6 +118,10 @@ async def test_every_page_shows_the_apis_numbers(
         audit = re.search(r'id="feature-audit_log".*?</tr>', page, re.S)
         assert audit is not None
         assert "Plan: enterprise" in audit.group(0) and "Add-on: audit_pack" in audit.group(0)
+        # What a feature needs, and whether each is met: sso needs the audit log, not held.
+        needs = re.search(r'id="needs-sso">(.*?)</small>', page, re.S)
+        assert needs is not None and needs.group(1).startswith("Needs: audit_log (")
+        assert 'data-met="false">you do not have it<' in needs.group(1)
 
         page = (await browser.get(f"{base}/graph")).text
         assert re.search(r'class="node plan held" id="node-plan-team"', page)
@@ -187,6 +198,31 @@ async def test_a_trial_counts_down_its_days_and_the_overview_shows_the_month_so_
         assert subtotal == str(preview.json()["subtotal"])
 
 
+async def test_under_a_day_the_countdown_says_hours_not_a_day(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from tests.factories.contracts import create_contract, days_from_now
+    from tests.factories.customers import create_customer
+    from tests.factories.policies_for_contracts import demo_document, publish_policy
+
+    await publish_policy(client, admin, demo_document())
+    for key, days in (("initech", 3.5 / 24), ("hooli", 40 / 1440)):
+        await create_customer(client, admin, key=key)
+        await create_contract(
+            client, admin, customer=key, kind="trial", ends_at=days_from_now(days)
+        )
+    async with signed_in(app, client, admin, "initech") as browser:
+        page = (await browser.get("/portal/customers/initech")).text
+    assert text_of(page, "time-left") == "3 hours" and "day left" not in page
+    assert 'id="days-left"' not in page
+    async with signed_in(app, client, admin, "hooli") as browser:
+        page = (await browser.get("/portal/customers/hooli")).text
+    assert text_of(page, "time-left") in ("39 minutes", "40 minutes")
+    assert views.countdown({"kind": "trial", "ends_at": "2026-12-03T16:00:00Z"}, NOW)["left"] == (
+        "1 hour 55 minutes"
+    )
+
+
 async def test_the_cookie_is_secure_over_https(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
 ) -> None:
@@ -211,11 +247,22 @@ async def test_release_notes_show_the_policy_changes_that_touched_the_customer(
     await create_contract(client, admin, customer="globex", plan="starter")
     document = demo_document()
     document["plans"]["team"]["features"].append("audit_log")  # team gains the audit log
+    document["plans"]["team"]["limits"]["api_calls"]["limit"] = 50_000
     await publish_policy(client, admin, document)
     async with signed_in(app, client, admin, "acme") as browser:
         page = (await browser.get("/portal/customers/acme/releases")).text
         assert "Version 2: published" in page
         assert re.search(r"You gained: <span[^>]*>audit_log</span>", page)
+        # The limit in words, not its path (which stays in the notes' JSON).
+        assert re.search(
+            r'<span data-path="meters.api_calls.limit">api_calls limit on team</span>: '
+            r"100,000 → 50,000",
+            page,
+        ), page
+        assert ">meters.api_calls.limit<" not in page and ">Limit meters." not in page
+        entitlements = (await browser.get("/portal/customers/acme/entitlements")).text
+        needs = re.search(r'id="needs-sso">(.*?)</small>', entitlements, re.S)
+        assert needs is not None and 'data-met="true">you have it<' in needs.group(1)
     async with signed_in(app, client, admin, "globex") as browser:
         page = (await browser.get("/portal/customers/globex/releases")).text
         assert 'id="releases-none"' in page and "Version 2" not in page
@@ -313,7 +360,17 @@ async def test_limits_reached_are_said_in_words_and_floating_seats_list_their_se
         usage_page = (await browser.get("/portal/customers/acme/usage")).text
     assert attribute(page, "limit-api", "data-limit") == "limit_reached"
     assert text_of(page, "limit-api").startswith("Limit reached")
-    assert re.search(r'id="feature-api">.*?<td class="denied"[^>]*>Limit reached<', page, re.S)
+    # Refused as the check refuses it: not allowed, with the check's reason.
+    row = re.search(r'id="feature-api">.*?</tr>', page, re.S)
+    assert row is not None
+    assert re.search(r'<td class="denied" data-allowed="false">Limit reached<', row.group(0))
+    assert 'data-reason="usage_limit_reached"' in row.group(0)
+    api = (await client.get("/v1/customers/acme/entitlements", headers=admin)).json()
+    allowed = sum(1 for f in api["features"] if f["allowed"])
+    assert not next(f for f in api["features"] if f["feature"] == "api")["allowed"]
+    async with signed_in(app, client, admin, "acme") as browser:
+        overview = (await browser.get("/portal/customers/acme")).text
+    assert text_of(overview, "features-allowed") == f"{allowed} of {len(api['features'])}"
     assert attribute(page, "limit-exports", "data-limit") == "over_soft_limit"
     assert attribute(usage_page, "usage-state-api_calls", "data-limit") == "limit_reached"
     assert text_of(usage_page, "usage-state-exports").startswith("Over the soft limit")

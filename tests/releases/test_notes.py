@@ -202,7 +202,8 @@ def test_markdown_renders_changes_impact_and_orphans() -> None:
     assert "- sso added to team" in text
     assert "1 affected, 1 pinned to a version (untouched)" in text
     assert "- sso: gained by acme" in text and "- exports: lost by acme" in text
-    assert "- acme: `meters.api_calls.limit` 100,000 → 50,000" in text
+    # The limit in words; the JSON keeps its path (`meters.api_calls.limit`).
+    assert "- acme: api_calls limit on team 100,000 → 50,000" in text
     assert "- acme (ctr_1): +12.50" in text
     assert "### Pinned customers (untouched)\n\n- initech" in text
     assert "- ctr_9 (globex): `plan`: plan starter is not in version 2" in text

@@ -74,6 +74,42 @@ async def test_hard_limit_warns_at_80_percent_then_denies(
     assert denied["limit"]["used"] == 10 and denied["limit"]["remaining"] == 0
 
 
+async def test_the_entitlements_agree_with_a_check_over_a_hard_limit(
+    client: httpx.AsyncClient, backend: dict[str, str], limited: str
+) -> None:
+    """Past a hard limit a check is refused, and the entitlements document says so too: the
+    feature is not allowed, with the check's reason (it used to say `ok`)."""
+    await send(client, backend, [event("a", data={"count": 12})])  # 12 of 10
+    await send(client, backend, [event(f"x{i}", type="export.created") for i in range(3)])
+    denied = await check(client, backend, "api")
+    assert (denied["allowed"], denied["reason"]) == (False, "usage_limit_reached")
+    soft = await check(client, backend, "exports")
+    document = (await client.get("/v1/customers/acme/entitlements", headers=backend)).json()
+    features = {f["feature"]: f for f in document["features"]}
+    assert (features["api"]["allowed"], features["api"]["reason"]) == (False, "usage_limit_reached")
+    assert (
+        (features["exports"]["allowed"], features["exports"]["reason"])
+        == (
+            soft["allowed"],
+            soft["reason"],
+        )
+        == (True, "soft_limit_exceeded")
+    )
+    assert features["reports"]["reason"] == "ok"  # unmetered: untouched
+    assert document["limits"]["meters"]["api_calls"]["exhausted"] is True
+    batch = await client.post(
+        "/v1/check/batch",
+        json={"customer": "acme", "features": sorted(features)},
+        headers=backend,
+    )
+    decided = {d["feature"]: (d["allowed"], d["reason"]) for d in batch.json()["decisions"]}
+    listed = {name: (f["allowed"], f["reason"]) for name, f in features.items()}
+    # Every feature that needs no subject or instance is decided alike.
+    plain = {n for n, f in features.items() if not f.get("seat_required")}
+    plain -= {n for n, f in features.items() if f.get("instance_required")}
+    assert {n: decided[n] for n in plain} == {n: listed[n] for n in plain}
+
+
 async def test_soft_limit_allows_with_a_warning(
     client: httpx.AsyncClient, backend: dict[str, str], limited: str
 ) -> None:

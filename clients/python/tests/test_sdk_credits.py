@@ -37,3 +37,14 @@ def test_a_wallet_that_does_not_enforce_or_no_wallet_changes_nothing() -> None:
         assert entries["api"].plain is not None and entries["api"].plain.allowed
     prefix = _entries(claims({"enforce": True, "applies_to": ["meter:*"]}), {})
     assert prefix["api"].plain is None and prefix["exports"].plain is None
+
+
+def test_a_used_up_meter_or_wallet_in_the_artifact_is_the_services_to_decide() -> None:
+    """The entitlements (and so the artifact) deny a feature whose hard limit or credits were
+    used up at issue; both follow live state (a new period, a top-up), so never locally."""
+    document = claims(None)
+    document["features"][0].update(allowed=False, reason="usage_limit_reached")
+    document["features"][1].update(allowed=False, reason="credits_exhausted")
+    entries = _entries(document, {})
+    assert entries["api"].plain is None and entries["exports"].plain is None
+    assert entries["reports"].plain is not None and entries["reports"].plain.allowed

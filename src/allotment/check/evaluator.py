@@ -48,7 +48,16 @@ from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Feature
 from allotment.policy.rules import Rule
 
-__all__ = ["GATES", "OK", "Gate", "entitled_features", "evaluate", "evaluate_many", "term"]
+__all__ = [
+    "CUSTOMER_GATES",
+    "GATES",
+    "OK",
+    "Gate",
+    "entitled_features",
+    "evaluate",
+    "evaluate_many",
+    "term",
+]
 
 Gate = Callable[[Snapshot, CheckRequest, Feature, datetime], Verdict | None]
 """A check after the rules: None passes; a Verdict with `allowed=False` decides; one with
@@ -66,12 +75,21 @@ GATES: tuple[Gate, ...] = (
 """The gates every check runs, in order (step 8): see `check/gates.py`."""
 
 
-def gates_warning_at(warn_at: tuple[Decimal, ...]) -> tuple[Gate, ...]:
-    """`GATES`, with the meter gate warning at `warn_at` of a limit (the checker's setting);
-    `GATES` itself for the default thresholds, so the usual check calls no partial."""
+CUSTOMER_GATES: tuple[Gate, ...] = (gates.meter, credit_gate.credits)
+"""The gates of a customer-level view (the entitlements document, docs/check.md): those that
+need no subject, instance or tenant, so a feature whose meter or credits are used up is
+denied there as a check without them denies it."""
+
+
+def gates_warning_at(
+    warn_at: tuple[Decimal, ...], chosen: tuple[Gate, ...] = GATES
+) -> tuple[Gate, ...]:
+    """`chosen` (`GATES` by default), with the meter gate warning at `warn_at` of a limit
+    (the checker's setting); `chosen` itself for the default thresholds, so the usual check
+    calls no partial."""
     if warn_at == gates.WARN_AT:
-        return GATES
-    return tuple(partial(g, warn_at=warn_at) if g is gates.meter else g for g in GATES)
+        return chosen
+    return tuple(partial(g, warn_at=warn_at) if g is gates.meter else g for g in chosen)
 
 
 OK = Verdict(allowed=True, reason="ok")  # frozen: one instance serves every allowed check

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError
 
+from allotment.billing.credit_balance import MonthWallet
 from allotment.check import credit_use, evaluator, gates
 from allotment.check import credits as credit_gate
 from allotment.check.activation import reads
@@ -55,6 +56,7 @@ class Checker:
         self.wallets = wallets
         self.warn_at = warn_at
         self.gates = evaluator.gates_warning_at(warn_at)  # what every check of this one runs
+        self.customer_gates = evaluator.gates_warning_at(warn_at, evaluator.CUSTOMER_GATES)
         self._last_catalog: tuple[int | None, Catalog] | None = None
         self._latency = {name: CHECK_LATENCY.labels(name) for name in ENDPOINTS}
         self._counters: dict[tuple[bool, str], Any] = {}
@@ -259,13 +261,16 @@ class Checker:
         self._log(request, document, now)
         return document
 
-    async def limits_of(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+    async def limits_of(
+        self, snapshot: Snapshot, now: datetime, usage: Usage | None = None
+    ) -> dict[str, Any]:
         """The limits in force and what is held of them: seats, instances, each meter (the
-        `limits` of the entitlements document)."""
+        `limits` of the entitlements document). `usage`: the meter use already read for
+        this answer, if any (else it is read here, when a meter has a limit)."""
         return {
             "seats": _seats_held(snapshot, now),
             "instances": _instances_held(snapshot, now),
-            "meters": await self._meters_held(snapshot, now),
+            "meters": await self._meters_held(snapshot, now, usage),
         }
 
     async def _usage(self, snapshot: Snapshot, now: datetime) -> tuple[Usage | None, bool]:
@@ -278,7 +283,9 @@ class Checker:
         except (DBAPIError, OSError, TimeoutError):
             return self.usage.last_known(snapshot.customer), True
 
-    async def _meters_held(self, snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+    async def _meters_held(
+        self, snapshot: Snapshot, now: datetime, usage: Usage | None = None
+    ) -> dict[str, Any]:
         """Each meter with a limit in force: the limit, its use this period, warnings."""
         catalog = snapshot.catalog
         if catalog is None or snapshot.contract is None:
@@ -288,8 +295,7 @@ class Checker:
             for name in sorted(catalog.meters)
             if (limit := gates.meter_limit(snapshot, name, now)) is not None
         }
-        usage = None
-        if limited and self.usage is not None:
+        if usage is None and limited and self.usage is not None:
             usage, _ = await self._usage(snapshot, now)
         found: dict[str, Any] = {}
         for name, limit in limited.items():
@@ -309,16 +315,33 @@ class Checker:
         self, customer: str, now: datetime
     ) -> tuple[dict[str, Any], Snapshot]:
         """The entitlements document at `now`, and the snapshot it was decided from (the
-        signed artifact adds its versions and binds its holdings: artifacts/service.py)."""
+        signed artifact adds its versions and binds its holdings: artifacts/service.py).
+
+        Each feature is decided as a check naming no subject, instance, tenant or context
+        decides it, except that the seat and instance gates, which need one, are not run:
+        such a feature says what it needs instead. The meter and credits gates are run, on
+        the meter use and the wallet read once for the whole document from the caches the
+        checks read (check/meter_use.py, check/credit_use.py): never a query per feature."""
         snapshot, stale = await self.snapshot(customer, now)
         if snapshot is None:
             raise StoreUnavailable("the store is unavailable and nothing is cached")
         catalog = snapshot.catalog
         names = sorted(catalog.features) if catalog else []
-        base = CheckRequest(customer=customer, feature="")
-        # The customer-level view: seat and instance gates need a subject or an instance,
-        # so features are decided catalog-only and say what they need instead.
-        verdicts = evaluator.evaluate_many(snapshot, names, base, now, gates=()) if names else []
+        wallet = None
+        if self.wallets is not None and snapshot.contract is not None:
+            wallet = await self.wallets.get(snapshot, now)
+        usage, unavailable = None, False
+        if self.usage is not None and _reads_use(snapshot, names, wallet, now):
+            usage, unavailable = await self._usage(snapshot, now)
+            stale = stale or unavailable
+        base = CheckRequest(
+            customer=customer, feature="", usage=usage, usage_unavailable=unavailable, wallet=wallet
+        )
+        verdicts = (
+            evaluator.evaluate_many(snapshot, names, base, now, gates=self.customer_gates)
+            if names
+            else []
+        )
         contract = snapshot.contract
         document: dict[str, Any] = {
             "customer": customer,
@@ -352,22 +375,18 @@ class Checker:
                 }
                 for name, verdict in zip(names, verdicts, strict=True)
             ],
-            "limits": await self.limits_of(snapshot, now),
-            "credits": await self._credits_held(snapshot, now),
+            "limits": await self.limits_of(snapshot, now, usage),
+            "credits": self._credits_held(wallet, usage, now),
         }
         return document, snapshot
 
-    async def _credits_held(self, snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
-        """The credit wallet's balance at `now` (docs/billing.md, "Credit wallets"); None
-        without a wallet."""
-        if self.wallets is None or snapshot.contract is None:
-            return None
-        wallet = await self.wallets.get(snapshot, now)
+    def _credits_held(
+        self, wallet: MonthWallet | None, usage: Usage | None, now: datetime
+    ) -> dict[str, Any] | None:
+        """The credit wallet's balance at `now` (docs/billing.md, "Credit wallets") with the
+        meter use read for the document; None without a wallet."""
         if wallet is None:
             return None
-        usage = None
-        if wallet.meters and self.usage is not None:
-            usage, _ = await self._usage(snapshot, now)
         left = credit_gate.wallet_balance(wallet, usage, now)
         return {
             "balance": format_amount(left),
@@ -450,6 +469,21 @@ def _instances_held(snapshot: Snapshot, now: datetime) -> dict[str, Any] | None:
         "lease_ttl_s": int(pool.lease_ttl.total_seconds()),
         "tenants": tenants,
     }
+
+
+def _reads_use(
+    snapshot: Snapshot, features: Sequence[str], wallet: MonthWallet | None, now: datetime
+) -> bool:
+    """Whether the entitlements document needs meter use: for a metered feature (or a rule
+    reading `usage`), a meter's limit in `limits`, or the wallet's balance."""
+    catalog = snapshot.catalog
+    if catalog is None or snapshot.contract is None or snapshot.customer_id is None:
+        return False
+    if wallet is not None and wallet.meters:
+        return True
+    return _metered(snapshot, features) or any(
+        gates.meter_limit(snapshot, name, now) is not None for name in catalog.meters
+    )
 
 
 def _metered(snapshot: Snapshot, features: Sequence[str]) -> bool:

@@ -27,6 +27,7 @@ from allotment.audit import service as audit
 from allotment.customers import service as customers
 from allotment.kit.clock import isoformat
 from allotment.kit.ids import new_id
+from allotment.portal import wording
 from allotment.portal.models import PortalLink, PortalSession
 
 _SPEND = text(
@@ -126,14 +127,10 @@ async def redeem(
             raise LinkRefused(
                 410,
                 "Link already used",
-                "This portal link was already used: each link opens one session. "
-                "Ask your account contact for a new one.",
+                "This portal link was already used: each link opens one session.",
             )
         raise LinkRefused(
-            401,
-            "Link expired",
-            f"This portal link expired at {isoformat(link.expires_at)}. "
-            "Ask your account contact for a new one.",
+            401, "Link expired", f"This portal link expired on {wording.moment(link.expires_at)}."
         )
     customer_key = await customers.key_of(session, spent.customer_id)
     secret = new_token()

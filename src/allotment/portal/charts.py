@@ -3,6 +3,9 @@
 usage_chart(days, values, limit=, limit_period=)   daily bars, a running total when the
                                                    limit is per month or year, the limit
                                                    and 80 % lines
+axis_ticks(maximum)                                round axis values (steps of 1, 2 or 5
+                                                   × 10^n) from 0 to at least `maximum`
+tick_label(value, step)                            a tick as shown: 12,000, 0.25
 graph_layout(graph)                                plans, add-ons and features in three
                                                    columns, with their edges
 """
@@ -44,11 +47,40 @@ class UsageChart:
     bars: tuple[Bar, ...]
     lines: tuple[Line, ...]  # the limit and its 80 %, where a limit applies to the scale
     running: str | None  # polyline points of the running total, or None
-    top: Decimal  # the value at the top of the plot
-    ticks: tuple[tuple[float, Decimal], ...]  # (y, value) of the axis labels
+    top: Decimal  # the value at the top of the plot: the last tick
+    ticks: tuple[tuple[float, Decimal, str], ...]  # (y, value, label) of the axis labels
     base_y: float
     left: int
     right: float
+
+
+# At most this many steps up the axis (so at most five labels, 0 included).
+TICK_STEPS = 4
+
+
+def axis_ticks(maximum: Decimal, steps: int = TICK_STEPS) -> tuple[Decimal, ...]:
+    """Round values for an axis from 0 up to the first at or above `maximum`: evenly spaced
+    by the smallest step of 1, 2 or 5 × 10^n that needs at most `steps` steps, so every
+    label is a round number whatever the data (docs/portal.md, "Pages"). A maximum of 0
+    (or less) gives 0 and 1."""
+    if maximum <= 0:
+        return (Decimal(0), Decimal(1))
+    raw = maximum / steps
+    exponent = raw.adjusted()  # raw = d.ddd × 10^exponent
+    step = Decimal(10).scaleb(exponent)
+    for multiple in (1, 2, 5, 10):
+        step = Decimal(multiple).scaleb(exponent)
+        if step >= raw:
+            break
+    count = math.ceil(maximum / step)
+    return tuple(step * k for k in range(count + 1))
+
+
+def tick_label(value: Decimal, step: Decimal) -> str:
+    """`value` with thousands separators and as many decimals as the step (the first tick
+    after 0) has: 12,000; 2.5; 0.05."""
+    places = max(0, -step.normalize().as_tuple().exponent)  # type: ignore[operator]
+    return f"{value:,.{places}f}"
 
 
 def _scale(top: Decimal, value: Decimal) -> float:
@@ -80,8 +112,8 @@ def usage_chart(
         candidates.extend(running)
     if lined and limit is not None:
         candidates.append(limit)
-    top = max(candidates)
-    top = top * Decimal("1.1") if top > 0 else Decimal(1)
+    marks = axis_ticks(max(candidates))
+    top = marks[-1]
     step = (WIDTH - LEFT - RIGHT) / max(1, len(days))
     bars = tuple(
         Bar(
@@ -108,7 +140,7 @@ def usage_chart(
             for i, (day, value) in enumerate(zip(days, running, strict=True))
             if today is None or day <= today
         )
-    ticks = tuple((_scale(top, top * k / 4), top * k / 4) for k in range(5))
+    ticks = tuple((_scale(top, mark), mark, tick_label(mark, marks[1])) for mark in marks)
     return UsageChart(
         width=WIDTH,
         height=HEIGHT,

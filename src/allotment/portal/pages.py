@@ -27,6 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match
 
 from allotment.billing import service as billing
+from allotment.db import session_scope
 from allotment.deps import SessionDep, SettingsDep, public
 from allotment.errors import AllotmentError
 from allotment.kit.clock import isoformat, utcnow
@@ -57,10 +58,34 @@ class Refusal(Exception):
         self.message = message
 
 
-def refusal_page(status: int, title: str, message: str) -> Response:
+def refusal_page(status: int, title: str, message: str, home: str | None = None) -> Response:
+    """A refusal as a page with a way on: a link back to `home`, the overview of the
+    browser's live session, or else how to get a new link (docs/portal.md, "Errors")."""
     return render.page(
-        "message.html", status=status, title=title, message=message, customer=None, csrf=None
+        "message.html",
+        status=status,
+        title=title,
+        message=message,
+        home=home,
+        retry=status >= 500,
+        customer=None,
+        csrf=None,
     )
+
+
+async def home_of(request: Request) -> str | None:
+    """The overview of the browser's live session, if it has one, for a refusal page's link
+    back; None without one, or when it cannot be told (the store is down)."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    try:
+        async with session_scope(request.app.state.sessionmaker) as session:
+            found = await access.session_of(session, token=token, now=utcnow())
+    except Exception:  # the refusal must still be shown: without the link, then
+        log.warning("portal_home_unknown", path=request.url.path, exc_info=True)
+        return None
+    return None if found is None else _home(found.customer_key)
 
 
 class PortalRoute(APIRoute):
@@ -90,11 +115,12 @@ class PortalRoute(APIRoute):
         try:
             return await handler(request)
         except (Refusal, access.LinkRefused) as exc:
-            return refusal_page(exc.status, exc.title, exc.message)
+            return refusal_page(exc.status, exc.title, exc.message, await home_of(request))
         except RequestValidationError:
-            return refusal_page(404, "Not found", "There is no such page.")
+            return refusal_page(404, "Not found", "There is no such page.", await home_of(request))
         except AllotmentError as exc:
-            response = refusal_page(exc.status, exc.title, exc.message)
+            home = await home_of(request) if exc.status < 500 else None
+            response = refusal_page(exc.status, exc.title, exc.message, home)
             response.headers.update(exc.headers)
             return response
         except Exception:
@@ -130,12 +156,7 @@ async def _signed_in(request: Request, session: SessionDep) -> Viewer:
     token = request.cookies.get(COOKIE)
     found = await access.session_of(session, token=token, now=utcnow())
     if found is None or token is None:
-        raise Refusal(
-            401,
-            "Signed out",
-            "Your portal session has ended, or this browser has none. Open a new portal link "
-            "to sign in.",
-        )
+        raise Refusal(401, "Signed out", "Your portal session has ended, or this browser has none.")
     return Viewer(portal_session=found, csrf=access.csrf_token(token))
 
 
@@ -202,11 +223,7 @@ async def logout(request: Request, session: SessionDep, viewer: SignedIn) -> Res
     await _form(request, viewer)
     await access.end(session, portal_session=viewer.portal_session, now=utcnow())
     response = render.page(
-        "message.html",
-        title="Signed out",
-        message="You are signed out. Open a new portal link to sign in again.",
-        customer=None,
-        csrf=None,
+        "message.html", title="Signed out", message="You are signed out.", customer=None, csrf=None
     )
     response.delete_cookie(COOKIE, path="/portal", httponly=True, samesite="strict")
     return response
@@ -343,18 +360,19 @@ async def release_notes(session: SessionDep, viewer: ViewerDep) -> Response:
 
 def body_refusal(status: int, detail: str, path: str) -> Response:
     """The body guard's refusals (too large, a malformed request line) on portal paths, as
-    pages. The guard lets any content type through here: the form routes check their own."""
-    return refusal_page(status, "Request refused", detail)
+    pages. The guard lets any content type through here: the form routes check their own.
+    Its way back is /portal, which takes a signed-in browser to its overview."""
+    return refusal_page(status, "Request refused", detail, "/portal")
 
 
 OTHER_METHODS = ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 
 
 @router.api_route("/portal/{rest:path}", methods=["GET", "POST"])
-async def unknown_page(rest: str) -> Response:
+async def unknown_page(request: Request, rest: str) -> Response:
     """Last but one of the portal's routes: any other path under /portal is a page that is
     not."""
-    return refusal_page(404, "Not found", "There is no such page.")
+    return refusal_page(404, "Not found", "There is no such page.", await home_of(request))
 
 
 @router.api_route("/portal/{rest:path}", methods=OTHER_METHODS)
@@ -367,11 +385,12 @@ async def other_method(request: Request, rest: str) -> Response:
             continue
         if route.matches(request.scope)[0] is not Match.NONE:
             allowed |= route.methods or set()
+    home = await home_of(request)
     if not allowed:
-        return refusal_page(404, "Not found", "There is no such page.")
+        return refusal_page(404, "Not found", "There is no such page.", home)
     allow = ", ".join(sorted(allowed))
     response = refusal_page(
-        405, "Method not allowed", f"This page takes {allow}, not {request.method}."
+        405, "Method not allowed", f"This page takes {allow}, not {request.method}.", home
     )
     response.headers["Allow"] = allow
     return response

@@ -7,9 +7,11 @@ from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 
-import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
+
+from allotment.portal import wording
+from allotment.releases import notes
 
 ENV = Environment(
     loader=PackageLoader("allotment.portal", "templates"),
@@ -36,18 +38,17 @@ def _number(value: Decimal | int | float | str | None) -> str:
     return f"{number:,}"
 
 
-def _plain(value: Any) -> str:
-    """A line source's value as a reader sees it: nested values as compact JSON."""
-    if value is None:
-        return "—"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
-    return str(value)
+def _source(line: Any) -> str:
+    """An invoice line's source in words (the CSV and the API keep its JSON)."""
+    return wording.source(line.code, line.source)
 
 
 ENV.filters["when"] = _when
-ENV.filters["plain"] = _plain
 ENV.filters["number"] = _number
+ENV.filters["moment"] = wording.moment
+ENV.filters["source"] = _source
+ENV.filters["limit_words"] = notes.limit_words
+ENV.filters["words"] = notes.words
 
 # No script, no inline style, nothing from another origin; the link's token must not leak
 # in a Referer; no page is cached (they show a customer's data).

@@ -17,6 +17,16 @@ from allotment.policy.catalog import Catalog
 # Denials a different plan or add-on can lift; other reasons (an expired trial, a rule, a
 # used-up meter) are not about what was bought.
 CATALOG_REASONS = frozenset({"feature_not_in_plan", "dependency_missing"})
+# Denials that mean the feature is not held at all (no contract in force, or not entitled),
+# as opposed to held but refused now (a used-up meter, a rule, a seat needed).
+_NOT_HELD = CATALOG_REASONS | {
+    "customer_unknown",
+    "feature_unknown",
+    "no_active_contract",
+    "contract_not_started",
+    "contract_expired",
+    "trial_expired",
+}
 
 REASONS = {
     "ok": "Allowed",
@@ -47,11 +57,26 @@ def describe(reason: str) -> str:
     return REASONS.get(reason, reason.replace("_", " ").capitalize())
 
 
+def requirements(
+    verdict: dict[str, Any], verdicts: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The features `verdict`'s feature requires (its `requires` in the entitlements
+    document), each with whether it is met: held, under a contract in force, with everything
+    it needs in turn, as the check's dependency step reads it (docs/check.md, step 6),
+    whatever its own meter or rules say now."""
+    found = []
+    for name in verdict.get("requires") or ():
+        required = verdicts.get(name)
+        met = required is not None and required["reason"] not in _NOT_HELD
+        found.append({"feature": name, "met": met})
+    return found
+
+
 def limit_state(limit: dict[str, Any] | None) -> dict[str, str] | None:
     """A meter limit of the entitlements document (`limits.meters.<name>`) in words: a hard
-    limit reached (`exhausted`: a check is refused), a soft limit passed, or one approached;
-    None while far from it. The feature's own verdict stays `ok` in all three (docs/check.md),
-    so the portal reads the limit to say so (docs/portal.md)."""
+    limit reached (`exhausted`: a check is refused, and the feature's own verdict says
+    `usage_limit_reached`), a soft limit passed, or one approached; None while far from it
+    (docs/portal.md)."""
     if not limit:
         return None
     warnings = limit.get("warnings") or []

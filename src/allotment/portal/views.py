@@ -30,7 +30,7 @@ from allotment.errors import ServiceUnavailable
 from allotment.instances import service as instances
 from allotment.kit.clock import isoformat
 from allotment.policy.catalog import Catalog
-from allotment.portal import charts, upgrades
+from allotment.portal import charts, upgrades, wording
 from allotment.releases import service as releases
 from allotment.seats import history as seat_history
 from allotment.seats import service as seats
@@ -92,7 +92,8 @@ def last_hour(now: datetime) -> datetime:
 
 def countdown(contract: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
     """The contract's end: a trial's end or the renewal, with whole days left (rounded up,
-    so the last day shows 1)."""
+    so the last day shows 1) and, under a day, the hours or minutes left in words ("in 3
+    hours", not "1 day left": docs/portal.md)."""
     if contract is None or contract.get("ends_at") is None:
         return None
     ends_at = datetime.fromisoformat(contract["ends_at"].replace("Z", "+00:00"))
@@ -101,6 +102,8 @@ def countdown(contract: dict[str, Any] | None, now: datetime) -> dict[str, Any] 
         "what": "Trial ends" if contract["kind"] == "trial" else "Renews",
         "at": ends_at,
         "days_left": max(0, math.ceil(seconds / 86400)),
+        "under_a_day": 0 < seconds < 86400,
+        "left": wording.time_left(seconds),
         "past": seconds <= 0,
     }
 
@@ -128,6 +131,7 @@ async def overview(
 async def entitlement_list(checker: Checker, customer: str, now: datetime) -> dict[str, Any]:
     document, catalog = await entitlements(checker, customer, now)
     contract = document["contract"]
+    verdicts = {verdict["feature"]: verdict for verdict in document["features"]}
     rows = []
     for verdict in document["features"]:
         found = None
@@ -143,6 +147,7 @@ async def entitlement_list(checker: Checker, customer: str, now: datetime) -> di
                 "unlock": found,
                 "limit": limit,
                 "limit_state": upgrades.limit_state(limit),
+                "needs": upgrades.requirements(verdict, verdicts),
             }
         )
     return {"title": "Entitlements", "contract": contract, "features": rows}

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypedDict
 from allotment.policy.diff import diff
 from allotment.policy.document import NAMED_SECTIONS
 
-__all__ = ["Change", "changes", "impact_of", "markdown", "words"]
+__all__ = ["Change", "changes", "impact_of", "limit_words", "markdown", "words"]
 
 Kind = Literal["added", "removed", "changed"]
 Location = tuple[str | int, ...]
@@ -83,6 +83,7 @@ _THINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("seats", "model"), "seat model"),
     (("seats", "burst"), "seat burst"),
     (("seats", "burst", "extra"), "seat burst extra"),
+    (("seats", "burst_extra"), "seat burst extra"),
     (("seats", "burst", "window"), "seat burst window"),
     (("seats", "session_ttl"), "session lease"),
     (("instances",), "instances"),
@@ -135,6 +136,21 @@ def _thing(rest: Location) -> str:
     if rest and rest[0] == "price_lists" and len(rest) > 1:
         return f"{rest[1]} {_thing(('price', *rest[2:]))}"
     return " ".join(str(p + 1) if isinstance(p, int) else str(p).replace("_", " ") for p in rest)
+
+
+def limit_words(path: str, plan: str | None = None) -> str:
+    """A limit's path in words, as the dry-run names it (`meters.api_calls.limit`,
+    `seats.limit`: impact/service.py) or under a plan (`plans.team.limits.api_calls`):
+    "api_calls limit on team". The notes' JSON keeps the path; this is for readers."""
+    rest = _location(path)
+    if len(rest) >= 2 and rest[0] == "plans":
+        plan, rest = str(rest[1]), rest[2:]
+    if rest[:1] == ("meters",):
+        rest = ("limits", *rest[1:])
+    elif rest[:2] == ("limits", "meters"):
+        rest = ("limits", *rest[2:])
+    thing = _thing(rest)
+    return f"{thing} on {plan}" if plan else thing
 
 
 # -- the diff in words -----------------------------------------------------------------------
@@ -468,10 +484,11 @@ def markdown(body: Mapping[str, Any]) -> str:
                 parts.append(f"lost by {_md(', '.join(f['lost_by']))}")
             lines.append(f"- {_md(f['feature'])}: {'; '.join(parts)}")
     if impact["limits"]:
+        plans = {c["customer"]: c.get("plan") for c in impact.get("customers", [])}
         lines += ["", "### Limits", ""]
         lines += [
-            f"- {_md(c['customer'])}: {_code(c['path'])} {_md(words(c['old']))} → "
-            f"{_md(words(c['new']))}"
+            f"- {_md(c['customer'])}: {_md(limit_words(c['path'], plans.get(c['customer'])))} "
+            f"{_md(words(c['old']))} → {_md(words(c['new']))}"
             for c in impact["limits"]
         ]
     if impact["invoices"]:

@@ -62,6 +62,10 @@ STATIC_DENIALS = frozenset(
         "dependency_missing",
     }
 )
+# Denials of the meter and credits gates (the entitlements document runs them): they follow
+# the live counter and balance, which move after issue (a new period, a top-up), so such a
+# feature is the service's to decide.
+LIVE_DENIALS = frozenset({"usage_limit_reached", "credits_exhausted", "outage_default"})
 # What a rule may read that the artifact's own decision (made without them) cannot know.
 REQUEST_INPUTS = frozenset({"subject", "instance", "tenant", "context"})
 LIVE_INPUTS = frozenset({"usage", "now"})  # meter use and the clock: only the service
@@ -380,7 +384,7 @@ def _entries(
         seat, instance = bool(item.get("seat_required")), bool(item.get("instance_required"))
         fixed = not allowed and reason in STATIC_DENIALS
         plain: Decision | None
-        if fixed or (not allowed and not (reads & LIVE_INPUTS)):
+        if fixed or (not allowed and not (reads & LIVE_INPUTS) and reason not in LIVE_DENIALS):
             plain = answer(
                 False,
                 reason,
