@@ -137,6 +137,27 @@ async def test_422_on_query_parameters(client: httpx.AsyncClient, admin: dict[st
     assert body["errors"][0]["path"] == "query.limit"
 
 
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/v1/audit?since=0.0", "query.since"),
+        ("/v1/audit?until=1700000000", "query.until"),
+        ("/v1/customers/acme/usage?meter=api_calls&from=0", "query.from"),
+        ("/v1/customers/acme/usage?meter=api_calls&to=1e9", "query.to"),
+        ("/v1/customers/acme/credits?as_of=1764547200", "query.as_of"),
+        ("/v1/contracts/ctr_x/invoice-preview?period=2026-12&as_of=.5", "query.as_of"),
+    ],
+)
+async def test_an_instant_in_a_query_is_text_never_a_number(
+    client: httpx.AsyncClient, admin: dict[str, str], url: str, path: str
+) -> None:
+    """Pydantic would read a bare number as seconds since 1970: `since=0.0` is refused with
+    its path, not taken as 1970-01-01."""
+    body = assert_problem(await client.get(url, headers=admin), 422)
+    found = [e for e in body["errors"] if e["path"] == path]
+    assert found and "RFC 3339" in found[0]["message"], body
+
+
 async def test_a_validators_message_comes_without_pydantics_prefix(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

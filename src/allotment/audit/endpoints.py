@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -9,6 +8,7 @@ from allotment.audit import service as audit
 from allotment.audit.schemas import AuditRecordRead, AuditVerification
 from allotment.auth.principal import Principal
 from allotment.deps import SessionDep, require
+from allotment.kit.clock import QueryMoment
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -25,8 +25,8 @@ async def list_audit(
     ] = None,
     actor: str | None = None,
     action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: QueryMoment | None = None,
+    until: QueryMoment | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> PageRead[AuditRecordRead]:

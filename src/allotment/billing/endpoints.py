@@ -6,13 +6,12 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 
 from allotment.auth.principal import Principal
 from allotment.billing import service as billing
 from allotment.billing.schemas import InvoiceList, InvoiceRead, ReconciliationRead
 from allotment.deps import ReadSessionDep, SessionDep, require
-from allotment.kit.clock import isoformat, utcnow
+from allotment.kit.clock import QueryInstant, isoformat, utcnow
 from allotment.kit.jsonx import dumps
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -30,7 +29,7 @@ Period = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 AsOf = Annotated[
-    AwareDatetime | None,
+    QueryInstant | None,
     Query(
         description="The instant the preview is taken at (RFC 3339, with an offset): within or "
         "after the period, not in the future. Default: now, to the second."

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from allotment.auth.principal import Principal
 from allotment.credits import service as credits
 from allotment.credits.schemas import CreditGrantCreate, CreditGrantRead, WalletRead
 from allotment.deps import SessionDep, require
-from allotment.kit.clock import utcnow
+from allotment.kit.clock import QueryInstant, utcnow
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.identifiers import CustomerKey
 
@@ -21,7 +20,7 @@ router = APIRouter(tags=["credits"])
 Admin = Annotated[Principal, require()]
 Reader = Annotated[Principal, require("finance", customer_param="key")]
 AsOf = Annotated[
-    AwareDatetime | None,
+    QueryInstant | None,
     Query(
         description="The instant the wallet is read at (RFC 3339, with an offset), not in the "
         "future: only grants recorded by then count. Default: now, to the second."

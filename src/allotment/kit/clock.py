@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 
 def utcnow() -> datetime:
@@ -41,3 +42,20 @@ def _utc(moment: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
 """A request's instant: with an offset, and held in UTC (a 422 naming the field when UTC
 cannot hold it: 0001-01-01 with a positive offset, 9999-12-31 with a negative one)."""
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    """Pydantic reads a number as seconds since 1970; an instant in a query is RFC 3339 text
+    only, so `since=0.0` is refused rather than read as 1970-01-01."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("an RFC 3339 instant is expected (2026-12-01T00:00:00Z), not a number")
+    return value
+
+
+QueryInstant = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+"""An instant in a query string: RFC 3339 text with an offset, never a bare number."""
+QueryMoment = Annotated[datetime, BeforeValidator(_not_a_number)]
+"""A moment in a query string (an offset optional: read as UTC without), never a number."""

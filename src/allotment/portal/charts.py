@@ -20,7 +20,7 @@ from decimal import Decimal
 from allotment.portal.upgrades import Graph
 
 WIDTH, HEIGHT = 720, 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 12, 28
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 30, 28
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def usage_chart(
 NODE_W, NODE_H, ROW = 170, 26, 36
 # Plans, then add-ons below them, on the left; features on the right. Nothing lies between a
 # source and its features, so every edge visibly starts at its own node (docs/portal.md).
-SOURCE_X, FEATURE_X, TOP = 10, 400, 30
+SOURCE_X, FEATURE_X, GRAPH_TOP = 10, 400, 30
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def graph_layout(graph: Graph) -> GraphLayout:
     placed: dict[str, Node] = {}
     kinds = {kind: [n for n in graph.nodes if n[0] == kind] for kind in ("plan", "addon")}
     labels = [("Plans", SOURCE_X, 18), ("Features", FEATURE_X, 18)]
-    y = TOP
+    y = GRAPH_TOP
     for kind, name, state in kinds["plan"]:
         placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, SOURCE_X, y)
         y += ROW
@@ -206,7 +206,7 @@ def graph_layout(graph: Graph) -> GraphLayout:
         placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, SOURCE_X, y)
         y += ROW
     bottom = y
-    y = TOP
+    y = GRAPH_TOP
     for kind, name, state in (n for n in graph.nodes if n[0] == "feature"):
         placed[f"{kind}:{name}"] = Node(f"{kind}:{name}", kind, name, state, FEATURE_X, y)
         y += ROW

@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 
 from allotment import wiring
 from allotment.auth.principal import CUSTOMER_KEY_PATTERN, Principal
@@ -19,7 +18,7 @@ from allotment.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from allotment.kit.clock import utcnow
+from allotment.kit.clock import QueryInstant, utcnow
 from allotment.kit.idempotency import IdempotencyDep
 from allotment.kit.identifiers import CustomerKey
 from allotment.usage import binding, reads
@@ -214,11 +213,11 @@ async def read_usage(
     session: ReadSessionDep,
     meter: Annotated[str, Query(description="A meter of the customer's policy version.")],
     from_: Annotated[
-        AwareDatetime | None,
+        QueryInstant | None,
         Query(alias="from", description="Default: the current billing period's start."),
     ] = None,
     to: Annotated[
-        AwareDatetime | None, Query(description="Default: the current billing period's end.")
+        QueryInstant | None, Query(description="Default: the current billing period's end.")
     ] = None,
     granularity: Annotated[reads.Granularity, Query()] = "day",
     tenant: Annotated[str | None, Query()] = None,

@@ -404,7 +404,11 @@ def _entries(
             limit = (
                 {k: v for k, v in usage.items() if k not in ENTITLEMENTS_ONLY} if usage else usage
             )
-            plain = answer(True, "ok", warnings=warnings_, limit=limit)
+            # Past a soft limit the service allows with that reason (check/gates.py's meter
+            # gate), not `ok`: the same here.
+            plain = answer(
+                True, warnings_[0] if warnings_ else "ok", warnings=warnings_, limit=limit
+            )
         bound_decision = (
             answer(True, "ok")
             if instance and allowed and bound and not hard and not reads & LIVE_INPUTS
