@@ -34,6 +34,7 @@ from allotment.billing.measure import (
     hourly_percentile,
     steps,
     text,
+    weighted,
 )
 from allotment.contracts.addons import total
 from allotment.policy.catalog import Addon, AddonBasis, MeterPrice, Plan, Raises
@@ -168,7 +169,7 @@ def _counted(pricer: GroupPricer, addon: Addon, quantity: int) -> Line | None:
     elif basis == "end":
         held = Fraction(pieces[-1][1])
     elif basis == "average":
-        held = sum((length * h for length, h in pieces), ZERO) / pricer.seconds
+        held = weighted(pieces) / pricer.seconds
     elif basis in ("p95", "p99"):
         held = Fraction(hourly_percentile(intervals, *pricer.span, int(basis[1:])))
     else:  # contracted: what was bought, or the peak held above it (bought + overage)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, TypedDict
 
-from allotment.billing.measure import ZERO, days, steps, text
+from allotment.billing.measure import ZERO, days, steps, text, weighted
 from allotment.policy.catalog import LicencePrice, SeatPrice, UsageBasis
 
 
@@ -64,16 +64,14 @@ class _Held:
     weight: int = 1
 
 
-def measured(
-    pieces: Sequence[tuple[Fraction, int]], basis: UsageBasis, length: Fraction
-) -> Fraction:
-    """The peak, the time-weighted average, or the last count of consecutive (seconds, held)
+def measured(pieces: Sequence[tuple[int, int]], basis: UsageBasis, length: Fraction) -> Fraction:
+    """The peak, the time-weighted average, or the last count of consecutive (µs, held)
     pieces spanning `length` seconds."""
     if basis == "peak":
         return Fraction(max(held for _, held in pieces))
     if basis == "end":
         return Fraction(pieces[-1][1])
-    return sum((span * held for span, held in pieces), ZERO) / length
+    return weighted(pieces) / length
 
 
 def seat_charges(
@@ -81,7 +79,7 @@ def seat_charges(
     price: SeatPrice,
     *,
     contracted: int | None,
-    pieces: Sequence[tuple[Fraction, int]],
+    pieces: Sequence[tuple[int, int]],
     intervals: int,
     model: str | None,
 ) -> list[Charge]:
@@ -155,7 +153,7 @@ def _bought(
     overage: UsageBasis,
     overage_unit: Decimal | None,
     contracted: int | None,
-    pieces: Sequence[tuple[Fraction, int]],
+    pieces: Sequence[tuple[int, int]],
     source: dict[str, Any],
 ) -> list[Charge]:
     bought = Fraction(contracted or 0)

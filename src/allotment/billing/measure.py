@@ -2,7 +2,8 @@
 
 seconds(span)                  a timedelta as exact seconds
 clip(interval, start, end)     the part of an interval inside [start, end)
-steps(intervals, start, end)   held weight over [start, end) as (seconds, held) pieces
+steps(intervals, start, end)   held weight over [start, end) as (microseconds, held) pieces
+weighted(pieces, above=0)      Σ seconds × weight held (above a limit), exactly
 money / decimal / text / days  rounding half-even, for amounts and shown quantities
 """
 
@@ -21,6 +22,8 @@ from allotment.policy.money import format_amount
 QUANTITY_PLACES = 6
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_HOUR = 3_600
+MICROSECONDS_PER_SECOND = 1_000_000
+MICROSECOND = timedelta(microseconds=1)
 ZERO = Fraction(0)
 
 
@@ -51,10 +54,12 @@ def clip(interval: Span, start: datetime, end: datetime) -> tuple[datetime, date
 
 def steps(
     intervals: Iterable[Span], start: datetime, end: datetime
-) -> tuple[list[tuple[Fraction, int]], int]:
+) -> tuple[list[tuple[int, int]], int]:
     """The weight held over [start, end) (a count, for intervals of weight 1), as consecutive
-    (seconds, held) pieces covering it, and how many intervals overlap it. An interval [s, e)
-    is held at t when s ≤ t < e, so one ending where another starts never counts twice."""
+    (microseconds, held) pieces covering it, and how many intervals overlap it. An interval
+    [s, e) is held at t when s ≤ t < e, so one ending where another starts never counts
+    twice. Lengths are whole microseconds (what a timestamp holds): integers add exactly and
+    far faster than fractions, which `weighted` makes of the sum once."""
     deltas: dict[datetime, int] = {}
     overlapping = 0
     for interval in intervals:
@@ -65,12 +70,19 @@ def steps(
         deltas[clipped[0]] = deltas.get(clipped[0], 0) + interval.weight
         deltas[clipped[1]] = deltas.get(clipped[1], 0) - interval.weight
     points = sorted({start, end, *deltas})
-    pieces: list[tuple[Fraction, int]] = []
+    pieces: list[tuple[int, int]] = []
     held = 0
     for lo, hi in zip(points, points[1:], strict=False):
         held += deltas.get(lo, 0)
-        pieces.append((seconds(hi - lo), held))
+        pieces.append(((hi - lo) // MICROSECOND, held))
     return pieces, overlapping
+
+
+def weighted(pieces: Iterable[tuple[int, int]], above: int = 0) -> Fraction:
+    """Σ length × (held − above, never below 0) over `steps`' pieces, in exact seconds: the
+    weight-seconds held (above a limit)."""
+    total = sum(length * max(0, held - above) for length, held in pieces)
+    return Fraction(total, MICROSECONDS_PER_SECOND)
 
 
 # -- numbers ---------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ from allotment.billing.measure import (
     seconds,
     steps,
     text,
+    weighted,
 )
 from allotment.billing.priced import (
     Line,
@@ -240,7 +241,7 @@ class _Pricer:
             elif seat_price.basis == "end":
                 basis = Fraction(pieces[-1][1])
             else:
-                basis = sum((length * held for length, held in pieces), ZERO) / self.seconds
+                basis = weighted(pieces) / self.seconds
             quantity = max(ZERO, basis - seat_price.included)
             tiered = seat_priced(basis, seat_price)  # by unit or in tiers (billing/tiers.py)
             # A licensed quantity, priced like a fee: prorated to the fee end (the month's,
@@ -267,7 +268,7 @@ class _Pricer:
                 )
             )
         if burst and limit is not None:
-            over = sum((length * max(0, held - limit) for length, held in pieces), ZERO)
+            over = weighted(pieces, above=limit)
             seat_days = over / SECONDS_PER_DAY
             unit_price = self.plan.price.burst_seat_day
             out.append(

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from allotment.billing.data import Gathered
-from allotment.billing.measure import ZERO, steps
+from allotment.billing.measure import ZERO, steps, weighted
 from allotment.billing.priced import Interval, MeterTotal, Segment
 from allotment.contracts.addons import bought, total
 from allotment.contracts.limits import instance_limits
@@ -41,7 +41,7 @@ def sweep(
     peak = max((held for _, held in pieces), default=0)
     over = ZERO
     if limit is not None:
-        over = sum((length * max(0, held - limit) for length, held in pieces), ZERO)
+        over = weighted(pieces, above=limit)
     return peak, Decimal(over.numerator) / Decimal(over.denominator) / DAY
 
 
