@@ -11,10 +11,12 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy import text
 
+from allotment.billing import service as billing
 from allotment.db import session_scope
+from allotment.kit.clock import utcnow
 from allotment.portal import views
 from tests.factories.portal import csrf_of, portal_link, signed_in
-from tests.factories.usage import event, send
+from tests.factories.usage import event, ingest_at, send
 
 NOW = datetime(2026, 12, 3, 14, 5, tzinfo=UTC)
 
@@ -412,3 +414,34 @@ async def test_a_contract_recorded_earlier_in_the_same_second_is_priced(
         found = await views.invoice(session, api, now)
     assert found is not None and found.lines, "the first hour's preview priced nothing"
     assert found.as_of == now
+
+
+async def test_the_invoice_reports_as_late_only_use_from_before_its_instant(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], team: str
+) -> None:
+    """Taken on the hour, the invoice's late events are those from before the hour that
+    arrived after it, not the use since (which is not late; the next hour takes it in)."""
+    api = (await client.get("/v1/customers/acme/entitlements", headers=admin)).json()
+    now = views.last_hour(utcnow()) + timedelta(hours=3, minutes=30)  # the page's instant
+    hour = views.last_hour(now)
+    arrived = hour + timedelta(minutes=10)
+    sent = [
+        event("on-time", time=hour - timedelta(hours=2), data={"count": 5}),
+        event("late", time=hour - timedelta(minutes=30), data={"count": 7}),
+        event("since", time=hour + timedelta(minutes=5), data={"count": 11}),
+    ]
+    await ingest_at(app, sent[:1], received=hour - timedelta(hours=2))
+    await ingest_at(app, sent[1:], received=arrived)
+    async with session_scope(app.state.sessionmaker) as session:
+        found = await views.invoice(session, api, now)
+        everything = await billing.preview(
+            session,
+            contract_id=api["contract"]["id"],
+            period=views.period_of(now),
+            now=now,
+            as_of=hour,
+        )
+    assert found is not None and found.as_of == hour
+    assert found.late.events == 1 and found.late.meters[0].units == 7
+    assert everything.late.events == 2  # the API's preview reports the use since, too
+    assert found.lines == everything.lines

@@ -226,12 +226,15 @@ async def gather(
     as_of: datetime,
     override: Proposed | None = None,
     year_to_date: bool = True,
+    late_before: bool = False,
 ) -> Gathered:
     """Everything the month's invoice is computed from, as known at `as_of`. `override`
     adds an activation of the proposed version (the policy dry-run's estimate): unpinned
     segments from its instant on are priced with it, earlier ones as they were. Under a
     yearly minimum, the months of the contract year before this one are gathered and priced
-    too, unless `year_to_date` is false (`_committed_before`)."""
+    too, unless `year_to_date` is false (`_committed_before`). `late_before`: the late
+    events reported are only those whose time lies before `as_of` (use the lines leave out
+    of the time they price), not the use after the instant too."""
     revisions = await contracts_history.revisions(session, contract.id, as_of=as_of)
     terms = {r.revision: Terms.from_json(r.terms) for r in revisions}
     activations: list[Any] = list(await policies.activations(session, as_of=as_of))
@@ -402,7 +405,10 @@ async def gather(
         as_of=as_of,
         # What a preview taken later would add: the contract's active time in the month,
         # not only up to as_of (use after as_of is late too).
-        report=(window_start, max(window_start, term_end)),
+        report=(
+            window_start,
+            max(window_start, min(term_end, as_of) if late_before else term_end),
+        ),
     )
     gathered = Gathered(
         contract=contract,

@@ -59,12 +59,19 @@ async def preview(
     now: datetime,
     as_of: datetime | None = None,
     override: data.Proposed | None = None,
+    late_before: bool = False,
 ) -> InvoiceRead:
     start, end = data.period(period, now)
     taken = data.as_of(as_of, start, now)
     contract = await data.contract_row(session, contract_id)
     gathered = await data.gather(
-        session, contract=contract, start=start, end=end, as_of=taken, override=override
+        session,
+        contract=contract,
+        start=start,
+        end=end,
+        as_of=taken,
+        override=override,
+        late_before=late_before,
     )
     result = await wallet_ledger.with_credits(
         session,

@@ -71,8 +71,16 @@ async def invoice(
     if contract is None:
         return None
     hour = last_hour(now)
+    # Late events: only those for the time the lines price (before the instant), not the use
+    # since, which is not late and which the next whole hour takes in: counting it would
+    # read every event of the current hour (docs/portal.md#speed).
     found = await billing.preview(
-        session, contract_id=contract["id"], period=period_of(now), now=now, as_of=hour
+        session,
+        contract_id=contract["id"],
+        period=period_of(now),
+        now=now,
+        as_of=hour,
+        late_before=True,
     )
     if not found.lines and hour < now:
         # Nothing was priced as of the hour: the contract was recorded after it began (a new
@@ -81,7 +89,12 @@ async def invoice(
         # `now` itself, not the API's default of now to the second: a contract recorded
         # earlier in this same second would fall after that instant and price as nothing.
         found = await billing.preview(
-            session, contract_id=contract["id"], period=period_of(now), now=now, as_of=now
+            session,
+            contract_id=contract["id"],
+            period=period_of(now),
+            now=now,
+            as_of=now,
+            late_before=True,
         )
     return found
 
