@@ -10,7 +10,8 @@ duplicates as random picks make them), and the bare reference for one check and 
 
 Starts a fresh database (embedded by default, or ALLOTMENT_DATABASE_URL's server), seeds a
 realistic catalog (50 features, 3 plans) and N customers with contracts through the API,
-serves Allotment and `bench/bare.py` with the same uvicorn flags (one worker each), warms
+serves Allotment and `bench/bare.py` with the same uvicorn flags (one worker each, or
+`--workers N`), warms
 the cache, then drives both with the same `wrk` settings in the same run and prints
 requests/s, p50 and p99 for each and the ratios. A benchmark, not a test: nothing here
 passes or fails. Needs `wrk` (apt-get install wrk).
@@ -523,11 +524,21 @@ def main() -> None:
         "--warmup", type=int, default=2, help="seconds of unmeasured load before each run"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn workers for both servers (more than 1: not pinned; the server-time "
+        "figures, read from /metrics, are then one worker's)",
+    )
+    parser.add_argument(
         "--profile",
         choices=["check", "metered", "batch20", "mixed20"],
         help="py-spy the service during this run (bench/results/<run>.folded)",
     )
     args = parser.parse_args()
+    if args.workers > 1:
+        SERVER_FLAGS[SERVER_FLAGS.index("--workers") + 1] = str(args.workers)
+        args.pin = False  # the workers share every core with wrk and PostgreSQL
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
