@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -23,7 +24,8 @@ from tests.scale.redis_cluster import CLUSTER_MODE, Node, cluster_port, servers
 pytestmark = pytest.mark.scale
 
 SERVERS = servers()
-PASSWORD = "s3cret-pw"
+PASSWORD = "s3cret@pw:1"  # written percent-encoded in a URL (QUOTED)
+QUOTED = quote(PASSWORD, safe="")
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS) or ["none"], ids=lambda v: f"redis{v}")
@@ -124,8 +126,8 @@ async def test_a_wrong_or_missing_password_is_said_as_such(
         assert [w["reason"] for w in warnings] == [redis_client.AUTH_FAILED], urls
         _down(ready, "authentication failed (check the password in ALLOTMENT_REDIS_CLUSTER_URLS)")
 
-    # The right password: ready, and not a word at start.
-    warnings, ready = await _start_and_ask(stores, f"redis://:{PASSWORD}@{address}")
+    # The right password (percent-encoded, as in any URL): ready, and not a word at start.
+    warnings, ready = await _start_and_ask(stores, f"redis://:{QUOTED}@{address}")
     assert warnings == []
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
@@ -136,7 +138,7 @@ async def test_a_dead_seed_beside_a_live_one_is_no_problem(
 ) -> None:
     """The client learns the cluster from any seed that answers."""
     dead = f"127.0.0.1:{cluster_port()}"
-    urls = f"redis://:{PASSWORD}@{dead},redis://{one_node_cluster.address}"
+    urls = f"redis://:{QUOTED}@{dead},redis://{one_node_cluster.address}"
     assert await redis_client.cluster_problem(stores.settings(redis_cluster_urls=urls)) is None
     warnings, ready = await _start_and_ask(stores, urls)
     assert warnings == [] and ready.status_code == 200, ready.text
@@ -165,7 +167,7 @@ async def test_every_seed_is_asked_and_each_cause_named(stores: Any, plain: Node
 async def test_rediss_speaks_tls(stores: Any, one_node_cluster: Node) -> None:
     """rediss:// is TLS to every node: a node that speaks plain text is not ready, not
     silently used without encryption."""
-    urls = f"rediss://:{PASSWORD}@{one_node_cluster.address}"
+    urls = f"rediss://:{QUOTED}@{one_node_cluster.address}"
     warnings, ready = await _start_and_ask(stores, urls)
     assert ready.status_code == 503, ready.text
     assert ready.json()["checks"]["redis"].startswith(
