@@ -168,6 +168,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     watch_gc()
+    # A Redis Cluster that cannot be used (not a cluster, a wrong password, no node up) is
+    # said at start in words; the service runs without it, as with Redis down
+    # (docs/scale-out.md, "When the cluster is not usable").
+    if problem := await redis_store.cluster_problem(settings):
+        log.warning("redis_cluster_unusable", reason=problem)
     log.info("started")
     try:
         yield

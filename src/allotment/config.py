@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,44 @@ def _duration(value: Any) -> Any:
 Retention = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+def _cluster_urls(value: Any) -> Any:
+    """Each seed node a `redis://` or `rediss://` URL with a host and a port, all of one
+    scheme (the client reaches every node the same way); a password is never echoed."""
+    if not isinstance(value, str):
+        return value
+    schemes = set()
+    for seed in (url.strip() for url in value.split(",")):
+        if not seed:
+            continue
+        part = urlsplit(seed)
+        shown = seed.replace(f":{part.password}@", ":***@") if part.password else seed
+        try:
+            port = part.port
+        except ValueError:  # not a number, or out of range
+            port = None
+        if part.scheme not in ("redis", "rediss") or not part.hostname or port is None:
+            raise ValueError(
+                f"{shown!r} is not a redis:// or rediss:// URL with a host and a port: "
+                "write each seed node as redis://host:port (redis://:password@host:port "
+                "with a password), comma-separated"
+            )
+        if part.path not in ("", "/", "/0"):
+            raise ValueError(
+                f"{shown!r} names a database: a Redis Cluster has only database 0, "
+                "leave the path out"
+            )
+        schemes.add(part.scheme)
+    if len(schemes) > 1:
+        raise ValueError(
+            "mixes redis:// and rediss://: every node of the cluster is reached the same way, "
+            "with TLS (rediss://) or without"
+        )
+    return value
+
+
+ClusterUrls = Annotated[str | None, BeforeValidator(_cluster_urls)]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALLOTMENT_", env_file=None, extra="ignore")
 
@@ -47,10 +86,10 @@ class Settings(BaseSettings):
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share
     # one Redis without seeing each other.
     redis_namespace: str = "allotment"
-    # Seed nodes of a Redis Cluster (`redis://host:port`, comma-separated): set, the service
-    # keeps everything it keeps in Redis there and ALLOTMENT_REDIS_URL is not used
-    # (docs/scale-out.md, "Redis Cluster").
-    redis_cluster_urls: str | None = None
+    # Seed nodes of a Redis Cluster (`redis://host:port`, or `rediss://` for TLS; comma-separated,
+    # checked by _cluster_urls): set, the service keeps everything it keeps in Redis there and
+    # ALLOTMENT_REDIS_URL is not used (docs/scale-out.md, "Redis Cluster").
+    redis_cluster_urls: ClusterUrls = None
 
     host: str = "127.0.0.1"
     port: int = 8000

