@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     events_late_window_s: int = Field(default=7 * 24 * 3600, ge=60)
     events_future_s: int = Field(default=300, ge=0)
     # NATS JetStream between ingestion and aggregation (docs/scale-out.md, "NATS JetStream"):
-    # `nats://host:port[,nats://host:port…]`. Set, POST /v1/events validates, publishes each
+    # `nats://host:port[,nats://host:port…]` (or tls://; checked at start, broker_problem).
+    # Set, POST /v1/events validates, publishes each
     # event to the stream and answers once JetStream acknowledged it; `allotment aggregator`
     # writes them into PostgreSQL. Unset (the default): events go straight to PostgreSQL.
     events_broker: str | None = None
@@ -135,8 +136,9 @@ class Settings(BaseSettings):
     # How long JetStream drops a re-sent (source, id) itself (the database dedupes past it).
     events_dedupe_window_s: float = Field(default=120.0, gt=0)
     events_publish_timeout_s: float = Field(default=5.0, gt=0)  # past it: a 503
-    # Aggregators: messages per fetch, how long a fetch waits for them, and how long a
-    # fetched batch stays unacknowledged before JetStream hands it to another aggregator.
+    # Aggregators: messages per fetch (what the stream holds, at once), how long a fetch
+    # waits when it holds none, and how long a fetched batch stays unacknowledged before
+    # JetStream hands it to another aggregator.
     aggregator_batch: int = Field(default=1000, ge=1, le=10_000)
     aggregator_wait_s: float = Field(default=0.2, gt=0)
     aggregator_ack_wait_s: float = Field(default=30.0, ge=1)
