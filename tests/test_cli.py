@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,30 @@ async def test_the_aggregator_without_a_broker_says_what_to_set(stores: Any) -> 
     result = await run_cli(stores, "aggregator")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "ALLOTMENT_EVENTS_BROKER" in result.stderr
+
+
+async def test_an_aggregator_that_never_reached_nats_stops_on_sigterm_and_sigint(
+    stores: Any,
+) -> None:
+    # Its first connection never succeeds (a closed port): the client retries forever, and
+    # the signal must still end it, at once and cleanly.
+    from tests.check.servers import free_port
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        env = {**stores.env(), "ALLOTMENT_EVENTS_BROKER": f"nats://127.0.0.1:{free_port()}"}
+        proc = await asyncio.create_subprocess_exec(
+            ALLOTMENT, "aggregator", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        try:
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
+            assert b"aggregator started" in line, line
+            await asyncio.sleep(1.5)  # connecting: several attempts have failed by now
+            assert proc.returncode is None
+            proc.send_signal(sig)
+            code = await asyncio.wait_for(proc.wait(), timeout=5)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert code == 0, (sig, code)

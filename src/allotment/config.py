@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,40 @@ def _duration(value: Any) -> Any:
 
 
 Retention = Annotated[timedelta, BeforeValidator(_duration)]
+
+BROKER_SCHEMES = ("nats", "tls")
+# What NATS allows in a stream name: no whitespace, `.`, `*`, `>`, path separators or
+# control characters, at most 255 characters (docs/configuration.md).
+_STREAM_NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
+
+
+def broker_problem(url: str) -> str | None:
+    """What is wrong with an ALLOTMENT_EVENTS_BROKER value (None: nothing): a comma-separated
+    list of `nats://host[:port]` or `tls://host[:port]` URLs, or bare `host:port` (read as
+    nats://). Never echoes a password."""
+    parts = [part.strip() for part in url.split(",") if part.strip()]
+    if not parts:
+        return "a nats://host:port URL (or several, comma-separated) is required"
+    for part in parts:
+        not_one = f"{without_credentials(part)!r} is not a NATS server's URL (nats://host:port)"
+        try:
+            found = urlsplit(part if "://" in part else f"nats://{part}")
+            port = found.port  # a port that is not a number raises here
+        except ValueError:
+            return not_one
+        if found.scheme not in BROKER_SCHEMES:
+            return f"{found.scheme}:// is not a NATS URL: use nats://host:port or tls://host:port"
+        if not found.hostname or found.path not in ("", "/") or found.query or found.fragment:
+            return not_one
+        if "://" not in part and port is None:  # `not-a-url`: no scheme, no port
+            return not_one
+    return None
+
+
+def without_credentials(part: str) -> str:
+    """A broker URL without its user information (a password or a token)."""
+    scheme, sep, rest = part.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
 
 
 def _cluster_urls(value: Any) -> Any:
@@ -130,7 +164,8 @@ class Settings(BaseSettings):
     events_late_window_s: int = Field(default=7 * 24 * 3600, ge=60)
     events_future_s: int = Field(default=300, ge=0)
     # NATS JetStream between ingestion and aggregation (docs/scale-out.md, "NATS JetStream"):
-    # `nats://host:port[,nats://host:port…]`. Set, POST /v1/events validates, publishes each
+    # `nats://host:port[,nats://host:port…]` (or tls://; checked at start, broker_problem).
+    # Set, POST /v1/events validates, publishes each
     # event to the stream and answers once JetStream acknowledged it; `allotment aggregator`
     # writes them into PostgreSQL. Unset (the default): events go straight to PostgreSQL.
     events_broker: str | None = None
@@ -139,8 +174,9 @@ class Settings(BaseSettings):
     # How long JetStream drops a re-sent (source, id) itself (the database dedupes past it).
     events_dedupe_window_s: float = Field(default=120.0, gt=0)
     events_publish_timeout_s: float = Field(default=5.0, gt=0)  # past it: a 503
-    # Aggregators: messages per fetch, how long a fetch waits for them, and how long a
-    # fetched batch stays unacknowledged before JetStream hands it to another aggregator.
+    # Aggregators: messages per fetch (what the stream holds, at once), how long a fetch
+    # waits when it holds none, and how long a fetched batch stays unacknowledged before
+    # JetStream hands it to another aggregator.
     aggregator_batch: int = Field(default=1000, ge=1, le=10_000)
     aggregator_wait_s: float = Field(default=0.2, gt=0)
     aggregator_ack_wait_s: float = Field(default=30.0, ge=1)
@@ -218,6 +254,26 @@ class Settings(BaseSettings):
     @property
     def redis_cluster_seeds(self) -> list[str]:
         return [url.strip() for url in (self.redis_cluster_urls or "").split(",") if url.strip()]
+
+    @field_validator("events_broker")
+    @classmethod
+    def _a_nats_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        problem = broker_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("events_stream")
+    @classmethod
+    def _a_stream_name(cls, value: str) -> str:
+        if not _STREAM_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a NATS stream name: 1 to 255 characters, none of them "
+                "whitespace, '.', '*', '>', '/' or '\\'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:

@@ -20,13 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
+import structlog
 
 from allotment.app import create_app
 from allotment.config import Settings
 from allotment.db import libpq_url
-from allotment.usage.broker import CONSUMER
+from allotment.kit.clock import isoformat, utcnow
+from allotment.usage.aggregator import Aggregator
+from allotment.usage.broker import (
+    CONSUMER,
+    MSG_ID,
+    RECEIVED,
+    dead_subject,
+    message_id,
+    subject,
+)
 from tests.check.servers import eventually
 from tests.conftest import SIGNING_SECRET
 from tests.factories.usage import BATCH, event
@@ -37,6 +48,7 @@ from tests.scale.world import acme_on_team
 pytestmark = pytest.mark.scale
 
 ACK_WAIT_S = 2  # a killed aggregator's batch goes to the other one after this
+STOP_WITHIN_S = 3  # an aggregator told to stop while idle has returned by then
 SENDERS = 4
 BATCH_SIZE = 40
 SOURCE = "scale/nats"
@@ -264,6 +276,68 @@ async def test_every_event_counted_once_through_node_and_aggregator_kills(
     finally:
         stop.set()
         aggregators.close()
+
+
+async def test_a_message_that_can_never_be_written_is_set_aside_not_blocking_the_rest(
+    stores: dict[str, Any], app: Any, world: tuple[httpx.AsyncClient, dict[str, str]]
+) -> None:
+    # Published straight to the stream (the API now refuses them, as it refuses them without
+    # a broker): PostgreSQL cannot store a NUL, so their batch can never commit as it is.
+    client, _ = world
+    settings = app.state.settings
+    js = app.state.broker.js
+    source = "scale/poison"
+    good = [event(f"good-{i}", source=source) for i in range(5)]
+    poison = [
+        event("bad\u0000id", source=source),
+        event("bad-data", source=source, data={"count": 1, "\u0000": 2}),
+    ]
+    received = isoformat(utcnow())
+    for body in [good[0], poison[0], *good[1:3], poison[1], *good[3:]]:
+        await js.publish(
+            subject(settings),
+            orjson.dumps(body),
+            stream=settings.events_stream,
+            headers={MSG_ID: message_id((body["source"], body["id"])), RECEIVED: received},
+        )
+    aggregator = Aggregator(
+        settings,
+        maker=app.state.sessionmaker,
+        engine=app.state.engine,
+        snapshots=app.state.checker.snapshots,
+    )
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as captured:
+        running = asyncio.create_task(aggregator.run(stop))
+        try:
+
+            async def written() -> bool:
+                with psycopg.connect(libpq_url(stores["database_url"]), autocommit=True) as conn:
+                    (ids,) = conn.execute(
+                        "SELECT count(*) FROM usage_event_ids WHERE source = %s", (source,)
+                    ).fetchone() or (0,)
+                info = await js.consumer_info(settings.events_stream, CONSUMER, timeout=2.0)
+                return ids == len(good) and (info.num_pending, info.num_ack_pending) == (0, 0)
+
+            await eventually(written, within=30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, timeout=STOP_WITHIN_S)
+    dead = [e for e in captured if e["event"] == "aggregator_dead_letter"]
+    assert sorted(e["id"] for e in dead) == sorted(p["id"] for p in poison)
+    assert all(e["source"] == source and e["log_level"] == "error" for e in dead)
+    # Kept on <stream>.dead, with why, until an operator removes them; counted in /metrics.
+    kept = await js.stream_info(settings.events_stream, subjects_filter=dead_subject(settings))
+    assert (kept.state.subjects or {}).get(dead_subject(settings)) == len(poison)
+    first = await js.get_last_msg(settings.events_stream, dead_subject(settings))
+    assert orjson.loads(first.data)["id"] == "bad-data"
+    assert "NUL" in (first.headers or {})["Allotment-Error"]
+
+    async def counted_in_metrics() -> bool:
+        metrics = (await client.get("/metrics")).text
+        return f"allotment_events_broker_dead_letters {float(len(poison))}" in metrics
+
+    await eventually(counted_in_metrics, within=10)
 
 
 async def test_a_publish_jetstream_does_not_acknowledge_is_a_503(

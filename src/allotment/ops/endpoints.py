@@ -46,10 +46,26 @@ async def _probe_redis(request: Request) -> str:
         return f"down: {problem or type(exc).__name__}"
 
 
-@router.get("/readyz", responses={503: {"description": "PostgreSQL or Redis is down"}})
+def _probe_broker(request: Request) -> str | None:
+    """The event broker's state when one is configured (usage/broker.py): POST /v1/events
+    is a 503 while it is down, so the process is not ready (docs/scale-out.md)."""
+    broker = getattr(request.app.state, "broker", None)
+    if broker is None:
+        return None
+    problem = broker.problem()
+    return "ok" if problem is None else f"down: {problem}"
+
+
+@router.get(
+    "/readyz",
+    responses={503: {"description": "PostgreSQL, Redis or the event broker (when set) is down"}},
+)
 async def readyz(request: Request) -> Any:
     postgres, redis = await asyncio.gather(_probe_postgres(request), _probe_redis(request))
     checks = {"postgres": postgres, "redis": redis}
+    broker = _probe_broker(request)
+    if broker is not None:
+        checks["broker"] = broker
     if all(v == "ok" for v in checks.values()):
         return {"status": "ready", "checks": checks}
     down = ", ".join(k for k, v in checks.items() if v != "ok")

@@ -141,6 +141,7 @@ async def ingest_events(
         try:
             outcome = await broker.ingest(raw_events, snapshot_of=snapshot_of, window=window)
         except BrokerUnavailable as exc:
+            broker.refused(str(exc))
             raise ServiceUnavailable(
                 f"The event broker did not acknowledge the events ({exc}); send them again "
                 "(events it did store are then duplicates)."
