@@ -5,10 +5,13 @@ The measurement itself, and every read, against two real PostgreSQL processes: t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+import structlog
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -121,3 +124,42 @@ async def test_a_version_the_client_asks_for_is_a_floor_too(replica: Replica) ->
     assert not replica.accepts("acme", None, wanted=0)  # the replica lacks the customer
     replica.note("acme", 6)
     assert not replica.accepts("acme", 5, wanted=4)  # the version heard is higher
+
+
+async def test_a_replica_never_measured_says_why_at_start_and_its_lag_is_unknown() -> None:
+    """Nothing answers at 127.0.0.1:1 (a real refused connection): down from the first
+    measurement, logged then (not only after being up once), the lag gauge -1 (unknown)
+    rather than 0, and logged once however many measurements fail the same way."""
+    engine = create_async_engine(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
+    )
+    made = Replica(engine=engine, primary=engine, max_lag_s=MAX_LAG_S, check_s=0.1)
+    counted = REGISTRY.get_sample_value(
+        "allotment_replica_unusable_total", {"reason": "primary_unreachable"}
+    )
+    try:
+        with structlog.testing.capture_logs() as logs:
+            made.start()
+            for _ in range(200):
+                seen = REGISTRY.get_sample_value(
+                    "allotment_replica_unusable_total", {"reason": "primary_unreachable"}
+                )
+                if (seen or 0) >= (counted or 0) + 3:
+                    break
+                await asyncio.sleep(0.05)
+            await made.stop()
+    finally:
+        await engine.dispose()
+    assert made.up is False and made.down_reason == "primary_unreachable"
+    assert REGISTRY.get_sample_value("allotment_replica_up") == 0
+    assert REGISTRY.get_sample_value("allotment_replica_lag_seconds") == -1
+    down = [entry for entry in logs if entry["event"] == "replica_down"]
+    assert len(down) == 1, logs
+    assert down[0]["reason"] == "primary_unreachable" and down[0]["log_level"] == "warning"
+    assert "could not be read" in down[0]["error"]
+
+
+async def test_a_failed_read_makes_the_lag_unknown(replica: Replica) -> None:
+    replica.failed(OSError("connection reset"))
+    assert REGISTRY.get_sample_value("allotment_replica_lag_seconds") == -1
+    assert not replica.may_serve("acme")

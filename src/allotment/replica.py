@@ -14,7 +14,13 @@ primary's. Reads that may go to the replica:
 
 The replica serves only while all of these hold; otherwise the read goes to the primary:
 
-    up          its last lag measurement succeeded and no read has failed since
+    up          its last lag measurement succeeded and no read has failed since; a
+                measurement succeeds only when the replica is a copy of this primary: a
+                standby in recovery, with the primary's `system_identifier` (the same
+                cluster) and the same `current_database()`. Anything else (a standby of
+                another deployment, another database on the right standby, the primary's own
+                URL) would answer from the wrong data: the replica is then down, with the
+                check that failed logged and counted (allotment_replica_unusable_total)
     lag         it is known to hold every commit older than `replica_max_lag_s`: once every
                 `replica_check_s` the primary's WAL position (pg_current_wal_lsn()) is
                 sampled, then the replica's replay position (pg_last_wal_replay_lsn()); the
@@ -54,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import Request
 
 from allotment.config import Settings
-from allotment.db import create_engine, create_sessionmaker, guarded, transaction
+from allotment.db import async_url, create_engine, create_sessionmaker, guarded, transaction
 from allotment.errors import ServiceUnavailable
 from allotment.invalidation import CUSTOMER_TOPIC, POLICY_TOPIC
 from allotment.kit.background import cancel
@@ -68,9 +74,29 @@ REPLICA_ERRORS = (SQLAlchemyError, psycopg.Error, OSError, TimeoutError)
 REPLICA_LAG = Gauge(
     "allotment_replica_lag_seconds",
     "Upper bound of the read replica's lag at its last measurement: the time since the "
-    "newest sample of the primary's WAL position the replica had replayed (-1: unknown)",
+    "newest sample of the primary's WAL position the replica had replayed (-1: unknown: "
+    "not measured yet, or the replica is down or unusable)",
 )
 REPLICA_UP = Gauge("allotment_replica_up", "1 while the read replica answers its measurements")
+REPLICA_UNUSABLE = Counter(
+    "allotment_replica_unusable_total",
+    "Lag measurements that found the replica unusable (reads went to the primary), by why: "
+    "unreachable (the replica did not answer), primary_unreachable (the primary's WAL "
+    "position could not be read), not_standby (not in recovery: a primary, a promoted "
+    "standby, or the primary's own URL), other_cluster (its system_identifier is not the "
+    "primary's: a copy of another cluster), other_database (another database than the "
+    "primary's)",
+    ["reason"],
+)
+UNUSABLE_REASONS = (
+    "unreachable",
+    "primary_unreachable",
+    "not_standby",
+    "other_cluster",
+    "other_database",
+)
+# Reasons that mean the configuration names the wrong data, logged as errors.
+WRONG_DATA = ("other_cluster", "other_database")
 REPLICA_READS = Counter(
     "allotment_replica_reads_total",
     "Reads that could go to the replica, by the store that served them and why: "
@@ -80,11 +106,27 @@ REPLICA_READS = Counter(
     ["store", "reason"],
 )
 
-_PRIMARY_LSN = text("SELECT pg_current_wal_lsn()::text")
-_REPLICA_LSN = text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
+# The WAL positions, with what tells a copy of the primary from another server or database.
+_IDENTITY = "(SELECT system_identifier FROM pg_control_system())::text, current_database()"
+_PRIMARY_STATE = text(f"SELECT pg_current_wal_lsn()::text, {_IDENTITY}")
+_REPLICA_STATE = text(f"SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, {_IDENTITY}")
 _CUSTOMER_VERSION = text("SELECT state_version FROM customers WHERE key = :key")
 MAX_SAMPLES = 3600  # unreplayed samples kept: an hour at one a second
 MAX_PENDING = 100_000  # customers with a change the replica may not hold yet
+
+
+class ReplicaUnusable(Exception):
+    """A measurement found the replica unusable: `reason` is one of UNUSABLE_REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _first_line(exc: BaseException) -> str:
+    """What a driver error says, without SQLAlchemy's statement and link."""
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    return said.splitlines()[0] if said else type(exc).__name__
 
 
 def lsn(position: str) -> int:
@@ -102,6 +144,7 @@ class Replica:
         max_lag_s: float,
         check_s: float,
         max_pending: int = MAX_PENDING,
+        same_url_as_primary: bool = False,
     ) -> None:
         self.engine = engine
         self.maker = create_sessionmaker(engine)
@@ -109,7 +152,11 @@ class Replica:
         self.max_lag_s = max_lag_s
         self.check_s = check_s
         self.max_pending = max_pending
+        self.same_url_as_primary = same_url_as_primary
         self.up = False
+        # Why the last measurement found it unusable (None: up, or not measured yet): a
+        # reason is logged when it changes, not at every measurement.
+        self.down_reason: str | None = None
         # Monotonic: the replica holds every commit made before this (None: not yet known).
         self.caught_up_at: float | None = None
         self.lag_s: float | None = None  # at the last measurement
@@ -124,6 +171,8 @@ class Replica:
             for reason in ("down", "lagging", "changed", "behind", "failed")
         }
         self._served = REPLICA_READS.labels("replica", "served")
+        self._unusable = {reason: REPLICA_UNUSABLE.labels(reason) for reason in UNUSABLE_REASONS}
+        REPLICA_LAG.set(-1)  # unknown until a measurement succeeds
 
     @classmethod
     def create(cls, url: str, settings: Settings, *, primary_url: str) -> Replica:
@@ -137,6 +186,7 @@ class Replica:
             primary=create_engine(primary_url, one, connect_timeout_s=2),
             max_lag_s=settings.replica_max_lag_s,
             check_s=settings.replica_check_s,
+            same_url_as_primary=async_url(url) == async_url(primary_url),
         )
 
     # -- changes heard -----------------------------------------------------------------------
@@ -234,20 +284,34 @@ class Replica:
             log.warning("replica_read_failed", error=str(exc))
         self.up = False
         REPLICA_UP.set(0)
+        REPLICA_LAG.set(-1)
         self._reads["failed"].inc()
 
     # -- measuring ---------------------------------------------------------------------------
 
     async def measure(self) -> None:
-        """One lag measurement: the primary's WAL position, then the replica's replay."""
+        """One lag measurement: the primary's WAL position, then the replica's replay, each
+        with the identity the replica must share with the primary; `ReplicaUnusable` says
+        why it cannot serve."""
         at = time.monotonic()
-        async with self.primary.connect() as connection:
-            position = (await connection.execute(_PRIMARY_LSN)).scalar_one()
+        try:
+            async with self.primary.connect() as connection:
+                position, cluster, database = (await connection.execute(_PRIMARY_STATE)).one()
+        except REPLICA_ERRORS as exc:
+            raise ReplicaUnusable(
+                "primary_unreachable",
+                f"the primary's WAL position could not be read ({_first_line(exc)}): the "
+                "replica's lag is unknown, so it serves nothing",
+            ) from exc
         self._samples.append((at, lsn(position)))
-        async with self.engine.connect() as connection:
-            standby, replayed = (await connection.execute(_REPLICA_LSN)).one()
-        if not standby or replayed is None:
-            raise RuntimeError("the replica is not a standby in recovery")
+        try:
+            async with self.engine.connect() as connection:
+                standby, replayed, its_cluster, its_database = (
+                    await connection.execute(_REPLICA_STATE)
+                ).one()
+        except REPLICA_ERRORS as exc:
+            raise ReplicaUnusable("unreachable", _first_line(exc)) from exc
+        self._identify(standby, replayed, (cluster, database), (its_cluster, its_database))
         newest = None
         while self._samples and self._samples[0][1] <= lsn(replayed):
             newest = self._samples.popleft()[0]
@@ -256,6 +320,7 @@ class Replica:
         if not self.up:
             log.info("replica_up")
         self.up = True
+        self.down_reason = None
         self.lag_s = at - self.caught_up_at if self.caught_up_at is not None else None
         REPLICA_UP.set(1)
         REPLICA_LAG.set(self.lag_s if self.lag_s is not None else -1)
@@ -265,17 +330,65 @@ class Replica:
                 break
             del self._pending[customer]
 
+    def _identify(
+        self,
+        standby: bool,
+        replayed: str | None,
+        primary: tuple[str, str],
+        replica: tuple[str, str],
+    ) -> None:
+        """Refuse a replica that is not a copy of this primary's database, in recovery: it
+        would answer from other data (docs/scale-out.md, "Read replica")."""
+        if replica[0] != primary[0]:
+            raise ReplicaUnusable(
+                "other_cluster",
+                f"the replica is not a copy of the primary: its system_identifier is "
+                f"{replica[0]}, the primary's {primary[0]} (ALLOTMENT_DATABASE_REPLICA_URL "
+                "must name a standby streaming from ALLOTMENT_DATABASE_URL's server)",
+            )
+        if replica[1] != primary[1]:
+            raise ReplicaUnusable(
+                "other_database",
+                f"the replica URL names database '{replica[1]}', the primary's is "
+                f"'{primary[1]}': ALLOTMENT_DATABASE_REPLICA_URL must name the same database",
+            )
+        if not standby or replayed is None:
+            said = (
+                "ALLOTMENT_DATABASE_REPLICA_URL is the primary's own URL"
+                if self.same_url_as_primary
+                else "it is not a standby in recovery (pg_is_in_recovery() is false: a "
+                "primary, or a promoted standby)"
+                if not standby
+                else "it has replayed no WAL yet"
+            )
+            raise ReplicaUnusable("not_standby", f"the replica cannot serve reads: {said}")
+
+    def _down(self, reason: str, message: str) -> None:
+        """A measurement found the replica unusable: reads go to the primary. Logged when
+        the reason changes (at start too), counted every time."""
+        self._unusable[reason].inc()
+        if reason != self.down_reason or self.up:
+            report = log.error if reason in WRONG_DATA else log.warning
+            report("replica_down", reason=reason, error=message)
+        self.up = False
+        self.down_reason = reason
+        self.lag_s = None
+        REPLICA_UP.set(0)
+        REPLICA_LAG.set(-1)
+
     async def _measure_forever(self) -> None:
+        timeout = max(2.0, self.check_s)
         while True:
             try:
-                await asyncio.wait_for(self.measure(), timeout=max(2.0, self.check_s))
+                await asyncio.wait_for(self.measure(), timeout=timeout)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # down, unreachable, promoted: reads go to the primary
-                if self.up:
-                    log.warning("replica_down", error=str(exc))
-                self.up = False
-                REPLICA_UP.set(0)
+            except ReplicaUnusable as exc:
+                self._down(exc.reason, str(exc))
+            except TimeoutError:
+                self._down("unreachable", f"a lag measurement took longer than {timeout:g} s")
+            except Exception as exc:  # promoted mid-way, a bug: reads go to the primary
+                self._down("unreachable", _first_line(exc))
             await asyncio.sleep(self.check_s)
 
     def start(self) -> None:

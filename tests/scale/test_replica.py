@@ -263,3 +263,88 @@ async def test_a_stopped_replica_costs_no_error_and_is_used_again(
     served = reads("replica", "served")
     assert await usage_total(client, admin, "acme") == expected
     assert reads("replica", "served") > served
+
+
+def unusable(reason: str) -> float:
+    value = REGISTRY.get_sample_value("allotment_replica_unusable_total", {"reason": reason})
+    return value or 0.0
+
+
+def other_database(servers: Pair) -> str:
+    """A second Allotment database on the same primary, on the standby too: the replica URL
+    of a deployment that names the wrong one."""
+    name = "allotment_other"
+    if not servers.primary.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        upgrade(servers.create_database(name))
+    return servers.replica.url(name)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason", "level", "says"),
+    [
+        ("another database on the standby", "other_database", "error", "'allotment_other'"),
+        ("another cluster", "other_cluster", "error", "system_identifier"),
+        ("the primary's own URL", "not_standby", "warning", "the primary's own URL"),
+        ("nothing listening", "unreachable", "warning", "refused"),
+        ("no such database", "unreachable", "warning", 'database "nowhere" does not exist'),
+    ],
+)
+async def test_a_replica_that_is_not_a_copy_of_this_database_is_refused_and_said_why(
+    app: Any,
+    world: tuple[httpx.AsyncClient, dict[str, str]],
+    pair: Any,
+    stores: Any,
+    case: str,
+    reason: str,
+    level: str,
+    says: str,
+) -> None:
+    """The operator's trial: a replica URL naming another deployment's standby answered
+    checks and usage reads from the other database. Every measurement verifies the
+    replica's system_identifier, database and recovery against the primary's; a replica
+    failing one is down from the start, reads are the primary's, and the log says which
+    check failed once (not at every measurement)."""
+    import structlog
+
+    from tests.check.servers import free_port
+
+    client, admin = world
+    servers: Pair = pair[0]
+    await caught_up(app)
+    expected = await usage_total(client, admin, "acme")
+    replica_url = {
+        "another database on the standby": lambda: other_database(servers),
+        "another cluster": lambda: stores.database_url,
+        "the primary's own URL": lambda: pair[1],
+        "nothing listening": lambda: f"postgresql://postgres@127.0.0.1:{free_port()}/allotment",
+        "no such database": lambda: servers.replica.url("nowhere"),
+    }[case]()
+    if case == "another database on the standby":
+        await eventually(
+            lambda: _true(bool(servers.replica.sql("SELECT 1", "allotment_other"))), within=20
+        )
+    counted = unusable(reason)
+    wrong = create_app(settings(pair).model_copy(update={"database_replica_url": replica_url}))
+    with structlog.testing.capture_logs() as logs:
+        async with wrong.router.lifespan_context(wrong):
+
+            async def measured() -> bool:  # a few times (or, taken for a copy, up and serving)
+                return bool(wrong.state.replica.up or unusable(reason) >= counted + 3)
+
+            await eventually(measured, within=20)
+            transport = httpx.ASGITransport(app=wrong)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as other:
+                assert await usage_total(other, admin, "acme") == expected
+                wrong.state.checker.snapshots.clear()
+                check = await other.post(
+                    "/v1/check", json={"customer": "acme", "feature": "sso"}, headers=admin
+                )
+                assert check.status_code == 200, check.text
+                assert check.json()["reason"] != "customer_unknown", check.text
+            assert wrong.state.replica.up is False
+            assert wrong.state.replica.down_reason == reason
+    said = [
+        entry for entry in logs if entry["event"] == "replica_down" and entry["reason"] == reason
+    ]
+    assert len(said) == 1, logs  # once, however many measurements found it so
+    assert said[0]["log_level"] == level and says in said[0]["error"], said
