@@ -224,16 +224,24 @@ async def read_usage(
     tenant: Annotated[str | None, Query()] = None,
 ) -> UsageRead:
     snapshot, _ = await request.app.state.checker.snapshot(key, utcnow())
-    if snapshot is not None and not snapshot.known:
+    if snapshot is None:
+        # Nothing cached and the store down: which meters the customer has is unknown, so
+        # the meter cannot be judged (a 422 would blame the request for the outage).
+        raise ServiceUnavailable(
+            "The database is unavailable and the customer's policy is not cached, so its "
+            "meters are unknown; nothing was read. Retry shortly.",
+            retry_after=2,
+        )
+    if not snapshot.known:
         raise NotFound(f"Customer {key!r} does not exist.", type="customer-not-found")
-    catalog = snapshot.catalog if snapshot is not None else None
+    catalog = snapshot.catalog
     found = catalog.meters.get(meter) if catalog is not None else None
     if found is None:
         message = f"no meter '{meter}' in the customer's policy version"
         raise ValidationFailed(
             f"The request names {message}.", errors=[{"path": "query.meter", "message": message}]
         )
-    if tenant is not None and snapshot is not None and tenant not in snapshot.holdings.tenants:
+    if tenant is not None and tenant not in snapshot.holdings.tenants:
         message = f"no tenant '{tenant}' for this customer"
         raise ValidationFailed(
             f"The request names {message}.", errors=[{"path": "query.tenant", "message": message}]
