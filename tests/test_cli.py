@@ -217,3 +217,87 @@ async def test_an_aggregator_that_never_reached_nats_stops_on_sigterm_and_sigint
                 proc.kill()
                 await proc.wait()
         assert code == 0, (sig, code)
+
+
+async def _cli_with(
+    stores: Any, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [ALLOTMENT, *args],
+        env={**stores.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_paragraph(result: subprocess.CompletedProcess[str]) -> str:
+    """The command failed with one paragraph on stderr: no traceback, no password."""
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+async def test_migrate_or_serve_a_database_that_does_not_exist_says_how_to_create_it(
+    stores: Any,
+) -> None:
+    """The operator's trial: a 126-line traceback ending in `FATAL: database "allotment"
+    does not exist`."""
+    from sqlalchemy.engine import make_url
+
+    from allotment.db import libpq_url
+
+    url = make_url(libpq_url(stores.database_url)).set(
+        database="allotment_missing", password="secret"
+    )
+    env = {"ALLOTMENT_DATABASE_URL": url.render_as_string(hide_password=False)}
+    for args in (("migrate",), ("serve", "--migrate", "--port", "1")):
+        said = _one_paragraph(await _cli_with(stores, env, *args))
+        assert "'allotment_missing' does not exist" in said, said
+        assert "createdb" in said and "allotment_missing" in said and "***" in said, said
+        assert "allotment migrate" in said
+
+
+async def test_serve_with_the_primary_unreachable_says_so_in_one_paragraph(
+    stores: Any,
+) -> None:
+    """The operator's trial: 222 lines and 3 tracebacks ending in "The database is
+    unavailable; nothing was written. Retry shortly."."""
+    env = {"ALLOTMENT_DATABASE_URL": "postgresql://allotment:secret@127.0.0.1:1/allotment"}
+    for args in (
+        ("serve", "--port", "1"),
+        ("migrate",),
+        ("api-keys", "create", "--name", "x", "--scope", "admin"),
+    ):
+        said = _one_paragraph(await _cli_with(stores, env, *args))
+        assert "Cannot connect to the database" in said, said
+        assert "postgresql://allotment:***@127.0.0.1:1/allotment" in said, said
+
+
+async def test_a_malformed_store_url_is_refused_before_serving(stores: Any) -> None:
+    for name, value in (
+        ("ALLOTMENT_DATABASE_REPLICA_URL", "not-a-url"),
+        ("ALLOTMENT_DATABASE_REPLICA_URL", "mysql://u:secret@db/allotment"),
+        ("ALLOTMENT_DATABASE_URL", "mysql://u:secret@db/allotment"),
+        ("ALLOTMENT_REDIS_URL", "http://cache:6379"),
+    ):
+        result = await _cli_with(stores, {name: value}, "serve", "--port", "1")
+        said = _one_paragraph(result)
+        assert "Serving on" not in result.stdout + said
+        assert f"invalid configuration: {name}: must be a" in said, said
+        assert "Value error" not in said
+
+
+async def test_a_settings_error_between_two_settings_names_them(stores: Any) -> None:
+    env = {"ALLOTMENT_REPLICA_CHECK_S": "10"}
+    said = _one_paragraph(await _cli_with(stores, env, "keys", "list"))
+    assert "invalid configuration: ALLOTMENT_REPLICA_CHECK_S must be shorter" in said, said
+    assert "ALLOTMENT_:" not in said and "Value error" not in said
+
+
+async def test_a_command_logs_nothing_of_alembic_at_info(stores: Any) -> None:
+    result = await _cli_with(stores, {"ALLOTMENT_LOG_LEVEL": "INFO"}, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "alembic" not in result.stderr, result.stderr

@@ -28,23 +28,31 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import psycopg
 from psycopg.errors import UndefinedTable
 from pydantic import ValidationError
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from allotment import embedded
+from allotment import embedded, preflight
 from allotment.config import get_settings
 
 T = TypeVar("T")
 
 
 @contextmanager
-def _servers() -> Any:
+def _servers(*, check: bool = False) -> Any:
+    """The stores (embedded ones started when no URL is set); with `check`, the database is
+    connected to first, and one that cannot be is a paragraph saying why (preflight.py)."""
     settings = get_settings()
     servers = embedded.start(settings)
     servers.export()
     get_settings.cache_clear()  # later reads see the URLs just exported
     try:
+        if check:
+            try:
+                preflight.check_database(servers.database_url)
+            except preflight.DatabaseUnusable as exc:
+                raise click.ClickException(str(exc)) from None
         yield servers
     finally:
         servers.stop()
@@ -68,6 +76,7 @@ def _bus(settings: Any) -> tuple[Any, Any]:
 
 def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
     from allotment.db import create_engine, create_sessionmaker, session_scope
+    from allotment.errors import ServiceUnavailable
 
     async def main() -> T:
         settings = get_settings()
@@ -76,6 +85,10 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
         try:
             async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)
+        except ServiceUnavailable as exc:
+            if not isinstance(exc.__cause__, OperationalError | psycopg.OperationalError):
+                raise
+            raise click.ClickException(str(preflight.unusable(database_url, exc))) from None
         except ProgrammingError as exc:
             if not isinstance(exc.orig, UndefinedTable):
                 raise
@@ -151,10 +164,7 @@ def main() -> None:
     try:
         settings = get_settings()
     except ValidationError as exc:  # a bad ALLOTMENT_* value: say which, without a traceback
-        problems = "; ".join(
-            f"ALLOTMENT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = preflight.settings_problems(exc)
         raise click.ClickException(f"invalid configuration: {problems}") from None
     logs.configure(settings.log_level, json=settings.log_json)
 
@@ -179,7 +189,7 @@ def serve(host: str | None, port: int | None, workers: int, migrate: bool, demo:
     # found before it: with the default one the process died there, before the embedded
     # servers were stopped. This one unwinds, so they are (docs/architecture.md).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with _servers() as servers:
+    with _servers(check=True) as servers:
         if migrate:
             upgrade(servers.database_url)
         if demo:
@@ -308,7 +318,7 @@ def migrate() -> None:
     """Apply the database migrations."""
     from allotment.migrate import upgrade
 
-    with _servers() as servers:
+    with _servers(check=True) as servers:
         upgrade(servers.database_url)
     click.echo("migrations applied")
 

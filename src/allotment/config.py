@@ -100,9 +100,27 @@ def _cluster_urls(value: Any) -> Any:
 
 ClusterUrls = Annotated[str | None, BeforeValidator(_cluster_urls)]
 
+# The URL schemes each store takes (docs/configuration.md, "Stores"); postgresql+psycopg://
+# is SQLAlchemy's spelling of the first (db.async_url).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _store_url(value: str | None, schemes: tuple[str, ...], expected: str) -> str | None:
+    """Refuse a URL of another kind at configuration time, in a sentence naming only its
+    scheme (never the rest: it may hold a password); unset or empty stays unset."""
+    if not value or value.startswith(schemes):
+        return value
+    scheme, sep, _ = value.partition("://")
+    found = f"a URL starting '{scheme}://'" if sep else "not a URL"
+    raise ValueError(f"{expected}; the value given is {found}")
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ALLOTMENT_", env_file=None, extra="ignore")
+    # Errors never repeat the value given: a store's URL may hold a password.
+    model_config = SettingsConfigDict(
+        env_prefix="ALLOTMENT_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # None means "start the embedded server under data_dir" (see embedded.py).
     database_url: str | None = None
@@ -274,6 +292,25 @@ class Settings(BaseSettings):
                 "whitespace, '.', '*', '>', '/' or '\\'"
             )
         return value
+
+    @field_validator("database_url", "database_replica_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        return _store_url(
+            value,
+            POSTGRES_SCHEMES,
+            "must be a PostgreSQL URL, postgresql://user:password@host:5432/database "
+            "(or postgres://…)",
+        )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _store_url(
+            value,
+            REDIS_SCHEMES,
+            "must be a Redis URL, redis://host:6379/0 (rediss:// for TLS, unix:///path/to/socket)",
+        )
 
     @model_validator(mode="after")
     def _replica_measured_within_its_bound(self) -> Settings:

