@@ -140,8 +140,13 @@ def test_axis_labels_examples() -> None:
 
 def test_time_left_says_hours_or_minutes_under_a_day() -> None:
     assert wording.time_left(9.5 * 86400) == "10 days"
-    assert wording.time_left(86400) == "1 day"
-    assert wording.time_left(86400 + 1) == "2 days"
+    assert wording.time_left(2 * 86400) == "2 days"
+    assert wording.time_left(2.5 * 86400 - 1) == "2 days"
+    assert wording.time_left(2.5 * 86400) == "3 days"
+    assert wording.time_left(86400) == "24 hours"
+    assert wording.time_left(2 * 86400 - 1) == "47 hours"
+    assert wording.time_left(3599) == "1 hour"  # 59 minutes 59 seconds: not "60 minutes"
+    assert wording.time_left(3540) == "59 minutes"
     assert wording.time_left(3 * 3600 + 1200) == "3 hours"
     assert wording.time_left(5400) == "1 hour 30 minutes"
     assert wording.time_left(3600) == "1 hour"

@@ -184,10 +184,11 @@ async def test_a_trial_counts_down_its_days_and_the_overview_shows_the_month_so_
     await publish_policy(client, admin, demo_document())
     await create_customer(client, admin, key="initech")
     contract = await create_contract(
-        client, admin, customer="initech", kind="trial", ends_at=days_from_now(9.5)
+        client, admin, customer="initech", kind="trial", ends_at=days_from_now(9.75)
     )
     async with signed_in(app, client, admin, "initech") as browser:
         page = (await browser.get("/portal/customers/initech")).text
+        # 9 days 18 hours: 10 days, to the nearest
         assert "Trial ends on" in page and text_of(page, "days-left") == "10"
         assert text_of(page, "contract-kind") == "trial"
         subtotal = text_of(page, "invoice-subtotal").split()[0]
@@ -327,6 +328,22 @@ async def test_bad_release_forms_wrong_methods_and_forged_notices_get_pages(
             assert wrong.headers["allow"] == "GET, HEAD"
         wrong = await browser.request("DELETE", f"{base}/seats/release")
         assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+        # GET and POST swapped are 405 pages too, as is any method on /portal but GET.
+        for method, path, allow in (
+            ("GET", f"{base}/seats/release", "POST"),
+            ("POST", base, "GET, HEAD"),
+            ("POST", f"{base}/invoice.csv", "GET, HEAD"),
+            ("GET", "/portal/logout", "POST"),
+            ("POST", "/portal", "GET, HEAD"),
+            ("PUT", "/portal", "GET, HEAD"),
+        ):
+            wrong = await browser.request(method, path)
+            assert wrong.status_code == 405, (method, path, wrong.text[:200])
+            assert wrong.headers["content-type"].startswith("text/html"), (method, path)
+            assert wrong.headers["allow"] == allow, (method, path)
+        assert (await browser.get(f"{base}/no-such-page")).status_code == 404
+        slash = await browser.get("/portal/")
+        assert slash.status_code == 303 and slash.headers["location"] == "/portal"
         head = await browser.head(f"{base}/seats")
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-type"].startswith("text/html")

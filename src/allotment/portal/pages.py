@@ -45,7 +45,7 @@ MAX_FORM_BYTES = 4096
 SUBJECT = TypeAdapter(Subject)  # the API's one definition of a subject (docs/seats.md)
 # GET routes that answer no HEAD: a link checker must not spend a link, and a HEAD on an
 # unknown path is the last route's (a 404, or a 405 naming the methods the path takes).
-NO_HEAD = frozenset({"portal_login", "unknown_page"})
+NO_HEAD = frozenset({"portal_login", "other_page"})
 
 
 class Refusal(Exception):
@@ -365,23 +365,20 @@ def body_refusal(status: int, detail: str, path: str) -> Response:
     return refusal_page(status, "Request refused", detail, "/portal")
 
 
-OTHER_METHODS = ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+EVERY_METHOD = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 
 
-@router.api_route("/portal/{rest:path}", methods=["GET", "POST"])
-async def unknown_page(request: Request, rest: str) -> Response:
-    """Last but one of the portal's routes: any other path under /portal is a page that is
-    not."""
-    return refusal_page(404, "Not found", "There is no such page.", await home_of(request))
-
-
-@router.api_route("/portal/{rest:path}", methods=OTHER_METHODS)
-async def other_method(request: Request, rest: str) -> Response:
-    """Last: a method no portal route takes is a 405 page naming those the path takes (or
-    a 404 page if no route has the path)."""
+@router.api_route("/portal", methods=EVERY_METHOD)
+@router.api_route("/portal/{rest:path}", methods=EVERY_METHOD)
+async def other_page(request: Request, rest: str = "") -> Response:
+    """Last of the portal's routes: a path no route has is a 404 page; a method the path's
+    routes do not take is a 405 page naming those they take (GET on a form's POST route
+    included). `/portal/` is `/portal`."""
+    if request.url.path == "/portal/" and request.method == "GET":
+        return RedirectResponse("/portal", status_code=303)
     allowed: set[str] = set()
     for route in router.routes:
-        if not isinstance(route, PortalRoute) or route.endpoint in (unknown_page, other_method):
+        if not isinstance(route, PortalRoute) or route.endpoint is other_page:
             continue
         if route.matches(request.scope)[0] is not Match.NONE:
             allowed |= route.methods or set()

@@ -14,7 +14,6 @@ numbers are the API's.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -104,18 +103,18 @@ def last_hour(now: datetime) -> datetime:
 
 
 def countdown(contract: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
-    """The contract's end: a trial's end or the renewal, with whole days left (rounded up,
-    so the last day shows 1) and, under a day, the hours or minutes left in words ("in 3
-    hours", not "1 day left": docs/portal.md)."""
+    """The contract's end (a trial's, or the end of its term: a contract's `ends_at` is an
+    end, not a renewal), with the whole days left (to the nearest) and, under two days, the
+    hours or minutes left in words ("in 30 hours", "in 40 minutes": docs/portal.md)."""
     if contract is None or contract.get("ends_at") is None:
         return None
     ends_at = datetime.fromisoformat(contract["ends_at"].replace("Z", "+00:00"))
     seconds = (ends_at - now).total_seconds()
     return {
-        "what": "Trial ends" if contract["kind"] == "trial" else "Renews",
+        "what": "Trial ends" if contract["kind"] == "trial" else "Ends",
         "at": ends_at,
-        "days_left": max(0, math.ceil(seconds / 86400)),
-        "under_a_day": 0 < seconds < 86400,
+        "days_left": wording.days_left(seconds),
+        "in_hours": 0 < seconds < wording.IN_DAYS_FROM,
         "left": wording.time_left(seconds),
         "past": seconds <= 0,
     }

@@ -55,19 +55,30 @@ def _plural(n: int | Decimal | str, noun: str) -> str:
     return f"{number(n)} {noun}{'' if Decimal(str(n)) == 1 else 's'}"
 
 
+# From two days on, what is left is said in days; below, in hours (and minutes).
+IN_DAYS_FROM = 2 * 86400
+
+
+def days_left(seconds: float) -> int:
+    """Whole days left, to the nearest (a 10-day trial made a second ago has 10 days left;
+    2 days and 1 hour, 2 days; 2½ days, 3)."""
+    return max(0, math.floor(seconds / 86400 + 0.5))
+
+
 def time_left(seconds: float) -> str:
-    """What is left before an end, in the unit a reader wants: whole days (rounded up, so
-    the last day says 1 day) from a day on; under a day whole hours (rounded down, with the
-    minutes while under two hours); under an hour minutes (rounded up, at least 1)."""
-    if seconds >= 86400:
-        return _plural(math.ceil(seconds / 86400), "day")
+    """What is left before an end, in the unit a reader wants: whole days to the nearest from
+    two days on (`days_left`); below, whole hours (rounded down, with the minutes while under
+    two hours); under an hour, minutes (rounded up, at least 1; 60 is "1 hour")."""
+    if seconds >= IN_DAYS_FROM:
+        return _plural(days_left(seconds), "day")
     if seconds >= 3600:
         hours = int(seconds // 3600)
         minutes = int(seconds % 3600 // 60)
         if hours == 1 and minutes:
             return f"1 hour {_plural(minutes, 'minute')}"
         return _plural(hours, "hour")
-    return _plural(max(1, math.ceil(seconds / 60)), "minute")
+    minutes = max(1, math.ceil(seconds / 60))
+    return "1 hour" if minutes >= 60 else _plural(minutes, "minute")
 
 
 # -- an invoice line's source ----------------------------------------------------------------
