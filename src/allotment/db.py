@@ -91,15 +91,7 @@ def create_engine(url: str, settings: Settings, *, connect_timeout_s: int = 5) -
         pool_timeout=5,
         connect_args={
             "connect_timeout": connect_timeout_s,
-            # Custom plans always: psycopg prepares a statement run 5 times on a connection,
-            # and PostgreSQL then settles on a generic plan, blind to the instants it is
-            # given. For the range reads over usage_events ("received after as_of", "time in
-            # [f, t)") that plan can read a whole month instead of one late hour (100+ ms
-            # instead of 5 with 1 M events: docs/performance.md, "Plans").
-            "options": (
-                f"-c statement_timeout={settings.db_statement_timeout_ms} "
-                "-c plan_cache_mode=force_custom_plan"
-            ),
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
 
