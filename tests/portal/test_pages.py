@@ -462,3 +462,13 @@ async def test_the_invoice_reports_as_late_only_use_from_before_its_instant(
     assert found.late.events == 1 and found.late.meters[0].units == 7
     assert everything.late.events == 2  # the API's preview reports the use since, too
     assert found.lines == everything.lines
+    # Taken on the hour, it is kept for a minute (its lines never change; its late events
+    # may): the pages opened one after another price it once.
+    more = [event("later", time=hour - timedelta(minutes=20), data={"count": 3})]
+    await ingest_at(app, more, received=arrived + timedelta(seconds=5))
+    async with session_scope(app.state.sessionmaker) as session:
+        again = await views.invoice(session, api, now + timedelta(seconds=30))
+        fresh = await views.invoice(session, api, now + views.TAKEN_FOR)
+    assert again is found
+    assert fresh is not None and fresh is not found and fresh.late.events == 2
+    assert fresh.lines == found.lines

@@ -70,6 +70,10 @@ async def invoice(
     if contract is None:
         return None
     hour = last_hour(now)
+    key = (contract["id"], hour)
+    cached = _TAKEN.get(key)
+    if cached is not None and now < cached[1]:
+        return cached[0]
     # Late events: only those for the time the lines price (before the instant), not the use
     # since, which is not late and which the next whole hour takes in: counting it would
     # read every event of the current hour (docs/portal.md#speed).
@@ -81,6 +85,9 @@ async def invoice(
         as_of=hour,
         late_before=True,
     )
+    if found.lines or hour == now:
+        _remember(key, found, now)
+        return found
     if not found.lines and hour < now:
         # Nothing was priced as of the hour: the contract was recorded after it began (a new
         # customer's first hour). Taken now instead, so the page does not say "0.00"; from
@@ -96,6 +103,24 @@ async def invoice(
             late_before=True,
         )
     return found
+
+
+# The previews taken on the hour, by (contract, hour), for a minute: a preview as of a past
+# instant never changes its lines (revisions, activations and events count only when
+# recorded by then: docs/billing.md), so the overview, invoice and CSV pages a customer opens
+# one after another price it once. Its late events may grow meanwhile: a minute behind at
+# most. Per process; the oldest go first past the bound.
+TAKEN_FOR = timedelta(seconds=60)
+TAKEN_MAX = 1024
+_TAKEN: dict[tuple[str, datetime], tuple[InvoiceRead, datetime]] = {}
+
+
+def _remember(key: tuple[str, datetime], found: InvoiceRead, now: datetime) -> None:
+    for stale in [k for k, (_, until) in _TAKEN.items() if until <= now]:
+        del _TAKEN[stale]
+    while len(_TAKEN) >= TAKEN_MAX:
+        del _TAKEN[next(iter(_TAKEN))]
+    _TAKEN[key] = (found, now + TAKEN_FOR)
 
 
 def last_hour(now: datetime) -> datetime:
