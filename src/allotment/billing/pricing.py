@@ -71,9 +71,10 @@ from allotment.billing.groups import Group, groups
 from allotment.billing.instance_kinds import kind_lines
 from allotment.billing.levels import json_units, level_terms
 from allotment.billing.measure import (
+    MICROSECOND,
+    MICROSECONDS_PER_HOUR,
     QUANTITY_PLACES,
     SECONDS_PER_DAY,
-    SECONDS_PER_HOUR,
     ZERO,
     clip,
     days,
@@ -285,17 +286,18 @@ class _Pricer:
         return out
 
     def _instances(self) -> Line | None:
-        kinds: dict[tuple[str, int], list[Any]] = {}  # (kind, weight) → [intervals, hours]
-        total = ZERO
+        # (kind, weight) → [intervals, microseconds]: whole microseconds add exactly and
+        # fast; each sum becomes hours (a Fraction) once.
+        kinds: dict[tuple[str, int], list[int]] = {}
         for interval in self.data.instances:
             clipped = clip(interval, self.group.start, self.group.end)
             if clipped is None or interval.kind in self.plan.price.instance_kinds:
                 continue  # a kind priced apart has its own line (instance_kinds.py)
-            hours = seconds(clipped[1] - clipped[0]) / SECONDS_PER_HOUR
-            total += hours * interval.weight
-            entry = kinds.setdefault((interval.kind or "", interval.weight), [0, ZERO])
+            entry = kinds.setdefault((interval.kind or "", interval.weight), [0, 0])
             entry[0] += 1
-            entry[1] += hours
+            entry[1] += (clipped[1] - clipped[0]) // MICROSECOND
+        hours = {key: Fraction(entry[1], MICROSECONDS_PER_HOUR) for key, entry in kinds.items()}
+        total = sum((held * weight for (_, weight), held in hours.items()), ZERO)
         unit_price = self.plan.price.instance_hour
         return self._line(
             "instances",
@@ -311,7 +313,7 @@ class _Pricer:
                         "kind": kind or None,
                         "weight": weight,
                         "intervals": entry[0],
-                        "hours": text(entry[1]),
+                        "hours": text(hours[(kind, weight)]),
                     }
                     for (kind, weight), entry in sorted(kinds.items())
                 ],
