@@ -1,6 +1,7 @@
 """What a meter reads from stored events, the same way at ingest and when totals are read back.
 
     reading(meter, time, tenant, data)  → Reading, or None (no property; the filter left it out)
+    read_property(meter)                → the property `reading` needs, None for a count
     readings_of(meter, rows)            → the readings of the rows of the meter's event type
     shown(fraction)                     → a Decimal to 12 places, for an exact level shown
 
@@ -48,6 +49,13 @@ def reading(meter: Meter, time: datetime, tenant: str, data: Any) -> Reading | N
     if meter.aggregation == "unique_count":
         return Reading(time, tenant, token(raw))
     return Reading(time, tenant, scaled(meter, quantity(raw)))
+
+
+def read_property(meter: Meter) -> str | None:
+    """The property of `data` that `reading` needs present (not null) for `meter` to count
+    an event: None when it needs none (a count, or a meter without a property). The SQL that
+    counts or sums in the database (usage/segments.py, usage/late.py) applies the same rule."""
+    return None if meter.aggregation == "count" else meter.property
 
 
 def shown(value: Fraction, places: int = 12) -> Decimal:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.policy.catalog import Meter
 from allotment.usage.meters import hour_of, scaled
-from allotment.usage.readings import Reading
+from allotment.usage.readings import Reading, read_property
 
 HOUR = timedelta(hours=1)
 
@@ -99,7 +99,7 @@ async def read_pieces(
             "bounds": bounds,
             "names": [m.name for m in meters],
             "types": [m.event_type for m in meters],
-            "props": [None if m.aggregation == "count" else m.property for m in meters],
+            "props": [read_property(m) for m in meters],
             "f": [f for f, _ in spans],
             "t": [t for _, t in spans],
         },

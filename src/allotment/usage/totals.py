@@ -50,8 +50,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.policy.catalog import Meter
 from allotment.usage import levels, segments
 from allotment.usage.gauges import read_series
+from allotment.usage.late import counted as counted_late
 from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
-from allotment.usage.readings import Reading, reading, readings_of, shown
+from allotment.usage.readings import Reading, read_property, readings_of, shown
 
 HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
@@ -86,24 +87,6 @@ _LATE = text(
     "SELECT type, time, coalesce(tenant, '') AS tenant, data FROM usage_events "
     "WHERE customer_id = :c AND received_at > :as_of AND type = ANY(:types) "
     f"AND time >= :f AND time < :t AND {_TENANT}"
-)
-# How many of those a meter without a filter counts: one of its type, carrying the property it
-# reads (a count reads none). Counted in the database: a late hour holds thousands.
-_UNFILTERED_COUNTS = (
-    "EXISTS (SELECT 1 FROM unnest(CAST(:utypes AS text[]), CAST(:uprops AS text[])) "
-    "AS m(type, prop) WHERE m.type = e.type "
-    "AND (m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null'))"
-)
-_LATE_COUNTED = text(
-    "SELECT count(*) FROM usage_events e "
-    "WHERE e.customer_id = :c AND e.received_at > :as_of AND e.type = ANY(:types) "
-    f"AND e.time >= :f AND e.time < :t AND {_TENANT} AND {_UNFILTERED_COUNTS}"
-)
-# The rest, of a type some filtered meter reads: its filter is evaluated here, not in SQL.
-_LATE_LEFT = text(
-    "SELECT e.type, e.time, coalesce(e.tenant, '') AS tenant, e.data FROM usage_events e "
-    "WHERE e.customer_id = :c AND e.received_at > :as_of AND e.type = ANY(:ftypes) "
-    f"AND e.time >= :f AND e.time < :t AND {_TENANT} AND NOT {_UNFILTERED_COUNTS}"
 )
 # The events of a few spans (the exact hours), one index range scan each.
 _EVENTS = text(
@@ -309,7 +292,7 @@ async def read(
                 "t": max(end, shown[1]),
                 "names": [m.name for m in additive],
                 "types": [m.event_type for m in additive],
-                "props": [m.property if m.aggregation == "sum" else None for m in additive],
+                "props": [read_property(m) for m in additive],
                 "r0": shown[0],
                 "r1": shown[1],
             },
@@ -367,7 +350,7 @@ async def read(
         # are the late events some meter counted, with no second read.
         reported = sum(total.events for total in late_by_meter.values())
     else:
-        reported = await _late_counted(session, meters, {**params, "f": shown[0], "t": shown[1]})
+        reported = await counted_late(session, meters, {**params, "f": shown[0], "t": shown[1]})
     if names:
         counter_rows = (
             await session.execute(_COUNTERS, {**params, "meters": names, "f": floor, "t": end})
@@ -457,40 +440,6 @@ async def read(
         by_meter=ledgers,
         late=Late(events=reported, by_meter=late_by_meter),
     )
-
-
-async def _late_counted(
-    session: AsyncSession, meters: Sequence[Meter], params: dict[str, Any]
-) -> int:
-    """How many events received after `as_of` with a time in [f, t) some meter counts: an
-    event of a metered type that every meter's filter leaves out (or that lacks the property
-    each reads) is billed nowhere, so it is not late usage either (docs/billing.md, "Taken at
-    an instant"). Meters without a filter decide in the database, as `reading` would; only
-    the events none of them counts, of a type a filtered meter reads, are read back."""
-    if not meters:
-        return 0
-    plain = [m for m in meters if m.filter is None]
-    filtered = [m for m in meters if m.filter is not None]
-    params = {
-        **params,
-        "types": sorted({m.event_type for m in meters}),
-        "utypes": [m.event_type for m in plain],
-        "uprops": [None if m.aggregation == "count" else m.property for m in plain],
-    }
-    counted = int((await session.execute(_LATE_COUNTED, params)).scalar_one())
-    if filtered:
-        rows = await session.execute(
-            _LATE_LEFT, {**params, "ftypes": sorted({m.event_type for m in filtered})}
-        )
-        counted += sum(
-            any(
-                reading(meter, row.time, row.tenant, row.data) is not None
-                for meter in filtered
-                if meter.event_type == row.type
-            )
-            for row in rows
-        )
-    return counted
 
 
 def _take_off(
