@@ -1,8 +1,6 @@
 """What an invoice is computed from, read for one contract and one calendar month, as known at
-one instant (`as_of`): the same `as_of` always reads the same inputs.
+one instant (`as_of`, billing/instant.py): the same `as_of` always reads the same inputs.
 
-    period(text, now)              "2026-11" → [start, end) in UTC; a future month is a 422
-    as_of(value, start, now)       the instant a preview is taken at (default: now, to the second)
     gather(session, contract, …)   → Gathered: segments (revision × policy version in force),
                                      member seats or sessions, instance leases, meter ledgers
 
@@ -25,10 +23,9 @@ from the start of the contract year the month opens in (billing/annual.py).
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,39 +39,14 @@ from allotment.contracts import history as contracts_history
 from allotment.contracts.limits import seat_limits
 from allotment.contracts.terms import Terms
 from allotment.contracts.years import contract_year, pieces
-from allotment.errors import NotFound, ValidationFailed
+from allotment.errors import NotFound
 from allotment.instances import history as instances_history
-from allotment.kit.clock import in_utc, isoformat
 from allotment.policy import service as policies
 from allotment.policy.catalog import Addon, Catalog, Meter, Plan
 from allotment.policy.catalog_cache import load_catalog
 from allotment.policy.money import minor_digits
 from allotment.seats import history as seats_history
 from allotment.usage import totals
-
-_PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII: \d takes any script's digits
-
-
-def period(value: str, now: datetime) -> tuple[datetime, datetime]:
-    found = _PERIOD.match(value)
-    year, month = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
-    if found is None or not 1 <= month <= 12 or year < 1:  # there is no year 0000
-        raise ValidationFailed(
-            f"period {value!r} is not a month: write YYYY-MM",
-            errors=[{"path": "query.period", "message": "a month, as YYYY-MM"}],
-        )
-    start = datetime(year, month, 1, tzinfo=UTC)
-    if start > now:  # before `end`, which 9999-12 has not (year 10000)
-        raise ValidationFailed(
-            f"period {value} has not started: a preview is of this month or an earlier one",
-            errors=[{"path": "query.period", "message": "a future month"}],
-        )
-    end = (
-        datetime(year + 1, 1, 1, tzinfo=UTC)
-        if month == 12
-        else datetime(year, month + 1, 1, tzinfo=UTC)
-    )
-    return start, end
 
 
 @dataclass(frozen=True)
@@ -156,28 +128,6 @@ async def contract_row(session: AsyncSession, contract_id: str) -> ContractRow:
     if row is None:
         raise NotFound(f"No contract {contract_id!r}.", type="contract-not-found")
     return ContractRow(row.id, row.customer_id, row.customer, row.starts_at, row.ends_at)
-
-
-def as_of(value: datetime | None, start: datetime, now: datetime) -> datetime:
-    """The instant a preview is taken at: `value`, or now truncated to the second. It may lie
-    after the period (a closed month, as finance saw it then) but not before it, nor ahead of
-    now (what has not been received yet cannot be reproduced)."""
-    if value is None:
-        return now.replace(microsecond=0)
-    if value.tzinfo is None:
-        raise ValidationFailed(
-            "`as_of` needs a UTC offset.",
-            errors=[{"path": "query.as_of", "message": "needs an offset"}],
-        )
-    value = in_utc(value, path="query.as_of")  # shown in UTC: one instant, one text
-    if value < start or value > now:
-        where = "before the period starts" if value < start else "in the future"
-        raise ValidationFailed(
-            f"`as_of` {isoformat(value)} is {where}: a preview is taken within or after its "
-            "period, and not later than now.",
-            errors=[{"path": "query.as_of", "message": where}],
-        )
-    return value
 
 
 def _version_at(activations: list[Any], moment: datetime) -> int | None:

@@ -28,7 +28,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.alerts import service as alerts
-from allotment.billing import data, reconcile, wallet_ledger
+from allotment.billing import data, instant, reconcile, wallet_ledger
 from allotment.billing.priced import Priced
 from allotment.billing.pricing import price
 from allotment.billing.schemas import (
@@ -61,8 +61,8 @@ async def preview(
     override: data.Proposed | None = None,
     late_before: bool = False,
 ) -> InvoiceRead:
-    start, end = data.period(period, now)
-    taken = data.as_of(as_of, start, now)
+    start, end = instant.period(period, now)
+    taken = instant.as_of(as_of, start, now)
     contract = await data.contract_row(session, contract_id)
     gathered = await data.gather(
         session,
@@ -155,8 +155,8 @@ async def list_previews(
     as_of: datetime | None = None,
 ) -> InvoiceList:
     """Every contract active at some instant of the period, by id, with its subtotal."""
-    start, end = data.period(period, now)
-    taken = data.as_of(as_of, start, now)
+    start, end = instant.period(period, now)
+    taken = instant.as_of(as_of, start, now)
     query = select(Contract).where(
         Contract.starts_at < end,
         (Contract.ends_at.is_(None)) | (Contract.ends_at > start),
@@ -188,7 +188,7 @@ _BURSTS = text(
 async def reconcile_contract(
     session: AsyncSession, *, contract_id: str, period: str, now: datetime
 ) -> ReconciliationRead:
-    start, end = data.period(period, now)
+    start, end = instant.period(period, now)
     contract = await data.contract_row(session, contract_id)
     gathered = await data.gather(session, contract=contract, start=start, end=end, as_of=now)
     bursts = (
