@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import psycopg
-from psycopg.errors import UndefinedTable
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ProgrammingError
 
 from allotment import embedded, preflight
 from allotment.config import get_settings
@@ -85,22 +83,11 @@ def _run_in_session(fn: Callable[[Any], Awaitable[T]], database_url: str) -> T:
         try:
             async with session_scope(create_sessionmaker(engine), bus=bus) as session:
                 return await fn(session)
-        except ServiceUnavailable as exc:
-            if not isinstance(exc.__cause__, OperationalError | psycopg.OperationalError):
+        except (ServiceUnavailable, ProgrammingError) as exc:
+            said = preflight.explain(exc, database_url, settings.data_dir)
+            if said is None:
                 raise
-            raise click.ClickException(str(preflight.unusable(database_url, exc))) from None
-        except ProgrammingError as exc:
-            if not isinstance(exc.orig, UndefinedTable):
-                raise
-            # Most often: run from another directory, so the embedded servers were started
-            # afresh under its ./.allotment (the data dir is relative to where it runs).
-            raise click.ClickException(
-                f"the database has no Allotment schema ({str(exc.orig).splitlines()[0]}). "
-                "Run this from the "
-                f"directory the service runs in, or set ALLOTMENT_DATA_DIR (now "
-                f"{settings.data_dir.resolve()}) or ALLOTMENT_DATABASE_URL to its store; "
-                "`allotment migrate` creates the schema in a new one."
-            ) from None
+            raise click.ClickException(said) from None
         finally:
             if bus is not None:
                 with contextlib.suppress(Exception):  # Redis down: workers' TTLs still bound it

@@ -8,6 +8,8 @@ paragraph, not a traceback.
                             without its password and what to do (`createdb …` for a database
                             that does not exist)
     unusable(url, exc)      the same message for a failure met later (a command's session)
+    explain(exc, url, dir)  what a command's session failure means, when it is one of these
+                            (the database unreachable, or holding no Allotment schema)
 
 `allotment serve` and `allotment migrate` check first, so an operator who has not created
 the database yet, or whose PostgreSQL is not running, reads why instead of a traceback
@@ -17,10 +19,13 @@ the database yet, or whose PostgreSQL is not running, reads why instead of a tra
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import psycopg
+from psycopg.errors import UndefinedTable
 from pydantic import ValidationError
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from allotment.db import libpq_url
 
@@ -77,6 +82,27 @@ def unusable(url: str, exc: BaseException) -> DatabaseUnusable:
     return DatabaseUnusable(
         f"Cannot connect to the database of ALLOTMENT_DATABASE_URL ({where}): {ended} {advice}"
     )
+
+
+def explain(exc: BaseException, url: str, data_dir: Path) -> str | None:
+    """The paragraph for a command whose session failed with `exc`: the database could not
+    be reached (`unusable`), or it holds no Allotment schema; None for anything else."""
+    from allotment.errors import ServiceUnavailable  # the web stack: only once a command ran
+
+    if isinstance(exc, ServiceUnavailable) and isinstance(
+        exc.__cause__, OperationalError | psycopg.OperationalError
+    ):
+        return str(unusable(url, exc))
+    if isinstance(exc, ProgrammingError) and isinstance(exc.orig, UndefinedTable):
+        # Most often: run from another directory, so the embedded servers were started
+        # afresh under its ./.allotment (the data dir is relative to where it runs).
+        return (
+            f"the database has no Allotment schema ({str(exc.orig).splitlines()[0]}). "
+            "Run this from the directory the service runs in, or set ALLOTMENT_DATA_DIR "
+            f"(now {data_dir.resolve()}) or ALLOTMENT_DATABASE_URL to its store; "
+            "`allotment migrate` creates the schema in a new one."
+        )
+    return None
 
 
 def check_database(url: str, *, timeout_s: int = 5) -> None:
