@@ -11,7 +11,8 @@ import pytest
 from allotment.policy import load
 from allotment.policy.diff import diff
 from allotment.policy.document import canonical_form
-from allotment.releases.notes import changes, impact_of, markdown
+from allotment.releases.markdown import markdown
+from allotment.releases.notes import changes, impact_of
 from tests.factories.policies_for_contracts import demo_document
 
 

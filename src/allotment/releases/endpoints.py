@@ -12,7 +12,7 @@ from allotment.deps import SessionDep, require
 from allotment.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from allotment.policy.schemas import MAX_VERSION
 from allotment.releases import service as releases
-from allotment.releases.notes import markdown
+from allotment.releases.markdown import markdown
 from allotment.releases.schemas import ChangelogEntryRead, ReleaseNotesRead
 
 router = APIRouter(tags=["policies"])
