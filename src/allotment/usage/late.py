@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.policy.catalog import Meter
-from allotment.usage.readings import read_property, reading
+from allotment.usage.readings import COUNTS_SQL, read_property, reading
 
 _LATE_EVENTS = (
     "FROM usage_events e WHERE e.customer_id = :c AND e.received_at > :as_of "
@@ -28,8 +28,7 @@ _LATE_EVENTS = (
 # An event some meter without a filter counts: of its type, carrying the property it reads.
 _PLAIN_COUNTS = (
     "EXISTS (SELECT 1 FROM unnest(CAST(:utypes AS text[]), CAST(:uprops AS text[])) "
-    "AS m(type, prop) WHERE m.type = e.type "
-    "AND (m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null'))"
+    f"AS m(type, prop) WHERE m.type = e.type AND {COUNTS_SQL})"
 )
 _COUNTED = text(f"SELECT count(*) {_LATE_EVENTS} AND e.type = ANY(:types) AND {_PLAIN_COUNTS}")
 _LEFT = text(

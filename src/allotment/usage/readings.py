@@ -58,6 +58,16 @@ def read_property(meter: Meter) -> str | None:
     return None if meter.aggregation == "count" else meter.property
 
 
+# `read_property`'s rule in SQL, for an event `e` joined to a meter `m(prop)` whose `prop` is
+# read_property(meter): whether the meter counts the event, and what it adds to a count or a
+# sum (a count adds 1; an event without the property adds nothing).
+COUNTS_SQL = "(m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null')"
+ADDS_SQL = (
+    "CASE WHEN m.prop IS NULL THEN 1 "
+    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END"
+)
+
+
 def shown(value: Fraction, places: int = 12) -> Decimal:
     """`value` rounded half-even to `places`, trailing zeros dropped (never an exponent)."""
     units = round(value * 10**places)

@@ -29,17 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.policy.catalog import Meter
 from allotment.usage.meters import hour_of, scaled
-from allotment.usage.readings import Reading, read_property
+from allotment.usage.readings import ADDS_SQL, COUNTS_SQL, Reading, read_property
 
 HOUR = timedelta(hours=1)
 
 _PIECES = text(
     "SELECT m.name AS meter, width_bucket(e.time, CAST(:bounds AS timestamptz[])) AS piece, "
-    "count(*) FILTER (WHERE m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
-    "AS events, "
-    "sum(CASE WHEN m.prop IS NULL THEN 1 "
-    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
-    "AS value, "
+    f"count(*) FILTER (WHERE {COUNTS_SQL}) AS events, sum({ADDS_SQL}) AS value, "
     "count(*) FILTER (WHERE m.prop IS NOT NULL "
     "AND jsonb_typeof(e.data -> m.prop) NOT IN ('number', 'null')) AS odd "
     # One index range scan per span (LATERAL: joined plainly, the planner may read the

@@ -52,7 +52,14 @@ from allotment.usage import levels, segments
 from allotment.usage.gauges import read_series
 from allotment.usage.late import counted as counted_late
 from allotment.usage.meters import EXACT, exact_sum, hour_of, month_of, scaled
-from allotment.usage.readings import Reading, read_property, readings_of, shown
+from allotment.usage.readings import (
+    ADDS_SQL,
+    COUNTS_SQL,
+    Reading,
+    read_property,
+    readings_of,
+    shown,
+)
 
 HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
@@ -67,15 +74,10 @@ _COUNTERS = text(
 # count; an event without the meter's property adds nothing, as at ingest).
 _LATE_SUMS = text(
     "SELECT m.name AS meter, date_trunc('hour', e.time, 'UTC') AS hour, "
-    "count(*) FILTER (WHERE m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
-    "AS events, sum(CASE WHEN m.prop IS NULL THEN 1 "
-    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
-    "AS value, "
-    "count(*) FILTER (WHERE (m.prop IS NULL OR jsonb_typeof(e.data -> m.prop) <> 'null') "
-    "AND e.time >= :r0 AND e.time < :r1) AS shown_events, "
-    "sum(CASE WHEN e.time < :r0 OR e.time >= :r1 THEN NULL WHEN m.prop IS NULL THEN 1 "
-    "WHEN jsonb_typeof(e.data -> m.prop) = 'number' THEN (e.data ->> m.prop)::numeric END) "
-    "AS shown_value "
+    f"count(*) FILTER (WHERE {COUNTS_SQL}) AS events, sum({ADDS_SQL}) AS value, "
+    f"count(*) FILTER (WHERE {COUNTS_SQL} AND e.time >= :r0 AND e.time < :r1) "
+    "AS shown_events, "
+    f"sum({ADDS_SQL}) FILTER (WHERE e.time >= :r0 AND e.time < :r1) AS shown_value "
     "FROM unnest(CAST(:names AS text[]), CAST(:types AS text[]), CAST(:props AS text[])) "
     "AS m(name, type, prop) JOIN usage_events e ON e.customer_id = :c AND e.type = m.type "
     "AND e.received_at > :as_of AND e.time >= :f AND e.time < :t "
