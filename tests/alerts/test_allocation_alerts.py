@@ -10,11 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from allotment.db import session_scope
-from allotment.instances import service as instances
-from allotment.instances.schemas import InstanceRegister
 from allotment.kit.clock import utcnow
-from tests.factories.alerts import fired
+from tests.factories.alerts import fired, register_at
 from tests.factories.contracts import create_contract
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import demo_document, publish_policy
@@ -72,17 +69,6 @@ async def test_the_guest_pool_fills_on_the_general_path_too(
         assert response.status_code == 201, response.text
     (full,) = await fired(app, "seats.limit_reached")
     assert full["data"]["pool"] == "guests" and full["data"]["limit"] == 5
-
-
-async def register_at(app: Any, fingerprint: str, at: Any) -> None:
-    async with session_scope(app.state.sessionmaker) as session:
-        await instances.register(
-            session,
-            customer_key="acme",
-            data=InstanceRegister(fingerprint=fingerprint, kind="vm"),
-            actor="test",
-            now=at,
-        )
 
 
 async def test_ten_instances_in_a_minute_against_two_is_a_surge_once(

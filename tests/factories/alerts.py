@@ -9,6 +9,8 @@ import orjson
 from sqlalchemy import text
 
 from allotment.db import session_scope
+from allotment.instances import service as instances
+from allotment.instances.schemas import InstanceRegister
 
 
 async def fired(app: Any, event_type: str | None = None) -> list[dict[str, Any]]:
@@ -39,3 +41,15 @@ async def announced(app: Any, event_type: str | None = None) -> list[dict[str, A
             {"type": row.event_type, "customer": row.customer_key, **orjson.loads(row.body)}
             for row in rows
         ]
+
+
+async def register_at(app: Any, fingerprint: str, at: Any, customer: str = "acme") -> None:
+    """A VM registered for `customer` as if at `at` (the surge alert counts by instant)."""
+    async with session_scope(app.state.sessionmaker) as session:
+        await instances.register(
+            session,
+            customer_key=customer,
+            data=InstanceRegister(fingerprint=fingerprint, kind="vm"),
+            actor="test",
+            now=at,
+        )

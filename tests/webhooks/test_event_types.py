@@ -9,12 +9,10 @@ from typing import Any
 
 import httpx
 
-from allotment.db import session_scope
-from allotment.instances import service as instances
-from allotment.instances.schemas import InstanceRegister
 from allotment.kit.clock import utcnow
 from allotment.webhooks import catalog
 from allotment.worker import run_once
+from tests.factories.alerts import register_at
 from tests.factories.contracts import create_contract, iso
 from tests.factories.customers import create_customer
 from tests.factories.policies_for_contracts import publish_policy
@@ -22,17 +20,6 @@ from tests.factories.seats import amend_seats, assign
 from tests.factories.usage import event, ingest_at, metered_document, send
 from tests.webhooks.conftest import until
 from tests.webhooks.receiver import Receiver
-
-
-async def _register(app: Any, fingerprint: str, at: Any) -> None:
-    async with session_scope(app.state.sessionmaker) as session:
-        await instances.register(
-            session,
-            customer_key="acme",
-            data=InstanceRegister(fingerprint=fingerprint, kind="vm"),
-            actor="test",
-            now=at,
-        )
 
 
 async def test_every_event_type_reaches_a_receiver_signed(
@@ -60,9 +47,9 @@ async def test_every_event_type_reaches_a_receiver_signed(
     for subject in ("ann", "bob"):  # seats.limit_reached
         assert (await assign(api, {}, subject)).status_code == 201
     for index in range(2):  # instances.surge: 7 against 2 a minute before
-        await _register(hooks_app, f"base-{index}", now - timedelta(seconds=90))
+        await register_at(hooks_app, f"base-{index}", now - timedelta(seconds=90))
     for index in range(5):
-        await _register(hooks_app, f"new-{index}", now + timedelta(seconds=index))
+        await register_at(hooks_app, f"new-{index}", now + timedelta(seconds=index))
     assert (await send(api, {}, event("c1", data={"count": 80}))).status_code == 200  # 80 %
     storage = [event(f"s{i}", type="storage.used", data={"gb": 60 + i}) for i in range(2)]
     await ingest_at(hooks_app, storage, received=now)  # usage.surge: 121 against nothing
